@@ -1,0 +1,213 @@
+//! The harness for Signet's integration tests: it starts the real `signet` binary on
+//! `127.0.0.1:0` with a fresh data folder, reads the bound address from its first line
+//! of output, and kills it when dropped. Helpers push content over plain HTTP.
+//!
+//! The binary is `target/<profile>/signet` (build it first: `cargo build --bin signet`),
+//! or the path in `SIGNET_BIN`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+pub mod oci;
+
+/// A running Signet process.
+pub struct Registry {
+    /// `127.0.0.1:PORT`, as clients name the registry.
+    pub host: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    /// Keeps a temporary data folder alive for the registry's lifetime.
+    _temp: Option<tempfile::TempDir>,
+    config: Option<PathBuf>,
+    stderr_log: PathBuf,
+}
+
+pub fn signet_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SIGNET_BIN") {
+        return PathBuf::from(path);
+    }
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> above the test executable");
+    let bin = profile_dir.join("signet");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --bin signet` before the api tests",
+        bin.display()
+    );
+    bin
+}
+
+impl Registry {
+    /// Starts Signet on a fresh, temporary data folder.
+    pub fn start() -> Registry {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut registry = Registry::start_in(&dir, None);
+        registry._temp = Some(temp);
+        registry
+    }
+
+    /// Starts Signet with a configuration file (TOML text) on a fresh data folder.
+    pub fn start_with_config(toml: &str) -> Registry {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let config = temp.path().join("signet.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let data = temp.path().join("data");
+        let mut registry = Registry::start_in(&data, Some(config));
+        registry._temp = Some(temp);
+        registry
+    }
+
+    /// Starts Signet on an existing data folder (to restart after a crash).
+    pub fn start_in(data_dir: &Path, config: Option<PathBuf>) -> Registry {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let stderr_log = data_dir.with_extension("stderr.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr_log)
+            .expect("stderr log");
+        let mut cmd = Command::new(signet_binary());
+        if let Some(config) = &config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("SIGNET__SERVER__WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd.spawn().expect("start signet");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "signet did not report its address; stderr:\n{}",
+                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
+                );
+            }
+        };
+        let host = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim()
+            .to_string();
+        Registry {
+            url: format!("http://{host}"),
+            host,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _temp: None,
+            config,
+            stderr_log,
+        }
+    }
+
+    /// Kills the process with SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process and starts a new one on the same data (the port changes).
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
+        let temp = self._temp.take();
+        let next = Registry::start_in(&self.data_dir.clone(), self.config.clone());
+        let old = std::mem::replace(self, next);
+        drop(old);
+        self._temp = temp;
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait for signet")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `http://HOST/v2/<path>`.
+    pub fn v2(&self, path: &str) -> String {
+        format!("{}/v2/{}", self.url, path.trim_start_matches('/'))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client")
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Panics with a clear message when a client the test needs is not installed: the
+/// test command installs them all, so a missing one is a broken setup, not a skip.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed; run the README's test command, which installs it"))
+}
+
+/// Runs a command, panicking with its output when it fails; returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Random bytes for test blobs.
+pub fn random_bytes(len: usize) -> Bytes {
+    let mut v = vec![0u8; len];
+    rand::fill(&mut v[..]);
+    Bytes::from(v)
+}

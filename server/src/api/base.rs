@@ -1,0 +1,17 @@
+//! `GET /v2/`: the API version check every client starts with.
+
+use actix_web::{web, HttpResponse};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(["/v2/", "/v2"])
+            .route(web::get().to(version_check))
+            .route(web::head().to(version_check)),
+    );
+}
+
+async fn version_check() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body("{}")
+}

@@ -1,0 +1,120 @@
+//! `HEAD`/`GET`/`DELETE /v2/<name>/blobs/<digest>`: blobs are served from the blob
+//! store as a stream, whole or by `Range`; the metadata store says whether the
+//! repository may serve them.
+
+use actix_web::body::SizedStream;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
+use signet_storage::range::{parse_range_header, ResolvedRange};
+use signet_storage::{Digest, StorageError};
+
+use super::{parse_digest, repo_name, HeadBody, DIGEST_HEADER};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v2/{name:.+}/blobs/{digest}")
+            .route(web::get().to(get_blob))
+            .route(web::head().to(head_blob))
+            .route(web::delete().to(delete_blob)),
+    );
+}
+
+/// Resolves the request's blob: its digest, size and the range asked for.
+async fn locate(
+    state: &AppState,
+    req: &HttpRequest,
+    path: &(String, String),
+) -> ApiResult<(Digest, u64, Option<ResolvedRange>)> {
+    let repo = repo_name(&path.0)?;
+    let digest = parse_digest(&path.1)?;
+    let size = state
+        .meta
+        .blob_in_repository(&repo, &digest)
+        .await?
+        .ok_or(ApiError::BlobUnknown)?;
+    let range = match req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_range_header)
+    {
+        Some(spec) => Some(
+            spec.resolve(size)
+                .ok_or(ApiError::RangeNotSatisfiable { size })?,
+        ),
+        None => None,
+    };
+    Ok((digest, size, range))
+}
+
+fn blob_headers(
+    digest: &Digest,
+    size: u64,
+    range: Option<ResolvedRange>,
+) -> HttpResponseBuilder {
+    let mut response = match range {
+        Some(r) => {
+            let mut b = HttpResponse::PartialContent();
+            b.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end, size),
+            ));
+            b
+        }
+        None => HttpResponse::Ok(),
+    };
+    response
+        .content_type("application/octet-stream")
+        .insert_header((DIGEST_HEADER, digest.to_string()))
+        .insert_header((header::ETAG, format!("\"{digest}\"")))
+        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        // Content under a digest never changes.
+        .insert_header((header::CACHE_CONTROL, "max-age=31536000"));
+    response
+}
+
+async fn get_blob(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (digest, size, range) = locate(&state, &req, &path).await?;
+    let body = match state.blobs.get(&digest, range).await {
+        Ok(body) => body,
+        Err(StorageError::NotFound) => {
+            tracing::error!(%digest, "blob is in the metadata but missing from the blob store");
+            return Err(ApiError::BlobUnknown);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let length = range.map_or(size, |r| r.len());
+    Ok(blob_headers(&digest, size, range).body(SizedStream::new(length, body.stream)))
+}
+
+async fn head_blob(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (digest, size, range) = locate(&state, &req, &path).await?;
+    let length = range.map_or(size, |r| r.len());
+    Ok(blob_headers(&digest, size, range).body(HeadBody(length)))
+}
+
+async fn delete_blob(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let repo = repo_name(&path.0)?;
+    let digest = parse_digest(&path.1)?;
+    if state.meta.unlink_blob(&repo, &digest).await? {
+        tracing::info!(repository = %repo, %digest, "blob deleted");
+        Ok(HttpResponse::Accepted()
+            .insert_header((DIGEST_HEADER, digest.to_string()))
+            .finish())
+    } else {
+        Err(ApiError::BlobUnknown)
+    }
+}

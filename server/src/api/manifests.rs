@@ -1,0 +1,175 @@
+//! `HEAD`/`GET`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`. Manifests are answered
+//! from the metadata store, byte for byte as they were pushed.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::BytesMut;
+use futures::StreamExt;
+use signet_storage::manifest::parse_manifest;
+use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest};
+use signet_storage::names::InvalidReference;
+use signet_storage::{Algorithm, Digest, Reference, RepoName};
+
+use super::{repo_name, HeadBody, DIGEST_HEADER};
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v2/{name:.+}/manifests/{reference}")
+            .route(web::get().to(get_manifest))
+            .route(web::head().to(head_manifest))
+            .route(web::put().to(put_manifest))
+            .route(web::delete().to(delete_manifest)),
+    );
+}
+
+/// A reference from the URL. Malformed digests are `DIGEST_INVALID`; an invalid tag
+/// cannot name anything, so reads answer it as unknown.
+fn parse_reference(raw: &str) -> ApiResult<Reference> {
+    raw.parse().map_err(|e| match e {
+        InvalidReference::Digest(d) => ApiError::DigestInvalid(d.to_string()),
+        InvalidReference::Tag(_) => ApiError::ManifestUnknown,
+    })
+}
+
+async fn lookup(state: &AppState, path: &(String, String)) -> ApiResult<StoredManifest> {
+    let repo = repo_name(&path.0)?;
+    let reference = parse_reference(&path.1)?;
+    match state.meta.get_manifest(&repo, &reference).await? {
+        Some(m) => Ok(m),
+        None if !state.meta.repository_exists(&repo).await? => Err(ApiError::NameUnknown),
+        None => Err(ApiError::ManifestUnknown),
+    }
+}
+
+fn manifest_headers(m: &StoredManifest) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, m.media_type.as_str()))
+        .insert_header((DIGEST_HEADER, m.digest.to_string()))
+        .insert_header((header::ETAG, format!("\"{}\"", m.digest)));
+    response
+}
+
+async fn get_manifest(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let m = lookup(&state, &path).await?;
+    Ok(manifest_headers(&m).body(m.content))
+}
+
+async fn head_manifest(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let m = lookup(&state, &path).await?;
+    Ok(manifest_headers(&m).body(HeadBody(m.content.len() as u64)))
+}
+
+/// Reads the whole manifest body, refusing more than `limit` bytes (413).
+async fn read_limited(
+    req: &HttpRequest,
+    mut body: web::Payload,
+    limit: usize,
+) -> ApiResult<bytes::Bytes> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|l| l > limit as u64) {
+        return Err(ApiError::ManifestTooLarge { limit });
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(4096).min(limit as u64) as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::ManifestInvalid(format!("reading body: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::ManifestTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn put_manifest(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let repo = repo_name(&path.0)?;
+    let reference: Reference = path.1.parse().map_err(|e| match e {
+        InvalidReference::Digest(d) => ApiError::DigestInvalid(d.to_string()),
+        InvalidReference::Tag(t) => ApiError::ManifestInvalid(t.to_string()),
+    })?;
+    let content = read_limited(&req, body, state.config.limits.max_manifest_bytes).await?;
+    let algorithm = match &reference {
+        Reference::Digest(d) => d.algorithm(),
+        Reference::Tag(_) => Algorithm::Sha256,
+    };
+    let digest = Digest::of(algorithm, &content);
+    if let Reference::Digest(expected) = &reference {
+        if *expected != digest {
+            return Err(ApiError::DigestInvalid(format!(
+                "the manifest hashes to {digest}, not {expected}"
+            )));
+        }
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let parsed = parse_manifest(&content, content_type)
+        .map_err(|e| ApiError::ManifestInvalid(e.0))?;
+
+    let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    let put = ManifestPut {
+        repo: repo.clone(),
+        blobs: parsed.required_blobs(),
+        children: parsed.required_children(),
+        tag: match &reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        },
+        manifest: ManifestRecord {
+            digest: digest.clone(),
+            media_type: parsed.media_type.clone(),
+            artifact_type: parsed.effective_artifact_type(),
+            subject: subject.clone(),
+            annotations: parsed.annotations.clone(),
+            content,
+        },
+    };
+    state.meta.put_manifest(&put).await?;
+    tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");
+
+    let mut response = HttpResponse::Created();
+    response
+        .insert_header((header::LOCATION, format!("/v2/{repo}/manifests/{digest}")))
+        .insert_header((DIGEST_HEADER, digest.to_string()));
+    if let Some(subject) = subject {
+        response.insert_header(("OCI-Subject", subject.to_string()));
+    }
+    Ok(response.finish())
+}
+
+async fn delete_manifest(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let repo: RepoName = repo_name(&path.0)?;
+    let deleted = match parse_reference(&path.1)? {
+        Reference::Digest(d) => state.meta.delete_manifest(&repo, &d).await?,
+        Reference::Tag(t) => state.meta.delete_tag(&repo, &t).await?,
+    };
+    if deleted {
+        tracing::info!(repository = %repo, reference = %path.1, "manifest deleted");
+        Ok(HttpResponse::Accepted().finish())
+    } else if !state.meta.repository_exists(&repo).await? {
+        Err(ApiError::NameUnknown)
+    } else {
+        Err(ApiError::ManifestUnknown)
+    }
+}

@@ -1,0 +1,116 @@
+//! The distribution-spec HTTP API: one module per area, each with its `configure`.
+
+mod base;
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::web;
+use bytes::Bytes;
+use signet_storage::digest::DigestError;
+use signet_storage::meta::Page;
+use signet_storage::{Digest, RepoName};
+
+use crate::error::{ApiError, ApiResult};
+
+pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
+pub const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
+
+/// Registers every route. Upload routes come before blob routes: both live under
+/// `/blobs/`, and the more specific must match first.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    base::configure(cfg);
+    catalog::configure(cfg);
+    uploads::configure(cfg);
+    blobs::configure(cfg);
+    manifests::configure(cfg);
+    tags::configure(cfg);
+    referrers::configure(cfg);
+}
+
+pub(crate) fn repo_name(raw: &str) -> ApiResult<RepoName> {
+    raw.parse()
+        .map_err(|e: signet_storage::names::InvalidName| ApiError::NameInvalid(e.0))
+}
+
+pub(crate) fn parse_digest(raw: &str) -> ApiResult<Digest> {
+    raw.parse().map_err(|e: DigestError| ApiError::DigestInvalid(e.to_string()))
+}
+
+/// The `Range` header of an upload: the bytes received so far, inclusive.
+pub(crate) fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+/// Most entries one page may hold, whatever `n` asks for.
+const MAX_PAGE: u32 = 10_000;
+
+/// `n` and `last` of a listing, parsed from the query string.
+pub(crate) struct PageQuery {
+    pub n: Option<u32>,
+    pub last: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(query: &HashMap<String, String>) -> ApiResult<Self> {
+        let n = query
+            .get("n")
+            .map(|n| {
+                n.parse::<u32>()
+                    .map_err(|_| ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}")))
+            })
+            .transpose()?
+            .map(|n| n.min(MAX_PAGE));
+        Ok(Self {
+            n,
+            last: query.get("last").filter(|l| !l.is_empty()).cloned(),
+        })
+    }
+
+    /// The store query: one more than asked, to know whether a next page exists.
+    pub fn store_page(&self) -> Page<'_> {
+        Page {
+            last: self.last.as_deref(),
+            limit: self.n.map(|n| n + 1),
+        }
+    }
+
+    /// Trims the extra entry and returns the `Link` header for the next page, if any.
+    pub fn finish(&self, entries: &mut Vec<String>, path: &str) -> Option<String> {
+        let n = self.n? as usize;
+        if entries.len() <= n {
+            return None;
+        }
+        entries.truncate(n);
+        let last = entries.last()?;
+        Some(format!("<{path}?n={n}&last={last}>; rel=\"next\""))
+    }
+}
+
+/// The body of a HEAD response: announces the length of what a GET would send, sends
+/// nothing.
+pub(crate) struct HeadBody(pub u64);
+
+impl MessageBody for HeadBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.0)
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        Poll::Ready(None)
+    }
+}

@@ -1,0 +1,66 @@
+//! Builds the HTTP application and runs it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use crate::api;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A bound, running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub server: actix_web::dev::Server,
+}
+
+/// Binds the listener and starts the HTTP workers and background maintenance. The
+/// returned server must be awaited (or spawned) to serve.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let config = Arc::new(config);
+    let state = web::Data::new(AppState::open(config.clone()).await?);
+    crate::maintenance::spawn(state.clone().into_inner());
+
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
+            .wrap(from_fn(crate::telemetry::request_span))
+            .configure(api::configure)
+            .default_service(web::to(unmatched))
+    })
+    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    .client_request_timeout(Duration::from_secs(60))
+    .bind(config.server.listen.as_str())?;
+    if config.server.workers > 0 {
+        server = server.workers(config.server.workers);
+    }
+    let addr = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no address bound"))?;
+    let server = server.run();
+    Ok(RunningServer {
+        addr,
+        handle: server.handle(),
+        server,
+    })
+}
+
+/// Paths outside the API, and methods a resource does not take.
+async fn unmatched(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    if req.method() == actix_web::http::Method::OPTIONS {
+        return Ok(HttpResponse::NoContent()
+            .insert_header((header::ALLOW, "GET, HEAD, PUT, PATCH, POST, DELETE"))
+            .finish());
+    }
+    Err(ApiError::RouteNotFound)
+}

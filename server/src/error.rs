@@ -1,0 +1,152 @@
+//! Every error the API answers with, and the one table that turns each into an OCI
+//! error body (`{"errors":[{"code","message","detail"}]}`) and a status code.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+use signet_storage::StorageError;
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("blob unknown to registry")]
+    BlobUnknown,
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    /// A chunk that does not continue the upload where it stands.
+    #[error("chunk out of order: the upload holds {size} bytes")]
+    ChunkOutOfOrder { location: String, size: u64 },
+    #[error("provided digest did not match uploaded content: {0}")]
+    DigestInvalid(String),
+    #[error("manifest references unknown content")]
+    ManifestBlobUnknown(Vec<String>),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest exceeds the {limit}-byte limit")]
+    ManifestTooLarge { limit: usize },
+    #[error("manifest unknown to registry")]
+    ManifestUnknown,
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry")]
+    NameUnknown,
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    SizeInvalid(String),
+    #[error("the operation is unsupported: {0}")]
+    Unsupported(String),
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("requested access to the resource is denied")]
+    Denied,
+    #[error("too many requests")]
+    TooManyRequests,
+    #[error("not found")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Anything that is the server's fault. Logged in full, answered without detail.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The one table: status and OCI code of every error.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            BlobUnknown => (StatusCode::NOT_FOUND, "BLOB_UNKNOWN"),
+            BlobUploadInvalid(_) => (StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
+            BlobUploadUnknown => (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
+            ChunkOutOfOrder { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
+            DigestInvalid(_) => (StatusCode::BAD_REQUEST, "DIGEST_INVALID"),
+            ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
+            ManifestInvalid(_) => (StatusCode::BAD_REQUEST, "MANIFEST_INVALID"),
+            ManifestTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "MANIFEST_INVALID"),
+            ManifestUnknown => (StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            NameInvalid(_) => (StatusCode::BAD_REQUEST, "NAME_INVALID"),
+            NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
+            RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
+            SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+            Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Denied => (StatusCode::FORBIDDEN, "DENIED"),
+            TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
+            RouteNotFound => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            ApiError::ManifestBlobUnknown(digests) => json!({ "missing": digests }),
+            ApiError::ChunkOutOfOrder { size, .. } => json!({ "size": size }),
+            ApiError::RangeNotSatisfiable { size } => json!({ "size": size }),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, code) = self.status_and_code();
+        let message = match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal server error".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut error = json!({ "code": code, "message": message });
+        let detail = self.detail();
+        if !detail.is_null() {
+            error["detail"] = detail;
+        }
+        let mut response = HttpResponse::build(status);
+        match self {
+            ApiError::ChunkOutOfOrder { location, size } => {
+                response.insert_header((header::LOCATION, location.as_str()));
+                response.insert_header((header::RANGE, crate::api::upload_range(*size)));
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
+            }
+            ApiError::TooManyRequests => {
+                response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            _ => {}
+        }
+        response.json(json!({ "errors": [error] }))
+    }
+}
+
+/// Storage failures by meaning; `NotFound` is mapped by each handler, which knows what
+/// was not found.
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::DigestMismatch { expected, actual } => ApiError::DigestInvalid(format!(
+                "expected {expected}, content hashes to {actual}"
+            )),
+            StorageError::MissingReferences(missing) => {
+                ApiError::ManifestBlobUnknown(missing.iter().map(ToString::to_string).collect())
+            }
+            StorageError::RangeNotSatisfiable { size } => ApiError::RangeNotSatisfiable { size },
+            StorageError::BodyRead(msg) => ApiError::BlobUploadInvalid(msg),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

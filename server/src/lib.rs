@@ -1,0 +1,14 @@
+//! Signet, an OCI registry in which Sigstore signatures are first-class.
+//!
+//! `api` speaks the distribution spec over HTTP; `state` holds the stores from
+//! `signet-storage`; `config` layers the configuration; `error` is the one table of
+//! OCI errors.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+mod maintenance;
+pub mod state;
+pub mod telemetry;

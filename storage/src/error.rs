@@ -1,0 +1,49 @@
+//! The storage layer's errors, by meaning: callers match on the variant, never on text.
+
+use crate::digest::Digest;
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("not found")]
+    NotFound,
+    /// The bytes received do not hash to the digest the client named.
+    #[error("digest mismatch: expected {expected}, computed {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    /// A manifest names blobs or child manifests the repository does not hold.
+    #[error("{} referenced content missing", .0.len())]
+    MissingReferences(Vec<Digest>),
+    /// Someone else changed the same record first (an upload chunk raced another one).
+    #[error("concurrent modification: {0}")]
+    Conflict(String),
+    /// An upload chunk does not start where the session's received bytes end.
+    #[error("chunk starts at {start}, but the upload holds {size} bytes")]
+    OutOfOrder { start: u64, size: u64 },
+    /// The client's request body broke off or could not be read.
+    #[error("request body: {0}")]
+    BodyRead(String),
+    #[error("requested range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("blob store: {0}")]
+    Blobs(#[from] object_store::Error),
+    #[error("metadata store: {0}")]
+    Metadata(#[from] sqlx::Error),
+    #[error("metadata migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt metadata: {0}")]
+    Corrupt(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StorageError {
+    /// True when the failure was caused by the client's request, not by the store.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound)
+            || matches!(self, StorageError::Blobs(object_store::Error::NotFound { .. }))
+    }
+}

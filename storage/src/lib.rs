@@ -1,0 +1,44 @@
+//! Signet's persistence layer: everything that outlives a request lives here, and
+//! nothing in here knows about HTTP.
+//!
+//! ```text
+//! Blob store (object_store: local filesystem | S3 | memory)
+//!   blobs/<alg>/<first 2 hex>/<hex>     content-addressed bytes, written once, never
+//!                                       visible before their digest was verified
+//!   uploads/<session id>/<part>-<rand>  staged bytes of an upload session, one object
+//!                                       per PATCH (or final PUT) body
+//!   uploads/<session id>/assembled-<rand>
+//!                                       multi-part uploads concatenated and hashed
+//!                                       before the rename to their content address
+//!
+//! Metadata store (sqlx: SQLite embedded | PostgreSQL)
+//!   repositories      name → id
+//!   blobs             digest → size (the blob store holds the bytes)
+//!   repository_blobs  which blobs a repository may serve (pushed, mounted, referenced)
+//!   manifests         exact bytes, media type, size, artifactType, subject, annotations
+//!   tags              (repository, tag) → manifest digest
+//!   manifest_blobs    edges manifest → config and layers
+//!   manifest_children edges index → child manifests
+//!   (manifests.subject is the subject → referrer edge, indexed)
+//!   uploads           upload sessions: repository, committed offset, staged parts
+//! ```
+//!
+//! Invariants: a blob is visible under its address only after its bytes hashed to it;
+//! manifests are stored byte for byte; a manifest, its edges and its tag move are
+//! written in one transaction.
+#![forbid(unsafe_code)]
+
+pub mod blobs;
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod meta;
+pub mod names;
+pub mod range;
+pub mod uploads;
+
+pub use blobs::{BlobBody, BlobStore};
+pub use digest::{Algorithm, Digest, DigestHasher};
+pub use error::{StorageError, StorageResult};
+pub use meta::{open_metadata, MetadataStore};
+pub use names::{Reference, RepoName, Tag};

@@ -1,0 +1,368 @@
+//! Manifest parsing and validation. A manifest is kept byte for byte as pushed; parsing
+//! only extracts what the registry must know about it (its kind, the blobs and child
+//! manifests it references, its subject and artifact type).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+/// Layers of these types live outside the registry (Windows base layers): their blobs
+/// need not be present.
+const FOREIGN_LAYER_TYPES: [&str; 2] = [
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    /// A single image or artifact: a config and layers.
+    Image,
+    /// A list of manifests (multi-platform image, or an artifact index).
+    Index,
+}
+
+pub fn kind_of_media_type(media_type: &str) -> Option<ManifestKind> {
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => Some(ManifestKind::Image),
+        OCI_INDEX | DOCKER_MANIFEST_LIST => Some(ManifestKind::Index),
+        _ => None,
+    }
+}
+
+/// Every manifest media type Signet serves, for `Accept` negotiation.
+pub const SUPPORTED_MEDIA_TYPES: [&str; 4] =
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidManifest(pub String);
+
+fn invalid(msg: impl Into<String>) -> InvalidManifest {
+    InvalidManifest(msg.into())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Platform {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// A content descriptor as found in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub platform: Option<Platform>,
+    pub urls: Vec<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What the registry knows about a manifest once it has been validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedManifest {
+    pub kind: ManifestKind,
+    /// The media type the manifest is served with.
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub config: Option<Descriptor>,
+    pub layers: Vec<Descriptor>,
+    pub children: Vec<Descriptor>,
+    pub subject: Option<Descriptor>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ParsedManifest {
+    /// Blobs that must be present in the repository before this manifest is accepted.
+    pub fn required_blobs(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = self
+            .config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !is_foreign(l)))
+            .map(|d| d.digest.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Child manifests that must be present (for an index).
+    pub fn required_children(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = self.children.iter().map(|d| d.digest.clone()).collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The artifact type a referrers listing reports: `artifactType`, falling back to
+    /// the config's media type.
+    pub fn effective_artifact_type(&self) -> Option<String> {
+        self.artifact_type
+            .clone()
+            .or_else(|| self.config.as_ref().map(|c| c.media_type.clone()))
+    }
+}
+
+fn is_foreign(d: &Descriptor) -> bool {
+    !d.urls.is_empty() || FOREIGN_LAYER_TYPES.contains(&d.media_type.as_str())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<serde_json::Value>,
+    media_type: Option<String>,
+    artifact_type: Option<String>,
+    config: Option<RawDescriptor>,
+    layers: Option<Vec<RawDescriptor>>,
+    manifests: Option<Vec<RawDescriptor>>,
+    subject: Option<RawDescriptor>,
+    annotations: Option<BTreeMap<String, String>>,
+    fs_layers: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: Option<String>,
+    digest: Option<String>,
+    size: Option<i64>,
+    artifact_type: Option<String>,
+    platform: Option<Platform>,
+    urls: Option<Vec<String>>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl RawDescriptor {
+    fn validate(self, field: &str) -> Result<Descriptor, InvalidManifest> {
+        let media_type = self
+            .media_type
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| invalid(format!("{field}: descriptor without mediaType")))?;
+        let digest = self
+            .digest
+            .ok_or_else(|| invalid(format!("{field}: descriptor without digest")))?
+            .parse::<Digest>()
+            .map_err(|e| invalid(format!("{field}: {e}")))?;
+        let size = self
+            .size
+            .ok_or_else(|| invalid(format!("{field}: descriptor without size")))?;
+        let size =
+            u64::try_from(size).map_err(|_| invalid(format!("{field}: negative size {size}")))?;
+        Ok(Descriptor {
+            media_type,
+            digest,
+            size,
+            artifact_type: self.artifact_type,
+            platform: self.platform,
+            urls: self.urls.unwrap_or_default(),
+            annotations: self.annotations.unwrap_or_default(),
+        })
+    }
+}
+
+/// Validates `body` pushed with `content_type` (the request's `Content-Type`, without
+/// parameters) and extracts what the registry needs to know.
+pub fn parse_manifest(
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<ParsedManifest, InvalidManifest> {
+    let content_type = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| !c.is_empty());
+    if matches!(content_type, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) {
+        return Err(schema1_refused());
+    }
+    let raw: RawManifest = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
+    if raw.fs_layers.is_some()
+        || matches!(
+            raw.media_type.as_deref(),
+            Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)
+        )
+    {
+        return Err(schema1_refused());
+    }
+    if raw.schema_version.as_ref().and_then(|v| v.as_i64()) != Some(2) {
+        return Err(invalid("schemaVersion must be 2"));
+    }
+
+    let media_type = resolve_media_type(&raw, content_type)?;
+    let kind = kind_of_media_type(&media_type)
+        .ok_or_else(|| invalid(format!("unsupported manifest media type {media_type:?}")))?;
+
+    let subject = raw.subject.map(|s| s.validate("subject")).transpose()?;
+    let mut parsed = ParsedManifest {
+        kind,
+        media_type,
+        artifact_type: raw.artifact_type.filter(|a| !a.is_empty()),
+        config: None,
+        layers: Vec::new(),
+        children: Vec::new(),
+        subject,
+        annotations: raw.annotations.unwrap_or_default(),
+    };
+    match kind {
+        ManifestKind::Image => {
+            if raw.manifests.is_some() {
+                return Err(invalid("an image manifest has no \"manifests\""));
+            }
+            let config = raw
+                .config
+                .ok_or_else(|| invalid("image manifest without config"))?;
+            parsed.config = Some(config.validate("config")?);
+            let layers = raw.layers.ok_or_else(|| invalid("image manifest without layers"))?;
+            parsed.layers = layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| l.validate(&format!("layers[{i}]")))
+                .collect::<Result<_, _>>()?;
+        }
+        ManifestKind::Index => {
+            if raw.config.is_some() || raw.layers.is_some() {
+                return Err(invalid("an index has no config or layers"));
+            }
+            let manifests = raw
+                .manifests
+                .ok_or_else(|| invalid("index without \"manifests\""))?;
+            parsed.children = manifests
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| m.validate(&format!("manifests[{i}]")))
+                .collect::<Result<_, _>>()?;
+        }
+    }
+    Ok(parsed)
+}
+
+fn schema1_refused() -> InvalidManifest {
+    invalid("Docker schema 1 manifests are not supported; push schema 2 or OCI")
+}
+
+/// The media type is the request's `Content-Type` when it names a manifest type, else
+/// the body's `mediaType`, else what the body's shape says. When both are given they
+/// must agree.
+fn resolve_media_type(
+    raw: &RawManifest,
+    content_type: Option<&str>,
+) -> Result<String, InvalidManifest> {
+    let declared = raw.media_type.as_deref().filter(|m| !m.is_empty());
+    let header = content_type.filter(|c| kind_of_media_type(c).is_some());
+    match (header, declared) {
+        (Some(h), Some(d)) if h != d => Err(invalid(format!(
+            "Content-Type {h:?} does not match the manifest's mediaType {d:?}"
+        ))),
+        (Some(h), _) => Ok(h.to_string()),
+        (None, Some(d)) => Ok(d.to_string()),
+        (None, None) => match content_type {
+            Some(c) if c != "application/json" && c != "application/octet-stream" => {
+                Err(invalid(format!("unsupported manifest media type {c:?}")))
+            }
+            _ if raw.manifests.is_some() => Ok(OCI_INDEX.to_string()),
+            _ => Ok(OCI_MANIFEST.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D1: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+    const D2: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn image(extra: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",
+            "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":2}},
+            "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":0}},
+                      {{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D1}","size":2}}]{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn image_manifest_references() {
+        let m = parse_manifest(image("").as_bytes(), Some(OCI_MANIFEST)).unwrap();
+        assert_eq!(m.kind, ManifestKind::Image);
+        assert_eq!(m.required_blobs().len(), 2);
+        assert!(m.subject.is_none());
+        assert_eq!(
+            m.effective_artifact_type().as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
+    }
+
+    #[test]
+    fn subject_and_artifact_type() {
+        let extra = format!(
+            r#","artifactType":"application/x-sbom","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{D2}","size":10}}"#
+        );
+        let m = parse_manifest(image(&extra).as_bytes(), None).unwrap();
+        assert_eq!(m.subject.unwrap().digest.to_string(), D2);
+        assert_eq!(m.artifact_type.as_deref(), Some("application/x-sbom"));
+    }
+
+    #[test]
+    fn index_children() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+            {{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":5,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        );
+        let m = parse_manifest(body.as_bytes(), Some(OCI_INDEX)).unwrap();
+        assert_eq!(m.kind, ManifestKind::Index);
+        assert_eq!(m.required_children().len(), 1);
+        assert_eq!(m.children[0].platform.as_ref().unwrap().architecture, "amd64");
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: Vec<(String, Option<&str>)> = vec![
+            ("not json".into(), Some(OCI_MANIFEST)),
+            (image(""), Some(OCI_INDEX)),
+            (r#"{"schemaVersion":1,"fsLayers":[]}"#.into(), None),
+            (image("").replace("\"schemaVersion\":2", "\"schemaVersion\":3"), None),
+            (image(""), Some(DOCKER_SCHEMA1_SIGNED)),
+            (image("").replace(D1, "sha256:short"), None),
+            (image("").replace("\"size\":2", "\"size\":-2"), None),
+            (format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#), None),
+        ];
+        for (body, ct) in cases {
+            assert!(parse_manifest(body.as_bytes(), ct).is_err(), "{body}");
+        }
+    }
+
+    #[test]
+    fn media_type_inferred_when_absent() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","digest":"{D1}","size":2}},"layers":[]}}"#
+        );
+        let m = parse_manifest(body.as_bytes(), Some("application/json")).unwrap();
+        assert_eq!(m.media_type, OCI_MANIFEST);
+        let m = parse_manifest(body.as_bytes(), Some(DOCKER_MANIFEST)).unwrap();
+        assert_eq!(m.media_type, DOCKER_MANIFEST);
+    }
+
+    #[test]
+    fn foreign_layers_are_not_required() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"a/b","digest":"{D1}","size":2}},
+            "layers":[{{"mediaType":"{}","digest":"{D2}","size":9,"urls":["https://example.invalid/l"]}}]}}"#,
+            FOREIGN_LAYER_TYPES[0]
+        );
+        let m = parse_manifest(body.as_bytes(), None).unwrap();
+        assert_eq!(m.required_blobs().len(), 1);
+    }
+}

@@ -1,0 +1,149 @@
+//! The metadata store: repositories, manifests, tags, edges and upload sessions.
+//!
+//! One trait, one implementation per SQL engine, and one test suite
+//! ([`suite`]) that every implementation must pass.
+
+mod sqlite;
+pub mod suite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::blobs::StagedPart;
+use crate::digest::Digest;
+use crate::error::{StorageError, StorageResult};
+use crate::names::{Reference, RepoName, Tag};
+
+pub use sqlite::SqliteMetadata;
+
+/// A manifest as stored: exact bytes plus what was derived from them at push time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRecord {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+    /// `artifactType`, or the config's media type: what the referrers API reports.
+    pub artifact_type: Option<String>,
+    pub subject: Option<Digest>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Everything one manifest PUT writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct ManifestPut {
+    pub repo: RepoName,
+    pub manifest: ManifestRecord,
+    /// Blobs the manifest references; each must be in the repository.
+    pub blobs: Vec<Digest>,
+    /// Child manifests (of an index); each must be in the repository.
+    pub children: Vec<Digest>,
+    /// The tag to point at this manifest, if pushed by tag.
+    pub tag: Option<Tag>,
+}
+
+/// A manifest read back for a GET or HEAD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+}
+
+/// One entry of a referrers listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadSession {
+    pub id: String,
+    pub repo: RepoName,
+    /// Bytes received so far (the sum of the parts' sizes).
+    pub size: u64,
+    pub parts: Vec<StagedPart>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A page request: entries strictly after `last`, at most `limit` of them.
+#[derive(Debug, Clone, Default)]
+pub struct Page<'a> {
+    pub last: Option<&'a str>,
+    pub limit: Option<u32>,
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Cheap round trip to the database, for readiness checks.
+    async fn ping(&self) -> StorageResult<()>;
+
+    async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>>;
+    async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
+
+    /// Size of `digest` if the repository may serve it.
+    async fn blob_in_repository(&self, repo: &RepoName, digest: &Digest)
+        -> StorageResult<Option<u64>>;
+    /// Size of `digest` if any repository holds it.
+    async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>>;
+    /// Records the blob and lets the repository serve it (creating the repository).
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()>;
+    /// Stops the repository serving the blob. False when it did not.
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool>;
+
+    /// Stores a manifest, its edges and its tag in one transaction. Fails with
+    /// [`StorageError::MissingReferences`] when referenced blobs or children are absent.
+    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()>;
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> StorageResult<Option<StoredManifest>>;
+    /// Deletes a manifest, the tags pointing at it and its edges. False when absent.
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;
+    /// Tags in lexical order; `None` when the repository does not exist.
+    async fn list_tags(&self, repo: &RepoName, page: Page<'_>)
+        -> StorageResult<Option<Vec<String>>>;
+    /// Manifests in the repository whose `subject` is `subject`, oldest first.
+    async fn list_referrers(&self, repo: &RepoName, subject: &Digest)
+        -> StorageResult<Vec<Referrer>>;
+
+    async fn create_upload(&self, session: &UploadSession) -> StorageResult<()>;
+    async fn get_upload(&self, id: &str) -> StorageResult<Option<UploadSession>>;
+    /// Appends a staged part if the session still has `expected_size` bytes; fails with
+    /// [`StorageError::Conflict`] when another request moved it first.
+    async fn append_upload_part(
+        &self,
+        id: &str,
+        expected_size: u64,
+        part: &StagedPart,
+    ) -> StorageResult<UploadSession>;
+    async fn delete_upload(&self, id: &str) -> StorageResult<bool>;
+    /// Sessions not touched since `cutoff` (unix seconds).
+    async fn uploads_idle_since(&self, cutoff: i64) -> StorageResult<Vec<UploadSession>>;
+}
+
+/// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`), running
+/// its migrations.
+pub async fn open_metadata(url: &str) -> StorageResult<Arc<dyn MetadataStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteMetadata::open(url).await?))
+    } else {
+        Err(StorageError::Other(format!(
+            "unsupported metadata URL {url:?} (expected sqlite://...)"
+        )))
+    }
+}
+
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

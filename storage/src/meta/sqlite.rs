@@ -1,0 +1,503 @@
+//! The embedded metadata backend: SQLite in WAL mode, one writer connection (SQLite
+//! serialises writers anyway; one connection avoids lock upgrades that would fail with
+//! SQLITE_BUSY) and a pool of readers that never wait for it.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    now, ManifestPut, MetadataStore, Page, Referrer, StoredManifest, UploadSession,
+};
+use crate::blobs::StagedPart;
+use crate::digest::Digest;
+use crate::error::{StorageError, StorageResult};
+use crate::names::{Reference, RepoName, Tag};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+)];
+
+/// Migrations compiled into the binary, so no file layout is needed at run time.
+#[derive(Debug)]
+struct EmbeddedMigrations;
+
+impl MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteMetadata {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteMetadata {
+    pub async fn open(url: &str) -> StorageResult<Self> {
+        let base = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a crash of the process (kill -9) without fsync per
+            // commit; only a power loss can drop the last transactions.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(base.clone())
+            .await?;
+        Migrator::new(EmbeddedMigrations)
+            .await?
+            .run(&writer)
+            .await?;
+        // An in-memory database exists only inside its one connection.
+        let readers = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(base.read_only(true))
+                .await?
+        };
+        Ok(Self { writer, readers })
+    }
+
+    async fn repo_id(&self, repo: &RepoName) -> StorageResult<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.readers)
+            .await?)
+    }
+}
+
+async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> StorageResult<i64> {
+    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+        .bind(repo.as_str())
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+        .bind(repo.as_str())
+        .fetch_one(&mut **tx)
+        .await?)
+}
+
+fn parse_digest(s: &str) -> StorageResult<Digest> {
+    s.parse()
+        .map_err(|e| StorageError::Corrupt(format!("stored digest {s:?}: {e}")))
+}
+
+fn upload_from_row(row: &SqliteRow) -> StorageResult<UploadSession> {
+    let repo: String = row.try_get("repository")?;
+    let parts: String = row.try_get("parts")?;
+    Ok(UploadSession {
+        id: row.try_get("id")?,
+        repo: repo
+            .parse()
+            .map_err(|e| StorageError::Corrupt(format!("upload repository: {e}")))?,
+        size: row.try_get::<i64, _>("committed_size")? as u64,
+        parts: serde_json::from_str(&parts)
+            .map_err(|e| StorageError::Corrupt(format!("upload parts: {e}")))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn page_limit(page: &Page<'_>) -> i64 {
+    page.limit.map_or(-1, i64::from)
+}
+
+#[async_trait]
+impl MetadataStore for SqliteMetadata {
+    async fn ping(&self) -> StorageResult<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page))
+        .fetch_all(&self.readers)
+        .await?)
+    }
+
+    async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool> {
+        Ok(self.repo_id(repo).await?.is_some())
+    }
+
+    async fn blob_in_repository(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StorageResult<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar(
+            "SELECT b.size FROM repository_blobs rb
+               JOIN repositories r ON r.id = rb.repository_id
+               JOIN blobs b ON b.digest = rb.digest
+              WHERE r.name = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .fetch_optional(&self.readers)
+        .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.to_string())
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()> {
+        let mut tx = self.writer.begin().await?;
+        let repo_id = ensure_repo(&mut tx, repo).await?;
+        let at = now();
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING")
+            .bind(digest.to_string())
+            .bind(size as i64)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM repository_blobs WHERE digest = ?
+               AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(digest.to_string())
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
+        let m = &put.manifest;
+        let digest = m.digest.to_string();
+        let mut tx = self.writer.begin().await?;
+        let repo_id = ensure_repo(&mut tx, &put.repo).await?;
+
+        let mut missing = Vec::new();
+        for blob in &put.blobs {
+            let present: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM repository_blobs WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(blob.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if present.is_none() {
+                missing.push(blob.clone());
+            }
+        }
+        for child in &put.children {
+            let present: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM manifests WHERE repository_id = ? AND digest = ?",
+            )
+            .bind(repo_id)
+            .bind(child.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if present.is_none() {
+                missing.push(child.clone());
+            }
+        }
+        if !missing.is_empty() {
+            // Dropping the transaction rolls back the repository row it may have created.
+            return Err(StorageError::MissingReferences(missing));
+        }
+
+        let at = now();
+        let annotations = (!m.annotations.is_empty())
+            .then(|| serde_json::to_string(&m.annotations))
+            .transpose()
+            .map_err(|e| StorageError::Other(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, subject, annotations, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT(repository_id, digest) DO NOTHING",
+        )
+        .bind(repo_id)
+        .bind(&digest)
+        .bind(&m.media_type)
+        .bind(m.content.len() as i64)
+        .bind(m.content.as_ref())
+        .bind(&m.artifact_type)
+        .bind(m.subject.as_ref().map(|s| s.to_string()))
+        .bind(annotations)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        for blob in &put.blobs {
+            sqlx::query("INSERT INTO manifest_blobs (repository_id, manifest_digest, blob_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(blob.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        for child in &put.children {
+            sqlx::query("INSERT INTO manifest_children (repository_id, index_digest, child_digest) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+                .bind(repo_id)
+                .bind(&digest)
+                .bind(child.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(tag) = &put.tag {
+            sqlx::query(
+                "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .bind(&digest)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> StorageResult<Option<StoredManifest>> {
+        let row = match reference {
+            Reference::Digest(d) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.content FROM manifests m
+                       JOIN repositories r ON r.id = m.repository_id
+                      WHERE r.name = ? AND m.digest = ?",
+                )
+                .bind(repo.as_str())
+                .bind(d.to_string())
+                .fetch_optional(&self.readers)
+                .await?
+            }
+            Reference::Tag(t) => {
+                sqlx::query(
+                    "SELECT m.digest, m.media_type, m.content FROM tags t
+                       JOIN repositories r ON r.id = t.repository_id
+                       JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+                      WHERE r.name = ? AND t.name = ?",
+                )
+                .bind(repo.as_str())
+                .bind(t.as_str())
+                .fetch_optional(&self.readers)
+                .await?
+            }
+        };
+        row.map(|row| {
+            let digest: String = row.try_get("digest")?;
+            let content: Vec<u8> = row.try_get("content")?;
+            Ok(StoredManifest {
+                digest: parse_digest(&digest)?,
+                media_type: row.try_get("media_type")?,
+                content: Bytes::from(content),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(false);
+        };
+        // Tags and edges go with it (ON DELETE CASCADE), in the same statement.
+        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM tags WHERE name = ?
+               AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(tag.as_str())
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<String>>> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(None);
+        };
+        let tags = sqlx::query_scalar(
+            "SELECT name FROM tags WHERE repository_id = ? AND name > ? ORDER BY name LIMIT ?",
+        )
+        .bind(repo_id)
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page))
+        .fetch_all(&self.readers)
+        .await?;
+        Ok(Some(tags))
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> StorageResult<Vec<Referrer>> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+              WHERE repository_id = ? AND subject = ? ORDER BY created_at, digest",
+        )
+        .bind(repo_id)
+        .bind(subject.to_string())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let digest: String = row.try_get("digest")?;
+                let annotations: Option<String> = row.try_get("annotations")?;
+                Ok(Referrer {
+                    digest: parse_digest(&digest)?,
+                    media_type: row.try_get("media_type")?,
+                    size: row.try_get::<i64, _>("size")? as u64,
+                    artifact_type: row.try_get("artifact_type")?,
+                    annotations: annotations
+                        .map(|a| serde_json::from_str(&a))
+                        .transpose()
+                        .map_err(|e| StorageError::Corrupt(format!("annotations: {e}")))?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    async fn create_upload(&self, s: &UploadSession) -> StorageResult<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, repository, committed_size, parts, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(s.repo.as_str())
+        .bind(s.size as i64)
+        .bind(serde_json::to_string(&s.parts).map_err(|e| StorageError::Other(e.to_string()))?)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, id: &str) -> StorageResult<Option<UploadSession>> {
+        sqlx::query("SELECT * FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?
+            .as_ref()
+            .map(upload_from_row)
+            .transpose()
+    }
+
+    async fn append_upload_part(
+        &self,
+        id: &str,
+        expected_size: u64,
+        part: &StagedPart,
+    ) -> StorageResult<UploadSession> {
+        let mut tx = self.writer.begin().await?;
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StorageError::NotFound)?;
+        let mut session = upload_from_row(&row)?;
+        if session.size != expected_size {
+            return Err(StorageError::Conflict(format!(
+                "upload {id} is at {} bytes, not {expected_size}",
+                session.size
+            )));
+        }
+        session.parts.push(part.clone());
+        session.size += part.size;
+        session.updated_at = now();
+        sqlx::query("UPDATE uploads SET committed_size = ?, parts = ?, updated_at = ? WHERE id = ?")
+            .bind(session.size as i64)
+            .bind(serde_json::to_string(&session.parts).map_err(|e| StorageError::Other(e.to_string()))?)
+            .bind(session.updated_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    async fn delete_upload(&self, id: &str) -> StorageResult<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn uploads_idle_since(&self, cutoff: i64) -> StorageResult<Vec<UploadSession>> {
+        sqlx::query("SELECT * FROM uploads WHERE updated_at < ? ORDER BY updated_at")
+            .bind(cutoff)
+            .fetch_all(&self.readers)
+            .await?
+            .iter()
+            .map(upload_from_row)
+            .collect()
+    }
+}

@@ -1,0 +1,257 @@
+//! The behaviour every metadata backend must have. Backends' tests call [`run`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{ManifestPut, ManifestRecord, MetadataStore, Page, UploadSession};
+use crate::blobs::StagedPart;
+use crate::digest::Digest;
+use crate::error::StorageError;
+use crate::names::{Reference, RepoName, Tag};
+
+fn repo(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+fn tag(s: &str) -> Tag {
+    s.parse().unwrap()
+}
+
+fn manifest(body: &str, subject: Option<&Digest>) -> ManifestRecord {
+    ManifestRecord {
+        digest: Digest::sha256_of(body.as_bytes()),
+        media_type: crate::manifest::OCI_MANIFEST.to_string(),
+        content: Bytes::from(body.to_string()),
+        artifact_type: Some("application/x-test".into()),
+        subject: subject.cloned(),
+        annotations: BTreeMap::from([("k".to_string(), "v".to_string())]),
+    }
+}
+
+/// Runs every check against a fresh, empty store.
+pub async fn run(db: Arc<dyn MetadataStore>) {
+    db.ping().await.unwrap();
+    blobs(&*db).await;
+    manifests_and_tags(&*db).await;
+    referrers(&*db).await;
+    pagination(&*db).await;
+    uploads(&*db).await;
+}
+
+async fn blobs(db: &dyn MetadataStore) {
+    let (a, b) = (repo("suite/blobs-a"), repo("suite/blobs-b"));
+    let d = Digest::sha256_of(b"blob");
+    assert_eq!(db.blob_size(&d).await.unwrap(), None);
+    assert!(!db.repository_exists(&a).await.unwrap());
+    db.link_blob(&a, &d, 4).await.unwrap();
+    db.link_blob(&a, &d, 4).await.unwrap(); // idempotent
+    assert!(db.repository_exists(&a).await.unwrap());
+    assert_eq!(db.blob_in_repository(&a, &d).await.unwrap(), Some(4));
+    assert_eq!(db.blob_in_repository(&b, &d).await.unwrap(), None);
+    assert_eq!(db.blob_size(&d).await.unwrap(), Some(4));
+    assert!(db.unlink_blob(&a, &d).await.unwrap());
+    assert!(!db.unlink_blob(&a, &d).await.unwrap());
+    assert_eq!(db.blob_in_repository(&a, &d).await.unwrap(), None);
+}
+
+async fn manifests_and_tags(db: &dyn MetadataStore) {
+    let r = repo("suite/manifests");
+    let layer = Digest::sha256_of(b"layer");
+    let m = manifest("{\"m\":1}", None);
+    let put = ManifestPut {
+        repo: r.clone(),
+        manifest: m.clone(),
+        blobs: vec![layer.clone()],
+        children: vec![],
+        tag: Some(tag("v1")),
+    };
+    match db.put_manifest(&put).await {
+        Err(StorageError::MissingReferences(missing)) => assert_eq!(missing, vec![layer.clone()]),
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
+    assert!(
+        !db.repository_exists(&r).await.unwrap(),
+        "a refused manifest leaves nothing behind"
+    );
+    db.link_blob(&r, &layer, 5).await.unwrap();
+    db.put_manifest(&put).await.unwrap();
+    db.put_manifest(&put).await.unwrap(); // idempotent
+
+    let by_tag = db
+        .get_manifest(&r, &Reference::Tag(tag("v1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_tag.content, m.content);
+    assert_eq!(by_tag.digest, m.digest);
+    let by_digest = db
+        .get_manifest(&r, &Reference::Digest(m.digest.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_digest, by_tag);
+
+    // An index over it, tagged; then the tag moves to another manifest.
+    let index = manifest("{\"index\":1}", None);
+    let index_put = ManifestPut {
+        repo: r.clone(),
+        manifest: index.clone(),
+        blobs: vec![],
+        children: vec![m.digest.clone()],
+        tag: Some(tag("multi")),
+    };
+    db.put_manifest(&index_put).await.unwrap();
+    let unknown_child = ManifestPut {
+        children: vec![Digest::sha256_of(b"nope")],
+        manifest: manifest("{\"index\":2}", None),
+        ..index_put.clone()
+    };
+    assert!(matches!(
+        db.put_manifest(&unknown_child).await,
+        Err(StorageError::MissingReferences(_))
+    ));
+    let moved = ManifestPut {
+        tag: Some(tag("v1")),
+        ..index_put.clone()
+    };
+    db.put_manifest(&moved).await.unwrap();
+    let now_v1 = db
+        .get_manifest(&r, &Reference::Tag(tag("v1")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(now_v1.digest, index.digest);
+    assert_eq!(
+        db.list_tags(&r, Page::default()).await.unwrap().unwrap(),
+        vec!["multi", "v1"]
+    );
+
+    assert!(db.delete_tag(&r, &tag("multi")).await.unwrap());
+    assert!(!db.delete_tag(&r, &tag("multi")).await.unwrap());
+    assert!(
+        db.get_manifest(&r, &Reference::Digest(index.digest.clone()))
+            .await
+            .unwrap()
+            .is_some(),
+        "deleting a tag keeps the manifest"
+    );
+    assert!(db.delete_manifest(&r, &index.digest).await.unwrap());
+    assert!(!db.delete_manifest(&r, &index.digest).await.unwrap());
+    assert_eq!(
+        db.list_tags(&r, Page::default()).await.unwrap().unwrap(),
+        Vec::<String>::new(),
+        "deleting a manifest deletes its tags"
+    );
+    assert!(db
+        .get_manifest(&r, &Reference::Tag(tag("v1")))
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        db.list_tags(&repo("suite/none"), Page::default())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn referrers(db: &dyn MetadataStore) {
+    let r = repo("suite/referrers");
+    let subject = Digest::sha256_of(b"subject not pushed yet");
+    assert!(db.list_referrers(&r, &subject).await.unwrap().is_empty());
+    let sig = manifest("{\"sig\":1}", Some(&subject));
+    let sbom = manifest("{\"sbom\":1}", Some(&subject));
+    for m in [&sig, &sbom] {
+        db.put_manifest(&ManifestPut {
+            repo: r.clone(),
+            manifest: m.clone(),
+            blobs: vec![],
+            children: vec![],
+            tag: None,
+        })
+        .await
+        .unwrap();
+    }
+    let listed = db.list_referrers(&r, &subject).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|x| x.digest == sig.digest));
+    let one = listed.iter().find(|x| x.digest == sbom.digest).unwrap();
+    assert_eq!(one.size, sbom.content.len() as u64);
+    assert_eq!(one.artifact_type.as_deref(), Some("application/x-test"));
+    assert_eq!(one.annotations.get("k").map(String::as_str), Some("v"));
+    db.delete_manifest(&r, &sig.digest).await.unwrap();
+    assert_eq!(db.list_referrers(&r, &subject).await.unwrap().len(), 1);
+}
+
+async fn pagination(db: &dyn MetadataStore) {
+    let r = repo("suite/pages");
+    let m = manifest("{\"pages\":1}", None);
+    for t in ["b", "a", "c", "B", "a1"] {
+        db.put_manifest(&ManifestPut {
+            repo: r.clone(),
+            manifest: m.clone(),
+            blobs: vec![],
+            children: vec![],
+            tag: Some(tag(t)),
+        })
+        .await
+        .unwrap();
+    }
+    let page = |last, limit| Page { last, limit };
+    assert_eq!(
+        db.list_tags(&r, page(None, Some(2))).await.unwrap().unwrap(),
+        vec!["B", "a"]
+    );
+    assert_eq!(
+        db.list_tags(&r, page(Some("a"), Some(2)))
+            .await
+            .unwrap()
+            .unwrap(),
+        vec!["a1", "b"]
+    );
+    assert_eq!(
+        db.list_tags(&r, page(Some("c"), None)).await.unwrap().unwrap(),
+        Vec::<String>::new()
+    );
+    let repos = db.list_repositories(page(Some("suite/"), None)).await.unwrap();
+    assert!(repos.windows(2).all(|w| w[0] < w[1]));
+    assert!(repos.contains(&"suite/pages".to_string()));
+    let first = db.list_repositories(page(None, Some(1))).await.unwrap();
+    assert_eq!(first.len(), 1);
+}
+
+async fn uploads(db: &dyn MetadataStore) {
+    let session = UploadSession {
+        id: "suite-upload-1".into(),
+        repo: repo("suite/uploads"),
+        size: 0,
+        parts: vec![],
+        created_at: 100,
+        updated_at: 100,
+    };
+    db.create_upload(&session).await.unwrap();
+    assert_eq!(db.get_upload(&session.id).await.unwrap().unwrap(), session);
+    let part = StagedPart {
+        key: "uploads/suite-upload-1/000000-1".into(),
+        size: 10,
+        sha256: "00".repeat(32),
+    };
+    let after = db.append_upload_part(&session.id, 0, &part).await.unwrap();
+    assert_eq!(after.size, 10);
+    assert_eq!(after.parts, vec![part.clone()]);
+    assert!(matches!(
+        db.append_upload_part(&session.id, 0, &part).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        db.append_upload_part("suite-missing", 0, &part).await,
+        Err(StorageError::NotFound)
+    ));
+    let idle = db.uploads_idle_since(after.updated_at + 1).await.unwrap();
+    assert!(idle.iter().any(|s| s.id == session.id));
+    assert!(db.uploads_idle_since(0).await.unwrap().is_empty());
+    assert!(db.delete_upload(&session.id).await.unwrap());
+    assert!(db.get_upload(&session.id).await.unwrap().is_none());
+}
