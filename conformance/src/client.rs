@@ -257,14 +257,6 @@ impl Registry {
             .await?;
         Ok(r)
     }
-
-    /// Pushes a blob monolithically and fails unless the registry answers 201.
-    pub async fn push_blob(&self, repo: &str, data: &[u8]) -> Result<String> {
-        let digest = sha256(data);
-        let r = self.push_blob_digest(repo, data, &digest).await?;
-        r.expect("PUT upload ?digest=", &[201])?;
-        Ok(digest)
-    }
 }
 
 /// The upload URL with `digest=<digest>` appended to its query.
@@ -297,8 +289,13 @@ pub fn parse_link_header(value: &str) -> Vec<Link> {
         let params = &after[..params_end];
         let rel = params.split(';').find_map(|p| {
             let (k, v) = p.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("rel"))
-                .then(|| v.trim().trim_matches(',').trim().trim_matches('"').to_owned())
+            (k.trim().eq_ignore_ascii_case("rel")).then(|| {
+                v.trim()
+                    .trim_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned()
+            })
         });
         links.push(Link { target, rel });
         rest = &after[params_end..];
@@ -335,10 +332,14 @@ mod tests {
 
     #[test]
     fn link_header_unquoted_and_several() {
-        let links =
-            parse_link_header("<https://r.example/v2/a/tags/list?n=2&last=x>;rel=next, </p>; rel=\"prev\"");
+        let links = parse_link_header(
+            "<https://r.example/v2/a/tags/list?n=2&last=x>;rel=next, </p>; rel=\"prev\"",
+        );
         assert_eq!(links.len(), 2);
-        assert_eq!(links[0].target, "https://r.example/v2/a/tags/list?n=2&last=x");
+        assert_eq!(
+            links[0].target,
+            "https://r.example/v2/a/tags/list?n=2&last=x"
+        );
         assert_eq!(links[0].rel.as_deref(), Some("next"));
         assert_eq!(links[1].rel.as_deref(), Some("prev"));
     }
@@ -362,6 +363,9 @@ mod tests {
     fn digest_is_appended_to_existing_query() {
         let u = Url::parse("http://r/v2/a/blobs/uploads/x?_state=abc").unwrap();
         let u = with_digest(u, "sha256:00");
-        assert_eq!(u.as_str(), "http://r/v2/a/blobs/uploads/x?_state=abc&digest=sha256%3A00");
+        assert_eq!(
+            u.as_str(),
+            "http://r/v2/a/blobs/uploads/x?_state=abc&digest=sha256%3A00"
+        );
     }
 }

@@ -118,7 +118,14 @@ pub fn config_blob(media_type: &str, platform: (&str, &str)) -> Blob {
 
 /// An OCI image with `layers` random layers of `layer_size` bytes each.
 pub fn oci_image(layers: usize, layer_size: usize) -> Image {
-    image_with(OCI_MANIFEST, OCI_CONFIG, OCI_LAYER, layers, layer_size, None)
+    image_with(
+        OCI_MANIFEST,
+        OCI_CONFIG,
+        OCI_LAYER,
+        layers,
+        layer_size,
+        None,
+    )
 }
 
 /// An image whose manifest has extra top-level fields merged in
@@ -160,7 +167,11 @@ pub fn manifest_for(
 }
 
 /// An index (OCI or docker list) over `children`, each with a platform.
-pub fn index_for(index_type: &str, children: &[(&Manifest, &str)], extra: Option<Value>) -> Manifest {
+pub fn index_for(
+    index_type: &str,
+    children: &[(&Manifest, &str)],
+    extra: Option<Value>,
+) -> Manifest {
     let manifests: Vec<Value> = children
         .iter()
         .map(|(m, arch)| {

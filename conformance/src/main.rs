@@ -27,7 +27,10 @@ use crate::context::{Area, Ctx, Features, Skip};
 use crate::report::{CheckResult, Status, Summary};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "OCI Distribution Spec v1.1 conformance runner for any registry URL")]
+#[command(
+    version,
+    about = "OCI Distribution Spec v1.1 conformance runner for any registry URL"
+)]
 struct Args {
     /// Base URL of the registry, e.g. http://127.0.0.1:5000
     #[arg(long, env = "SIGNET_CONFORMANCE_URL")]
@@ -75,7 +78,9 @@ fn valid_namespace(ns: &str) -> bool {
         && ns.split('/').all(|comp| {
             !comp.is_empty()
                 && comp.split(['.', '_', '-']).all(|p| {
-                    !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 })
         })
 }
@@ -112,7 +117,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if !valid_namespace(&args.namespace) {
-        bail!("--namespace {:?} is not a valid repository path", args.namespace);
+        bail!(
+            "--namespace {:?} is not a valid repository path",
+            args.namespace
+        );
     }
 
     let expectations = match &args.expected {
@@ -120,7 +128,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         None => Default::default(),
     };
     let known: std::collections::HashSet<String> = checks::all().iter().map(|c| c.id()).collect();
-    for id in expectations.keys() {
+    if let (Some(p), Some(name)) = (&args.expected, &expectations.registry) {
+        println!("expected results: {} ({name})", p.display());
+    }
+    for id in expectations.failures.keys() {
         if !known.contains(id) {
             eprintln!("warning: the expected file names an unknown check {id}");
         }
@@ -143,7 +154,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     );
     println!(
         "signatures extension advertised: {}",
-        if features.signatures_extension { "yes" } else { "no" }
+        if features.signatures_extension {
+            "yes"
+        } else {
+            "no"
+        }
     );
 
     let ctx = Arc::new(Ctx::new(reg, prefix, features));
@@ -157,7 +172,10 @@ async fn run(args: Args) -> Result<ExitCode> {
         )
         .await;
         let (status, message) = match outcome {
-            Err(_) => (Status::Fail, Some(format!("timed out after {}s", args.timeout * 3))),
+            Err(_) => (
+                Status::Fail,
+                Some(format!("timed out after {}s", args.timeout * 3)),
+            ),
             Ok(Ok(())) => (Status::Pass, None),
             Ok(Err(e)) => match e.downcast_ref::<Skip>() {
                 Some(s) => (Status::Skip, Some(s.0.clone())),
@@ -165,7 +183,7 @@ async fn run(args: Args) -> Result<ExitCode> {
             },
         };
         results.push(CheckResult {
-            expected: expectations.get(&id).cloned(),
+            expected: expectations.failures.get(&id).cloned(),
             id,
             area: check.area,
             about: check.about.to_owned(),
@@ -204,7 +222,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
     println!("{}", s.line());
     let red = s.unexpected_failures > 0 || (args.fail_on_fixed && s.fixed > 0);
-    Ok(if red { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if red {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Keeps a failure reason on one line of the table.

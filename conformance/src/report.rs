@@ -117,7 +117,8 @@ pub fn table(results: &[CheckResult]) -> String {
         for r in in_area {
             let detail = match (r.status, &r.message, &r.expected) {
                 (Status::Pass, _, Some(_)) => {
-                    "listed as expected to fail, but passes: remove it from the expected file".to_owned()
+                    "listed as expected to fail, but passes: remove it from the expected file"
+                        .to_owned()
                 }
                 (Status::Pass, _, None) => String::new(),
                 (Status::Fail, Some(m), Some(why)) => format!("{m} [expected: {why}]"),
@@ -208,7 +209,10 @@ pub fn junit(results: &[CheckResult], registry: &str) -> String {
                     );
                 }
                 (Status::Skip, _) => {
-                    let _ = writeln!(out, ">\n      <skipped message=\"{msg}\"/>\n    </testcase>");
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{msg}\"/>\n    </testcase>"
+                    );
                 }
                 (Status::Pass, Some(_)) => {
                     let _ = writeln!(
@@ -280,7 +284,10 @@ mod tests {
         ];
         let s = Summary::of(&rs);
         assert_eq!(s.line(), "2 passed, 2 failed, 1 skipped");
-        assert_eq!((s.expected_failures, s.unexpected_failures, s.fixed), (1, 1, 1));
+        assert_eq!(
+            (s.expected_failures, s.unexpected_failures, s.fixed),
+            (1, 1, 1)
+        );
     }
 
     #[test]

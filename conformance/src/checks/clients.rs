@@ -20,8 +20,8 @@ use crate::client::{
 };
 use crate::context::{once, skip, Area, Check, Ctx};
 use crate::fixtures::{
-    image_with, index_for, manifest_for, oci_image, random_bytes, random_hex, unknown_digest,
-    Blob, Image, Manifest,
+    image_with, index_for, manifest_for, oci_image, random_bytes, random_hex, unknown_digest, Blob,
+    Image, Manifest,
 };
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -36,26 +36,126 @@ pub struct State {
 pub fn checks() -> Vec<Check> {
     let a = Area::Clients;
     vec![
-        check!(a, "cosign_sig_push", "a cosign .sig manifest can be pushed under sha256-<hex>.sig", cosign_sig_push),
-        check!(a, "cosign_sig_pull", "the .sig tag returns the manifest as an OCI image manifest", cosign_sig_pull),
-        check!(a, "cosign_sig_append_moves_tag", "a second signature (appended layer) moves the .sig tag", cosign_sig_append_moves_tag),
-        check!(a, "cosign_sig_old_digest_pullable", "the replaced .sig manifest stays pullable by digest", cosign_sig_old_digest_pullable),
-        check!(a, "cosign_sig_old_digest_deletable", "the replaced .sig manifest can be deleted; the tag stays", cosign_sig_old_digest_deletable),
-        check!(a, "cosign_sig_missing", "a missing .sig tag: 404 MANIFEST_UNKNOWN", cosign_sig_missing),
-        check!(a, "cosign_tags_listed", "the image and .sig tags appear in the tag list", cosign_tags_listed),
-        check!(a, "cosign_att_sbom_tags", ".att (DSSE) and .sbom attachments can be pushed and pulled", cosign_att_sbom_tags),
-        check!(a, "referrers_fallback_tag", "the sha256-<hex> fallback tag holds an index that can be replaced", referrers_fallback_tag),
-        check!(a, "sigstore_bundle_push", "a Sigstore bundle artifact with a subject is accepted", sigstore_bundle_push),
-        check!(a, "docker_schema2_push_pull", "a docker schema2 manifest round-trips with its media type", docker_schema2_push_pull),
-        check!(a, "docker_manifest_list", "a docker manifest list round-trips with its media type", docker_manifest_list),
-        check!(a, "docker_push_flow", "docker's flow: HEAD blob, mount from another repo, POST+PUT, PUT manifest", docker_push_flow),
-        check!(a, "podman_streamed_push", "podman's flow: streamed PATCH without length, PUT, manifest, pull back", podman_streamed_push),
-        check!(a, "containerd_head_then_get", "HEAD by tag gives the digest GET by digest verifies against", containerd_head_then_get),
-        check!(a, "skopeo_copy_preserves_digest", "copying an image to another repository keeps its digest", skopeo_copy_preserves_digest),
-        check!(a, "oras_artifact_attach", "an oras-style artifact with a subject and titled layer round-trips", oras_artifact_attach),
-        check!(a, "signatures_ext_get_empty", "signatures extension: a fresh manifest has {\"signatures\":[]}", signatures_ext_get_empty),
-        check!(a, "signatures_ext_put", "signatures extension: PUT an atomic signature: 201", signatures_ext_put),
-        check!(a, "signatures_ext_get_after_put", "signatures extension: GET returns the signature that was PUT", signatures_ext_get_after_put),
+        check!(
+            a,
+            "cosign_sig_push",
+            "a cosign .sig manifest can be pushed under sha256-<hex>.sig",
+            cosign_sig_push
+        ),
+        check!(
+            a,
+            "cosign_sig_pull",
+            "the .sig tag returns the manifest as an OCI image manifest",
+            cosign_sig_pull
+        ),
+        check!(
+            a,
+            "cosign_sig_append_moves_tag",
+            "a second signature (appended layer) moves the .sig tag",
+            cosign_sig_append_moves_tag
+        ),
+        check!(
+            a,
+            "cosign_sig_old_digest_pullable",
+            "the replaced .sig manifest stays pullable by digest",
+            cosign_sig_old_digest_pullable
+        ),
+        check!(
+            a,
+            "cosign_sig_old_digest_deletable",
+            "the replaced .sig manifest can be deleted; the tag stays",
+            cosign_sig_old_digest_deletable
+        ),
+        check!(
+            a,
+            "cosign_sig_missing",
+            "a missing .sig tag: 404 MANIFEST_UNKNOWN",
+            cosign_sig_missing
+        ),
+        check!(
+            a,
+            "cosign_tags_listed",
+            "the image and .sig tags appear in the tag list",
+            cosign_tags_listed
+        ),
+        check!(
+            a,
+            "cosign_att_sbom_tags",
+            ".att (DSSE) and .sbom attachments can be pushed and pulled",
+            cosign_att_sbom_tags
+        ),
+        check!(
+            a,
+            "referrers_fallback_tag",
+            "the sha256-<hex> fallback tag holds an index that can be replaced",
+            referrers_fallback_tag
+        ),
+        check!(
+            a,
+            "sigstore_bundle_push",
+            "a Sigstore bundle artifact with a subject is accepted",
+            sigstore_bundle_push
+        ),
+        check!(
+            a,
+            "docker_schema2_push_pull",
+            "a docker schema2 manifest round-trips with its media type",
+            docker_schema2_push_pull
+        ),
+        check!(
+            a,
+            "docker_manifest_list",
+            "a docker manifest list round-trips with its media type",
+            docker_manifest_list
+        ),
+        check!(
+            a,
+            "docker_push_flow",
+            "docker's flow: HEAD blob, mount from another repo, POST+PUT, PUT manifest",
+            docker_push_flow
+        ),
+        check!(
+            a,
+            "podman_streamed_push",
+            "podman's flow: streamed PATCH without length, PUT, manifest, pull back",
+            podman_streamed_push
+        ),
+        check!(
+            a,
+            "containerd_head_then_get",
+            "HEAD by tag gives the digest GET by digest verifies against",
+            containerd_head_then_get
+        ),
+        check!(
+            a,
+            "skopeo_copy_preserves_digest",
+            "copying an image to another repository keeps its digest",
+            skopeo_copy_preserves_digest
+        ),
+        check!(
+            a,
+            "oras_artifact_attach",
+            "an oras-style artifact with a subject and titled layer round-trips",
+            oras_artifact_attach
+        ),
+        check!(
+            a,
+            "signatures_ext_get_empty",
+            "signatures extension: a fresh manifest has {\"signatures\":[]}",
+            signatures_ext_get_empty
+        ),
+        check!(
+            a,
+            "signatures_ext_put",
+            "signatures extension: PUT an atomic signature: 201",
+            signatures_ext_put
+        ),
+        check!(
+            a,
+            "signatures_ext_get_after_put",
+            "signatures extension: GET returns the signature that was PUT",
+            signatures_ext_get_after_put
+        ),
     ]
 }
 
@@ -172,13 +272,17 @@ async fn cosign_sig_pull(c: &Ctx) -> Result<()> {
         "Content-Type is {:?}, want {OCI_MANIFEST}",
         r.content_type()
     );
-    ensure!(r.body[..] == s.first.bytes[..], ".sig manifest came back different");
+    ensure!(
+        r.body[..] == s.first.bytes[..],
+        ".sig manifest came back different"
+    );
     Ok(())
 }
 
 async fn cosign_sig_append_moves_tag(c: &Ctx) -> Result<()> {
     let s = cosign(c).await?;
-    s.second_put.expect("PUT the appended .sig manifest", &[201])?;
+    s.second_put
+        .expect("PUT the appended .sig manifest", &[201])?;
     s.after_get.expect("GET .sig tag", &[200])?;
     ensure!(
         s.after_get.body[..] == s.second.bytes[..],
@@ -189,8 +293,12 @@ async fn cosign_sig_append_moves_tag(c: &Ctx) -> Result<()> {
 
 async fn cosign_sig_old_digest_pullable(c: &Ctx) -> Result<()> {
     let s = cosign(c).await?;
-    s.old_get.expect("GET the replaced .sig manifest by digest", &[200])?;
-    ensure!(s.old_get.body[..] == s.first.bytes[..], "replaced manifest came back different");
+    s.old_get
+        .expect("GET the replaced .sig manifest by digest", &[200])?;
+    ensure!(
+        s.old_get.body[..] == s.first.bytes[..],
+        "replaced manifest came back different"
+    );
     Ok(())
 }
 
@@ -210,7 +318,10 @@ async fn cosign_sig_old_digest_deletable(c: &Ctx) -> Result<()> {
         .expect_error("GET the deleted .sig manifest", &[404], "MANIFEST_UNKNOWN")?;
     let t = c.reg.get_manifest(&s.repo, &s.sig_tag).await?;
     t.expect("GET .sig tag after deleting the old manifest", &[200])?;
-    ensure!(t.body[..] == s.second.bytes[..], ".sig tag no longer returns the current manifest");
+    ensure!(
+        t.body[..] == s.second.bytes[..],
+        ".sig tag no longer returns the current manifest"
+    );
     Ok(())
 }
 
@@ -251,7 +362,9 @@ async fn cosign_att_sbom_tags(c: &Ctx) -> Result<()> {
     );
     for (suffix, layer) in [("att", att_layer), ("sbom", sbom_layer)] {
         let config = Blob::new(
-            serde_json::to_vec(&json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}))?,
+            serde_json::to_vec(
+                &json!({"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}),
+            )?,
             OCI_CONFIG,
         );
         c.push_blob(&s.repo, &layer).await?;
@@ -261,7 +374,10 @@ async fn cosign_att_sbom_tags(c: &Ctx) -> Result<()> {
         c.push_manifest(&s.repo, &tag, &m).await?;
         let g = c.reg.get_manifest(&s.repo, &tag).await?;
         g.expect(&format!("GET .{suffix} tag"), &[200])?;
-        ensure!(g.body[..] == m.bytes[..], ".{suffix} manifest came back different");
+        ensure!(
+            g.body[..] == m.bytes[..],
+            ".{suffix} manifest came back different"
+        );
     }
     Ok(())
 }
@@ -272,10 +388,11 @@ async fn referrers_fallback_tag(c: &Ctx) -> Result<()> {
     c.push_image(&repo, "subject", &subject).await?;
     let tag = attachment_tag(&subject.manifest.digest, "");
     // A client first looks the tag up: it must be a clean 404.
-    c.reg
-        .get_manifest(&repo, &tag)
-        .await?
-        .expect_error("GET absent fallback tag", &[404], "MANIFEST_UNKNOWN")?;
+    c.reg.get_manifest(&repo, &tag).await?.expect_error(
+        "GET absent fallback tag",
+        &[404],
+        "MANIFEST_UNKNOWN",
+    )?;
     let empty = Blob::new(b"{}".to_vec(), OCI_EMPTY);
     c.push_blob(&repo, &empty).await?;
     let mut referrers = Vec::new();
@@ -302,8 +419,15 @@ async fn referrers_fallback_tag(c: &Ctx) -> Result<()> {
     let idx = last_index.expect("two rounds");
     let g = c.reg.get_manifest(&repo, &tag).await?;
     g.expect("GET fallback tag", &[200])?;
-    ensure!(g.body[..] == idx.bytes[..], "fallback tag does not hold the latest index");
-    ensure!(g.content_type() == Some(OCI_INDEX), "Content-Type is {:?}", g.content_type());
+    ensure!(
+        g.body[..] == idx.bytes[..],
+        "fallback tag does not hold the latest index"
+    );
+    ensure!(
+        g.content_type() == Some(OCI_INDEX),
+        "Content-Type is {:?}",
+        g.content_type()
+    );
     Ok(())
 }
 
@@ -331,7 +455,10 @@ async fn sigstore_bundle_push(c: &Ctx) -> Result<()> {
     c.push_manifest(&repo, &m.digest, &m).await?;
     let g = c.reg.get_manifest(&repo, &m.digest).await?;
     g.expect("GET bundle by digest", &[200])?;
-    ensure!(g.body[..] == m.bytes[..], "bundle manifest came back different");
+    ensure!(
+        g.body[..] == m.bytes[..],
+        "bundle manifest came back different"
+    );
     Ok(())
 }
 
@@ -352,7 +479,10 @@ async fn docker_schema2_push_pull(c: &Ctx) -> Result<()> {
         "Content-Type is {:?}, want {DOCKER_MANIFEST}",
         r.content_type()
     );
-    ensure!(r.body[..] == img.manifest.bytes[..], "docker manifest came back different");
+    ensure!(
+        r.body[..] == img.manifest.bytes[..],
+        "docker manifest came back different"
+    );
     Ok(())
 }
 
@@ -362,7 +492,11 @@ async fn docker_manifest_list(c: &Ctx) -> Result<()> {
     let b = docker_image();
     c.push_image(&repo, &a.manifest.digest, &a).await?;
     c.push_image(&repo, &b.manifest.digest, &b).await?;
-    let list = index_for(DOCKER_LIST, &[(&a.manifest, "amd64"), (&b.manifest, "arm64")], None);
+    let list = index_for(
+        DOCKER_LIST,
+        &[(&a.manifest, "amd64"), (&b.manifest, "arm64")],
+        None,
+    );
     c.push_manifest(&repo, "list", &list).await?;
     let r = c.reg.get_manifest(&repo, "list").await?;
     r.expect("GET manifest list", &[200])?;
@@ -371,7 +505,10 @@ async fn docker_manifest_list(c: &Ctx) -> Result<()> {
         "Content-Type is {:?}, want {DOCKER_LIST}",
         r.content_type()
     );
-    ensure!(r.body[..] == list.bytes[..], "manifest list came back different");
+    ensure!(
+        r.body[..] == list.bytes[..],
+        "manifest list came back different"
+    );
     Ok(())
 }
 
@@ -397,7 +534,11 @@ async fn docker_push_flow(c: &Ctx) -> Result<()> {
         .append_pair("from", &base_repo);
     let r = c
         .reg
-        .send(c.reg.request_url(Method::POST, url).header(CONTENT_LENGTH, "0"))
+        .send(
+            c.reg
+                .request_url(Method::POST, url)
+                .header(CONTENT_LENGTH, "0"),
+        )
         .await?;
     c.remember_blob(&repo, shared);
     r.expect("mount the shared layer", &[201])?;
@@ -452,9 +593,15 @@ async fn podman_streamed_push(c: &Ctx) -> Result<()> {
     c.push_blob(&repo, &config).await?;
     let m = manifest_for(OCI_MANIFEST, &config, std::slice::from_ref(&layer), None);
     c.push_manifest(&repo, "streamed", &m).await?;
-    let g = c.reg.get(&format!("v2/{repo}/blobs/{}", layer.digest)).await?;
+    let g = c
+        .reg
+        .get(&format!("v2/{repo}/blobs/{}", layer.digest))
+        .await?;
     g.expect("GET the streamed layer", &[200])?;
-    ensure!(sha256(&g.body) == layer.digest, "streamed layer came back with another digest");
+    ensure!(
+        sha256(&g.body) == layer.digest,
+        "streamed layer came back with another digest"
+    );
     Ok(())
 }
 
@@ -466,11 +613,16 @@ async fn containerd_head_then_get(c: &Ctx) -> Result<()> {
     h.expect("HEAD by tag", &[200])?;
     let digest = h
         .digest_header()
-        .ok_or_else(|| anyhow!("HEAD by tag has no Docker-Content-Digest: containerd cannot resolve"))?
+        .ok_or_else(|| {
+            anyhow!("HEAD by tag has no Docker-Content-Digest: containerd cannot resolve")
+        })?
         .to_owned();
     let g = c.reg.get_manifest(&repo, &digest).await?;
     g.expect("GET by the HEAD digest", &[200])?;
-    ensure!(sha256(&g.body) == digest, "body does not hash to the digest HEAD gave");
+    ensure!(
+        sha256(&g.body) == digest,
+        "body does not hash to the digest HEAD gave"
+    );
     Ok(())
 }
 
@@ -488,7 +640,11 @@ async fn skopeo_copy_preserves_digest(c: &Ctx) -> Result<()> {
             .append_pair("from", &src);
         let r = c
             .reg
-            .send(c.reg.request_url(Method::POST, url).header(CONTENT_LENGTH, "0"))
+            .send(
+                c.reg
+                    .request_url(Method::POST, url)
+                    .header(CONTENT_LENGTH, "0"),
+            )
             .await?;
         c.remember_blob(&dst, &b.digest);
         if r.status != 201 {
@@ -547,7 +703,10 @@ async fn oras_artifact_attach(c: &Ctx) -> Result<()> {
     let g = c.reg.get_manifest(&repo, &m.digest).await?;
     g.expect("GET the artifact", &[200])?;
     ensure!(g.body[..] == m.bytes[..], "artifact came back different");
-    let b = c.reg.get(&format!("v2/{repo}/blobs/{}", file.digest)).await?;
+    let b = c
+        .reg
+        .get(&format!("v2/{repo}/blobs/{}", file.digest))
+        .await?;
     b.expect("GET the artifact's file", &[200])?;
     Ok(())
 }
@@ -558,7 +717,9 @@ fn require_signatures(c: &Ctx) -> Result<()> {
     if c.features.signatures_extension {
         Ok(())
     } else {
-        Err(skip("GET /v2/ does not advertise X-Registry-Supports-Signatures: 1"))
+        Err(skip(
+            "GET /v2/ does not advertise X-Registry-Supports-Signatures: 1",
+        ))
     }
 }
 
@@ -595,10 +756,16 @@ async fn put_signature(c: &Ctx, repo: &str, digest: &str) -> Result<(Resp, Value
 async fn signatures_ext_get_empty(c: &Ctx) -> Result<()> {
     require_signatures(c)?;
     let (repo, img) = fresh_image(c, "sigext-empty").await?;
-    let r = c.reg.get(&signatures_path(&repo, &img.manifest.digest)).await?;
+    let r = c
+        .reg
+        .get(&signatures_path(&repo, &img.manifest.digest))
+        .await?;
     r.expect("GET signatures of a fresh manifest", &[200])?;
     let v = r.json()?;
-    ensure!(v == json!({"signatures": []}), "body is {v}, want {{\"signatures\":[]}}");
+    ensure!(
+        v == json!({"signatures": []}),
+        "body is {v}, want {{\"signatures\":[]}}"
+    );
     Ok(())
 }
 
@@ -615,15 +782,19 @@ async fn signatures_ext_get_after_put(c: &Ctx) -> Result<()> {
     let (repo, img) = fresh_image(c, "sigext-get").await?;
     let (r, sig) = put_signature(c, &repo, &img.manifest.digest).await?;
     r.expect("PUT an atomic signature", &[201])?;
-    let g = c.reg.get(&signatures_path(&repo, &img.manifest.digest)).await?;
+    let g = c
+        .reg
+        .get(&signatures_path(&repo, &img.manifest.digest))
+        .await?;
     g.expect("GET signatures", &[200])?;
     let v = g.json()?;
     let list = v["signatures"]
         .as_array()
         .ok_or_else(|| anyhow!("body has no \"signatures\" array: {v}"))?;
     ensure!(
-        list.iter()
-            .any(|s| s["name"] == sig["name"] && s["content"] == sig["content"] && s["type"] == json!("atomic")),
+        list.iter().any(|s| s["name"] == sig["name"]
+            && s["content"] == sig["content"]
+            && s["type"] == json!("atomic")),
         "the signature that was PUT is not listed: {v}"
     );
     Ok(())
@@ -634,7 +805,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -28,31 +28,156 @@ pub struct State {
 pub fn checks() -> Vec<Check> {
     let a = Area::Discovery;
     vec![
-        check!(a, "tags_list", "GET /tags/list: 200 with every pushed tag", tags_list),
-        check!(a, "tags_list_name", "the tag list's name is the repository", tags_list_name),
-        check!(a, "tags_list_sorted", "tags come in lexical order", tags_list_sorted),
-        check!(a, "tags_list_n", "?n=2 returns the first two tags", tags_list_n),
-        check!(a, "tags_list_link", "?n=2 with more tags left sets Link rel=\"next\"", tags_list_link),
-        check!(a, "tags_list_last", "?n=2&last=b2 returns the two tags after b2", tags_list_last),
-        check!(a, "tags_list_last_alone", "?last=c3 returns the tags after c3", tags_list_last_alone),
-        check!(a, "tags_list_follow_links", "following Link from ?n=2 yields every tag once, in order", tags_list_follow_links),
-        check!(a, "tags_list_unknown_repo", "tags of an unknown repository: 404 NAME_UNKNOWN", tags_list_unknown_repo),
-        check!(a, "catalog_lists_repos", "GET /v2/_catalog lists the pushed repositories", catalog_lists_repos),
-        check!(a, "catalog_n", "/v2/_catalog?n=2 returns two repositories and Link rel=\"next\"", catalog_n),
-        check!(a, "catalog_last", "/v2/_catalog?last=X returns what follows X", catalog_last),
-        check!(a, "catalog_follow_links", "following the catalog's Link yields each repository once, in order", catalog_follow_links),
-        check!(a, "referrers_unknown_empty", "referrers of an unknown digest: 200 and an empty image index", referrers_unknown_empty),
-        check!(a, "referrers_content_type", "referrers answer with Content-Type application/vnd.oci.image.index.v1+json", referrers_content_type),
-        check!(a, "referrers_subject_before", "referrers pushed after their subject are listed", referrers_subject_before),
-        check!(a, "referrers_subject_after", "referrers pushed before their subject are listed", referrers_subject_after),
-        check!(a, "referrers_descriptor_fields", "each referrer descriptor has its mediaType, digest and size", referrers_descriptor_fields),
-        check!(a, "referrers_artifact_type", "a referrer's artifactType is carried into its descriptor", referrers_artifact_type),
-        check!(a, "referrers_artifact_type_from_config", "without artifactType, the descriptor takes the config's mediaType", referrers_artifact_type_from_config),
-        check!(a, "referrers_annotations", "a referrer's annotations are carried into its descriptor", referrers_annotations),
-        check!(a, "referrers_index_referrer", "an image index with a subject is listed as a referrer", referrers_index_referrer),
-        check!(a, "referrers_filter_consistent", "with OCI-Filters-Applied the list is filtered; without it, it is complete", referrers_filter_consistent),
-        check!(a, "referrers_filter_applied", "?artifactType= filters and sets OCI-Filters-Applied: artifactType (SHOULD)", referrers_filter_applied),
-        check!(a, "referrers_oci_subject_header", "PUT of a manifest with a subject answers OCI-Subject: <subject digest>", referrers_oci_subject_header),
+        check!(
+            a,
+            "tags_list",
+            "GET /tags/list: 200 with every pushed tag",
+            tags_list
+        ),
+        check!(
+            a,
+            "tags_list_name",
+            "the tag list's name is the repository",
+            tags_list_name
+        ),
+        check!(
+            a,
+            "tags_list_sorted",
+            "tags come in lexical order",
+            tags_list_sorted
+        ),
+        check!(
+            a,
+            "tags_list_n",
+            "?n=2 returns the first two tags",
+            tags_list_n
+        ),
+        check!(
+            a,
+            "tags_list_link",
+            "?n=2 with more tags left sets Link rel=\"next\"",
+            tags_list_link
+        ),
+        check!(
+            a,
+            "tags_list_last",
+            "?n=2&last=b2 returns the two tags after b2",
+            tags_list_last
+        ),
+        check!(
+            a,
+            "tags_list_last_alone",
+            "?last=c3 returns the tags after c3",
+            tags_list_last_alone
+        ),
+        check!(
+            a,
+            "tags_list_follow_links",
+            "following Link from ?n=2 yields every tag once, in order",
+            tags_list_follow_links
+        ),
+        check!(
+            a,
+            "tags_list_unknown_repo",
+            "tags of an unknown repository: 404 NAME_UNKNOWN",
+            tags_list_unknown_repo
+        ),
+        check!(
+            a,
+            "catalog_lists_repos",
+            "GET /v2/_catalog lists the pushed repositories",
+            catalog_lists_repos
+        ),
+        check!(
+            a,
+            "catalog_n",
+            "/v2/_catalog?n=2 returns two repositories and Link rel=\"next\"",
+            catalog_n
+        ),
+        check!(
+            a,
+            "catalog_last",
+            "/v2/_catalog?last=X returns what follows X",
+            catalog_last
+        ),
+        check!(
+            a,
+            "catalog_follow_links",
+            "following the catalog's Link yields each repository once, in order",
+            catalog_follow_links
+        ),
+        check!(
+            a,
+            "referrers_unknown_empty",
+            "referrers of an unknown digest: 200 and an empty image index",
+            referrers_unknown_empty
+        ),
+        check!(
+            a,
+            "referrers_content_type",
+            "referrers answer with Content-Type application/vnd.oci.image.index.v1+json",
+            referrers_content_type
+        ),
+        check!(
+            a,
+            "referrers_subject_before",
+            "referrers pushed after their subject are listed",
+            referrers_subject_before
+        ),
+        check!(
+            a,
+            "referrers_subject_after",
+            "referrers pushed before their subject are listed",
+            referrers_subject_after
+        ),
+        check!(
+            a,
+            "referrers_descriptor_fields",
+            "each referrer descriptor has its mediaType, digest and size",
+            referrers_descriptor_fields
+        ),
+        check!(
+            a,
+            "referrers_artifact_type",
+            "a referrer's artifactType is carried into its descriptor",
+            referrers_artifact_type
+        ),
+        check!(
+            a,
+            "referrers_artifact_type_from_config",
+            "without artifactType, the descriptor takes the config's mediaType",
+            referrers_artifact_type_from_config
+        ),
+        check!(
+            a,
+            "referrers_annotations",
+            "a referrer's annotations are carried into its descriptor",
+            referrers_annotations
+        ),
+        check!(
+            a,
+            "referrers_index_referrer",
+            "an image index with a subject is listed as a referrer",
+            referrers_index_referrer
+        ),
+        check!(
+            a,
+            "referrers_filter_consistent",
+            "with OCI-Filters-Applied the list is filtered; without it, it is complete",
+            referrers_filter_consistent
+        ),
+        check!(
+            a,
+            "referrers_filter_applied",
+            "?artifactType= filters and sets OCI-Filters-Applied: artifactType (SHOULD)",
+            referrers_filter_applied
+        ),
+        check!(
+            a,
+            "referrers_oci_subject_header",
+            "PUT of a manifest with a subject answers OCI-Subject: <subject digest>",
+            referrers_oci_subject_header
+        ),
     ]
 }
 
@@ -139,7 +264,10 @@ async fn tags_list_n(c: &Ctx) -> Result<()> {
 
 async fn tags_list_link(c: &Ctx) -> Result<()> {
     let (r, _) = list_tags(c, "?n=2").await?;
-    ensure!(next_link(&r).is_some(), "no Link rel=\"next\" header on a partial list");
+    ensure!(
+        next_link(&r).is_some(),
+        "no Link rel=\"next\" header on a partial list"
+    );
     Ok(())
 }
 
@@ -158,12 +286,20 @@ async fn follow(c: &Ctx, first: &str, field: &str, max_pages: usize) -> Result<V
     let mut url = c.reg.url(first);
     let mut all = Vec::new();
     for _ in 0..max_pages {
-        let r = c.reg.send(c.reg.request_url(reqwest::Method::GET, url.clone())).await?;
+        let r = c
+            .reg
+            .send(c.reg.request_url(reqwest::Method::GET, url.clone()))
+            .await?;
         r.expect(&format!("GET {}", url.path()), &[200])?;
         let v = r.json()?;
         let page: Vec<String> = v[field]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         all.extend(page);
         match next_link(&r) {
@@ -211,14 +347,25 @@ fn repositories(r: &Resp) -> Result<Vec<String>> {
     v.get("repositories")
         .and_then(Value::as_array)
         .ok_or_else(|| anyhow!("body has no \"repositories\" array"))
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
 }
 
 async fn catalog_lists_repos(c: &Ctx) -> Result<()> {
     let repos = catalog_repos(c).await?;
     // Start near our names so a big registry need not list everything.
     let start = catalog_start(c);
-    let all = follow(c, &format!("v2/_catalog?n=100&last={start}"), "repositories", 50).await?;
+    let all = follow(
+        c,
+        &format!("v2/_catalog?n=100&last={start}"),
+        "repositories",
+        50,
+    )
+    .await?;
     for r in &repos {
         ensure!(all.contains(r), "{r} missing from the catalog");
     }
@@ -234,7 +381,10 @@ async fn catalog_n(c: &Ctx) -> Result<()> {
     r.expect("GET _catalog?n=2", &[200])?;
     let got = repositories(&r)?;
     ensure!(got == repos[..2], "got {got:?}, want {:?}", &repos[..2]);
-    ensure!(next_link(&r).is_some(), "no Link rel=\"next\" on a partial catalog");
+    ensure!(
+        next_link(&r).is_some(),
+        "no Link rel=\"next\" on a partial catalog"
+    );
     Ok(())
 }
 
@@ -257,7 +407,10 @@ async fn catalog_follow_links(c: &Ctx) -> Result<()> {
     let mut url = c.reg.url(&format!("v2/_catalog?n=1&last={start}"));
     let mut seen = Vec::new();
     for _ in 0..repos.len() {
-        let r = c.reg.send(c.reg.request_url(reqwest::Method::GET, url.clone())).await?;
+        let r = c
+            .reg
+            .send(c.reg.request_url(reqwest::Method::GET, url.clone()))
+            .await?;
         r.expect("GET catalog page", &[200])?;
         seen.extend(repositories(&r)?);
         match next_link(&r) {
@@ -321,7 +474,8 @@ async fn referrers(c: &Ctx) -> Result<Arc<Referrers>> {
             &[sig_layer],
             Some(json!({"subject": subject_of(&subject.manifest)})),
         );
-        c.push_manifest(&repo, &signature.digest, &signature).await?;
+        c.push_manifest(&repo, &signature.digest, &signature)
+            .await?;
 
         // An index can be a referrer too.
         let bundle = index_for(
@@ -365,8 +519,16 @@ async fn referrers(c: &Ctx) -> Result<Arc<Referrers>> {
 }
 
 /// GET the referrers of `digest` (plus `query`) and return the response and its descriptors.
-pub async fn list_referrers(c: &Ctx, repo: &str, digest: &str, query: &str) -> Result<(Resp, Vec<Value>)> {
-    let r = c.reg.get(&format!("v2/{repo}/referrers/{digest}{query}")).await?;
+pub async fn list_referrers(
+    c: &Ctx,
+    repo: &str,
+    digest: &str,
+    query: &str,
+) -> Result<(Resp, Vec<Value>)> {
+    let r = c
+        .reg
+        .get(&format!("v2/{repo}/referrers/{digest}{query}"))
+        .await?;
     r.expect("GET referrers", &[200])?;
     let v = r.json()?;
     let list = v
@@ -386,14 +548,22 @@ fn find<'a>(list: &'a [Value], m: &Manifest) -> Result<&'a Value> {
 async fn referrers_unknown_empty(c: &Ctx) -> Result<()> {
     let f = referrers(c).await?;
     let (r, list) = list_referrers(c, &f.repo, &unknown_digest(), "").await?;
-    ensure!(list.is_empty(), "{} descriptors for an unknown digest", list.len());
+    ensure!(
+        list.is_empty(),
+        "{} descriptors for an unknown digest",
+        list.len()
+    );
     ensure!(
         r.content_type() == Some(OCI_INDEX),
         "Content-Type is {:?}, want {OCI_INDEX}",
         r.content_type()
     );
     let v = r.json()?;
-    ensure!(v["schemaVersion"] == json!(2), "schemaVersion is {}", v["schemaVersion"]);
+    ensure!(
+        v["schemaVersion"] == json!(2),
+        "schemaVersion is {}",
+        v["schemaVersion"]
+    );
     Ok(())
 }
 
@@ -430,8 +600,19 @@ async fn referrers_descriptor_fields(c: &Ctx) -> Result<()> {
     let (_, list) = list_referrers(c, &f.repo, &f.subject.manifest.digest, "").await?;
     for m in [&f.sbom, &f.signature, &f.bundle] {
         let d = find(&list, m)?;
-        ensure!(d["mediaType"] == json!(m.media_type), "mediaType {} for {}", d["mediaType"], m.digest);
-        ensure!(d["size"] == json!(m.bytes.len()), "size {} for {}, want {}", d["size"], m.digest, m.bytes.len());
+        ensure!(
+            d["mediaType"] == json!(m.media_type),
+            "mediaType {} for {}",
+            d["mediaType"],
+            m.digest
+        );
+        ensure!(
+            d["size"] == json!(m.bytes.len()),
+            "size {} for {}, want {}",
+            d["size"],
+            m.digest,
+            m.bytes.len()
+        );
     }
     Ok(())
 }
@@ -440,7 +621,11 @@ async fn referrers_artifact_type(c: &Ctx) -> Result<()> {
     let f = referrers(c).await?;
     let (_, list) = list_referrers(c, &f.repo, &f.subject.manifest.digest, "").await?;
     let d = find(&list, &f.sbom)?;
-    ensure!(d["artifactType"] == json!(SBOM_TYPE), "artifactType is {}, want {SBOM_TYPE}", d["artifactType"]);
+    ensure!(
+        d["artifactType"] == json!(SBOM_TYPE),
+        "artifactType is {}, want {SBOM_TYPE}",
+        d["artifactType"]
+    );
     let d = find(&list, &f.bundle)?;
     ensure!(
         d["artifactType"] == json!(INDEX_ART_TYPE),
@@ -479,7 +664,11 @@ async fn referrers_index_referrer(c: &Ctx) -> Result<()> {
     let f = referrers(c).await?;
     let (_, list) = list_referrers(c, &f.repo, &f.subject.manifest.digest, "").await?;
     let d = find(&list, &f.bundle)?;
-    ensure!(d["mediaType"] == json!(OCI_INDEX), "mediaType is {}, want {OCI_INDEX}", d["mediaType"]);
+    ensure!(
+        d["mediaType"] == json!(OCI_INDEX),
+        "mediaType is {}, want {OCI_INDEX}",
+        d["mediaType"]
+    );
     Ok(())
 }
 
@@ -494,7 +683,11 @@ async fn referrers_filter_consistent(c: &Ctx) -> Result<()> {
         );
         find(&list, &f.sbom)?;
     } else {
-        ensure!(list.len() == 3, "no OCI-Filters-Applied, yet {} of 3 referrers listed", list.len());
+        ensure!(
+            list.len() == 3,
+            "no OCI-Filters-Applied, yet {} of 3 referrers listed",
+            list.len()
+        );
     }
     Ok(())
 }
@@ -508,7 +701,11 @@ async fn referrers_filter_applied(c: &Ctx) -> Result<()> {
         "OCI-Filters-Applied is {:?}, want artifactType",
         r.header("oci-filters-applied")
     );
-    ensure!(list.len() == 1, "{} descriptors, want only the sbom", list.len());
+    ensure!(
+        list.len() == 1,
+        "{} descriptors, want only the sbom",
+        list.len()
+    );
     find(&list, &f.sbom)?;
     Ok(())
 }

@@ -23,27 +23,122 @@ pub struct State {
 pub fn checks() -> Vec<Check> {
     let a = Area::Management;
     vec![
-        check!(a, "delete_manifest", "DELETE manifest by digest: 202", delete_manifest),
-        check!(a, "deleted_manifest_gone", "a deleted manifest: GET 404 MANIFEST_UNKNOWN", deleted_manifest_gone),
-        check!(a, "deleted_manifest_head_gone", "a deleted manifest: HEAD 404", deleted_manifest_head_gone),
-        check!(a, "deleted_manifest_tags_gone", "tags of a deleted manifest: 404 MANIFEST_UNKNOWN", deleted_manifest_tags_gone),
-        check!(a, "deleted_manifest_not_listed", "tags of a deleted manifest leave the tag list", deleted_manifest_not_listed),
-        check!(a, "deleted_manifest_blobs_stay", "blobs of a deleted manifest stay readable", deleted_manifest_blobs_stay),
+        check!(
+            a,
+            "delete_manifest",
+            "DELETE manifest by digest: 202",
+            delete_manifest
+        ),
+        check!(
+            a,
+            "deleted_manifest_gone",
+            "a deleted manifest: GET 404 MANIFEST_UNKNOWN",
+            deleted_manifest_gone
+        ),
+        check!(
+            a,
+            "deleted_manifest_head_gone",
+            "a deleted manifest: HEAD 404",
+            deleted_manifest_head_gone
+        ),
+        check!(
+            a,
+            "deleted_manifest_tags_gone",
+            "tags of a deleted manifest: 404 MANIFEST_UNKNOWN",
+            deleted_manifest_tags_gone
+        ),
+        check!(
+            a,
+            "deleted_manifest_not_listed",
+            "tags of a deleted manifest leave the tag list",
+            deleted_manifest_not_listed
+        ),
+        check!(
+            a,
+            "deleted_manifest_blobs_stay",
+            "blobs of a deleted manifest stay readable",
+            deleted_manifest_blobs_stay
+        ),
         check!(a, "delete_tag", "DELETE manifest by tag: 202", delete_tag),
-        check!(a, "deleted_tag_gone", "a deleted tag: 404 MANIFEST_UNKNOWN", deleted_tag_gone),
-        check!(a, "deleted_tag_manifest_stays", "the manifest of a deleted tag stays pullable by digest", deleted_tag_manifest_stays),
-        check!(a, "deleted_tag_other_tag_stays", "another tag of the same manifest stays", deleted_tag_other_tag_stays),
-        check!(a, "deleted_tag_not_listed", "a deleted tag leaves the tag list; the other stays", deleted_tag_not_listed),
+        check!(
+            a,
+            "deleted_tag_gone",
+            "a deleted tag: 404 MANIFEST_UNKNOWN",
+            deleted_tag_gone
+        ),
+        check!(
+            a,
+            "deleted_tag_manifest_stays",
+            "the manifest of a deleted tag stays pullable by digest",
+            deleted_tag_manifest_stays
+        ),
+        check!(
+            a,
+            "deleted_tag_other_tag_stays",
+            "another tag of the same manifest stays",
+            deleted_tag_other_tag_stays
+        ),
+        check!(
+            a,
+            "deleted_tag_not_listed",
+            "a deleted tag leaves the tag list; the other stays",
+            deleted_tag_not_listed
+        ),
         check!(a, "delete_blob", "DELETE blob: 202", delete_blob),
-        check!(a, "deleted_blob_gone", "a deleted blob: GET 404 BLOB_UNKNOWN", deleted_blob_gone),
-        check!(a, "deleted_blob_head_gone", "a deleted blob: HEAD 404", deleted_blob_head_gone),
-        check!(a, "deleted_blob_other_repo_stays", "the same blob in another repository stays", deleted_blob_other_repo_stays),
-        check!(a, "delete_unknown_manifest", "DELETE unknown manifest: 404 MANIFEST_UNKNOWN", delete_unknown_manifest),
-        check!(a, "delete_unknown_blob", "DELETE unknown blob: 404 BLOB_UNKNOWN", delete_unknown_blob),
-        check!(a, "delete_manifest_other_repo_stays", "deleting a manifest in one repository keeps it in another", delete_manifest_other_repo_stays),
-        check!(a, "delete_index_children_stay", "deleting an index keeps its children", delete_index_children_stay),
-        check!(a, "repush_after_delete", "a deleted manifest can be pushed again", repush_after_delete),
-        check!(a, "delete_referrer_unlisted", "a deleted referrer leaves its subject's referrers list", delete_referrer_unlisted),
+        check!(
+            a,
+            "deleted_blob_gone",
+            "a deleted blob: GET 404 BLOB_UNKNOWN",
+            deleted_blob_gone
+        ),
+        check!(
+            a,
+            "deleted_blob_head_gone",
+            "a deleted blob: HEAD 404",
+            deleted_blob_head_gone
+        ),
+        check!(
+            a,
+            "deleted_blob_other_repo_stays",
+            "the same blob in another repository stays",
+            deleted_blob_other_repo_stays
+        ),
+        check!(
+            a,
+            "delete_unknown_manifest",
+            "DELETE unknown manifest: 404 MANIFEST_UNKNOWN",
+            delete_unknown_manifest
+        ),
+        check!(
+            a,
+            "delete_unknown_blob",
+            "DELETE unknown blob: 404 BLOB_UNKNOWN",
+            delete_unknown_blob
+        ),
+        check!(
+            a,
+            "delete_manifest_other_repo_stays",
+            "deleting a manifest in one repository keeps it in another",
+            delete_manifest_other_repo_stays
+        ),
+        check!(
+            a,
+            "delete_index_children_stay",
+            "deleting an index keeps its children",
+            delete_index_children_stay
+        ),
+        check!(
+            a,
+            "repush_after_delete",
+            "a deleted manifest can be pushed again",
+            repush_after_delete
+        ),
+        check!(
+            a,
+            "delete_referrer_unlisted",
+            "a deleted referrer leaves its subject's referrers list",
+            delete_referrer_unlisted
+        ),
     ]
 }
 
@@ -74,7 +169,8 @@ async fn manifest_delete(c: &Ctx) -> Result<Arc<ManifestDelete>> {
         let other = oci_image(1, 10);
         c.push_image(&repo, "other", &other).await?;
         c.push_image(&repo, "doomed", &image).await?;
-        c.push_manifest(&repo, "doomed-too", &image.manifest).await?;
+        c.push_manifest(&repo, "doomed-too", &image.manifest)
+            .await?;
         let d = &image.manifest.digest;
         let deleted = delete(c, &format!("v2/{repo}/manifests/{d}")).await?;
         let get = c.reg.get_manifest(&repo, d).await?;
@@ -102,17 +198,24 @@ async fn manifest_delete(c: &Ctx) -> Result<Arc<ManifestDelete>> {
 }
 
 async fn delete_manifest(c: &Ctx) -> Result<()> {
-    manifest_delete(c).await?.deleted.expect("DELETE manifest", &[202])?;
+    manifest_delete(c)
+        .await?
+        .deleted
+        .expect("DELETE manifest", &[202])?;
     Ok(())
 }
 
 async fn deleted_manifest_gone(c: &Ctx) -> Result<()> {
     let s = manifest_delete(c).await?;
-    s.get.expect_error("GET deleted manifest", &[404], "MANIFEST_UNKNOWN")
+    s.get
+        .expect_error("GET deleted manifest", &[404], "MANIFEST_UNKNOWN")
 }
 
 async fn deleted_manifest_head_gone(c: &Ctx) -> Result<()> {
-    manifest_delete(c).await?.head.expect("HEAD deleted manifest", &[404])?;
+    manifest_delete(c)
+        .await?
+        .head
+        .expect("HEAD deleted manifest", &[404])?;
     Ok(())
 }
 
@@ -132,8 +235,14 @@ async fn deleted_manifest_not_listed(c: &Ctx) -> Result<()> {
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
         .unwrap_or_default();
-    ensure!(!tags.iter().any(|t| t.starts_with("doomed")), "tags still listed: {tags:?}");
-    ensure!(tags.contains(&"other"), "the unrelated tag vanished: {tags:?}");
+    ensure!(
+        !tags.iter().any(|t| t.starts_with("doomed")),
+        "tags still listed: {tags:?}"
+    );
+    ensure!(
+        tags.contains(&"other"),
+        "the unrelated tag vanished: {tags:?}"
+    );
     Ok(())
 }
 
@@ -175,7 +284,10 @@ async fn tag_delete(c: &Ctx) -> Result<Arc<TagDelete>> {
 }
 
 async fn delete_tag(c: &Ctx) -> Result<()> {
-    tag_delete(c).await?.deleted.expect("DELETE by tag", &[202])?;
+    tag_delete(c)
+        .await?
+        .deleted
+        .expect("DELETE by tag", &[202])?;
     Ok(())
 }
 
@@ -188,7 +300,8 @@ async fn deleted_tag_gone(c: &Ctx) -> Result<()> {
 
 async fn deleted_tag_manifest_stays(c: &Ctx) -> Result<()> {
     let s = tag_delete(c).await?;
-    s.by_digest.expect("GET manifest by digest after its tag was deleted", &[200])?;
+    s.by_digest
+        .expect("GET manifest by digest after its tag was deleted", &[200])?;
     ensure!(
         s.by_digest.digest_header().is_none_or(|d| d == s.digest),
         "a different manifest came back"
@@ -197,7 +310,10 @@ async fn deleted_tag_manifest_stays(c: &Ctx) -> Result<()> {
 }
 
 async fn deleted_tag_other_tag_stays(c: &Ctx) -> Result<()> {
-    tag_delete(c).await?.other.expect("GET the other tag", &[200])?;
+    tag_delete(c)
+        .await?
+        .other
+        .expect("GET the other tag", &[200])?;
     Ok(())
 }
 
@@ -205,7 +321,11 @@ async fn deleted_tag_not_listed(c: &Ctx) -> Result<()> {
     let s = tag_delete(c).await?;
     s.list.expect("GET tags/list", &[200])?;
     let v = s.list.json()?;
-    ensure!(v["tags"] == json!(["stays"]), "tags are {}, want [\"stays\"]", v["tags"]);
+    ensure!(
+        v["tags"] == json!(["stays"]),
+        "tags are {}, want [\"stays\"]",
+        v["tags"]
+    );
     Ok(())
 }
 
@@ -239,7 +359,10 @@ async fn blob_delete(c: &Ctx) -> Result<Arc<BlobDelete>> {
 }
 
 async fn delete_blob(c: &Ctx) -> Result<()> {
-    blob_delete(c).await?.deleted.expect("DELETE blob", &[202])?;
+    blob_delete(c)
+        .await?
+        .deleted
+        .expect("DELETE blob", &[202])?;
     Ok(())
 }
 
@@ -251,7 +374,10 @@ async fn deleted_blob_gone(c: &Ctx) -> Result<()> {
 }
 
 async fn deleted_blob_head_gone(c: &Ctx) -> Result<()> {
-    blob_delete(c).await?.head.expect("HEAD deleted blob", &[404])?;
+    blob_delete(c)
+        .await?
+        .head
+        .expect("HEAD deleted blob", &[404])?;
     Ok(())
 }
 
@@ -304,7 +430,11 @@ async fn delete_index_children_stay(c: &Ctx) -> Result<()> {
     let y = oci_image(1, 20);
     c.push_image(&repo, &x.manifest.digest, &x).await?;
     c.push_image(&repo, &y.manifest.digest, &y).await?;
-    let idx = index_for(OCI_INDEX, &[(&x.manifest, "amd64"), (&y.manifest, "arm64")], None);
+    let idx = index_for(
+        OCI_INDEX,
+        &[(&x.manifest, "amd64"), (&y.manifest, "arm64")],
+        None,
+    );
     c.push_manifest(&repo, "multi", &idx).await?;
     delete(c, &format!("v2/{repo}/manifests/{}", idx.digest))
         .await?
@@ -329,7 +459,10 @@ async fn repush_after_delete(c: &Ctx) -> Result<()> {
     c.push_manifest(&repo, "again", &image.manifest).await?;
     let g = c.reg.get_manifest(&repo, "again").await?;
     g.expect("GET the re-pushed tag", &[200])?;
-    ensure!(g.body[..] == image.manifest.bytes[..], "re-pushed manifest differs");
+    ensure!(
+        g.body[..] == image.manifest.bytes[..],
+        "re-pushed manifest differs"
+    );
     Ok(())
 }
 

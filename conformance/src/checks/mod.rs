@@ -32,7 +32,9 @@ mod tests {
             let id = c.id();
             assert!(seen.insert(id.clone()), "duplicate check {id}");
             assert!(
-                c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+                c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
                 "bad check name {id}"
             );
         }

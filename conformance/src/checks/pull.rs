@@ -38,7 +38,10 @@ async fn fixture(c: &Ctx) -> Result<Arc<Fixture>> {
         }
         let index = index_for(
             OCI_INDEX,
-            &[(&children[0].manifest, "amd64"), (&children[1].manifest, "arm64")],
+            &[
+                (&children[0].manifest, "amd64"),
+                (&children[1].manifest, "arm64"),
+            ],
             None,
         );
         c.push_manifest(&repo, "multi", &index).await?;
@@ -56,36 +59,181 @@ async fn fixture(c: &Ctx) -> Result<Arc<Fixture>> {
 pub fn checks() -> Vec<Check> {
     let a = Area::Pull;
     vec![
-        check!(a, "api_version_200", "GET /v2/ answers 200", api_version_200),
-        check!(a, "api_version_header", "GET /v2/ sets Docker-Distribution-API-Version: registry/2.0 (SHOULD)", api_version_header),
-        check!(a, "manifest_get_by_tag", "GET manifest by tag returns the pushed bytes", manifest_get_by_tag),
-        check!(a, "manifest_get_by_digest", "GET manifest by digest returns the pushed bytes", manifest_get_by_digest),
-        check!(a, "manifest_content_type", "GET manifest sets Content-Type to the manifest's media type", manifest_content_type),
-        check!(a, "manifest_digest_header_by_tag", "GET manifest by tag sets Docker-Content-Digest to its digest", manifest_digest_header_by_tag),
-        check!(a, "manifest_digest_header_by_digest", "GET manifest by digest sets Docker-Content-Digest to that digest", manifest_digest_header_by_digest),
-        check!(a, "manifest_content_length", "GET manifest sets Content-Length to the body size", manifest_content_length),
-        check!(a, "manifest_head_by_tag", "HEAD manifest by tag: 200, no body, digest and length headers", manifest_head_by_tag),
-        check!(a, "manifest_head_by_digest", "HEAD manifest by digest: 200 with Docker-Content-Digest", manifest_head_by_digest),
-        check!(a, "manifest_head_content_type", "HEAD manifest sets the same Content-Type as GET", manifest_head_content_type),
-        check!(a, "manifest_unknown_tag", "GET unknown tag: 404 MANIFEST_UNKNOWN", manifest_unknown_tag),
-        check!(a, "manifest_unknown_digest", "GET unknown manifest digest: 404 MANIFEST_UNKNOWN", manifest_unknown_digest),
-        check!(a, "manifest_head_unknown", "HEAD unknown manifest: 404", manifest_head_unknown),
-        check!(a, "manifest_malformed_digest", "GET manifest by a malformed digest: 400 (or 404), never 2xx/5xx", manifest_malformed_digest),
-        check!(a, "index_get", "GET index by tag returns it with the index media type", index_get),
-        check!(a, "index_children_by_digest", "each child of an index is pullable by digest", index_children_by_digest),
-        check!(a, "manifest_bytes_preserved", "a manifest with unusual formatting comes back byte for byte", manifest_bytes_preserved),
+        check!(
+            a,
+            "api_version_200",
+            "GET /v2/ answers 200",
+            api_version_200
+        ),
+        check!(
+            a,
+            "api_version_header",
+            "GET /v2/ sets Docker-Distribution-API-Version: registry/2.0 (SHOULD)",
+            api_version_header
+        ),
+        check!(
+            a,
+            "manifest_get_by_tag",
+            "GET manifest by tag returns the pushed bytes",
+            manifest_get_by_tag
+        ),
+        check!(
+            a,
+            "manifest_get_by_digest",
+            "GET manifest by digest returns the pushed bytes",
+            manifest_get_by_digest
+        ),
+        check!(
+            a,
+            "manifest_content_type",
+            "GET manifest sets Content-Type to the manifest's media type",
+            manifest_content_type
+        ),
+        check!(
+            a,
+            "manifest_digest_header_by_tag",
+            "GET manifest by tag sets Docker-Content-Digest to its digest",
+            manifest_digest_header_by_tag
+        ),
+        check!(
+            a,
+            "manifest_digest_header_by_digest",
+            "GET manifest by digest sets Docker-Content-Digest to that digest",
+            manifest_digest_header_by_digest
+        ),
+        check!(
+            a,
+            "manifest_content_length",
+            "GET manifest sets Content-Length to the body size",
+            manifest_content_length
+        ),
+        check!(
+            a,
+            "manifest_head_by_tag",
+            "HEAD manifest by tag: 200, no body, digest and length headers",
+            manifest_head_by_tag
+        ),
+        check!(
+            a,
+            "manifest_head_by_digest",
+            "HEAD manifest by digest: 200 with Docker-Content-Digest",
+            manifest_head_by_digest
+        ),
+        check!(
+            a,
+            "manifest_head_content_type",
+            "HEAD manifest sets the same Content-Type as GET",
+            manifest_head_content_type
+        ),
+        check!(
+            a,
+            "manifest_unknown_tag",
+            "GET unknown tag: 404 MANIFEST_UNKNOWN",
+            manifest_unknown_tag
+        ),
+        check!(
+            a,
+            "manifest_unknown_digest",
+            "GET unknown manifest digest: 404 MANIFEST_UNKNOWN",
+            manifest_unknown_digest
+        ),
+        check!(
+            a,
+            "manifest_head_unknown",
+            "HEAD unknown manifest: 404",
+            manifest_head_unknown
+        ),
+        check!(
+            a,
+            "manifest_malformed_digest",
+            "GET manifest by a malformed digest: 400 (or 404), never 2xx/5xx",
+            manifest_malformed_digest
+        ),
+        check!(
+            a,
+            "index_get",
+            "GET index by tag returns it with the index media type",
+            index_get
+        ),
+        check!(
+            a,
+            "index_children_by_digest",
+            "each child of an index is pullable by digest",
+            index_children_by_digest
+        ),
+        check!(
+            a,
+            "manifest_bytes_preserved",
+            "a manifest with unusual formatting comes back byte for byte",
+            manifest_bytes_preserved
+        ),
         check!(a, "blob_get", "GET blob returns its bytes", blob_get),
-        check!(a, "blob_get_headers", "GET blob sets Content-Length and Docker-Content-Digest", blob_get_headers),
-        check!(a, "blob_head", "HEAD blob: 200, Content-Length, Docker-Content-Digest, no body", blob_head),
-        check!(a, "blob_unknown", "GET unknown blob: 404 BLOB_UNKNOWN", blob_unknown),
-        check!(a, "blob_head_unknown", "HEAD unknown blob: 404", blob_head_unknown),
-        check!(a, "blob_malformed_digest", "GET blob with a malformed digest: 400 DIGEST_INVALID", blob_malformed_digest),
-        check!(a, "repo_unknown_manifest", "manifest in an unknown repository: 404 NAME_UNKNOWN or MANIFEST_UNKNOWN", repo_unknown_manifest),
-        check!(a, "repo_unknown_blob", "blob in an unknown repository: 404 NAME_UNKNOWN or BLOB_UNKNOWN", repo_unknown_blob),
-        check!(a, "blob_range", "Range: bytes=a-b answers 206 with Content-Range and the slice", blob_range),
-        check!(a, "blob_range_open_ended", "Range: bytes=a- answers 206 with the tail", blob_range_open_ended),
-        check!(a, "blob_range_suffix", "Range: bytes=-n answers 206 with the last n bytes", blob_range_suffix),
-        check!(a, "blob_range_unsatisfiable", "Range past the end answers 416", blob_range_unsatisfiable),
+        check!(
+            a,
+            "blob_get_headers",
+            "GET blob sets Content-Length and Docker-Content-Digest",
+            blob_get_headers
+        ),
+        check!(
+            a,
+            "blob_head",
+            "HEAD blob: 200, Content-Length, Docker-Content-Digest, no body",
+            blob_head
+        ),
+        check!(
+            a,
+            "blob_unknown",
+            "GET unknown blob: 404 BLOB_UNKNOWN",
+            blob_unknown
+        ),
+        check!(
+            a,
+            "blob_head_unknown",
+            "HEAD unknown blob: 404",
+            blob_head_unknown
+        ),
+        check!(
+            a,
+            "blob_malformed_digest",
+            "GET blob with a malformed digest: 400 DIGEST_INVALID",
+            blob_malformed_digest
+        ),
+        check!(
+            a,
+            "repo_unknown_manifest",
+            "manifest in an unknown repository: 404 NAME_UNKNOWN or MANIFEST_UNKNOWN",
+            repo_unknown_manifest
+        ),
+        check!(
+            a,
+            "repo_unknown_blob",
+            "blob in an unknown repository: 404 NAME_UNKNOWN or BLOB_UNKNOWN",
+            repo_unknown_blob
+        ),
+        check!(
+            a,
+            "blob_range",
+            "Range: bytes=a-b answers 206 with Content-Range and the slice",
+            blob_range
+        ),
+        check!(
+            a,
+            "blob_range_open_ended",
+            "Range: bytes=a- answers 206 with the tail",
+            blob_range_open_ended
+        ),
+        check!(
+            a,
+            "blob_range_suffix",
+            "Range: bytes=-n answers 206 with the last n bytes",
+            blob_range_suffix
+        ),
+        check!(
+            a,
+            "blob_range_unsatisfiable",
+            "Range past the end answers 416",
+            blob_range_unsatisfiable
+        ),
     ]
 }
 
@@ -106,15 +254,24 @@ async fn manifest_get_by_tag(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
     let r = c.reg.get_manifest(&f.repo, &f.tag).await?;
     r.expect("GET manifest by tag", &[200])?;
-    ensure!(r.body[..] == f.image.manifest.bytes[..], "body differs from the pushed manifest");
+    ensure!(
+        r.body[..] == f.image.manifest.bytes[..],
+        "body differs from the pushed manifest"
+    );
     Ok(())
 }
 
 async fn manifest_get_by_digest(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
-    let r = c.reg.get_manifest(&f.repo, &f.image.manifest.digest).await?;
+    let r = c
+        .reg
+        .get_manifest(&f.repo, &f.image.manifest.digest)
+        .await?;
     r.expect("GET manifest by digest", &[200])?;
-    ensure!(r.body[..] == f.image.manifest.bytes[..], "body differs from the pushed manifest");
+    ensure!(
+        r.body[..] == f.image.manifest.bytes[..],
+        "body differs from the pushed manifest"
+    );
     Ok(())
 }
 
@@ -145,7 +302,10 @@ async fn manifest_digest_header_by_tag(c: &Ctx) -> Result<()> {
 
 async fn manifest_digest_header_by_digest(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
-    let r = c.reg.get_manifest(&f.repo, &f.image.manifest.digest).await?;
+    let r = c
+        .reg
+        .get_manifest(&f.repo, &f.image.manifest.digest)
+        .await?;
     r.expect("GET manifest", &[200])?;
     ensure!(
         r.digest_header() == Some(f.image.manifest.digest.as_str()),
@@ -191,7 +351,10 @@ async fn manifest_head_by_tag(c: &Ctx) -> Result<()> {
 
 async fn manifest_head_by_digest(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
-    let r = c.reg.head_manifest(&f.repo, &f.image.manifest.digest).await?;
+    let r = c
+        .reg
+        .head_manifest(&f.repo, &f.image.manifest.digest)
+        .await?;
     r.expect("HEAD manifest by digest", &[200])?;
     ensure!(
         r.digest_header() == Some(f.image.manifest.digest.as_str()),
@@ -236,7 +399,10 @@ async fn manifest_head_unknown(c: &Ctx) -> Result<()> {
 async fn manifest_malformed_digest(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
     // Valid hex, wrong length for sha256: it cannot be a tag (':'), nor a digest.
-    let r = c.reg.get_manifest(&f.repo, "sha256:0123456789abcdef").await?;
+    let r = c
+        .reg
+        .get_manifest(&f.repo, "sha256:0123456789abcdef")
+        .await?;
     r.expect("GET manifest sha256:<16 hex>", &[400, 404])?;
     Ok(())
 }
@@ -250,7 +416,10 @@ async fn index_get(c: &Ctx) -> Result<()> {
         "Content-Type is {:?}, want {OCI_INDEX}",
         r.content_type()
     );
-    ensure!(r.body[..] == f.index.bytes[..], "body differs from the pushed index");
+    ensure!(
+        r.body[..] == f.index.bytes[..],
+        "body differs from the pushed index"
+    );
     Ok(())
 }
 
@@ -293,7 +462,10 @@ async fn manifest_bytes_preserved(c: &Ctx) -> Result<()> {
     c.push_manifest(&f.repo, "formatted", &m).await?;
     let r = c.reg.get_manifest(&f.repo, "formatted").await?;
     r.expect("GET formatted manifest", &[200])?;
-    ensure!(r.body[..] == m.bytes[..], "the registry re-encoded the manifest");
+    ensure!(
+        r.body[..] == m.bytes[..],
+        "the registry re-encoded the manifest"
+    );
     ensure!(
         sha256(&r.body) == m.digest,
         "digest of the returned body is not the pushed digest"
@@ -304,9 +476,15 @@ async fn manifest_bytes_preserved(c: &Ctx) -> Result<()> {
 async fn blob_get(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
     for b in f.image.blobs() {
-        let r = c.reg.get(&format!("v2/{}/blobs/{}", f.repo, b.digest)).await?;
+        let r = c
+            .reg
+            .get(&format!("v2/{}/blobs/{}", f.repo, b.digest))
+            .await?;
         r.expect("GET blob", &[200])?;
-        ensure!(r.body[..] == b.data[..], "blob body differs from what was pushed");
+        ensure!(
+            r.body[..] == b.data[..],
+            "blob body differs from what was pushed"
+        );
     }
     Ok(())
 }
@@ -314,7 +492,10 @@ async fn blob_get(c: &Ctx) -> Result<()> {
 async fn blob_get_headers(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
     let b = &f.image.layers[0];
-    let r = c.reg.get(&format!("v2/{}/blobs/{}", f.repo, b.digest)).await?;
+    let r = c
+        .reg
+        .get(&format!("v2/{}/blobs/{}", f.repo, b.digest))
+        .await?;
     r.expect("GET blob", &[200])?;
     ensure!(
         r.content_length() == Some(b.data.len() as u64),
@@ -334,7 +515,10 @@ async fn blob_get_headers(c: &Ctx) -> Result<()> {
 async fn blob_head(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
     let b = &f.image.layers[0];
-    let r = c.reg.head(&format!("v2/{}/blobs/{}", f.repo, b.digest)).await?;
+    let r = c
+        .reg
+        .head(&format!("v2/{}/blobs/{}", f.repo, b.digest))
+        .await?;
     r.expect("HEAD blob", &[200])?;
     ensure!(r.body.is_empty(), "HEAD returned a body");
     ensure!(
@@ -354,13 +538,19 @@ async fn blob_head(c: &Ctx) -> Result<()> {
 
 async fn blob_unknown(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
-    let r = c.reg.get(&format!("v2/{}/blobs/{}", f.repo, unknown_digest())).await?;
+    let r = c
+        .reg
+        .get(&format!("v2/{}/blobs/{}", f.repo, unknown_digest()))
+        .await?;
     r.expect_error("GET unknown blob", &[404], "BLOB_UNKNOWN")
 }
 
 async fn blob_head_unknown(c: &Ctx) -> Result<()> {
     let f = fixture(c).await?;
-    let r = c.reg.head(&format!("v2/{}/blobs/{}", f.repo, unknown_digest())).await?;
+    let r = c
+        .reg
+        .head(&format!("v2/{}/blobs/{}", f.repo, unknown_digest()))
+        .await?;
     r.expect("HEAD unknown blob", &[404])?;
     Ok(())
 }
@@ -379,7 +569,9 @@ async fn repo_unknown_manifest(c: &Ctx) -> Result<()> {
     r.expect("GET manifest in unknown repo", &[404])?;
     let codes = r.error_codes();
     ensure!(
-        codes.iter().any(|c| c == "NAME_UNKNOWN" || c == "MANIFEST_UNKNOWN"),
+        codes
+            .iter()
+            .any(|c| c == "NAME_UNKNOWN" || c == "MANIFEST_UNKNOWN"),
         "error codes {codes:?}, want NAME_UNKNOWN or MANIFEST_UNKNOWN"
     );
     Ok(())
@@ -387,11 +579,16 @@ async fn repo_unknown_manifest(c: &Ctx) -> Result<()> {
 
 async fn repo_unknown_blob(c: &Ctx) -> Result<()> {
     let repo = c.repo("never-pushed");
-    let r = c.reg.get(&format!("v2/{repo}/blobs/{}", unknown_digest())).await?;
+    let r = c
+        .reg
+        .get(&format!("v2/{repo}/blobs/{}", unknown_digest()))
+        .await?;
     r.expect("GET blob in unknown repo", &[404])?;
     let codes = r.error_codes();
     ensure!(
-        codes.iter().any(|c| c == "NAME_UNKNOWN" || c == "BLOB_UNKNOWN"),
+        codes
+            .iter()
+            .any(|c| c == "NAME_UNKNOWN" || c == "BLOB_UNKNOWN"),
         "error codes {codes:?}, want NAME_UNKNOWN or BLOB_UNKNOWN"
     );
     Ok(())
@@ -419,7 +616,10 @@ fn expect_partial(r: &crate::client::Resp, data: &[u8], start: usize, end: usize
         "Content-Range is {:?}, want {want:?}",
         r.header("content-range")
     );
-    ensure!(r.body[..] == data[start..=end], "partial body is not bytes {start}-{end}");
+    ensure!(
+        r.body[..] == data[start..=end],
+        "partial body is not bytes {start}-{end}"
+    );
     Ok(())
 }
 
@@ -440,6 +640,9 @@ async fn blob_range_suffix(c: &Ctx) -> Result<()> {
 
 async fn blob_range_unsatisfiable(c: &Ctx) -> Result<()> {
     let (r, data) = ranged(c, "bytes=100000-100010").await?;
-    r.expect(&format!("Range past the end of a {}-byte blob", data.len()), &[416])?;
+    r.expect(
+        &format!("Range past the end of a {}-byte blob", data.len()),
+        &[416],
+    )?;
     Ok(())
 }

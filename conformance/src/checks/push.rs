@@ -11,7 +11,9 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use crate::check;
-use crate::client::{sha256, sha512, with_digest, Resp, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
+use crate::client::{
+    sha256, sha512, with_digest, Resp, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+};
 use crate::context::{once, Area, Check, Ctx};
 use crate::fixtures::{
     index_for, manifest_for, oci_image, random_bytes, unknown_digest, Blob, Image, Manifest,
@@ -44,56 +46,273 @@ fn variant(b: &Base, note: &str) -> Manifest {
         OCI_MANIFEST,
         &b.image.config,
         &b.image.layers,
-        Some(json!({"annotations": {"org.signet.conformance.variant": format!("{note}-{}", crate::fixtures::random_hex(4))}})),
+        Some(
+            json!({"annotations": {"org.signet.conformance.variant": format!("{note}-{}", crate::fixtures::random_hex(4))}}),
+        ),
     )
 }
 
 pub fn checks() -> Vec<Check> {
     let a = Area::Push;
     vec![
-        check!(a, "upload_post_202", "POST /blobs/uploads/ opens a session: 202 with Location", upload_post_202),
-        check!(a, "monolithic_post_put", "POST then PUT ?digest= with the body: 201, blob then readable", monolithic_post_put),
-        check!(a, "monolithic_put_location", "the 201 of a completed upload carries Location", monolithic_put_location),
-        check!(a, "monolithic_put_digest_header", "the 201 of a completed upload carries Docker-Content-Digest (SHOULD)", monolithic_put_digest_header),
-        check!(a, "single_post_digest", "POST ?digest= with the body: 201, or 202 and the POST-PUT fallback works", single_post_digest),
-        check!(a, "chunked_patch", "PATCH chunks with Content-Range, then PUT ?digest=: 201 and the bytes are right", chunked_patch),
-        check!(a, "chunked_patch_range_header", "each PATCH answers 202 with Location and Range: 0-<end>", chunked_patch_range_header),
-        check!(a, "chunked_final_put_with_body", "the last chunk may travel in the closing PUT", chunked_final_put_with_body),
-        check!(a, "chunked_transfer_encoding", "PATCH with Transfer-Encoding: chunked and no length is accepted", chunked_transfer_encoding),
-        check!(a, "chunked_transfer_encoding_twice", "two streamed PATCHes append in order", chunked_transfer_encoding_twice),
-        check!(a, "chunk_out_of_order", "a PATCH whose Content-Range skips ahead: 416", chunk_out_of_order),
-        check!(a, "chunk_rejected_upload_intact", "after a 416 the session still holds its bytes and can finish", chunk_rejected_upload_intact),
-        check!(a, "upload_status", "GET upload URL: 204 with Location and Range: 0-<end>", upload_status),
-        check!(a, "upload_cancel", "DELETE upload URL: 204, then the session is 404 BLOB_UPLOAD_UNKNOWN", upload_cancel),
-        check!(a, "upload_unknown_session", "GET an unknown upload session: 404 BLOB_UPLOAD_UNKNOWN", upload_unknown_session),
-        check!(a, "digest_mismatch", "PUT ?digest= that does not match the bytes: 400 DIGEST_INVALID", digest_mismatch),
-        check!(a, "digest_mismatch_not_stored", "after a digest mismatch the claimed digest does not exist", digest_mismatch_not_stored),
-        check!(a, "upload_malformed_digest", "PUT ?digest=<malformed>: 400 DIGEST_INVALID", upload_malformed_digest),
-        check!(a, "empty_blob", "a zero-length blob can be pushed and pulled", empty_blob),
-        check!(a, "sha512_blob", "a blob pushed with a sha512 digest: 201, then HEAD and GET by that digest", sha512_blob),
-        check!(a, "mount_from", "POST ?mount=&from=: 201 with Location, blob then in the target", mount_from),
-        check!(a, "mount_without_from", "POST ?mount= without from: 201 (mounted) or 202 (session)", mount_without_from),
-        check!(a, "mount_unknown_blob", "mount of a blob the source lacks: 202 with an upload session", mount_unknown_blob),
-        check!(a, "manifest_put_by_tag", "PUT manifest by tag: 201 with Location", manifest_put_by_tag),
-        check!(a, "manifest_put_digest_header", "PUT manifest answers Docker-Content-Digest with its digest (SHOULD)", manifest_put_digest_header),
-        check!(a, "manifest_put_by_digest", "PUT manifest by digest: 201, then GET by digest", manifest_put_by_digest),
-        check!(a, "manifest_put_digest_mismatch", "PUT manifest under a digest that is not its own: 400 DIGEST_INVALID", manifest_put_digest_mismatch),
-        check!(a, "manifest_put_idempotent", "PUT the same manifest twice: 201 both times", manifest_put_idempotent),
-        check!(a, "tag_overwrite", "PUT another manifest to a tag moves it; the old one stays by digest", tag_overwrite),
-        check!(a, "index_with_children", "PUT an image index whose children exist: 201", index_with_children),
-        check!(a, "index_missing_child", "PUT an index naming an unknown manifest: 400 MANIFEST_BLOB_UNKNOWN", index_missing_child),
-        check!(a, "manifest_blob_unknown", "PUT a manifest whose layer is missing: 400 MANIFEST_BLOB_UNKNOWN", manifest_blob_unknown),
-        check!(a, "manifest_config_unknown", "PUT a manifest whose config is missing: 400 MANIFEST_BLOB_UNKNOWN", manifest_config_unknown),
-        check!(a, "manifest_invalid_json", "PUT a body that is not JSON: 400 MANIFEST_INVALID", manifest_invalid_json),
-        check!(a, "manifest_large_accepted", "a 3.5 MiB manifest is accepted and returned intact (limit SHOULD be >= 4 MiB)", manifest_large_accepted),
-        check!(a, "manifest_oversize", "an 8 MiB manifest: 413, or accepted and returned intact", manifest_oversize),
-        check!(a, "artifact_manifest", "an artifact (artifactType, empty config) is accepted and returned", artifact_manifest),
-        check!(a, "subject_unknown_accepted", "a manifest whose subject does not exist MUST be accepted", subject_unknown_accepted),
-        check!(a, "tag_max_length", "a 128-character tag is accepted", tag_max_length),
-        check!(a, "tag_invalid", "a tag starting with '.' is rejected with 4xx", tag_invalid),
-        check!(a, "tag_too_long", "a 129-character tag is rejected with 4xx", tag_too_long),
-        check!(a, "repo_name_uppercase", "a repository name with capitals is rejected with 4xx", repo_name_uppercase),
-        check!(a, "repo_name_bad_separator", "a repository name with '..' is rejected with 4xx", repo_name_bad_separator),
+        check!(
+            a,
+            "upload_post_202",
+            "POST /blobs/uploads/ opens a session: 202 with Location",
+            upload_post_202
+        ),
+        check!(
+            a,
+            "monolithic_post_put",
+            "POST then PUT ?digest= with the body: 201, blob then readable",
+            monolithic_post_put
+        ),
+        check!(
+            a,
+            "monolithic_put_location",
+            "the 201 of a completed upload carries Location",
+            monolithic_put_location
+        ),
+        check!(
+            a,
+            "monolithic_put_digest_header",
+            "the 201 of a completed upload carries Docker-Content-Digest (SHOULD)",
+            monolithic_put_digest_header
+        ),
+        check!(
+            a,
+            "single_post_digest",
+            "POST ?digest= with the body: 201, or 202 and the POST-PUT fallback works",
+            single_post_digest
+        ),
+        check!(
+            a,
+            "chunked_patch",
+            "PATCH chunks with Content-Range, then PUT ?digest=: 201 and the bytes are right",
+            chunked_patch
+        ),
+        check!(
+            a,
+            "chunked_patch_range_header",
+            "each PATCH answers 202 with Location and Range: 0-<end>",
+            chunked_patch_range_header
+        ),
+        check!(
+            a,
+            "chunked_final_put_with_body",
+            "the last chunk may travel in the closing PUT",
+            chunked_final_put_with_body
+        ),
+        check!(
+            a,
+            "chunked_transfer_encoding",
+            "PATCH with Transfer-Encoding: chunked and no length is accepted",
+            chunked_transfer_encoding
+        ),
+        check!(
+            a,
+            "chunked_transfer_encoding_twice",
+            "two streamed PATCHes append in order",
+            chunked_transfer_encoding_twice
+        ),
+        check!(
+            a,
+            "chunk_out_of_order",
+            "a PATCH whose Content-Range skips ahead: 416",
+            chunk_out_of_order
+        ),
+        check!(
+            a,
+            "chunk_rejected_upload_intact",
+            "after a 416 the session still holds its bytes and can finish",
+            chunk_rejected_upload_intact
+        ),
+        check!(
+            a,
+            "upload_status",
+            "GET upload URL: 204 with Location and Range: 0-<end>",
+            upload_status
+        ),
+        check!(
+            a,
+            "upload_cancel",
+            "DELETE upload URL: 204, then the session is 404 BLOB_UPLOAD_UNKNOWN",
+            upload_cancel
+        ),
+        check!(
+            a,
+            "upload_unknown_session",
+            "GET an unknown upload session: 404 BLOB_UPLOAD_UNKNOWN",
+            upload_unknown_session
+        ),
+        check!(
+            a,
+            "digest_mismatch",
+            "PUT ?digest= that does not match the bytes: 400 DIGEST_INVALID",
+            digest_mismatch
+        ),
+        check!(
+            a,
+            "digest_mismatch_not_stored",
+            "after a digest mismatch the claimed digest does not exist",
+            digest_mismatch_not_stored
+        ),
+        check!(
+            a,
+            "upload_malformed_digest",
+            "PUT ?digest=<malformed>: 400 DIGEST_INVALID",
+            upload_malformed_digest
+        ),
+        check!(
+            a,
+            "empty_blob",
+            "a zero-length blob can be pushed and pulled",
+            empty_blob
+        ),
+        check!(
+            a,
+            "sha512_blob",
+            "a blob pushed with a sha512 digest: 201, then HEAD and GET by that digest",
+            sha512_blob
+        ),
+        check!(
+            a,
+            "mount_from",
+            "POST ?mount=&from=: 201 with Location, blob then in the target",
+            mount_from
+        ),
+        check!(
+            a,
+            "mount_without_from",
+            "POST ?mount= without from: 201 (mounted) or 202 (session)",
+            mount_without_from
+        ),
+        check!(
+            a,
+            "mount_unknown_blob",
+            "mount of a blob the source lacks: 202 with an upload session",
+            mount_unknown_blob
+        ),
+        check!(
+            a,
+            "manifest_put_by_tag",
+            "PUT manifest by tag: 201 with Location",
+            manifest_put_by_tag
+        ),
+        check!(
+            a,
+            "manifest_put_digest_header",
+            "PUT manifest answers Docker-Content-Digest with its digest (SHOULD)",
+            manifest_put_digest_header
+        ),
+        check!(
+            a,
+            "manifest_put_by_digest",
+            "PUT manifest by digest: 201, then GET by digest",
+            manifest_put_by_digest
+        ),
+        check!(
+            a,
+            "manifest_put_digest_mismatch",
+            "PUT manifest under a digest that is not its own: 400 DIGEST_INVALID",
+            manifest_put_digest_mismatch
+        ),
+        check!(
+            a,
+            "manifest_put_idempotent",
+            "PUT the same manifest twice: 201 both times",
+            manifest_put_idempotent
+        ),
+        check!(
+            a,
+            "tag_overwrite",
+            "PUT another manifest to a tag moves it; the old one stays by digest",
+            tag_overwrite
+        ),
+        check!(
+            a,
+            "index_with_children",
+            "PUT an image index whose children exist: 201",
+            index_with_children
+        ),
+        check!(
+            a,
+            "index_missing_child",
+            "PUT an index naming an unknown manifest: 400 MANIFEST_BLOB_UNKNOWN",
+            index_missing_child
+        ),
+        check!(
+            a,
+            "manifest_blob_unknown",
+            "PUT a manifest whose layer is missing: 400 MANIFEST_BLOB_UNKNOWN",
+            manifest_blob_unknown
+        ),
+        check!(
+            a,
+            "manifest_config_unknown",
+            "PUT a manifest whose config is missing: 400 MANIFEST_BLOB_UNKNOWN",
+            manifest_config_unknown
+        ),
+        check!(
+            a,
+            "manifest_invalid_json",
+            "PUT a body that is not JSON: 400 MANIFEST_INVALID",
+            manifest_invalid_json
+        ),
+        check!(
+            a,
+            "manifest_large_accepted",
+            "a 3.5 MiB manifest is accepted and returned intact (limit SHOULD be >= 4 MiB)",
+            manifest_large_accepted
+        ),
+        check!(
+            a,
+            "manifest_oversize",
+            "an 8 MiB manifest: 413, or accepted and returned intact",
+            manifest_oversize
+        ),
+        check!(
+            a,
+            "artifact_manifest",
+            "an artifact (artifactType, empty config) is accepted and returned",
+            artifact_manifest
+        ),
+        check!(
+            a,
+            "subject_unknown_accepted",
+            "a manifest whose subject does not exist MUST be accepted",
+            subject_unknown_accepted
+        ),
+        check!(
+            a,
+            "tag_max_length",
+            "a 128-character tag is accepted",
+            tag_max_length
+        ),
+        check!(
+            a,
+            "tag_invalid",
+            "a tag starting with '.' is rejected with 4xx",
+            tag_invalid
+        ),
+        check!(
+            a,
+            "tag_too_long",
+            "a 129-character tag is rejected with 4xx",
+            tag_too_long
+        ),
+        check!(
+            a,
+            "repo_name_uppercase",
+            "a repository name with capitals is rejected with 4xx",
+            repo_name_uppercase
+        ),
+        check!(
+            a,
+            "repo_name_bad_separator",
+            "a repository name with '..' is rejected with 4xx",
+            repo_name_bad_separator
+        ),
     ]
 }
 
@@ -156,7 +375,10 @@ fn expect_range(r: &Resp, end: usize) -> Result<()> {
 async fn expect_blob(c: &Ctx, repo: &str, digest: &str, data: &[u8]) -> Result<()> {
     let r = c.reg.get(&format!("v2/{repo}/blobs/{digest}")).await?;
     r.expect("GET the pushed blob", &[200])?;
-    ensure!(r.body[..] == data[..], "blob read back differs from what was pushed");
+    ensure!(
+        r.body[..] == data[..],
+        "blob read back differs from what was pushed"
+    );
     Ok(())
 }
 
@@ -180,10 +402,16 @@ async fn upload_post_202(c: &Ctx) -> Result<()> {
 async fn monolithic_post_put(c: &Ctx) -> Result<()> {
     let repo = c.repo("push-mono");
     let blob = Blob::random(2048, OCI_LAYER);
-    let r = c.reg.push_blob_digest(&repo, &blob.data, &blob.digest).await?;
+    let r = c
+        .reg
+        .push_blob_digest(&repo, &blob.data, &blob.digest)
+        .await?;
     c.remember_blob(&repo, &blob.digest);
     r.expect("PUT ?digest=", &[201])?;
-    let h = c.reg.head(&format!("v2/{repo}/blobs/{}", blob.digest)).await?;
+    let h = c
+        .reg
+        .head(&format!("v2/{repo}/blobs/{}", blob.digest))
+        .await?;
     h.expect("HEAD after push", &[200])?;
     expect_blob(c, &repo, &blob.digest, &blob.data).await
 }
@@ -191,7 +419,10 @@ async fn monolithic_post_put(c: &Ctx) -> Result<()> {
 async fn monolithic_put_location(c: &Ctx) -> Result<()> {
     let repo = c.repo("push-mono");
     let blob = Blob::random(100, OCI_LAYER);
-    let r = c.reg.push_blob_digest(&repo, &blob.data, &blob.digest).await?;
+    let r = c
+        .reg
+        .push_blob_digest(&repo, &blob.data, &blob.digest)
+        .await?;
     c.remember_blob(&repo, &blob.digest);
     r.expect("PUT ?digest=", &[201])?;
     r.location()?;
@@ -201,7 +432,10 @@ async fn monolithic_put_location(c: &Ctx) -> Result<()> {
 async fn monolithic_put_digest_header(c: &Ctx) -> Result<()> {
     let repo = c.repo("push-mono");
     let blob = Blob::random(100, OCI_LAYER);
-    let r = c.reg.push_blob_digest(&repo, &blob.data, &blob.digest).await?;
+    let r = c
+        .reg
+        .push_blob_digest(&repo, &blob.data, &blob.digest)
+        .await?;
     c.remember_blob(&repo, &blob.digest);
     r.expect("PUT ?digest=", &[201])?;
     ensure!(
@@ -329,7 +563,10 @@ async fn chunk_rejected_upload_intact(c: &Ctx) -> Result<()> {
     let url = r.location()?;
     let bad = patch(c, url.clone(), &blob.data[200..], 200).await?;
     bad.expect("PATCH 200-299 after 0-99", &[416])?;
-    let status = c.reg.send(c.reg.request_url(Method::GET, url.clone())).await?;
+    let status = c
+        .reg
+        .send(c.reg.request_url(Method::GET, url.clone()))
+        .await?;
     status.expect("GET upload status after the 416", &[204])?;
     expect_range(&status, 99)?;
     let url = status.location().unwrap_or(url);
@@ -348,7 +585,10 @@ async fn upload_status(c: &Ctx) -> Result<()> {
     let r = patch(c, url, &data, 0).await?;
     r.expect("PATCH", &[202])?;
     let url = r.location()?;
-    let s = c.reg.send(c.reg.request_url(Method::GET, url.clone())).await?;
+    let s = c
+        .reg
+        .send(c.reg.request_url(Method::GET, url.clone()))
+        .await?;
     s.expect("GET upload status", &[204])?;
     s.location()?;
     expect_range(&s, 499)?;
@@ -363,7 +603,10 @@ async fn upload_cancel(c: &Ctx) -> Result<()> {
     let r = patch(c, url, &random_bytes(100), 0).await?;
     r.expect("PATCH", &[202])?;
     let url = r.location()?;
-    let d = c.reg.send(c.reg.request_url(Method::DELETE, url.clone())).await?;
+    let d = c
+        .reg
+        .send(c.reg.request_url(Method::DELETE, url.clone()))
+        .await?;
     d.expect("DELETE upload", &[204])?;
     let s = c.reg.send(c.reg.request_url(Method::GET, url)).await?;
     s.expect_error("GET cancelled upload", &[404], "BLOB_UPLOAD_UNKNOWN")
@@ -404,7 +647,10 @@ async fn digest_mismatch_not_stored(c: &Ctx) -> Result<()> {
 async fn upload_malformed_digest(c: &Ctx) -> Result<()> {
     let repo = c.repo("push-mismatch");
     let data = random_bytes(10);
-    let r = c.reg.push_blob_digest(&repo, &data, "sha256:nothex").await?;
+    let r = c
+        .reg
+        .push_blob_digest(&repo, &data, "sha256:nothex")
+        .await?;
     r.expect_error("PUT ?digest=sha256:nothex", &[400], "DIGEST_INVALID")
 }
 
@@ -416,7 +662,11 @@ async fn empty_blob(c: &Ctx) -> Result<()> {
     r.expect("PUT empty blob", &[201])?;
     let g = c.reg.get(&format!("v2/{repo}/blobs/{digest}")).await?;
     g.expect("GET empty blob", &[200])?;
-    ensure!(g.body.is_empty(), "empty blob came back with {} bytes", g.body.len());
+    ensure!(
+        g.body.is_empty(),
+        "empty blob came back with {} bytes",
+        g.body.len()
+    );
     Ok(())
 }
 
@@ -439,7 +689,11 @@ async fn mount(c: &Ctx, repo: &str, digest: &str, from: Option<&str>) -> Result<
         url.query_pairs_mut().append_pair("from", from);
     }
     c.reg
-        .send(c.reg.request_url(Method::POST, url).header(CONTENT_LENGTH, "0"))
+        .send(
+            c.reg
+                .request_url(Method::POST, url)
+                .header(CONTENT_LENGTH, "0"),
+        )
         .await
 }
 
@@ -493,7 +747,10 @@ async fn manifest_put_by_tag(c: &Ctx) -> Result<()> {
     r.location()?;
     let g = c.reg.get_manifest(&b.repo, "by-tag").await?;
     g.expect("GET the tag", &[200])?;
-    ensure!(g.body[..] == m.bytes[..], "tag does not return the pushed manifest");
+    ensure!(
+        g.body[..] == m.bytes[..],
+        "tag does not return the pushed manifest"
+    );
     Ok(())
 }
 
@@ -517,7 +774,10 @@ async fn manifest_put_by_digest(c: &Ctx) -> Result<()> {
     r.location()?;
     let g = c.reg.get_manifest(&b.repo, &m.digest).await?;
     g.expect("GET by digest", &[200])?;
-    ensure!(g.body[..] == m.bytes[..], "digest does not return the pushed manifest");
+    ensure!(
+        g.body[..] == m.bytes[..],
+        "digest does not return the pushed manifest"
+    );
     Ok(())
 }
 
@@ -525,7 +785,11 @@ async fn manifest_put_digest_mismatch(c: &Ctx) -> Result<()> {
     let b = base(c).await?;
     let m = variant(&b, "mismatch");
     let r = c.put_manifest(&b.repo, &unknown_digest(), &m).await?;
-    r.expect_error("PUT manifest under another digest", &[400], "DIGEST_INVALID")
+    r.expect_error(
+        "PUT manifest under another digest",
+        &[400],
+        "DIGEST_INVALID",
+    )
 }
 
 async fn manifest_put_idempotent(c: &Ctx) -> Result<()> {
@@ -544,7 +808,10 @@ async fn tag_overwrite(c: &Ctx) -> Result<()> {
     c.push_manifest(&b.repo, "moving", &second).await?;
     let g = c.reg.get_manifest(&b.repo, "moving").await?;
     g.expect("GET the tag", &[200])?;
-    ensure!(g.body[..] == second.bytes[..], "tag still returns the first manifest");
+    ensure!(
+        g.body[..] == second.bytes[..],
+        "tag still returns the first manifest"
+    );
     let old = c.reg.get_manifest(&b.repo, &first.digest).await?;
     old.expect("GET the replaced manifest by digest", &[200])?;
     Ok(())
@@ -571,7 +838,11 @@ async fn index_missing_child(c: &Ctx) -> Result<()> {
     let ghost = variant(&b, "never-pushed");
     let idx = index_for(OCI_INDEX, &[(&present, "amd64"), (&ghost, "arm64")], None);
     let r = c.put_manifest(&b.repo, "broken-index", &idx).await?;
-    r.expect_error("PUT index with a missing child", &[400], "MANIFEST_BLOB_UNKNOWN")
+    r.expect_error(
+        "PUT index with a missing child",
+        &[400],
+        "MANIFEST_BLOB_UNKNOWN",
+    )
 }
 
 async fn manifest_blob_unknown(c: &Ctx) -> Result<()> {
@@ -579,7 +850,11 @@ async fn manifest_blob_unknown(c: &Ctx) -> Result<()> {
     let missing = Blob::random(100, OCI_LAYER);
     let m = manifest_for(OCI_MANIFEST, &b.image.config, &[missing], None);
     let r = c.put_manifest(&b.repo, "missing-layer", &m).await?;
-    r.expect_error("PUT manifest with a missing layer", &[400], "MANIFEST_BLOB_UNKNOWN")
+    r.expect_error(
+        "PUT manifest with a missing layer",
+        &[400],
+        "MANIFEST_BLOB_UNKNOWN",
+    )
 }
 
 async fn manifest_config_unknown(c: &Ctx) -> Result<()> {
@@ -587,14 +862,23 @@ async fn manifest_config_unknown(c: &Ctx) -> Result<()> {
     let missing = Blob::random(100, OCI_CONFIG);
     let m = manifest_for(OCI_MANIFEST, &missing, &b.image.layers, None);
     let r = c.put_manifest(&b.repo, "missing-config", &m).await?;
-    r.expect_error("PUT manifest with a missing config", &[400], "MANIFEST_BLOB_UNKNOWN")
+    r.expect_error(
+        "PUT manifest with a missing config",
+        &[400],
+        "MANIFEST_BLOB_UNKNOWN",
+    )
 }
 
 async fn manifest_invalid_json(c: &Ctx) -> Result<()> {
     let b = base(c).await?;
     let r = c
         .reg
-        .put_manifest_raw(&b.repo, "garbage", OCI_MANIFEST, b"{ this is not json".to_vec())
+        .put_manifest_raw(
+            &b.repo,
+            "garbage",
+            OCI_MANIFEST,
+            b"{ this is not json".to_vec(),
+        )
         .await?;
     r.expect_error("PUT a non-JSON manifest", &[400], "MANIFEST_INVALID")
 }
@@ -615,7 +899,10 @@ async fn manifest_large_accepted(c: &Ctx) -> Result<()> {
     c.push_manifest(&b.repo, "large", &m).await?;
     let g = c.reg.get_manifest(&b.repo, "large").await?;
     g.expect("GET the large manifest", &[200])?;
-    ensure!(g.body[..] == m.bytes[..], "large manifest came back different");
+    ensure!(
+        g.body[..] == m.bytes[..],
+        "large manifest came back different"
+    );
     Ok(())
 }
 
@@ -628,10 +915,16 @@ async fn manifest_oversize(c: &Ctx) -> Result<()> {
         201 => {
             let g = c.reg.get_manifest(&b.repo, &m.digest).await?;
             g.expect("GET the accepted 8 MiB manifest", &[200])?;
-            ensure!(g.body[..] == m.bytes[..], "accepted 8 MiB manifest came back different");
+            ensure!(
+                g.body[..] == m.bytes[..],
+                "accepted 8 MiB manifest came back different"
+            );
             Ok(())
         }
-        s => bail!("PUT 8 MiB manifest: got {s} {:?}, want 413 (or 201 and intact)", r.error_codes()),
+        s => bail!(
+            "PUT 8 MiB manifest: got {s} {:?}, want 413 (or 201 and intact)",
+            r.error_codes()
+        ),
     }
 }
 
@@ -661,7 +954,9 @@ async fn subject_unknown_accepted(c: &Ctx) -> Result<()> {
         OCI_MANIFEST,
         &b.image.config,
         &b.image.layers,
-        Some(json!({"subject": subject, "artifactType": "application/vnd.example.conformance.orphan"})),
+        Some(
+            json!({"subject": subject, "artifactType": "application/vnd.example.conformance.orphan"}),
+        ),
     );
     c.push_manifest(&b.repo, &m.digest, &m).await?;
     Ok(())
@@ -672,7 +967,10 @@ async fn tag_max_length(c: &Ctx) -> Result<()> {
     let tag = format!("t{}", "a".repeat(127));
     let m = variant(&b, "long-tag");
     c.push_manifest(&b.repo, &tag, &m).await?;
-    c.reg.get_manifest(&b.repo, &tag).await?.expect("GET 128-char tag", &[200])?;
+    c.reg
+        .get_manifest(&b.repo, &tag)
+        .await?
+        .expect("GET 128-char tag", &[200])?;
     Ok(())
 }
 
@@ -705,7 +1003,10 @@ async fn repo_name_uppercase(c: &Ctx) -> Result<()> {
         .reg
         .send(
             c.reg
-                .request(Method::POST, &format!("v2/{}/BadName/blobs/uploads/", c.prefix))
+                .request(
+                    Method::POST,
+                    &format!("v2/{}/BadName/blobs/uploads/", c.prefix),
+                )
                 .header(CONTENT_LENGTH, "0"),
         )
         .await?;
@@ -717,7 +1018,10 @@ async fn repo_name_bad_separator(c: &Ctx) -> Result<()> {
         .reg
         .send(
             c.reg
-                .request(Method::POST, &format!("v2/{}/a..b/blobs/uploads/", c.prefix))
+                .request(
+                    Method::POST,
+                    &format!("v2/{}/a..b/blobs/uploads/", c.prefix),
+                )
                 .header(CONTENT_LENGTH, "0"),
         )
         .await?;

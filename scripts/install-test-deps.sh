@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything Signet's tests drive, when it is missing: real clients (skopeo,
+# podman, buildah, umoci, docker, oras), the reference registry (docker-registry) and
+# the services of the scale-out tests. Idempotent; quick when all is present.
+set -euo pipefail
+
+apt_packages=(
+  skopeo podman buildah umoci uidmap fuse-overlayfs
+  docker-registry docker.io
+  nginx-light wrk
+  gnupg curl jq
+)
+pip_packages=(oras)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The distribution package starts a system registry on :5000; tests start their own.
+if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl stop docker-registry || true; fi
+pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
+
+for p in "${pip_packages[@]}"; do
+  python3 -m pip show -q "$p" >/dev/null 2>&1 || python3 -m pip install -q "$p"
+done
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi

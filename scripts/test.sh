@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Signet's whole test run: installs what the tests drive, builds once (debug), checks
+# formatting and lints, runs every unit, storage-suite and integration test, then the
+# conformance runner against Signet and against the reference registry.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing test dependencies"
+scripts/install-test-deps.sh
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "building"
+cargo build --workspace --bins --tests
+
+step "lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit, storage and integration tests"
+cargo nextest run --workspace --no-fail-fast
+
+step "conformance: Signet"
+conformance/run-against-signet.sh
+
+step "conformance: the reference registry (docker-registry)"
+conformance/run-against-reference.sh
