@@ -189,7 +189,9 @@ pub fn require_tool(name: &str) -> PathBuf {
     std::env::split_paths(&path)
         .map(|p| p.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed; run the README's test command, which installs it"))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed; run the README's test command, which installs it")
+        })
 }
 
 /// Runs a command, panicking with its output when it fails; returns stdout.
@@ -210,4 +212,15 @@ pub fn random_bytes(len: usize) -> Bytes {
     let mut v = vec![0u8; len];
     rand::fill(&mut v[..]);
     Bytes::from(v)
+}
+
+/// A temporary folder whose path is all lowercase: podman derives image names from
+/// OCI layout paths, and image names must be lowercase.
+pub fn lowercase_tempdir() -> tempfile::TempDir {
+    let name = format!("signet-{}", hex::encode(random_bytes(8)));
+    tempfile::Builder::new()
+        .prefix(&name)
+        .rand_bytes(0)
+        .tempdir()
+        .expect("temp dir")
 }

@@ -35,6 +35,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
             .wrap(from_fn(crate::telemetry::request_span))
             .configure(api::configure)
+            .configure(crate::ext::configure)
             .default_service(web::to(unmatched))
     })
     .shutdown_timeout(config.server.shutdown_timeout_secs)

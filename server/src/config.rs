@@ -14,6 +14,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub uploads: UploadsConfig,
+    pub signatures: SignaturesConfig,
     pub log: LogConfig,
 }
 
@@ -58,6 +59,21 @@ pub struct UploadsConfig {
     pub chunk_min_length: u64,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignaturesConfig {
+    /// Largest atomic signature accepted through the signatures extension, in bytes.
+    pub max_content_bytes: usize,
+}
+
+impl Default for SignaturesConfig {
+    fn default() -> Self {
+        Self {
+            max_content_bytes: 256 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -80,6 +96,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             uploads: UploadsConfig::default(),
+            signatures: SignaturesConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -39,6 +39,14 @@ pub enum ApiError {
     SizeInvalid(String),
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
+    #[error("signature invalid: {0}")]
+    SignatureInvalid(String),
+    #[error("signature content exceeds the {limit}-byte limit")]
+    SignatureTooLarge { limit: usize },
+    #[error("signature conflict: {0}")]
+    SignatureConflict(String),
+    #[error("signature unknown")]
+    SignatureUnknown,
     #[error("authentication required")]
     Unauthorized,
     #[error("requested access to the resource is denied")]
@@ -73,6 +81,11 @@ impl ApiError {
             RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
             Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
+            // Codes of the signatures extension (the core spec has none for signatures).
+            SignatureInvalid(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_INVALID"),
+            SignatureTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIGNATURE_INVALID"),
+            SignatureConflict(_) => (StatusCode::CONFLICT, "SIGNATURE_CONFLICT"),
+            SignatureUnknown => (StatusCode::NOT_FOUND, "SIGNATURE_UNKNOWN"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Denied => (StatusCode::FORBIDDEN, "DENIED"),
             TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),

@@ -9,6 +9,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod ext;
 mod maintenance;
 pub mod state;
 pub mod telemetry;

@@ -31,13 +31,12 @@ pub async fn request_span(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let repository = req.match_info().get("name").unwrap_or("").to_string();
+    // Route and repository are known only once the router has matched the request.
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
-        route = %route,
-        repository = %repository,
+        route = tracing::field::Empty,
+        repository = tracing::field::Empty,
     );
     let bytes_in = req
         .headers()
@@ -51,6 +50,14 @@ pub async fn request_span(
         _ => 0,
     };
     let status = response.status().as_u16();
+    let matched = response.request();
+    span.record(
+        "route",
+        matched.match_pattern().as_deref().unwrap_or("unmatched"),
+    );
+    if let Some(repository) = matched.match_info().get("name") {
+        span.record("repository", repository);
+    }
     span.in_scope(|| {
         tracing::info!(
             status,

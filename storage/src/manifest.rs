@@ -266,7 +266,14 @@ fn resolve_media_type(
             "Content-Type {h:?} does not match the manifest's mediaType {d:?}"
         ))),
         (Some(h), _) => Ok(h.to_string()),
-        (None, Some(d)) => Ok(d.to_string()),
+        // A specific Content-Type that is not a manifest type cannot agree with the
+        // manifest's mediaType; only the generic JSON types defer to the body.
+        (None, Some(d)) => match content_type {
+            Some(c) if c != "application/json" && c != "application/octet-stream" => Err(invalid(
+                format!("Content-Type {c:?} does not match the manifest's mediaType {d:?}"),
+            )),
+            _ => Ok(d.to_string()),
+        },
         (None, None) => match content_type {
             Some(c) if c != "application/json" && c != "application/octet-stream" => {
                 Err(invalid(format!("unsupported manifest media type {c:?}")))
@@ -335,6 +342,7 @@ mod tests {
             (r#"{"schemaVersion":1,"fsLayers":[]}"#.into(), None),
             (image("").replace("\"schemaVersion\":2", "\"schemaVersion\":3"), None),
             (image(""), Some(DOCKER_SCHEMA1_SIGNED)),
+            (image(""), Some("application/vnd.example.other+json")),
             (image("").replace(D1, "sha256:short"), None),
             (image("").replace("\"size\":2", "\"size\":-2"), None),
             (format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#), None),

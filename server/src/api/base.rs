@@ -13,5 +13,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 async fn version_check() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
+        .insert_header(crate::ext::signatures::SUPPORTS_SIGNATURES_HEADER)
         .body("{}")
 }

@@ -74,6 +74,22 @@ pub struct UploadSession {
     pub updated_at: i64,
 }
 
+/// A "simple signing" (atomic) signature: an opaque GPG-signed blob, named by an id
+/// unique for its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtomicSignature {
+    /// 32 lowercase hex characters.
+    pub id: String,
+    pub content: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureStored {
+    Created,
+    /// The same signature was already stored: nothing changed.
+    AlreadyPresent,
+}
+
 /// A page request: entries strictly after `last`, at most `limit` of them.
 #[derive(Debug, Clone, Default)]
 pub struct Page<'a> {
@@ -116,6 +132,27 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Manifests in the repository whose `subject` is `subject`, oldest first.
     async fn list_referrers(&self, repo: &RepoName, subject: &Digest)
         -> StorageResult<Vec<Referrer>>;
+
+    /// Atomic signatures of a manifest, in the order they were added.
+    async fn list_atomic_signatures(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+    ) -> StorageResult<Vec<AtomicSignature>>;
+    /// Stores a signature of a manifest present in the repository ([`StorageError::NotFound`]
+    /// otherwise). The same id with other content is a [`StorageError::Conflict`].
+    async fn put_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        signature: &AtomicSignature,
+    ) -> StorageResult<SignatureStored>;
+    async fn delete_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        id: &str,
+    ) -> StorageResult<bool>;
 
     async fn create_upload(&self, session: &UploadSession) -> StorageResult<()>;
     async fn get_upload(&self, id: &str) -> StorageResult<Option<UploadSession>>;

@@ -17,18 +17,26 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    now, ManifestPut, MetadataStore, Page, Referrer, StoredManifest, UploadSession,
+    now, AtomicSignature, ManifestPut, MetadataStore, Page, Referrer, SignatureStored,
+    StoredManifest, UploadSession,
 };
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
 use crate::names::{Reference, RepoName, Tag};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "atomic signatures",
+        include_str!("../../migrations/sqlite/0002_atomic_signatures.sql"),
+    ),
+];
 
 /// Migrations compiled into the binary, so no file layout is needed at run time.
 #[derive(Debug)]
@@ -499,5 +507,98 @@ impl MetadataStore for SqliteMetadata {
             .iter()
             .map(upload_from_row)
             .collect()
+    }
+
+    async fn list_atomic_signatures(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+    ) -> StorageResult<Vec<AtomicSignature>> {
+        let rows = sqlx::query(
+            "SELECT s.signature_id, s.content FROM atomic_signatures s
+               JOIN repositories r ON r.id = s.repository_id
+              WHERE r.name = ? AND s.manifest_digest = ? ORDER BY s.seq",
+        )
+        .bind(repo.as_str())
+        .bind(manifest.to_string())
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AtomicSignature {
+                    id: row.try_get("signature_id")?,
+                    content: Bytes::from(row.try_get::<Vec<u8>, _>("content")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn put_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        signature: &AtomicSignature,
+    ) -> StorageResult<SignatureStored> {
+        let mut tx = self.writer.begin().await?;
+        let repo_id: i64 = sqlx::query_scalar(
+            "SELECT r.id FROM repositories r JOIN manifests m ON m.repository_id = r.id
+              WHERE r.name = ? AND m.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(manifest.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StorageError::NotFound)?;
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT content FROM atomic_signatures
+              WHERE repository_id = ? AND manifest_digest = ? AND signature_id = ?",
+        )
+        .bind(repo_id)
+        .bind(manifest.to_string())
+        .bind(&signature.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match existing {
+            Some(content) if content == signature.content.as_ref() => {
+                Ok(SignatureStored::AlreadyPresent)
+            }
+            Some(_) => Err(StorageError::Conflict(format!(
+                "signature {} already holds different content",
+                signature.id
+            ))),
+            None => {
+                sqlx::query(
+                    "INSERT INTO atomic_signatures (repository_id, manifest_digest, signature_id, content, created_at)
+                     VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(repo_id)
+                .bind(manifest.to_string())
+                .bind(&signature.id)
+                .bind(signature.content.as_ref())
+                .bind(now())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(SignatureStored::Created)
+            }
+        }
+    }
+
+    async fn delete_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        id: &str,
+    ) -> StorageResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM atomic_signatures WHERE manifest_digest = ? AND signature_id = ?
+               AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        )
+        .bind(manifest.to_string())
+        .bind(id)
+        .bind(repo.as_str())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{ManifestPut, ManifestRecord, MetadataStore, Page, UploadSession};
+use super::{
+    AtomicSignature, ManifestPut, ManifestRecord, MetadataStore, Page, SignatureStored,
+    UploadSession,
+};
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
 use crate::error::StorageError;
@@ -38,6 +41,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     referrers(&*db).await;
     pagination(&*db).await;
     uploads(&*db).await;
+    atomic_signatures(&*db).await;
 }
 
 async fn blobs(db: &dyn MetadataStore) {
@@ -254,4 +258,58 @@ async fn uploads(db: &dyn MetadataStore) {
     assert!(db.uploads_idle_since(0).await.unwrap().is_empty());
     assert!(db.delete_upload(&session.id).await.unwrap());
     assert!(db.get_upload(&session.id).await.unwrap().is_none());
+}
+
+async fn atomic_signatures(db: &dyn MetadataStore) {
+    let r = repo("suite/atomic");
+    let m = manifest("{\"atomic\":1}", None);
+    let sig = |id: &str, content: &'static [u8]| AtomicSignature {
+        id: id.to_string(),
+        content: Bytes::from_static(content),
+    };
+    let first = sig(&"a".repeat(32), b"first");
+    assert!(matches!(
+        db.put_atomic_signature(&r, &m.digest, &first).await,
+        Err(StorageError::NotFound)
+    ));
+    db.put_manifest(&ManifestPut {
+        repo: r.clone(),
+        manifest: m.clone(),
+        blobs: vec![],
+        children: vec![],
+        tag: Some(tag("signed")),
+    })
+    .await
+    .unwrap();
+    assert!(db.list_atomic_signatures(&r, &m.digest).await.unwrap().is_empty());
+    assert_eq!(
+        db.put_atomic_signature(&r, &m.digest, &first).await.unwrap(),
+        SignatureStored::Created
+    );
+    assert_eq!(
+        db.put_atomic_signature(&r, &m.digest, &first).await.unwrap(),
+        SignatureStored::AlreadyPresent
+    );
+    assert!(matches!(
+        db.put_atomic_signature(&r, &m.digest, &sig(&"a".repeat(32), b"other")).await,
+        Err(StorageError::Conflict(_))
+    ));
+    let second = sig(&"0".repeat(32), b"second");
+    db.put_atomic_signature(&r, &m.digest, &second).await.unwrap();
+    assert_eq!(
+        db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
+        vec![first.clone(), second.clone()],
+        "in the order they were added"
+    );
+    assert!(db.delete_atomic_signature(&r, &m.digest, &first.id).await.unwrap());
+    assert!(!db.delete_atomic_signature(&r, &m.digest, &first.id).await.unwrap());
+    assert_eq!(
+        db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
+        vec![second]
+    );
+    db.delete_manifest(&r, &m.digest).await.unwrap();
+    assert!(
+        db.list_atomic_signatures(&r, &m.digest).await.unwrap().is_empty(),
+        "signatures go with their manifest"
+    );
 }

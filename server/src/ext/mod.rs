@@ -1,0 +1,10 @@
+//! Extensions beyond the distribution spec. The core API does not know they exist; each
+//! registers its own routes.
+
+pub mod signatures;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    signatures::configure(cfg);
+}
