@@ -52,7 +52,7 @@ impl Registry {
     /// Starts Signet on a fresh, temporary data folder.
     pub fn start() -> Registry {
         let temp = tempfile::tempdir().expect("temp dir");
-        let dir = temp.path().to_path_buf();
+        let dir = temp.path().join("data");
         let mut registry = Registry::start_in(&dir, None);
         registry._temp = Some(temp);
         registry

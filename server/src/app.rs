@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::http::header;
-use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 use crate::api;
@@ -32,6 +35,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
             .wrap(from_fn(crate::telemetry::request_span))
             .configure(api::configure)
@@ -64,4 +68,17 @@ async fn unmatched(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError
             .finish());
     }
     Err(ApiError::RouteNotFound)
+}
+
+/// A resource's 405 (a method it does not take) carries the OCI error body like every
+/// other error, keeping actix's `Allow` header.
+fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (req, res) = res.into_parts();
+    let mut replaced = ApiError::MethodNotAllowed.error_response();
+    if let Some(allow) = res.headers().get(header::ALLOW) {
+        replaced.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, replaced).map_into_right_body(),
+    ))
 }

@@ -15,6 +15,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub uploads: UploadsConfig,
     pub signatures: SignaturesConfig,
+    pub attachments: AttachmentsConfig,
     pub log: LogConfig,
 }
 
@@ -74,6 +75,26 @@ impl Default for SignaturesConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentsConfig {
+    /// Deleting a manifest deletes its attachments (signatures, attestations, SBOMs,
+    /// referrers), recursively. `false` keeps them.
+    pub delete_with_subject: bool,
+    /// The referrers API also lists cosign's tag attachments (`sha256-<hex>.sig` ...),
+    /// with cosign's artifact types. `false` gives the spec's strict behaviour.
+    pub tag_attachments_in_referrers: bool,
+}
+
+impl Default for AttachmentsConfig {
+    fn default() -> Self {
+        Self {
+            delete_with_subject: true,
+            tag_attachments_in_referrers: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -97,6 +118,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             uploads: UploadsConfig::default(),
             signatures: SignaturesConfig::default(),
+            attachments: AttachmentsConfig::default(),
             log: LogConfig::default(),
         }
     }

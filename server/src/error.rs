@@ -47,6 +47,9 @@ pub enum ApiError {
     SignatureConflict(String),
     #[error("signature unknown")]
     SignatureUnknown,
+    /// `If-Match`/`If-None-Match` on a manifest PUT did not hold: the tag moved.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("authentication required")]
     Unauthorized,
     #[error("requested access to the resource is denied")]
@@ -86,6 +89,7 @@ impl ApiError {
             SignatureTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "SIGNATURE_INVALID"),
             SignatureConflict(_) => (StatusCode::CONFLICT, "SIGNATURE_CONFLICT"),
             SignatureUnknown => (StatusCode::NOT_FOUND, "SIGNATURE_UNKNOWN"),
+            PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
             Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Denied => (StatusCode::FORBIDDEN, "DENIED"),
             TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
@@ -159,6 +163,7 @@ impl From<StorageError> for ApiError {
             }
             StorageError::RangeNotSatisfiable { size } => ApiError::RangeNotSatisfiable { size },
             StorageError::BodyRead(msg) => ApiError::BlobUploadInvalid(msg),
+            StorageError::PreconditionFailed(msg) => ApiError::PreconditionFailed(msg),
             other => ApiError::Internal(other.to_string()),
         }
     }

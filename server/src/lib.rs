@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod ext;

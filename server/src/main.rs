@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use signet_server::config::{CliOverrides, Config};
+use signet_server::state::AppState;
 
 #[derive(Parser)]
 #[command(name = "signet", version, about = "An OCI registry in which signatures are first-class")]
@@ -29,18 +30,53 @@ enum Command {
     },
     /// Print the effective configuration (the full default one without a file).
     Config,
+    /// Show what is attached to a manifest, and to the indexes that cover it.
+    Attachments {
+        /// `<repository>@<digest>` or `<repository>:<tag>`.
+        target: String,
+        /// For an index: each child's attachments too.
+        #[arg(long)]
+        recursive: bool,
+        /// JSON (the `_signet/attachments` shape) instead of a tree.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let cli_config = cli.config;
     match cli.command {
         Command::Config => {
-            let config = Config::load(cli.config.as_deref(), &CliOverrides::default())?;
+            let config = Config::load(cli_config.as_deref(), &CliOverrides::default())?;
             print!("{}", config.to_toml());
             Ok(())
         }
+        Command::Attachments {
+            target,
+            recursive,
+            json,
+            data_dir,
+        } => {
+            let cli = CliOverrides {
+                listen: None,
+                data_dir,
+            };
+            let config = Config::load(cli_config.as_deref(), &cli)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let text = runtime.block_on(async {
+                let state = AppState::open(std::sync::Arc::new(config)).await?;
+                signet_server::commands::attachments::run(&state, &target, recursive, json).await
+            })?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Serve { listen, data_dir } => {
-            let config = Config::load(cli.config.as_deref(), &CliOverrides { listen, data_dir })?;
+            let config = Config::load(cli_config.as_deref(), &CliOverrides { listen, data_dir })?;
             signet_server::telemetry::init(&config.log);
             actix_web::rt::System::new().block_on(serve(config))
         }

@@ -54,6 +54,9 @@ pub struct BlobBody {
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// The folder of a local store: staging leftovers that `object_store` does not list
+    /// (the `#n` files of multipart writes cut short by a crash) are removed through it.
+    local_root: Option<PathBuf>,
 }
 
 impl BlobStore {
@@ -62,7 +65,9 @@ impl BlobStore {
         let root = root.into();
         std::fs::create_dir_all(&root)?;
         let fs = LocalFileSystem::new_with_prefix(&root)?;
-        Ok(Self::new(Arc::new(fs)))
+        let mut store = Self::new(Arc::new(fs));
+        store.local_root = Some(root);
+        Ok(store)
     }
 
     /// Blobs in memory: for tests.
@@ -71,7 +76,10 @@ impl BlobStore {
     }
 
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            local_root: None,
+        }
     }
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
@@ -281,6 +289,17 @@ impl BlobStore {
                 },
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        // A write interrupted by a crash leaves a temporary `<part>#<n>` file that the
+        // listing above does not show; remove the session's folder itself.
+        if let Some(root) = &self.local_root {
+            if !session.is_empty() && !session.contains(['/', '\\', '.']) {
+                match tokio::fs::remove_dir_all(root.join("uploads").join(session)).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

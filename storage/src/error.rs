@@ -24,6 +24,9 @@ pub enum StorageError {
     /// The client's request body broke off or could not be read.
     #[error("request body: {0}")]
     BodyRead(String),
+    /// An `If-Match`/`If-None-Match` condition did not hold.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     #[error("requested range not satisfiable")]
     RangeNotSatisfiable { size: u64 },
     #[error("blob store: {0}")]

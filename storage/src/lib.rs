@@ -28,7 +28,9 @@
 //! written in one transaction.
 #![forbid(unsafe_code)]
 
+pub mod attachments;
 pub mod blobs;
+pub mod coverage;
 pub mod digest;
 pub mod error;
 pub mod manifest;

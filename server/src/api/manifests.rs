@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
 use signet_storage::manifest::parse_manifest;
-use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest};
+use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest, TagCondition};
 use signet_storage::names::InvalidReference;
 use signet_storage::{Algorithm, Digest, Reference, RepoName};
 
@@ -125,7 +125,12 @@ async fn put_manifest(
         .map_err(|e| ApiError::ManifestInvalid(e.0))?;
 
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    let condition = match &reference {
+        Reference::Tag(_) => tag_condition(&req)?,
+        Reference::Digest(_) => None,
+    };
     let put = ManifestPut {
+        condition,
         repo: repo.clone(),
         blobs: parsed.required_blobs(),
         children: parsed.required_children(),
@@ -160,8 +165,18 @@ async fn delete_manifest(
     path: web::Path<(String, String)>,
 ) -> ApiResult<HttpResponse> {
     let repo: RepoName = repo_name(&path.0)?;
+    let with_attachments = state.config.attachments.delete_with_subject;
     let deleted = match parse_reference(&path.1)? {
-        Reference::Digest(d) => state.meta.delete_manifest(&repo, &d).await?,
+        Reference::Digest(d) => {
+            let gone = state
+                .meta
+                .delete_manifest(&repo, &d, with_attachments)
+                .await?;
+            if gone.len() > 1 {
+                tracing::info!(repository = %repo, digest = %d, attachments = gone.len() - 1, "attachments deleted with their subject");
+            }
+            !gone.is_empty()
+        }
         Reference::Tag(t) => state.meta.delete_tag(&repo, &t).await?,
     };
     if deleted {
@@ -172,4 +187,34 @@ async fn delete_manifest(
     } else {
         Err(ApiError::ManifestUnknown)
     }
+}
+
+/// `If-Match` / `If-None-Match` on a PUT by tag: conditions on the tag's current
+/// digest (its ETag), so two signers appending to one `.sig` cannot silently drop a
+/// signature.
+fn tag_condition(req: &HttpRequest) -> ApiResult<Option<TagCondition>> {
+    let parse = |name: header::HeaderName| -> ApiResult<Option<Vec<Digest>>> {
+        let Some(value) = req.headers().get(name) else {
+            return Ok(None);
+        };
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::ManifestInvalid("unreadable precondition header".into()))?;
+        if value.trim() == "*" {
+            return Ok(Some(Vec::new()));
+        }
+        value
+            .split(',')
+            .map(|tag| {
+                let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+                tag.parse::<Digest>()
+                    .map_err(|e| ApiError::PreconditionFailed(format!("{tag:?}: {e}")))
+            })
+            .collect::<ApiResult<Vec<_>>>()
+            .map(Some)
+    };
+    if let Some(digests) = parse(header::IF_MATCH)? {
+        return Ok(Some(TagCondition::PointsAt(digests)));
+    }
+    Ok(parse(header::IF_NONE_MATCH)?.map(TagCondition::NotAt))
 }

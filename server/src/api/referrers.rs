@@ -25,7 +25,11 @@ async fn list_referrers(
     let repo = repo_name(&path.0)?;
     let subject = parse_digest(&path.1)?;
     let filter = query.get("artifactType").filter(|a| !a.is_empty());
-    let referrers = state.meta.list_referrers(&repo, &subject).await?;
+    let with_tags = state.config.attachments.tag_attachments_in_referrers;
+    let referrers = state
+        .meta
+        .list_referrers(&repo, &subject, with_tags)
+        .await?;
     let manifests: Vec<Value> = referrers
         .into_iter()
         .filter(|r| filter.is_none_or(|f| r.artifact_type.as_deref() == Some(f.as_str())))

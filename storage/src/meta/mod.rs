@@ -42,6 +42,57 @@ pub struct ManifestPut {
     pub children: Vec<Digest>,
     /// The tag to point at this manifest, if pushed by tag.
     pub tag: Option<Tag>,
+    /// A condition on the tag's current target (`If-Match`/`If-None-Match`), checked in
+    /// the same transaction that moves it.
+    pub condition: Option<TagCondition>,
+}
+
+/// A precondition on where a tag points before it moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagCondition {
+    /// The tag exists and points at one of these (`If-Match`); empty means any (`*`).
+    PointsAt(Vec<Digest>),
+    /// The tag does not point at any of these (`If-None-Match`); empty means it does not
+    /// exist at all (`*`).
+    NotAt(Vec<Digest>),
+}
+
+impl TagCondition {
+    pub fn check(&self, current: Option<&str>) -> StorageResult<()> {
+        let names = |ds: &[Digest], c: &str| ds.iter().any(|d| d.to_string() == c);
+        let ok = match (self, current) {
+            (TagCondition::PointsAt(_), None) => false,
+            (TagCondition::PointsAt(ds), Some(c)) => ds.is_empty() || names(ds, c),
+            (TagCondition::NotAt(_), None) => true,
+            (TagCondition::NotAt(ds), Some(c)) => !ds.is_empty() && !names(ds, c),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(StorageError::PreconditionFailed(format!(
+                "the tag points at {}",
+                current.unwrap_or("nothing")
+            )))
+        }
+    }
+}
+
+/// One entry of the attachment index, with what the attachment manifest says of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentRecord {
+    pub subject: Digest,
+    pub attachment: Digest,
+    pub kind: crate::attachments::AttachmentKind,
+    pub source: crate::attachments::AttachmentSource,
+    /// cosign | sigstore-bundle | notation | atomic | oci
+    pub format: String,
+    pub artifact_type: Option<String>,
+    pub tag: Option<String>,
+    pub created_at: i64,
+    /// Of the attachment manifest; `None` for an atomic signature.
+    pub media_type: Option<String>,
+    pub size: Option<u64>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A manifest read back for a GET or HEAD.
@@ -123,15 +174,35 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         reference: &Reference,
     ) -> StorageResult<Option<StoredManifest>>;
-    /// Deletes a manifest, the tags pointing at it and its edges. False when absent.
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool>;
+    /// Deletes a manifest, the tags pointing at it and its edges, and with
+    /// `with_attachments` its attachments (recursively), in one transaction. Returns
+    /// what was deleted: empty when the manifest was absent.
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_attachments: bool,
+    ) -> StorageResult<Vec<Digest>>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;
     /// Tags in lexical order; `None` when the repository does not exist.
     async fn list_tags(&self, repo: &RepoName, page: Page<'_>)
         -> StorageResult<Option<Vec<String>>>;
-    /// Manifests in the repository whose `subject` is `subject`, oldest first.
-    async fn list_referrers(&self, repo: &RepoName, subject: &Digest)
-        -> StorageResult<Vec<Referrer>>;
+    /// Referrers of `subject`: manifests whose `subject` it is, entries of its fallback
+    /// tag, and with `include_tag_attachments` its cosign tag attachments.
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        include_tag_attachments: bool,
+    ) -> StorageResult<Vec<Referrer>>;
+    /// Every attachment of `subject`, however it arrived, oldest first.
+    async fn list_attachments(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> StorageResult<Vec<AttachmentRecord>>;
+    /// Indexes in the repository that list `child` directly.
+    async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>>;
 
     /// Atomic signatures of a manifest, in the order they were added.
     async fn list_atomic_signatures(

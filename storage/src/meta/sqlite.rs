@@ -17,9 +17,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    now, AtomicSignature, ManifestPut, MetadataStore, Page, Referrer, SignatureStored,
-    StoredManifest, UploadSession,
+    now, AtomicSignature, AttachmentRecord, ManifestPut, MetadataStore, Page, Referrer,
+    SignatureStored, StoredManifest, UploadSession,
 };
+use crate::attachments::{classify, AttachmentKind, AttachmentSource, AttachmentTag};
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
@@ -35,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "atomic signatures",
         include_str!("../../migrations/sqlite/0002_atomic_signatures.sql"),
+    ),
+    (
+        3,
+        "attachments",
+        include_str!("../../migrations/sqlite/0003_attachments.sql"),
     ),
 ];
 
@@ -296,7 +302,31 @@ impl MetadataStore for SqliteMetadata {
                 .execute(&mut *tx)
                 .await?;
         }
+        if let Some(subject) = &m.subject {
+            let (kind, format) = classify(m.artifact_type.as_deref(), &m.annotations);
+            let row = AttachmentRow {
+                subject,
+                attachment: &m.digest,
+                kind,
+                source: AttachmentSource::Subject,
+                format,
+                artifact_type: m.artifact_type.as_deref(),
+                tag: None,
+                carrier: &m.digest,
+            };
+            row.insert(&mut tx, repo_id, at).await?;
+        }
         if let Some(tag) = &put.tag {
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT digest FROM tags WHERE repository_id = ? AND name = ?",
+            )
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(condition) = &put.condition {
+                condition.check(current.as_deref())?;
+            }
             sqlx::query(
                 "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES (?, ?, ?, ?)
                  ON CONFLICT(repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
@@ -307,6 +337,9 @@ impl MetadataStore for SqliteMetadata {
             .bind(at)
             .execute(&mut *tx)
             .await?;
+            if current.as_deref() != Some(digest.as_str()) {
+                index_attachment_tag(&mut tx, repo_id, tag, &m.digest, &put.children, at).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -354,28 +387,70 @@ impl MetadataStore for SqliteMetadata {
         .transpose()
     }
 
-    async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_attachments: bool,
+    ) -> StorageResult<Vec<Digest>> {
         let Some(repo_id) = self.repo_id(repo).await? else {
-            return Ok(false);
+            return Ok(Vec::new());
         };
-        // Tags and edges go with it (ON DELETE CASCADE), in the same statement.
-        let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+        let mut tx = self.writer.begin().await?;
+        let mut doomed = vec![digest.to_string()];
+        let mut next = 0;
+        // Attachments of attachments go too: walk the attachment edges breadth-first.
+        while with_attachments && next < doomed.len() {
+            let attached: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT a.attachment FROM attachments a
+                   JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
+                  WHERE a.repository_id = ? AND a.subject = ? AND a.source <> 'extension'",
+            )
             .bind(repo_id)
-            .bind(digest.to_string())
-            .execute(&self.writer)
+            .bind(&doomed[next])
+            .fetch_all(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+            for a in attached {
+                if !doomed.contains(&a) {
+                    doomed.push(a);
+                }
+            }
+            next += 1;
+        }
+        let mut deleted = Vec::new();
+        for d in &doomed {
+            // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).
+            let done = sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+                .bind(repo_id)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                deleted.push(parse_digest(d)?);
+            } else if d == &doomed[0] {
+                return Ok(Vec::new());
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM tags WHERE name = ?
-               AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
-        )
-        .bind(tag.as_str())
-        .bind(repo.as_str())
-        .execute(&self.writer)
-        .await?;
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(false);
+        };
+        let mut tx = self.writer.begin().await?;
+        let done = sqlx::query("DELETE FROM tags WHERE repository_id = ? AND name = ?")
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM attachments WHERE repository_id = ? AND tag = ?")
+            .bind(repo_id)
+            .bind(tag.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -402,35 +477,77 @@ impl MetadataStore for SqliteMetadata {
         &self,
         repo: &RepoName,
         subject: &Digest,
+        include_tag_attachments: bool,
     ) -> StorageResult<Vec<Referrer>> {
+        let attachments = self.list_attachments(repo, subject).await?;
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        // Rows of one attachment arrive together; the subject-field row, when present,
+        // says best what it is.
+        let mut rows: Vec<&AttachmentRecord> = attachments
+            .iter()
+            .filter(|a| match a.source {
+                AttachmentSource::Extension => false,
+                AttachmentSource::Tag => include_tag_attachments,
+                _ => true,
+            })
+            .collect();
+        rows.sort_by_key(|a| (a.source != AttachmentSource::Subject, a.created_at));
+        for a in rows {
+            let (Some(media_type), Some(size)) = (&a.media_type, a.size) else {
+                continue;
+            };
+            if !seen.insert(a.attachment.clone()) {
+                continue;
+            }
+            out.push(Referrer {
+                digest: a.attachment.clone(),
+                media_type: media_type.clone(),
+                size,
+                artifact_type: a.artifact_type.clone(),
+                annotations: a.annotations.clone(),
+            });
+        }
+        out.sort_by(|x, y| x.digest.cmp(&y.digest));
+        Ok(out)
+    }
+
+    async fn list_attachments(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> StorageResult<Vec<AttachmentRecord>> {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(
-            "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
-              WHERE repository_id = ? AND subject = ? ORDER BY created_at, digest",
+            "SELECT a.subject, a.attachment, a.kind, a.source, a.format, a.artifact_type, a.tag,
+                    a.created_at, m.media_type, m.size, m.annotations
+               FROM attachments a
+               LEFT JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
+              WHERE a.repository_id = ? AND a.subject = ?
+              ORDER BY a.created_at, a.attachment",
         )
         .bind(repo_id)
         .bind(subject.to_string())
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let digest: String = row.try_get("digest")?;
-                let annotations: Option<String> = row.try_get("annotations")?;
-                Ok(Referrer {
-                    digest: parse_digest(&digest)?,
-                    media_type: row.try_get("media_type")?,
-                    size: row.try_get::<i64, _>("size")? as u64,
-                    artifact_type: row.try_get("artifact_type")?,
-                    annotations: annotations
-                        .map(|a| serde_json::from_str(&a))
-                        .transpose()
-                        .map_err(|e| StorageError::Corrupt(format!("annotations: {e}")))?
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows.iter().map(attachment_from_row).collect()
+    }
+
+    async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>> {
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(Vec::new());
+        };
+        let parents: Vec<String> = sqlx::query_scalar(
+            "SELECT index_digest FROM manifest_children
+              WHERE repository_id = ? AND child_digest = ? ORDER BY index_digest",
+        )
+        .bind(repo_id)
+        .bind(child.to_string())
+        .fetch_all(&self.readers)
+        .await?;
+        parents.iter().map(|p| parse_digest(p)).collect()
     }
 
     async fn create_upload(&self, s: &UploadSession) -> StorageResult<()> {
@@ -567,6 +684,7 @@ impl MetadataStore for SqliteMetadata {
                 signature.id
             ))),
             None => {
+                let at = now();
                 sqlx::query(
                     "INSERT INTO atomic_signatures (repository_id, manifest_digest, signature_id, content, created_at)
                      VALUES (?, ?, ?, ?, ?)",
@@ -575,9 +693,20 @@ impl MetadataStore for SqliteMetadata {
                 .bind(manifest.to_string())
                 .bind(&signature.id)
                 .bind(signature.content.as_ref())
-                .bind(now())
+                .bind(at)
                 .execute(&mut *tx)
                 .await?;
+                let row = AttachmentRow {
+                    subject: manifest,
+                    attachment: &Digest::sha256_of(&signature.content),
+                    kind: AttachmentKind::Signature,
+                    source: AttachmentSource::Extension,
+                    format: "atomic",
+                    artifact_type: None,
+                    tag: None,
+                    carrier: manifest,
+                };
+                row.insert(&mut tx, repo_id, at).await?;
                 tx.commit().await?;
                 Ok(SignatureStored::Created)
             }
@@ -590,15 +719,158 @@ impl MetadataStore for SqliteMetadata {
         manifest: &Digest,
         id: &str,
     ) -> StorageResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM atomic_signatures WHERE manifest_digest = ? AND signature_id = ?
-               AND repository_id = (SELECT id FROM repositories WHERE name = ?)",
+        let Some(repo_id) = self.repo_id(repo).await? else {
+            return Ok(false);
+        };
+        let mut tx = self.writer.begin().await?;
+        let content: Option<Vec<u8>> = sqlx::query_scalar(
+            "DELETE FROM atomic_signatures
+              WHERE repository_id = ? AND manifest_digest = ? AND signature_id = ?
+             RETURNING content",
         )
+        .bind(repo_id)
         .bind(manifest.to_string())
         .bind(id)
-        .bind(repo.as_str())
-        .execute(&self.writer)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        let Some(content) = content else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "DELETE FROM attachments WHERE repository_id = ? AND subject = ? AND attachment = ?
+               AND source = 'extension'",
+        )
+        .bind(repo_id)
+        .bind(manifest.to_string())
+        .bind(Digest::sha256_of(&content).to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
+}
+
+/// One row of the attachment index, before it is written.
+struct AttachmentRow<'a> {
+    subject: &'a Digest,
+    attachment: &'a Digest,
+    kind: AttachmentKind,
+    source: AttachmentSource,
+    format: &'a str,
+    artifact_type: Option<&'a str>,
+    tag: Option<&'a str>,
+    carrier: &'a Digest,
+}
+
+impl AttachmentRow<'_> {
+    async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, repo_id: i64, at: i64) -> StorageResult<()> {
+        sqlx::query(
+            "INSERT INTO attachments (repository_id, subject, attachment, kind, source, format, artifact_type, tag, carrier, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (repository_id, subject, attachment, source)
+             DO UPDATE SET tag = excluded.tag, carrier = excluded.carrier",
+        )
+        .bind(repo_id)
+        .bind(self.subject.to_string())
+        .bind(self.attachment.to_string())
+        .bind(self.kind.as_str())
+        .bind(self.source.as_str())
+        .bind(self.format)
+        .bind(self.artifact_type)
+        .bind(self.tag)
+        .bind(self.carrier.to_string())
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A tag now points at `manifest`: forget what the tag's previous target attached, and
+/// record what this one attaches when the tag is an attachment tag.
+async fn index_attachment_tag(
+    tx: &mut Transaction<'_, Sqlite>,
+    repo_id: i64,
+    tag: &Tag,
+    manifest: &Digest,
+    children: &[Digest],
+    at: i64,
+) -> StorageResult<()> {
+    sqlx::query("DELETE FROM attachments WHERE repository_id = ? AND tag = ?")
+        .bind(repo_id)
+        .bind(tag.as_str())
+        .execute(&mut **tx)
+        .await?;
+    match AttachmentTag::parse(tag.as_str()) {
+        Some(AttachmentTag::Cosign { subject, kind }) => {
+            let row = AttachmentRow {
+                subject: &subject,
+                attachment: manifest,
+                kind,
+                source: AttachmentSource::Tag,
+                format: "cosign",
+                artifact_type: Some(AttachmentTag::cosign_artifact_type(kind)),
+                tag: Some(tag.as_str()),
+                carrier: manifest,
+            };
+            row.insert(tx, repo_id, at).await?;
+        }
+        Some(AttachmentTag::Fallback { subject }) => {
+            // The referrers fallback index: each entry is a referrer of the subject.
+            for child in children {
+                let found = sqlx::query(
+                    "SELECT artifact_type, annotations FROM manifests WHERE repository_id = ? AND digest = ?",
+                )
+                .bind(repo_id)
+                .bind(child.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(found) = found else { continue };
+                let artifact_type: Option<String> = found.try_get("artifact_type")?;
+                let annotations = parse_annotations(found.try_get("annotations")?)?;
+                let (kind, format) = classify(artifact_type.as_deref(), &annotations);
+                let row = AttachmentRow {
+                    subject: &subject,
+                    attachment: child,
+                    kind,
+                    source: AttachmentSource::FallbackTag,
+                    format,
+                    artifact_type: artifact_type.as_deref(),
+                    tag: Some(tag.as_str()),
+                    carrier: manifest,
+                };
+                row.insert(tx, repo_id, at).await?;
+            }
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+fn parse_annotations(
+    text: Option<String>,
+) -> StorageResult<std::collections::BTreeMap<String, String>> {
+    Ok(text
+        .map(|a| serde_json::from_str(&a))
+        .transpose()
+        .map_err(|e| StorageError::Corrupt(format!("annotations: {e}")))?
+        .unwrap_or_default())
+}
+
+fn attachment_from_row(row: &SqliteRow) -> StorageResult<AttachmentRecord> {
+    let text = |name: &str| -> StorageResult<String> { Ok(row.try_get::<String, _>(name)?) };
+    let corrupt = StorageError::Corrupt;
+    Ok(AttachmentRecord {
+        subject: parse_digest(&text("subject")?)?,
+        attachment: parse_digest(&text("attachment")?)?,
+        kind: text("kind")?.parse().map_err(corrupt)?,
+        source: text("source")?.parse().map_err(corrupt)?,
+        format: text("format")?,
+        artifact_type: row.try_get("artifact_type")?,
+        tag: row.try_get("tag")?,
+        created_at: row.try_get("created_at")?,
+        media_type: row.try_get("media_type")?,
+        size: row.try_get::<Option<i64>, _>("size")?.map(|s| s as u64),
+        annotations: parse_annotations(row.try_get("annotations")?)?,
+    })
 }

@@ -7,8 +7,9 @@ use bytes::Bytes;
 
 use super::{
     AtomicSignature, ManifestPut, ManifestRecord, MetadataStore, Page, SignatureStored,
-    UploadSession,
+    TagCondition, UploadSession,
 };
+use crate::attachments::{AttachmentKind, AttachmentSource, COSIGN_SIG_ARTIFACT};
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
 use crate::error::StorageError;
@@ -42,6 +43,8 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     pagination(&*db).await;
     uploads(&*db).await;
     atomic_signatures(&*db).await;
+    attachment_index(&*db).await;
+    tag_conditions(&*db).await;
 }
 
 async fn blobs(db: &dyn MetadataStore) {
@@ -70,6 +73,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         blobs: vec![layer.clone()],
         children: vec![],
         tag: Some(tag("v1")),
+        condition: None,
     };
     match db.put_manifest(&put).await {
         Err(StorageError::MissingReferences(missing)) => assert_eq!(missing, vec![layer.clone()]),
@@ -105,6 +109,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         blobs: vec![],
         children: vec![m.digest.clone()],
         tag: Some(tag("multi")),
+        condition: None,
     };
     db.put_manifest(&index_put).await.unwrap();
     let unknown_child = ManifestPut {
@@ -141,8 +146,15 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
             .is_some(),
         "deleting a tag keeps the manifest"
     );
-    assert!(db.delete_manifest(&r, &index.digest).await.unwrap());
-    assert!(!db.delete_manifest(&r, &index.digest).await.unwrap());
+    assert_eq!(
+        db.delete_manifest(&r, &index.digest, true).await.unwrap(),
+        vec![index.digest.clone()]
+    );
+    assert!(db
+        .delete_manifest(&r, &index.digest, true)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         db.list_tags(&r, Page::default()).await.unwrap().unwrap(),
         Vec::<String>::new(),
@@ -164,7 +176,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
 async fn referrers(db: &dyn MetadataStore) {
     let r = repo("suite/referrers");
     let subject = Digest::sha256_of(b"subject not pushed yet");
-    assert!(db.list_referrers(&r, &subject).await.unwrap().is_empty());
+    assert!(db.list_referrers(&r, &subject, true).await.unwrap().is_empty());
     let sig = manifest("{\"sig\":1}", Some(&subject));
     let sbom = manifest("{\"sbom\":1}", Some(&subject));
     for m in [&sig, &sbom] {
@@ -174,19 +186,20 @@ async fn referrers(db: &dyn MetadataStore) {
             blobs: vec![],
             children: vec![],
             tag: None,
+            condition: None,
         })
         .await
         .unwrap();
     }
-    let listed = db.list_referrers(&r, &subject).await.unwrap();
+    let listed = db.list_referrers(&r, &subject, true).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().any(|x| x.digest == sig.digest));
     let one = listed.iter().find(|x| x.digest == sbom.digest).unwrap();
     assert_eq!(one.size, sbom.content.len() as u64);
     assert_eq!(one.artifact_type.as_deref(), Some("application/x-test"));
     assert_eq!(one.annotations.get("k").map(String::as_str), Some("v"));
-    db.delete_manifest(&r, &sig.digest).await.unwrap();
-    assert_eq!(db.list_referrers(&r, &subject).await.unwrap().len(), 1);
+    db.delete_manifest(&r, &sig.digest, true).await.unwrap();
+    assert_eq!(db.list_referrers(&r, &subject, true).await.unwrap().len(), 1);
 }
 
 async fn pagination(db: &dyn MetadataStore) {
@@ -199,6 +212,7 @@ async fn pagination(db: &dyn MetadataStore) {
             blobs: vec![],
             children: vec![],
             tag: Some(tag(t)),
+            condition: None,
         })
         .await
         .unwrap();
@@ -278,6 +292,7 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         blobs: vec![],
         children: vec![],
         tag: Some(tag("signed")),
+        condition: None,
     })
     .await
     .unwrap();
@@ -307,9 +322,199 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
         vec![second]
     );
-    db.delete_manifest(&r, &m.digest).await.unwrap();
+    db.delete_manifest(&r, &m.digest, true).await.unwrap();
     assert!(
         db.list_atomic_signatures(&r, &m.digest).await.unwrap().is_empty(),
         "signatures go with their manifest"
     );
+}
+
+fn put(r: &RepoName, m: &ManifestRecord, children: &[&Digest], t: Option<&str>) -> ManifestPut {
+    ManifestPut {
+        repo: r.clone(),
+        manifest: m.clone(),
+        blobs: vec![],
+        children: children.iter().map(|d| (*d).clone()).collect(),
+        tag: t.map(tag),
+        condition: None,
+    }
+}
+
+fn cosign_tag(subject: &Digest, suffix: &str) -> String {
+    format!("{}-{}.{suffix}", subject.algorithm().name(), subject.hex())
+}
+
+async fn attachment_index(db: &dyn MetadataStore) {
+    let r = repo("suite/attachments");
+    let image = manifest("{\"image\":1}", None);
+    let index = manifest("{\"index\":1}", None);
+    db.put_manifest(&put(&r, &image, &[], None)).await.unwrap();
+    db.put_manifest(&put(&r, &index, &[&image.digest], Some("v1")))
+        .await
+        .unwrap();
+    assert_eq!(db.parents_of(&r, &image.digest).await.unwrap(), vec![index.digest.clone()]);
+    assert!(db.parents_of(&r, &index.digest).await.unwrap().is_empty());
+
+    // A cosign .sig tag on the index, then appended (the tag moves).
+    let sig1 = manifest("{\"sig\":\"one\"}", None);
+    let sig_tag = cosign_tag(&index.digest, "sig");
+    db.put_manifest(&put(&r, &sig1, &[], Some(&sig_tag))).await.unwrap();
+    let listed = db.list_attachments(&r, &index.digest).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attachment, sig1.digest);
+    assert_eq!(listed[0].kind, AttachmentKind::Signature);
+    assert_eq!(listed[0].source, AttachmentSource::Tag);
+    assert_eq!(listed[0].tag.as_deref(), Some(sig_tag.as_str()));
+    let referrers = db.list_referrers(&r, &index.digest, true).await.unwrap();
+    assert_eq!(referrers.len(), 1);
+    assert_eq!(referrers[0].artifact_type.as_deref(), Some(COSIGN_SIG_ARTIFACT));
+    assert!(db.list_referrers(&r, &index.digest, false).await.unwrap().is_empty());
+    let sig2 = manifest("{\"sig\":\"two\"}", None);
+    db.put_manifest(&put(&r, &sig2, &[], Some(&sig_tag))).await.unwrap();
+    let listed = db.list_attachments(&r, &index.digest).await.unwrap();
+    assert_eq!(listed.len(), 1, "the tag moved: only its new target is attached");
+    assert_eq!(listed[0].attachment, sig2.digest);
+
+    // An SBOM by subject on the platform manifest, and an attestation on the SBOM.
+    let sbom = ManifestRecord {
+        artifact_type: Some("application/spdx+json".into()),
+        ..manifest("{\"sbom\":1}", Some(&image.digest))
+    };
+    db.put_manifest(&put(&r, &sbom, &[], None)).await.unwrap();
+    let att = ManifestRecord {
+        artifact_type: Some("application/vnd.in-toto+json".into()),
+        ..manifest("{\"att-on-sbom\":1}", Some(&sbom.digest))
+    };
+    db.put_manifest(&put(&r, &att, &[], None)).await.unwrap();
+    let on_image = db.list_attachments(&r, &image.digest).await.unwrap();
+    assert_eq!(on_image.len(), 1);
+    assert_eq!(on_image[0].kind, AttachmentKind::Sbom);
+    assert_eq!(on_image[0].source, AttachmentSource::Subject);
+    assert_eq!(
+        db.list_attachments(&r, &sbom.digest).await.unwrap()[0].kind,
+        AttachmentKind::Attestation
+    );
+
+    // The referrers fallback tag: an index whose entries become referrers.
+    let subject = image.digest.clone();
+    let bundle = ManifestRecord {
+        artifact_type: Some(crate::attachments::SIGSTORE_BUNDLE.into()),
+        ..manifest("{\"bundle\":1}", None)
+    };
+    db.put_manifest(&put(&r, &bundle, &[], None)).await.unwrap();
+    let fallback = manifest("{\"fallback\":1}", None);
+    let fallback_tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
+    db.put_manifest(&put(&r, &fallback, &[&bundle.digest], Some(&fallback_tag)))
+        .await
+        .unwrap();
+    let on_image = db.list_attachments(&r, &image.digest).await.unwrap();
+    let via_fallback: Vec<_> = on_image
+        .iter()
+        .filter(|a| a.source == AttachmentSource::FallbackTag)
+        .collect();
+    assert_eq!(via_fallback.len(), 1);
+    assert_eq!(via_fallback[0].attachment, bundle.digest);
+    assert_eq!(via_fallback[0].kind, AttachmentKind::Signature);
+    assert_eq!(db.list_referrers(&r, &image.digest, false).await.unwrap().len(), 2);
+    // Deleting the fallback tag forgets those entries.
+    db.delete_tag(&r, &tag(&fallback_tag)).await.unwrap();
+    assert_eq!(db.list_attachments(&r, &image.digest).await.unwrap().len(), 1);
+
+    // An atomic signature is an attachment too.
+    db.put_atomic_signature(
+        &r,
+        &image.digest,
+        &AtomicSignature {
+            id: "b".repeat(32),
+            content: Bytes::from_static(b"gpg"),
+        },
+    )
+    .await
+    .unwrap();
+    let atomic: Vec<_> = db
+        .list_attachments(&r, &image.digest)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.source == AttachmentSource::Extension)
+        .collect();
+    assert_eq!(atomic.len(), 1);
+    assert_eq!(atomic[0].format, "atomic");
+    assert_eq!(atomic[0].attachment, Digest::sha256_of(b"gpg"));
+    assert_eq!(
+        db.list_referrers(&r, &image.digest, true).await.unwrap().len(),
+        1,
+        "atomic signatures are not manifests: not referrers"
+    );
+
+    // Deleting the image deletes its attachments, and theirs.
+    let deleted = db.delete_manifest(&r, &image.digest, true).await.unwrap();
+    assert!(deleted.contains(&image.digest));
+    assert!(deleted.contains(&sbom.digest));
+    assert!(deleted.contains(&att.digest));
+    assert!(db.list_attachments(&r, &image.digest).await.unwrap().is_empty());
+    // Deleting an attachment never touches its subject; keeping attachments is possible.
+    assert_eq!(
+        db.delete_manifest(&r, &sig2.digest, true).await.unwrap(),
+        vec![sig2.digest.clone()]
+    );
+    assert!(db
+        .get_manifest(&r, &Reference::Digest(index.digest.clone()))
+        .await
+        .unwrap()
+        .is_some());
+    let sig3 = manifest("{\"sig\":\"three\"}", None);
+    db.put_manifest(&put(&r, &sig3, &[], Some(&sig_tag))).await.unwrap();
+    assert_eq!(
+        db.delete_manifest(&r, &index.digest, false).await.unwrap(),
+        vec![index.digest.clone()]
+    );
+    assert!(db
+        .get_manifest(&r, &Reference::Tag(tag(&sig_tag)))
+        .await
+        .unwrap()
+        .is_some());
+}
+
+async fn tag_conditions(db: &dyn MetadataStore) {
+    let r = repo("suite/conditions");
+    let a = manifest("{\"cond\":\"a\"}", None);
+    let b = manifest("{\"cond\":\"b\"}", None);
+    let conditional = |m: &ManifestRecord, c: TagCondition| ManifestPut {
+        condition: Some(c),
+        ..put(&r, m, &[], Some("t"))
+    };
+    // If-Match on a tag that does not exist fails; If-None-Match: * succeeds once.
+    assert!(matches!(
+        db.put_manifest(&conditional(&a, TagCondition::PointsAt(vec![]))).await,
+        Err(StorageError::PreconditionFailed(_))
+    ));
+    db.put_manifest(&conditional(&a, TagCondition::NotAt(vec![])))
+        .await
+        .unwrap();
+    assert!(matches!(
+        db.put_manifest(&conditional(&b, TagCondition::NotAt(vec![]))).await,
+        Err(StorageError::PreconditionFailed(_))
+    ));
+    // A signer who read `b` as current loses against one who read `a`.
+    assert!(matches!(
+        db.put_manifest(&conditional(&b, TagCondition::PointsAt(vec![b.digest.clone()])))
+            .await,
+        Err(StorageError::PreconditionFailed(_))
+    ));
+    let current = db
+        .get_manifest(&r, &Reference::Tag(tag("t")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.digest, a.digest, "a failed condition moves nothing");
+    db.put_manifest(&conditional(&b, TagCondition::PointsAt(vec![a.digest.clone()])))
+        .await
+        .unwrap();
+    let current = db
+        .get_manifest(&r, &Reference::Tag(tag("t")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.digest, b.digest);
 }

@@ -1,0 +1,3 @@
+//! Subcommands of `signet` other than `serve`: they work on the stores directly.
+
+pub mod attachments;

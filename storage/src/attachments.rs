@@ -1,0 +1,251 @@
+//! What makes a manifest an attachment of another, and of which kind.
+//!
+//! An attachment reaches a registry in one of four ways:
+//! - a cosign tag `<alg>-<hex>.sig`, `.att` or `.sbom`, which names its subject;
+//! - an OCI 1.1 `subject` field (cosign v3 bundles, notation, oras, ...);
+//! - an entry of the referrers fallback tag `<alg>-<hex>`, an OCI index;
+//! - an atomic ("simple signing") signature stored through the signatures extension.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::digest::Digest;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKind {
+    Signature,
+    Attestation,
+    Sbom,
+    Other,
+}
+
+impl AttachmentKind {
+    pub const ALL: [AttachmentKind; 4] = [
+        AttachmentKind::Signature,
+        AttachmentKind::Attestation,
+        AttachmentKind::Sbom,
+        AttachmentKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentKind::Signature => "signature",
+            AttachmentKind::Attestation => "attestation",
+            AttachmentKind::Sbom => "sbom",
+            AttachmentKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for AttachmentKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachmentKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttachmentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown attachment kind {s:?}"))
+    }
+}
+
+/// How an attachment arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AttachmentSource {
+    /// The attachment manifest's `subject` field.
+    Subject,
+    /// A cosign tag `<alg>-<hex>.sig|.att|.sbom`.
+    Tag,
+    /// An entry of the referrers fallback tag `<alg>-<hex>`.
+    FallbackTag,
+    /// The signatures extension (atomic signatures).
+    Extension,
+}
+
+impl AttachmentSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentSource::Subject => "subject",
+            AttachmentSource::Tag => "tag",
+            AttachmentSource::FallbackTag => "fallback-tag",
+            AttachmentSource::Extension => "extension",
+        }
+    }
+}
+
+impl FromStr for AttachmentSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            AttachmentSource::Subject,
+            AttachmentSource::Tag,
+            AttachmentSource::FallbackTag,
+            AttachmentSource::Extension,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown attachment source {s:?}"))
+    }
+}
+
+pub const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+pub const COSIGN_ATT_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
+pub const COSIGN_SBOM_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sbom.v1+json";
+pub const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
+/// The annotation cosign v3 puts on a bundle referrer: the predicate type of an
+/// attestation, or cosign's own type for a plain signature.
+const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// A tag that names a subject digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachmentTag {
+    /// `<alg>-<hex>.sig|.att|.sbom`.
+    Cosign { subject: Digest, kind: AttachmentKind },
+    /// `<alg>-<hex>`: the OCI referrers fallback index.
+    Fallback { subject: Digest },
+}
+
+impl AttachmentTag {
+    /// Recognises the attachment tag grammar; `None` for any other tag.
+    pub fn parse(tag: &str) -> Option<AttachmentTag> {
+        let (stem, kind) = match tag.rsplit_once('.') {
+            Some((stem, "sig")) => (stem, Some(AttachmentKind::Signature)),
+            Some((stem, "att")) => (stem, Some(AttachmentKind::Attestation)),
+            Some((stem, "sbom")) => (stem, Some(AttachmentKind::Sbom)),
+            Some(_) => return None,
+            None => (tag, None),
+        };
+        let (alg, hex) = stem.split_once('-')?;
+        let subject: Digest = format!("{alg}:{hex}").parse().ok()?;
+        Some(match kind {
+            Some(kind) => AttachmentTag::Cosign { subject, kind },
+            None => AttachmentTag::Fallback { subject },
+        })
+    }
+
+    pub fn subject(&self) -> &Digest {
+        match self {
+            AttachmentTag::Cosign { subject, .. } | AttachmentTag::Fallback { subject } => subject,
+        }
+    }
+
+    /// The artifact type the referrers API reports for a cosign tag attachment.
+    pub fn cosign_artifact_type(kind: AttachmentKind) -> &'static str {
+        match kind {
+            AttachmentKind::Attestation => COSIGN_ATT_ARTIFACT,
+            AttachmentKind::Sbom => COSIGN_SBOM_ARTIFACT,
+            _ => COSIGN_SIG_ARTIFACT,
+        }
+    }
+}
+
+/// The kind and format of a referrer, from its artifact type and annotations.
+pub fn classify(
+    artifact_type: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> (AttachmentKind, &'static str) {
+    let Some(t) = artifact_type else {
+        return (AttachmentKind::Other, "oci");
+    };
+    let lower = t.to_ascii_lowercase();
+    match t {
+        SIGSTORE_BUNDLE => {
+            let attestation = annotations
+                .get(BUNDLE_PREDICATE_ANNOTATION)
+                .is_some_and(|p| p != COSIGN_SIGN_PREDICATE);
+            let kind = if attestation {
+                AttachmentKind::Attestation
+            } else {
+                AttachmentKind::Signature
+            };
+            (kind, "sigstore-bundle")
+        }
+        NOTARY_SIGNATURE => (AttachmentKind::Signature, "notation"),
+        COSIGN_SIG_ARTIFACT => (AttachmentKind::Signature, "cosign"),
+        COSIGN_ATT_ARTIFACT => (AttachmentKind::Attestation, "cosign"),
+        COSIGN_SBOM_ARTIFACT => (AttachmentKind::Sbom, "cosign"),
+        _ if lower.contains("spdx") || lower.contains("cyclonedx") || lower.contains("syft") => {
+            (AttachmentKind::Sbom, "oci")
+        }
+        _ if lower.contains("in-toto") || lower.contains("dsse") || lower.contains("provenance") => {
+            (AttachmentKind::Attestation, "oci")
+        }
+        _ if lower.contains("signature") => (AttachmentKind::Signature, "oci"),
+        _ => (AttachmentKind::Other, "oci"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn attachment_tags() {
+        let subject: Digest = format!("sha256:{HEX}").parse().unwrap();
+        assert_eq!(
+            AttachmentTag::parse(&format!("sha256-{HEX}.sig")),
+            Some(AttachmentTag::Cosign {
+                subject: subject.clone(),
+                kind: AttachmentKind::Signature
+            })
+        );
+        assert_eq!(
+            AttachmentTag::parse(&format!("sha256-{HEX}.att")).map(|t| t.subject().clone()),
+            Some(subject.clone())
+        );
+        assert!(matches!(
+            AttachmentTag::parse(&format!("sha256-{HEX}.sbom")),
+            Some(AttachmentTag::Cosign { kind: AttachmentKind::Sbom, .. })
+        ));
+        assert_eq!(
+            AttachmentTag::parse(&format!("sha256-{HEX}")),
+            Some(AttachmentTag::Fallback { subject })
+        );
+        for other in [
+            "latest",
+            "v1.0",
+            "sha256-abc.sig",
+            &format!("sha256-{HEX}.txt"),
+            &format!("sha256-{HEX}.sig.sig"),
+            &format!("md5-{HEX}.sig"),
+            &format!("sha256-{}.sig", HEX.to_uppercase()),
+        ] {
+            assert_eq!(AttachmentTag::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn kinds_by_artifact_type() {
+        let none = BTreeMap::new();
+        assert_eq!(classify(Some(NOTARY_SIGNATURE), &none).0, AttachmentKind::Signature);
+        assert_eq!(classify(Some(SIGSTORE_BUNDLE), &none).0, AttachmentKind::Signature);
+        let attest = BTreeMap::from([(
+            BUNDLE_PREDICATE_ANNOTATION.to_string(),
+            "https://slsa.dev/provenance/v1".to_string(),
+        )]);
+        assert_eq!(classify(Some(SIGSTORE_BUNDLE), &attest).0, AttachmentKind::Attestation);
+        assert_eq!(classify(Some("application/spdx+json"), &none).0, AttachmentKind::Sbom);
+        assert_eq!(
+            classify(Some("application/vnd.cyclonedx+json"), &none).0,
+            AttachmentKind::Sbom
+        );
+        assert_eq!(
+            classify(Some("application/vnd.in-toto+json"), &none).0,
+            AttachmentKind::Attestation
+        );
+        assert_eq!(classify(Some("application/x-custom"), &none).0, AttachmentKind::Other);
+        assert_eq!(classify(None, &none).0, AttachmentKind::Other);
+    }
+}
