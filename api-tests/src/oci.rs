@@ -79,7 +79,11 @@ pub async fn put_manifest(
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED, "put manifest {repo}:{reference}");
+    assert_eq!(
+        resp.status(),
+        StatusCode::CREATED,
+        "put manifest {repo}:{reference}"
+    );
     resp
 }
 
@@ -94,5 +98,145 @@ pub async fn get(c: &Client, url: &str) -> (StatusCode, Bytes) {
 pub fn error_code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("not an OCI error body: {}", String::from_utf8_lossy(body)));
-    v["errors"][0]["code"].as_str().unwrap_or_default().to_string()
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// What a client can observe of the stored state: the catalog, the tags of some
+/// repositories (status and body of `tags/list`), and the files of the
+/// content-addressed store (`<data_dir>/blobs/blobs/`, relative path and size).
+/// Compare two snapshots to show that a refused request changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub catalog: String,
+    pub tags: std::collections::BTreeMap<String, (u16, String)>,
+    pub blob_files: std::collections::BTreeMap<String, u64>,
+}
+
+/// Takes a [`Snapshot`] of `r`, listing the tags of `repos`.
+pub async fn snapshot(c: &Client, r: &Registry, repos: &[&str]) -> Snapshot {
+    let (status, catalog) = get(c, &r.v2("_catalog")).await;
+    assert_eq!(status, StatusCode::OK, "catalog for a snapshot");
+    let mut tags = std::collections::BTreeMap::new();
+    for repo in repos {
+        let (status, body) = get(c, &r.v2(&format!("{repo}/tags/list"))).await;
+        tags.insert(
+            repo.to_string(),
+            (status.as_u16(), String::from_utf8_lossy(&body).into_owned()),
+        );
+    }
+    Snapshot {
+        catalog: String::from_utf8_lossy(&catalog).into_owned(),
+        tags,
+        blob_files: stored_blob_files(r),
+    }
+}
+
+/// Every file of the content-addressed store (relative path → size).
+pub fn stored_blob_files(r: &Registry) -> std::collections::BTreeMap<String, u64> {
+    files_under(&r.data_dir.join("blobs").join("blobs"))
+}
+
+/// Every file staged for uploads (relative path → size).
+pub fn staged_upload_files(r: &Registry) -> std::collections::BTreeMap<String, u64> {
+    files_under(&r.data_dir.join("blobs").join("uploads"))
+}
+
+fn files_under(root: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                out.insert(rel.to_string_lossy().into_owned(), meta.len());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts an OCI error response: the status, and a body of the form
+/// `{"errors":[{"code":...,"message":...}]}` whose first code is `code`. Returns the
+/// response's headers for further checks.
+pub async fn expect_error(
+    resp: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+) -> reqwest::header::HeaderMap {
+    let headers = resp.headers().clone();
+    let got = resp.status();
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(
+        got,
+        status,
+        "expected {status} {code}, body: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_error_body(&body, code);
+    headers
+}
+
+/// Asserts that `body` is an OCI error body whose first code is `code`, every entry
+/// having a string `code` and a string `message`.
+pub fn assert_error_body(body: &[u8], code: &str) {
+    let v: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not an OCI error body: {}", String::from_utf8_lossy(body)));
+    let errors = v["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no \"errors\" array: {v}"));
+    assert!(!errors.is_empty(), "empty \"errors\": {v}");
+    for e in errors {
+        assert!(e["code"].is_string(), "error without a string code: {v}");
+        assert!(
+            e["message"].is_string(),
+            "error without a string message: {v}"
+        );
+    }
+    assert_eq!(errors[0]["code"], code, "error code in {v}");
+}
+
+/// A header's value as a string ("" when absent).
+pub fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// Resolves an upload `Location` (absolute or relative) to a URL.
+pub fn absolute(r: &Registry, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        location.to_string()
+    } else {
+        format!("{}{}", r.url, location)
+    }
+}
+
+/// Opens an upload session; returns its absolute URL.
+pub async fn start_upload(c: &Client, r: &Registry, repo: &str) -> String {
+    let resp = c
+        .post(r.v2(&format!("{repo}/blobs/uploads/")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "open upload in {repo}");
+    let location = header(resp.headers(), "location").to_string();
+    assert!(!location.is_empty(), "upload session without Location");
+    absolute(r, &location)
+}
+
+/// Appends URL query parameters to an upload URL (which may already have a query).
+pub fn with_query(url: &str, query: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
 }

@@ -181,7 +181,14 @@ impl Registry {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let url = resp.url().clone();
-        let body = resp.bytes().await.context("reading response body")?;
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            // An error answer whose body breaks its own framing (e.g. a 416
+            // that still announces the blob's Content-Length) is judged by its
+            // status; a broken success body is a failure.
+            Err(_) if status >= 400 => Bytes::new(),
+            Err(e) => return Err(anyhow!(e).context("reading response body")),
+        };
         Ok(Resp {
             status,
             headers,

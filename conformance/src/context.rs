@@ -123,6 +123,8 @@ pub struct Ctx {
     pushed: Mutex<Vec<Pushed>>,
 }
 
+const SKIP_MARK: &str = "skip: ";
+
 /// Runs a shared scenario once; later callers get the same outcome.
 pub async fn once<T, F, Fut>(cell: &OnceCell<Result<Arc<T>, String>>, f: F) -> Result<Arc<T>>
 where
@@ -130,9 +132,19 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let r = cell
-        .get_or_init(|| async { f().await.map(Arc::new).map_err(|e| format!("{e:#}")) })
+        .get_or_init(|| async {
+            f().await
+                .map(Arc::new)
+                .map_err(|e| match e.downcast_ref::<Skip>() {
+                    Some(s) => format!("{SKIP_MARK}{s}"),
+                    None => format!("{e:#}"),
+                })
+        })
         .await;
-    r.clone().map_err(|e| anyhow!("scenario setup failed: {e}"))
+    r.clone().map_err(|e| match e.strip_prefix(SKIP_MARK) {
+        Some(reason) => skip(reason),
+        None => anyhow!("scenario setup failed: {e}"),
+    })
 }
 
 impl Ctx {

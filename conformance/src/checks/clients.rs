@@ -156,6 +156,12 @@ pub fn checks() -> Vec<Check> {
             "signatures extension: GET returns the signature that was PUT",
             signatures_ext_get_after_put
         ),
+        check!(
+            a,
+            "cosign_sig_head",
+            "HEAD on the .sig tag gives the current signature manifest digest",
+            cosign_sig_head
+        ),
     ]
 }
 
@@ -796,6 +802,21 @@ async fn signatures_ext_get_after_put(c: &Ctx) -> Result<()> {
             && s["content"] == sig["content"]
             && s["type"] == json!("atomic")),
         "the signature that was PUT is not listed: {v}"
+    );
+    Ok(())
+}
+
+async fn cosign_sig_head(c: &Ctx) -> Result<()> {
+    let s = cosign(c).await?;
+    s.second_put
+        .expect("PUT the appended .sig manifest", &[201])?;
+    let h = c.reg.head_manifest(&s.repo, &s.sig_tag).await?;
+    h.expect("HEAD .sig tag", &[200])?;
+    ensure!(
+        h.digest_header() == Some(s.second.digest.as_str()),
+        "Docker-Content-Digest is {:?}, want the current {}",
+        h.digest_header(),
+        s.second.digest
     );
     Ok(())
 }

@@ -54,6 +54,12 @@ pub fn checks() -> Vec<Check> {
         ),
         check!(
             a,
+            "tags_list_n_zero",
+            "?n=0 returns an empty list and no Link",
+            tags_list_n_zero
+        ),
+        check!(
+            a,
             "tags_list_link",
             "?n=2 with more tags left sets Link rel=\"next\"",
             tags_list_link
@@ -178,6 +184,12 @@ pub fn checks() -> Vec<Check> {
             "PUT of a manifest with a subject answers OCI-Subject: <subject digest>",
             referrers_oci_subject_header
         ),
+        check!(
+            a,
+            "tags_list_no_duplicates",
+            "a tag pushed twice is listed once",
+            tags_list_no_duplicates
+        ),
     ]
 }
 
@@ -262,6 +274,13 @@ async fn tags_list_n(c: &Ctx) -> Result<()> {
     want_tags(&tags, &TAGS[..2], "?n=2")
 }
 
+async fn tags_list_n_zero(c: &Ctx) -> Result<()> {
+    let (r, tags) = list_tags(c, "?n=0").await?;
+    want_tags(&tags, &[], "?n=0")?;
+    ensure!(next_link(&r).is_none(), "?n=0 answered with a Link header");
+    Ok(())
+}
+
 async fn tags_list_link(c: &Ctx) -> Result<()> {
     let (r, _) = list_tags(c, "?n=2").await?;
     ensure!(
@@ -326,6 +345,14 @@ async fn tags_list_unknown_repo(c: &Ctx) -> Result<()> {
 
 async fn catalog_repos(c: &Ctx) -> Result<Vec<String>> {
     once(&c.discovery.catalog, || async {
+        // `_catalog` is an extension beyond the OCI spec: a registry may not offer it.
+        let probe = c.reg.get("v2/_catalog?n=1").await?;
+        if matches!(probe.status, 404 | 405) {
+            return Err(crate::context::skip(format!(
+                "GET /v2/_catalog answers {}: the registry does not offer the catalog",
+                probe.status
+            )));
+        }
         for name in CATALOG {
             let repo = c.repo(name);
             let img = oci_image(1, 32);
@@ -718,5 +745,15 @@ async fn referrers_oci_subject_header(c: &Ctx) -> Result<()> {
         "OCI-Subject is {got:?}, want {}",
         f.subject.manifest.digest
     );
+    Ok(())
+}
+
+async fn tags_list_no_duplicates(c: &Ctx) -> Result<()> {
+    let repo = tags_repo(c).await?;
+    let img = oci_image(1, 16);
+    c.push_image(&repo, "a1", &img).await?;
+    let (_, tags) = list_tags(c, "").await?;
+    let n = tags.iter().filter(|t| *t == "a1").count();
+    ensure!(n == 1, "a1 listed {n} times in {tags:?}");
     Ok(())
 }

@@ -234,6 +234,24 @@ pub fn checks() -> Vec<Check> {
             "Range past the end answers 416",
             blob_range_unsatisfiable
         ),
+        check!(
+            a,
+            "index_head",
+            "HEAD index by tag: 200 with the index media type and digest",
+            index_head
+        ),
+        check!(
+            a,
+            "blob_digest_as_manifest",
+            "GET /manifests/<digest of a blob>: 404 MANIFEST_UNKNOWN, never the blob",
+            blob_digest_as_manifest
+        ),
+        check!(
+            a,
+            "error_body_format",
+            "4xx JSON bodies are {\"errors\":[{code,message,...}]} with codes from the spec",
+            error_body_format
+        ),
     ]
 }
 
@@ -644,5 +662,100 @@ async fn blob_range_unsatisfiable(c: &Ctx) -> Result<()> {
         &format!("Range past the end of a {}-byte blob", data.len()),
         &[416],
     )?;
+    Ok(())
+}
+
+async fn index_head(c: &Ctx) -> Result<()> {
+    let f = fixture(c).await?;
+    let r = c.reg.head_manifest(&f.repo, "multi").await?;
+    r.expect("HEAD index", &[200])?;
+    ensure!(
+        r.content_type() == Some(OCI_INDEX),
+        "Content-Type is {:?}, want {OCI_INDEX}",
+        r.content_type()
+    );
+    ensure!(
+        r.digest_header() == Some(f.index.digest.as_str()),
+        "Docker-Content-Digest is {:?}, want {}",
+        r.digest_header(),
+        f.index.digest
+    );
+    Ok(())
+}
+
+async fn blob_digest_as_manifest(c: &Ctx) -> Result<()> {
+    let f = fixture(c).await?;
+    // The config is a JSON blob: a registry that serves blobs as manifests
+    // would hand it out here (or fail to parse it and answer 500).
+    let r = c.reg.get_manifest(&f.repo, &f.image.config.digest).await?;
+    r.expect_error("GET /manifests/<config digest>", &[404], "MANIFEST_UNKNOWN")
+}
+
+/// The error codes the distribution spec defines.
+const SPEC_CODES: [&str; 14] = [
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+];
+
+async fn error_body_format(c: &Ctx) -> Result<()> {
+    let f = fixture(c).await?;
+    let bad = format!("sha256:{}", "ab".repeat(20));
+    let answers = [
+        c.reg.get_manifest(&f.repo, "no-such-tag").await?,
+        c.reg
+            .get(&format!("v2/{}/blobs/{}", f.repo, unknown_digest()))
+            .await?,
+        c.reg.get(&format!("v2/{}/blobs/{bad}", f.repo)).await?,
+        c.reg
+            .get(&format!("v2/{}/tags/list", c.repo("never-pushed")))
+            .await?,
+    ];
+    for r in &answers {
+        ensure!(
+            (400..500).contains(&r.status),
+            "{} answered {}, not a 4xx",
+            r.url.path(),
+            r.status
+        );
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+            continue; // A non-JSON 4xx body is allowed.
+        };
+        let errors = v["errors"].as_array().ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: JSON error body without an \"errors\" array",
+                r.url.path()
+            )
+        })?;
+        ensure!(
+            !errors.is_empty(),
+            "{}: empty \"errors\" array",
+            r.url.path()
+        );
+        for e in errors {
+            let code = e["code"].as_str().unwrap_or_default();
+            ensure!(
+                SPEC_CODES.contains(&code),
+                "{}: error code {code:?} is not one of the spec's",
+                r.url.path()
+            );
+            ensure!(
+                e.get("message").is_none_or(|m| m.is_string()),
+                "{}: \"message\" is not a string",
+                r.url.path()
+            );
+        }
+    }
     Ok(())
 }
