@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Signet's tests drive, when it is missing: real clients (skopeo,
-# podman, buildah, umoci, docker, oras), the reference registry (docker-registry) and
+# podman, buildah, umoci, docker, oras, @sigstore/oci), the reference registry (docker-registry) and
 # the services of the scale-out tests. Idempotent; quick when all is present.
 set -euo pipefail
 
@@ -29,6 +29,20 @@ pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/de
 for p in "${pip_packages[@]}"; do
   python3 -m pip show -q "$p" >/dev/null 2>&1 || python3 -m pip install -q "$p"
 done
+
+# npm clients of the api tests (api-tests/js: @sigstore/oci), pinned by its lock file.
+js_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/api-tests/js"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "installing Debian packages: nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -f "$js_dir/node_modules/@sigstore/oci/package.json" ] \
+  || [ ! -f "$js_dir/node_modules/promise-retry/package.json" ] \
+  || [ "$js_dir/package-lock.json" -nt "$js_dir/node_modules/.package-lock.json" ]; then
+  (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
