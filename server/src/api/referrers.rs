@@ -24,7 +24,12 @@ async fn list_referrers(
 ) -> ApiResult<HttpResponse> {
     let repo = repo_name(&path.0)?;
     let subject = parse_digest(&path.1)?;
-    let filter = query.get("artifactType").filter(|a| !a.is_empty());
+    // Media types have no spaces but often a `+`, which form decoding turns into a
+    // space when a client leaves it unescaped.
+    let filter = query
+        .get("artifactType")
+        .filter(|a| !a.is_empty())
+        .map(|a| a.replace(' ', "+"));
     let with_tags = state.config.attachments.tag_attachments_in_referrers;
     let referrers = state
         .meta
@@ -32,7 +37,11 @@ async fn list_referrers(
         .await?;
     let manifests: Vec<Value> = referrers
         .into_iter()
-        .filter(|r| filter.is_none_or(|f| r.artifact_type.as_deref() == Some(f.as_str())))
+        .filter(|r| {
+            filter
+                .as_deref()
+                .is_none_or(|f| r.artifact_type.as_deref() == Some(f))
+        })
         .map(|r| {
             let mut d = Map::new();
             d.insert("mediaType".into(), r.media_type.into());
