@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::header;
 use actix_web::dev::ServiceResponse;
+use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::ResponseError;
@@ -30,6 +30,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let config = Arc::new(config);
     let state = web::Data::new(AppState::open(config.clone()).await?);
     crate::maintenance::spawn(state.clone().into_inner());
+    crate::maintenance::spawn_gc(state.clone().into_inner());
 
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {

@@ -7,7 +7,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -16,6 +16,7 @@ pub struct Config {
     pub uploads: UploadsConfig,
     pub signatures: SignaturesConfig,
     pub attachments: AttachmentsConfig,
+    pub gc: GcConfig,
     pub log: LogConfig,
 }
 
@@ -95,6 +96,44 @@ impl Default for AttachmentsConfig {
     }
 }
 
+/// Garbage collection (`signet gc`, and on a schedule inside `signet serve`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcConfig {
+    /// Seconds between scheduled collections in the server; 0 turns the schedule off
+    /// (`signet gc` still works).
+    pub interval_secs: u64,
+    /// Manifests, blob links and blobs pushed (or pushed again) this recently are never
+    /// collected. It must exceed the longest push (blobs first, manifest last): a blob
+    /// collected between the two makes the manifest PUT fail with MANIFEST_BLOB_UNKNOWN.
+    pub grace_secs: u64,
+    /// Collect manifests no tag reaches (through index children and attachments).
+    pub delete_untagged: bool,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 24 * 3600,
+            grace_secs: 3600,
+            delete_untagged: false,
+        }
+    }
+}
+
+impl GcConfig {
+    /// The storage options for one collection under this configuration.
+    pub fn options(&self, config: &Config, dry_run: bool) -> signet_storage::gc::GcOptions {
+        signet_storage::gc::GcOptions {
+            grace_secs: self.grace_secs,
+            delete_untagged: self.delete_untagged,
+            attachments_follow_subject: config.attachments.delete_with_subject,
+            dry_run,
+            expire_uploads_after_secs: Some(config.uploads.expire_after_secs),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -108,20 +147,6 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `signet_server=debug,info`.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            storage: StorageConfig::default(),
-            limits: LimitsConfig::default(),
-            uploads: UploadsConfig::default(),
-            signatures: SignaturesConfig::default(),
-            attachments: AttachmentsConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -200,14 +225,14 @@ pub struct CliOverrides {
 
 impl Config {
     /// Builds the configuration from every layer.
-    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Config, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             if !file.exists() {
-                return Err(figment::Error::from(format!(
+                return Err(Box::new(figment::Error::from(format!(
                     "configuration file {} does not exist",
                     file.display()
-                )));
+                ))));
             }
             figment = figment.merge(Toml::file(file));
         }
@@ -218,7 +243,7 @@ impl Config {
         if let Some(dir) = &cli.data_dir {
             figment = figment.merge(Serialized::default("storage.data_dir", dir));
         }
-        figment.extract()
+        figment.extract().map_err(Box::new)
     }
 
     pub fn to_toml(&self) -> String {
@@ -238,6 +263,8 @@ mod tests {
     }
 
     #[test]
+    // figment's own test jail returns its (large) error type.
+    #[allow(clippy::result_large_err)]
     fn layers_override_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("signet.toml");

@@ -155,15 +155,17 @@ impl ResponseError for ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::DigestMismatch { expected, actual } => ApiError::DigestInvalid(format!(
-                "expected {expected}, content hashes to {actual}"
-            )),
+            StorageError::DigestMismatch { expected, actual } => {
+                ApiError::DigestInvalid(format!("expected {expected}, content hashes to {actual}"))
+            }
             StorageError::MissingReferences(missing) => {
                 ApiError::ManifestBlobUnknown(missing.iter().map(ToString::to_string).collect())
             }
             StorageError::RangeNotSatisfiable { size } => ApiError::RangeNotSatisfiable { size },
             StorageError::BodyRead(msg) => ApiError::BlobUploadInvalid(msg),
             StorageError::PreconditionFailed(msg) => ApiError::PreconditionFailed(msg),
+            // Garbage collection is deleting the blob's old bytes: retry in a moment.
+            StorageError::BlobBeingDeleted(_) => ApiError::TooManyRequests,
             other => ApiError::Internal(other.to_string()),
         }
     }

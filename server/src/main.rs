@@ -8,7 +8,11 @@ use signet_server::config::{CliOverrides, Config};
 use signet_server::state::AppState;
 
 #[derive(Parser)]
-#[command(name = "signet", version, about = "An OCI registry in which signatures are first-class")]
+#[command(
+    name = "signet",
+    version,
+    about = "An OCI registry in which signatures are first-class"
+)]
 struct Cli {
     /// TOML configuration file (layered over the built-in defaults).
     #[arg(long, global = true, env = "SIGNET_CONFIG")]
@@ -43,6 +47,18 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Collect garbage once: unreferenced blobs, and with `[gc] delete_untagged`
+    /// manifests no tag reaches. Safe while the server runs.
+    Gc {
+        /// Report what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +87,26 @@ fn main() -> anyhow::Result<()> {
             let text = runtime.block_on(async {
                 let state = AppState::open(std::sync::Arc::new(config)).await?;
                 signet_server::commands::attachments::run(&state, &target, recursive, json).await
+            })?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Gc {
+            dry_run,
+            json,
+            data_dir,
+        } => {
+            let cli = CliOverrides {
+                listen: None,
+                data_dir,
+            };
+            let config = Config::load(cli_config.as_deref(), &cli)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let text = runtime.block_on(async {
+                let state = AppState::open(std::sync::Arc::new(config)).await?;
+                signet_server::commands::gc::run(&state, dry_run, json).await
             })?;
             print!("{text}");
             Ok(())

@@ -1,4 +1,5 @@
-//! Work that runs beside the requests: closing abandoned upload sessions.
+//! Work that runs beside the requests: closing abandoned upload sessions, and garbage
+//! collection on a schedule (`[gc] interval_secs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,33 @@ pub fn spawn(state: Arc<AppState>) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(sessions = n, "expired idle upload sessions"),
                 Err(e) => tracing::warn!(error = %e, "upload expiry failed"),
+            }
+        }
+    });
+}
+
+/// Runs a garbage collection every `[gc] interval_secs` (none when 0). The first one
+/// runs one interval after start.
+pub fn spawn_gc(state: Arc<AppState>) {
+    let every = state.config.gc.interval_secs;
+    if every == 0 {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        let mut ticker = actix_web::rt::time::interval(Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let options = state.config.gc.options(&state.config, false);
+            match signet_storage::gc::collect(&state.meta, &state.blobs, &options).await {
+                Ok(report) => tracing::info!(
+                    manifests = report.manifests.len(),
+                    links = report.links.len(),
+                    blobs = report.blobs.len(),
+                    bytes = report.bytes_freed,
+                    "scheduled garbage collection"
+                ),
+                Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
             }
         }
     });

@@ -110,7 +110,10 @@ const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachmentTag {
     /// `<alg>-<hex>.sig|.att|.sbom`.
-    Cosign { subject: Digest, kind: AttachmentKind },
+    Cosign {
+        subject: Digest,
+        kind: AttachmentKind,
+    },
     /// `<alg>-<hex>`: the OCI referrers fallback index.
     Fallback { subject: Digest },
 }
@@ -177,7 +180,10 @@ pub fn classify(
         _ if lower.contains("spdx") || lower.contains("cyclonedx") || lower.contains("syft") => {
             (AttachmentKind::Sbom, "oci")
         }
-        _ if lower.contains("in-toto") || lower.contains("dsse") || lower.contains("provenance") => {
+        _ if lower.contains("in-toto")
+            || lower.contains("dsse")
+            || lower.contains("provenance") =>
+        {
             (AttachmentKind::Attestation, "oci")
         }
         _ if lower.contains("signature") => (AttachmentKind::Signature, "oci"),
@@ -207,7 +213,10 @@ mod tests {
         );
         assert!(matches!(
             AttachmentTag::parse(&format!("sha256-{HEX}.sbom")),
-            Some(AttachmentTag::Cosign { kind: AttachmentKind::Sbom, .. })
+            Some(AttachmentTag::Cosign {
+                kind: AttachmentKind::Sbom,
+                ..
+            })
         ));
         assert_eq!(
             AttachmentTag::parse(&format!("sha256-{HEX}")),
@@ -229,14 +238,26 @@ mod tests {
     #[test]
     fn kinds_by_artifact_type() {
         let none = BTreeMap::new();
-        assert_eq!(classify(Some(NOTARY_SIGNATURE), &none).0, AttachmentKind::Signature);
-        assert_eq!(classify(Some(SIGSTORE_BUNDLE), &none).0, AttachmentKind::Signature);
+        assert_eq!(
+            classify(Some(NOTARY_SIGNATURE), &none).0,
+            AttachmentKind::Signature
+        );
+        assert_eq!(
+            classify(Some(SIGSTORE_BUNDLE), &none).0,
+            AttachmentKind::Signature
+        );
         let attest = BTreeMap::from([(
             BUNDLE_PREDICATE_ANNOTATION.to_string(),
             "https://slsa.dev/provenance/v1".to_string(),
         )]);
-        assert_eq!(classify(Some(SIGSTORE_BUNDLE), &attest).0, AttachmentKind::Attestation);
-        assert_eq!(classify(Some("application/spdx+json"), &none).0, AttachmentKind::Sbom);
+        assert_eq!(
+            classify(Some(SIGSTORE_BUNDLE), &attest).0,
+            AttachmentKind::Attestation
+        );
+        assert_eq!(
+            classify(Some("application/spdx+json"), &none).0,
+            AttachmentKind::Sbom
+        );
         assert_eq!(
             classify(Some("application/vnd.cyclonedx+json"), &none).0,
             AttachmentKind::Sbom
@@ -245,7 +266,10 @@ mod tests {
             classify(Some("application/vnd.in-toto+json"), &none).0,
             AttachmentKind::Attestation
         );
-        assert_eq!(classify(Some("application/x-custom"), &none).0, AttachmentKind::Other);
+        assert_eq!(
+            classify(Some("application/x-custom"), &none).0,
+            AttachmentKind::Other
+        );
         assert_eq!(classify(None, &none).0, AttachmentKind::Other);
     }
 }

@@ -15,7 +15,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
@@ -40,6 +42,15 @@ pub struct StagedPart {
     /// sha256 of the part, computed while it streamed in: a single-part upload is then
     /// verified without reading it again.
     pub sha256: String,
+}
+
+/// Verified bytes, staged, waiting to be moved to their address by [`BlobStore::place`].
+#[derive(Debug, Clone)]
+pub struct PreparedBlob {
+    pub digest: Digest,
+    /// The staged object holding the bytes; `None` for the empty blob.
+    source: Option<Path>,
+    pub size: u64,
 }
 
 /// A blob (or part of one) ready to be streamed to a client.
@@ -115,7 +126,8 @@ impl BlobStore {
         digest: &Digest,
         range: Option<ResolvedRange>,
     ) -> StorageResult<BlobBody> {
-        let options = GetOptions::new().with_range(range.map(|r| GetRange::Bounded(r.start..r.end + 1)));
+        let options =
+            GetOptions::new().with_range(range.map(|r| GetRange::Bounded(r.start..r.end + 1)));
         let result = match self.store.get_opts(&Self::blob_path(digest), options).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Err(StorageError::NotFound),
@@ -149,7 +161,12 @@ impl BlobStore {
 
     /// Streams one request body into the session's staging area, hashing it on the way.
     /// On any error the staged object is removed and nothing of it remains.
-    pub async fn stage<S, E>(&self, session: &str, part_no: usize, body: S) -> StorageResult<StagedPart>
+    pub async fn stage<S, E>(
+        &self,
+        session: &str,
+        part_no: usize,
+        body: S,
+    ) -> StorageResult<StagedPart>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -219,27 +236,46 @@ impl BlobStore {
         parts: &[StagedPart],
         expected: &Digest,
     ) -> StorageResult<u64> {
-        let target = Self::blob_path(expected);
+        let prepared = self.prepare(session, parts, expected).await?;
+        self.place(&prepared).await?;
+        Ok(prepared.size)
+    }
+
+    /// Verifies that the staged parts, in order, hash to `expected`, leaving one staged
+    /// object ready for [`BlobStore::place`]: the single part itself (verified by the hash
+    /// computed while it streamed in), or the parts concatenated into an `assembled-`
+    /// object. On a mismatch nothing is kept. Nothing reaches the blob's address yet, so
+    /// the caller can still wait (for garbage collection) without losing the bytes.
+    pub async fn prepare(
+        &self,
+        session: &str,
+        parts: &[StagedPart],
+        expected: &Digest,
+    ) -> StorageResult<PreparedBlob> {
         match parts {
             [] => {
                 let actual = Digest::of(expected.algorithm(), b"");
                 check(expected, actual)?;
-                self.store.put(&target, PutPayload::new()).await?;
-                Ok(0)
+                Ok(PreparedBlob {
+                    digest: expected.clone(),
+                    source: None,
+                    size: 0,
+                })
             }
             [only] if expected.algorithm() == Algorithm::Sha256 => {
                 let actual: Digest = format!("sha256:{}", only.sha256)
                     .parse()
                     .map_err(|e| StorageError::Corrupt(format!("staged part hash: {e}")))?;
                 check(expected, actual)?;
-                self.store
-                    .rename(&Path::from(only.key.as_str()), &target)
-                    .await?;
-                Ok(only.size)
+                Ok(PreparedBlob {
+                    digest: expected.clone(),
+                    source: Some(Path::from(only.key.as_str())),
+                    size: only.size,
+                })
             }
             _ => {
                 // Several parts (or another algorithm): concatenate them into one staged
-                // object, hashing as we go, and rename that into place once it verifies.
+                // object, hashing as we go; it is renamed into place once it verifies.
                 let assembled = Path::from(format!(
                     "{}/assembled-{:016x}",
                     Self::staging_prefix(session),
@@ -263,10 +299,27 @@ impl BlobStore {
                     let _ = self.store.delete(&assembled).await;
                     return Err(e);
                 }
-                self.store.rename(&assembled, &target).await?;
-                Ok(size)
+                Ok(PreparedBlob {
+                    digest: expected.clone(),
+                    source: Some(assembled),
+                    size,
+                })
             }
         }
+    }
+
+    /// Moves prepared bytes to their content address (the staged object is consumed).
+    pub async fn place(&self, prepared: &PreparedBlob) -> StorageResult<()> {
+        let target = Self::blob_path(&prepared.digest);
+        match &prepared.source {
+            None => {
+                self.store.put(&target, PutPayload::new()).await?;
+            }
+            Some(source) => {
+                self.store.rename(source, &target).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes one staged part that will not be used.

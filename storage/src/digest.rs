@@ -109,9 +109,11 @@ impl FromStr for Digest {
 /// `[a-z0-9]+` and separators `[+._-]`.
 fn is_algorithm_grammar(alg: &str) -> bool {
     !alg.is_empty()
-        && alg
-            .split(['+', '.', '_', '-'])
-            .all(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && alg.split(['+', '.', '_', '-']).all(|c| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 impl serde::Serialize for Digest {

@@ -41,12 +41,19 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+    /// Garbage collection is deleting this blob's bytes right now: it cannot be linked
+    /// until that is done (an upload waits and retries; a mount falls back to an upload).
+    #[error("blob {0} is being deleted by garbage collection")]
+    BlobBeingDeleted(Digest),
 }
 
 impl StorageError {
     /// True when the failure was caused by the client's request, not by the store.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound)
-            || matches!(self, StorageError::Blobs(object_store::Error::NotFound { .. }))
+            || matches!(
+                self,
+                StorageError::Blobs(object_store::Error::NotFound { .. })
+            )
     }
 }

@@ -21,6 +21,9 @@
 //!   manifest_children edges index → child manifests
 //!   (manifests.subject is the subject → referrer edge, indexed)
 //!   uploads           upload sessions: repository, committed offset, staged parts
+//!   blob_deletions    GC tombstones: blob rows deleted, bytes being deleted; no link
+//!   blob_pins         uploads moving verified bytes to their address; GC skips them
+//!   gc_lease          the one running collector
 //! ```
 //!
 //! Invariants: a blob is visible under its address only after its bytes hashed to it;
@@ -33,6 +36,7 @@ pub mod blobs;
 pub mod coverage;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod manifest;
 pub mod meta;
 pub mod names;

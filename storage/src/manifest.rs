@@ -38,8 +38,12 @@ pub fn kind_of_media_type(media_type: &str) -> Option<ManifestKind> {
 }
 
 /// Every manifest media type Signet serves, for `Accept` negotiation.
-pub const SUPPORTED_MEDIA_TYPES: [&str; 4] =
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const SUPPORTED_MEDIA_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -224,7 +228,9 @@ pub fn parse_manifest(
                 .config
                 .ok_or_else(|| invalid("image manifest without config"))?;
             parsed.config = Some(config.validate("config")?);
-            let layers = raw.layers.ok_or_else(|| invalid("image manifest without layers"))?;
+            let layers = raw
+                .layers
+                .ok_or_else(|| invalid("image manifest without layers"))?;
             parsed.layers = layers
                 .into_iter()
                 .enumerate()
@@ -331,7 +337,10 @@ mod tests {
         let m = parse_manifest(body.as_bytes(), Some(OCI_INDEX)).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
         assert_eq!(m.required_children().len(), 1);
-        assert_eq!(m.children[0].platform.as_ref().unwrap().architecture, "amd64");
+        assert_eq!(
+            m.children[0].platform.as_ref().unwrap().architecture,
+            "amd64"
+        );
     }
 
     #[test]
@@ -340,12 +349,18 @@ mod tests {
             ("not json".into(), Some(OCI_MANIFEST)),
             (image(""), Some(OCI_INDEX)),
             (r#"{"schemaVersion":1,"fsLayers":[]}"#.into(), None),
-            (image("").replace("\"schemaVersion\":2", "\"schemaVersion\":3"), None),
+            (
+                image("").replace("\"schemaVersion\":2", "\"schemaVersion\":3"),
+                None,
+            ),
             (image(""), Some(DOCKER_SCHEMA1_SIGNED)),
             (image(""), Some("application/vnd.example.other+json")),
             (image("").replace(D1, "sha256:short"), None),
             (image("").replace("\"size\":2", "\"size\":-2"), None),
-            (format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#), None),
+            (
+                format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","layers":[]}}"#),
+                None,
+            ),
         ];
         for (body, ct) in cases {
             assert!(parse_manifest(body.as_bytes(), ct).is_err(), "{body}");

@@ -41,7 +41,11 @@ pub fn parse_range_header(value: &str) -> Option<ByteRangeSpec> {
         return Some(ByteRangeSpec::Suffix(parse_u64(b)?));
     }
     let start = parse_u64(a)?;
-    let end = if b.is_empty() { None } else { Some(parse_u64(b)?) };
+    let end = if b.is_empty() {
+        None
+    } else {
+        Some(parse_u64(b)?)
+    };
     if end.is_some_and(|e| e < start) {
         return None;
     }
@@ -111,8 +115,18 @@ mod tests {
                 end: None
             })
         );
-        assert_eq!(parse_range_header("bytes=-5"), Some(ByteRangeSpec::Suffix(5)));
-        for bad in ["bytes=5-1", "items=0-1", "bytes=0-1,3-4", "bytes=a-b", "bytes=-", "0-1"] {
+        assert_eq!(
+            parse_range_header("bytes=-5"),
+            Some(ByteRangeSpec::Suffix(5))
+        );
+        for bad in [
+            "bytes=5-1",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=a-b",
+            "bytes=-",
+            "0-1",
+        ] {
             assert_eq!(parse_range_header(bad), None, "{bad}");
         }
     }

@@ -25,7 +25,10 @@ async fn sqlite_file_passes_the_metadata_suite() {
 
 #[tokio::test]
 async fn sqlite_memory_passes_the_metadata_suite() {
-    suite::run(Arc::new(SqliteMetadata::open("sqlite::memory:").await.unwrap())).await;
+    suite::run(Arc::new(
+        SqliteMetadata::open("sqlite::memory:").await.unwrap(),
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -59,8 +62,15 @@ fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-fn body(chunks: &[&'static [u8]]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
-    stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>())
+fn body(
+    chunks: &[&'static [u8]],
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c)))
+            .collect::<Vec<_>>(),
+    )
 }
 
 async fn read_all(store: &BlobStore, d: &Digest, range: Option<ResolvedRange>) -> Vec<u8> {
@@ -79,18 +89,33 @@ async fn blob_suite(store: BlobStore) {
     // Monolithic, verified.
     let d = Digest::sha256_of(b"hello world");
     assert_eq!(store.size(&d).await.unwrap(), None);
-    assert!(matches!(store.get(&d, None).await, Err(StorageError::NotFound)));
-    assert_eq!(store.put_verified(&d, body(&[b"hello ", b"world"])).await.unwrap(), 11);
+    assert!(matches!(
+        store.get(&d, None).await,
+        Err(StorageError::NotFound)
+    ));
+    assert_eq!(
+        store
+            .put_verified(&d, body(&[b"hello ", b"world"]))
+            .await
+            .unwrap(),
+        11
+    );
     assert_eq!(store.size(&d).await.unwrap(), Some(11));
     assert_eq!(read_all(&store, &d, None).await, b"hello world");
     assert_eq!(
         read_all(&store, &d, Some(ResolvedRange { start: 6, end: 10 })).await,
         b"world"
     );
-    let ranged = store.get(&d, Some(ResolvedRange { start: 0, end: 4 })).await.unwrap();
+    let ranged = store
+        .get(&d, Some(ResolvedRange { start: 0, end: 4 }))
+        .await
+        .unwrap();
     assert_eq!(ranged.size, 11);
     // Same blob again: harmless.
-    store.put_verified(&d, body(&[b"hello world"])).await.unwrap();
+    store
+        .put_verified(&d, body(&[b"hello world"]))
+        .await
+        .unwrap();
 
     // Wrong bytes: refused, nothing stored.
     let other = Digest::sha256_of(b"other");
@@ -107,7 +132,13 @@ async fn blob_suite(store: BlobStore) {
     let d512 = Digest::of(Algorithm::Sha512, b"abcdef");
     let p1 = store.stage("s1", 0, body(&[b"abc"])).await.unwrap();
     let p2 = store.stage("s1", 1, body(&[b"de", b"f"])).await.unwrap();
-    assert_eq!(store.commit("s1", &[p1.clone(), p2.clone()], &d512).await.unwrap(), 6);
+    assert_eq!(
+        store
+            .commit("s1", &[p1.clone(), p2.clone()], &d512)
+            .await
+            .unwrap(),
+        6
+    );
     assert_eq!(read_all(&store, &d512, None).await, b"abcdef");
     store.discard_session("s1").await.unwrap();
 

@@ -49,11 +49,7 @@ async fn locate(
     Ok((digest, size, range))
 }
 
-fn blob_headers(
-    digest: &Digest,
-    size: u64,
-    range: Option<ResolvedRange>,
-) -> HttpResponseBuilder {
+fn blob_headers(digest: &Digest, size: u64, range: Option<ResolvedRange>) -> HttpResponseBuilder {
     let mut response = match range {
         Some(r) => {
             let mut b = HttpResponse::PartialContent();

@@ -121,8 +121,8 @@ async fn put_manifest(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let parsed = parse_manifest(&content, content_type)
-        .map_err(|e| ApiError::ManifestInvalid(e.0))?;
+    let parsed =
+        parse_manifest(&content, content_type).map_err(|e| ApiError::ManifestInvalid(e.0))?;
 
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
     let condition = match &reference {

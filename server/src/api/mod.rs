@@ -43,7 +43,8 @@ pub(crate) fn repo_name(raw: &str) -> ApiResult<RepoName> {
 }
 
 pub(crate) fn parse_digest(raw: &str) -> ApiResult<Digest> {
-    raw.parse().map_err(|e: DigestError| ApiError::DigestInvalid(e.to_string()))
+    raw.parse()
+        .map_err(|e: DigestError| ApiError::DigestInvalid(e.to_string()))
 }
 
 /// The `Range` header of an upload: the bytes received so far, inclusive.
@@ -65,8 +66,9 @@ impl PageQuery {
         let n = query
             .get("n")
             .map(|n| {
-                n.parse::<u32>()
-                    .map_err(|_| ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}")))
+                n.parse::<u32>().map_err(|_| {
+                    ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}"))
+                })
             })
             .transpose()?
             .map(|n| n.min(MAX_PAGE));

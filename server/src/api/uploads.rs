@@ -16,8 +16,11 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(["/v2/{name:.+}/blobs/uploads/", "/v2/{name:.+}/blobs/uploads"])
-            .route(web::post().to(start_upload)),
+        web::resource([
+            "/v2/{name:.+}/blobs/uploads/",
+            "/v2/{name:.+}/blobs/uploads",
+        ])
+        .route(web::post().to(start_upload)),
     )
     .service(
         web::resource("/v2/{name:.+}/blobs/uploads/{id}")
@@ -43,7 +46,10 @@ fn blob_created(repo: &RepoName, digest: &Digest) -> HttpResponse {
 /// 202 describing a session in progress.
 fn session_accepted(state: &AppState, session: &UploadSession) -> HttpResponse {
     HttpResponse::Accepted()
-        .insert_header((header::LOCATION, session_location(&session.repo, &session.id)))
+        .insert_header((
+            header::LOCATION,
+            session_location(&session.repo, &session.id),
+        ))
         .insert_header((header::RANGE, upload_range(session.size)))
         .insert_header((UPLOAD_UUID_HEADER, session.id.as_str()))
         .insert_header((
@@ -68,8 +74,7 @@ async fn start_upload(
         // Not mountable: the client uploads instead, into a new session.
     } else if let Some(digest) = query.get("digest") {
         let digest = parse_digest(digest)?;
-        let size = state.blobs.put_verified(&digest, body).await?;
-        state.meta.link_blob(&repo, &digest, size).await?;
+        let size = state.uploads.put_monolithic(&repo, &digest, body).await?;
         tracing::info!(repository = %repo, %digest, size, "blob pushed");
         return Ok(blob_created(&repo, &digest));
     }
@@ -92,10 +97,16 @@ async fn try_mount(
         },
         None => state.meta.blob_size(digest).await?,
     };
-    let Some(size) = size else {
+    if size.is_none() {
         return Ok(false);
-    };
-    state.meta.link_blob(repo, digest, size).await?;
+    }
+    // Only a blob row that still exists is linked (never re-created: its bytes may be
+    // gone); while garbage collection deletes it, the client uploads instead.
+    match state.meta.mount_blob(repo, digest).await {
+        Ok(Some(_)) => {}
+        Ok(None) | Err(StorageError::BlobBeingDeleted(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
     tracing::info!(repository = %repo, %digest, from = from.map(String::as_str), "blob mounted");
     Ok(true)
 }
@@ -192,7 +203,10 @@ async fn upload_status(
 ) -> ApiResult<HttpResponse> {
     let session = find_session(&state, &path).await?;
     Ok(HttpResponse::NoContent()
-        .insert_header((header::LOCATION, session_location(&session.repo, &session.id)))
+        .insert_header((
+            header::LOCATION,
+            session_location(&session.repo, &session.id),
+        ))
         .insert_header((header::RANGE, upload_range(session.size)))
         .insert_header((UPLOAD_UUID_HEADER, session.id.as_str()))
         .finish())

@@ -14,15 +14,20 @@ pub fn parse_target(target: &str) -> anyhow::Result<(RepoName, Reference)> {
     let (repo, reference) = if let Some((repo, digest)) = target.split_once('@') {
         (repo, digest)
     } else {
-        let (repo, tag) = target
-            .rsplit_once(':')
-            .ok_or_else(|| anyhow::anyhow!("expected <repository>@<digest> or <repository>:<tag>"))?;
+        let (repo, tag) = target.rsplit_once(':').ok_or_else(|| {
+            anyhow::anyhow!("expected <repository>@<digest> or <repository>:<tag>")
+        })?;
         (repo, tag)
     };
     Ok((repo.parse()?, reference.parse()?))
 }
 
-pub async fn run(state: &AppState, target: &str, recursive: bool, json: bool) -> anyhow::Result<String> {
+pub async fn run(
+    state: &AppState,
+    target: &str,
+    recursive: bool,
+    json: bool,
+) -> anyhow::Result<String> {
     let (repo, reference) = parse_target(target)?;
     let report = coverage(state.meta.as_ref(), &repo, &reference, recursive)
         .await?
@@ -41,10 +46,15 @@ pub fn render(repo: &RepoName, report: &Coverage) -> String {
     out
 }
 
+/// One entry of a tree level, drawn given its prefix and whether it is the last.
+type TreeLine<'a> = Box<dyn Fn(&mut String, &str, bool) + 'a>;
+
 fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
-    let mut lines: Vec<Box<dyn Fn(&mut String, &str, bool) + '_>> = Vec::new();
+    let mut lines: Vec<TreeLine<'_>> = Vec::new();
     for a in kinds(&c.attachments) {
-        lines.push(Box::new(move |out, p, last| render_attachment(out, a, p, last)));
+        lines.push(Box::new(move |out, p, last| {
+            render_attachment(out, a, p, last)
+        }));
     }
     for covering in &c.covered_by {
         lines.push(Box::new(move |out, p, last| {
@@ -67,7 +77,11 @@ fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
                 .as_ref()
                 .map(|pl| format!("{pl} "))
                 .unwrap_or_default();
-            let _ = writeln!(out, "{p}{branch}{platform}{} ({})", child.digest, child.media_type);
+            let _ = writeln!(
+                out,
+                "{p}{branch}{platform}{} ({})",
+                child.digest, child.media_type
+            );
             render_coverage(out, child, &format!("{p}{next}"));
         }));
     }
@@ -143,9 +157,12 @@ mod tests {
     fn renders_a_tree() {
         let index = Digest::sha256_of(b"index");
         let mut own = ByKind::default();
-        own.signature.push(attachment(AttachmentKind::Signature, b"sig"));
+        own.signature
+            .push(attachment(AttachmentKind::Signature, b"sig"));
         let mut on_index = ByKind::default();
-        on_index.signature.push(attachment(AttachmentKind::Signature, b"isig"));
+        on_index
+            .signature
+            .push(attachment(AttachmentKind::Signature, b"isig"));
         let report = Coverage {
             digest: Digest::sha256_of(b"child"),
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
@@ -159,8 +176,17 @@ mod tests {
             children: vec![],
         };
         let text = render(&"team/app".parse().unwrap(), &report);
-        assert!(text.contains(&format!("├─ signature {}", Digest::sha256_of(b"sig"))), "{text}");
-        assert!(text.contains(&format!("└─ covered by index {index}")), "{text}");
-        assert!(text.contains(&format!("   └─ signature {}", Digest::sha256_of(b"isig"))), "{text}");
+        assert!(
+            text.contains(&format!("├─ signature {}", Digest::sha256_of(b"sig"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("└─ covered by index {index}")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("   └─ signature {}", Digest::sha256_of(b"isig"))),
+            "{text}"
+        );
     }
 }

@@ -1,3 +1,4 @@
 //! Subcommands of `signet` other than `serve`: they work on the stores directly.
 
 pub mod attachments;
+pub mod gc;

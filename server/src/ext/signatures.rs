@@ -76,11 +76,7 @@ struct SignatureUpload {
 }
 
 /// Checks an upload against the manifest digest of the URL; returns the signature.
-fn validate(
-    body: &[u8],
-    digest: &Digest,
-    max_content: usize,
-) -> Result<AtomicSignature, ApiError> {
+fn validate(body: &[u8], digest: &Digest, max_content: usize) -> Result<AtomicSignature, ApiError> {
     let invalid = |m: String| ApiError::SignatureInvalid(m);
     let upload: SignatureUpload = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("malformed signature upload: {e}")))?;
@@ -203,8 +199,10 @@ mod tests {
     }
 
     fn body(name: &str, kind: &str, content: &str) -> Vec<u8> {
-        serde_json::to_vec(&json!({"schemaVersion": 2, "name": name, "type": kind, "content": content}))
-            .unwrap()
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "name": name, "type": kind, "content": content}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -232,14 +230,21 @@ mod tests {
         ];
         for case in cases {
             assert!(
-                matches!(validate(&case, &digest(), 1024), Err(ApiError::SignatureInvalid(_))),
+                matches!(
+                    validate(&case, &digest(), 1024),
+                    Err(ApiError::SignatureInvalid(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(&case)
             );
         }
         let big = base64::engine::general_purpose::STANDARD.encode(vec![1u8; 2000]);
         assert!(matches!(
-            validate(&body(&format!("{}@{good_id}", digest()), "atomic", &big), &digest(), 1024),
+            validate(
+                &body(&format!("{}@{good_id}", digest()), "atomic", &big),
+                &digest(),
+                1024
+            ),
             Err(ApiError::SignatureTooLarge { .. })
         ));
     }

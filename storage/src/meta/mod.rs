@@ -157,8 +157,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
 
     /// Size of `digest` if the repository may serve it.
-    async fn blob_in_repository(&self, repo: &RepoName, digest: &Digest)
-        -> StorageResult<Option<u64>>;
+    async fn blob_in_repository(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StorageResult<Option<u64>>;
     /// Size of `digest` if any repository holds it.
     async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>>;
     /// Records the blob and lets the repository serve it (creating the repository).
@@ -185,8 +188,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     ) -> StorageResult<Vec<Digest>>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;
     /// Tags in lexical order; `None` when the repository does not exist.
-    async fn list_tags(&self, repo: &RepoName, page: Page<'_>)
-        -> StorageResult<Option<Vec<String>>>;
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<String>>>;
     /// Referrers of `subject`: manifests whose `subject` it is, entries of its fallback
     /// tag, and with `include_tag_attachments` its cosign tag attachments.
     async fn list_referrers(
@@ -238,6 +244,58 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_upload(&self, id: &str) -> StorageResult<bool>;
     /// Sessions not touched since `cutoff` (unix seconds).
     async fn uploads_idle_since(&self, cutoff: i64) -> StorageResult<Vec<UploadSession>>;
+
+    // Garbage collection and the protocol that keeps it safe beside pushes (`crate::gc`).
+
+    /// Links a blob the registry already holds into `repo` (a cross-repository mount),
+    /// touching its row and link. `None` when no blob row exists;
+    /// [`StorageError::BlobBeingDeleted`] while GC deletes it.
+    async fn mount_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<Option<u64>>;
+    /// Pins `digest` for an upload about to move verified bytes to their address: GC
+    /// deletes no pinned blob. [`StorageError::BlobBeingDeleted`] while GC deletes it.
+    async fn pin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
+    async fn unpin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
+    /// Takes (or renews) the collector's lease for `ttl_secs`. False when another holder
+    /// has it.
+    async fn gc_acquire(&self, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
+    async fn gc_release(&self, holder: &str) -> StorageResult<()>;
+    /// Marks and sweeps the metadata in one write transaction (rolled back for a dry
+    /// run): unreachable manifests, unreferenced repository links, then unreferenced
+    /// blob rows, each replaced by a tombstone (see [`MetadataStore::blob_deletions`]).
+    async fn gc_sweep(&self, plan: &GcPlan) -> StorageResult<GcSweep>;
+    /// Tombstones: blobs whose rows GC deleted and whose bytes may still exist.
+    async fn blob_deletions(&self) -> StorageResult<Vec<Digest>>;
+    /// Removes a tombstone once the bytes are gone.
+    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()>;
+}
+
+/// What [`MetadataStore::gc_sweep`] is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcPlan {
+    /// Unix seconds: manifests, links and blobs created or touched at or after it are
+    /// kept (the grace period).
+    pub cutoff: i64,
+    /// Collect manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// An attachment tag (`sha256-<hex>.sig`, a referrers fallback tag) whose subject is
+    /// a manifest of the repository is no root of its own: it lives and dies with its
+    /// subject. False makes every tag a root.
+    pub attachments_follow_subject: bool,
+    /// Pins older than this (unix seconds) are left by a crash: ignored and removed.
+    pub stale_pin_cutoff: i64,
+    /// Decide, report, and roll back.
+    pub dry_run: bool,
+}
+
+/// What [`MetadataStore::gc_sweep`] removed (or would remove).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcSweep {
+    /// (repository, manifest)
+    pub manifests: Vec<(String, Digest)>,
+    /// (repository, blob): links no manifest of the repository references.
+    pub links: Vec<(String, Digest)>,
+    /// (blob, size): rows now replaced by tombstones.
+    pub blobs: Vec<(Digest, u64)>,
 }
 
 /// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`), running

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    now, AtomicSignature, AttachmentRecord, ManifestPut, MetadataStore, Page, Referrer,
-    SignatureStored, StoredManifest, UploadSession,
+    now, AtomicSignature, AttachmentRecord, GcPlan, GcSweep, ManifestPut, MetadataStore, Page,
+    Referrer, SignatureStored, StoredManifest, UploadSession,
 };
 use crate::attachments::{classify, AttachmentKind, AttachmentSource, AttachmentTag};
 use crate::blobs::StagedPart;
@@ -42,7 +42,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attachments",
         include_str!("../../migrations/sqlite/0003_attachments.sql"),
     ),
+    (4, "gc", include_str!("../../migrations/sqlite/0004_gc.sql")),
 ];
+
+/// Transactions that read before they write start with the write lock: with another
+/// process writing the same database (`signet gc` beside the server), a deferred one
+/// would fail at its first write (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 /// Migrations compiled into the binary, so no file layout is needed at run time.
 #[derive(Debug)]
@@ -106,23 +112,29 @@ impl SqliteMetadata {
     }
 
     async fn repo_id(&self, repo: &RepoName) -> StorageResult<Option<i64>> {
-        Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-            .bind(repo.as_str())
-            .fetch_optional(&self.readers)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+                .bind(repo.as_str())
+                .fetch_optional(&self.readers)
+                .await?,
+        )
     }
 }
 
 async fn ensure_repo(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> StorageResult<i64> {
-    sqlx::query("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
-        .bind(repo.as_str())
-        .bind(now())
-        .execute(&mut **tx)
-        .await?;
-    Ok(sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
-        .bind(repo.as_str())
-        .fetch_one(&mut **tx)
-        .await?)
+    sqlx::query(
+        "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+    )
+    .bind(repo.as_str())
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(
+        sqlx::query_scalar("SELECT id FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_one(&mut **tx)
+            .await?,
+    )
 }
 
 fn parse_digest(s: &str) -> StorageResult<Digest> {
@@ -158,13 +170,15 @@ impl MetadataStore for SqliteMetadata {
     }
 
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+        Ok(
+            sqlx::query_scalar(
+                "SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?",
+            )
+            .bind(page.last.unwrap_or(""))
+            .bind(page_limit(&page))
+            .fetch_all(&self.readers)
+            .await?,
         )
-        .bind(page.last.unwrap_or(""))
-        .bind(page_limit(&page))
-        .fetch_all(&self.readers)
-        .await?)
     }
 
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool> {
@@ -200,14 +214,18 @@ impl MetadataStore for SqliteMetadata {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()> {
         let mut tx = self.writer.begin().await?;
         let repo_id = ensure_repo(&mut tx, repo).await?;
+        // GC removed the row and is deleting the bytes: refuse (dropping `tx` rolls back).
+        refuse_tombstoned(&mut tx, digest).await?;
         let at = now();
-        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING")
+        // A re-link touches the row and the link: a blob just pushed again is inside the
+        // GC grace period.
+        sqlx::query("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO UPDATE SET created_at = excluded.created_at")
             .bind(digest.to_string())
             .bind(size as i64)
             .bind(at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+        sqlx::query("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET created_at = excluded.created_at")
             .bind(repo_id)
             .bind(digest.to_string())
             .bind(at)
@@ -273,7 +291,7 @@ impl MetadataStore for SqliteMetadata {
         sqlx::query(
             "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, subject, annotations, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT(repository_id, digest) DO NOTHING",
+             ON CONFLICT(repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo_id)
         .bind(&digest)
@@ -317,13 +335,12 @@ impl MetadataStore for SqliteMetadata {
             row.insert(&mut tx, repo_id, at).await?;
         }
         if let Some(tag) = &put.tag {
-            let current: Option<String> = sqlx::query_scalar(
-                "SELECT digest FROM tags WHERE repository_id = ? AND name = ?",
-            )
-            .bind(repo_id)
-            .bind(tag.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repository_id = ? AND name = ?")
+                    .bind(repo_id)
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some(condition) = &put.condition {
                 condition.check(current.as_deref())?;
             }
@@ -396,7 +413,7 @@ impl MetadataStore for SqliteMetadata {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(Vec::new());
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let mut doomed = vec![digest.to_string()];
         let mut next = 0;
         // Attachments of attachments go too: walk the attachment edges breadth-first.
@@ -581,7 +598,7 @@ impl MetadataStore for SqliteMetadata {
         expected_size: u64,
         part: &StagedPart,
     ) -> StorageResult<UploadSession> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let row = sqlx::query("SELECT * FROM uploads WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -597,13 +614,18 @@ impl MetadataStore for SqliteMetadata {
         session.parts.push(part.clone());
         session.size += part.size;
         session.updated_at = now();
-        sqlx::query("UPDATE uploads SET committed_size = ?, parts = ?, updated_at = ? WHERE id = ?")
-            .bind(session.size as i64)
-            .bind(serde_json::to_string(&session.parts).map_err(|e| StorageError::Other(e.to_string()))?)
-            .bind(session.updated_at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE uploads SET committed_size = ?, parts = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(session.size as i64)
+        .bind(
+            serde_json::to_string(&session.parts)
+                .map_err(|e| StorageError::Other(e.to_string()))?,
+        )
+        .bind(session.updated_at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(session)
     }
@@ -624,6 +646,182 @@ impl MetadataStore for SqliteMetadata {
             .iter()
             .map(upload_from_row)
             .collect()
+    }
+
+    async fn mount_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<Option<u64>> {
+        // IMMEDIATE: this transaction reads before it writes, and another process (`signet
+        // gc`) may write in between.
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        refuse_tombstoned(&mut tx, digest).await?;
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(size) = size else {
+            return Ok(None);
+        };
+        let repo_id = ensure_repo(&mut tx, repo).await?;
+        let at = now();
+        sqlx::query("UPDATE blobs SET created_at = ? WHERE digest = ?")
+            .bind(at)
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO repository_blobs (repository_id, digest, created_at) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET created_at = excluded.created_at")
+            .bind(repo_id)
+            .bind(digest.to_string())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(size as u64))
+    }
+
+    async fn pin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()> {
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        refuse_tombstoned(&mut tx, digest).await?;
+        sqlx::query("INSERT INTO blob_pins (digest, token, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
+            .bind(digest.to_string())
+            .bind(token)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn unpin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()> {
+        sqlx::query("DELETE FROM blob_pins WHERE digest = ? AND token = ?")
+            .bind(digest.to_string())
+            .bind(token)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn gc_acquire(&self, holder: &str, ttl_secs: i64) -> StorageResult<bool> {
+        let at = now();
+        let done = sqlx::query(
+            "INSERT INTO gc_lease (id, holder, expires_at) VALUES (1, ?, ?)
+             ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+              WHERE gc_lease.holder = excluded.holder OR gc_lease.expires_at < ?",
+        )
+        .bind(holder)
+        .bind(at + ttl_secs)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn gc_release(&self, holder: &str) -> StorageResult<()> {
+        sqlx::query("DELETE FROM gc_lease WHERE holder = ?")
+            .bind(holder)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn gc_sweep(&self, plan: &GcPlan) -> StorageResult<GcSweep> {
+        // One write transaction: while it runs no push can make anything it decides on
+        // reachable, and everything pushed after it sees its effects (a blob link is
+        // checked by the manifest PUT's own transaction, tombstones by every link).
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let mut sweep = GcSweep::default();
+        let repos: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, name FROM repositories ORDER BY name")
+                .fetch_all(&mut *tx)
+                .await?;
+        let names: std::collections::HashMap<i64, String> = repos.iter().cloned().collect();
+
+        if plan.delete_untagged {
+            for (repo_id, name) in &repos {
+                let doomed: Vec<String> = sqlx::query_scalar(UNREACHABLE_MANIFESTS)
+                    .bind(repo_id)
+                    .bind(plan.cutoff)
+                    .bind(plan.attachments_follow_subject)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for digest in doomed {
+                    // Edges, attachment rows, atomic signatures and tags go with it.
+                    sqlx::query("DELETE FROM manifests WHERE repository_id = ? AND digest = ?")
+                        .bind(repo_id)
+                        .bind(&digest)
+                        .execute(&mut *tx)
+                        .await?;
+                    sweep.manifests.push((name.clone(), parse_digest(&digest)?));
+                }
+            }
+        }
+
+        // Links no manifest of their repository references: pushed or mounted, never used
+        // (or used by manifests since deleted).
+        let links: Vec<(i64, String)> = sqlx::query_as(
+            "DELETE FROM repository_blobs AS rb
+              WHERE rb.created_at < ?
+                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
+                                 WHERE mb.repository_id = rb.repository_id AND mb.blob_digest = rb.digest)
+             RETURNING repository_id, digest",
+        )
+        .bind(plan.cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (repo_id, digest) in links {
+            let name = names.get(&repo_id).cloned().unwrap_or_default();
+            sweep.links.push((name, parse_digest(&digest)?));
+        }
+        sweep.links.sort();
+
+        sqlx::query("DELETE FROM blob_pins WHERE created_at < ?")
+            .bind(plan.stale_pin_cutoff)
+            .execute(&mut *tx)
+            .await?;
+        // Blob rows nothing references, old enough, and not being placed by an upload:
+        // each becomes a tombstone in the same transaction.
+        let blobs: Vec<(String, i64)> = sqlx::query_as(
+            "DELETE FROM blobs AS b
+              WHERE b.created_at < ?
+                AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
+                AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
+             RETURNING digest, size",
+        )
+        .bind(plan.cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let at = now();
+        for (digest, size) in blobs {
+            sqlx::query("INSERT INTO blob_deletions (digest, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                .bind(&digest)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            sweep.blobs.push((parse_digest(&digest)?, size as u64));
+        }
+        sweep.blobs.sort();
+
+        if plan.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(sweep)
+    }
+
+    async fn blob_deletions(&self) -> StorageResult<Vec<Digest>> {
+        let digests: Vec<String> =
+            sqlx::query_scalar("SELECT digest FROM blob_deletions ORDER BY digest")
+                .fetch_all(&self.writer)
+                .await?;
+        digests.iter().map(|d| parse_digest(d)).collect()
+    }
+
+    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()> {
+        sqlx::query("DELETE FROM blob_deletions WHERE digest = ?")
+            .bind(digest.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
     }
 
     async fn list_atomic_signatures(
@@ -656,7 +854,7 @@ impl MetadataStore for SqliteMetadata {
         manifest: &Digest,
         signature: &AtomicSignature,
     ) -> StorageResult<SignatureStored> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let repo_id: i64 = sqlx::query_scalar(
             "SELECT r.id FROM repositories r JOIN manifests m ON m.repository_id = r.id
               WHERE r.name = ? AND m.digest = ?",
@@ -722,7 +920,7 @@ impl MetadataStore for SqliteMetadata {
         let Some(repo_id) = self.repo_id(repo).await? else {
             return Ok(false);
         };
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
         let content: Option<Vec<u8>> = sqlx::query_scalar(
             "DELETE FROM atomic_signatures
               WHERE repository_id = ? AND manifest_digest = ? AND signature_id = ?
@@ -750,6 +948,49 @@ impl MetadataStore for SqliteMetadata {
     }
 }
 
+/// Manifests of repository `?1` that nothing keeps: not reachable from a root (a tag,
+/// or a manifest created at or after `?2`) through index children and attachments of
+/// live subjects (the attachment itself and the manifest carrying the index row, e.g. a
+/// referrers fallback index). With `?3`, an attachment tag whose subject is a manifest of
+/// the repository is no root: it follows its subject.
+const UNREACHABLE_MANIFESTS: &str = "
+WITH RECURSIVE live(digest) AS (
+    SELECT t.digest FROM tags t
+     WHERE t.repository_id = ?1
+       AND NOT (?3 AND EXISTS (
+           SELECT 1 FROM attachments a
+             JOIN manifests s ON s.repository_id = a.repository_id AND s.digest = a.subject
+            WHERE a.repository_id = ?1 AND a.tag = t.name
+              AND a.source IN ('tag', 'fallback-tag')))
+    UNION
+    SELECT digest FROM manifests WHERE repository_id = ?1 AND created_at >= ?2
+    UNION
+    SELECT c.child_digest FROM manifest_children c JOIN live l ON c.index_digest = l.digest
+     WHERE c.repository_id = ?1
+    UNION
+    SELECT a.attachment FROM attachments a JOIN live l ON a.subject = l.digest
+     WHERE a.repository_id = ?1
+    UNION
+    SELECT a.carrier FROM attachments a JOIN live l ON a.subject = l.digest
+     WHERE a.repository_id = ?1
+)
+SELECT digest FROM manifests
+ WHERE repository_id = ?1 AND digest NOT IN (SELECT digest FROM live)
+ ORDER BY digest";
+
+/// Fails with [`StorageError::BlobBeingDeleted`] while a tombstone names `digest`.
+async fn refuse_tombstoned(tx: &mut Transaction<'_, Sqlite>, digest: &Digest) -> StorageResult<()> {
+    let tombstone: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM blob_deletions WHERE digest = ?")
+            .bind(digest.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+    match tombstone {
+        Some(_) => Err(StorageError::BlobBeingDeleted(digest.clone())),
+        None => Ok(()),
+    }
+}
+
 /// One row of the attachment index, before it is written.
 struct AttachmentRow<'a> {
     subject: &'a Digest,
@@ -763,7 +1004,12 @@ struct AttachmentRow<'a> {
 }
 
 impl AttachmentRow<'_> {
-    async fn insert(&self, tx: &mut Transaction<'_, Sqlite>, repo_id: i64, at: i64) -> StorageResult<()> {
+    async fn insert(
+        &self,
+        tx: &mut Transaction<'_, Sqlite>,
+        repo_id: i64,
+        at: i64,
+    ) -> StorageResult<()> {
         sqlx::query(
             "INSERT INTO attachments (repository_id, subject, attachment, kind, source, format, artifact_type, tag, carrier, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

@@ -176,7 +176,11 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
 async fn referrers(db: &dyn MetadataStore) {
     let r = repo("suite/referrers");
     let subject = Digest::sha256_of(b"subject not pushed yet");
-    assert!(db.list_referrers(&r, &subject, true).await.unwrap().is_empty());
+    assert!(db
+        .list_referrers(&r, &subject, true)
+        .await
+        .unwrap()
+        .is_empty());
     let sig = manifest("{\"sig\":1}", Some(&subject));
     let sbom = manifest("{\"sbom\":1}", Some(&subject));
     for m in [&sig, &sbom] {
@@ -199,7 +203,10 @@ async fn referrers(db: &dyn MetadataStore) {
     assert_eq!(one.artifact_type.as_deref(), Some("application/x-test"));
     assert_eq!(one.annotations.get("k").map(String::as_str), Some("v"));
     db.delete_manifest(&r, &sig.digest, true).await.unwrap();
-    assert_eq!(db.list_referrers(&r, &subject, true).await.unwrap().len(), 1);
+    assert_eq!(
+        db.list_referrers(&r, &subject, true).await.unwrap().len(),
+        1
+    );
 }
 
 async fn pagination(db: &dyn MetadataStore) {
@@ -219,7 +226,10 @@ async fn pagination(db: &dyn MetadataStore) {
     }
     let page = |last, limit| Page { last, limit };
     assert_eq!(
-        db.list_tags(&r, page(None, Some(2))).await.unwrap().unwrap(),
+        db.list_tags(&r, page(None, Some(2)))
+            .await
+            .unwrap()
+            .unwrap(),
         vec!["B", "a"]
     );
     assert_eq!(
@@ -230,10 +240,16 @@ async fn pagination(db: &dyn MetadataStore) {
         vec!["a1", "b"]
     );
     assert_eq!(
-        db.list_tags(&r, page(Some("c"), None)).await.unwrap().unwrap(),
+        db.list_tags(&r, page(Some("c"), None))
+            .await
+            .unwrap()
+            .unwrap(),
         Vec::<String>::new()
     );
-    let repos = db.list_repositories(page(Some("suite/"), None)).await.unwrap();
+    let repos = db
+        .list_repositories(page(Some("suite/"), None))
+        .await
+        .unwrap();
     assert!(repos.windows(2).all(|w| w[0] < w[1]));
     assert!(repos.contains(&"suite/pages".to_string()));
     let first = db.list_repositories(page(None, Some(1))).await.unwrap();
@@ -296,35 +312,55 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
     })
     .await
     .unwrap();
-    assert!(db.list_atomic_signatures(&r, &m.digest).await.unwrap().is_empty());
+    assert!(db
+        .list_atomic_signatures(&r, &m.digest)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        db.put_atomic_signature(&r, &m.digest, &first).await.unwrap(),
+        db.put_atomic_signature(&r, &m.digest, &first)
+            .await
+            .unwrap(),
         SignatureStored::Created
     );
     assert_eq!(
-        db.put_atomic_signature(&r, &m.digest, &first).await.unwrap(),
+        db.put_atomic_signature(&r, &m.digest, &first)
+            .await
+            .unwrap(),
         SignatureStored::AlreadyPresent
     );
     assert!(matches!(
-        db.put_atomic_signature(&r, &m.digest, &sig(&"a".repeat(32), b"other")).await,
+        db.put_atomic_signature(&r, &m.digest, &sig(&"a".repeat(32), b"other"))
+            .await,
         Err(StorageError::Conflict(_))
     ));
     let second = sig(&"0".repeat(32), b"second");
-    db.put_atomic_signature(&r, &m.digest, &second).await.unwrap();
+    db.put_atomic_signature(&r, &m.digest, &second)
+        .await
+        .unwrap();
     assert_eq!(
         db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
         vec![first.clone(), second.clone()],
         "in the order they were added"
     );
-    assert!(db.delete_atomic_signature(&r, &m.digest, &first.id).await.unwrap());
-    assert!(!db.delete_atomic_signature(&r, &m.digest, &first.id).await.unwrap());
+    assert!(db
+        .delete_atomic_signature(&r, &m.digest, &first.id)
+        .await
+        .unwrap());
+    assert!(!db
+        .delete_atomic_signature(&r, &m.digest, &first.id)
+        .await
+        .unwrap());
     assert_eq!(
         db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
         vec![second]
     );
     db.delete_manifest(&r, &m.digest, true).await.unwrap();
     assert!(
-        db.list_atomic_signatures(&r, &m.digest).await.unwrap().is_empty(),
+        db.list_atomic_signatures(&r, &m.digest)
+            .await
+            .unwrap()
+            .is_empty(),
         "signatures go with their manifest"
     );
 }
@@ -352,13 +388,18 @@ async fn attachment_index(db: &dyn MetadataStore) {
     db.put_manifest(&put(&r, &index, &[&image.digest], Some("v1")))
         .await
         .unwrap();
-    assert_eq!(db.parents_of(&r, &image.digest).await.unwrap(), vec![index.digest.clone()]);
+    assert_eq!(
+        db.parents_of(&r, &image.digest).await.unwrap(),
+        vec![index.digest.clone()]
+    );
     assert!(db.parents_of(&r, &index.digest).await.unwrap().is_empty());
 
     // A cosign .sig tag on the index, then appended (the tag moves).
     let sig1 = manifest("{\"sig\":\"one\"}", None);
     let sig_tag = cosign_tag(&index.digest, "sig");
-    db.put_manifest(&put(&r, &sig1, &[], Some(&sig_tag))).await.unwrap();
+    db.put_manifest(&put(&r, &sig1, &[], Some(&sig_tag)))
+        .await
+        .unwrap();
     let listed = db.list_attachments(&r, &index.digest).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].attachment, sig1.digest);
@@ -367,12 +408,25 @@ async fn attachment_index(db: &dyn MetadataStore) {
     assert_eq!(listed[0].tag.as_deref(), Some(sig_tag.as_str()));
     let referrers = db.list_referrers(&r, &index.digest, true).await.unwrap();
     assert_eq!(referrers.len(), 1);
-    assert_eq!(referrers[0].artifact_type.as_deref(), Some(COSIGN_SIG_ARTIFACT));
-    assert!(db.list_referrers(&r, &index.digest, false).await.unwrap().is_empty());
+    assert_eq!(
+        referrers[0].artifact_type.as_deref(),
+        Some(COSIGN_SIG_ARTIFACT)
+    );
+    assert!(db
+        .list_referrers(&r, &index.digest, false)
+        .await
+        .unwrap()
+        .is_empty());
     let sig2 = manifest("{\"sig\":\"two\"}", None);
-    db.put_manifest(&put(&r, &sig2, &[], Some(&sig_tag))).await.unwrap();
+    db.put_manifest(&put(&r, &sig2, &[], Some(&sig_tag)))
+        .await
+        .unwrap();
     let listed = db.list_attachments(&r, &index.digest).await.unwrap();
-    assert_eq!(listed.len(), 1, "the tag moved: only its new target is attached");
+    assert_eq!(
+        listed.len(),
+        1,
+        "the tag moved: only its new target is attached"
+    );
     assert_eq!(listed[0].attachment, sig2.digest);
 
     // An SBOM by subject on the platform manifest, and an attestation on the SBOM.
@@ -415,10 +469,19 @@ async fn attachment_index(db: &dyn MetadataStore) {
     assert_eq!(via_fallback.len(), 1);
     assert_eq!(via_fallback[0].attachment, bundle.digest);
     assert_eq!(via_fallback[0].kind, AttachmentKind::Signature);
-    assert_eq!(db.list_referrers(&r, &image.digest, false).await.unwrap().len(), 2);
+    assert_eq!(
+        db.list_referrers(&r, &image.digest, false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // Deleting the fallback tag forgets those entries.
     db.delete_tag(&r, &tag(&fallback_tag)).await.unwrap();
-    assert_eq!(db.list_attachments(&r, &image.digest).await.unwrap().len(), 1);
+    assert_eq!(
+        db.list_attachments(&r, &image.digest).await.unwrap().len(),
+        1
+    );
 
     // An atomic signature is an attachment too.
     db.put_atomic_signature(
@@ -442,7 +505,10 @@ async fn attachment_index(db: &dyn MetadataStore) {
     assert_eq!(atomic[0].format, "atomic");
     assert_eq!(atomic[0].attachment, Digest::sha256_of(b"gpg"));
     assert_eq!(
-        db.list_referrers(&r, &image.digest, true).await.unwrap().len(),
+        db.list_referrers(&r, &image.digest, true)
+            .await
+            .unwrap()
+            .len(),
         1,
         "atomic signatures are not manifests: not referrers"
     );
@@ -452,7 +518,11 @@ async fn attachment_index(db: &dyn MetadataStore) {
     assert!(deleted.contains(&image.digest));
     assert!(deleted.contains(&sbom.digest));
     assert!(deleted.contains(&att.digest));
-    assert!(db.list_attachments(&r, &image.digest).await.unwrap().is_empty());
+    assert!(db
+        .list_attachments(&r, &image.digest)
+        .await
+        .unwrap()
+        .is_empty());
     // Deleting an attachment never touches its subject; keeping attachments is possible.
     assert_eq!(
         db.delete_manifest(&r, &sig2.digest, true).await.unwrap(),
@@ -464,7 +534,9 @@ async fn attachment_index(db: &dyn MetadataStore) {
         .unwrap()
         .is_some());
     let sig3 = manifest("{\"sig\":\"three\"}", None);
-    db.put_manifest(&put(&r, &sig3, &[], Some(&sig_tag))).await.unwrap();
+    db.put_manifest(&put(&r, &sig3, &[], Some(&sig_tag)))
+        .await
+        .unwrap();
     assert_eq!(
         db.delete_manifest(&r, &index.digest, false).await.unwrap(),
         vec![index.digest.clone()]
@@ -486,20 +558,25 @@ async fn tag_conditions(db: &dyn MetadataStore) {
     };
     // If-Match on a tag that does not exist fails; If-None-Match: * succeeds once.
     assert!(matches!(
-        db.put_manifest(&conditional(&a, TagCondition::PointsAt(vec![]))).await,
+        db.put_manifest(&conditional(&a, TagCondition::PointsAt(vec![])))
+            .await,
         Err(StorageError::PreconditionFailed(_))
     ));
     db.put_manifest(&conditional(&a, TagCondition::NotAt(vec![])))
         .await
         .unwrap();
     assert!(matches!(
-        db.put_manifest(&conditional(&b, TagCondition::NotAt(vec![]))).await,
+        db.put_manifest(&conditional(&b, TagCondition::NotAt(vec![])))
+            .await,
         Err(StorageError::PreconditionFailed(_))
     ));
     // A signer who read `b` as current loses against one who read `a`.
     assert!(matches!(
-        db.put_manifest(&conditional(&b, TagCondition::PointsAt(vec![b.digest.clone()])))
-            .await,
+        db.put_manifest(&conditional(
+            &b,
+            TagCondition::PointsAt(vec![b.digest.clone()])
+        ))
+        .await,
         Err(StorageError::PreconditionFailed(_))
     ));
     let current = db
@@ -508,9 +585,12 @@ async fn tag_conditions(db: &dyn MetadataStore) {
         .unwrap()
         .unwrap();
     assert_eq!(current.digest, a.digest, "a failed condition moves nothing");
-    db.put_manifest(&conditional(&b, TagCondition::PointsAt(vec![a.digest.clone()])))
-        .await
-        .unwrap();
+    db.put_manifest(&conditional(
+        &b,
+        TagCondition::PointsAt(vec![a.digest.clone()]),
+    ))
+    .await
+    .unwrap();
     let current = db
         .get_manifest(&r, &Reference::Tag(tag("t")))
         .await
