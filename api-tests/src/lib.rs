@@ -194,17 +194,56 @@ pub fn require_tool(name: &str) -> PathBuf {
         })
 }
 
-/// Runs a command, panicking with its output when it fails; returns stdout.
+/// How long one client command may run before its test fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs a command with no input, bounded by [`COMMAND_TIMEOUT`], panicking with its
+/// output when it fails or hangs; returns stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let started = std::time::Instant::now();
+    // Files, not pipes: a chatty client can never block on a full pipe.
+    let out_file = tempfile::NamedTempFile::new().expect("stdout file");
+    let err_file = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out_file.reopen().expect("stdout file"))
+        .stderr(err_file.reopen().expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for command") {
+            break Some(status);
+        }
+        if started.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = std::fs::read_to_string(out_file.path()).unwrap_or_default();
+    let err = std::fs::read_to_string(err_file.path()).unwrap_or_default();
+    match status {
+        Some(s) if s.success() => out,
+        Some(s) => panic!("{cmd:?} failed ({s}):\nstdout:\n{out}\nstderr:\n{err}"),
+        None => {
+            panic!("{cmd:?} timed out after {COMMAND_TIMEOUT:?}:\nstdout:\n{out}\nstderr:\n{err}")
+        }
+    }
+}
+
+/// Panics with a clear message when a Python module a test drives is missing.
+pub fn require_python_module(module: &str) {
+    require_tool("python3");
+    let import = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .expect("python3");
     assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        import.status.success(),
+        "the Python module {module} is not installed; run the README's test command, which installs it:\n{}",
+        String::from_utf8_lossy(&import.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Random bytes for test blobs.

@@ -3,46 +3,14 @@
 //! library pushing SBOMs, each with a `subject`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::{error_code, get, push_image, OCI_INDEX, OCI_MANIFEST};
-use signet_api_tests::{client, require_tool, sha256, Registry};
+use signet_api_tests::{client, require_tool, run, sha256, Registry};
 
 const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn run_bounded(cmd: &mut Command) -> String {
-    let started = Instant::now();
-    let out_file = tempfile::NamedTempFile::new().unwrap();
-    let err_file = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_file.reopen().unwrap())
-        .stderr(err_file.reopen().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = std::fs::read_to_string(out_file.path()).unwrap_or_default();
-    let err = std::fs::read_to_string(err_file.path()).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => out,
-        Some(s) => panic!("{cmd:?} failed ({s}):\nstdout:\n{out}\nstderr:\n{err}"),
-        None => panic!("{cmd:?} timed out:\nstdout:\n{out}\nstderr:\n{err}"),
-    }
-}
 
 /// `api-tests/js`, where `scripts/install-test-deps.sh` installs the npm clients.
 fn js_dir() -> PathBuf {
@@ -138,7 +106,7 @@ async fn sigstore_js_attaches_bundles_as_referrers_without_a_fallback_tag() {
         if let Some(p) = predicate {
             cmd.arg(p);
         }
-        let out = run_bounded(&mut cmd);
+        let out = run(&mut cmd);
         let descriptor: Value = serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("@sigstore/oci output {out:?}: {e}"));
         // Signet answered the manifest PUT with OCI-Subject: the library saw it.
@@ -239,16 +207,7 @@ print(json.dumps(out))
 
 #[tokio::test]
 async fn oras_sboms_with_a_subject_are_referrers_and_sboms_in_coverage() {
-    require_tool("python3");
-    let import = Command::new("python3")
-        .args(["-c", "import oras.client"])
-        .output()
-        .expect("python3");
-    assert!(
-        import.status.success(),
-        "the oras Python package is not installed (scripts/install-test-deps.sh installs it):\n{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    signet_api_tests::require_python_module("oras.client");
     let r = Registry::start();
     let c = client();
     let repo = "oras/sbom";
@@ -263,15 +222,13 @@ async fn oras_sboms_with_a_subject_are_referrers_and_sboms_in_coverage() {
     std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
     std::fs::write(dir.path().join("empty.json"), b"{}").unwrap();
     std::fs::write(dir.path().join("push.py"), ORAS_SBOM_SCRIPT).unwrap();
-    let out = run_bounded(
-        Command::new("python3")
-            .current_dir(dir.path())
-            .arg("push.py")
-            .arg(&r.host)
-            .arg(repo)
-            .arg(&digest)
-            .arg(image.len().to_string()),
-    );
+    let out = run(Command::new("python3")
+        .current_dir(dir.path())
+        .arg("push.py")
+        .arg(&r.host)
+        .arg(repo)
+        .arg(&digest)
+        .arg(image.len().to_string()));
     let out: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("oras script output {out:?}: {e}"));
     let pushed = [

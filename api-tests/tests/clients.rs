@@ -8,7 +8,6 @@
 //! plain HTTP on loopback (`--tls-verify=false`, `--insecure-registry`), podman and
 //! buildah on their own vfs store, dockerd with networking switched off.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,59 +15,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signet_api_tests::oci::{self, OCI_INDEX, OCI_MANIFEST};
-use signet_api_tests::{client, random_bytes, require_tool, sha256, Registry};
+use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// The longest any single client command may take before the test fails.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
-
-// ---------------------------------------------------------------------------------
-// Running client commands with a time bound
-// ---------------------------------------------------------------------------------
-
-/// Runs a command with a time limit, panicking with its output when it fails or hangs;
-/// returns stdout.
-fn run_bounded(cmd: &mut Command) -> String {
-    let started = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for client") {
-            break Some(status);
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = stdout.join().unwrap_or_default();
-    let err = stderr.join().unwrap_or_default();
-    match status {
-        Some(s) if s.success() => out,
-        Some(s) => panic!("{cmd:?} failed ({s}):\nstdout:\n{out}\nstderr:\n{err}"),
-        None => {
-            panic!("{cmd:?} timed out after {COMMAND_TIMEOUT:?}:\nstdout:\n{out}\nstderr:\n{err}")
-        }
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
 
 /// Signet's log with the terminal colour codes removed.
 fn plain_log(registry: &Registry) -> String {
@@ -147,22 +97,20 @@ fn umoci() -> Command {
 /// Builds an image `layout:tag` with umoci: one layer per file, then the platform.
 fn umoci_image(layout: &Path, tag: &str, arch: &str, files: &[(&str, &[u8])]) {
     if !layout.join("index.json").exists() {
-        run_bounded(umoci().arg("init").arg("--layout").arg(layout));
+        run(umoci().arg("init").arg("--layout").arg(layout));
     }
     let image = format!("{}:{tag}", layout.display());
-    run_bounded(umoci().args(["new", "--image", &image]));
+    run(umoci().args(["new", "--image", &image]));
     let staging = tempfile::tempdir().unwrap();
     for (name, bytes) in files {
         let src = staging.path().join(name);
         std::fs::write(&src, bytes).unwrap();
-        run_bounded(
-            umoci()
-                .args(["insert", "--image", &image])
-                .arg(&src)
-                .arg(format!("/{name}")),
-        );
+        run(umoci()
+            .args(["insert", "--image", &image])
+            .arg(&src)
+            .arg(format!("/{name}")));
     }
-    run_bounded(umoci().args([
+    run(umoci().args([
         "config",
         "--image",
         &image,
@@ -337,12 +285,10 @@ async fn skopeo_copies_a_single_platform_image_through_signet_unchanged() {
     let source_manifest = layout_blob(&src, &source_digest);
 
     let dest = format!("docker://{}/skopeo/single:v1", registry.host);
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:v1", src.display()))
-            .arg(&dest),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", src.display()))
+        .arg(&dest));
 
     // The registry serves the very bytes skopeo read from the layout.
     let (digest, manifest) = registry_manifest(&registry, "skopeo/single", "v1").await;
@@ -356,23 +302,19 @@ async fn skopeo_copies_a_single_platform_image_through_signet_unchanged() {
             layout_blob(&src, blob)
         );
     }
-    let inspect: Value = serde_json::from_str(&run_bounded(
-        skopeo(dir.path())
-            .args(["inspect", "--tls-verify=false"])
-            .arg(&dest),
-    ))
+    let inspect: Value = serde_json::from_str(&run(skopeo(dir.path())
+        .args(["inspect", "--tls-verify=false"])
+        .arg(&dest)))
     .unwrap();
     assert_eq!(inspect["Digest"], source_digest.as_str());
     assert_eq!(inspect["Architecture"], "amd64");
 
     // And back into a fresh layout: same manifest digest, same blobs.
     let out = dir.path().join("out");
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
-            .arg(&dest)
-            .arg(format!("oci:{}:back", out.display())),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--preserve-digests", "--src-tls-verify=false"])
+        .arg(&dest)
+        .arg(format!("oci:{}:back", out.display())));
     let back = layout_ref(&out, "back");
     assert_eq!(back["digest"], source_digest.as_str());
     assert_eq!(layout_blob(&out, &source_digest), source_manifest);
@@ -390,17 +332,15 @@ async fn skopeo_copies_a_multi_platform_index_through_signet_unchanged() {
     let index_bytes = layout_blob(&src, &index_digest);
 
     let dest = format!("docker://{}/skopeo/multi:v1", registry.host);
-    run_bounded(
-        skopeo(dir.path())
-            .args([
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:multi", src.display()))
-            .arg(&dest),
-    );
+    run(skopeo(dir.path())
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:multi", src.display()))
+        .arg(&dest));
 
     // The index and both platform manifests are stored byte for byte.
     let (digest, body) = registry_manifest(&registry, "skopeo/multi", "v1").await;
@@ -417,26 +357,22 @@ async fn skopeo_copies_a_multi_platform_index_through_signet_unchanged() {
             );
         }
     }
-    let raw = run_bounded(
-        skopeo(dir.path())
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(&dest),
-    );
+    let raw = run(skopeo(dir.path())
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(&dest));
     assert_eq!(sha256(raw.as_bytes()), index_digest);
 
     // Back into a fresh layout with --all: the same index and manifests.
     let out = dir.path().join("out");
-    run_bounded(
-        skopeo(dir.path())
-            .args([
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--src-tls-verify=false",
-            ])
-            .arg(&dest)
-            .arg(format!("oci:{}:back", out.display())),
-    );
+    run(skopeo(dir.path())
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
+        .arg(&dest)
+        .arg(format!("oci:{}:back", out.display())));
     let back = layout_ref(&out, "back");
     assert_eq!(back["digest"], index_digest.as_str());
     assert_eq!(back["mediaType"], OCI_INDEX);
@@ -451,19 +387,17 @@ async fn skopeo_copies_a_multi_platform_index_through_signet_unchanged() {
 
     // A single platform copied without --all resolves through Signet's index.
     let arm = dir.path().join("arm");
-    run_bounded(
-        skopeo(dir.path())
-            .args([
-                "--override-arch",
-                "arm64",
-                "--override-os",
-                "linux",
-                "copy",
-                "--src-tls-verify=false",
-            ])
-            .arg(&dest)
-            .arg(format!("oci:{}:arm", arm.display())),
-    );
+    run(skopeo(dir.path())
+        .args([
+            "--override-arch",
+            "arm64",
+            "--override-os",
+            "linux",
+            "copy",
+            "--src-tls-verify=false",
+        ])
+        .arg(&dest)
+        .arg(format!("oci:{}:arm", arm.display())));
     assert_eq!(layout_ref(&arm, "arm")["digest"], child_digests[1].as_str());
 }
 
@@ -484,20 +418,16 @@ async fn skopeo_copies_between_repositories_deletes_and_survives_a_restart() {
         .to_string();
     let first = format!("docker://{}/skopeo/first:v1", registry.host);
     let second = format!("docker://{}/skopeo/second:v1", registry.host);
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--dest-tls-verify=false"])
-            .arg(format!("oci:{}:v1", src.display()))
-            .arg(&first),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", src.display()))
+        .arg(&first));
     // Registry to registry: skopeo mounts the blobs it knows to be in the first
     // repository.
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
-            .arg(&first)
-            .arg(&second),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(&first)
+        .arg(&second));
     let (digest, manifest) = registry_manifest(&registry, "skopeo/second", "v1").await;
     assert_eq!(digest, source_digest);
     for blob in manifest_blobs(&manifest) {
@@ -519,20 +449,16 @@ async fn skopeo_copies_between_repositories_deletes_and_survives_a_restart() {
     let first = format!("docker://{}/skopeo/first:v1", registry.host);
     let second = format!("docker://{}/skopeo/second@{source_digest}", registry.host);
     let out = dir.path().join("out");
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(&second)
-            .arg(format!("oci:{}:v1", out.display())),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(&second)
+        .arg(format!("oci:{}:v1", out.display())));
     assert_eq!(layout_ref(&out, "v1")["digest"], source_digest.as_str());
 
     // skopeo delete removes the manifest from one repository only.
-    run_bounded(
-        skopeo(dir.path())
-            .args(["delete", "--tls-verify=false"])
-            .arg(&second),
-    );
+    run(skopeo(dir.path())
+        .args(["delete", "--tls-verify=false"])
+        .arg(&second));
     let (status, body) = oci::get(
         &client(),
         &registry.v2(&format!("skopeo/second/manifests/{source_digest}")),
@@ -548,11 +474,9 @@ async fn skopeo_copies_between_repositories_deletes_and_survives_a_restart() {
     assert!(!inspect.status.success(), "the deleted image is gone");
     let (digest, _) = registry_manifest(&registry, "skopeo/first", "v1").await;
     assert_eq!(digest, source_digest);
-    run_bounded(
-        skopeo(dir.path())
-            .args(["inspect", "--tls-verify=false"])
-            .arg(&first),
-    );
+    run(skopeo(dir.path())
+        .args(["inspect", "--tls-verify=false"])
+        .arg(&first));
 }
 
 #[tokio::test]
@@ -578,7 +502,7 @@ async fn concurrent_skopeo_copies_of_one_image_into_one_repository_all_succeed()
             cmd.args(["copy", "--dest-tls-verify=false"])
                 .arg(format!("oci:{}:v1", src.display()))
                 .arg(format!("docker://{}/race/img:t{i}", registry.host));
-            std::thread::spawn(move || run_bounded(&mut cmd))
+            std::thread::spawn(move || run(&mut cmd))
         })
         .collect();
     for copy in copies {
@@ -626,7 +550,7 @@ async fn podman_pushes_and_pulls_back_the_same_image() {
 
     let pusher = dir.path().join("pusher");
     let podman = |store: &Path| containers_tool("podman", store);
-    run_bounded(
+    run(
         // A relative path: podman names the image after it, and the temporary
         // folder's name may hold capitals, which image names must not.
         podman(&pusher)
@@ -634,17 +558,15 @@ async fn podman_pushes_and_pulls_back_the_same_image() {
             .args(["pull", "oci:layout:v1"]),
     );
     let image = format!("{}/podman/img:v1", registry.host);
-    let id = run_bounded(podman(&pusher).args(["images", "-q", "--no-trunc"]));
+    let id = run(podman(&pusher).args(["images", "-q", "--no-trunc"]));
     let id = id.trim();
     assert_eq!(id, source_config, "podman's image id is the config digest");
-    run_bounded(podman(&pusher).args(["tag", id, &image]));
+    run(podman(&pusher).args(["tag", id, &image]));
     let digest_file = dir.path().join("pushed.digest");
-    run_bounded(
-        podman(&pusher)
-            .args(["push", "--tls-verify=false", "--digestfile"])
-            .arg(&digest_file)
-            .arg(&image),
-    );
+    run(podman(&pusher)
+        .args(["push", "--tls-verify=false", "--digestfile"])
+        .arg(&digest_file)
+        .arg(&image));
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
     let pushed = pushed.trim();
 
@@ -666,8 +588,8 @@ async fn podman_pushes_and_pulls_back_the_same_image() {
 
     // A fresh store pulls the same digest and the same image.
     let puller = dir.path().join("puller");
-    run_bounded(podman(&puller).args(["pull", "--tls-verify=false", &image]));
-    let inspect = run_bounded(podman(&puller).args([
+    run(podman(&puller).args(["pull", "--tls-verify=false", &image]));
+    let inspect = run(podman(&puller).args([
         "image",
         "inspect",
         "--format",
@@ -684,19 +606,17 @@ async fn podman_pushes_and_pulls_back_the_same_image() {
     let zstd_registry = Registry::start();
     let zstd_image = format!("{}/podman/img:zstd", zstd_registry.host);
     let digest_file = dir.path().join("zstd.digest");
-    run_bounded(
-        podman(&pusher)
-            .args([
-                "push",
-                "--tls-verify=false",
-                "--compression-format",
-                "zstd",
-                "--digestfile",
-            ])
-            .arg(&digest_file)
-            .arg(&image)
-            .arg(format!("docker://{zstd_image}")),
-    );
+    run(podman(&pusher)
+        .args([
+            "push",
+            "--tls-verify=false",
+            "--compression-format",
+            "zstd",
+            "--digestfile",
+        ])
+        .arg(&digest_file)
+        .arg(&image)
+        .arg(format!("docker://{zstd_image}")));
     let zstd_pushed = std::fs::read_to_string(&digest_file).unwrap();
     let (digest, manifest) = registry_manifest(&zstd_registry, "podman/img", "zstd").await;
     assert_eq!(digest, zstd_pushed.trim());
@@ -714,30 +634,21 @@ async fn podman_pushes_and_pulls_back_the_same_image() {
         .await;
     }
     let zstd_puller = dir.path().join("zstd-puller");
-    run_bounded(podman(&zstd_puller).args(["pull", "--tls-verify=false", &zstd_image]));
-    let id = run_bounded(podman(&zstd_puller).args([
-        "image",
-        "inspect",
-        "--format",
-        "{{.Id}}",
-        &zstd_image,
-    ]));
+    run(podman(&zstd_puller).args(["pull", "--tls-verify=false", &zstd_image]));
+    let id =
+        run(podman(&zstd_puller).args(["image", "inspect", "--format", "{{.Id}}", &zstd_image]));
     assert_eq!(format!("sha256:{}", id.trim()), source_config);
 
     // The pulled image's file system holds the bytes we put in.
     let saved = dir.path().join("saved");
-    run_bounded(
-        podman(&puller)
-            .args(["push", "--tls-verify=false", &image])
-            .arg(format!("oci:{}:v1", saved.display())),
-    );
+    run(podman(&puller)
+        .args(["push", "--tls-verify=false", &image])
+        .arg(format!("oci:{}:v1", saved.display())));
     let bundle = dir.path().join("bundle");
-    run_bounded(
-        umoci()
-            .args(["unpack", "--image"])
-            .arg(format!("{}:v1", saved.display()))
-            .arg(&bundle),
-    );
+    run(umoci()
+        .args(["unpack", "--image"])
+        .arg(format!("{}:v1", saved.display()))
+        .arg(&bundle));
     assert_eq!(std::fs::read(bundle.join("rootfs/big.bin")).unwrap(), big);
     assert_eq!(
         std::fs::read(bundle.join("rootfs/hello.txt")).unwrap(),
@@ -755,15 +666,13 @@ async fn buildah_builds_from_scratch_and_pushes() {
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &content).unwrap();
 
-    let container = run_bounded(buildah().args(["from", "scratch"]));
+    let container = run(buildah().args(["from", "scratch"]));
     let container = container.trim();
-    run_bounded(
-        buildah()
-            .args(["copy", container])
-            .arg(&file)
-            .arg("/payload.bin"),
-    );
-    run_bounded(buildah().args([
+    run(buildah()
+        .args(["copy", container])
+        .arg(&file)
+        .arg("/payload.bin"));
+    run(buildah().args([
         "config",
         "--arch",
         "arm64",
@@ -773,16 +682,14 @@ async fn buildah_builds_from_scratch_and_pushes() {
         "/payload.bin",
         container,
     ]));
-    run_bounded(buildah().args(["commit", container, "localhost/scratch-img:latest"]));
+    run(buildah().args(["commit", container, "localhost/scratch-img:latest"]));
     let digest_file = dir.path().join("pushed.digest");
     let dest = format!("docker://{}/buildah/img:v1", registry.host);
-    run_bounded(
-        buildah()
-            .args(["push", "--tls-verify=false", "--digestfile"])
-            .arg(&digest_file)
-            .arg("localhost/scratch-img:latest")
-            .arg(&dest),
-    );
+    run(buildah()
+        .args(["push", "--tls-verify=false", "--digestfile"])
+        .arg(&digest_file)
+        .arg("localhost/scratch-img:latest")
+        .arg(&dest));
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
 
     let (digest, manifest) = registry_manifest(&registry, "buildah/img", "v1").await;
@@ -798,20 +705,16 @@ async fn buildah_builds_from_scratch_and_pushes() {
 
     // Pull it back with another client and unpack it: the file is intact.
     let out = dir.path().join("out");
-    run_bounded(
-        skopeo(dir.path())
-            .args(["copy", "--src-tls-verify=false"])
-            .arg(&dest)
-            .arg(format!("oci:{}:v1", out.display())),
-    );
+    run(skopeo(dir.path())
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(&dest)
+        .arg(format!("oci:{}:v1", out.display())));
     assert_eq!(layout_ref(&out, "v1")["digest"], pushed.trim());
     let bundle = dir.path().join("bundle");
-    run_bounded(
-        umoci()
-            .args(["unpack", "--image"])
-            .arg(format!("{}:v1", out.display()))
-            .arg(&bundle),
-    );
+    run(umoci()
+        .args(["unpack", "--image"])
+        .arg(format!("{}:v1", out.display()))
+        .arg(&bundle));
     assert_eq!(
         std::fs::read(bundle.join("rootfs/payload.bin")).unwrap(),
         content
@@ -847,17 +750,15 @@ async fn podman_pushes_a_manifest_list_with_every_platform() {
     let store = dir.path().join("store");
     let podman = |store: &Path| containers_tool("podman", store);
     for tag in ["amd", "arm"] {
-        run_bounded(
-            podman(&store)
-                .current_dir(dir.path())
-                .args(["pull", &format!("oci:layout:{tag}")]),
-        );
+        run(podman(&store)
+            .current_dir(dir.path())
+            .args(["pull", &format!("oci:layout:{tag}")]));
         let id = config_of(tag);
-        run_bounded(podman(&store).args(["tag", &id, &format!("localhost/{tag}:v1")]));
+        run(podman(&store).args(["tag", &id, &format!("localhost/{tag}:v1")]));
     }
-    run_bounded(podman(&store).args(["manifest", "create", "localhost/multi:v1"]));
+    run(podman(&store).args(["manifest", "create", "localhost/multi:v1"]));
     for tag in ["amd", "arm"] {
-        run_bounded(podman(&store).args([
+        run(podman(&store).args([
             "manifest",
             "add",
             "localhost/multi:v1",
@@ -866,19 +767,17 @@ async fn podman_pushes_a_manifest_list_with_every_platform() {
     }
     let digest_file = dir.path().join("list.digest");
     let dest = format!("{}/podman/multi:v1", registry.host);
-    run_bounded(
-        podman(&store)
-            .args([
-                "manifest",
-                "push",
-                "--all",
-                "--tls-verify=false",
-                "--digestfile",
-            ])
-            .arg(&digest_file)
-            .arg("localhost/multi:v1")
-            .arg(format!("docker://{dest}")),
-    );
+    run(podman(&store)
+        .args([
+            "manifest",
+            "push",
+            "--all",
+            "--tls-verify=false",
+            "--digestfile",
+        ])
+        .arg(&digest_file)
+        .arg("localhost/multi:v1")
+        .arg(format!("docker://{dest}")));
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
 
     // The registry serves the list podman pushed, and every platform in it.
@@ -915,14 +814,14 @@ async fn podman_pushes_a_manifest_list_with_every_platform() {
 
     // A fresh store pulls the arm64 image through the list.
     let puller = dir.path().join("puller");
-    run_bounded(podman(&puller).args([
+    run(podman(&puller).args([
         "pull",
         "--tls-verify=false",
         "--platform",
         "linux/arm64",
         &dest,
     ]));
-    let id = run_bounded(podman(&puller).args(["image", "inspect", "--format", "{{.Id}}", &dest]));
+    let id = run(podman(&puller).args(["image", "inspect", "--format", "{{.Id}}", &dest]));
     assert_eq!(format!("sha256:{}", id.trim()), arm_config);
 }
 
@@ -935,30 +834,26 @@ async fn buildah_pushes_docker_schema2_and_podman_pulls_it() {
     let content = random_bytes(100 * 1024);
     let file = dir.path().join("payload.bin");
     std::fs::write(&file, &content).unwrap();
-    let container = run_bounded(buildah().args(["from", "scratch"]));
+    let container = run(buildah().args(["from", "scratch"]));
     let container = container.trim();
-    run_bounded(
-        buildah()
-            .args(["copy", container])
-            .arg(&file)
-            .arg("/payload.bin"),
-    );
-    run_bounded(buildah().args(["commit", "--format", "docker", container, "localhost/d:v1"]));
+    run(buildah()
+        .args(["copy", container])
+        .arg(&file)
+        .arg("/payload.bin"));
+    run(buildah().args(["commit", "--format", "docker", container, "localhost/d:v1"]));
     let digest_file = dir.path().join("pushed.digest");
     let image = format!("{}/buildah/docker:v1", registry.host);
-    run_bounded(
-        buildah()
-            .args([
-                "push",
-                "--format",
-                "v2s2",
-                "--tls-verify=false",
-                "--digestfile",
-            ])
-            .arg(&digest_file)
-            .arg("localhost/d:v1")
-            .arg(format!("docker://{image}")),
-    );
+    run(buildah()
+        .args([
+            "push",
+            "--format",
+            "v2s2",
+            "--tls-verify=false",
+            "--digestfile",
+        ])
+        .arg(&digest_file)
+        .arg("localhost/d:v1")
+        .arg(format!("docker://{image}")));
     let pushed = std::fs::read_to_string(&digest_file).unwrap();
 
     // Stored and served as a Docker schema 2 manifest, under its own media type.
@@ -994,8 +889,8 @@ async fn buildah_pushes_docker_schema2_and_podman_pulls_it() {
 
     // podman pulls it into a fresh store with the same digest.
     let puller = dir.path().join("puller");
-    run_bounded(containers_tool("podman", &puller).args(["pull", "--tls-verify=false", &image]));
-    let digest = run_bounded(containers_tool("podman", &puller).args([
+    run(containers_tool("podman", &puller).args(["pull", "--tls-verify=false", &image]));
+    let digest = run(containers_tool("podman", &puller).args([
         "image",
         "inspect",
         "--format",
@@ -1043,16 +938,7 @@ print(json.dumps(out))
 
 #[tokio::test]
 async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
-    require_tool("python3");
-    let import = Command::new("python3")
-        .args(["-c", "import oras.client"])
-        .output()
-        .expect("python3");
-    assert!(
-        import.status.success(),
-        "the oras Python package is not installed (pip install oras; the test command installs it):\n{}",
-        String::from_utf8_lossy(&import.stderr)
-    );
+    signet_api_tests::require_python_module("oras.client");
     let registry = Registry::start();
     let c = client();
     let repo = "oras/app";
@@ -1067,15 +953,13 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
     let big = random_bytes(300 * 1024 + 17);
     std::fs::write(dir.path().join("big.bin"), &big).unwrap();
     std::fs::write(dir.path().join("push.py"), ORAS_SCRIPT).unwrap();
-    let out = run_bounded(
-        Command::new("python3")
-            .current_dir(dir.path())
-            .arg("push.py")
-            .arg(&registry.host)
-            .arg(repo)
-            .arg(&subject_digest)
-            .arg(subject.len().to_string()),
-    );
+    let out = run(Command::new("python3")
+        .current_dir(dir.path())
+        .arg("push.py")
+        .arg(&registry.host)
+        .arg(repo)
+        .arg(&subject_digest)
+        .arg(subject.len().to_string()));
     let out: Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("oras script output {out:?}: {e}"));
     let sbom_digest = out["sbom"]["digest"]
@@ -1358,27 +1242,21 @@ async fn docker_pushes_with_a_cross_repository_mount_and_pulls_back() {
     )
     .unwrap();
 
-    run_bounded(
-        daemon
-            .docker()
-            .args(["build", "--network", "none", "-t", &base])
-            .arg(&base_ctx),
-    );
-    run_bounded(
-        daemon
-            .docker()
-            .args(["build", "--network", "none", "-t", &app])
-            .arg(&app_ctx),
-    );
-    let app_id = run_bounded(
-        daemon
-            .docker()
-            .args(["image", "inspect", "--format", "{{.Id}}", &app]),
-    );
+    run(daemon
+        .docker()
+        .args(["build", "--network", "none", "-t", &base])
+        .arg(&base_ctx));
+    run(daemon
+        .docker()
+        .args(["build", "--network", "none", "-t", &app])
+        .arg(&app_ctx));
+    let app_id = run(daemon
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", &app]));
     let app_id = app_id.trim().to_string();
 
-    let base_push = run_bounded(daemon.docker().args(["push", &base]));
-    let app_push = run_bounded(daemon.docker().args(["push", &app]));
+    let base_push = run(daemon.docker().args(["push", &base]));
+    let app_push = run(daemon.docker().args(["push", &app]));
     let base_digest = pushed_digest(&base_push);
     let app_digest = pushed_digest(&app_push);
     assert!(
@@ -1418,7 +1296,7 @@ async fn docker_pushes_with_a_cross_repository_mount_and_pulls_back() {
     );
 
     // Pushing again uploads nothing and yields the same digest.
-    let again = run_bounded(daemon.docker().args(["push", &app]));
+    let again = run(daemon.docker().args(["push", &app]));
     assert_eq!(pushed_digest(&again), app_digest);
     assert!(
         again.contains("Layer already exists"),
@@ -1426,11 +1304,11 @@ async fn docker_pushes_with_a_cross_repository_mount_and_pulls_back() {
     );
 
     // Forget the images locally, then pull the app back.
-    run_bounded(daemon.docker().args(["rmi", &app, &base]));
-    let left = run_bounded(daemon.docker().args(["images", "-q"]));
+    run(daemon.docker().args(["rmi", &app, &base]));
+    let left = run(daemon.docker().args(["images", "-q"]));
     assert_eq!(left.trim(), "", "no local images left");
-    run_bounded(daemon.docker().args(["pull", &app]));
-    let inspect = run_bounded(daemon.docker().args([
+    run(daemon.docker().args(["pull", &app]));
+    let inspect = run(daemon.docker().args([
         "image",
         "inspect",
         "--format",
@@ -1443,12 +1321,10 @@ async fn docker_pushes_with_a_cross_repository_mount_and_pulls_back() {
     );
     // And the base by digest.
     let by_digest = format!("{}/docker/base@{base_digest}", registry.host);
-    run_bounded(daemon.docker().args(["pull", &by_digest]));
-    let id = run_bounded(
-        daemon
-            .docker()
-            .args(["image", "inspect", "--format", "{{.Id}}", &by_digest]),
-    );
+    run(daemon.docker().args(["pull", &by_digest]));
+    let id = run(daemon
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", &by_digest]));
     assert_eq!(id.trim(), manifest_blobs(&base_manifest)[0]);
 }
 
@@ -1459,28 +1335,26 @@ async fn docker_pulls_its_platform_from_an_oci_index_pushed_by_skopeo() {
     let src = dir.path().join("src");
     let (index_digest, children) = multi_platform_layout(&src);
     let image = format!("{}/docker/multi:v1", registry.host);
-    run_bounded(
-        skopeo(dir.path())
-            .args([
-                "copy",
-                "--all",
-                "--preserve-digests",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:multi", src.display()))
-            .arg(format!("docker://{image}")),
-    );
+    run(skopeo(dir.path())
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:multi", src.display()))
+        .arg(format!("docker://{image}")));
     let (digest, _) = registry_manifest(&registry, "docker/multi", "v1").await;
     assert_eq!(digest, index_digest);
 
     let daemon = DockerDaemon::start(&registry.host);
-    run_bounded(daemon.docker().args(["pull", &image]));
+    run(daemon.docker().args(["pull", &image]));
     let host_child = match std::env::consts::ARCH {
         "x86_64" => &children[0],
         "aarch64" => &children[1],
         other => panic!("no test image for {other}"),
     };
-    let inspect = run_bounded(daemon.docker().args([
+    let inspect = run(daemon.docker().args([
         "image",
         "inspect",
         "--format",
@@ -1502,32 +1376,26 @@ async fn docker_pulls_its_platform_from_an_oci_index_pushed_by_skopeo() {
     } else {
         ("linux/amd64", &children[0])
     };
-    run_bounded(
-        daemon
-            .docker()
-            .args(["pull", "--platform", other.0, &image]),
-    );
-    let id = run_bounded(
-        daemon
-            .docker()
-            .args(["image", "inspect", "--format", "{{.Id}}", &image]),
-    );
+    run(daemon
+        .docker()
+        .args(["pull", "--platform", other.0, &image]));
+    let id = run(daemon
+        .docker()
+        .args(["image", "inspect", "--format", "{{.Id}}", &image]));
     assert_eq!(id.trim(), layout_config(&src, other.1));
 
     // The same images as a Docker manifest list (skopeo converts them on the way).
     let list_image = format!("{}/docker/list:v1", registry.host);
-    run_bounded(
-        skopeo(dir.path())
-            .args([
-                "copy",
-                "--all",
-                "--format",
-                "v2s2",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("oci:{}:multi", src.display()))
-            .arg(format!("docker://{list_image}")),
-    );
+    run(skopeo(dir.path())
+        .args([
+            "copy",
+            "--all",
+            "--format",
+            "v2s2",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:multi", src.display()))
+        .arg(format!("docker://{list_image}")));
     let (list_digest, list) = registry_manifest(&registry, "docker/list", "v1").await;
     let list: Value = serde_json::from_slice(&list).unwrap();
     assert_eq!(list["mediaType"], DOCKER_LIST);
@@ -1545,8 +1413,8 @@ async fn docker_pulls_its_platform_from_an_oci_index_pushed_by_skopeo() {
     assert_eq!(entry["mediaType"], DOCKER_MANIFEST);
     let (_, host_manifest) =
         registry_manifest(&registry, "docker/list", entry["digest"].as_str().unwrap()).await;
-    run_bounded(daemon.docker().args(["pull", &list_image]));
-    let inspect = run_bounded(daemon.docker().args([
+    run(daemon.docker().args(["pull", &list_image]));
+    let inspect = run(daemon.docker().args([
         "image",
         "inspect",
         "--format",

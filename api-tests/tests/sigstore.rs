@@ -4,8 +4,7 @@
 //! deleting a subject with its attachments; and `signet attachments` over the result.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
-use signet_api_tests::{client, require_tool, sha256, signet_binary, Registry};
+use signet_api_tests::{client, require_tool, run, sha256, signet_binary, Registry};
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
 use sigstore::cosign::{
@@ -32,9 +31,6 @@ const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+js
 const COSIGN_ATT_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const KEY_PASSWORD: &[u8] = b"signet test key";
-
-/// The longest a client command may run.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
 // ---------------------------------------------------------------------------------
 // Keys and the cosign client
@@ -402,36 +398,6 @@ async fn verify_attestations(
 // Running client commands with a time bound
 // ---------------------------------------------------------------------------------
 
-fn run_bounded(cmd: &mut Command) -> String {
-    let started = Instant::now();
-    let out_file = tempfile::NamedTempFile::new().unwrap();
-    let err_file = tempfile::NamedTempFile::new().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out_file.reopen().unwrap())
-        .stderr(err_file.reopen().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let out = std::fs::read_to_string(out_file.path()).unwrap_or_default();
-    let err = std::fs::read_to_string(err_file.path()).unwrap_or_default();
-    match status {
-        Some(s) if s.success() => out,
-        Some(s) => panic!("{cmd:?} failed ({s}):\nstdout:\n{out}\nstderr:\n{err}"),
-        None => panic!("{cmd:?} timed out:\nstdout:\n{out}\nstderr:\n{err}"),
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------
@@ -654,14 +620,12 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     );
 
     // signet attachments --recursive, run beside the live server, names every signature.
-    let out = run_bounded(
-        Command::new(signet_binary())
-            .arg("attachments")
-            .arg(format!("{repo}@{index_digest}"))
-            .arg("--recursive")
-            .arg("--data-dir")
-            .arg(&r.data_dir),
-    );
+    let out = run(Command::new(signet_binary())
+        .arg("attachments")
+        .arg(format!("{repo}@{index_digest}"))
+        .arg("--recursive")
+        .arg("--data-dir")
+        .arg(&r.data_dir));
     assert!(out.contains(&index_digest), "{out}");
     assert!(out.contains(&format!("signature {index_sig}")), "{out}");
     for (child, sig) in children.iter().zip(&child_sigs) {
@@ -688,14 +652,12 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     assert_eq!(sig_lines, 5, "{out}");
 
     // --json is the endpoint's report.
-    let out = run_bounded(
-        Command::new(signet_binary())
-            .arg("attachments")
-            .arg(format!("{repo}@{}", children[0]))
-            .arg("--json")
-            .arg("--data-dir")
-            .arg(&r.data_dir),
-    );
+    let out = run(Command::new(signet_binary())
+        .arg("attachments")
+        .arg(format!("{repo}@{}", children[0]))
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(&r.data_dir));
     let json: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
         digests_of(&json["attachments"], "signature"),
@@ -901,7 +863,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
 
     // An unsigned image copies: skopeo takes the 404 for "no signatures".
     push_image(&c, &r, "src/plain", "v1", &[b"an unsigned image"]).await;
-    run_bounded(skopeo(dir.path()).args([
+    run(skopeo(dir.path()).args([
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
@@ -911,7 +873,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
     assert!(resolve(&c, &r, "dst/plain", "v1").await.is_some());
 
     // The signed one copies with its .sig.
-    run_bounded(skopeo(dir.path()).args([
+    run(skopeo(dir.path()).args([
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
@@ -958,7 +920,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
     let second = Key::generate();
     cosign_sign(&r, "src/app", "v1", &second).await;
     assert!(cosign_verify(&r, "src/app", "v1", &key).await.is_err());
-    run_bounded(skopeo(dir.path()).args([
+    run(skopeo(dir.path()).args([
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",

@@ -75,48 +75,48 @@ fn main() -> anyhow::Result<()> {
             recursive,
             json,
             data_dir,
-        } => {
-            let cli = CliOverrides {
-                listen: None,
-                data_dir,
-            };
-            let config = Config::load(cli_config.as_deref(), &cli)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let text = runtime.block_on(async {
-                let state = AppState::open(std::sync::Arc::new(config)).await?;
-                signet_server::commands::attachments::run(&state, &target, recursive, json).await
-            })?;
-            print!("{text}");
-            Ok(())
-        }
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::attachments::run(&state, &target, recursive, json).await
+        }),
         Command::Gc {
             dry_run,
             json,
             data_dir,
-        } => {
-            let cli = CliOverrides {
-                listen: None,
-                data_dir,
-            };
-            let config = Config::load(cli_config.as_deref(), &cli)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let text = runtime.block_on(async {
-                let state = AppState::open(std::sync::Arc::new(config)).await?;
-                signet_server::commands::gc::run(&state, dry_run, json).await
-            })?;
-            print!("{text}");
-            Ok(())
-        }
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::gc::run(&state, dry_run, json).await
+        }),
         Command::Serve { listen, data_dir } => {
             let config = Config::load(cli_config.as_deref(), &CliOverrides { listen, data_dir })?;
             signet_server::telemetry::init(&config.log);
             actix_web::rt::System::new().block_on(serve(config))
         }
     }
+}
+
+/// Runs a subcommand that works on the stores directly (no server) and prints its output.
+fn print_with_stores<F, Fut>(
+    config_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    command: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(AppState) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let cli = CliOverrides {
+        listen: None,
+        data_dir,
+    };
+    let config = Config::load(config_file.as_deref(), &cli)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let text = runtime.block_on(async {
+        let state = AppState::open(std::sync::Arc::new(config)).await?;
+        command(state).await
+    })?;
+    print!("{text}");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
