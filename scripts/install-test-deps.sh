@@ -9,6 +9,7 @@ apt_packages=(
   docker-registry docker.io
   nginx-light wrk
   gnupg curl jq
+  postgresql
 )
 pip_packages=(oras)
 

@@ -41,6 +41,8 @@ pub mod manifest;
 pub mod meta;
 pub mod names;
 pub mod range;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod uploads;
 
 pub use blobs::{BlobBody, BlobStore};

@@ -5,22 +5,29 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream;
 use signet_storage::blobs::BlobStore;
-use signet_storage::meta::{suite, SqliteMetadata};
+use signet_storage::meta::{suite, PostgresMetadata, SqliteMetadata};
 use signet_storage::range::ResolvedRange;
-use signet_storage::{Algorithm, Digest, StorageError};
+use signet_storage::{open_metadata, Algorithm, Digest, MetadataStore, StorageError};
+
+/// Runs the suite on the store `url` names, then opens it again under each of
+/// `reopen_as` (as a restart or a second replica does): the migrations run again as a
+/// no-op and the data is kept.
+async fn passes_the_suite_and_reopens(url: &str, reopen_as: &[&str]) {
+    suite::run(open_metadata(url).await.unwrap()).await;
+    for again in reopen_as {
+        let again = open_metadata(again).await.unwrap();
+        assert!(again
+            .repository_exists(&"suite/pages".parse().unwrap())
+            .await
+            .unwrap());
+    }
+}
 
 #[tokio::test]
 async fn sqlite_file_passes_the_metadata_suite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/meta.db", dir.path().display());
-    suite::run(Arc::new(SqliteMetadata::open(&url).await.unwrap())).await;
-    // Reopening runs the migrations again as a no-op and keeps the data.
-    let again = SqliteMetadata::open(&url).await.unwrap();
-    use signet_storage::MetadataStore;
-    assert!(again
-        .repository_exists(&"suite/pages".parse().unwrap())
-        .await
-        .unwrap());
+    passes_the_suite_and_reopens(&url, &[&url]).await;
 }
 
 #[tokio::test]
@@ -29,6 +36,27 @@ async fn sqlite_memory_passes_the_metadata_suite() {
         SqliteMetadata::open("sqlite::memory:").await.unwrap(),
     ))
     .await;
+}
+
+#[tokio::test]
+async fn postgres_passes_the_metadata_suite() {
+    let db = signet_storage::testing::TestDatabase::create().await;
+    // Both URL schemes name PostgreSQL.
+    let other_scheme = db.url.replacen("postgres://", "postgresql://", 1);
+    passes_the_suite_and_reopens(&db.url, &[&db.url, &other_scheme]).await;
+}
+
+#[tokio::test]
+async fn open_metadata_refuses_other_schemes_without_echoing_secrets() {
+    let err = open_metadata("mysql://u:hunter2@h/db")
+        .await
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("mysql") && !text.contains("hunter2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -172,4 +200,67 @@ async fn blob_suite(store: BlobStore) {
     store.delete(&d).await.unwrap();
     store.delete(&d).await.unwrap();
     assert_eq!(store.size(&d).await.unwrap(), None);
+}
+
+/// Two replicas (two pools on one database) pushing the same blob, manifest and tag at
+/// once end in one state; of two `If-None-Match: *` creations of one tag, one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_replicas_racing_on_one_tag_agree() {
+    use signet_storage::meta::{ManifestPut, ManifestRecord, TagCondition};
+    use signet_storage::{Reference, RepoName};
+
+    let db = signet_storage::testing::TestDatabase::create().await;
+    let a = Arc::new(PostgresMetadata::open(&db.url).await.unwrap());
+    let b = Arc::new(PostgresMetadata::open(&db.url).await.unwrap());
+    let repo: RepoName = "race/app".parse().unwrap();
+    let layer = Digest::sha256_of(b"layer");
+    let put = |body: &str, tag: &str, condition: Option<TagCondition>| ManifestPut {
+        repo: repo.clone(),
+        manifest: ManifestRecord {
+            digest: Digest::sha256_of(body.as_bytes()),
+            media_type: signet_storage::manifest::OCI_MANIFEST.into(),
+            content: Bytes::from(body.to_string()),
+            artifact_type: None,
+            subject: None,
+            annotations: Default::default(),
+        },
+        blobs: vec![layer.clone()],
+        children: vec![],
+        tag: Some(tag.parse().unwrap()),
+        condition,
+    };
+    for round in 0..20 {
+        let (ra, rb) = tokio::join!(a.link_blob(&repo, &layer, 5), b.link_blob(&repo, &layer, 5));
+        ra.unwrap();
+        rb.unwrap();
+        let same = put("{\"same\":1}", "latest", None);
+        let (ra, rb) = tokio::join!(a.put_manifest(&same), b.put_manifest(&same));
+        ra.unwrap();
+        rb.unwrap();
+
+        let tag = format!("once-{round}");
+        let first = put(
+            &format!("{{\"a\":{round}}}"),
+            &tag,
+            Some(TagCondition::NotAt(vec![])),
+        );
+        let second = put(
+            &format!("{{\"b\":{round}}}"),
+            &tag,
+            Some(TagCondition::NotAt(vec![])),
+        );
+        let (ra, rb) = tokio::join!(a.put_manifest(&first), b.put_manifest(&second));
+        let won = match (ra, rb) {
+            (Ok(()), Err(StorageError::PreconditionFailed(_))) => &first,
+            (Err(StorageError::PreconditionFailed(_)), Ok(())) => &second,
+            other => panic!("exactly one creation must win: {other:?}"),
+        };
+        let now = a
+            .get_manifest(&repo, &Reference::Tag(tag.parse().unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(now.digest, won.manifest.digest);
+    }
+    assert_eq!(a.blob_in_repository(&repo, &layer).await.unwrap(), Some(5));
 }

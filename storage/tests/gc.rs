@@ -1,5 +1,6 @@
 //! Garbage collection: what it keeps, what it removes, and the protocol that keeps it
-//! safe beside uploads (tombstones, pins, the lease).
+//! safe beside uploads (tombstones, pins, the lease). Every test runs on SQLite and on
+//! PostgreSQL (`<test>::sqlite`, `<test>::postgres`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use bytes::Bytes;
 use futures::stream;
 use signet_storage::blobs::BlobStore;
 use signet_storage::gc::{collect, GcOptions, GcReport};
-use signet_storage::meta::{GcPlan, ManifestPut, ManifestRecord, SqliteMetadata};
+use signet_storage::meta::{GcPlan, ManifestPut, ManifestRecord, PostgresMetadata, SqliteMetadata};
+use signet_storage::testing::TestDatabase;
 use signet_storage::uploads::Uploads;
 use signet_storage::{Digest, MetadataStore, Reference, RepoName, StorageError, Tag};
 
@@ -18,12 +20,27 @@ struct World {
     blobs: BlobStore,
     uploads: Uploads,
     _dir: tempfile::TempDir,
+    _database: Option<TestDatabase>,
 }
 
-async fn world() -> World {
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+async fn world(backend: Backend) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/meta.db", dir.path().display());
-    let meta: Arc<dyn MetadataStore> = Arc::new(SqliteMetadata::open(&url).await.unwrap());
+    let (meta, database): (Arc<dyn MetadataStore>, _) = match backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}/meta.db", dir.path().display());
+            (Arc::new(SqliteMetadata::open(&url).await.unwrap()), None)
+        }
+        Backend::Postgres => {
+            let db = TestDatabase::create().await;
+            let meta = PostgresMetadata::open(&db.url).await.unwrap();
+            (Arc::new(meta), Some(db))
+        }
+    };
     let blobs = BlobStore::local(dir.path().join("blobs")).unwrap();
     let uploads = Uploads::new(blobs.clone(), meta.clone());
     World {
@@ -31,8 +48,37 @@ async fn world() -> World {
         blobs,
         uploads,
         _dir: dir,
+        _database: database,
     }
 }
+
+/// Each test, as `<test>::sqlite` and `<test>::postgres`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$test(super::world(super::Backend::Sqlite).await).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$test(super::world(super::Backend::Postgres).await).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    gc_keeps_live_content_and_removes_the_rest,
+    signature_of_a_subject_in_another_repository_is_a_root,
+    the_grace_period_protects_recent_pushes,
+    tombstones_refuse_links_pins_and_mounts,
+    pinned_blobs_are_not_collected_and_stale_pins_expire,
+    one_collector_at_a_time_and_leftover_tombstones_are_finished,
+    gc_expires_abandoned_upload_sessions,
+    uploads_racing_collections_never_lose_bytes,
+);
 
 fn repo(s: &str) -> RepoName {
     s.parse().unwrap()
@@ -119,9 +165,7 @@ async fn age() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
 
-#[tokio::test]
-async fn gc_keeps_live_content_and_removes_the_rest() {
-    let w = world().await;
+async fn gc_keeps_live_content_and_removes_the_rest(w: World) {
     let a = "gc/app";
     // A tagged image.
     let cfg = w.push_blob(a, b"config-1").await;
@@ -243,9 +287,7 @@ async fn gc_keeps_live_content_and_removes_the_rest() {
     assert!(again.is_empty(), "a second run finds nothing: {again:?}");
 }
 
-#[tokio::test]
-async fn signature_of_a_subject_in_another_repository_is_a_root() {
-    let w = world().await;
+async fn signature_of_a_subject_in_another_repository_is_a_root(w: World) {
     let subject = Digest::sha256_of(b"elsewhere");
     let layer = w.push_blob("gc/sigs", b"sig").await;
     let tag = format!("sha256-{}.sig", subject.hex());
@@ -282,9 +324,7 @@ async fn signature_of_a_subject_in_another_repository_is_a_root() {
     assert!(w.has_manifest("gc/sigs", &sig2).await);
 }
 
-#[tokio::test]
-async fn the_grace_period_protects_recent_pushes() {
-    let w = world().await;
+async fn the_grace_period_protects_recent_pushes(w: World) {
     let stray = w.push_blob("gc/grace", b"fresh").await;
     let untagged = w
         .put("gc/grace", "{\"fresh\":1}", &[], &[], None, None)
@@ -338,9 +378,7 @@ fn signet_storage_now() -> i64 {
         .as_secs() as i64
 }
 
-#[tokio::test]
-async fn tombstones_refuse_links_pins_and_mounts() {
-    let w = world().await;
+async fn tombstones_refuse_links_pins_and_mounts(w: World) {
     let d = w.push_blob("gc/tomb", b"doomed").await;
     w.meta.unlink_blob(&repo("gc/tomb"), &d).await.unwrap();
     // Sweep the row but keep the tombstone, as a collector that is deleting the bytes.
@@ -409,9 +447,7 @@ async fn tombstones_refuse_links_pins_and_mounts() {
     );
 }
 
-#[tokio::test]
-async fn pinned_blobs_are_not_collected_and_stale_pins_expire() {
-    let w = world().await;
+async fn pinned_blobs_are_not_collected_and_stale_pins_expire(w: World) {
     let d = w.push_blob("gc/pin", b"pinned").await;
     w.meta.unlink_blob(&repo("gc/pin"), &d).await.unwrap();
     w.meta.pin_blob(&d, "upload-1").await.unwrap();
@@ -435,9 +471,7 @@ async fn pinned_blobs_are_not_collected_and_stale_pins_expire() {
     assert_eq!(sweep.blobs.len(), 1);
 }
 
-#[tokio::test]
-async fn one_collector_at_a_time_and_leftover_tombstones_are_finished() {
-    let w = world().await;
+async fn one_collector_at_a_time_and_leftover_tombstones_are_finished(w: World) {
     assert!(w.meta.gc_acquire("a", 60).await.unwrap());
     assert!(w.meta.gc_acquire("a", 60).await.unwrap(), "renewal");
     assert!(!w.meta.gc_acquire("b", 60).await.unwrap());
@@ -475,9 +509,7 @@ async fn one_collector_at_a_time_and_leftover_tombstones_are_finished() {
     assert!(w.meta.blob_deletions().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn gc_expires_abandoned_upload_sessions() {
-    let w = world().await;
+async fn gc_expires_abandoned_upload_sessions(w: World) {
     let session = w.uploads.start(&repo("gc/up")).await.unwrap();
     w.uploads
         .append(&session, None, one(b"partial"))
@@ -503,9 +535,8 @@ async fn gc_expires_abandoned_upload_sessions() {
 
 /// Uploads of the same content race collections with no grace period; every upload
 /// that succeeded and was then referenced keeps its bytes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn uploads_racing_collections_never_lose_bytes() {
-    let w = Arc::new(world().await);
+async fn uploads_racing_collections_never_lose_bytes(w: World) {
+    let w = Arc::new(w);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let collector = {
         let w = w.clone();

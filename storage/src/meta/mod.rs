@@ -1,8 +1,12 @@
 //! The metadata store: repositories, manifests, tags, edges and upload sessions.
 //!
-//! One trait, one implementation per SQL engine, and one test suite
-//! ([`suite`]) that every implementation must pass.
+//! One trait, one SQL implementation of it ([`sql`]) that runs on each engine (SQLite,
+//! PostgreSQL), the decisions that are not SQL ([`rules`]), and one test suite
+//! ([`suite`]) that every engine must pass.
 
+mod postgres;
+mod rules;
+mod sql;
 mod sqlite;
 pub mod suite;
 
@@ -17,7 +21,9 @@ use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
 use crate::names::{Reference, RepoName, Tag};
 
-pub use sqlite::SqliteMetadata;
+pub use postgres::{PostgresEngine, PostgresMetadata};
+pub use sql::SqlMetadata;
+pub use sqlite::{SqliteEngine, SqliteMetadata};
 
 /// A manifest as stored: exact bytes plus what was derived from them at push time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,14 +304,18 @@ pub struct GcSweep {
     pub blobs: Vec<(Digest, u64)>,
 }
 
-/// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`), running
-/// its migrations.
+/// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`,
+/// `postgres://...` or `postgresql://...`), running its migrations.
 pub async fn open_metadata(url: &str) -> StorageResult<Arc<dyn MetadataStore>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteMetadata::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresMetadata::open(url).await?))
     } else {
+        // Only the scheme: the rest of a URL may hold a password.
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
         Err(StorageError::Other(format!(
-            "unsupported metadata URL {url:?} (expected sqlite://...)"
+            "unsupported metadata URL scheme {scheme:?} (expected sqlite:, postgres: or postgresql:)"
         )))
     }
 }

@@ -1,0 +1,298 @@
+//! The metadata decisions that are not SQL, made once for every backend: which rows of
+//! the attachment index a write adds, which manifests a delete with attachments takes
+//! along, and how attachment rows become a referrers listing. Pure functions; the SQL
+//! that reads their inputs and writes their outputs is in [`super::sql`].
+//!
+//! (The tag preconditions are [`super::TagCondition::check`]; the GC mark rules are one
+//! recursive query, [`super::sql`]'s `UNREACHABLE_MANIFESTS`, run as is by every engine.)
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{AttachmentRecord, ManifestPut, Referrer};
+use crate::attachments::{classify, AttachmentKind, AttachmentSource, AttachmentTag};
+use crate::digest::Digest;
+
+/// One row of the attachment index, before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AttachmentRow {
+    pub subject: Digest,
+    pub attachment: Digest,
+    pub kind: AttachmentKind,
+    pub source: AttachmentSource,
+    pub format: &'static str,
+    pub artifact_type: Option<String>,
+    pub tag: Option<String>,
+    /// The manifest whose presence keeps the row.
+    pub carrier: Digest,
+}
+
+/// What an index entry says of itself, read from its stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryDescription {
+    pub digest: Digest,
+    pub artifact_type: Option<String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The index entries [`put_rows`] needs described: those of a referrers fallback index
+/// the PUT's tag moves to. Entries absent from the repository are left undescribed.
+pub(crate) fn entries_to_describe(put: &ManifestPut, tag_moved: bool) -> &[Digest] {
+    let fallback = put
+        .tag
+        .as_ref()
+        .and_then(|t| AttachmentTag::parse(t.as_str()))
+        .is_some_and(|t| matches!(t, AttachmentTag::Fallback { .. }));
+    if tag_moved && fallback {
+        &put.children
+    } else {
+        &[]
+    }
+}
+
+/// The attachment rows a manifest PUT writes: the row of its `subject` field, and when
+/// its tag moved to it (`tag_moved`) and is an attachment tag, what that tag attaches.
+/// (The rows the tag's previous target attached are removed before these are written.)
+pub(crate) fn put_rows(
+    put: &ManifestPut,
+    tag_moved: bool,
+    entries: &[EntryDescription],
+) -> Vec<AttachmentRow> {
+    let m = &put.manifest;
+    let mut rows = Vec::new();
+    if let Some(subject) = &m.subject {
+        let (kind, format) = classify(m.artifact_type.as_deref(), &m.annotations);
+        rows.push(AttachmentRow {
+            subject: subject.clone(),
+            attachment: m.digest.clone(),
+            kind,
+            source: AttachmentSource::Subject,
+            format,
+            artifact_type: m.artifact_type.clone(),
+            tag: None,
+            carrier: m.digest.clone(),
+        });
+    }
+    let Some(tag) = put.tag.as_ref().filter(|_| tag_moved) else {
+        return rows;
+    };
+    match AttachmentTag::parse(tag.as_str()) {
+        Some(AttachmentTag::Cosign { subject, kind }) => rows.push(AttachmentRow {
+            subject,
+            attachment: m.digest.clone(),
+            kind,
+            source: AttachmentSource::Tag,
+            format: "cosign",
+            artifact_type: Some(AttachmentTag::cosign_artifact_type(kind).to_string()),
+            tag: Some(tag.to_string()),
+            carrier: m.digest.clone(),
+        }),
+        // The referrers fallback index: each entry is a referrer of the subject.
+        Some(AttachmentTag::Fallback { subject }) => {
+            for child in &put.children {
+                let Some(entry) = entries.iter().find(|e| &e.digest == child) else {
+                    continue;
+                };
+                let (kind, format) = classify(entry.artifact_type.as_deref(), &entry.annotations);
+                rows.push(AttachmentRow {
+                    subject: subject.clone(),
+                    attachment: child.clone(),
+                    kind,
+                    source: AttachmentSource::FallbackTag,
+                    format,
+                    artifact_type: entry.artifact_type.clone(),
+                    tag: Some(tag.to_string()),
+                    carrier: m.digest.clone(),
+                });
+            }
+        }
+        None => {}
+    }
+    rows
+}
+
+/// The attachment row of an atomic signature: named by the digest of its bytes, kept by
+/// its subject manifest.
+pub(crate) fn atomic_signature_row(manifest: &Digest, content: &[u8]) -> AttachmentRow {
+    AttachmentRow {
+        subject: manifest.clone(),
+        attachment: Digest::sha256_of(content),
+        kind: AttachmentKind::Signature,
+        source: AttachmentSource::Extension,
+        format: "atomic",
+        artifact_type: None,
+        tag: None,
+        carrier: manifest.clone(),
+    }
+}
+
+/// The breadth-first walk of a delete: the manifest and, with attachments, its
+/// attachments, theirs, and so on, each once, in the order they were found.
+#[derive(Debug)]
+pub(crate) struct AttachmentWalk {
+    found: Vec<String>,
+    next: usize,
+    with_attachments: bool,
+}
+
+impl AttachmentWalk {
+    pub fn new(root: &Digest, with_attachments: bool) -> Self {
+        Self {
+            found: vec![root.to_string()],
+            next: 0,
+            with_attachments,
+        }
+    }
+
+    /// The next manifest whose attachments the walk needs; `None` when done.
+    pub fn next_subject(&mut self) -> Option<String> {
+        if !self.with_attachments {
+            return None;
+        }
+        let subject = self.found.get(self.next).cloned();
+        self.next += 1;
+        subject
+    }
+
+    /// The attachments of the manifest [`Self::next_subject`] returned last.
+    pub fn attached(&mut self, attachments: Vec<String>) {
+        for a in attachments {
+            if !self.found.contains(&a) {
+                self.found.push(a);
+            }
+        }
+    }
+
+    /// Everything found, the root first.
+    pub fn into_found(self) -> Vec<String> {
+        self.found
+    }
+}
+
+/// The referrers listing of a subject from its attachment rows: attachments that are
+/// manifests, cosign tag attachments only with `include_tag_attachments`, each once (the
+/// subject-field row, when present, says best what it is), by digest.
+pub(crate) fn referrers(
+    attachments: &[AttachmentRecord],
+    include_tag_attachments: bool,
+) -> Vec<Referrer> {
+    let mut rows: Vec<&AttachmentRecord> = attachments
+        .iter()
+        .filter(|a| match a.source {
+            AttachmentSource::Extension => false,
+            AttachmentSource::Tag => include_tag_attachments,
+            _ => true,
+        })
+        .collect();
+    rows.sort_by_key(|a| (a.source != AttachmentSource::Subject, a.created_at));
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for a in rows {
+        let (Some(media_type), Some(size)) = (&a.media_type, a.size) else {
+            continue;
+        };
+        if !seen.insert(a.attachment.clone()) {
+            continue;
+        }
+        out.push(Referrer {
+            digest: a.attachment.clone(),
+            media_type: media_type.clone(),
+            size,
+            artifact_type: a.artifact_type.clone(),
+            annotations: a.annotations.clone(),
+        });
+    }
+    out.sort_by(|x, y| x.digest.cmp(&y.digest));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::meta::ManifestRecord;
+
+    fn put(body: &str, subject: Option<&Digest>, children: &[&Digest], tag: &str) -> ManifestPut {
+        ManifestPut {
+            repo: "r/x".parse().unwrap(),
+            manifest: ManifestRecord {
+                digest: Digest::sha256_of(body.as_bytes()),
+                media_type: crate::manifest::OCI_MANIFEST.into(),
+                content: Bytes::from(body.to_string()),
+                artifact_type: Some("application/spdx+json".into()),
+                subject: subject.cloned(),
+                annotations: BTreeMap::new(),
+            },
+            blobs: vec![],
+            children: children.iter().map(|d| (*d).clone()).collect(),
+            tag: Some(tag.parse().unwrap()),
+            condition: None,
+        }
+    }
+
+    #[test]
+    fn a_subject_field_and_a_cosign_tag_each_make_a_row() {
+        let subject = Digest::sha256_of(b"subject");
+        let p = put("{}", Some(&subject), &[], "latest");
+        let rows = put_rows(&p, true, &[]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].source, AttachmentSource::Subject);
+        assert_eq!(rows[0].kind, AttachmentKind::Sbom);
+
+        let sig_tag = format!("sha256-{}.sig", subject.hex());
+        let p = put("{}", None, &[], &sig_tag);
+        assert!(put_rows(&p, false, &[]).is_empty(), "the tag did not move");
+        let rows = put_rows(&p, true, &[]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].subject, subject);
+        assert_eq!(rows[0].source, AttachmentSource::Tag);
+        assert_eq!(rows[0].tag.as_deref(), Some(sig_tag.as_str()));
+        assert!(entries_to_describe(&p, true).is_empty());
+    }
+
+    #[test]
+    fn a_fallback_tag_attaches_the_described_entries() {
+        let subject = Digest::sha256_of(b"subject");
+        let (known, unknown) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+        let p = put(
+            "{}",
+            None,
+            &[&known, &unknown],
+            &format!("sha256-{}", subject.hex()),
+        );
+        assert_eq!(entries_to_describe(&p, true), &[known.clone(), unknown]);
+        assert!(entries_to_describe(&p, false).is_empty());
+        let described = [EntryDescription {
+            digest: known.clone(),
+            artifact_type: Some(crate::attachments::SIGSTORE_BUNDLE.into()),
+            annotations: BTreeMap::new(),
+        }];
+        let rows = put_rows(&p, true, &described);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].attachment, known);
+        assert_eq!(rows[0].carrier, p.manifest.digest);
+        assert_eq!(rows[0].kind, AttachmentKind::Signature);
+        assert_eq!(rows[0].format, "sigstore-bundle");
+    }
+
+    #[test]
+    fn the_walk_visits_each_attachment_once() {
+        let root = Digest::sha256_of(b"root");
+        let mut alone = AttachmentWalk::new(&root, false);
+        assert_eq!(alone.next_subject(), None);
+        assert_eq!(alone.into_found(), vec![root.to_string()]);
+
+        let mut walk = AttachmentWalk::new(&root, true);
+        assert_eq!(walk.next_subject(), Some(root.to_string()));
+        walk.attached(vec!["a".into(), "b".into()]);
+        assert_eq!(walk.next_subject().as_deref(), Some("a"));
+        walk.attached(vec!["b".into(), root.to_string(), "c".into()]);
+        assert_eq!(walk.next_subject().as_deref(), Some("b"));
+        assert_eq!(walk.next_subject().as_deref(), Some("c"));
+        assert_eq!(walk.next_subject(), None);
+        assert_eq!(
+            walk.into_found(),
+            vec![root.to_string(), "a".into(), "b".into(), "c".into()]
+        );
+    }
+}
