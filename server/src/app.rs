@@ -32,20 +32,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::maintenance::spawn(state.clone().into_inner());
     crate::maintenance::spawn_gc(state.clone().into_inner());
 
+    let auth = web::Data::new(crate::auth::Auth::from_config(&config.auth)?);
+    let limits = web::Data::new(crate::auth::limits::Limits::new(
+        &config.rate_limit,
+        Duration::from_secs(config.uploads.expire_after_secs),
+    ));
+
     let app_state = state.clone();
-    let mut server = HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(auth.clone())
+            .app_data(limits.clone())
+            .wrap(from_fn(crate::auth::middleware::authorize))
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
+            .wrap(from_fn(crate::auth::limits::enforce))
             .wrap(from_fn(crate::telemetry::request_span))
+            .configure(crate::auth::configure)
             .configure(api::configure)
             .configure(crate::ext::configure)
             .default_service(web::to(unmatched))
     })
     .shutdown_timeout(config.server.shutdown_timeout_secs)
-    .client_request_timeout(Duration::from_secs(60))
-    .bind(config.server.listen.as_str())?;
+    .client_request_timeout(Duration::from_secs(60));
+    let mut server = if config.server.tls.enabled() {
+        let certs = crate::tls::ReloadingCert::open(&config.server.tls, crate::tls::provider())?;
+        certs.watch(config.server.tls.reload_check_secs);
+        server.bind_rustls_0_23(config.server.listen.as_str(), certs.server_config()?)?
+    } else {
+        server.bind(config.server.listen.as_str())?
+    };
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
     }

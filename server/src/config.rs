@@ -18,6 +18,8 @@ pub struct Config {
     pub attachments: AttachmentsConfig,
     pub gc: GcConfig,
     pub log: LogConfig,
+    pub auth: crate::auth::AuthConfig,
+    pub rate_limit: crate::auth::limits::RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -29,6 +31,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     pub shutdown_timeout_secs: u64,
+    /// Certificate and key for HTTPS; none (the default): plain HTTP.
+    pub tls: crate::tls::TlsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -155,6 +159,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:5000".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            tls: Default::default(),
         }
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
+pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -14,3 +16,4 @@ pub mod ext;
 mod maintenance;
 pub mod state;
 pub mod telemetry;
+pub mod tls;

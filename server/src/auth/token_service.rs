@@ -1,0 +1,229 @@
+//! `/v2/token`: the Docker/OCI token service. `GET` with `service`, `scope`
+//! (repeatable; also space-separated) and Basic credentials or none; `POST` with an
+//! OAuth2 form (`grant_type=password` or `refresh_token`). Either answers a JWT granting
+//! what the rules allow of what was asked — asking for push where only pull is allowed
+//! gives pull — or 401 for wrong credentials.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde_json::json;
+
+use super::rules::{Action, Identity, Scope};
+use super::tokens::{now, Access, Claims, ISSUER};
+use super::{parse_basic, Auth};
+use crate::error::{ApiError, ApiResult};
+
+/// The largest token request body (an OAuth2 form).
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v2/token")
+            .route(web::get().to(get_token))
+            .route(web::post().to(post_token)),
+    );
+}
+
+fn auth_of(req: &HttpRequest) -> ApiResult<&web::Data<Auth>> {
+    req.app_data::<web::Data<Auth>>()
+        .filter(|a| a.enabled())
+        .ok_or(ApiError::RouteNotFound)
+}
+
+async fn get_token(req: HttpRequest) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&req)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::Unsupported(format!("malformed token request: {e}")))?;
+    let scopes = scopes_of(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v));
+    let offline = pairs
+        .iter()
+        .any(|(k, v)| k == "offline_token" && v == "true");
+    let identity = match req.headers().get(header::AUTHORIZATION) {
+        None => Identity::anonymous(),
+        Some(value) => {
+            let value = value.to_str().map_err(|_| ApiError::Unauthorized)?;
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("basic") {
+                return Err(ApiError::Unauthorized);
+            }
+            let (name, password) = parse_basic(rest.trim()).ok_or(ApiError::Unauthorized)?;
+            verified(auth, &req, &name, &password).await?
+        }
+    };
+    respond(auth, &identity, &scopes, offline, false)
+}
+
+async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&req)?;
+    let mut form = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Unsupported(format!("reading body: {e}")))?;
+        if form.len() + chunk.len() > MAX_FORM_BYTES {
+            return Err(ApiError::SizeInvalid("token request too large".into()));
+        }
+        form.extend_from_slice(&chunk);
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&form)
+        .map_err(|e| ApiError::Unsupported(format!("malformed token request: {e}")))?;
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let scopes = scopes_of(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v));
+    let offline = field("access_type") == Some("offline");
+    let identity = match field("grant_type") {
+        Some("password") => {
+            let name = field("username").unwrap_or_default();
+            let password = super::Secret::new(field("password").unwrap_or_default());
+            verified(auth, &req, name, &password).await?
+        }
+        Some("refresh_token") => {
+            let token = field("refresh_token").unwrap_or_default();
+            let claims = auth
+                .keys
+                .verify(token, &auth.config.service)
+                .ok()
+                .filter(|c| c.refresh)
+                .ok_or(ApiError::Unauthorized)?;
+            // The account must still exist; its role is read afresh.
+            auth.directory
+                .identity(&claims.sub)
+                .ok_or(ApiError::Unauthorized)?
+        }
+        other => {
+            return Err(ApiError::Unsupported(format!(
+                "grant_type {:?} is not supported (password, refresh_token)",
+                other.unwrap_or_default()
+            )))
+        }
+    };
+    respond(auth, &identity, &scopes, offline, true)
+}
+
+async fn verified(
+    auth: &Auth,
+    req: &HttpRequest,
+    name: &str,
+    password: &super::Secret,
+) -> ApiResult<Identity> {
+    match auth.directory.verify(name, password).await {
+        Some(identity) => Ok(identity),
+        None => {
+            tracing::warn!(
+                target: "audit",
+                event = "denied",
+                who = %name,
+                path = "/v2/token",
+                reason = "bad credentials",
+                peer = %super::middleware::peer(req.peer_addr()),
+            );
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// Scopes from every `scope` value; each value may hold several, space-separated.
+fn scopes_of<'a>(values: impl Iterator<Item = &'a String>) -> Vec<Scope> {
+    values
+        .flat_map(|v| v.split(' '))
+        .filter_map(Scope::parse)
+        .collect()
+}
+
+/// What the rules grant of the scopes asked for.
+pub fn grant(auth: &Auth, identity: &Identity, scopes: &[Scope]) -> Vec<Access> {
+    let mut granted: Vec<Access> = Vec::new();
+    for scope in scopes {
+        match scope.kind.as_str() {
+            "repository" => {
+                let requested = Action::parse_list(&scope.actions);
+                let actions = auth.rules.granted(identity, &scope.name, &requested);
+                if actions.is_empty() {
+                    continue;
+                }
+                match granted
+                    .iter_mut()
+                    .find(|a| a.kind == "repository" && a.name == scope.name)
+                {
+                    Some(existing) => {
+                        for a in actions {
+                            if !existing.actions.iter().any(|x| x == a.as_str()) {
+                                existing.actions.push(a.as_str().to_string());
+                            }
+                        }
+                    }
+                    None => granted.push(Access::repository(&scope.name, &actions)),
+                }
+            }
+            // The catalog filters itself by the caller's rules.
+            "registry" if scope.name == "catalog" => granted.push(Access {
+                kind: "registry".into(),
+                name: "catalog".into(),
+                actions: vec!["*".into()],
+            }),
+            _ => {}
+        }
+    }
+    granted
+}
+
+fn respond(
+    auth: &Auth,
+    identity: &Identity,
+    scopes: &[Scope],
+    offline: bool,
+    oauth: bool,
+) -> ApiResult<HttpResponse> {
+    let access = grant(auth, identity, scopes);
+    let issued = now();
+    let ttl = auth.config.token_ttl_secs.max(1);
+    let claims = Claims {
+        iss: ISSUER.into(),
+        sub: identity.name.clone(),
+        aud: auth.config.service.clone(),
+        exp: issued + ttl,
+        nbf: issued,
+        iat: issued,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
+        access,
+        admin: identity.admin,
+        robot: identity.robot,
+        refresh: false,
+    };
+    let token = auth.keys.sign(&claims).map_err(ApiError::internal)?;
+    let issued_at = chrono::DateTime::from_timestamp(issued as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": ttl,
+        "issued_at": issued_at,
+    });
+    if oauth {
+        let scope: Vec<String> = claims
+            .access
+            .iter()
+            .map(|a| format!("{}:{}:{}", a.kind, a.name, a.actions.join(",")))
+            .collect();
+        body["scope"] = json!(scope.join(" "));
+    }
+    // Refresh tokens only with a configured key: a generated one dies with the process,
+    // and a client holding a dead refresh token fails until it logs in again.
+    if offline && auth.keys.persistent && !identity.is_anonymous() {
+        let refresh = Claims {
+            exp: issued + auth.config.refresh_ttl_secs.max(1),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            access: Vec::new(),
+            refresh: true,
+            ..claims
+        };
+        body["refresh_token"] = json!(auth.keys.sign(&refresh).map_err(ApiError::internal)?);
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
+}
