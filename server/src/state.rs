@@ -5,6 +5,7 @@ use std::sync::Arc;
 use signet_storage::uploads::Uploads;
 use signet_storage::{BlobStore, MetadataStore};
 
+use crate::cache::ManifestCache;
 use crate::config::Config;
 
 pub struct AppState {
@@ -12,6 +13,8 @@ pub struct AppState {
     pub meta: Arc<dyn MetadataStore>,
     pub uploads: Uploads,
     pub config: Arc<Config>,
+    /// Manifest lookups; see [`crate::cache`] (disabled unless opened by [`AppState::open`]).
+    pub manifest_cache: ManifestCache,
 }
 
 impl AppState {
@@ -19,8 +22,12 @@ impl AppState {
     pub async fn open(config: Arc<Config>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.storage.data_dir)?;
         let blobs = BlobStore::local(config.storage.blob_dir())?;
-        let meta = signet_storage::open_metadata(&config.storage.metadata_url()).await?;
-        Ok(Self::from_parts(blobs, meta, config))
+        let url = config.storage.metadata_url();
+        let meta = signet_storage::open_metadata(&url).await?;
+        let mut state = Self::from_parts(blobs, meta, config);
+        // Only here is it known which database the metadata store reads.
+        state.manifest_cache = ManifestCache::for_metadata_url(&url);
+        Ok(state)
     }
 
     pub fn from_parts(blobs: BlobStore, meta: Arc<dyn MetadataStore>, config: Arc<Config>) -> Self {
@@ -30,6 +37,7 @@ impl AppState {
             meta,
             uploads,
             config,
+            manifest_cache: ManifestCache::default(),
         }
     }
 }

@@ -34,10 +34,19 @@ fn parse_reference(raw: &str) -> ApiResult<Reference> {
 }
 
 async fn lookup(state: &AppState, path: &(String, String)) -> ApiResult<StoredManifest> {
+    if let Some(m) = state.manifest_cache.get(&path.0, &path.1) {
+        return Ok(m);
+    }
     let repo = repo_name(&path.0)?;
     let reference = parse_reference(&path.1)?;
+    // Taken before the store is read, so an answer that raced a commit is never served
+    // after it (see crate::cache).
+    let version = state.manifest_cache.version();
     match state.meta.get_manifest(&repo, &reference).await? {
-        Some(m) => Ok(m),
+        Some(m) => {
+            state.manifest_cache.insert(&path.0, &path.1, version, &m);
+            Ok(m)
+        }
         None if !state.meta.repository_exists(&repo).await? => Err(ApiError::NameUnknown),
         None => Err(ApiError::ManifestUnknown),
     }
