@@ -35,7 +35,7 @@ pub struct ServerConfig {
     pub tls: crate::tls::TlsConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     /// Where the embedded defaults keep their data (SQLite file and blob folder).
@@ -44,6 +44,33 @@ pub struct StorageConfig {
     pub metadata_url: String,
     /// Blob folder; empty means `<data_dir>/blobs`.
     pub blob_dir: String,
+}
+
+/// The metadata URL may carry a database password: it never shows in `Debug` output.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("data_dir", &self.data_dir)
+            .field("metadata_url", &redact_password(&self.metadata_url))
+            .field("blob_dir", &self.blob_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,8 +278,11 @@ impl Config {
         figment.extract().map_err(Box::new)
     }
 
+    /// The configuration as TOML, with the database password redacted.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("the configuration always serialises")
+        let mut shown = self.clone();
+        shown.storage.metadata_url = redact_password(&shown.storage.metadata_url);
+        toml::to_string_pretty(&shown).expect("the configuration always serialises")
     }
 }
 
@@ -292,6 +322,20 @@ mod tests {
             assert_eq!(cfg.storage.metadata_url(), "sqlite:///tmp/x/signet.db");
             Ok(())
         });
+    }
+
+    #[test]
+    fn database_passwords_are_never_shown() {
+        assert_eq!(
+            redact_password("postgres://signet:s3cret@db:5432/signet"),
+            "postgres://signet:***@db:5432/signet"
+        );
+        assert_eq!(redact_password("postgres://signet@db/x"), "postgres://signet@db/x");
+        assert_eq!(redact_password("sqlite://./a.db"), "sqlite://./a.db");
+        let mut config = Config::default();
+        config.storage.metadata_url = "postgres://u:s3cret@127.0.0.1/p".into();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!config.to_toml().contains("s3cret"));
     }
 
     #[test]
