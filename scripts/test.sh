@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Signet's whole test run: installs what the tests drive, builds once (debug), checks
-# formatting and lints, runs every unit, storage-suite and integration test, then the
-# conformance runner against Signet and against the reference registry.
+# formatting, lints and the compose file, runs every unit, storage-suite and integration
+# test, then the conformance runner against Signet, against two Signet replicas behind a
+# load balancer, and against the reference registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,11 +20,17 @@ cargo build --workspace --bins --tests
 step "lints"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "compose deployment"
+deploy/check-compose.sh
+
 step "unit, storage and integration tests"
 cargo nextest run --workspace --no-fail-fast
 
 step "conformance: Signet"
 conformance/run-against-signet.sh
+
+step "conformance: two Signet replicas on PostgreSQL and S3 behind a load balancer"
+conformance/run-against-replicas.sh
 
 step "conformance: the reference registry (docker-registry)"
 conformance/run-against-reference.sh

@@ -38,10 +38,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         Duration::from_secs(config.uploads.expire_after_secs),
     ));
 
+    let ops = Arc::new(crate::ops::Ops {
+        metrics_public: config.metrics.public,
+        ..Default::default()
+    });
+    let ops_data = web::Data::from(ops.clone());
+
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(ops_data.clone())
             .app_data(auth.clone())
             .app_data(limits.clone())
             .wrap(from_fn(crate::auth::middleware::authorize))
@@ -49,12 +56,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
             .wrap(from_fn(crate::auth::limits::enforce))
             .wrap(from_fn(crate::telemetry::request_span))
+            .wrap(from_fn(crate::ops::metrics::track))
+            .configure(crate::ops::configure)
             .configure(crate::auth::configure)
             .configure(api::configure)
             .configure(crate::ext::configure)
             .default_service(web::to(unmatched))
     })
     .shutdown_timeout(config.server.shutdown_timeout_secs)
+    // SIGTERM/SIGINT: drain first (`/readyz` 503), then the graceful stop.
+    .shutdown_signal(crate::ops::shutdown_signal(
+        ops,
+        Duration::from_secs(config.server.drain_secs),
+    ))
     .client_request_timeout(Duration::from_secs(60));
     let mut server = if config.server.tls.enabled() {
         let certs = crate::tls::ReloadingCert::open(&config.server.tls, crate::tls::provider())?;

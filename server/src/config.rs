@@ -20,6 +20,18 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: crate::auth::AuthConfig,
     pub rate_limit: crate::auth::limits::RateLimitConfig,
+    pub metrics: MetricsConfig,
+    /// Mirroring jobs (`[[sync.jobs]]`), run by `signet sync run <job>`.
+    pub sync: crate::sync::SyncConfig,
+}
+
+/// `GET /metrics` (Prometheus). With authentication on it needs the admin role unless
+/// `public` is true (then anyone who can reach the port can read it: per-route request
+/// counts, latencies, byte totals, GC results; no repository names or digests).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +43,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     pub shutdown_timeout_secs: u64,
+    /// Seconds between SIGTERM and the stop: `/readyz` answers 503 and the server still
+    /// serves, so load balancers take it out before it stops accepting.
+    pub drain_secs: u64,
     /// Certificate and key for HTTPS; none (the default): plain HTTP.
     pub tls: crate::tls::TlsConfig,
 }
@@ -44,6 +59,9 @@ pub struct StorageConfig {
     pub metadata_url: String,
     /// Blob folder; empty means `<data_dir>/blobs`.
     pub blob_dir: String,
+    /// Blobs in an S3-compatible bucket instead of `blob_dir`: on when `bucket` is set.
+    /// Replicas sharing one bucket and one PostgreSQL database serve the same registry.
+    pub s3: signet_storage::S3Config,
 }
 
 /// The metadata URL may carry a database password: it never shows in `Debug` output.
@@ -53,6 +71,8 @@ impl std::fmt::Debug for StorageConfig {
             .field("data_dir", &self.data_dir)
             .field("metadata_url", &redact_password(&self.metadata_url))
             .field("blob_dir", &self.blob_dir)
+            // Its `Debug` redacts the secret key.
+            .field("s3", &self.s3)
             .finish_non_exhaustive()
     }
 }
@@ -186,6 +206,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:5000".into(),
             workers: 0,
             shutdown_timeout_secs: 30,
+            drain_secs: 5,
             tls: Default::default(),
         }
     }
@@ -197,6 +218,7 @@ impl Default for StorageConfig {
             data_dir: PathBuf::from("./signet-data"),
             metadata_url: String::new(),
             blob_dir: String::new(),
+            s3: Default::default(),
         }
     }
 }
@@ -282,6 +304,10 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.storage.metadata_url = redact_password(&shown.storage.metadata_url);
+        if !shown.storage.s3.secret_access_key.is_empty() {
+            shown.storage.s3.secret_access_key = "***".into();
+        }
+        shown.sync.redact();
         toml::to_string_pretty(&shown).expect("the configuration always serialises")
     }
 }
@@ -330,10 +356,22 @@ mod tests {
             redact_password("postgres://signet:s3cret@db:5432/signet"),
             "postgres://signet:***@db:5432/signet"
         );
-        assert_eq!(redact_password("postgres://signet@db/x"), "postgres://signet@db/x");
+        assert_eq!(
+            redact_password("postgres://signet@db/x"),
+            "postgres://signet@db/x"
+        );
         assert_eq!(redact_password("sqlite://./a.db"), "sqlite://./a.db");
         let mut config = Config::default();
         config.storage.metadata_url = "postgres://u:s3cret@127.0.0.1/p".into();
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!config.to_toml().contains("s3cret"));
+    }
+
+    #[test]
+    fn s3_secrets_are_never_shown() {
+        let mut config = Config::default();
+        config.storage.s3.bucket = "b".into();
+        config.storage.s3.secret_access_key = "s3cret".into();
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!config.to_toml().contains("s3cret"));
     }

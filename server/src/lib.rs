@@ -14,6 +14,8 @@ pub mod config;
 pub mod error;
 pub mod ext;
 mod maintenance;
+pub mod ops;
 pub mod state;
+pub mod sync;
 pub mod telemetry;
 pub mod tls;

@@ -23,6 +23,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Copy an installation's metadata and blobs into the stores the target
+    /// configuration names (e.g. SQLite + filesystem into PostgreSQL + S3), verifying
+    /// every blob. Stop the source first; re-running copies only what is missing.
+    Migrate {
+        /// The source's configuration file (`SIGNET__` variables do not apply to it).
+        #[arg(
+            long,
+            conflicts_with = "from_data_dir",
+            required_unless_present = "from_data_dir"
+        )]
+        from_config: Option<PathBuf>,
+        /// The source: an embedded installation's data folder.
+        #[arg(long)]
+        from_data_dir: Option<PathBuf>,
+        /// The target's configuration file (default: `--config`); `SIGNET__` variables apply.
+        #[arg(long)]
+        to_config: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the registry.
     Serve {
         /// Address to listen on, e.g. 127.0.0.1:5000 (127.0.0.1:0 picks a free port).
@@ -59,6 +80,26 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Mirror upstream registries (jobs from `[[sync.jobs]]`).
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Run one job now, against the stores directly: progress on stderr, a summary on
+    /// stdout; exits non-zero when an item failed.
+    Run {
+        /// The job's `name`.
+        job: String,
+        /// The summary as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +126,41 @@ fn main() -> anyhow::Result<()> {
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::gc::run(&state, dry_run, json).await
         }),
+        Command::Sync {
+            command:
+                SyncCommand::Run {
+                    job,
+                    json,
+                    data_dir,
+                },
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::sync::run(&state, &job, json).await
+        }),
+        Command::Migrate {
+            from_config,
+            from_data_dir,
+            to_config,
+            json,
+        } => {
+            let config = Config::load(cli_config.as_deref(), &CliOverrides::default())?;
+            signet_server::telemetry::init(&config.log);
+            let source = match (from_config, from_data_dir) {
+                (Some(file), _) => signet_server::commands::migrate::Source::Config(file),
+                (None, Some(dir)) => signet_server::commands::migrate::Source::DataDir(dir),
+                (None, None) => anyhow::bail!("--from-config or --from-data-dir is required"),
+            };
+            let target = to_config.or(cli_config);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let text = runtime.block_on(signet_server::commands::migrate::run(
+                &source,
+                target.as_deref(),
+                json,
+            ))?;
+            print!("{text}");
+            Ok(())
+        }
         Command::Serve { listen, data_dir } => {
             let config = Config::load(cli_config.as_deref(), &CliOverrides { listen, data_dir })?;
             signet_server::telemetry::init(&config.log);

@@ -35,7 +35,9 @@ pub fn spawn_gc(state: Arc<AppState>) {
         loop {
             ticker.tick().await;
             let options = state.config.gc.options(&state.config, false);
-            match signet_storage::gc::collect(&state.meta, &state.blobs, &options).await {
+            let result = signet_storage::gc::collect(&state.meta, &state.blobs, &options).await;
+            crate::ops::metrics::record_gc(result.as_ref().map_err(|_| ()));
+            match result {
                 Ok(report) => tracing::info!(
                     manifests = report.manifests.len(),
                     links = report.links.len(),

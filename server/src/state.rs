@@ -21,7 +21,11 @@ impl AppState {
     /// Opens the stores the configuration names, running metadata migrations.
     pub async fn open(config: Arc<Config>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.storage.data_dir)?;
-        let blobs = BlobStore::local(config.storage.blob_dir())?;
+        let blobs = if config.storage.s3.enabled() {
+            BlobStore::s3(&config.storage.s3)?
+        } else {
+            BlobStore::local(config.storage.blob_dir())?
+        };
         let url = config.storage.metadata_url();
         let meta = signet_storage::open_metadata(&url).await?;
         let mut state = Self::from_parts(blobs, meta, config);

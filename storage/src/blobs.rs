@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -62,6 +63,50 @@ pub struct BlobBody {
     pub stream: BoxStream<'static, io::Result<Bytes>>,
 }
 
+/// Where an S3-compatible blob store is (`[storage.s3]` in the server's configuration).
+///
+/// Requests are path-style (`ENDPOINT/BUCKET/KEY`), which every S3-compatible server
+/// understands. Empty credentials fall back to the usual `AWS_*` environment variables.
+/// The secret never appears in `Debug` output (nor, through it, in logs).
+#[derive(Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// `http(s)://host:port`; empty means AWS itself (from the region).
+    pub endpoint: String,
+    /// Empty means `us-east-1` (what most S3-compatible servers expect).
+    pub region: String,
+    /// The bucket; it must exist. Setting it turns the S3 blob store on.
+    pub bucket: String,
+    /// Folder inside the bucket under which everything is kept; empty: the bucket root.
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Allows a plain `http://` endpoint (a store on loopback or a private network).
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |s: &str| if s.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+impl S3Config {
+    /// Whether S3 is configured at all (a bucket is named).
+    pub fn enabled(&self) -> bool {
+        !self.bucket.is_empty()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
@@ -84,6 +129,38 @@ impl BlobStore {
     /// Blobs in memory: for tests.
     pub fn memory() -> Self {
         Self::new(Arc::new(InMemory::new()))
+    }
+
+    /// Blobs in an S3-compatible bucket. Nothing is contacted yet: a wrong endpoint or
+    /// credentials show on the first request.
+    pub fn s3(config: &S3Config) -> StorageResult<Self> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(if config.region.is_empty() {
+                "us-east-1"
+            } else {
+                &config.region
+            })
+            .with_virtual_hosted_style_request(false)
+            .with_allow_http(config.allow_http)
+            // `copy_if_not_exists` through a multipart upload (what AWS itself supports).
+            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+        if !config.endpoint.is_empty() {
+            builder = builder.with_endpoint(&config.endpoint);
+        }
+        if !config.access_key_id.is_empty() {
+            builder = builder.with_access_key_id(&config.access_key_id);
+        }
+        if !config.secret_access_key.is_empty() {
+            builder = builder.with_secret_access_key(&config.secret_access_key);
+        }
+        let s3 = builder.build()?;
+        let prefix = config.prefix.trim_matches('/');
+        Ok(if prefix.is_empty() {
+            Self::new(Arc::new(s3))
+        } else {
+            Self::new(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))
+        })
     }
 
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
@@ -286,7 +363,7 @@ impl BlobStore {
                 let concatenated = futures::stream::iter(keys)
                     .then(move |key| {
                         let store = store.clone();
-                        async move { store.get(&key).await.map(|r| r.into_stream()) }
+                        async move { read_whole(store.as_ref(), &key).await }
                     })
                     .try_flatten()
                     .boxed();
@@ -384,4 +461,22 @@ fn check(expected: &Digest, actual: Digest) -> StorageResult<()> {
             actual,
         })
     }
+}
+
+/// A stored object as a stream. A local file is read in [`READ_FRAME`]s: object_store's
+/// own stream reads it in 8 KiB frames, one blocking-pool round trip each.
+async fn read_whole(
+    store: &dyn ObjectStore,
+    key: &Path,
+) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
+    let result = store.get(key).await.map_err(io::Error::other)?;
+    let span = result.range.clone();
+    Ok(match result.payload {
+        GetResultPayload::File(file, _) => {
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(io::SeekFrom::Start(span.start)).await?;
+            ReaderStream::with_capacity(file.take(span.end - span.start), READ_FRAME).boxed()
+        }
+        GetResultPayload::Stream(s) => s.map_err(io::Error::other).boxed(),
+    })
 }

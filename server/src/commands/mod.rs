@@ -2,3 +2,5 @@
 
 pub mod attachments;
 pub mod gc;
+pub mod migrate;
+pub mod sync;

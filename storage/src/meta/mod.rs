@@ -154,6 +154,41 @@ pub struct Page<'a> {
     pub limit: Option<u32>,
 }
 
+/// A column value copied between stores ([`MetadataStore::export_repository`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportValue {
+    Null,
+    Int(i64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// The rows of one table, as exported: the columns other than the repository id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportTable {
+    pub table: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<ExportValue>>,
+}
+
+/// Everything a store holds of one repository (without the shared `blobs` rows), in the
+/// order it must be imported: links, manifests with their exact bytes, tags, edges,
+/// atomic signatures (oldest first) and attachment rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepositoryExport {
+    pub name: String,
+    pub created_at: i64,
+    pub tables: Vec<ExportTable>,
+}
+
+/// One row of the `blobs` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRow {
+    pub digest: Digest,
+    pub size: u64,
+    pub created_at: i64,
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip to the database, for readiness checks.
@@ -273,6 +308,24 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn blob_deletions(&self) -> StorageResult<Vec<Digest>>;
     /// Removes a tombstone once the bytes are gone.
     async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()>;
+
+    // Copying one store into another (`crate::migrate`, `signet migrate`).
+
+    /// `blobs` rows in digest order, strictly after `after`, at most `limit`.
+    async fn export_blob_rows(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StorageResult<Vec<BlobRow>>;
+    /// Every row of one repository; `None` when it does not exist.
+    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>>;
+    /// Inserts the rows that are absent (by digest), leaving present ones alone; the
+    /// number inserted. The bytes must already be in this store's blob store.
+    async fn import_blob_rows(&self, rows: &[BlobRow]) -> StorageResult<u64>;
+    /// Inserts, in one transaction, the rows of an export that are absent (by each
+    /// table's key), leaving present ones alone; the number inserted. The `blobs` rows
+    /// its links name must exist.
+    async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64>;
 }
 
 /// What [`MetadataStore::gc_sweep`] is asked to do.

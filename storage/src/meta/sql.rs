@@ -17,8 +17,9 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType};
 
 use super::rules::{self, AttachmentRow, AttachmentWalk, EntryDescription};
 use super::{
-    now, AtomicSignature, AttachmentRecord, GcPlan, GcSweep, ManifestPut, MetadataStore, Page,
-    Referrer, SignatureStored, StoredManifest, UploadSession,
+    now, AtomicSignature, AttachmentRecord, BlobRow, ExportTable, ExportValue, GcPlan, GcSweep,
+    ManifestPut, MetadataStore, Page, Referrer, RepositoryExport, SignatureStored, StoredManifest,
+    UploadSession,
 };
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
@@ -1067,6 +1068,146 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         Ok(())
     }
 
+    async fn export_blob_rows(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StorageResult<Vec<BlobRow>> {
+        let q = query(
+            "SELECT digest, size, created_at FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit));
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BlobRow {
+                    digest: r.digest("digest")?,
+                    size: r.i64("size")? as u64,
+                    created_at: r.i64("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>> {
+        // One read transaction: the export is a consistent snapshot of the repository.
+        let mut tx = self.engine.begin(Access::Write).await?;
+        let Some(repo) = tx
+            .first(query("SELECT id, created_at FROM repositories WHERE name = $1").bind(name))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (id, created_at) = (repo.i64("id")?, repo.i64("created_at")?);
+        let mut tables = Vec::new();
+        for (table, columns, order) in EXPORTED_TABLES {
+            let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+            let sql = format!(
+                "SELECT {} FROM {table} WHERE repository_id = $1 ORDER BY {order}",
+                names.join(", ")
+            );
+            let rows = tx.fetch(query(sql).bind(id)).await?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    columns
+                        .iter()
+                        .map(|(c, kind)| read_column(row, c, *kind))
+                        .collect::<StorageResult<Vec<_>>>()
+                })
+                .collect::<StorageResult<Vec<_>>>()?;
+            tables.push(ExportTable {
+                table: table.to_string(),
+                columns: names.iter().map(|c| c.to_string()).collect(),
+                rows,
+            });
+        }
+        tx.rollback().await?;
+        Ok(Some(RepositoryExport {
+            name: name.to_string(),
+            created_at,
+            tables,
+        }))
+    }
+
+    async fn import_blob_rows(&self, rows: &[BlobRow]) -> StorageResult<u64> {
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let mut inserted = 0;
+        for row in rows {
+            inserted += tx
+                .execute(
+                    query(
+                        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&row.digest)
+                    .bind(row.size as i64)
+                    .bind(row.created_at),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64> {
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let mut inserted = tx
+            .execute(
+                query(
+                    "INSERT INTO repositories (name, created_at) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(export.name.as_str())
+                .bind(export.created_at),
+            )
+            .await?;
+        let repo_id = tx
+            .first(query("SELECT id FROM repositories WHERE name = $1").bind(export.name.as_str()))
+            .await?
+            .ok_or_else(|| StorageError::Other(format!("repository {} vanished", export.name)))?
+            .i64("id")?;
+        for table in &export.tables {
+            // Only the tables and columns this module exports: names go into SQL text.
+            let known = EXPORTED_TABLES
+                .iter()
+                .find(|(name, _, _)| *name == table.table)
+                .filter(|(_, columns, _)| {
+                    columns.len() == table.columns.len()
+                        && columns.iter().zip(&table.columns).all(|((c, _), t)| c == t)
+                });
+            if known.is_none() {
+                return Err(StorageError::Other(format!(
+                    "cannot import table {} with columns {:?}",
+                    table.table, table.columns
+                )));
+            }
+            let placeholders: Vec<String> = (2..table.columns.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} (repository_id, {}) VALUES ($1, {}) ON CONFLICT DO NOTHING",
+                table.table,
+                table.columns.join(", "),
+                placeholders.join(", ")
+            );
+            for row in &table.rows {
+                let q = row.iter().fold(query(sql.clone()).bind(repo_id), |q, v| {
+                    q.bind(match v {
+                        ExportValue::Null => Arg::Text(None),
+                        ExportValue::Int(i) => Arg::I64(*i),
+                        ExportValue::Text(t) => Arg::Text(Some(t.clone())),
+                        ExportValue::Bytes(b) => Arg::Bytes(b.clone()),
+                    })
+                });
+                inserted += tx.execute(q).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
     async fn list_atomic_signatures(
         &self,
         repo: &RepoName,
@@ -1220,4 +1361,97 @@ async fn forget_tag_attachments(tx: &mut impl Conn, repo_id: i64, tag: &Tag) -> 
     )
     .await?;
     Ok(())
+}
+
+/// How a column is read back for an export.
+#[derive(Debug, Clone, Copy)]
+enum Col {
+    Int,
+    Text,
+    OptText,
+    Bytes,
+}
+
+/// The per-repository tables `export_repository` copies, in import order (a row's
+/// foreign keys point at tables before it), with their columns (the repository id
+/// aside) and a stable order. Atomic signatures keep the order they were added in:
+/// they are inserted in `seq` order and the target assigns its own `seq`.
+/// A table name, its columns and their kinds, its `ORDER BY`.
+type ExportedTable = (&'static str, &'static [(&'static str, Col)], &'static str);
+
+const EXPORTED_TABLES: &[ExportedTable] = &[
+    (
+        "repository_blobs",
+        &[("digest", Col::Text), ("created_at", Col::Int)],
+        "digest",
+    ),
+    (
+        "manifests",
+        &[
+            ("digest", Col::Text),
+            ("media_type", Col::Text),
+            ("size", Col::Int),
+            ("content", Col::Bytes),
+            ("artifact_type", Col::OptText),
+            ("subject", Col::OptText),
+            ("annotations", Col::OptText),
+            ("created_at", Col::Int),
+        ],
+        "digest",
+    ),
+    (
+        "tags",
+        &[
+            ("name", Col::Text),
+            ("digest", Col::Text),
+            ("updated_at", Col::Int),
+        ],
+        "name",
+    ),
+    (
+        "manifest_blobs",
+        &[("manifest_digest", Col::Text), ("blob_digest", Col::Text)],
+        "manifest_digest, blob_digest",
+    ),
+    (
+        "manifest_children",
+        &[("index_digest", Col::Text), ("child_digest", Col::Text)],
+        "index_digest, child_digest",
+    ),
+    (
+        "atomic_signatures",
+        &[
+            ("manifest_digest", Col::Text),
+            ("signature_id", Col::Text),
+            ("content", Col::Bytes),
+            ("created_at", Col::Int),
+        ],
+        "seq",
+    ),
+    (
+        "attachments",
+        &[
+            ("subject", Col::Text),
+            ("attachment", Col::Text),
+            ("kind", Col::Text),
+            ("source", Col::Text),
+            ("format", Col::Text),
+            ("artifact_type", Col::OptText),
+            ("tag", Col::OptText),
+            ("carrier", Col::Text),
+            ("created_at", Col::Int),
+        ],
+        "subject, attachment, source",
+    ),
+];
+
+fn read_column(row: &impl RowExt, column: &str, kind: Col) -> StorageResult<ExportValue> {
+    Ok(match kind {
+        Col::Int => ExportValue::Int(row.i64(column)?),
+        Col::Text => ExportValue::Text(row.text(column)?),
+        Col::OptText => row
+            .opt_text(column)?
+            .map_or(ExportValue::Null, ExportValue::Text),
+        Col::Bytes => ExportValue::Bytes(row.bytes(column)?),
+    })
 }

@@ -1,0 +1,144 @@
+//! A sync job as configured (`[[sync.jobs]]`), and the report of one run.
+
+use serde::{Deserialize, Serialize};
+
+/// The `[sync]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    pub jobs: Vec<SyncJob>,
+}
+
+impl SyncConfig {
+    /// Hides upstream passwords (for `signet config`).
+    pub fn redact(&mut self) {
+        for job in &mut self.jobs {
+            if !job.password.is_empty() {
+                job.password = "***".into();
+            }
+        }
+    }
+
+    pub fn job(&self, name: &str) -> Option<&SyncJob> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+/// One mirroring job. Its `Debug` hides the password.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncJob {
+    pub name: String,
+    /// `http://host:port` or `https://host`.
+    pub upstream: String,
+    /// Basic credentials; also used for the bearer-token flow when the upstream
+    /// challenges with `WWW-Authenticate: Bearer` (anonymous tokens without them).
+    pub username: String,
+    pub password: String,
+    /// Repository names, or patterns (`*` within one path segment, `**` across them)
+    /// matched against the upstream catalog.
+    pub repositories: Vec<String>,
+    /// Tags to mirror: regular expressions matching the whole tag; empty means all.
+    pub tags_include: Vec<String>,
+    /// Tags never mirrored (whole-tag regular expressions), applied after the includes.
+    pub tags_exclude: Vec<String>,
+    /// `os/arch[/variant]`; empty means every platform.
+    pub platforms: Vec<String>,
+    /// Prefix of the mirrored repositories' names (`mirror` puts `library/x` at
+    /// `mirror/library/x`); empty keeps the upstream names.
+    pub destination_prefix: String,
+    /// Seconds between scheduled runs; 0 means on demand only. (Not scheduled yet.)
+    pub interval_secs: u64,
+    /// Transfers in flight at once.
+    pub concurrency: usize,
+}
+
+impl std::fmt::Debug for SyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.clone();
+        if !shown.password.is_empty() {
+            shown.password = "***".into();
+        }
+        f.debug_struct("SyncJob")
+            .field("name", &shown.name)
+            .field("upstream", &shown.upstream)
+            .field("username", &shown.username)
+            .field("password", &shown.password)
+            .field("repositories", &shown.repositories)
+            .field("tags_include", &shown.tags_include)
+            .field("tags_exclude", &shown.tags_exclude)
+            .field("platforms", &shown.platforms)
+            .field("destination_prefix", &shown.destination_prefix)
+            .field("interval_secs", &shown.interval_secs)
+            .field("concurrency", &shown.concurrency)
+            .finish()
+    }
+}
+
+impl Default for SyncJob {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            upstream: String::new(),
+            username: String::new(),
+            password: String::new(),
+            repositories: Vec::new(),
+            tags_include: Vec::new(),
+            tags_exclude: Vec::new(),
+            platforms: Vec::new(),
+            destination_prefix: String::new(),
+            interval_secs: 0,
+            concurrency: 4,
+        }
+    }
+}
+
+/// What one run did. Counters only grow; `errors` lists each item that failed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SyncReport {
+    pub job: String,
+    pub repositories: u64,
+    /// Selected tags (attachment tags not included).
+    pub tags: u64,
+    /// Selected tags already pointing at the upstream digest.
+    pub tags_unchanged: u64,
+    pub manifests_copied: u64,
+    /// Manifests already present (not fetched again).
+    pub manifests_present: u64,
+    /// Index children left out by the platform filter.
+    pub platforms_skipped: u64,
+    pub blobs_copied: u64,
+    pub bytes_copied: u64,
+    /// Blobs already in the destination repository.
+    pub blobs_present: u64,
+    /// Blobs already held by another repository, linked without a download.
+    pub blobs_mounted: u64,
+    /// Attachment manifests (cosign tags, referrers, fallback indexes) looked at.
+    pub attachments: u64,
+    pub atomic_signatures_copied: u64,
+    pub atomic_signatures_present: u64,
+    pub errors: Vec<String>,
+    pub seconds: f64,
+    pub bytes_per_second: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_never_shown() {
+        let mut config = crate::config::Config::default();
+        config.sync.jobs.push(SyncJob {
+            name: "j".into(),
+            password: "s3cret".into(),
+            ..Default::default()
+        });
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(!config.to_toml().contains("s3cret"));
+        let text =
+            "[[sync.jobs]]\nname = \"j\"\nupstream = \"http://h:1\"\nrepositories = [\"a\"]\n";
+        let parsed: crate::config::Config = toml::from_str(text).unwrap();
+        assert_eq!(parsed.sync.job("j").unwrap().concurrency, 4);
+    }
+}

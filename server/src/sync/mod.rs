@@ -1,0 +1,16 @@
+//! Sync: mirror repositories of an upstream registry, byte for byte, with every
+//! platform and every attachment a verifier needs.
+//!
+//! - [`job`]: the `[[sync.jobs]]` configuration and what a run reports;
+//! - [`upstream`]: the upstream client (oci-client for the distribution API and its
+//!   token flow; plain HTTP for the signatures extension);
+//! - [`plan`]: which repositories, tags and platforms a job selects;
+//! - [`runner`]: one run of a job against the stores.
+
+pub mod job;
+pub mod plan;
+pub mod runner;
+pub mod upstream;
+
+pub use job::{SyncConfig, SyncJob, SyncReport};
+pub use runner::run_job;

@@ -1,0 +1,221 @@
+//! What a job selects: repositories (names or catalog patterns), tags (include and
+//! exclude expressions; attachment tags are never "selected", they follow their
+//! subject), platforms, and where each repository lands.
+
+use anyhow::{anyhow, Context};
+use regex::Regex;
+use signet_storage::attachments::AttachmentTag;
+use signet_storage::manifest::Platform;
+
+use super::job::SyncJob;
+
+/// A job's selection, compiled.
+pub struct Plan {
+    tags_include: Vec<Regex>,
+    tags_exclude: Vec<Regex>,
+    platforms: Vec<PlatformFilter>,
+    repo_patterns: Vec<Regex>,
+    repo_names: Vec<String>,
+    prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PlatformFilter {
+    os: String,
+    arch: String,
+    variant: Option<String>,
+}
+
+fn whole(expr: &str) -> anyhow::Result<Regex> {
+    Regex::new(&format!("^(?:{expr})$")).with_context(|| format!("regular expression {expr:?}"))
+}
+
+/// `*` matches within one path segment, `**` across segments.
+fn glob(pattern: &str) -> anyhow::Result<Regex> {
+    let mut re = String::from("^");
+    let mut rest = pattern;
+    while let Some(c) = rest.chars().next() {
+        if let Some(r) = rest.strip_prefix("**") {
+            re.push_str(".*");
+            rest = r;
+        } else if c == '*' {
+            re.push_str("[^/]*");
+            rest = &rest[1..];
+        } else {
+            re.push_str(&regex::escape(&c.to_string()));
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    re.push('$');
+    Regex::new(&re).with_context(|| format!("repository pattern {pattern:?}"))
+}
+
+impl Plan {
+    pub fn new(job: &SyncJob) -> anyhow::Result<Plan> {
+        let platforms = job
+            .platforms
+            .iter()
+            .map(|p| {
+                let parts: Vec<&str> = p.split('/').collect();
+                match parts.as_slice() {
+                    [os, arch] => Ok(PlatformFilter {
+                        os: os.to_string(),
+                        arch: arch.to_string(),
+                        variant: None,
+                    }),
+                    [os, arch, variant] => Ok(PlatformFilter {
+                        os: os.to_string(),
+                        arch: arch.to_string(),
+                        variant: Some(variant.to_string()),
+                    }),
+                    _ => Err(anyhow!("platform {p:?} is not os/arch[/variant]")),
+                }
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let (patterns, names): (Vec<&String>, Vec<&String>) =
+            job.repositories.iter().partition(|r| r.contains('*'));
+        if job.repositories.is_empty() {
+            return Err(anyhow!("job {}: no repositories", job.name));
+        }
+        Ok(Plan {
+            tags_include: job
+                .tags_include
+                .iter()
+                .map(|e| whole(e))
+                .collect::<Result<_, _>>()?,
+            tags_exclude: job
+                .tags_exclude
+                .iter()
+                .map(|e| whole(e))
+                .collect::<Result<_, _>>()?,
+            platforms,
+            repo_patterns: patterns
+                .into_iter()
+                .map(|p| glob(p))
+                .collect::<Result<_, _>>()?,
+            repo_names: names.into_iter().cloned().collect(),
+            prefix: job.destination_prefix.trim_matches('/').to_string(),
+        })
+    }
+
+    /// Whether the catalog is needed to know the repositories.
+    pub fn needs_catalog(&self) -> bool {
+        !self.repo_patterns.is_empty()
+    }
+
+    /// The upstream repositories selected, given the catalog when patterns need it.
+    pub fn repositories(&self, catalog: &[String]) -> Vec<String> {
+        let mut out = self.repo_names.clone();
+        out.extend(
+            catalog
+                .iter()
+                .filter(|r| self.repo_patterns.iter().any(|p| p.is_match(r)))
+                .cloned(),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The mirror's name for an upstream repository.
+    pub fn destination(&self, upstream_repo: &str) -> String {
+        if self.prefix.is_empty() {
+            upstream_repo.to_string()
+        } else {
+            format!("{}/{upstream_repo}", self.prefix)
+        }
+    }
+
+    /// A tag the job mirrors (attachment tags never are: they follow their subject).
+    pub fn selects_tag(&self, tag: &str) -> bool {
+        AttachmentTag::parse(tag).is_none()
+            && (self.tags_include.is_empty() || self.tags_include.iter().any(|r| r.is_match(tag)))
+            && !self.tags_exclude.iter().any(|r| r.is_match(tag))
+    }
+
+    /// An index child the job mirrors: every child without a platform, and with a
+    /// platform filter only the platforms it lists (a filter without a variant takes
+    /// every variant).
+    pub fn selects_platform(&self, platform: Option<&Platform>) -> bool {
+        let Some(p) = platform else { return true };
+        self.platforms.is_empty()
+            || self.platforms.iter().any(|f| {
+                f.os == p.os
+                    && f.arch == p.architecture
+                    && f.variant
+                        .as_ref()
+                        .is_none_or(|v| p.variant.as_ref() == Some(v))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(f: impl FnOnce(&mut SyncJob)) -> Plan {
+        let mut j = SyncJob {
+            name: "t".into(),
+            upstream: "http://127.0.0.1:1".into(),
+            repositories: vec!["a/b".into(), "lib/*".into()],
+            ..Default::default()
+        };
+        f(&mut j);
+        Plan::new(&j).unwrap()
+    }
+
+    fn platform(os: &str, arch: &str, variant: Option<&str>) -> Platform {
+        Platform {
+            os: os.into(),
+            architecture: arch.into(),
+            variant: variant.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn repositories_by_name_and_pattern() {
+        let plan = job(|_| {});
+        let catalog = ["lib/x".to_string(), "lib/x/y".into(), "other".into()];
+        assert_eq!(plan.repositories(&catalog), ["a/b", "lib/x"]);
+        let deep = job(|j| j.repositories = vec!["lib/**".into()]);
+        assert_eq!(deep.repositories(&catalog), ["lib/x", "lib/x/y"]);
+        let prefixed = job(|j| j.destination_prefix = "/mirror/".into());
+        assert_eq!(prefixed.destination("a/b"), "mirror/a/b");
+    }
+
+    #[test]
+    fn tags_include_exclude_and_attachments() {
+        let plan = job(|j| {
+            j.tags_include = vec![r"v\d+.*".into(), "latest".into()];
+            j.tags_exclude = vec![".*-rc".into()];
+        });
+        assert!(plan.selects_tag("v1.2"));
+        assert!(plan.selects_tag("latest"));
+        assert!(!plan.selects_tag("latest2"));
+        assert!(!plan.selects_tag("v2-rc"));
+        let all = job(|_| {});
+        let hex = "a".repeat(64);
+        assert!(all.selects_tag("anything"));
+        assert!(!all.selects_tag(&format!("sha256-{hex}.sig")));
+        assert!(!all.selects_tag(&format!("sha256-{hex}")));
+    }
+
+    #[test]
+    fn platforms() {
+        let all = job(|_| {});
+        assert!(all.selects_platform(Some(&platform("linux", "s390x", None))));
+        let some = job(|j| j.platforms = vec!["linux/amd64".into(), "linux/arm/v7".into()]);
+        assert!(some.selects_platform(None));
+        assert!(some.selects_platform(Some(&platform("linux", "amd64", None))));
+        assert!(some.selects_platform(Some(&platform("linux", "amd64", Some("v2")))));
+        assert!(!some.selects_platform(Some(&platform("linux", "arm64", None))));
+        assert!(some.selects_platform(Some(&platform("linux", "arm", Some("v7")))));
+        assert!(!some.selects_platform(Some(&platform("linux", "arm", Some("v6")))));
+        assert!(Plan::new(&SyncJob {
+            repositories: vec!["x".into()],
+            platforms: vec!["linux".into()],
+            ..Default::default()
+        })
+        .is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! One run of a sync job: for every selected repository and tag, the manifest tree as
+//! upstream wrote it (the index, its selected platform manifests, their blobs), then
+//! every attachment of every mirrored manifest (cosign tags, the referrers fallback tag,
+//! OCI referrers, atomic signatures, and attachments of attachments).
+//!
+//! Incremental by construction: a manifest already in the repository is read locally
+//! and not fetched again (so its blobs are not looked at either), a blob already in the
+//! repository is skipped, one held by another repository is linked without a download.
+//! Each item that fails is reported and the run goes on.
+//!
+//! An index whose platforms are filtered is stored byte-exact, with the mirrored
+//! children as its only child edges: `put_manifest` checks (and GC and coverage follow)
+//! exactly those, and a pull of a filtered-out platform answers `MANIFEST_UNKNOWN`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use signet_storage::attachments::AttachmentTag;
+use signet_storage::digest::Digest;
+use signet_storage::manifest::parse_manifest;
+use signet_storage::meta::{AtomicSignature, ManifestPut, ManifestRecord, SignatureStored};
+use signet_storage::names::{Reference, RepoName, Tag};
+use tokio::sync::Semaphore;
+
+use super::job::{SyncJob, SyncReport};
+use super::plan::Plan;
+use super::upstream::Upstream;
+use crate::state::AppState;
+
+/// How deep attachments of attachments are followed.
+const MAX_ATTACHMENT_DEPTH: u32 = 3;
+
+/// Where progress lines go (the CLI prints them on stderr).
+pub type Progress<'p> = dyn Fn(&str) + Send + Sync + 'p;
+
+/// Runs `job` once against the stores of `state`.
+pub async fn run_job(
+    state: &AppState,
+    job: &SyncJob,
+    progress: &Progress<'_>,
+) -> anyhow::Result<SyncReport> {
+    let started = Instant::now();
+    let plan = Plan::new(job)?;
+    let upstream = Upstream::new(job)?;
+    let run = Run {
+        state,
+        upstream,
+        plan,
+        concurrency: job.concurrency.max(1),
+        transfers: Semaphore::new(job.concurrency.max(1)),
+        report: Mutex::new(SyncReport {
+            job: job.name.clone(),
+            ..Default::default()
+        }),
+        signatures: false,
+        progress,
+    };
+    let mut run = run;
+    run.signatures = match run.upstream.supports_signatures().await {
+        Ok(s) => s,
+        Err(e) => {
+            run.error(format!("{e:#}"));
+            false
+        }
+    };
+    let catalog = if run.plan.needs_catalog() {
+        match run.upstream.catalog().await {
+            Ok(c) => c,
+            Err(e) => {
+                run.error(format!("{e:#}"));
+                Vec::new()
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let repositories = run.plan.repositories(&catalog);
+    for repo in &repositories {
+        run.count(|r| r.repositories += 1);
+        if let Err(e) = run.repository(repo).await {
+            run.error(format!("{repo}: {e:#}"));
+        }
+    }
+    let mut report = run.report.into_inner().expect("report lock");
+    report.seconds = started.elapsed().as_secs_f64();
+    report.bytes_per_second = if report.seconds > 0.0 {
+        report.bytes_copied as f64 / report.seconds
+    } else {
+        0.0
+    };
+    Ok(report)
+}
+
+struct Run<'a> {
+    state: &'a AppState,
+    upstream: Upstream,
+    plan: Plan,
+    concurrency: usize,
+    /// Bounds blob downloads in flight.
+    transfers: Semaphore,
+    report: Mutex<SyncReport>,
+    /// Upstream advertises the signatures extension.
+    signatures: bool,
+    progress: &'a Progress<'a>,
+}
+
+/// One repository being mirrored.
+struct Repo {
+    upstream: String,
+    dest: RepoName,
+    /// Upstream's attachment tags: (subject, tag).
+    attachment_tags: Vec<(Digest, String)>,
+    /// Subjects whose attachments this run already looked at.
+    visited: Mutex<HashSet<Digest>>,
+}
+
+/// What mirroring one manifest did.
+struct Mirrored {
+    /// The manifest was not in the repository before.
+    new: bool,
+    /// The children it now has in the repository (for an index).
+    children: Vec<Digest>,
+}
+
+impl Run<'_> {
+    fn count(&self, f: impl FnOnce(&mut SyncReport)) {
+        f(&mut self.report.lock().expect("report lock"));
+    }
+
+    fn error(&self, message: String) {
+        (self.progress)(&format!("error: {message}"));
+        self.count(|r| r.errors.push(message));
+    }
+
+    async fn repository(&self, upstream_repo: &str) -> anyhow::Result<()> {
+        let dest: RepoName = self
+            .plan
+            .destination(upstream_repo)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("destination name: {e}"))?;
+        let tags = self.upstream.tags(upstream_repo).await?;
+        let attachment_tags = tags
+            .iter()
+            .filter_map(|t| AttachmentTag::parse(t).map(|a| (a.subject().clone(), t.clone())))
+            .collect();
+        let selected: Vec<&String> = tags.iter().filter(|t| self.plan.selects_tag(t)).collect();
+        (self.progress)(&format!(
+            "{upstream_repo} -> {dest}: {} of {} tags selected",
+            selected.len(),
+            tags.len()
+        ));
+        self.count(|r| r.tags += selected.len() as u64);
+        let repo = Repo {
+            upstream: upstream_repo.to_string(),
+            dest,
+            attachment_tags,
+            visited: Mutex::default(),
+        };
+        let repo = &repo;
+        futures::stream::iter(selected)
+            .map(|tag| async move {
+                if let Err(e) = self.tag(repo, tag).await {
+                    self.error(format!("{}:{tag}: {e:#}", repo.upstream));
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<()>>()
+            .await;
+        Ok(())
+    }
+
+    async fn tag(&self, repo: &Repo, tag: &str) -> anyhow::Result<()> {
+        let tag: Tag = tag
+            .parse()
+            .map_err(|e| anyhow::anyhow!("tag {tag:?}: {e}"))?;
+        let digest = self
+            .upstream
+            .tag_digest(&repo.upstream, tag.as_str())
+            .await?;
+        let local = self.local_tag(repo, &tag).await?;
+        if local.as_ref() == Some(&digest) {
+            self.count(|r| r.tags_unchanged += 1);
+        }
+        let mirrored = self.manifest(repo, &digest, Some(&tag), 0).await?;
+        (self.progress)(&format!(
+            "{}:{tag} {digest}{}",
+            repo.dest,
+            if mirrored.new {
+                " copied"
+            } else {
+                " up to date"
+            }
+        ));
+        Ok(())
+    }
+
+    async fn local_tag(&self, repo: &Repo, tag: &Tag) -> anyhow::Result<Option<Digest>> {
+        Ok(self
+            .state
+            .meta
+            .get_manifest(&repo.dest, &Reference::Tag(tag.clone()))
+            .await?
+            .map(|m| m.digest))
+    }
+
+    /// Mirrors the manifest `digest` (and `tag` onto it): its selected children and its
+    /// blobs first, then the manifest, then its attachments. `depth` counts attachment
+    /// levels.
+    fn manifest<'s>(
+        &'s self,
+        repo: &'s Repo,
+        digest: &'s Digest,
+        tag: Option<&'s Tag>,
+        depth: u32,
+    ) -> BoxFuture<'s, anyhow::Result<Mirrored>> {
+        async move {
+            let local = self
+                .state
+                .meta
+                .get_manifest(&repo.dest, &Reference::Digest(digest.clone()))
+                .await?;
+            let present = local.is_some();
+            let (content, media_type) = match local {
+                Some(m) => (m.content, Some(m.media_type)),
+                None => (self.upstream.manifest(&repo.upstream, digest).await?, None),
+            };
+            let parsed = parse_manifest(&content, media_type.as_deref())
+                .map_err(|e| anyhow::anyhow!("manifest {digest}: {e}"))?;
+
+            let mut children = Vec::new();
+            let mut new_child = false;
+            for child in &parsed.children {
+                if !self.plan.selects_platform(child.platform.as_ref()) {
+                    self.count(|r| r.platforms_skipped += 1);
+                    continue;
+                }
+                let m = self.manifest(repo, &child.digest, None, depth).await?;
+                new_child |= m.new;
+                children.push(child.digest.clone());
+            }
+            children.sort();
+            children.dedup();
+
+            let blobs = parsed.required_blobs();
+            if !present {
+                let sizes = parsed
+                    .config
+                    .iter()
+                    .chain(parsed.layers.iter())
+                    .map(|d| (d.digest.clone(), d.size));
+                let sizes: std::collections::HashMap<_, _> = sizes.collect();
+                // Downloads are bounded by `transfers`; the lookups before them are cheap.
+                let copies: Vec<_> = blobs
+                    .iter()
+                    .map(|b| self.blob(repo, b, sizes.get(b).copied()))
+                    .collect();
+                futures::future::try_join_all(copies).await?;
+            }
+
+            let tag_moves = match tag {
+                Some(t) => self.local_tag(repo, t).await?.as_ref() != Some(digest),
+                None => false,
+            };
+            if !present || new_child || tag_moves {
+                let put = ManifestPut {
+                    repo: repo.dest.clone(),
+                    manifest: ManifestRecord {
+                        digest: digest.clone(),
+                        media_type: parsed.media_type.clone(),
+                        artifact_type: parsed.effective_artifact_type(),
+                        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+                        annotations: parsed.annotations.clone(),
+                        content,
+                    },
+                    blobs,
+                    children: children.clone(),
+                    tag: tag.cloned(),
+                    condition: None,
+                };
+                self.state
+                    .meta
+                    .put_manifest(&put)
+                    .await
+                    .with_context(|| format!("storing manifest {digest}"))?;
+            }
+            if present {
+                self.count(|r| r.manifests_present += 1);
+            } else {
+                self.count(|r| r.manifests_copied += 1);
+            }
+
+            if depth < MAX_ATTACHMENT_DEPTH {
+                self.attachments(repo, digest, depth + 1).await?;
+            }
+            Ok(Mirrored {
+                new: !present,
+                children,
+            })
+        }
+        .boxed()
+    }
+
+    /// Every attachment of `subject`: its cosign tags and referrers fallback tag (from
+    /// upstream's tag list), its OCI referrers, its atomic signatures.
+    async fn attachments(&self, repo: &Repo, subject: &Digest, depth: u32) -> anyhow::Result<()> {
+        if !repo
+            .visited
+            .lock()
+            .expect("visited lock")
+            .insert(subject.clone())
+        {
+            return Ok(());
+        }
+        let mut seen: HashSet<Digest> = HashSet::new();
+        let tags: Vec<&String> = repo
+            .attachment_tags
+            .iter()
+            .filter(|(s, _)| s == subject)
+            .map(|(_, t)| t)
+            .collect();
+        for tag in tags {
+            self.count(|r| r.attachments += 1);
+            let parsed: Tag = tag
+                .parse()
+                .map_err(|e| anyhow::anyhow!("tag {tag:?}: {e}"))?;
+            let digest = self.upstream.tag_digest(&repo.upstream, tag).await?;
+            let m = self.manifest(repo, &digest, Some(&parsed), depth).await?;
+            seen.insert(digest);
+            seen.extend(m.children);
+        }
+        for referrer in self.upstream.referrers(&repo.upstream, subject).await? {
+            if seen.insert(referrer.clone()) {
+                self.count(|r| r.attachments += 1);
+                self.manifest(repo, &referrer, None, depth).await?;
+            }
+        }
+        if self.signatures {
+            for (id, content) in self
+                .upstream
+                .atomic_signatures(&repo.upstream, subject)
+                .await?
+            {
+                let stored = self
+                    .state
+                    .meta
+                    .put_atomic_signature(&repo.dest, subject, &AtomicSignature { id, content })
+                    .await
+                    .with_context(|| format!("atomic signature of {subject}"))?;
+                match stored {
+                    SignatureStored::Created => self.count(|r| r.atomic_signatures_copied += 1),
+                    SignatureStored::AlreadyPresent => {
+                        self.count(|r| r.atomic_signatures_present += 1)
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `digest` a blob of the repository: already there, linked from another
+    /// repository, or streamed from upstream and verified on the way in.
+    async fn blob(&self, repo: &Repo, digest: &Digest, size: Option<u64>) -> anyhow::Result<()> {
+        let meta = &self.state.meta;
+        if meta.blob_in_repository(&repo.dest, digest).await?.is_some() {
+            self.count(|r| r.blobs_present += 1);
+            return Ok(());
+        }
+        if meta.blob_size(digest).await?.is_some()
+            && meta.mount_blob(&repo.dest, digest).await?.is_some()
+        {
+            self.count(|r| r.blobs_mounted += 1);
+            return Ok(());
+        }
+        let _permit = self.transfers.acquire().await?;
+        let body = self.upstream.blob(&repo.upstream, digest).await?;
+        let stored = self
+            .state
+            .uploads
+            .put_monolithic(&repo.dest, digest, body)
+            .await
+            .with_context(|| format!("blob {digest}"))?;
+        if let Some(size) = size.filter(|s| *s != stored) {
+            tracing::warn!(%digest, declared = size, stored, "upstream blob size differs from its descriptor");
+        }
+        self.count(|r| {
+            r.blobs_copied += 1;
+            r.bytes_copied += stored;
+        });
+        (self.progress)(&format!("{}: blob {digest} ({stored} bytes)", repo.dest));
+        Ok(())
+    }
+}
