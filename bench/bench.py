@@ -622,6 +622,8 @@ http {{
                  "MiB/s")
         self.put(f"push {size_mib} MiB monolithic: server RSS growth (MiB)", srv.name,
                  rss.growth / MIB, "MiB", "lower")
+        self.put(f"push {size_mib} MiB monolithic: server peak RSS (MiB)", srv.name,
+                 rss.peak / MIB, "MiB", "info")
         # chunked: PATCH 16 MiB parts with Content-Range, then PUT ?digest=
         path, digest = self.push_files[1]
         chunk = p["chunk"]
@@ -645,6 +647,8 @@ http {{
                  size_mib / secs, "MiB/s")
         self.put(f"push {size_mib} MiB chunked: server RSS growth (MiB)", srv.name,
                  rss.growth / MIB, "MiB", "lower")
+        self.put(f"push {size_mib} MiB chunked: server peak RSS (MiB)", srv.name,
+                 rss.peak / MIB, "MiB", "info")
 
     def make_images(self):
         """One OCI layout holding N small images of 3 unique layers each."""
@@ -735,6 +739,15 @@ http {{
 
     def w_lists(self, srv, c):
         p = self.p
+        times = []
+        for _ in range(p["walks"]):
+            t0 = time.monotonic()
+            pages, entries = self.walk(c, "/v2/bench/tags/tags/list")
+            times.append(time.monotonic() - t0)
+        self.put(f"tags list: list all {p['tags']} without n, full walk (ms)", srv.name,
+                 statistics.median(times) * 1000, "ms", "lower")
+        self.put("tags list without n: pages / entries returned", srv.name,
+                 f"{pages} / {entries}", "", "info")
         for what, first, total, mid in (
                 ("tags list", "/v2/bench/tags/tags/list?n=100", p["tags"],
                  f"/v2/bench/tags/tags/list?n=100&last=t{p['tags'] // 2:05d}"),
@@ -756,10 +769,14 @@ http {{
             for conns in self.p["conns"]:
                 r = wrk_with_server_cpu(srv, srv.base + mid, conns, p["dur"],
                                         workdir=self.work)
+                if r["requests"] == 0:
+                    self.notes.append(f"{srv.name}: {what} page c={conns}: no request "
+                                      f"completed in {p['dur']} s (wrk timeout 5 s)")
                 self.put(f"{what}: one page n=100 from the middle, c={conns} (req/s)",
                          srv.name, r["rps"], "req/s")
                 self.put(f"{what}: one page n=100 from the middle, c={conns} p99 (ms)",
-                         srv.name, r["p99_ms"], "ms", "lower")
+                         srv.name, r["p99_ms"] if r["requests"] else "none done", "ms",
+                         "lower")
 
     def w_referrers(self, srv, c):
         p = self.p
@@ -782,7 +799,7 @@ http {{
         parallel(referrer, range(p["referrers"]))
         st, _, body = c.req("GET", f"/v2/{repo}/referrers/{self.mdigest}")
         if st != 200:
-            self.put(f"referrers: list of {p['referrers']}, c=1 (req/s)", srv.name,
+            self.put(f"referrers: list of {p['referrers']}, c={p['conns'][0]} (req/s)", srv.name,
                      f"n/a ({st})", "req/s", "info")
             return
         got = len(json.loads(body)["manifests"])
@@ -943,10 +960,13 @@ http {{
                    ("nginx", "signet", "distribution")}}
             for peer in ("nginx", "distribution"):
                 v = vals.get(peer)
-                if isinstance(s, (int, float)) and isinstance(v, (int, float)) and v:
-                    # ratio as "how many times better Signet is": for time-like metrics
-                    # (lower is better) we still print Signet/peer, the target says which way
-                    row[f"signet/{peer}"] = s / v
+                if isinstance(s, (int, float)) and isinstance(v, (int, float)):
+                    # Signet/peer for every metric; for time-like ones (lower is better)
+                    # the target says which way. A peer that completed nothing: inf.
+                    if v:
+                        row[f"signet/{peer}"] = s / v
+                    elif s and m["better"] == "higher":
+                        row[f"signet/{peer}"] = float("inf")
             t = self.target_of(metric)
             if t and isinstance(s, (int, float)):
                 kind, peer, bound = t
@@ -956,7 +976,8 @@ http {{
                     ratio = row.get(f"signet/{peer}")
                     if m["better"] == "lower" and kind == "ratio>=":
                         # time metrics: Signet must take <= 1/bound of the peer's time
-                        ratio = None if not ratio else 1 / ratio
+                        ratio = None if not ratio else (1 / ratio if ratio != float("inf")
+                                                        else 0.0)
                     if ratio is not None:
                         if kind == "ratio>=":
                             row["target"] = f">= {bound}x {peer}"
@@ -981,11 +1002,22 @@ http {{
                 "bench-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())) + ".json"
         path = os.path.join(self.args.results, name)
         with open(path, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(json_safe(out), f, indent=1)
         if not self.args.smoke:
             shutil.copyfile(path, os.path.join(self.args.results, "latest.json"))
         log(f"wrote {path}")
         return out
+
+
+def json_safe(v):
+    """Infinity (a peer that completed nothing) as a string: JSON has no inf."""
+    if isinstance(v, float) and v == float("inf"):
+        return "inf"
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
 
 
 def machine():

@@ -26,6 +26,9 @@ deploy/check-compose.sh
 step "unit, storage and integration tests"
 cargo nextest run --workspace --no-fail-fast
 
+step "benchmark harness, smoke mode (the full run is python3 bench/bench.py)"
+python3 bench/bench.py --smoke --debug
+
 step "conformance: Signet"
 conformance/run-against-signet.sh
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 pub mod oci;
+pub mod proxy;
 
 /// A running Signet process.
 pub struct Registry {

@@ -177,7 +177,19 @@ impl Registry {
     }
 
     pub async fn send(&self, rb: RequestBuilder) -> Result<Resp> {
-        let resp = rb.send().await.context("request failed")?;
+        let again = rb.try_clone();
+        let resp = match rb.send().await {
+            Ok(resp) => resp,
+            // A pooled keep-alive connection that the server or a proxy in front of it
+            // had already closed: the request never reached anyone, and every HTTP client
+            // sends it again on a fresh connection. Anything else is the registry's answer.
+            Err(e) if closed_before_answer(&e) && again.is_some() => again
+                .expect("checked above")
+                .send()
+                .await
+                .context("request failed")?,
+            Err(e) => return Err(anyhow!(e).context("request failed")),
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let url = resp.url().clone();
@@ -267,6 +279,18 @@ impl Registry {
 }
 
 /// The upload URL with `digest=<digest>` appended to its query.
+/// True when the connection closed before any byte of an answer arrived.
+fn closed_before_answer(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled();
+        }
+        source = err.source();
+    }
+    false
+}
+
 pub fn with_digest(mut url: Url, digest: &str) -> Url {
     url.query_pairs_mut().append_pair("digest", digest);
     url

@@ -31,6 +31,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let state = web::Data::new(AppState::open(config.clone()).await?);
     crate::maintenance::spawn(state.clone().into_inner());
     crate::maintenance::spawn_gc(state.clone().into_inner());
+    let sync = web::Data::new(crate::sync::manager::SyncManager::new(
+        state.clone().into_inner(),
+    ));
+    crate::maintenance::spawn_sync(sync.clone().into_inner());
 
     let auth = web::Data::new(crate::auth::Auth::from_config(&config.auth)?);
     let limits = web::Data::new(crate::auth::limits::Limits::new(
@@ -48,9 +52,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(sync.clone())
             .app_data(ops_data.clone())
             .app_data(auth.clone())
             .app_data(limits.clone())
+            .wrap(from_fn(crate::verify::policy::enforce))
             .wrap(from_fn(crate::auth::middleware::authorize))
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))

@@ -23,6 +23,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Mirroring jobs (`[[sync.jobs]]`), run by `signet sync run <job>`.
     pub sync: crate::sync::SyncConfig,
+    /// Trust roots and the signature policy (`[trust]`, `[[trust.roots]]`).
+    pub trust: crate::verify::trust::TrustConfig,
 }
 
 /// `GET /metrics` (Prometheus). With authentication on it needs the admin role unless

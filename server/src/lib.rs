@@ -19,3 +19,4 @@ pub mod state;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+pub mod verify;

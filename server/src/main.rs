@@ -80,11 +80,22 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Trust roots and the signature policy (`[trust]`).
+    Trust {
+        #[command(subcommand)]
+        command: TrustCommand,
+    },
     /// Mirror upstream registries (jobs from `[[sync.jobs]]`).
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Load every trust root (its key must parse) and print what each covers.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +120,14 @@ fn main() -> anyhow::Result<()> {
         Command::Config => {
             let config = Config::load(cli_config.as_deref(), &CliOverrides::default())?;
             print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Trust {
+            command: TrustCommand::Check,
+        } => {
+            let config = Config::load(cli_config.as_deref(), &CliOverrides::default())?;
+            let trust = signet_server::verify::Trust::load(&config.trust)?;
+            print!("{}", trust.describe());
             Ok(())
         }
         Command::Attachments {

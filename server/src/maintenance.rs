@@ -1,5 +1,5 @@
 //! Work that runs beside the requests: closing abandoned upload sessions, and garbage
-//! collection on a schedule (`[gc] interval_secs`).
+//! collection on a schedule (`[gc] interval_secs`), and scheduled sync runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,19 @@ pub fn spawn_gc(state: Arc<AppState>) {
                 ),
                 Err(e) => tracing::warn!(error = %e, "scheduled garbage collection failed"),
             }
+        }
+    });
+}
+
+/// Starts scheduled sync runs (`interval_secs` of each job); a job whose previous run
+/// is still going is skipped that time.
+pub fn spawn_sync(manager: Arc<crate::sync::manager::SyncManager>) {
+    actix_web::rt::spawn(async move {
+        let mut ticker = actix_web::rt::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            manager.tick(std::time::Instant::now());
         }
     });
 }

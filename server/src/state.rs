@@ -15,6 +15,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Manifest lookups; see [`crate::cache`] (disabled unless opened by [`AppState::open`]).
     pub manifest_cache: ManifestCache,
+    /// Trust roots and verdicts; see [`crate::verify`] (no roots unless opened by
+    /// [`AppState::open`]).
+    pub verifier: Arc<crate::verify::Verifier>,
 }
 
 impl AppState {
@@ -28,7 +31,9 @@ impl AppState {
         };
         let url = config.storage.metadata_url();
         let meta = signet_storage::open_metadata(&url).await?;
+        let trust = crate::verify::Trust::load(&config.trust)?;
         let mut state = Self::from_parts(blobs, meta, config);
+        state.verifier = Arc::new(crate::verify::Verifier::new(trust));
         // Only here is it known which database the metadata store reads.
         state.manifest_cache = ManifestCache::for_metadata_url(&url);
         Ok(state)
@@ -42,6 +47,7 @@ impl AppState {
             uploads,
             config,
             manifest_cache: ManifestCache::default(),
+            verifier: Arc::default(),
         }
     }
 }

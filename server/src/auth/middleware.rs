@@ -51,6 +51,8 @@ pub enum Target {
         name: String,
         area: Area,
     },
+    /// `/v2/_signet/sync/...` (the sync admin API): the admin role.
+    Admin,
     /// Anything else: an authenticated caller.
     Other,
 }
@@ -64,6 +66,9 @@ pub fn classify(path: &str) -> Target {
         "/healthz" | "/readyz" => return Target::Probe,
         "/metrics" => return Target::Metrics,
         _ => {}
+    }
+    if path == "/v2/_signet/sync/jobs" || path.starts_with("/v2/_signet/sync/jobs/") {
+        return Target::Admin;
     }
     let repository = |name: &str, area| {
         if name.is_empty() {
@@ -285,14 +290,18 @@ fn decide(
     };
     match target {
         Target::TokenService | Target::Probe => Ok(caller),
-        Target::Metrics => {
+        Target::Metrics | Target::Admin => {
             if caller.identity.admin {
                 Ok(caller)
             } else if caller.presented {
                 Err((
                     Refusal {
                         status: Unauthenticated::Denied,
-                        reason: "metrics need the admin role",
+                        reason: if *target == Target::Admin {
+                            "the sync API needs the admin role"
+                        } else {
+                            "metrics need the admin role"
+                        },
                         scope: None,
                     },
                     who,
@@ -559,6 +568,8 @@ mod tests {
         assert_eq!(classify("/v2//blobs/x"), Target::Other);
         assert_eq!(classify("/v2/a/blobs/"), Target::Other);
         assert_eq!(classify("/metrics"), Target::Metrics);
+        assert_eq!(classify("/v2/_signet/sync/jobs"), Target::Admin);
+        assert_eq!(classify("/v2/_signet/sync/jobs/a/run"), Target::Admin);
         assert_eq!(classify("/healthz"), Target::Probe);
         assert_eq!(classify("/readyz"), Target::Probe);
         assert_eq!(classify("/healthz/x"), Target::Other);

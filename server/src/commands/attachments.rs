@@ -5,9 +5,10 @@ use std::fmt::Write;
 
 use signet_storage::attachments::AttachmentKind;
 use signet_storage::coverage::{coverage, Attachment, ByKind, Coverage};
-use signet_storage::{Reference, RepoName};
+use signet_storage::{Digest, Reference, RepoName};
 
 use crate::state::AppState;
+use crate::verify::report::Verdicts;
 
 /// Splits `repo@digest` or `repo:tag`.
 pub fn parse_target(target: &str) -> anyhow::Result<(RepoName, Reference)> {
@@ -32,28 +33,37 @@ pub async fn run(
     let report = coverage(state.meta.as_ref(), &repo, &reference, recursive)
         .await?
         .ok_or_else(|| anyhow::anyhow!("{target}: no such manifest"))?;
+    // With the verdicts of the trust configuration (`crate::verify`).
+    let mut value = serde_json::to_value(&report)?;
     if json {
-        Ok(serde_json::to_string_pretty(&report)? + "\n")
+        crate::verify::report::annotate(state, repo.as_str(), &mut value).await;
+        Ok(serde_json::to_string_pretty(&value)? + "\n")
     } else {
-        Ok(render(&repo, &report))
+        let verdicts = crate::verify::report::verdicts(state, repo.as_str(), &value).await;
+        Ok(render_verified(&repo, &report, &verdicts))
     }
 }
 
 /// The report as a tree.
 pub fn render(repo: &RepoName, report: &Coverage) -> String {
+    render_verified(repo, report, &Verdicts::new())
+}
+
+/// The report as a tree, each signature and attestation followed by its verdict.
+pub fn render_verified(repo: &RepoName, report: &Coverage, verdicts: &Verdicts) -> String {
     let mut out = format!("{repo}@{} ({})\n", report.digest, report.media_type);
-    render_coverage(&mut out, report, "");
+    render_coverage(&mut out, report, "", verdicts);
     out
 }
 
 /// One entry of a tree level, drawn given its prefix and whether it is the last.
 type TreeLine<'a> = Box<dyn Fn(&mut String, &str, bool) + 'a>;
 
-fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
+fn render_coverage(out: &mut String, c: &Coverage, prefix: &str, v: &Verdicts) {
     let mut lines: Vec<TreeLine<'_>> = Vec::new();
     for a in kinds(&c.attachments) {
         lines.push(Box::new(move |out, p, last| {
-            render_attachment(out, a, p, last)
+            render_attachment(out, a, &c.digest, p, last, v)
         }));
     }
     for covering in &c.covered_by {
@@ -65,7 +75,14 @@ fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
                 let _ = writeln!(out, "{p}{child}└─ (no attachments)");
             }
             for (i, a) in nested.iter().enumerate() {
-                render_attachment(out, a, &format!("{p}{child}"), i + 1 == nested.len());
+                render_attachment(
+                    out,
+                    a,
+                    &covering.index,
+                    &format!("{p}{child}"),
+                    i + 1 == nested.len(),
+                    v,
+                );
             }
         }));
     }
@@ -82,7 +99,7 @@ fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
                 "{p}{branch}{platform}{} ({})",
                 child.digest, child.media_type
             );
-            render_coverage(out, child, &format!("{p}{next}"));
+            render_coverage(out, child, &format!("{p}{next}"), v);
         }));
     }
     if lines.is_empty() {
@@ -94,16 +111,38 @@ fn render_coverage(out: &mut String, c: &Coverage, prefix: &str) {
     }
 }
 
-fn render_attachment(out: &mut String, a: &Attachment, prefix: &str, last: bool) {
+fn render_attachment(
+    out: &mut String,
+    a: &Attachment,
+    subject: &Digest,
+    prefix: &str,
+    last: bool,
+    v: &Verdicts,
+) {
     let (branch, next) = branches(last);
     let via = match &a.tag {
         Some(tag) => format!("{}, {} {tag}", a.format, a.source),
         None => format!("{}, {}", a.format, a.source),
     };
-    let _ = writeln!(out, "{prefix}{branch}{} {} ({via})", a.kind, a.digest);
+    let verdict = v
+        .get(&(subject.to_string(), a.digest.to_string()))
+        .map(|v| format!(" — {}", v.summary()))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{prefix}{branch}{} {} ({via}){verdict}",
+        a.kind, a.digest
+    );
     let nested: Vec<&Attachment> = kinds(&a.attachments).collect();
     for (i, n) in nested.iter().enumerate() {
-        render_attachment(out, n, &format!("{prefix}{next}"), i + 1 == nested.len());
+        render_attachment(
+            out,
+            n,
+            &a.digest,
+            &format!("{prefix}{next}"),
+            i + 1 == nested.len(),
+            v,
+        );
     }
 }
 
@@ -125,7 +164,6 @@ fn branches(last: bool) -> (&'static str, &'static str) {
 mod tests {
     use super::*;
     use signet_storage::coverage::CoveringIndex;
-    use signet_storage::Digest;
 
     fn attachment(kind: AttachmentKind, seed: &[u8]) -> Attachment {
         Attachment {

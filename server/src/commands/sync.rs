@@ -59,10 +59,14 @@ pub fn render(r: &SyncReport) -> String {
     );
     let _ = writeln!(
         out,
-        "{:.2} s, {:.1} MB/s, {} error(s)",
+        "{:.2} s, {:.1} MB/s, {} of {} items, {} retried request(s), {} error(s){}",
         r.seconds,
         r.bytes_per_second / 1e6,
-        r.errors.len()
+        r.items_done,
+        r.items_total,
+        r.retries,
+        r.errors.len(),
+        if r.cancelled { ", cancelled" } else { "" }
     );
     for e in &r.errors {
         let _ = writeln!(out, "  error: {e}");

@@ -56,6 +56,7 @@ async fn attachments(
         Some(report) => {
             let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
             body["repository"] = json!(repo.as_str());
+            crate::verify::report::annotate(&state, repo.as_str(), &mut body).await;
             Ok(HttpResponse::Ok().json(body))
         }
         None if !state.meta.repository_exists(&repo).await? => Err(ApiError::NameUnknown),

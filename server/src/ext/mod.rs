@@ -9,4 +9,5 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     attachments::configure(cfg);
     signatures::configure(cfg);
+    crate::sync::api::configure(cfg);
 }

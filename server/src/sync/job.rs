@@ -47,10 +47,14 @@ pub struct SyncJob {
     /// Prefix of the mirrored repositories' names (`mirror` puts `library/x` at
     /// `mirror/library/x`); empty keeps the upstream names.
     pub destination_prefix: String,
-    /// Seconds between scheduled runs; 0 means on demand only. (Not scheduled yet.)
+    /// Seconds between scheduled runs (from `signet serve`); 0 means on demand only.
     pub interval_secs: u64,
     /// Transfers in flight at once.
     pub concurrency: usize,
+    /// Retries of a transient upstream failure (connection error, timeout, 5xx, 429)
+    /// per request, with exponential backoff from `retry_base_ms` (capped at 10 s).
+    pub retries: u32,
+    pub retry_base_ms: u64,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -71,6 +75,8 @@ impl std::fmt::Debug for SyncJob {
             .field("destination_prefix", &shown.destination_prefix)
             .field("interval_secs", &shown.interval_secs)
             .field("concurrency", &shown.concurrency)
+            .field("retries", &shown.retries)
+            .field("retry_base_ms", &shown.retry_base_ms)
             .finish()
     }
 }
@@ -89,6 +95,8 @@ impl Default for SyncJob {
             destination_prefix: String::new(),
             interval_secs: 0,
             concurrency: 4,
+            retries: 5,
+            retry_base_ms: 200,
         }
     }
 }
@@ -117,6 +125,14 @@ pub struct SyncReport {
     pub attachments: u64,
     pub atomic_signatures_copied: u64,
     pub atomic_signatures_present: u64,
+    /// Items (selected tags) finished, failed ones included, and known so far (the
+    /// total grows as repositories are listed).
+    pub items_done: u64,
+    pub items_total: u64,
+    /// Upstream requests retried after a transient failure.
+    pub retries: u64,
+    /// The run stopped early on request (`POST .../cancel`).
+    pub cancelled: bool,
     pub errors: Vec<String>,
     pub seconds: f64,
     pub bytes_per_second: f64,

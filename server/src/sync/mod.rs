@@ -5,9 +5,13 @@
 //! - [`upstream`]: the upstream client (oci-client for the distribution API and its
 //!   token flow; plain HTTP for the signatures extension);
 //! - [`plan`]: which repositories, tags and platforms a job selects;
-//! - [`runner`]: one run of a job against the stores.
+//! - [`runner`]: one run of a job against the stores;
+//! - [`manager`]: runs inside the server (one at a time per job, schedule, cancel);
+//! - [`api`]: the admin API over the manager.
 
+pub mod api;
 pub mod job;
+pub mod manager;
 pub mod plan;
 pub mod runner;
 pub mod upstream;

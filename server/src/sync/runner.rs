@@ -13,6 +13,7 @@
 //! exactly those, and a pull of a filtered-out platform answers `MANIFEST_UNKNOWN`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -37,25 +38,79 @@ const MAX_ATTACHMENT_DEPTH: u32 = 3;
 /// Where progress lines go (the CLI prints them on stderr).
 pub type Progress<'p> = dyn Fn(&str) + Send + Sync + 'p;
 
+/// What a caller sees of a run while it goes, and how it stops one: the report so
+/// far, and a cancellation flag checked between items.
+#[derive(Default)]
+pub struct Control {
+    cancel: AtomicBool,
+    report: Mutex<SyncReport>,
+}
+
+impl Control {
+    /// Asks the run to stop before its next item.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// The report so far (`seconds` and the rate as of now).
+    pub fn snapshot(&self) -> SyncReport {
+        self.report.lock().expect("report lock").clone()
+    }
+}
+
 /// Runs `job` once against the stores of `state`.
 pub async fn run_job(
     state: &AppState,
     job: &SyncJob,
     progress: &Progress<'_>,
 ) -> anyhow::Result<SyncReport> {
+    run_controlled(state, job, progress, &Control::default()).await
+}
+
+/// Runs `job` once, reporting through `control` and stopping when it is cancelled.
+pub async fn run_controlled(
+    state: &AppState,
+    job: &SyncJob,
+    progress: &Progress<'_>,
+    control: &Control,
+) -> anyhow::Result<SyncReport> {
+    let metrics = crate::ops::metrics::global();
+    let labels = [("job", job.name.as_str())];
+    metrics.gauge_set(RUNNING, RUNNING_HELP, &labels, 1.0);
+    let result = run_inner(state, job, progress, control).await;
+    metrics.gauge_set(RUNNING, RUNNING_HELP, &labels, 0.0);
+    result
+}
+
+const RUNNING: &str = "signet_sync_running";
+const RUNNING_HELP: &str = "1 while a run of the sync job is in progress.";
+
+async fn run_inner(
+    state: &AppState,
+    job: &SyncJob,
+    progress: &Progress<'_>,
+    control: &Control,
+) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
     let plan = Plan::new(job)?;
     let upstream = Upstream::new(job)?;
+    *control.report.lock().expect("report lock") = SyncReport {
+        job: job.name.clone(),
+        ..Default::default()
+    };
     let run = Run {
         state,
         upstream,
         plan,
         concurrency: job.concurrency.max(1),
         transfers: Semaphore::new(job.concurrency.max(1)),
-        report: Mutex::new(SyncReport {
-            job: job.name.clone(),
-            ..Default::default()
-        }),
+        report: &control.report,
+        control,
+        started,
         signatures: false,
         progress,
     };
@@ -80,19 +135,19 @@ pub async fn run_job(
     };
     let repositories = run.plan.repositories(&catalog);
     for repo in &repositories {
+        if control.cancelled() {
+            break;
+        }
         run.count(|r| r.repositories += 1);
         if let Err(e) = run.repository(repo).await {
             run.error(format!("{repo}: {e:#}"));
         }
     }
-    let mut report = run.report.into_inner().expect("report lock");
-    report.seconds = started.elapsed().as_secs_f64();
-    report.bytes_per_second = if report.seconds > 0.0 {
-        report.bytes_copied as f64 / report.seconds
-    } else {
-        0.0
-    };
-    Ok(report)
+    run.count(|r| r.cancelled = control.cancelled());
+    if control.cancelled() {
+        (run.progress)("cancelled");
+    }
+    Ok(control.snapshot())
 }
 
 struct Run<'a> {
@@ -102,7 +157,9 @@ struct Run<'a> {
     concurrency: usize,
     /// Bounds blob downloads in flight.
     transfers: Semaphore,
-    report: Mutex<SyncReport>,
+    report: &'a Mutex<SyncReport>,
+    control: &'a Control,
+    started: Instant,
     /// Upstream advertises the signatures extension.
     signatures: bool,
     progress: &'a Progress<'a>,
@@ -127,8 +184,35 @@ struct Mirrored {
 }
 
 impl Run<'_> {
+    /// Updates the report (and its clock, rate and retry count).
     fn count(&self, f: impl FnOnce(&mut SyncReport)) {
-        f(&mut self.report.lock().expect("report lock"));
+        let mut r = self.report.lock().expect("report lock");
+        f(&mut r);
+        r.retries = self.upstream.retried();
+        r.seconds = self.started.elapsed().as_secs_f64();
+        r.bytes_per_second = if r.seconds > 0.0 {
+            r.bytes_copied as f64 / r.seconds
+        } else {
+            0.0
+        };
+    }
+
+    /// One selected tag finished (`ok` or not): the report and the metrics.
+    fn item_done(&self, ok: bool) {
+        self.count(|r| r.items_done += 1);
+        crate::ops::metrics::global().counter_add(
+            "signet_sync_items_total",
+            "Items (selected tags) sync runs finished, by job and outcome.",
+            &[
+                ("job", self.report_job().as_str()),
+                ("outcome", if ok { "ok" } else { "error" }),
+            ],
+            1.0,
+        );
+    }
+
+    fn report_job(&self) -> String {
+        self.report.lock().expect("report lock").job.clone()
     }
 
     fn error(&self, message: String) {
@@ -153,7 +237,10 @@ impl Run<'_> {
             selected.len(),
             tags.len()
         ));
-        self.count(|r| r.tags += selected.len() as u64);
+        self.count(|r| {
+            r.tags += selected.len() as u64;
+            r.items_total += selected.len() as u64;
+        });
         let repo = Repo {
             upstream: upstream_repo.to_string(),
             dest,
@@ -163,8 +250,16 @@ impl Run<'_> {
         let repo = &repo;
         futures::stream::iter(selected)
             .map(|tag| async move {
-                if let Err(e) = self.tag(repo, tag).await {
-                    self.error(format!("{}:{tag}: {e:#}", repo.upstream));
+                // Cancellation is checked between items: one already going finishes.
+                if self.control.cancelled() {
+                    return;
+                }
+                match self.tag(repo, tag).await {
+                    Ok(()) => self.item_done(true),
+                    Err(e) => {
+                        self.error(format!("{}:{tag}: {e:#}", repo.upstream));
+                        self.item_done(false);
+                    }
                 }
             })
             .buffer_unordered(self.concurrency)
@@ -376,13 +471,19 @@ impl Run<'_> {
             return Ok(());
         }
         let _permit = self.transfers.acquire().await?;
-        let body = self.upstream.blob(&repo.upstream, digest).await?;
+        // The whole transfer is retried: a body can break off midway (the store keeps
+        // nothing of a failed one).
         let stored = self
-            .state
-            .uploads
-            .put_monolithic(&repo.dest, digest, body)
-            .await
-            .with_context(|| format!("blob {digest}"))?;
+            .upstream
+            .retrying("blob", || async {
+                let body = self.upstream.blob(&repo.upstream, digest).await?;
+                self.state
+                    .uploads
+                    .put_monolithic(&repo.dest, digest, body)
+                    .await
+                    .with_context(|| format!("blob {digest}"))
+            })
+            .await?;
         if let Some(size) = size.filter(|s| *s != stored) {
             tracing::warn!(%digest, declared = size, stored, "upstream blob size differs from its descriptor");
         }
@@ -390,6 +491,12 @@ impl Run<'_> {
             r.blobs_copied += 1;
             r.bytes_copied += stored;
         });
+        crate::ops::metrics::global().counter_add(
+            "signet_sync_bytes_total",
+            "Blob bytes sync runs copied from upstream, by job.",
+            &[("job", self.report_job().as_str())],
+            stored as f64,
+        );
         (self.progress)(&format!("{}: blob {digest} ({stored} bytes)", repo.dest));
         Ok(())
     }

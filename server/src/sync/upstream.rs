@@ -6,6 +6,10 @@
 //! are exactly what upstream served, and checked against the digest asked for.
 //! The signatures extension (`/extensions/v2/...`) is plain HTTP with Basic credentials.
 
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
 use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -19,6 +23,9 @@ use signet_storage::manifest::SUPPORTED_MEDIA_TYPES;
 
 use super::job::SyncJob;
 
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 pub struct Upstream {
     client: Client,
     http: reqwest::Client,
@@ -27,6 +34,11 @@ pub struct Upstream {
     registry: String,
     /// `scheme://host[:port]`.
     base_url: String,
+    /// Retries per request of a transient failure, and the first backoff.
+    retries: u32,
+    retry_base: Duration,
+    /// Requests retried so far.
+    retried: AtomicU64,
 }
 
 /// A blob body as it arrives.
@@ -71,7 +83,50 @@ impl Upstream {
             auth,
             registry: registry.to_string(),
             base_url: url.to_string(),
+            retries: job.retries,
+            retry_base: Duration::from_millis(job.retry_base_ms.max(1)),
+            retried: AtomicU64::new(0),
         })
+    }
+
+    /// Requests retried so far (after a transient failure).
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has been retried
+    /// `retries` times; waits `retry_base * 2^n` (at most [`MAX_BACKOFF`], or what a
+    /// 429's `Retry-After` asks where the answer is visible) between attempts.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
+        let mut n = 0u32;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) if n < self.retries && is_transient(&e) => {
+                    let backoff = self
+                        .retry_base
+                        .saturating_mul(1u32 << n.min(16))
+                        .min(MAX_BACKOFF);
+                    // A 429 whose Retry-After oci-client does not pass on waits at
+                    // least a second.
+                    let wait = retry_after(&e).unwrap_or(if throttled(&e) {
+                        backoff.max(Duration::from_secs(1))
+                    } else {
+                        backoff
+                    });
+                    n += 1;
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(what, attempt = n, wait_ms = wait.as_millis() as u64, error = %format!("{e:#}"), "sync: retrying a transient upstream failure");
+                    tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
+                }
+                Err(e) if n > 0 => return Err(e.context(format!("after {n} retries"))),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn tag_ref(&self, repo: &str, tag: &str) -> Reference {
@@ -87,11 +142,15 @@ impl Upstream {
         let any = self.tag_ref("library/any", "latest");
         let mut out: Vec<String> = Vec::new();
         loop {
+            let last = out.last().cloned();
             let page = self
-                .client
-                .catalog(&any, &self.auth, Some(1000), out.last().map(String::as_str))
-                .await
-                .context("upstream catalog")?;
+                .retrying("catalog", || async {
+                    self.client
+                        .catalog(&any, &self.auth, Some(1000), last.as_deref())
+                        .await
+                        .context("upstream catalog")
+                })
+                .await?;
             let n = page.repositories.len();
             let before = out.len();
             out.extend(page.repositories);
@@ -108,35 +167,42 @@ impl Upstream {
     pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
         let r = self.tag_ref(repo, "latest");
         let list = self
-            .client
-            .list_tags(&r, &self.auth, None, None)
-            .await
-            .with_context(|| format!("upstream tags of {repo}"))?;
+            .retrying("tags", || async {
+                self.client
+                    .list_tags(&r, &self.auth, None, None)
+                    .await
+                    .with_context(|| format!("upstream tags of {repo}"))
+            })
+            .await?;
         Ok(list.tags)
     }
 
     /// The digest `repo:tag` points at (a HEAD request).
     pub async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Digest> {
+        let r = self.tag_ref(repo, tag);
         let d = self
-            .client
-            .fetch_manifest_digest(&self.tag_ref(repo, tag), &self.auth)
-            .await
-            .with_context(|| format!("upstream HEAD {repo}:{tag}"))?;
+            .retrying("tag", || async {
+                self.client
+                    .fetch_manifest_digest(&r, &self.auth)
+                    .await
+                    .with_context(|| format!("upstream HEAD {repo}:{tag}"))
+            })
+            .await?;
         d.parse()
             .map_err(|e| anyhow!("upstream digest {d:?} of {repo}:{tag}: {e}"))
     }
 
     /// The manifest `digest` exactly as upstream serves it, checked against the digest.
     pub async fn manifest(&self, repo: &str, digest: &Digest) -> anyhow::Result<Bytes> {
+        let r = self.digest_ref(repo, digest);
         let (bytes, _) = self
-            .client
-            .pull_manifest_raw(
-                &self.digest_ref(repo, digest),
-                &self.auth,
-                &SUPPORTED_MEDIA_TYPES,
-            )
-            .await
-            .with_context(|| format!("upstream manifest {repo}@{digest}"))?;
+            .retrying("manifest", || async {
+                self.client
+                    .pull_manifest_raw(&r, &self.auth, &SUPPORTED_MEDIA_TYPES)
+                    .await
+                    .with_context(|| format!("upstream manifest {repo}@{digest}"))
+            })
+            .await?;
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {
             bail!("upstream manifest {repo}@{digest} hashes to {actual}");
@@ -144,7 +210,8 @@ impl Upstream {
         Ok(bytes)
     }
 
-    /// A blob's bytes as a stream (verified by the blob store as they land).
+    /// A blob's bytes as a stream (verified by the blob store as they land). Not
+    /// retried here: the caller retries the whole transfer (a stream can fail midway).
     pub async fn blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<BlobStream> {
         let d = digest.to_string();
         let sized = self
@@ -158,11 +225,15 @@ impl Upstream {
     /// Referrers of `digest` through the referrers API, or — where upstream has none —
     /// the entries of its fallback tag `<alg>-<hex>`.
     pub async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Digest>> {
+        let r = self.digest_ref(repo, digest);
         let index = self
-            .client
-            .pull_referrers(&self.digest_ref(repo, digest), None)
-            .await
-            .with_context(|| format!("upstream referrers of {repo}@{digest}"))?;
+            .retrying("referrers", || async {
+                self.client
+                    .pull_referrers(&r, None)
+                    .await
+                    .with_context(|| format!("upstream referrers of {repo}@{digest}"))
+            })
+            .await?;
         index
             .manifests
             .iter()
@@ -178,10 +249,16 @@ impl Upstream {
     /// (`X-Registry-Supports-Signatures: 1`, on a 200 or a 401).
     pub async fn supports_signatures(&self) -> anyhow::Result<bool> {
         let resp = self
-            .basic(self.http.get(format!("{}/v2/", self.base_url)))
-            .send()
-            .await
-            .context("upstream GET /v2/")?;
+            .retrying("base", || async {
+                let resp = self
+                    .basic(self.http.get(format!("{}/v2/", self.base_url)))
+                    .send()
+                    .await
+                    .context("upstream GET /v2/")?;
+                check_transient(&resp, "upstream GET /v2/")?;
+                Ok(resp)
+            })
+            .await?;
         Ok(resp
             .headers()
             .get("X-Registry-Supports-Signatures")
@@ -207,18 +284,27 @@ impl Upstream {
             content: String,
         }
         let url = format!("{}/extensions/v2/{repo}/signatures/{digest}", self.base_url);
-        let resp = self
-            .basic(self.http.get(&url))
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Vec::new());
-        }
-        if !resp.status().is_success() {
-            bail!("GET {url}: {}", resp.status());
-        }
-        let listing: Listing = resp.json().await.with_context(|| format!("GET {url}"))?;
+        let listing = self
+            .retrying("signatures", || async {
+                let resp = self
+                    .basic(self.http.get(&url))
+                    .send()
+                    .await
+                    .with_context(|| format!("GET {url}"))?;
+                if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                    return Ok(Listing {
+                        signatures: Vec::new(),
+                    });
+                }
+                check_transient(&resp, &url)?;
+                if !resp.status().is_success() {
+                    bail!("GET {url}: {}", resp.status());
+                }
+                resp.json::<Listing>()
+                    .await
+                    .with_context(|| format!("GET {url}"))
+            })
+            .await?;
         let mut out = Vec::new();
         for s in listing
             .signatures
@@ -245,4 +331,100 @@ impl Upstream {
             _ => req,
         }
     }
+}
+
+/// A transient status (5xx, 429) as an error the retry loop recognises.
+fn check_transient(resp: &reqwest::Response, what: &str) -> anyhow::Result<()> {
+    let status = resp.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        return Err(anyhow::Error::new(Transient {
+            status: status.as_u16(),
+            retry_after: after.map(Duration::from_secs),
+        })
+        .context(what.to_string()));
+    }
+    Ok(())
+}
+
+/// An upstream answer worth retrying, with its `Retry-After`.
+#[derive(Debug)]
+struct Transient {
+    status: u16,
+    retry_after: Option<Duration>,
+}
+
+impl std::fmt::Display for Transient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream answered {}", self.status)
+    }
+}
+
+impl std::error::Error for Transient {}
+
+fn throttled(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Transient>()
+            .is_some_and(|t| t.status == 429)
+            || matches!(
+                c.downcast_ref::<oci_client::errors::OciDistributionError>(),
+                Some(oci_client::errors::OciDistributionError::ServerError { code: 429, .. })
+            )
+    }) || format!("{e:#}").contains("429 Too Many Requests")
+}
+
+fn retry_after(e: &anyhow::Error) -> Option<Duration> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Transient>())
+        .and_then(|t| t.retry_after)
+}
+
+/// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
+/// anything else (404, a digest mismatch, a refused credential) is not.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    for cause in e.chain() {
+        if cause.downcast_ref::<Transient>().is_some() {
+            return true;
+        }
+        if let Some(oci) = cause.downcast_ref::<oci_client::errors::OciDistributionError>() {
+            use oci_client::errors::OciDistributionError as E;
+            match oci {
+                E::ServerError { code, .. } => return *code >= 500 || *code == 429,
+                E::RequestError(r) => {
+                    return r.is_connect() || r.is_timeout() || r.is_body() || r.is_request()
+                }
+                E::IoError(_) => return true,
+                _ => {}
+            }
+        }
+        if let Some(r) = cause.downcast_ref::<reqwest::Error>() {
+            if r.is_connect() || r.is_timeout() || r.is_body() || r.is_request() {
+                return true;
+            }
+            if let Some(status) = r.status() {
+                return status.is_server_error() || status.as_u16() == 429;
+            }
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return true;
+        }
+    }
+    // oci-client reports some statuses only as text (a HEAD has no error body).
+    let text = format!("{e:#}");
+    [
+        "500 Internal Server Error",
+        "502 Bad Gateway",
+        "503 Service Unavailable",
+        "504 Gateway Timeout",
+        "429 Too Many Requests",
+        "connection closed",
+        "connection reset",
+        "error sending request",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }

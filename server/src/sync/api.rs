@@ -1,0 +1,154 @@
+//! The sync admin API (admin role when authentication is on):
+//!
+//! - `GET  /v2/_signet/sync/jobs`: every job (configuration, redacted) and its last run;
+//! - `POST /v2/_signet/sync/jobs`: creates a job (JSON as in `[[sync.jobs]]`; in memory);
+//! - `GET  /v2/_signet/sync/jobs/<name>`: the job and its current or last run, with
+//!   live progress;
+//! - `POST /v2/_signet/sync/jobs/<name>/run`: starts a run (202 with its id; 409 when
+//!   one is going);
+//! - `POST /v2/_signet/sync/jobs/<name>/cancel`: stops the run between items (202;
+//!   409 when none is going).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::{json, Value};
+
+use super::job::SyncJob;
+use super::manager::{Source, StartError, SyncManager};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v2/_signet/sync/jobs")
+            .route(web::get().to(list))
+            .route(web::post().to(create)),
+    )
+    .service(web::resource("/v2/_signet/sync/jobs/{name}").route(web::get().to(show)))
+    .service(web::resource("/v2/_signet/sync/jobs/{name}/run").route(web::post().to(run)))
+    .service(web::resource("/v2/_signet/sync/jobs/{name}/cancel").route(web::post().to(cancel)));
+}
+
+fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(json!({"errors": [{"code": code, "message": message, "detail": null}]}))
+}
+
+fn unavailable() -> HttpResponse {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "sync is not running in this server".into(),
+    )
+}
+
+fn describe(m: &SyncManager, job: &SyncJob, source: Source) -> Value {
+    let mut shown = job.clone();
+    if !shown.password.is_empty() {
+        shown.password = "***".into();
+    }
+    let (last, skipped) = m.last_run(&job.name);
+    json!({
+        "name": job.name,
+        "source": source,
+        "config": shown,
+        "run": last,
+        "scheduled_runs_skipped": skipped,
+    })
+}
+
+async fn list(m: Option<web::Data<SyncManager>>) -> HttpResponse {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return unavailable();
+    };
+    let jobs: Vec<Value> = m.jobs().iter().map(|(j, s)| describe(&m, j, *s)).collect();
+    HttpResponse::Ok().json(json!({ "jobs": jobs }))
+}
+
+async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResponse {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return unavailable();
+    };
+    let job: SyncJob = match serde_json::from_slice(&body) {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID", format!("job: {e}")),
+    };
+    if job.name.is_empty()
+        || !job
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID",
+            "job name: letters, digits, '-', '_', '.'".into(),
+        );
+    }
+    if let Err(e) = super::plan::Plan::new(&job).and_then(|_| super::upstream::Upstream::new(&job))
+    {
+        return error(StatusCode::BAD_REQUEST, "INVALID", format!("{e:#}"));
+    }
+    let name = job.name.clone();
+    if !m.create(job.clone()) {
+        return error(
+            StatusCode::CONFLICT,
+            "JOB_EXISTS",
+            format!("sync job {name:?} exists"),
+        );
+    }
+    HttpResponse::Created()
+        .insert_header(("Location", format!("/v2/_signet/sync/jobs/{name}")))
+        .json(describe(&m, &job, Source::Api))
+}
+
+async fn show(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return unavailable();
+    };
+    match m.job(&path) {
+        Some((job, source)) => HttpResponse::Ok().json(describe(&m, &job, source)),
+        None => unknown(&path),
+    }
+}
+
+fn unknown(name: &str) -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "JOB_UNKNOWN",
+        format!("no sync job {name:?}"),
+    )
+}
+
+async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return unavailable();
+    };
+    match m.start(&path, "api") {
+        Ok(handle) => HttpResponse::Accepted()
+            .insert_header(("Location", format!("/v2/_signet/sync/jobs/{}", path)))
+            .json(json!({"id": handle.id, "status": "running"})),
+        Err(StartError::UnknownJob) => unknown(&path),
+        Err(StartError::Running(id)) => HttpResponse::Conflict().json(json!({
+            "errors": [{"code": "RUN_IN_PROGRESS", "message": format!("sync job {:?} is running", path.as_str()), "detail": {"id": id}}],
+            "id": id,
+        })),
+    }
+}
+
+async fn cancel(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return unavailable();
+    };
+    if m.job(&path).is_none() {
+        return unknown(&path);
+    }
+    match m.cancel(&path) {
+        Some(handle) => {
+            HttpResponse::Accepted().json(json!({"id": handle.id, "status": "cancelling"}))
+        }
+        None => error(
+            StatusCode::CONFLICT,
+            "NOT_RUNNING",
+            format!("sync job {:?} has no run going", path.as_str()),
+        ),
+    }
+}

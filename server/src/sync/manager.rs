@@ -1,0 +1,296 @@
+//! Runs of sync jobs inside `signet serve`: one run of a job at a time, started by the
+//! admin API or the schedule, watched (live progress) and cancelled through the API.
+//!
+//! Jobs come from the configuration and from `POST /v2/_signet/sync/jobs`; the latter
+//! and the run history (the current and the last run of each job) are kept in memory:
+//! they do not survive a restart. Scheduled runs are not coordinated across replicas
+//! (see the README).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::job::{SyncJob, SyncReport};
+use super::runner::{run_controlled, Control};
+use crate::state::AppState;
+
+/// One run, going or finished.
+pub struct RunHandle {
+    pub id: String,
+    /// `api` or `schedule`.
+    pub trigger: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub control: Control,
+    last_line: Mutex<String>,
+    outcome: Mutex<Option<Outcome>>,
+}
+
+struct Outcome {
+    status: &'static str,
+    finished_at: DateTime<Utc>,
+    report: Option<SyncReport>,
+    error: Option<String>,
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStatus {
+    pub id: String,
+    pub trigger: &'static str,
+    /// `running`, `succeeded`, `failed` (the run stopped, or some items failed) or
+    /// `cancelled`.
+    pub status: &'static str,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The report so far (the final one once finished).
+    pub progress: SyncReport,
+    /// The last progress line.
+    pub last: String,
+    /// Why the run stopped, when it could not go on at all.
+    pub error: Option<String>,
+}
+
+impl RunHandle {
+    pub fn running(&self) -> bool {
+        self.outcome.lock().expect("outcome lock").is_none()
+    }
+
+    pub fn status(&self) -> RunStatus {
+        let outcome = self.outcome.lock().expect("outcome lock");
+        let last = self.last_line.lock().expect("line lock").clone();
+        match &*outcome {
+            None => RunStatus {
+                id: self.id.clone(),
+                trigger: self.trigger,
+                status: if self.control.cancelled() {
+                    "cancelling"
+                } else {
+                    "running"
+                },
+                started_at: self.started_at,
+                finished_at: None,
+                progress: self.control.snapshot(),
+                last,
+                error: None,
+            },
+            Some(o) => RunStatus {
+                id: self.id.clone(),
+                trigger: self.trigger,
+                status: o.status,
+                started_at: self.started_at,
+                finished_at: Some(o.finished_at),
+                progress: o.report.clone().unwrap_or_else(|| self.control.snapshot()),
+                last,
+                error: o.error.clone(),
+            },
+        }
+    }
+}
+
+/// Why a run did not start.
+#[derive(Debug)]
+pub enum StartError {
+    UnknownJob,
+    /// The id of the run still going.
+    Running(String),
+}
+
+/// Where a job was defined.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Config,
+    Api,
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<RunHandle>>,
+    /// Scheduled runs skipped because one was still going.
+    skipped: u64,
+    next_due: Option<Instant>,
+}
+
+pub struct SyncManager {
+    state: Arc<AppState>,
+    /// Jobs created through the API (in memory).
+    created: Mutex<Vec<SyncJob>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    next_id: AtomicU64,
+}
+
+impl SyncManager {
+    pub fn new(state: Arc<AppState>) -> SyncManager {
+        SyncManager {
+            state,
+            created: Mutex::default(),
+            slots: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Every job (configuration first), with where it comes from.
+    pub fn jobs(&self) -> Vec<(SyncJob, Source)> {
+        let mut out: Vec<(SyncJob, Source)> = self
+            .state
+            .config
+            .sync
+            .jobs
+            .iter()
+            .map(|j| (j.clone(), Source::Config))
+            .collect();
+        out.extend(
+            self.created
+                .lock()
+                .expect("jobs lock")
+                .iter()
+                .map(|j| (j.clone(), Source::Api)),
+        );
+        out
+    }
+
+    pub fn job(&self, name: &str) -> Option<(SyncJob, Source)> {
+        self.jobs().into_iter().find(|(j, _)| j.name == name)
+    }
+
+    /// Adds a job (in memory); false when the name is taken.
+    pub fn create(&self, job: SyncJob) -> bool {
+        let mut created = self.created.lock().expect("jobs lock");
+        if self.state.config.sync.job(&job.name).is_some()
+            || created.iter().any(|j| j.name == job.name)
+        {
+            return false;
+        }
+        created.push(job);
+        true
+    }
+
+    /// The current (or last) run of `name`, and the scheduled runs it skipped.
+    pub fn last_run(&self, name: &str) -> (Option<RunStatus>, u64) {
+        let slots = self.slots.lock().expect("slots lock");
+        match slots.get(name) {
+            Some(slot) => (slot.current.as_ref().map(|h| h.status()), slot.skipped),
+            None => (None, 0),
+        }
+    }
+
+    pub fn cancel(&self, name: &str) -> Option<Arc<RunHandle>> {
+        let slots = self.slots.lock().expect("slots lock");
+        let handle = slots.get(name)?.current.clone()?;
+        if !handle.running() {
+            return None;
+        }
+        handle.control.cancel();
+        Some(handle)
+    }
+
+    /// Starts a run of `name` in the background.
+    pub fn start(
+        self: &Arc<Self>,
+        name: &str,
+        trigger: &'static str,
+    ) -> Result<Arc<RunHandle>, StartError> {
+        let (job, _) = self.job(name).ok_or(StartError::UnknownJob)?;
+        let handle = {
+            let mut slots = self.slots.lock().expect("slots lock");
+            let slot = slots.entry(name.to_string()).or_default();
+            if let Some(current) = slot.current.as_ref().filter(|h| h.running()) {
+                if trigger == "schedule" {
+                    slot.skipped += 1;
+                }
+                return Err(StartError::Running(current.id.clone()));
+            }
+            let handle = Arc::new(RunHandle {
+                id: format!(
+                    "{}-{}",
+                    Utc::now().format("%Y%m%dT%H%M%SZ"),
+                    self.next_id.fetch_add(1, Ordering::Relaxed)
+                ),
+                trigger,
+                started_at: Utc::now(),
+                control: Control::default(),
+                last_line: Mutex::default(),
+                outcome: Mutex::default(),
+            });
+            slot.current = Some(handle.clone());
+            handle
+        };
+        let state = self.state.clone();
+        let run = handle.clone();
+        tracing::info!(job = %job.name, run = %run.id, trigger, "sync run started");
+        actix_web::rt::spawn(async move {
+            let line_of = run.clone();
+            let job_name = job.name.clone();
+            let progress = move |line: &str| {
+                tracing::debug!(job = %job_name, "{line}");
+                *line_of.last_line.lock().expect("line lock") = line.to_string();
+            };
+            let result = run_controlled(&state, &job, &progress, &run.control).await;
+            let outcome = match result {
+                Ok(report) => Outcome {
+                    status: if report.cancelled {
+                        "cancelled"
+                    } else if report.errors.is_empty() {
+                        "succeeded"
+                    } else {
+                        "failed"
+                    },
+                    finished_at: Utc::now(),
+                    report: Some(report),
+                    error: None,
+                },
+                Err(e) => Outcome {
+                    status: "failed",
+                    finished_at: Utc::now(),
+                    report: None,
+                    error: Some(format!("{e:#}")),
+                },
+            };
+            tracing::info!(job = %job.name, run = %run.id, status = outcome.status, "sync run finished");
+            *run.outcome.lock().expect("outcome lock") = Some(outcome);
+        });
+        Ok(handle)
+    }
+
+    /// Starts the jobs whose interval has come round; called every second by the
+    /// scheduler. A job still running is skipped (and logged) until the next interval.
+    pub fn tick(self: &Arc<Self>, now: Instant) {
+        for (job, _) in self.jobs() {
+            if job.interval_secs == 0 {
+                continue;
+            }
+            let every = Duration::from_secs(job.interval_secs);
+            let due = {
+                let mut slots = self.slots.lock().expect("slots lock");
+                let slot = slots.entry(job.name.clone()).or_default();
+                match slot.next_due {
+                    None => {
+                        slot.next_due = Some(now + every);
+                        false
+                    }
+                    Some(at) if at <= now => {
+                        slot.next_due = Some(now + every);
+                        true
+                    }
+                    Some(_) => false,
+                }
+            };
+            if !due {
+                continue;
+            }
+            match self.start(&job.name, "schedule") {
+                Ok(_) => {}
+                Err(StartError::Running(id)) => tracing::info!(
+                    job = %job.name,
+                    running = %id,
+                    "scheduled sync run skipped: the previous run is still going"
+                ),
+                Err(StartError::UnknownJob) => {}
+            }
+        }
+    }
+}

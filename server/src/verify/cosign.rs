@@ -1,0 +1,205 @@
+//! Verdicts on one attachment: cosign `.sig` manifests (simple-signing payload layers,
+//! base64 signature annotation) and DSSE `.att` manifests (in-toto statements), checked
+//! with the `sigstore` crate against the keys of the roots covering the repository.
+//! Sigstore bundles, notation and atomic GPG signatures are reported `unsupported`.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures::TryStreamExt;
+use serde_json::Value;
+use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
+use sigstore::crypto::Signature;
+
+use super::trust::{Trust, TrustRoot};
+use super::Verdict;
+
+pub const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+pub const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// Largest payload or envelope read for verification.
+const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+pub async fn verify_attachment(
+    trust: &Trust,
+    meta: &dyn MetadataStore,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+    format: &str,
+) -> Verdict {
+    match format {
+        "cosign" | "oci" => {}
+        "sigstore-bundle" => return Verdict::unsupported("Sigstore bundles are not verified yet"),
+        "notation" => return Verdict::unsupported("notation signatures are not verified yet"),
+        "atomic" => return Verdict::unsupported("atomic (GPG) signatures are not verified yet"),
+        other => return Verdict::unsupported(format!("format {other:?} is not verified")),
+    }
+    let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
+    match verify_manifest(&roots, meta, blobs, repo, subject, attachment).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(%repo, %attachment, error = %e, "verification could not read the attachment");
+            Verdict::invalid(format!("malformed: {e}"))
+        }
+    }
+}
+
+async fn verify_manifest(
+    roots: &[&TrustRoot],
+    meta: &dyn MetadataStore,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> anyhow::Result<Verdict> {
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let Some(stored) = meta
+        .get_manifest(&repo_name, &Reference::Digest(attachment.clone()))
+        .await?
+    else {
+        anyhow::bail!("the attachment manifest is missing");
+    };
+    let manifest: Value = serde_json::from_slice(&stored.content)?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let mut first_invalid = None;
+    let mut recognised = false;
+    for layer in &layers {
+        let media_type = layer["mediaType"].as_str().unwrap_or_default();
+        if media_type != SIMPLESIGNING && media_type != DSSE {
+            continue;
+        }
+        recognised = true;
+        if roots.is_empty() {
+            continue;
+        }
+        let verdict = match verify_layer(roots, blobs, subject, layer, media_type).await {
+            Ok(v) => v,
+            Err(e) => Verdict::invalid(format!("malformed: {e}")),
+        };
+        if verdict.is_valid() {
+            return Ok(verdict);
+        }
+        first_invalid.get_or_insert(verdict);
+    }
+    if !recognised {
+        return Ok(Verdict::unsupported(
+            "no cosign simple-signing or DSSE layer (other formats are not verified yet)",
+        ));
+    }
+    if roots.is_empty() {
+        return Ok(Verdict::no_trust_root());
+    }
+    Ok(first_invalid.unwrap_or_else(|| Verdict::invalid("no signature")))
+}
+
+async fn verify_layer(
+    roots: &[&TrustRoot],
+    blobs: &BlobStore,
+    subject: &Digest,
+    layer: &Value,
+    media_type: &str,
+) -> anyhow::Result<Verdict> {
+    let digest: Digest = layer["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("layer digest"))?;
+    let bytes = read_blob(blobs, &digest).await?;
+    if media_type == SIMPLESIGNING {
+        let Some(sig) = layer["annotations"][SIG_ANNOTATION].as_str() else {
+            return Ok(Verdict::invalid(format!(
+                "malformed: no {SIG_ANNOTATION} annotation"
+            )));
+        };
+        let Ok(sig) = B64.decode(sig.trim()) else {
+            return Ok(Verdict::invalid("malformed: the signature is not base64"));
+        };
+        let Some(root) = roots
+            .iter()
+            .find(|r| r.key.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
+        else {
+            return Ok(Verdict::invalid(
+                "bad signature: no applicable trust root's key verifies it",
+            ));
+        };
+        let payload: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("simple-signing payload: {e}"))?;
+        let named = payload["critical"]["image"]["docker-manifest-digest"]
+            .as_str()
+            .unwrap_or_default();
+        if named != subject.to_string() {
+            return Ok(Verdict::invalid(format!(
+                "digest mismatch: the payload names {named:?}, the subject is {subject}"
+            )));
+        }
+        return Ok(Verdict::valid(&root.name, None));
+    }
+    // DSSE envelope.
+    let envelope: Value =
+        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("DSSE envelope: {e}"))?;
+    let payload_type = envelope["payloadType"].as_str().unwrap_or_default();
+    let payload = B64
+        .decode(envelope["payload"].as_str().unwrap_or_default())
+        .map_err(|_| anyhow::anyhow!("the DSSE payload is not base64"))?;
+    let message = pae(payload_type, &payload);
+    let mut root = None;
+    for s in envelope["signatures"].as_array().into_iter().flatten() {
+        let Ok(sig) = B64.decode(s["sig"].as_str().unwrap_or_default()) else {
+            continue;
+        };
+        if let Some(r) = roots.iter().find(|r| {
+            r.key
+                .verify_signature(Signature::Raw(&sig), &message)
+                .is_ok()
+        }) {
+            root = Some(r);
+            break;
+        }
+    }
+    let Some(root) = root else {
+        return Ok(Verdict::invalid(
+            "bad signature: no applicable trust root's key verifies the DSSE envelope",
+        ));
+    };
+    let statement: Value =
+        serde_json::from_slice(&payload).map_err(|e| anyhow::anyhow!("in-toto statement: {e}"))?;
+    let predicate_type = statement["predicateType"].as_str().map(str::to_string);
+    let (alg, hex) = (subject.algorithm().name(), subject.hex());
+    let names_subject = statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["digest"][alg].as_str() == Some(hex));
+    if !names_subject {
+        let mut v = Verdict::invalid(format!(
+            "digest mismatch: the statement's subjects do not include {subject}"
+        ));
+        v.predicate_type = predicate_type;
+        return Ok(v);
+    }
+    Ok(Verdict::valid(&root.name, predicate_type))
+}
+
+/// DSSE pre-authentication encoding.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {payload_type} {} ",
+        payload_type.len(),
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+async fn read_blob(blobs: &BlobStore, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+    let body = blobs.get(digest, None).await?;
+    if body.size as usize > MAX_PAYLOAD {
+        anyhow::bail!("the layer {digest} is too large to verify");
+    }
+    let chunks: Vec<bytes::Bytes> = body.stream.try_collect().await?;
+    Ok(chunks.concat())
+}

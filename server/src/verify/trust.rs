@@ -1,0 +1,214 @@
+//! The trust configuration (`[trust]`, `[[trust.roots]]`): which keys Signet trusts for
+//! which repositories, and the policy mode. Loading it reads every key, so a bad file
+//! stops the server (and `signet trust check`) instead of failing at verification time.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use sigstore::crypto::CosignVerificationKey;
+
+/// What happens to a manifest pull without a valid signature.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    /// No check (the default).
+    #[default]
+    Off,
+    /// Served, and logged (tracing target `audit`).
+    Audit,
+    /// Refused with 403 `DENIED`.
+    Enforce,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Off => "off",
+            PolicyMode::Audit => "audit",
+            PolicyMode::Enforce => "enforce",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustConfig {
+    /// The policy for repositories no root names a policy for.
+    pub policy: PolicyMode,
+    pub roots: Vec<TrustRootConfig>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustRootConfig {
+    pub name: String,
+    /// Repository patterns (`team/*`: one level, `team/**`: any depth, `**`: all);
+    /// empty: every repository.
+    pub repositories: Vec<String>,
+    /// A cosign public key file (PEM `PUBLIC KEY`, e.g. `cosign.pub`).
+    pub public_key: PathBuf,
+    /// The policy for the repositories this root covers (default: `[trust] policy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyMode>,
+}
+
+/// A root with its key read.
+pub struct TrustRoot {
+    pub name: String,
+    pub repositories: Vec<String>,
+    pub key: CosignVerificationKey,
+    pub policy: PolicyMode,
+}
+
+impl TrustRoot {
+    pub fn covers(&self, repo: &str) -> bool {
+        self.repositories.is_empty() || self.repositories.iter().any(|p| glob_match(p, repo))
+    }
+}
+
+/// The loaded trust configuration.
+#[derive(Default)]
+pub struct Trust {
+    pub roots: Vec<TrustRoot>,
+    pub default_policy: PolicyMode,
+}
+
+impl Trust {
+    pub fn load(config: &TrustConfig) -> anyhow::Result<Trust> {
+        let mut roots = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for root in &config.roots {
+            if root.name.is_empty() {
+                anyhow::bail!("a [[trust.roots]] entry has no name");
+            }
+            if !names.insert(root.name.as_str()) {
+                anyhow::bail!("trust root {:?} is declared twice", root.name);
+            }
+            if root.public_key.as_os_str().is_empty() {
+                anyhow::bail!("trust root {:?} has no public_key", root.name);
+            }
+            let pem = std::fs::read(&root.public_key).map_err(|e| {
+                anyhow::anyhow!(
+                    "trust root {:?}: cannot read {}: {e}",
+                    root.name,
+                    root.public_key.display()
+                )
+            })?;
+            let key = CosignVerificationKey::try_from_pem(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "trust root {:?}: {} is not a supported public key (PEM PUBLIC KEY): {e}",
+                    root.name,
+                    root.public_key.display()
+                )
+            })?;
+            for p in &root.repositories {
+                if p.is_empty() {
+                    anyhow::bail!("trust root {:?} has an empty repository pattern", root.name);
+                }
+            }
+            roots.push(TrustRoot {
+                name: root.name.clone(),
+                repositories: root.repositories.clone(),
+                key,
+                policy: root.policy.unwrap_or(config.policy),
+            });
+        }
+        Ok(Trust {
+            roots,
+            default_policy: config.policy,
+        })
+    }
+
+    /// The roots that apply to `repo`.
+    pub fn roots_for<'a>(&'a self, repo: &'a str) -> impl Iterator<Item = &'a TrustRoot> + 'a {
+        self.roots.iter().filter(move |r| r.covers(repo))
+    }
+
+    /// The strictest policy among the roots covering `repo`; `[trust] policy` when none does.
+    pub fn policy_for(&self, repo: &str) -> PolicyMode {
+        self.roots_for(repo)
+            .map(|r| r.policy)
+            .max()
+            .unwrap_or(self.default_policy)
+    }
+
+    /// What `signet trust check` prints.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "trust configuration OK: {} root(s), default policy {}\n",
+            self.roots.len(),
+            self.default_policy.as_str()
+        );
+        for root in &self.roots {
+            let covers = if root.repositories.is_empty() {
+                "every repository".to_string()
+            } else {
+                root.repositories.join(", ")
+            };
+            out.push_str(&format!(
+                "root {}: cosign public key ({}), covers {covers}, policy {}\n",
+                root.name,
+                key_kind(&root.key),
+                root.policy.as_str()
+            ));
+        }
+        out
+    }
+}
+
+fn key_kind(key: &CosignVerificationKey) -> &'static str {
+    match key {
+        CosignVerificationKey::ECDSA_P256_SHA256_ASN1(_) => "ECDSA P-256",
+        CosignVerificationKey::ECDSA_P384_SHA384_ASN1(_) => "ECDSA P-384",
+        CosignVerificationKey::ECDSA_P521_SHA512_ASN1(_) => "ECDSA P-521",
+        CosignVerificationKey::ED25519(_) => "Ed25519",
+        CosignVerificationKey::RSA_PSS_SHA256(_) | CosignVerificationKey::RSA_PKCS1_SHA256(_) => {
+            "RSA"
+        }
+    }
+}
+
+/// `*` matches within one path segment, `**` (a whole segment) any number of segments.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<&str> = pattern.split('/').collect();
+    let n: Vec<&str> = name.split('/').collect();
+    segments_match(&p, &n)
+}
+
+fn segments_match(p: &[&str], n: &[&str]) -> bool {
+    match p.split_first() {
+        None => n.is_empty(),
+        Some((&"**", rest)) => (0..=n.len()).any(|i| segments_match(rest, &n[i..])),
+        Some((first, rest)) => match n.split_first() {
+            Some((seg, nrest)) => {
+                segment_match(first.as_bytes(), seg.as_bytes()) && segments_match(rest, nrest)
+            }
+            None => false,
+        },
+    }
+}
+
+fn segment_match(p: &[u8], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((b'*', rest)) => (0..=s.len()).any(|i| segment_match(rest, &s[i..])),
+        Some((b'?', rest)) => !s.is_empty() && segment_match(rest, &s[1..]),
+        Some((c, rest)) => s.first() == Some(c) && segment_match(rest, &s[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("team/*", "team/app"));
+        assert!(!glob_match("team/*", "team/a/b"));
+        assert!(glob_match("team/**", "team/a/b"));
+        assert!(glob_match("**", "x/y/z"));
+        assert!(glob_match("team/app-*", "team/app-1"));
+        assert!(!glob_match("team/*", "other/app"));
+        assert!(glob_match("exact", "exact"));
+    }
+}
