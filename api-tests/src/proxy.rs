@@ -16,11 +16,19 @@ pub struct Faults {
     pub fail_every: AtomicU64,
     /// Answer failures with `429` + `Retry-After: 1` instead of 503 (when 1).
     pub too_many: AtomicU64,
+    /// Never fail `GET /v2/` (when 1): clients probe it for the auth challenge and
+    /// may tolerate its failure silently, which makes retry counts unpredictable.
+    /// Spared requests do not count towards `fail_every`.
+    pub spare_base: AtomicU64,
     /// Milliseconds each request waits before it is forwarded.
     pub delay_ms: AtomicU64,
     /// Requests seen, and those answered with a failure.
     pub requests: AtomicU64,
+    /// Requests that count towards `fail_every`.
+    pub counted: AtomicU64,
     pub failed: AtomicU64,
+    /// `METHOD target` of each failed request.
+    pub failed_requests: std::sync::Mutex<Vec<String>>,
 }
 
 pub struct Proxy {
@@ -66,6 +74,11 @@ impl Proxy {
 
     pub fn requests(&self) -> u64 {
         self.faults.requests.load(Ordering::SeqCst)
+    }
+
+    /// `METHOD target` of each failed request.
+    pub fn failed_requests(&self) -> Vec<String> {
+        self.faults.failed_requests.lock().unwrap().clone()
     }
 
     pub fn failed(&self) -> u64 {
@@ -121,14 +134,26 @@ async fn serve(
         }
         let body: Vec<u8> = buf.drain(..length).collect();
 
-        let n = faults.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let spared =
+            faults.spare_base.load(Ordering::SeqCst) == 1 && (target == "/v2/" || target == "/v2");
+        faults.requests.fetch_add(1, Ordering::SeqCst);
+        let n = if spared {
+            0
+        } else {
+            faults.counted.fetch_add(1, Ordering::SeqCst) + 1
+        };
         let delay = faults.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
         let every = faults.fail_every.load(Ordering::SeqCst);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n > 0 && n % every == 0 {
             faults.failed.fetch_add(1, Ordering::SeqCst);
+            faults
+                .failed_requests
+                .lock()
+                .unwrap()
+                .push(format!("{method} {target}"));
             let answer: &[u8] = if faults.too_many.load(Ordering::SeqCst) == 1 {
                 b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
             } else {

@@ -366,3 +366,79 @@ async fn the_sync_api_needs_the_admin_role() {
     let listed: Value = root.json().await.unwrap();
     assert_eq!(listed["jobs"][0]["name"], "j");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_run_one_job_at_once() {
+    let c = client();
+    let upstream = Registry::start();
+    let repo = "replicas/app";
+    populate(&c, &upstream, repo, 0..3).await;
+    let proxy = Proxy::start(&upstream.url).await;
+    proxy.faults.delay_ms.store(150, Ordering::SeqCst);
+    // Two servers on one data folder (one database): the job's lease keeps their
+    // scheduled runs apart.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signet.toml");
+    std::fs::write(
+        &config,
+        job_toml(
+            "shared",
+            &proxy.url,
+            repo,
+            "interval_secs = 1\nconcurrency = 1",
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let a = Registry::start_in(&data, Some(config.clone()));
+    let b = Registry::start_in(&data, Some(config));
+
+    let started = Instant::now();
+    let mut refused = false;
+    let mut finished_runs = std::collections::HashSet::new();
+    while started.elapsed() < Duration::from_secs(10) {
+        let va = get_json(&c, format!("{}{JOBS}/shared", a.url)).await;
+        let vb = get_json(&c, format!("{}{JOBS}/shared", b.url)).await;
+        let running = |v: &Value| v["run"]["status"] == "running";
+        assert!(
+            !(running(&va) && running(&vb)),
+            "both replicas run it:\n{va}\n{vb}"
+        );
+        for (v, other) in [(&va, &b), (&vb, &a)] {
+            if running(v) && !refused {
+                // Asking the other replica for a run while one goes: refused.
+                let resp = c
+                    .post(format!("{}{JOBS}/shared/run", other.url))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), StatusCode::CONFLICT);
+                refused = true;
+            }
+        }
+        for v in [&va, &vb] {
+            if v["run"]["status"] == "succeeded" {
+                finished_runs.insert(v["run"]["id"].as_str().unwrap().to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "no run was seen going");
+    assert!(!finished_runs.is_empty(), "no run finished");
+    let skipped: u64 = [&a, &b]
+        .iter()
+        .map(|r| async {
+            get_json(&c, format!("{}{JOBS}/shared", r.url)).await["scheduled_runs_skipped"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect::<futures::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .sum();
+    assert!(skipped >= 1, "no scheduled run was skipped");
+    assert_eq!(
+        tags(&c, &a.url, repo).await,
+        tags(&c, &upstream.url, repo).await
+    );
+}

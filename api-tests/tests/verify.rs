@@ -381,6 +381,44 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
     );
     assert_eq!(v["verdict"], "valid", "{v}");
 
+    // `signet attachments` shows the same verdicts, in the tree and in its JSON.
+    let config = keys.path().join("signet.toml");
+    std::fs::write(
+        &config,
+        trust_config(&[("team-key", &team_pub, &["team/*"])], "off"),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(signet_binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("attachments")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&r.data_dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let tree = cli(&["team/app:v1"]);
+    assert!(tree.contains(" — valid (root team-key)"), "{tree}");
+    assert!(
+        tree.contains(&format!(" — valid (root team-key, predicate {PROVENANCE})")),
+        "{tree}"
+    );
+    let tree = cli(&["team/copied:v1"]);
+    assert!(tree.contains(" — invalid: digest mismatch"), "{tree}");
+    let json: Value = serde_json::from_str(&cli(&["team/tampered:v1", "--json"])).unwrap();
+    assert_eq!(
+        verification(&json["attachments"], "signature")["verdict"],
+        "invalid"
+    );
+
     // Policy off: everything is served.
     assert_eq!(
         pull_status(&c, &r, "team/other", "v1").await.0,
@@ -478,6 +516,52 @@ async fn enforce_refuses_unsigned_images_and_lets_platforms_of_a_signed_index_th
 }
 
 #[tokio::test]
+async fn without_inherit_from_index_a_platform_needs_its_own_signature() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::generate();
+    let public = key.write_public(keys.path(), "cosign");
+    let mut toml = trust_config(&[("release", &public, &[])], "enforce");
+    toml = toml.replace(
+        "policy = \"enforce\"\n",
+        "policy = \"enforce\"\ninherit_from_index = false\n",
+    );
+    let r = Registry::start_with_config(&toml);
+    let c = client();
+    let repo = "prod/multi";
+    let amd64 = push_image(&c, &r, repo, "amd64", &[b"amd64 layer"]).await;
+    let arm64 = push_image(&c, &r, repo, "arm64", &[b"arm64 layer"]).await;
+    let platforms: Vec<Value> = [(&amd64, "amd64"), (&arm64, "arm64")]
+        .iter()
+        .map(|(m, arch)| {
+            json!({
+                "mediaType": OCI_MANIFEST, "digest": sha256(m), "size": m.len(),
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": platforms,
+    }))
+    .unwrap();
+    put_manifest(&c, &r, repo, "v1", OCI_INDEX, &index).await;
+    cosign_sign(&r, repo, "v1", &key).await;
+    assert_eq!(pull_status(&c, &r, repo, "v1").await.0, StatusCode::OK);
+    let (status, body) = pull_status(&c, &r, repo, &sha256(&arm64)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("inherit_from_index is off"));
+    // Signing the platform itself (cosign sign --recursive does) lets it through.
+    cosign_sign(&r, repo, &sha256(&arm64), &key).await;
+    assert_eq!(
+        pull_status(&c, &r, repo, &sha256(&arm64)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        pull_status(&c, &r, repo, &sha256(&amd64)).await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
 async fn audit_serves_and_logs() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::generate();
@@ -530,7 +614,7 @@ fn trust_check_validates_keys_and_prints_what_each_root_covers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("3 root(s), default policy audit"),
+        stdout.contains("3 root(s), default policy audit, inherit_from_index true"),
         "{stdout}"
     );
     assert!(

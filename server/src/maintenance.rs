@@ -59,7 +59,7 @@ pub fn spawn_sync(manager: Arc<crate::sync::manager::SyncManager>) {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             ticker.tick().await;
-            manager.tick(std::time::Instant::now());
+            manager.tick(std::time::Instant::now()).await;
         }
     });
 }

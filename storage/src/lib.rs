@@ -24,6 +24,7 @@
 //!   blob_deletions    GC tombstones: blob rows deleted, bytes being deleted; no link
 //!   blob_pins         uploads moving verified bytes to their address; GC skips them
 //!   gc_lease          the one running collector
+//!   leases            named leases (`sync:<job>`: one replica runs a sync job)
 //! ```
 //!
 //! Invariants: a blob is visible under its address only after its bytes hashed to it;

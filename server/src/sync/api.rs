@@ -122,11 +122,21 @@ async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> Http
     let Some(m) = m.map(|m| m.into_inner()) else {
         return unavailable();
     };
-    match m.start(&path, "api") {
+    match m.start(&path, "api").await {
         Ok(handle) => HttpResponse::Accepted()
             .insert_header(("Location", format!("/v2/_signet/sync/jobs/{}", path)))
             .json(json!({"id": handle.id, "status": "running"})),
         Err(StartError::UnknownJob) => unknown(&path),
+        Err(StartError::Elsewhere) => error(
+            StatusCode::CONFLICT,
+            "RUN_IN_PROGRESS",
+            format!("sync job {:?} is running on another replica", path.as_str()),
+        ),
+        Err(StartError::Storage(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("sync job {:?}: lease: {e}", path.as_str()),
+        ),
         Err(StartError::Running(id)) => HttpResponse::Conflict().json(json!({
             "errors": [{"code": "RUN_IN_PROGRESS", "message": format!("sync job {:?} is running", path.as_str()), "detail": {"id": id}}],
             "id": id,

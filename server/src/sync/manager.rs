@@ -3,8 +3,9 @@
 //!
 //! Jobs come from the configuration and from `POST /v2/_signet/sync/jobs`; the latter
 //! and the run history (the current and the last run of each job) are kept in memory:
-//! they do not survive a restart. Scheduled runs are not coordinated across replicas
-//! (see the README).
+//! they do not survive a restart. Across replicas sharing one database, a run holds
+//! the lease `sync:<job>` (renewed while it goes): another replica's run of the same
+//! job — scheduled or asked for — does not start meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,7 +98,16 @@ pub enum StartError {
     UnknownJob,
     /// The id of the run still going.
     Running(String),
+    /// Another replica holds the job's lease.
+    Elsewhere,
+    /// The lease could not be checked.
+    Storage(String),
 }
+
+/// How long a run's lease lasts without renewal (a replica that dies mid-run blocks
+/// the job this long), and how often a running replica renews it.
+const LEASE_SECS: i64 = 60;
+const LEASE_RENEW: Duration = Duration::from_secs(20);
 
 /// Where a job was defined.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -110,6 +120,8 @@ pub enum Source {
 #[derive(Default)]
 struct Slot {
     current: Option<Arc<RunHandle>>,
+    /// The id of a run waiting for its lease.
+    starting: Option<String>,
     /// Scheduled runs skipped because one was still going.
     skipped: u64,
     next_due: Option<Instant>,
@@ -121,6 +133,8 @@ pub struct SyncManager {
     created: Mutex<Vec<SyncJob>>,
     slots: Mutex<HashMap<String, Slot>>,
     next_id: AtomicU64,
+    /// This process, as a lease holder.
+    holder: String,
 }
 
 impl SyncManager {
@@ -130,6 +144,7 @@ impl SyncManager {
             created: Mutex::default(),
             slots: Mutex::default(),
             next_id: AtomicU64::new(1),
+            holder: format!("sync-{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
@@ -189,7 +204,7 @@ impl SyncManager {
     }
 
     /// Starts a run of `name` in the background.
-    pub fn start(
+    pub async fn start(
         self: &Arc<Self>,
         name: &str,
         trigger: &'static str,
@@ -204,6 +219,14 @@ impl SyncManager {
                 }
                 return Err(StartError::Running(current.id.clone()));
             }
+            if let Some(id) = &slot.starting {
+                if trigger == "schedule" {
+                    slot.skipped += 1;
+                }
+                return Err(StartError::Running(id.clone()));
+            }
+            // Reserved (not yet shown) while the lease is asked for, so a second start
+            // here does not slip in meanwhile.
             let handle = Arc::new(RunHandle {
                 id: format!(
                     "{}-{}",
@@ -216,9 +239,31 @@ impl SyncManager {
                 last_line: Mutex::default(),
                 outcome: Mutex::default(),
             });
-            slot.current = Some(handle.clone());
+            slot.starting = Some(handle.id.clone());
             handle
         };
+        let lease = format!("sync:{name}");
+        let taken = self
+            .state
+            .meta
+            .lease_acquire(&lease, &self.holder, LEASE_SECS)
+            .await;
+        {
+            let mut slots = self.slots.lock().expect("slots lock");
+            let slot = slots.entry(name.to_string()).or_default();
+            slot.starting = None;
+            if matches!(taken, Ok(true)) {
+                slot.current = Some(handle.clone());
+            } else if trigger == "schedule" {
+                slot.skipped += 1;
+            }
+        }
+        match taken {
+            Ok(true) => {}
+            Ok(false) => return Err(StartError::Elsewhere),
+            Err(e) => return Err(StartError::Storage(e.to_string())),
+        }
+        let holder = self.holder.clone();
         let state = self.state.clone();
         let run = handle.clone();
         tracing::info!(job = %job.name, run = %run.id, trigger, "sync run started");
@@ -229,7 +274,25 @@ impl SyncManager {
                 tracing::debug!(job = %job_name, "{line}");
                 *line_of.last_line.lock().expect("line lock") = line.to_string();
             };
-            let result = run_controlled(&state, &job, &progress, &run.control).await;
+            let renew = async {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW).await;
+                    match state.meta.lease_acquire(&lease, &holder, LEASE_SECS).await {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(job = %job.name, "sync run lost its lease"),
+                        Err(e) => {
+                            tracing::warn!(job = %job.name, error = %e, "sync lease renewal failed")
+                        }
+                    }
+                }
+            };
+            let result = tokio::select! {
+                r = run_controlled(&state, &job, &progress, &run.control) => r,
+                () = renew => unreachable!("the renewal loop never ends"),
+            };
+            if let Err(e) = state.meta.lease_release(&lease, &holder).await {
+                tracing::warn!(job = %job.name, error = %e, "sync lease release failed");
+            }
             let outcome = match result {
                 Ok(report) => Outcome {
                     status: if report.cancelled {
@@ -258,7 +321,7 @@ impl SyncManager {
 
     /// Starts the jobs whose interval has come round; called every second by the
     /// scheduler. A job still running is skipped (and logged) until the next interval.
-    pub fn tick(self: &Arc<Self>, now: Instant) {
+    pub async fn tick(self: &Arc<Self>, now: Instant) {
         for (job, _) in self.jobs() {
             if job.interval_secs == 0 {
                 continue;
@@ -282,12 +345,21 @@ impl SyncManager {
             if !due {
                 continue;
             }
-            match self.start(&job.name, "schedule") {
+            match self.start(&job.name, "schedule").await {
                 Ok(_) => {}
                 Err(StartError::Running(id)) => tracing::info!(
                     job = %job.name,
                     running = %id,
                     "scheduled sync run skipped: the previous run is still going"
+                ),
+                Err(StartError::Elsewhere) => tracing::info!(
+                    job = %job.name,
+                    "scheduled sync run skipped: another replica is running the job"
+                ),
+                Err(StartError::Storage(e)) => tracing::warn!(
+                    job = %job.name,
+                    error = %e,
+                    "scheduled sync run skipped: its lease could not be checked"
                 ),
                 Err(StartError::UnknownJob) => {}
             }

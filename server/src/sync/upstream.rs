@@ -428,3 +428,93 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
     .iter()
     .any(|needle| text.contains(needle))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(retries: u32) -> Upstream {
+        Upstream::new(&SyncJob {
+            name: "t".into(),
+            upstream: "http://127.0.0.1:9".into(),
+            repositories: vec!["a".into()],
+            retries,
+            retry_base_ms: 1,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn transient(status: u16) -> anyhow::Error {
+        anyhow::Error::new(Transient {
+            status,
+            retry_after: None,
+        })
+        .context("GET x")
+    }
+
+    #[test]
+    fn transient_failures_are_recognised() {
+        use oci_client::errors::OciDistributionError as E;
+        assert!(is_transient(&transient(503)));
+        assert!(throttled(&transient(429)));
+        let server = |code| {
+            anyhow::Error::new(E::ServerError {
+                code,
+                url: "u".into(),
+                message: String::new(),
+            })
+            .context("upstream manifest")
+        };
+        assert!(is_transient(&server(502)));
+        assert!(is_transient(&server(429)));
+        assert!(!is_transient(&server(404)));
+        assert!(!is_transient(&server(401)));
+        assert!(!is_transient(&anyhow!("upstream manifest x hashes to y")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_transient(&anyhow::Error::new(io).context("blob")));
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_counted() {
+        let u = upstream(3);
+        let mut calls = 0;
+        let r: anyhow::Result<()> = u
+            .retrying("x", || {
+                calls += 1;
+                async { Err(transient(503)) }
+            })
+            .await;
+        assert!(format!("{:#}", r.unwrap_err()).contains("after 3 retries"));
+        assert_eq!(calls, 4);
+        assert_eq!(u.retried(), 3);
+
+        let mut calls = 0;
+        let r: anyhow::Result<u32> = u
+            .retrying("x", || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    if n < 3 {
+                        Err(transient(502))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(u.retried(), 5);
+
+        // Permanent failures are not retried.
+        let mut calls = 0;
+        let r: anyhow::Result<()> = u
+            .retrying("x", || {
+                calls += 1;
+                async { Err(anyhow!("404 not found")) }
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+}

@@ -19,6 +19,12 @@ pub const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 /// Largest payload or envelope read for verification.
 const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
+/// A storage read failed: the verdict says so but is not cached (it may be transient).
+#[derive(Debug, thiserror::Error)]
+#[error("could not read {0}")]
+pub struct Unreadable(String);
+
+/// The verdict, and whether it may be cached (false after a storage read failure).
 pub async fn verify_attachment(
     trust: &Trust,
     meta: &dyn MetadataStore,
@@ -27,21 +33,23 @@ pub async fn verify_attachment(
     subject: &Digest,
     attachment: &Digest,
     format: &str,
-) -> Verdict {
+) -> (Verdict, bool) {
+    let unsupported = |why: String| (Verdict::unsupported(why), true);
     match format {
         "cosign" | "oci" => {}
-        "sigstore-bundle" => return Verdict::unsupported("Sigstore bundles are not verified yet"),
-        "notation" => return Verdict::unsupported("notation signatures are not verified yet"),
-        "atomic" => return Verdict::unsupported("atomic (GPG) signatures are not verified yet"),
-        other => return Verdict::unsupported(format!("format {other:?} is not verified")),
+        "sigstore-bundle" => return unsupported("Sigstore bundles are not verified yet".into()),
+        "notation" => return unsupported("notation signatures are not verified yet".into()),
+        "atomic" => return unsupported("atomic (GPG) signatures are not verified yet".into()),
+        other => return unsupported(format!("format {other:?} is not verified")),
     }
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
     match verify_manifest(&roots, meta, blobs, repo, subject, attachment).await {
-        Ok(v) => v,
-        Err(e) => {
+        Ok(v) => (v, true),
+        Err(e) if e.is::<Unreadable>() => {
             tracing::warn!(%repo, %attachment, error = %e, "verification could not read the attachment");
-            Verdict::invalid(format!("malformed: {e}"))
+            (Verdict::invalid(e.to_string()), false)
         }
+        Err(e) => (Verdict::invalid(format!("malformed: {e}")), true),
     }
 }
 
@@ -58,9 +66,10 @@ async fn verify_manifest(
         .map_err(|_| anyhow::anyhow!("bad repository"))?;
     let Some(stored) = meta
         .get_manifest(&repo_name, &Reference::Digest(attachment.clone()))
-        .await?
+        .await
+        .map_err(|e| Unreadable(format!("the attachment manifest: {e}")))?
     else {
-        anyhow::bail!("the attachment manifest is missing");
+        return Err(Unreadable("the attachment manifest (it is gone)".into()).into());
     };
     let manifest: Value = serde_json::from_slice(&stored.content)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
@@ -77,6 +86,7 @@ async fn verify_manifest(
         }
         let verdict = match verify_layer(roots, blobs, subject, layer, media_type).await {
             Ok(v) => v,
+            Err(e) if e.is::<Unreadable>() => return Err(e),
             Err(e) => Verdict::invalid(format!("malformed: {e}")),
         };
         if verdict.is_valid() {
@@ -196,10 +206,17 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 async fn read_blob(blobs: &BlobStore, digest: &Digest) -> anyhow::Result<Vec<u8>> {
-    let body = blobs.get(digest, None).await?;
+    let body = blobs
+        .get(digest, None)
+        .await
+        .map_err(|e| Unreadable(format!("layer {digest}: {e}")))?;
     if body.size as usize > MAX_PAYLOAD {
         anyhow::bail!("the layer {digest} is too large to verify");
     }
-    let chunks: Vec<bytes::Bytes> = body.stream.try_collect().await?;
+    let chunks: Vec<bytes::Bytes> = body
+        .stream
+        .try_collect()
+        .await
+        .map_err(|e| Unreadable(format!("layer {digest}: {e}")))?;
     Ok(chunks.concat())
 }

@@ -139,9 +139,12 @@ impl Verifier {
         if let Some(v) = self.cache.lock().expect("verdict cache").get(&key) {
             return v.clone();
         }
-        let verdict =
+        let (verdict, cacheable) =
             cosign::verify_attachment(&self.trust, meta, blobs, repo, subject, attachment, format)
                 .await;
+        if !cacheable {
+            return verdict;
+        }
         let mut cache = self.cache.lock().expect("verdict cache");
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();

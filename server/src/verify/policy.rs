@@ -112,7 +112,12 @@ async fn check(
         .iter()
         .map(|a| (report.digest.clone(), a))
         .collect();
-    for covering in &report.covered_by {
+    let inherited = if state.verifier.trust.inherit_from_index {
+        report.covered_by.as_slice()
+    } else {
+        &[]
+    };
+    for covering in inherited {
         candidates.extend(
             covering
                 .attachments
@@ -143,8 +148,13 @@ async fn check(
         ));
     }
     let message = if seen.is_empty() {
+        let scope = if state.verifier.trust.inherit_from_index {
+            "on itself or on an index listing it"
+        } else {
+            "on itself; inherit_from_index is off"
+        };
         format!(
-            "policy enforce: {}@{} has no signature (on itself or on an index listing it) from a trusted root",
+            "policy enforce: {}@{} has no signature ({scope}) from a trusted root",
             repo, report.digest
         )
     } else {

@@ -30,12 +30,26 @@ impl PolicyMode {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrustConfig {
     /// The policy for repositories no root names a policy for.
     pub policy: PolicyMode,
+    /// A platform manifest passes the policy when an index listing it has a valid
+    /// signature (what lets `image@sha256:<arm64>` of an index signed without
+    /// `--recursive` pull).
+    pub inherit_from_index: bool,
     pub roots: Vec<TrustRootConfig>,
+}
+
+impl Default for TrustConfig {
+    fn default() -> Self {
+        TrustConfig {
+            policy: PolicyMode::Off,
+            inherit_from_index: true,
+            roots: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -67,10 +81,20 @@ impl TrustRoot {
 }
 
 /// The loaded trust configuration.
-#[derive(Default)]
 pub struct Trust {
     pub roots: Vec<TrustRoot>,
     pub default_policy: PolicyMode,
+    pub inherit_from_index: bool,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Trust {
+            roots: Vec::new(),
+            default_policy: PolicyMode::Off,
+            inherit_from_index: true,
+        }
+    }
 }
 
 impl Trust {
@@ -116,6 +140,7 @@ impl Trust {
         Ok(Trust {
             roots,
             default_policy: config.policy,
+            inherit_from_index: config.inherit_from_index,
         })
     }
 
@@ -135,9 +160,10 @@ impl Trust {
     /// What `signet trust check` prints.
     pub fn describe(&self) -> String {
         let mut out = format!(
-            "trust configuration OK: {} root(s), default policy {}\n",
+            "trust configuration OK: {} root(s), default policy {}, inherit_from_index {}\n",
             self.roots.len(),
-            self.default_policy.as_str()
+            self.default_policy.as_str(),
+            self.inherit_from_index
         );
         for root in &self.roots {
             let covers = if root.repositories.is_empty() {

@@ -300,6 +300,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// has it.
     async fn gc_acquire(&self, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
     async fn gc_release(&self, holder: &str) -> StorageResult<()>;
+    /// Takes (or renews) the lease `name` for `ttl_secs` (other work than GC that one
+    /// replica at a time does, e.g. a scheduled sync run). False when another holder
+    /// has it.
+    async fn lease_acquire(&self, name: &str, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
+    async fn lease_release(&self, name: &str, holder: &str) -> StorageResult<()>;
     /// Marks and sweeps the metadata in one write transaction (rolled back for a dry
     /// run): unreachable manifests, unreferenced repository links, then unreferenced
     /// blob rows, each replaced by a tombstone (see [`MetadataStore::blob_deletions`]).

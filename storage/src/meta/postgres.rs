@@ -25,11 +25,18 @@ use sqlx::{Postgres, Transaction};
 use super::sql::{query, sqlx_engine_glue, Access, Conn, EmbeddedMigrations, Engine, SqlMetadata};
 use crate::error::StorageResult;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "leases",
+        include_str!("../../migrations/postgres/0002_leases.sql"),
+    ),
+];
 
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".
 const SWEEP_LOCK: i64 = 0x5349_474E_4554_4743;

@@ -959,6 +959,28 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         Ok(self.engine.writer().execute(q).await? > 0)
     }
 
+    async fn lease_acquire(&self, name: &str, holder: &str, ttl_secs: i64) -> StorageResult<bool> {
+        let at = now();
+        let q = query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+              WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(at + ttl_secs)
+        .bind(at);
+        Ok(self.engine.writer().execute(q).await? > 0)
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> StorageResult<()> {
+        let q = query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder);
+        self.engine.writer().execute(q).await?;
+        Ok(())
+    }
+
     async fn gc_release(&self, holder: &str) -> StorageResult<()> {
         let q = query("DELETE FROM gc_lease WHERE holder = $1").bind(holder);
         self.engine.writer().execute(q).await?;

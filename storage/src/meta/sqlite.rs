@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_attachments.sql"),
     ),
     (4, "gc", include_str!("../../migrations/sqlite/0004_gc.sql")),
+    (
+        5,
+        "leases",
+        include_str!("../../migrations/sqlite/0005_leases.sql"),
+    ),
 ];
 
 /// Write transactions start with the write lock: with another process writing the same
