@@ -293,24 +293,13 @@ pub fn record_gc(result: Result<&signet_storage::gc::GcReport, ()>) {
     if let Ok(report) = result {
         let removed = "Objects garbage collection removed, by kind.";
         let total = "signet_gc_removed_total";
-        m.counter_add(
-            total,
-            removed,
-            &[("kind", "manifest")],
-            report.manifests.len() as f64,
-        );
-        m.counter_add(
-            total,
-            removed,
-            &[("kind", "link")],
-            report.links.len() as f64,
-        );
-        m.counter_add(
-            total,
-            removed,
-            &[("kind", "blob")],
-            report.blobs.len() as f64,
-        );
+        for (kind, count) in [
+            ("manifest", report.manifests.len()),
+            ("link", report.links.len()),
+            ("blob", report.blobs.len()),
+        ] {
+            m.counter_add(total, removed, &[("kind", kind)], count as f64);
+        }
         m.counter_add(
             "signet_gc_freed_bytes_total",
             "Bytes of blobs garbage collection deleted.",
