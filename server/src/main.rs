@@ -80,6 +80,20 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Check every invariant of the stores (blob bytes against their addresses,
+    /// manifests against their derived rows, tags, upload sessions and staging) and
+    /// print a report; exits non-zero when problems remain.
+    Fsck {
+        /// Fix what is safe: rebuild derived rows from manifest bytes, remove orphaned
+        /// staging. Never deletes a blob or a manifest.
+        #[arg(long)]
+        repair: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Trust roots and the signature policy (`[trust]`).
     Trust {
         #[command(subcommand)]
@@ -145,6 +159,23 @@ fn main() -> anyhow::Result<()> {
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::gc::run(&state, dry_run, json).await
         }),
+        Command::Fsck {
+            repair,
+            json,
+            data_dir,
+        } => {
+            let remaining = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let left = remaining.clone();
+            print_with_stores(cli_config, data_dir, |state| async move {
+                let (text, n) = signet_server::commands::fsck::run(&state, repair, json).await?;
+                left.store(n, std::sync::atomic::Ordering::SeqCst);
+                Ok(text)
+            })?;
+            match remaining.load(std::sync::atomic::Ordering::SeqCst) {
+                0 => Ok(()),
+                n => anyhow::bail!("fsck: {n} problems remain"),
+            }
+        }
         Command::Sync {
             command:
                 SyncCommand::Run {

@@ -174,6 +174,11 @@ impl BlobStore {
         &self.store
     }
 
+    /// The folder of a local store (`None` for memory and S3).
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
     fn blob_path(digest: &Digest) -> Path {
         let hex = digest.hex();
         Path::from(format!(

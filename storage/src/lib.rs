@@ -37,6 +37,7 @@ pub mod blobs;
 pub mod coverage;
 pub mod digest;
 pub mod error;
+pub mod fsck;
 pub mod gc;
 pub mod manifest;
 pub mod meta;

@@ -5,7 +5,7 @@
 //! ([`suite`]) that every engine must pass.
 
 mod postgres;
-mod rules;
+pub(crate) mod rules;
 mod sql;
 mod sqlite;
 pub mod suite;
@@ -331,6 +331,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// table's key), leaving present ones alone; the number inserted. The `blobs` rows
     /// its links name must exist.
     async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64>;
+
+    // Checking and repairing the store (`crate::fsck`, `signet fsck`).
+
+    /// Rebuilds, in one transaction, the rows derived from a stored manifest: drops its
+    /// edges and the attachment rows it carries (atomic signatures aside) and writes
+    /// them again, edges from `put.blobs`/`put.children`, attachment rows by the rules
+    /// of a PUT, for each tag pointing at it as if it had just moved there (`put.tag`
+    /// and `put.condition` are ignored). False when the manifest is absent. The
+    /// manifest row itself is left as it is.
+    async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool>;
 }
 
 /// What [`MetadataStore::gc_sweep`] is asked to do.

@@ -21,6 +21,7 @@ use super::{
     ManifestPut, MetadataStore, Page, Referrer, RepositoryExport, SignatureStored, StoredManifest,
     UploadSession,
 };
+use crate::attachments::AttachmentSource;
 use crate::blobs::StagedPart;
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
@@ -1228,6 +1229,89 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool> {
+        let m = &put.manifest;
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let Some(repo) = tx
+            .first(query("SELECT id FROM repositories WHERE name = $1").bind(put.repo.as_str()))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let repo_id = repo.i64("id")?;
+        // Tags do not move while the rows they imply are rebuilt.
+        lock_tags::<E>(&mut tx, repo_id).await?;
+        let present = tx
+            .exists(
+                query("SELECT 1 AS one FROM manifests WHERE repository_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(&m.digest),
+            )
+            .await?;
+        if !present {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM manifest_blobs WHERE repository_id = $1 AND manifest_digest = $2",
+            "DELETE FROM manifest_children WHERE repository_id = $1 AND index_digest = $2",
+            "DELETE FROM attachments WHERE repository_id = $1 AND carrier = $2 AND source <> 'extension'",
+        ] {
+            tx.execute(query(sql).bind(repo_id).bind(&m.digest)).await?;
+        }
+        let edges = [
+            ("INSERT INTO manifest_blobs (repository_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.blobs),
+            ("INSERT INTO manifest_children (repository_id, index_digest, child_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.children),
+        ];
+        for (sql, targets) in edges {
+            for target in targets {
+                let q = query(sql).bind(repo_id).bind(&m.digest).bind(target);
+                tx.execute(q).await?;
+            }
+        }
+        let untagged = ManifestPut {
+            tag: None,
+            condition: None,
+            ..put.clone()
+        };
+        let mut rows = rules::put_rows(&untagged, false, &[]);
+        let tags = tx
+            .fetch(
+                query(
+                    "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name",
+                )
+                .bind(repo_id)
+                .bind(&m.digest),
+            )
+            .await?
+            .iter()
+            .map(|row| row.text("name"))
+            .collect::<StorageResult<Vec<_>>>()?;
+        for name in tags {
+            let Ok(tag) = name.parse::<Tag>() else {
+                continue;
+            };
+            let tagged = ManifestPut {
+                tag: Some(tag),
+                ..untagged.clone()
+            };
+            let described =
+                describe_entries(&mut tx, repo_id, rules::entries_to_describe(&tagged, true))
+                    .await?;
+            rows.extend(
+                rules::put_rows(&tagged, true, &described)
+                    .into_iter()
+                    .filter(|r| r.source != AttachmentSource::Subject),
+            );
+        }
+        let at = now();
+        for row in rows {
+            insert_attachment(&mut tx, repo_id, row, at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn list_atomic_signatures(

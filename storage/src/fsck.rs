@@ -1,0 +1,628 @@
+//! `signet fsck`: checks the invariants of a store pair and, with `repair`, fixes what
+//! is safe to fix.
+//!
+//! Checked: every `blobs` row's bytes exist and hash to its address; every manifest's
+//! bytes hash to its digest, parse, and its edges (`manifest_blobs`,
+//! `manifest_children`) and the attachment rows it carries agree with a fresh parse of
+//! them (by the rules of a PUT, [`crate::meta::rules`]); the blobs and children it
+//! references exist; every tag points at a manifest of its repository; every upload
+//! session's staged parts exist; every staging folder under `uploads/` belongs to a
+//! session (or is younger than the upload expiry: a push may be writing it).
+//!
+//! Repair only rebuilds derived rows from manifest bytes
+//! ([`MetadataStore::rebuild_manifest_rows`]) and removes orphaned staging data and
+//! sessions whose parts are gone. It never deletes a blob, a blob row or a manifest:
+//! corrupt or missing bytes, unparsable manifests and dangling tags stay reported.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+
+use crate::attachments::AttachmentSource;
+use crate::blobs::BlobStore;
+use crate::digest::{Digest, DigestHasher};
+use crate::error::{StorageError, StorageResult};
+use crate::manifest::parse_manifest;
+use crate::meta::rules::{self, EntryDescription};
+use crate::meta::{ExportTable, ExportValue, ManifestPut, ManifestRecord, MetadataStore, Page};
+use crate::names::{RepoName, Tag};
+
+/// What [`check`] is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct FsckOptions {
+    /// Fix what is safe to fix (see the module documentation).
+    pub repair: bool,
+    /// Staging folders that belong to no session are orphaned once nothing was written
+    /// to them for this long (the upload expiry: a push may still be writing younger
+    /// ones).
+    pub staging_grace_secs: u64,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FsckProblem {
+    /// `blob-missing`, `blob-corrupt`, `blob-size`, `manifest-corrupt`,
+    /// `manifest-invalid`, `manifest-missing-reference`, `manifest-edges`,
+    /// `attachment-rows`, `tag-dangling`, `upload-missing-parts`, `staging-orphaned`.
+    pub kind: String,
+    /// What it is about: a digest, `repository@digest`, `repository:tag`, a session id.
+    pub subject: String,
+    pub detail: String,
+    /// Fixed by this run (`repair`).
+    pub repaired: bool,
+}
+
+/// What [`check`] found (and fixed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FsckReport {
+    pub repair: bool,
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub manifests_checked: u64,
+    pub tags_checked: u64,
+    pub uploads_checked: u64,
+    pub staging_folders_checked: u64,
+    pub problems: Vec<FsckProblem>,
+}
+
+impl FsckReport {
+    /// Problems this run did not fix.
+    pub fn remaining(&self) -> usize {
+        self.problems.iter().filter(|p| !p.repaired).count()
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn problem(&mut self, kind: &str, subject: impl Into<String>, detail: impl Into<String>) {
+        self.problems.push(FsckProblem {
+            kind: kind.to_string(),
+            subject: subject.into(),
+            detail: detail.into(),
+            repaired: false,
+        });
+    }
+
+    fn mark_repaired(&mut self) {
+        if let Some(p) = self.problems.last_mut() {
+            p.repaired = true;
+        }
+    }
+}
+
+const BLOB_PAGE: u32 = 500;
+
+/// Checks the whole store pair; with `options.repair`, fixes what is safe.
+pub async fn check(
+    meta: &Arc<dyn MetadataStore>,
+    blobs: &BlobStore,
+    options: &FsckOptions,
+) -> StorageResult<FsckReport> {
+    let mut report = FsckReport {
+        repair: options.repair,
+        ..FsckReport::default()
+    };
+    let blob_rows = check_blobs(meta, blobs, &mut report).await?;
+    check_repositories(meta, &blob_rows, options, &mut report).await?;
+    check_uploads(meta, blobs, options, &mut report).await?;
+    Ok(report)
+}
+
+/// Streams every blob of the `blobs` table and hashes it. Returns the digests seen.
+async fn check_blobs(
+    meta: &Arc<dyn MetadataStore>,
+    blobs: &BlobStore,
+    report: &mut FsckReport,
+) -> StorageResult<BTreeSet<Digest>> {
+    let mut seen = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = meta.export_blob_rows(after.as_deref(), BLOB_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest.to_string());
+        for row in page {
+            report.blobs_checked += 1;
+            let subject = row.digest.to_string();
+            match blobs.get(&row.digest, None).await {
+                Err(StorageError::NotFound) => {
+                    report.problem("blob-missing", subject, "no bytes for this blobs row");
+                }
+                Err(e) => return Err(e),
+                Ok(mut body) => {
+                    let mut hasher = DigestHasher::new(row.digest.algorithm());
+                    let mut size = 0u64;
+                    while let Some(frame) = body.stream.next().await {
+                        let frame = frame?;
+                        size += frame.len() as u64;
+                        hasher.update(&frame);
+                    }
+                    report.bytes_checked += size;
+                    let actual = hasher.finish();
+                    if actual != row.digest {
+                        report.problem(
+                            "blob-corrupt",
+                            subject,
+                            format!("the bytes hash to {actual}"),
+                        );
+                    } else if size != row.size {
+                        report.problem(
+                            "blob-size",
+                            subject,
+                            format!("the row says {} bytes, the store holds {size}", row.size),
+                        );
+                    }
+                }
+            }
+            seen.insert(row.digest);
+        }
+    }
+    Ok(seen)
+}
+
+/// A manifest as exported.
+struct ManifestRow {
+    digest: String,
+    media_type: String,
+    content: Vec<u8>,
+    artifact_type: Option<String>,
+    annotations: Option<String>,
+}
+
+/// One attachment row as compared: (subject, attachment, source, kind, format, tag).
+type AttachmentKey = (String, String, String, String, String, Option<String>);
+
+fn rows_of<'a>(tables: &'a [ExportTable], name: &str) -> Vec<HashMap<&'a str, &'a ExportValue>> {
+    tables
+        .iter()
+        .filter(|t| t.table == name)
+        .flat_map(|t| {
+            t.rows.iter().map(|row| {
+                t.columns
+                    .iter()
+                    .map(String::as_str)
+                    .zip(row.iter())
+                    .collect::<HashMap<_, _>>()
+            })
+        })
+        .collect()
+}
+
+fn text(row: &HashMap<&str, &ExportValue>, column: &str) -> Option<String> {
+    match row.get(column) {
+        Some(ExportValue::Text(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn bytes(row: &HashMap<&str, &ExportValue>, column: &str) -> Vec<u8> {
+    match row.get(column) {
+        Some(ExportValue::Bytes(b)) => b.clone(),
+        Some(ExportValue::Text(s)) => s.as_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+async fn check_repositories(
+    meta: &Arc<dyn MetadataStore>,
+    blob_rows: &BTreeSet<Digest>,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    let mut names = Vec::new();
+    loop {
+        let page = meta
+            .list_repositories(Page {
+                last: names.last().map(String::as_str),
+                limit: Some(1000),
+            })
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        names.extend(page);
+    }
+    for name in names {
+        let Some(export) = meta.export_repository(&name).await? else {
+            continue;
+        };
+        let Ok(repo) = name.parse::<RepoName>() else {
+            report.problem("repository-name", &name, "not a valid repository name");
+            continue;
+        };
+        check_repository(meta, &repo, &export.tables, blob_rows, options, report).await?;
+    }
+    Ok(())
+}
+
+async fn check_repository(
+    meta: &Arc<dyn MetadataStore>,
+    repo: &RepoName,
+    tables: &[ExportTable],
+    blob_rows: &BTreeSet<Digest>,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    let manifests: Vec<ManifestRow> = rows_of(tables, "manifests")
+        .iter()
+        .map(|r| ManifestRow {
+            digest: text(r, "digest").unwrap_or_default(),
+            media_type: text(r, "media_type").unwrap_or_default(),
+            content: bytes(r, "content"),
+            artifact_type: text(r, "artifact_type"),
+            annotations: text(r, "annotations"),
+        })
+        .collect();
+    let present: BTreeSet<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
+    let descriptions: HashMap<&str, (Option<String>, BTreeMap<String, String>)> = manifests
+        .iter()
+        .map(|m| {
+            let annotations = m
+                .annotations
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default();
+            (m.digest.as_str(), (m.artifact_type.clone(), annotations))
+        })
+        .collect();
+
+    let mut tags_of: HashMap<String, Vec<String>> = HashMap::new();
+    for t in rows_of(tables, "tags") {
+        report.tags_checked += 1;
+        let (tag, digest) = (
+            text(&t, "name").unwrap_or_default(),
+            text(&t, "digest").unwrap_or_default(),
+        );
+        if !present.contains(digest.as_str()) {
+            report.problem(
+                "tag-dangling",
+                format!("{repo}:{tag}"),
+                format!("points at {digest}, which the repository does not hold"),
+            );
+        }
+        tags_of.entry(digest).or_default().push(tag);
+    }
+    let mut edges: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for e in rows_of(tables, "manifest_blobs") {
+        let (m, b) = (text(&e, "manifest_digest"), text(&e, "blob_digest"));
+        edges
+            .entry(m.unwrap_or_default())
+            .or_default()
+            .insert(format!("blob {}", b.unwrap_or_default()));
+    }
+    for e in rows_of(tables, "manifest_children") {
+        let (m, c) = (text(&e, "index_digest"), text(&e, "child_digest"));
+        edges
+            .entry(m.unwrap_or_default())
+            .or_default()
+            .insert(format!("child {}", c.unwrap_or_default()));
+    }
+    let mut carried: HashMap<String, BTreeSet<AttachmentKey>> = HashMap::new();
+    for a in rows_of(tables, "attachments") {
+        let source = text(&a, "source").unwrap_or_default();
+        if source == AttachmentSource::Extension.as_str() {
+            continue;
+        }
+        carried
+            .entry(text(&a, "carrier").unwrap_or_default())
+            .or_default()
+            .insert((
+                text(&a, "subject").unwrap_or_default(),
+                text(&a, "attachment").unwrap_or_default(),
+                source,
+                text(&a, "kind").unwrap_or_default(),
+                text(&a, "format").unwrap_or_default(),
+                text(&a, "tag"),
+            ));
+    }
+    for stray in carried.keys().filter(|c| !present.contains(c.as_str())) {
+        report.problem(
+            "attachment-rows",
+            format!("{repo}@{stray}"),
+            "attachment rows carried by a manifest the repository does not hold",
+        );
+    }
+
+    for m in &manifests {
+        report.manifests_checked += 1;
+        let subject = format!("{repo}@{}", m.digest);
+        let Ok(digest) = m.digest.parse::<Digest>() else {
+            report.problem("manifest-invalid", subject, "the digest does not parse");
+            continue;
+        };
+        let actual = Digest::of(digest.algorithm(), &m.content);
+        if actual != digest {
+            report.problem(
+                "manifest-corrupt",
+                subject,
+                format!("the stored bytes hash to {actual}"),
+            );
+            continue;
+        }
+        let parsed = match parse_manifest(&m.content, Some(&m.media_type)) {
+            Ok(p) => p,
+            Err(e) => {
+                report.problem("manifest-invalid", subject, e.0);
+                continue;
+            }
+        };
+        let put = ManifestPut {
+            repo: repo.clone(),
+            manifest: ManifestRecord {
+                digest: digest.clone(),
+                media_type: m.media_type.clone(),
+                content: Bytes::from(m.content.clone()),
+                artifact_type: parsed.effective_artifact_type(),
+                subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+                annotations: parsed.annotations.clone(),
+            },
+            blobs: parsed.required_blobs(),
+            children: parsed.required_children(),
+            tag: None,
+            condition: None,
+        };
+        for b in put.blobs.iter().filter(|b| !blob_rows.contains(b)) {
+            report.problem(
+                "manifest-missing-reference",
+                subject.clone(),
+                format!("references blob {b}, which has no blobs row"),
+            );
+        }
+        for c in put
+            .children
+            .iter()
+            .filter(|c| !present.contains(c.to_string().as_str()))
+        {
+            report.problem(
+                "manifest-missing-reference",
+                subject.clone(),
+                format!("lists child {c}, which the repository does not hold"),
+            );
+        }
+
+        // Edges.
+        let expected_edges: BTreeSet<String> = put
+            .blobs
+            .iter()
+            .map(|b| format!("blob {b}"))
+            .chain(put.children.iter().map(|c| format!("child {c}")))
+            .collect();
+        let stored_edges = edges.remove(&m.digest).unwrap_or_default();
+        let edges_ok = stored_edges == expected_edges;
+        if !edges_ok {
+            report.problem(
+                "manifest-edges",
+                subject.clone(),
+                diff("edge", &expected_edges, &stored_edges),
+            );
+        }
+
+        // Attachment rows, by the rules of a PUT.
+        let mut expected = rules::put_rows(&put, false, &[]);
+        for tag in tags_of.get(&m.digest).into_iter().flatten() {
+            let Ok(tag) = tag.parse::<Tag>() else {
+                continue;
+            };
+            let tagged = ManifestPut {
+                tag: Some(tag),
+                ..put.clone()
+            };
+            let entries: Vec<EntryDescription> = rules::entries_to_describe(&tagged, true)
+                .iter()
+                .filter_map(|d| {
+                    descriptions
+                        .get(d.to_string().as_str())
+                        .map(|(a, n)| EntryDescription {
+                            digest: d.clone(),
+                            artifact_type: a.clone(),
+                            annotations: n.clone(),
+                        })
+                })
+                .collect();
+            expected.extend(
+                rules::put_rows(&tagged, true, &entries)
+                    .into_iter()
+                    .filter(|r| r.source != AttachmentSource::Subject),
+            );
+        }
+        let expected: BTreeSet<AttachmentKey> = expected
+            .into_iter()
+            .map(|r| {
+                (
+                    r.subject.to_string(),
+                    r.attachment.to_string(),
+                    r.source.as_str().to_string(),
+                    r.kind.as_str().to_string(),
+                    r.format.to_string(),
+                    r.tag,
+                )
+            })
+            .collect();
+        let stored = carried.remove(&m.digest).unwrap_or_default();
+        let attachments_ok = stored == expected;
+        if !attachments_ok {
+            let show = |s: &BTreeSet<AttachmentKey>| -> BTreeSet<String> {
+                s.iter()
+                    .map(|(s, a, src, k, f, t)| {
+                        format!(
+                            "{src} {k} {f} {a} of {s}{}",
+                            t.as_deref()
+                                .map(|t| format!(" tag {t}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            };
+            report.problem(
+                "attachment-rows",
+                subject.clone(),
+                diff("attachment row", &show(&expected), &show(&stored)),
+            );
+        }
+        if options.repair
+            && !(edges_ok && attachments_ok)
+            && meta.rebuild_manifest_rows(&put).await?
+        {
+            let fixed = usize::from(!edges_ok) + usize::from(!attachments_ok);
+            let n = report.problems.len();
+            for p in &mut report.problems[n - fixed..] {
+                p.repaired = true;
+            }
+        }
+    }
+    for stray in edges.keys() {
+        report.problem(
+            "manifest-edges",
+            format!("{repo}@{stray}"),
+            "edges of a manifest the repository does not hold",
+        );
+    }
+    Ok(())
+}
+
+fn diff(what: &str, expected: &BTreeSet<String>, stored: &BTreeSet<String>) -> String {
+    let missing: Vec<&String> = expected.difference(stored).collect();
+    let extra: Vec<&String> = stored.difference(expected).collect();
+    let mut out = Vec::new();
+    if !missing.is_empty() {
+        out.push(format!(
+            "missing {what}s: {}",
+            missing
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !extra.is_empty() {
+        out.push(format!(
+            "unexpected {what}s: {}",
+            extra
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out.join("; ")
+}
+
+async fn check_uploads(
+    meta: &Arc<dyn MetadataStore>,
+    blobs: &BlobStore,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    let store = blobs.object_store();
+    // Every session (`updated_at` is before the end of time).
+    let sessions = meta.uploads_idle_since(i64::MAX).await?;
+    let mut live = BTreeSet::new();
+    for session in &sessions {
+        report.uploads_checked += 1;
+        let mut missing = Vec::new();
+        for part in &session.parts {
+            match store.head(&Path::from(part.key.as_str())).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => missing.push(part.key.clone()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if missing.is_empty() {
+            live.insert(session.id.clone());
+            continue;
+        }
+        report.problem(
+            "upload-missing-parts",
+            session.id.clone(),
+            format!("staged parts are gone: {}", missing.join(", ")),
+        );
+        if options.repair {
+            meta.delete_upload(&session.id).await?;
+            blobs.discard_session(&session.id).await?;
+            report.mark_repaired();
+        }
+    }
+
+    // Staging folders and the time of their last write (unix seconds).
+    let mut folders: BTreeMap<String, i64> = BTreeMap::new();
+    let mut listing = store.list(Some(&Path::from("uploads")));
+    while let Some(meta) = listing.next().await {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut parts = meta.location.parts();
+        let (Some(_), Some(session)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let at = meta.last_modified.timestamp();
+        let entry = folders.entry(session.as_ref().to_string()).or_insert(at);
+        *entry = (*entry).max(at);
+    }
+    // A local store also holds what its listing hides: the temporary files of writes
+    // a crash cut short.
+    if let Some(root) = blobs.local_root() {
+        local_folders(&root.join("uploads"), &mut folders)?;
+    }
+    let cutoff = crate::meta::now() - options.staging_grace_secs.min(i64::MAX as u64) as i64;
+    for (session, last_write) in folders {
+        report.staging_folders_checked += 1;
+        if live.contains(&session) || sessions.iter().any(|s| s.id == session) {
+            continue;
+        }
+        if last_write > cutoff {
+            continue;
+        }
+        report.problem(
+            "staging-orphaned",
+            format!("uploads/{session}"),
+            "staged data that belongs to no upload session",
+        );
+        if options.repair {
+            blobs.discard_session(&session).await?;
+            report.mark_repaired();
+        }
+    }
+    Ok(())
+}
+
+/// The session folders under a local `uploads/` and the newest modification time of
+/// anything in each (hidden files included).
+fn local_folders(
+    uploads: &std::path::Path,
+    folders: &mut BTreeMap<String, i64>,
+) -> StorageResult<()> {
+    let entries = match std::fs::read_dir(uploads) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mtime = |m: &std::fs::Metadata| -> i64 {
+        m.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let meta = entry.metadata()?;
+        let mut newest = mtime(&meta);
+        if meta.is_dir() {
+            for inner in std::fs::read_dir(entry.path())? {
+                let inner = inner?;
+                newest = newest.max(mtime(&inner.metadata()?));
+            }
+        }
+        let slot = folders.entry(name).or_insert(newest);
+        *slot = (*slot).max(newest);
+    }
+    Ok(())
+}
