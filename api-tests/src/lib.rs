@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
+pub mod docker;
 pub mod oci;
 pub mod proxy;
 

@@ -10,11 +10,12 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
+use signet_api_tests::docker::DockerDaemon;
 use signet_api_tests::{random_bytes, require_tool, Registry};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
@@ -505,118 +506,6 @@ impl Drop for DockerCa {
     }
 }
 
-/// A private dockerd (networking off, own paths), stopped when dropped.
-struct DockerDaemon {
-    child: Child,
-    socket: PathBuf,
-    exec_root: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl DockerDaemon {
-    fn start() -> DockerDaemon {
-        require_tool("dockerd");
-        require_tool("docker");
-        let dir = tempfile::Builder::new()
-            .prefix("sdk")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let d = dir.path();
-        let socket = d.join("docker.sock");
-        let exec_root = d.join("exec");
-        let child = Command::new("dockerd")
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
-            .arg("--data-root")
-            .arg(d.join("docker"))
-            .arg("--exec-root")
-            .arg(&exec_root)
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(d.join("dockerd.log")).unwrap())
-            .stderr(std::fs::File::create(d.join("dockerd.err.log")).unwrap())
-            .spawn()
-            .expect("start dockerd");
-        let daemon = DockerDaemon {
-            child,
-            socket,
-            exec_root,
-            dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if daemon.socket.exists()
-                && daemon
-                    .docker()
-                    .arg("version")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            {
-                return daemon;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not come up:\n{}",
-                std::fs::read_to_string(daemon.dir.path().join("dockerd.err.log"))
-                    .unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.dir.path().join("client"))
-            .env("DOCKER_BUILDKIT", "0");
-        cmd
-    }
-
-    fn client_config(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("client/config.json")).unwrap_or_default()
-    }
-}
-
-impl Drop for DockerDaemon {
-    fn drop(&mut self) {
-        let containerd = std::fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        let signal = |pid: u32, sig: &str| {
-            let _ = Command::new("kill")
-                .arg(format!("-{sig}"))
-                .arg(pid.to_string())
-                .stderr(Stdio::null())
-                .status();
-        };
-        signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(pid) = containerd {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                signal(pid, "KILL");
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn docker_logs_in_pushes_and_pulls_through_the_token_service_over_tls() {
     let dir = tempfile::tempdir().unwrap();
@@ -632,7 +521,7 @@ async fn docker_logs_in_pushes_and_pulls_through_the_token_service_over_tls() {
     ));
     let host = r.host.clone();
     let _ca = DockerCa::place(&host, &pki.ca_pem);
-    let daemon = DockerDaemon::start();
+    let daemon = DockerDaemon::start(None);
 
     let ctx = dir.path().join("ctx");
     std::fs::create_dir_all(&ctx).unwrap();

@@ -8,12 +8,12 @@
 //! plain HTTP on loopback (`--tls-verify=false`, `--insecure-registry`), podman and
 //! buildah on their own vfs store, dockerd with networking switched off.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use signet_api_tests::docker::DockerDaemon;
 use signet_api_tests::oci::{self, OCI_INDEX, OCI_MANIFEST};
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
 
@@ -1081,133 +1081,6 @@ async fn oras_artifacts_with_a_subject_are_listed_by_the_referrers_api() {
 // docker engine
 // ---------------------------------------------------------------------------------
 
-/// A private dockerd (networking off, own paths), stopped when dropped — also when
-/// the test panics.
-struct DockerDaemon {
-    child: Child,
-    socket: PathBuf,
-    exec_root: PathBuf,
-    log: PathBuf,
-    // Dropped after the daemon has stopped (fields drop after `Drop::drop`).
-    _dir: tempfile::TempDir,
-}
-
-impl DockerDaemon {
-    fn start(insecure_registry: &str) -> DockerDaemon {
-        require_tool("dockerd");
-        require_tool("docker");
-        // A short path: unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("sdk")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let d = dir.path();
-        let log = d.join("dockerd.log");
-        let socket = d.join("docker.sock");
-        let exec_root = d.join("exec");
-        let child = Command::new("dockerd")
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-forward=false",
-                "--ip-masq=false",
-            ])
-            .arg("--data-root")
-            .arg(d.join("docker"))
-            .arg("--exec-root")
-            .arg(&exec_root)
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", socket.display()))
-            .arg("--insecure-registry")
-            .arg(insecure_registry)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(d.join("dockerd.err.log")).unwrap())
-            .spawn()
-            .expect("start dockerd");
-        let daemon = DockerDaemon {
-            child,
-            socket,
-            exec_root,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if daemon.socket.exists() {
-                let ok = daemon
-                    .docker()
-                    .arg("version")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return daemon;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd did not come up within 30 s:\n{}",
-                daemon.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self._dir.path().join("client"))
-            // The classic builder needs no buildx plugin and honours --network none.
-            .env("DOCKER_BUILDKIT", "0");
-        cmd
-    }
-
-    fn logs(&self) -> String {
-        let mut s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        s.push_str(
-            &std::fs::read_to_string(self._dir.path().join("dockerd.err.log")).unwrap_or_default(),
-        );
-        s
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-impl Drop for DockerDaemon {
-    fn drop(&mut self) {
-        // dockerd started its own containerd; remember it in case dockerd dies first.
-        let containerd = std::fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok());
-        signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(pid) = containerd {
-            if Path::new(&format!("/proc/{pid}")).exists() {
-                signal(pid, "KILL");
-            }
-        }
-    }
-}
-
 /// The digest in docker push's last line: `v1: digest: sha256:... size: N`.
 fn pushed_digest(output: &str) -> String {
     output
@@ -1221,7 +1094,7 @@ fn pushed_digest(output: &str) -> String {
 #[tokio::test]
 async fn docker_pushes_with_a_cross_repository_mount_and_pulls_back() {
     let registry = Registry::start();
-    let daemon = DockerDaemon::start(&registry.host);
+    let daemon = DockerDaemon::start(Some(&registry.host));
     let ctx = tempfile::tempdir().unwrap();
     let base_ctx = ctx.path().join("base");
     let app_ctx = ctx.path().join("app");
@@ -1347,7 +1220,7 @@ async fn docker_pulls_its_platform_from_an_oci_index_pushed_by_skopeo() {
     let (digest, _) = registry_manifest(&registry, "docker/multi", "v1").await;
     assert_eq!(digest, index_digest);
 
-    let daemon = DockerDaemon::start(&registry.host);
+    let daemon = DockerDaemon::start(Some(&registry.host));
     run(daemon.docker().args(["pull", &image]));
     let host_child = match std::env::consts::ARCH {
         "x86_64" => &children[0],
