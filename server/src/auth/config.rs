@@ -71,6 +71,8 @@ pub struct AuthConfig {
     pub users: Vec<UserConfig>,
     pub robots: Vec<RobotConfig>,
     pub rules: Vec<RuleConfig>,
+    /// External token issuers whose bearer tokens are accepted like Signet's own.
+    pub issuers: Vec<IssuerConfig>,
 }
 
 impl Default for AuthConfig {
@@ -88,8 +90,22 @@ impl Default for AuthConfig {
             users: Vec::new(),
             robots: Vec::new(),
             rules: Vec::new(),
+            issuers: Vec::new(),
         }
     }
+}
+
+/// An external token service trusted by its public key: a bearer token whose `iss` is
+/// `name`, signed (ES256 with a P-256 key, or RS256) by the key in `public_key` (a PEM
+/// `PUBLIC KEY` file), with `aud` = `service` (empty: `[auth] service`), is accepted
+/// like Signet's own: its `access` claim (Docker token format) is all it grants. Its
+/// `sub` is known as `<name>:<sub>`, and it never carries the admin role.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub public_key: String,
+    pub service: String,
 }
 
 /// A person, with a bcrypt password hash (`htpasswd -nbB name password`).

@@ -33,7 +33,7 @@ use base64::Engine as _;
 
 pub use config::{AuthConfig, Secret};
 use rules::{Action, Identity, Rules};
-use tokens::{Claims, TokenError, TokenKeys};
+use tokens::{Claims, Issuer, TokenError, TokenKeys};
 use users::Directory;
 
 /// Everything authentication needs at run time, built once at start and shared by the
@@ -44,6 +44,8 @@ pub struct Auth {
     pub directory: Directory,
     pub rules: Rules,
     pub keys: TokenKeys,
+    /// External token issuers trusted by public key.
+    pub issuers: Vec<Issuer>,
 }
 
 /// Who made a request, and with which token if it came with one.
@@ -81,11 +83,30 @@ impl Auth {
                 "[auth] is enabled without rules or admins: every request will be refused"
             );
         }
+        let mut issuers = Vec::new();
+        for issuer in &config.issuers {
+            if issuer.name == tokens::ISSUER
+                || issuers.iter().any(|i: &Issuer| i.name == issuer.name)
+            {
+                anyhow::bail!("[[auth.issuers]] {:?}: the name is taken", issuer.name);
+            }
+            let audience = if issuer.service.is_empty() {
+                &config.service
+            } else {
+                &issuer.service
+            };
+            issuers.push(Issuer::load(
+                &issuer.name,
+                Path::new(&issuer.public_key),
+                audience,
+            )?);
+        }
         Ok(Auth {
             config: config.clone(),
             directory,
             rules: Rules::new(&config.rules),
             keys,
+            issuers,
         })
     }
 
@@ -117,10 +138,14 @@ impl Auth {
                 presented: true,
             })
         } else if scheme.eq_ignore_ascii_case("bearer") {
-            let claims = self
-                .keys
-                .verify(rest.trim(), &self.config.service)
-                .map_err(AuthFailure::BadToken)?;
+            let token = rest.trim();
+            let external = tokens::unverified_issuer(token)
+                .and_then(|iss| self.issuers.iter().find(|i| i.name == iss));
+            let claims = match external {
+                Some(issuer) => issuer.verify(token),
+                None => self.keys.verify(token, &self.config.service),
+            }
+            .map_err(AuthFailure::BadToken)?;
             if claims.refresh {
                 return Err(AuthFailure::BadToken(TokenError::Malformed));
             }

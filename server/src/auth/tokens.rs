@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
-    ECDSA_P256_SHA256_FIXED_SIGNING,
+    EcdsaKeyPair, KeyPair, ParsedPublicKey, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_2048_8192_SHA256,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
@@ -175,41 +175,152 @@ impl TokenKeys {
 
     /// Checks signature, expiry and audience; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        verify_token(token, ISSUER, audience, |alg, input, signature| {
+            alg == "ES256"
+                && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
+                    .verify(input, signature)
+                    .is_ok()
+        })
+    }
+}
+
+/// An external token issuer trusted by its public key (`[[auth.issuers]]`).
+pub struct Issuer {
+    pub name: String,
+    pub audience: String,
+    alg: &'static str,
+    key: ParsedPublicKey,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("name", &self.name)
+            .field("audience", &self.audience)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): P-256 (ES256) or RSA (RS256).
+    pub fn load(name: &str, path: &Path, audience: &str) -> anyhow::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::SubjectPublicKeyInfoDer;
+        if name.is_empty() {
+            anyhow::bail!("[[auth.issuers]] needs a name (the tokens' iss)");
+        }
+        let der = SubjectPublicKeyInfoDer::from_pem_file(path).map_err(|e| {
+            anyhow::anyhow!(
+                "[[auth.issuers]] {name}: public_key {}: no public key: {e}",
+                path.display()
+            )
+        })?;
+        Self::from_spki(name, der.as_ref(), audience).map_err(|_| {
+            anyhow::anyhow!(
+                "[[auth.issuers]] {name}: public_key {}: neither a P-256 nor an RSA public key",
+                path.display()
+            )
+        })
+    }
+
+    pub fn from_spki(name: &str, spki: &[u8], audience: &str) -> Result<Self, TokenError> {
+        let (alg, key) = if let Ok(key) = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, spki) {
+            ("ES256", key)
+        } else if let Ok(key) = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki) {
+            ("RS256", key)
+        } else {
             return Err(TokenError::Malformed);
         };
-        let header: serde_json::Value = B64URL
-            .decode(header)
-            .ok()
-            .and_then(|h| serde_json::from_slice(&h).ok())
-            .ok_or(TokenError::Malformed)?;
-        if header.get("alg").and_then(|a| a.as_str()) != Some("ES256") {
-            return Err(TokenError::Malformed);
-        }
-        let signature = B64URL
-            .decode(signature)
-            .map_err(|_| TokenError::Malformed)?;
-        let signing_input = &token[..header_and_payload_len(token)];
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
-            .verify(signing_input.as_bytes(), &signature)
-            .map_err(|_| TokenError::BadSignature)?;
-        let claims: Claims = B64URL
-            .decode(payload)
-            .ok()
-            .and_then(|p| serde_json::from_slice(&p).ok())
-            .ok_or(TokenError::Malformed)?;
-        let now = now();
-        if claims.exp <= now || claims.nbf > now + 60 {
-            return Err(TokenError::Expired);
-        }
-        if claims.iss != ISSUER || claims.aud != audience {
-            return Err(TokenError::WrongAudience);
-        }
+        Ok(Issuer {
+            name: name.into(),
+            audience: audience.into(),
+            alg,
+            key,
+        })
+    }
+
+    /// Checks signature, expiry, issuer and audience. The claims come back with the
+    /// subject qualified by the issuer and without the admin, robot and refresh marks.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let mut claims = verify_token(token, &self.name, &self.audience, |alg, input, sig| {
+            alg == self.alg && self.key.verify_sig(input, sig).is_ok()
+        })?;
+        claims.sub = format!("{}:{}", self.name, claims.sub);
+        claims.admin = false;
+        claims.robot = false;
+        claims.refresh = false;
         Ok(claims)
     }
+}
+
+/// The `iss` of a token, unverified: which key to check it with.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let value: serde_json::Value = serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()?;
+    value.get("iss")?.as_str().map(str::to_string)
+}
+
+/// Parses a JWT, checks its signature with `check(alg, signing_input, signature)`, then
+/// expiry, issuer and audience (a string or a list containing `audience`).
+fn verify_token(
+    token: &str,
+    issuer: &str,
+    audience: &str,
+    check: impl FnOnce(&str, &[u8], &[u8]) -> bool,
+) -> Result<Claims, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header: serde_json::Value = B64URL
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or(TokenError::Malformed)?;
+    let Some(alg) = header.get("alg").and_then(|a| a.as_str()) else {
+        return Err(TokenError::Malformed);
+    };
+    if alg != "ES256" && alg != "RS256" {
+        return Err(TokenError::Malformed);
+    }
+    let signature = B64URL
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
+    let signing_input = &token[..header_and_payload_len(token)];
+    if !check(alg, signing_input.as_bytes(), &signature) {
+        return Err(TokenError::BadSignature);
+    }
+    let mut value: serde_json::Value = B64URL
+        .decode(payload)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .ok_or(TokenError::Malformed)?;
+    // Other issuers may send `aud` as a list, and omit `jti`, `iat`, `nbf` or `sub`.
+    let obj = value.as_object_mut().ok_or(TokenError::Malformed)?;
+    let aud_ok = match obj.get("aud") {
+        Some(serde_json::Value::String(a)) => a == audience,
+        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a == audience),
+        _ => false,
+    };
+    obj.insert("aud".into(), serde_json::Value::String(audience.into()));
+    for key in ["sub", "jti"] {
+        obj.entry(key).or_insert_with(|| "".into());
+    }
+    for key in ["iat", "nbf"] {
+        obj.entry(key).or_insert_with(|| 0.into());
+    }
+    let claims: Claims = serde_json::from_value(value).map_err(|_| TokenError::Malformed)?;
+    let now = now();
+    if claims.exp <= now || claims.nbf > now + 60 {
+        return Err(TokenError::Expired);
+    }
+    if claims.iss != issuer || !aud_ok {
+        return Err(TokenError::WrongAudience);
+    }
+    Ok(claims)
 }
 
 /// Length of `header.payload` in a token known to have three parts.

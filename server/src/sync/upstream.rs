@@ -4,7 +4,9 @@
 //! `WWW-Authenticate` challenges (Basic, and the bearer-token flow with anonymous
 //! tokens when no credentials are configured). Manifests are pulled raw, so their bytes
 //! are exactly what upstream served, and checked against the digest asked for.
-//! The signatures extension (`/extensions/v2/...`) is plain HTTP with Basic credentials.
+//! The signatures extension (`/extensions/v2/...`) is plain HTTP: Basic credentials
+//! first, and where upstream answers with a Bearer challenge, a token from its realm
+//! (fetched with the Basic credentials, or anonymously), remembered per scope.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,8 @@ pub struct Upstream {
     retry_base: Duration,
     /// Requests retried so far.
     retried: AtomicU64,
+    /// Bearer tokens for the extension calls, by scope.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// A blob body as it arrives.
@@ -86,6 +90,7 @@ impl Upstream {
             retries: job.retries,
             retry_base: Duration::from_millis(job.retry_base_ms.max(1)),
             retried: AtomicU64::new(0),
+            tokens: Default::default(),
         })
     }
 
@@ -123,9 +128,24 @@ impl Upstream {
                     tracing::info!(what, attempt = n, wait_ms = wait.as_millis() as u64, error = %format!("{e:#}"), "sync: retrying a transient upstream failure");
                     tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
                 }
-                Err(e) if n > 0 => return Err(e.context(format!("after {n} retries"))),
-                Err(e) => return Err(e),
+                Err(e) if n > 0 => {
+                    return Err(self.explain(e.context(format!("after {n} retries"))))
+                }
+                Err(e) => return Err(self.explain(e)),
             }
+        }
+    }
+
+    /// A refused credential says so, naming the account (never the password).
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        if !refused(&e) {
+            return e;
+        }
+        match &self.auth {
+            RegistryAuth::Basic(user, _) => e.context(format!(
+                "upstream refused the job's credentials (username {user:?})"
+            )),
+            _ => e.context("upstream requires credentials (the job has none)"),
         }
     }
 
@@ -287,10 +307,8 @@ impl Upstream {
         let listing = self
             .retrying("signatures", || async {
                 let resp = self
-                    .basic(self.http.get(&url))
-                    .send()
-                    .await
-                    .with_context(|| format!("GET {url}"))?;
+                    .get_with_auth(&url, &format!("repository:{repo}:pull"))
+                    .await?;
                 if resp.status() == reqwest::StatusCode::NOT_FOUND {
                     return Ok(Listing {
                         signatures: Vec::new(),
@@ -325,12 +343,133 @@ impl Upstream {
         Ok(out)
     }
 
+    /// `GET url` with Basic credentials (or a bearer token remembered for `scope`); on
+    /// a Bearer challenge, fetches a token from the realm and tries once more.
+    async fn get_with_auth(&self, url: &str, scope: &str) -> anyhow::Result<reqwest::Response> {
+        let remembered = self.tokens.lock().unwrap().get(scope).cloned();
+        let first = match &remembered {
+            Some(token) => self.http.get(url).bearer_auth(token),
+            None => self.basic(self.http.get(url)),
+        };
+        let resp = first.send().await.with_context(|| format!("GET {url}"))?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(challenge) = resp
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_bearer_challenge)
+        else {
+            return Ok(resp);
+        };
+        let token = self.fetch_token(&challenge, scope).await?;
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(scope.to_string(), token.clone());
+        self.http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))
+    }
+
+    /// A token from the challenge's realm for `scope` (the challenge's own scope
+    /// where it names one).
+    async fn fetch_token(
+        &self,
+        challenge: &BearerChallenge,
+        scope: &str,
+    ) -> anyhow::Result<String> {
+        #[derive(Deserialize)]
+        struct TokenResponse {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            access_token: String,
+        }
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = &challenge.service {
+            query.push(("service", service));
+        }
+        query.push(("scope", challenge.scope.as_deref().unwrap_or(scope)));
+        let realm = &challenge.realm;
+        let resp = self
+            .basic(self.http.get(realm).query(&query))
+            .send()
+            .await
+            .with_context(|| format!("token request to {realm}"))?;
+        check_transient(&resp, realm)?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("token request to {realm}: {status} (credentials refused?)");
+        }
+        let body: TokenResponse = resp
+            .json()
+            .await
+            .with_context(|| format!("token response of {realm}"))?;
+        let token = if body.token.is_empty() {
+            body.access_token
+        } else {
+            body.token
+        };
+        if token.is_empty() {
+            bail!("token response of {realm} holds no token");
+        }
+        Ok(token)
+    }
+
     fn basic(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.auth {
             RegistryAuth::Basic(u, p) => req.basic_auth(u, Some(p)),
             _ => req,
         }
     }
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer ...` challenge.
+#[derive(Debug, PartialEq)]
+struct BearerChallenge {
+    realm: String,
+    service: Option<String>,
+    scope: Option<String>,
+}
+
+fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
+    let (scheme, params) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut realm = None;
+    let mut service = None;
+    let mut scope = None;
+    let mut rest = params.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim(), &after[end..])
+        };
+        match key.as_str() {
+            "realm" => realm = Some(value.to_string()),
+            "service" => service = Some(value.to_string()),
+            "scope" => scope = Some(value.to_string()),
+            _ => {}
+        }
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    Some(BearerChallenge {
+        realm: realm.filter(|r| !r.is_empty())?,
+        service,
+        scope,
+    })
 }
 
 /// A transient status (5xx, 429) as an error the retry loop recognises.
@@ -375,6 +514,21 @@ fn throttled(e: &anyhow::Error) -> bool {
                 Some(oci_client::errors::OciDistributionError::ServerError { code: 429, .. })
             )
     }) || format!("{e:#}").contains("429 Too Many Requests")
+}
+
+/// Whether upstream refused the credentials (or their absence).
+fn refused(e: &anyhow::Error) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<E>(),
+            Some(E::UnauthorizedError { .. } | E::AuthenticationFailure(_))
+                | Some(E::ServerError { code: 401, .. })
+        ) || c
+            .downcast_ref::<reqwest::Error>()
+            .and_then(|r| r.status())
+            .is_some_and(|s| s.as_u16() == 401)
+    }) || format!("{e:#}").contains("(credentials refused?)")
 }
 
 fn retry_after(e: &anyhow::Error) -> Option<Duration> {
@@ -473,6 +627,138 @@ mod tests {
         assert!(!is_transient(&anyhow!("upstream manifest x hashes to y")));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert!(is_transient(&anyhow::Error::new(io).context("blob")));
+    }
+
+    #[test]
+    fn bearer_challenges_are_parsed() {
+        assert_eq!(
+            parse_bearer_challenge(
+                r#"Bearer realm="http://h/v2/token",service="signet",scope="repository:a/b:pull,push""#
+            ),
+            Some(BearerChallenge {
+                realm: "http://h/v2/token".into(),
+                service: Some("signet".into()),
+                scope: Some("repository:a/b:pull,push".into()),
+            })
+        );
+        assert_eq!(
+            parse_bearer_challenge("bearer realm=https://x/t"),
+            Some(BearerChallenge {
+                realm: "https://x/t".into(),
+                service: None,
+                scope: None,
+            })
+        );
+        assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
+        assert_eq!(parse_bearer_challenge(r#"Bearer service="x""#), None);
+    }
+
+    /// An upstream whose signatures extension takes bearer tokens only: the client
+    /// follows the challenge, fetches a token with the job's Basic credentials and
+    /// remembers it.
+    #[actix_web::test]
+    async fn extension_calls_follow_a_bearer_challenge() {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let tokens_issued = Arc::new(AtomicUsize::new(0));
+        let issued = tokens_issued.clone();
+        let d = digest.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = HttpServer::new(move || {
+            let issued = issued.clone();
+            let d = d.clone();
+            App::new()
+                .route(
+                    "/token",
+                    web::get().to(move |req: HttpRequest| {
+                        let issued = issued.clone();
+                        async move {
+                            let basic = format!(
+                                "Basic {}",
+                                base64::engine::general_purpose::STANDARD.encode("robot:pw")
+                            );
+                            let ok = req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v.as_bytes() == basic.as_bytes())
+                                && req.query_string().contains("scope=repository%3Aa%2Fb%3Apull");
+                            if !ok {
+                                return HttpResponse::Unauthorized().finish();
+                            }
+                            issued.fetch_add(1, Ordering::SeqCst);
+                            HttpResponse::Ok().json(serde_json::json!({"token": "T"}))
+                        }
+                    }),
+                )
+                .default_service(web::to(move |req: HttpRequest| {
+                    let d = d.clone();
+                    async move {
+                        if req.headers().get("authorization").map(|v| v.as_bytes())
+                            != Some(b"Bearer T")
+                        {
+                            return HttpResponse::Unauthorized()
+                                .insert_header((
+                                    "WWW-Authenticate",
+                                    format!(
+                                        "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"up\",scope=\"repository:a/b:pull\""
+                                    ),
+                                ))
+                                .finish();
+                        }
+                        HttpResponse::Ok().json(serde_json::json!({"signatures": [{
+                            "schemaVersion": 2, "type": "atomic",
+                            "name": format!("{d}@{}", "b".repeat(32)),
+                            "content": "aGVsbG8=",
+                        }]}))
+                    }
+                }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let u = Upstream::new(&SyncJob {
+            name: "t".into(),
+            upstream: format!("http://127.0.0.1:{port}"),
+            username: "robot".into(),
+            password: "pw".into(),
+            repositories: vec!["a/b".into()],
+            retries: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let digest: Digest = digest.parse().unwrap();
+        for _ in 0..2 {
+            let sigs = u.atomic_signatures("a/b", &digest).await.unwrap();
+            assert_eq!(sigs, vec![("b".repeat(32), Bytes::from_static(b"hello"))]);
+        }
+        assert_eq!(
+            tokens_issued.load(Ordering::SeqCst),
+            1,
+            "the token is reused"
+        );
+
+        let wrong = Upstream::new(&SyncJob {
+            name: "t".into(),
+            upstream: format!("http://127.0.0.1:{port}"),
+            username: "robot".into(),
+            password: "nope".into(),
+            repositories: vec!["a/b".into()],
+            retries: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            wrong.atomic_signatures("a/b", &digest).await.unwrap_err()
+        );
+        assert!(err.contains("refused the job's credentials"), "{err}");
+        handle.stop(false).await;
     }
 
     #[tokio::test]
