@@ -160,6 +160,17 @@ impl Registry {
         self.child.id()
     }
 
+    /// A `signet` subcommand on this registry's stores, beside the running server:
+    /// `signet [--config FILE] <args> --data-dir DIR`.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(signet_binary());
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.args(args).arg("--data-dir").arg(&self.data_dir);
+        cmd
+    }
+
     /// `http://HOST/v2/<path>`.
     pub fn v2(&self, path: &str) -> String {
         format!("{}/v2/{}", self.url, path.trim_start_matches('/'))

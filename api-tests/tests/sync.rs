@@ -381,33 +381,18 @@ async fn cosign_verify(
 
 struct Mirror {
     registry: Registry,
-    config: PathBuf,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Mirror {
     fn start(jobs_toml: &str) -> Mirror {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("signet.toml");
-        std::fs::write(&config, jobs_toml).unwrap();
-        let data = dir.path().join("data");
-        let registry = Registry::start_in(&data, Some(config.clone()));
         Mirror {
-            registry,
-            config,
-            data,
-            _dir: dir,
+            registry: Registry::start_with_config(jobs_toml),
         }
     }
 
     /// `signet sync run <job> --json` beside the running server; its summary.
     fn sync(&self, job: &str) -> Value {
-        let out = run(Command::new(signet_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .args(["sync", "run", job, "--json", "--data-dir"])
-            .arg(&self.data));
+        let out = run(&mut self.registry.cli(&["sync", "run", job, "--json"]));
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary {out:?}: {e}"))
     }
 

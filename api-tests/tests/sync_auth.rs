@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::{self, OCI_MANIFEST};
-use signet_api_tests::{client, random_bytes, run, sha256, signet_binary, Registry};
+use signet_api_tests::{client, random_bytes, run, sha256, Registry};
 
 const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
@@ -53,39 +53,19 @@ pull = ["mirror"]
 
 struct Mirror {
     registry: Registry,
-    config: std::path::PathBuf,
-    data: std::path::PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Mirror {
     fn start(upstream: &str, password: &str) -> Mirror {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("signet.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[sync.jobs]]\nname = \"up\"\nupstream = \"{upstream}\"\nrepositories = [\"apps/web\"]\nusername = \"mirror\"\npassword = \"{password}\"\nretries = 0\n"
-            ),
-        )
-        .unwrap();
-        let data = dir.path().join("data");
-        let registry = Registry::start_in(&data, Some(config.clone()));
         Mirror {
-            registry,
-            config,
-            data,
-            _dir: dir,
+            registry: Registry::start_with_config(&format!(
+                "[[sync.jobs]]\nname = \"up\"\nupstream = \"{upstream}\"\nrepositories = [\"apps/web\"]\nusername = \"mirror\"\npassword = \"{password}\"\nretries = 0\n"
+            )),
         }
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(signet_binary());
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(["sync", "run", "up", "--json", "--data-dir"])
-            .arg(&self.data);
-        cmd
+        self.registry.cli(&["sync", "run", "up", "--json"])
     }
 }
 

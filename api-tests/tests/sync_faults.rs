@@ -4,7 +4,6 @@
 //! nothing half-written visible, and a rerun completes it without fetching again what
 //! it already copied.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use signet_api_tests::oci::push_image;
 use signet_api_tests::proxy::Proxy;
-use signet_api_tests::{client, random_bytes, sha256, signet_binary, Registry};
+use signet_api_tests::{client, random_bytes, sha256, Registry};
 
 /// Repositories and tags the upstream holds: each tag an image with two layers.
 async fn populate(c: &Client, upstream: &Registry, repos: &[&str], tags: usize) {
@@ -83,41 +82,21 @@ async fn contents(c: &Client, base: &str, repos: &[&str]) -> Vec<(String, String
 
 struct Mirror {
     registry: Registry,
-    config: PathBuf,
-    data: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Mirror {
     fn start(job: &str, upstream: &str, repos: &[&str], extra: &str) -> Mirror {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("signet.toml");
         let repos: Vec<String> = repos.iter().map(|r| format!("\"{r}\"")).collect();
-        std::fs::write(
-            &config,
-            format!(
+        Mirror {
+            registry: Registry::start_with_config(&format!(
                 "[[sync.jobs]]\nname = \"{job}\"\nupstream = \"{upstream}\"\nrepositories = [{}]\n{extra}\n",
                 repos.join(", ")
-            ),
-        )
-        .unwrap();
-        let data = dir.path().join("data");
-        let registry = Registry::start_in(&data, Some(config.clone()));
-        Mirror {
-            registry,
-            config,
-            data,
-            _dir: dir,
+            )),
         }
     }
 
     fn command(&self, job: &str) -> Command {
-        let mut cmd = Command::new(signet_binary());
-        cmd.arg("--config")
-            .arg(&self.config)
-            .args(["sync", "run", job, "--json", "--data-dir"])
-            .arg(&self.data);
-        cmd
+        self.registry.cli(&["sync", "run", job, "--json"])
     }
 
     /// Runs the job to the end (in a blocking thread: the proxy lives on this
