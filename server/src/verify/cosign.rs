@@ -22,7 +22,7 @@ const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 /// A storage read failed: the verdict says so but is not cached (it may be transient).
 #[derive(Debug, thiserror::Error)]
 #[error("could not read {0}")]
-pub struct Unreadable(String);
+pub struct Unreadable(pub String);
 
 /// The verdict, and whether it may be cached (false after a storage read failure).
 pub async fn verify_attachment(
@@ -37,7 +37,21 @@ pub async fn verify_attachment(
     let unsupported = |why: String| (Verdict::unsupported(why), true);
     match format {
         "cosign" | "oci" => {}
-        "sigstore-bundle" => return unsupported("Sigstore bundles are not verified yet".into()),
+        "sigstore-bundle" => {
+            let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
+            return match super::bundle::verify_referrer(
+                &roots, meta, blobs, repo, subject, attachment,
+            )
+            .await
+            {
+                Ok(v) => (v, true),
+                Err(e) if e.is::<Unreadable>() => {
+                    tracing::warn!(%repo, %attachment, error = %e, "verification could not read the bundle");
+                    (Verdict::invalid(e.to_string()), false)
+                }
+                Err(e) => (Verdict::invalid(format!("malformed: {e}")), true),
+            };
+        }
         "notation" => return unsupported("notation signatures are not verified yet".into()),
         "atomic" => return unsupported("atomic (GPG) signatures are not verified yet".into()),
         other => return unsupported(format!("format {other:?} is not verified")),
@@ -118,6 +132,11 @@ async fn verify_layer(
         .parse()
         .map_err(|_| anyhow::anyhow!("layer digest"))?;
     let bytes = read_blob(blobs, &digest).await?;
+    if layer["annotations"][super::keyless::CERT_ANNOTATION].is_string() {
+        return Ok(super::keyless::verify_cosign_layer(
+            roots, layer, &bytes, subject, media_type,
+        ));
+    }
     if media_type == SIMPLESIGNING {
         let Some(sig) = layer["annotations"][SIG_ANNOTATION].as_str() else {
             return Ok(Verdict::invalid(format!(
@@ -129,7 +148,11 @@ async fn verify_layer(
         };
         let Some(root) = roots
             .iter()
-            .find(|r| r.key.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
+            .find(|r| {
+                r.key
+                    .as_ref()
+                    .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
+            })
         else {
             return Ok(Verdict::invalid(
                 "bad signature: no applicable trust root's key verifies it",
@@ -162,8 +185,8 @@ async fn verify_layer(
         };
         if let Some(r) = roots.iter().find(|r| {
             r.key
-                .verify_signature(Signature::Raw(&sig), &message)
-                .is_ok()
+                .as_ref()
+                .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), &message).is_ok())
         }) {
             root = Some(r);
             break;
@@ -205,7 +228,7 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn read_blob(blobs: &BlobStore, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+pub(super) async fn read_blob(blobs: &BlobStore, digest: &Digest) -> anyhow::Result<Vec<u8>> {
     let body = blobs
         .get(digest, None)
         .await

@@ -2,10 +2,14 @@
 //! `.sig` and DSSE `.att` attachments ([`cosign`]), the verdicts in the coverage
 //! extension ([`report`]) and the pull policy ([`policy`]). Storage knows nothing of it.
 
+pub mod bundle;
 pub mod cosign;
+pub mod keyless;
 pub mod policy;
+pub mod rekor;
 pub mod report;
 pub mod trust;
+pub mod trusted_root;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

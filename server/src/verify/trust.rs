@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sigstore::crypto::CosignVerificationKey;
 
+use super::keyless::KeylessRoot;
+
 /// What happens to a manifest pull without a valid signature.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -60,17 +62,38 @@ pub struct TrustRootConfig {
     /// empty: every repository.
     pub repositories: Vec<String>,
     /// A cosign public key file (PEM `PUBLIC KEY`, e.g. `cosign.pub`).
+    #[serde(skip_serializing_if = "path_is_empty")]
     pub public_key: PathBuf,
+    /// Keyless: a Sigstore `trusted_root.json` (Fulcio CAs, Rekor keys, timestamp
+    /// authorities); with `issuer` and `subject` or `subject_regex`.
+    #[serde(skip_serializing_if = "path_is_empty")]
+    pub trusted_root: PathBuf,
+    /// Keyless: the OIDC issuer the Fulcio certificate must name (exact).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
+    /// Keyless: the certificate's identity (SAN email or URI), exact.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subject: String,
+    /// Keyless: a regular expression the whole identity must match.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subject_regex: String,
     /// The policy for the repositories this root covers (default: `[trust] policy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyMode>,
 }
 
-/// A root with its key read.
+fn path_is_empty(p: &std::path::Path) -> bool {
+    p.as_os_str().is_empty()
+}
+
+/// A root with its key (or keyless trusted root) read.
 pub struct TrustRoot {
     pub name: String,
     pub repositories: Vec<String>,
-    pub key: CosignVerificationKey,
+    /// The cosign public key of a key root.
+    pub key: Option<CosignVerificationKey>,
+    /// The trusted root and identity of a keyless root.
+    pub keyless: Option<KeylessRoot>,
     pub policy: PolicyMode,
 }
 
@@ -108,23 +131,40 @@ impl Trust {
             if !names.insert(root.name.as_str()) {
                 anyhow::bail!("trust root {:?} is declared twice", root.name);
             }
-            if root.public_key.as_os_str().is_empty() {
-                anyhow::bail!("trust root {:?} has no public_key", root.name);
+            let (key, keyless) = match (
+                root.public_key.as_os_str().is_empty(),
+                root.trusted_root.as_os_str().is_empty(),
+            ) {
+                (false, true) => (Some(load_key(root)?), None),
+                (true, false) => {
+                    let k = KeylessRoot::load(
+                        &root.trusted_root,
+                        &root.issuer,
+                        &root.subject,
+                        &root.subject_regex,
+                    )
+                    .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
+                    (None, Some(k))
+                }
+                (true, true) => anyhow::bail!(
+                    "trust root {:?} has neither public_key nor trusted_root",
+                    root.name
+                ),
+                (false, false) => anyhow::bail!(
+                    "trust root {:?} has both public_key and trusted_root; declare two roots",
+                    root.name
+                ),
+            };
+            if key.is_some()
+                && !(root.issuer.is_empty()
+                    && root.subject.is_empty()
+                    && root.subject_regex.is_empty())
+            {
+                anyhow::bail!(
+                    "trust root {:?}: issuer, subject and subject_regex apply to keyless roots (trusted_root) only",
+                    root.name
+                );
             }
-            let pem = std::fs::read(&root.public_key).map_err(|e| {
-                anyhow::anyhow!(
-                    "trust root {:?}: cannot read {}: {e}",
-                    root.name,
-                    root.public_key.display()
-                )
-            })?;
-            let key = CosignVerificationKey::try_from_pem(&pem).map_err(|e| {
-                anyhow::anyhow!(
-                    "trust root {:?}: {} is not a supported public key (PEM PUBLIC KEY): {e}",
-                    root.name,
-                    root.public_key.display()
-                )
-            })?;
             for p in &root.repositories {
                 if p.is_empty() {
                     anyhow::bail!("trust root {:?} has an empty repository pattern", root.name);
@@ -134,6 +174,7 @@ impl Trust {
                 name: root.name.clone(),
                 repositories: root.repositories.clone(),
                 key,
+                keyless,
                 policy: root.policy.unwrap_or(config.policy),
             });
         }
@@ -171,15 +212,36 @@ impl Trust {
             } else {
                 root.repositories.join(", ")
             };
+            let what = match (&root.key, &root.keyless) {
+                (Some(key), _) => format!("cosign public key ({})", key_kind(key)),
+                (None, Some(k)) => k.describe(),
+                (None, None) => "nothing".into(),
+            };
             out.push_str(&format!(
-                "root {}: cosign public key ({}), covers {covers}, policy {}\n",
+                "root {}: {what}, covers {covers}, policy {}\n",
                 root.name,
-                key_kind(&root.key),
                 root.policy.as_str()
             ));
         }
         out
     }
+}
+
+fn load_key(root: &TrustRootConfig) -> anyhow::Result<CosignVerificationKey> {
+    let pem = std::fs::read(&root.public_key).map_err(|e| {
+        anyhow::anyhow!(
+            "trust root {:?}: cannot read {}: {e}",
+            root.name,
+            root.public_key.display()
+        )
+    })?;
+    CosignVerificationKey::try_from_pem(&pem).map_err(|e| {
+        anyhow::anyhow!(
+            "trust root {:?}: {} is not a supported public key (PEM PUBLIC KEY): {e}",
+            root.name,
+            root.public_key.display()
+        )
+    })
 }
 
 fn key_kind(key: &CosignVerificationKey) -> &'static str {

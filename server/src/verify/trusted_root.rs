@@ -1,0 +1,284 @@
+//! A Sigstore trusted root (`trusted_root.json`, the protobuf-specs `TrustedRoot` in its
+//! JSON form): the Fulcio certificate authorities, the Rekor transparency logs and the
+//! timestamp authorities a keyless trust root relies on. Everything is read and checked
+//! once, at load, so verification never touches the network or the file again.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use sigstore::crypto::CosignVerificationKey;
+use x509_cert::der::Decode as _;
+use x509_cert::Certificate;
+
+/// Media types of the trusted root format this loader understands.
+const MEDIA_TYPES: [&str; 2] = [
+    "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+    "application/vnd.dev.sigstore.trustedroot.v0.2+json",
+];
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRoot {
+    #[serde(default)]
+    media_type: String,
+    #[serde(default)]
+    tlogs: Vec<RawLog>,
+    #[serde(default)]
+    certificate_authorities: Vec<RawAuthority>,
+    #[serde(default)]
+    ctlogs: Vec<RawLog>,
+    #[serde(default)]
+    timestamp_authorities: Vec<RawAuthority>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLog {
+    #[serde(default)]
+    base_url: String,
+    public_key: RawPublicKey,
+    log_id: RawLogId,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawPublicKey {
+    raw_bytes: String,
+    #[serde(default)]
+    valid_for: Option<RawValidity>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLogId {
+    key_id: String,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+struct RawValidity {
+    #[serde(default)]
+    start: Option<DateTime<Utc>>,
+    #[serde(default)]
+    end: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawAuthority {
+    #[serde(default)]
+    uri: String,
+    cert_chain: RawChain,
+    #[serde(default)]
+    valid_for: Option<RawValidity>,
+}
+
+#[derive(Deserialize)]
+struct RawChain {
+    certificates: Vec<RawCert>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCert {
+    raw_bytes: String,
+}
+
+/// A span of time during which a key or CA was in use; open ends are unbounded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ValidFor {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl ValidFor {
+    fn from_raw(raw: Option<RawValidity>) -> Self {
+        raw.map(|v| ValidFor {
+            start: v.start,
+            end: v.end,
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start.is_none_or(|s| s <= t) && self.end.is_none_or(|e| t <= e)
+    }
+}
+
+/// One transparency log (Rekor) and its key.
+pub struct TransparencyLog {
+    pub base_url: String,
+    /// SHA-256 of the DER public key: Rekor's log ID.
+    pub log_id: [u8; 32],
+    pub key: CosignVerificationKey,
+    pub valid_for: ValidFor,
+}
+
+/// One certificate authority (Fulcio, or a timestamp authority): its chain, leaf-most
+/// first, root last.
+pub struct Authority {
+    pub uri: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    pub valid_for: ValidFor,
+}
+
+impl Authority {
+    /// The trust anchor: the last certificate of the chain.
+    pub fn anchor(&self) -> anyhow::Result<TrustAnchor<'_>> {
+        let root = self.chain.last().expect("chains are never empty");
+        webpki::anchor_from_trusted_cert(root)
+            .map_err(|e| anyhow::anyhow!("the root certificate of {} is unusable: {e:?}", self.uri))
+    }
+
+    /// The certificates between the anchor and a leaf.
+    pub fn intermediates(&self) -> &[CertificateDer<'static>] {
+        &self.chain[..self.chain.len() - 1]
+    }
+}
+
+/// The loaded trusted root.
+pub struct TrustedRoot {
+    pub certificate_authorities: Vec<Authority>,
+    pub tlogs: Vec<TransparencyLog>,
+    pub ctlogs: Vec<TransparencyLog>,
+    pub timestamp_authorities: Vec<Authority>,
+}
+
+impl TrustedRoot {
+    /// Reads and checks `path`; every error names the file and what is wrong in it.
+    pub fn load(path: &Path) -> anyhow::Result<TrustedRoot> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<TrustedRoot> {
+        let raw: RawRoot = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("not a Sigstore trusted root: {e}"))?;
+        if !MEDIA_TYPES.contains(&raw.media_type.as_str()) {
+            anyhow::bail!(
+                "unsupported mediaType {:?} (expected {})",
+                raw.media_type,
+                MEDIA_TYPES.join(" or ")
+            );
+        }
+        let certificate_authorities = raw
+            .certificate_authorities
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| authority(a, &format!("certificateAuthorities[{i}]")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if certificate_authorities.is_empty() {
+            anyhow::bail!("no certificateAuthorities: keyless certificates cannot chain anywhere");
+        }
+        let tlogs = raw
+            .tlogs
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| log(l, &format!("tlogs[{i}]")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if tlogs.is_empty() {
+            anyhow::bail!("no tlogs: the signing time of a keyless signature cannot be established");
+        }
+        let ctlogs = raw
+            .ctlogs
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| log(l, &format!("ctlogs[{i}]")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let timestamp_authorities = raw
+            .timestamp_authorities
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| authority(a, &format!("timestampAuthorities[{i}]")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(TrustedRoot {
+            certificate_authorities,
+            tlogs,
+            ctlogs,
+            timestamp_authorities,
+        })
+    }
+
+    /// The transparency log with this log ID.
+    pub fn tlog(&self, log_id: &[u8]) -> Option<&TransparencyLog> {
+        self.tlogs.iter().find(|l| l.log_id.as_slice() == log_id)
+    }
+
+    /// What `signet trust check` prints about it.
+    pub fn describe(&self) -> String {
+        let uris = |a: &[Authority]| {
+            a.iter()
+                .map(|x| if x.uri.is_empty() { "?" } else { x.uri.as_str() })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let logs = self
+            .tlogs
+            .iter()
+            .map(|l| format!("{} ({})", l.base_url, &hex::encode(l.log_id)[..16]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{} CA(s) [{}], {} Rekor log(s) [{}], {} CT log(s), {} timestamp authorit{}",
+            self.certificate_authorities.len(),
+            uris(&self.certificate_authorities),
+            self.tlogs.len(),
+            logs,
+            self.ctlogs.len(),
+            self.timestamp_authorities.len(),
+            if self.timestamp_authorities.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            }
+        )
+    }
+}
+
+fn log(raw: RawLog, at: &str) -> anyhow::Result<TransparencyLog> {
+    let der = B64
+        .decode(&raw.public_key.raw_bytes)
+        .map_err(|_| anyhow::anyhow!("{at}: publicKey.rawBytes is not base64"))?;
+    let key = CosignVerificationKey::try_from_der(&der)
+        .map_err(|e| anyhow::anyhow!("{at}: publicKey is not a supported public key: {e}"))?;
+    let computed: [u8; 32] = Sha256::digest(&der).into();
+    let declared = B64
+        .decode(&raw.log_id.key_id)
+        .map_err(|_| anyhow::anyhow!("{at}: logId.keyId is not base64"))?;
+    if declared != computed {
+        anyhow::bail!("{at}: logId.keyId is not the SHA-256 of its public key");
+    }
+    Ok(TransparencyLog {
+        base_url: raw.base_url,
+        log_id: computed,
+        key,
+        valid_for: ValidFor::from_raw(raw.public_key.valid_for),
+    })
+}
+
+fn authority(raw: RawAuthority, at: &str) -> anyhow::Result<Authority> {
+    if raw.cert_chain.certificates.is_empty() {
+        anyhow::bail!("{at}: certChain has no certificates");
+    }
+    let mut chain = Vec::new();
+    for (i, c) in raw.cert_chain.certificates.iter().enumerate() {
+        let der = B64
+            .decode(&c.raw_bytes)
+            .map_err(|_| anyhow::anyhow!("{at}: certificate {i} is not base64"))?;
+        Certificate::from_der(&der)
+            .map_err(|e| anyhow::anyhow!("{at}: certificate {i} is not DER X.509: {e}"))?;
+        chain.push(CertificateDer::from(der));
+    }
+    let authority = Authority {
+        uri: raw.uri,
+        chain,
+        valid_for: ValidFor::from_raw(raw.valid_for),
+    };
+    authority.anchor().map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    Ok(authority)
+}
