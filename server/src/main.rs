@@ -94,6 +94,21 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The pull policy's verdict on one manifest, with every signature, attestation
+    /// and SBOM behind it (its own and its indexes'); exits non-zero when the policy
+    /// would refuse it.
+    Verify {
+        /// `<repository>@<digest>` or `<repository>:<tag>`.
+        target: String,
+        /// Judge as if the policy were `enforce` (a gate for CI under `audit` or `off`).
+        #[arg(long)]
+        enforce: bool,
+        /// The verdict and evidence as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Trust roots and the signature policy (`[trust]`).
     Trust {
         #[command(subcommand)]
@@ -152,6 +167,26 @@ fn main() -> anyhow::Result<()> {
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::attachments::run(&state, &target, recursive, json).await
         }),
+        Command::Verify {
+            target,
+            enforce,
+            json,
+            data_dir,
+        } => {
+            let served = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let verdict = served.clone();
+            print_with_stores(cli_config, data_dir, |state| async move {
+                let (text, ok) =
+                    signet_server::commands::verify::run(&state, &target, enforce, json).await?;
+                verdict.store(ok, std::sync::atomic::Ordering::SeqCst);
+                Ok(text)
+            })?;
+            if served.load(std::sync::atomic::Ordering::SeqCst) {
+                Ok(())
+            } else {
+                anyhow::bail!("verify: the policy refuses this manifest")
+            }
+        }
         Command::Gc {
             dry_run,
             json,

@@ -5,3 +5,4 @@ pub mod fsck;
 pub mod gc;
 pub mod migrate;
 pub mod sync;
+pub mod verify;

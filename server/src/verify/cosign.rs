@@ -53,7 +53,9 @@ pub async fn verify_attachment(
             };
         }
         "notation" => return unsupported("notation signatures are not verified yet".into()),
-        "atomic" => return unsupported("atomic (GPG) signatures are not verified yet".into()),
+        "atomic" => {
+            return super::gpg::verify_attachment(trust, meta, repo, subject, attachment).await
+        }
         other => return unsupported(format!("format {other:?} is not verified")),
     }
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
@@ -98,7 +100,7 @@ async fn verify_manifest(
         if roots.is_empty() {
             continue;
         }
-        let verdict = match verify_layer(roots, blobs, subject, layer, media_type).await {
+        let verdict = match verify_layer(roots, blobs, repo, subject, layer, media_type).await {
             Ok(v) => v,
             Err(e) if e.is::<Unreadable>() => return Err(e),
             Err(e) => Verdict::invalid(format!("malformed: {e}")),
@@ -122,6 +124,7 @@ async fn verify_manifest(
 async fn verify_layer(
     roots: &[&TrustRoot],
     blobs: &BlobStore,
+    repo: &str,
     subject: &Digest,
     layer: &Value,
     media_type: &str,
@@ -167,6 +170,10 @@ async fn verify_layer(
             return Ok(Verdict::invalid(format!(
                 "digest mismatch: the payload names {named:?}, the subject is {subject}"
             )));
+        }
+        let format = super::reference::SignatureFormat::Cosign;
+        if let Err(why) = super::reference::check(root, format, &payload, repo) {
+            return Ok(Verdict::invalid(why));
         }
         return Ok(Verdict::valid(&root.name, None));
     }

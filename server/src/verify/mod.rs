@@ -4,10 +4,13 @@
 
 pub mod bundle;
 pub mod cosign;
+pub mod gpg;
 pub mod keyless;
 pub mod policy;
+pub mod reference;
 pub mod rekor;
 pub mod report;
+pub mod requirements;
 pub mod trust;
 pub mod trusted_root;
 

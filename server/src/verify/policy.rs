@@ -10,13 +10,15 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 use serde_json::{json, Value};
-use signet_storage::attachments::AttachmentTag;
+use signet_storage::attachments::{AttachmentKind, AttachmentTag};
 use signet_storage::coverage::coverage;
 use signet_storage::{Digest, Reference, RepoName};
 
 use super::cosign::{DSSE, SIMPLESIGNING};
-use super::PolicyMode;
+use super::requirements;
+use super::{PolicyMode, Verdict};
 use crate::state::AppState;
 
 pub async fn enforce(
@@ -49,8 +51,9 @@ pub async fn enforce(
     else {
         return pass(req).await;
     };
-    let refusal = match check(&state, &repo, &reference).await {
-        Ok(r) => r,
+    let refusal = match evaluate(&state, &repo, &reference).await {
+        Ok(Some(e)) if !e.passes => Some((e.message(mode), Some(e.digest))),
+        Ok(_) => None,
         Err(e) => {
             tracing::error!(error = %e, "policy check failed");
             Some((
@@ -84,88 +87,181 @@ pub async fn enforce(
     Ok(req.into_response(response).map_into_right_body())
 }
 
-/// `None` when the manifest may be served; otherwise why not.
-async fn check(
+/// One attachment looked at by the policy: a signature or attestation with its
+/// verdict, or an SBOM.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    /// The manifest it is attached to: the evaluated one, or an index listing it.
+    pub subject: Digest,
+    /// Attached to an index listing the manifest (counted with `inherit_from_index`).
+    #[serde(rename = "viaIndex")]
+    pub via_index: bool,
+    pub attachment: Digest,
+    pub kind: AttachmentKind,
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verdict>,
+}
+
+/// The policy's view of one manifest: the evidence found and what is missing.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub repository: String,
+    pub digest: Digest,
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    /// The manifest is itself an attachment: readable under any policy.
+    #[serde(rename = "isAttachment")]
+    pub is_attachment: bool,
+    #[serde(rename = "inheritFromIndex")]
+    pub inherit_from_index: bool,
+    /// Indexes in the repository that list the manifest.
+    #[serde(rename = "coveredBy")]
+    pub covered_by: Vec<Digest>,
+    /// A valid signature from a root covering the repository was found.
+    pub signed: bool,
+    /// The evidence meets every rule (signature and requirements).
+    pub passes: bool,
+    /// What is missing, one sentence each; empty when it passes.
+    pub missing: Vec<String>,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Evaluation {
+    /// The refusal (or audit) message: names what is missing.
+    pub fn message(&self, mode: PolicyMode) -> String {
+        format!(
+            "policy {}: {}@{}: {}",
+            mode.as_str(),
+            self.repository,
+            self.digest,
+            self.missing.join("; ")
+        )
+    }
+}
+
+/// Evaluates the policy's rules for `reference` in `repo`, whatever the mode;
+/// `None` when the manifest does not exist.
+pub async fn evaluate(
     state: &AppState,
     repo: &RepoName,
     reference: &Reference,
-) -> anyhow::Result<Option<(String, Option<Digest>)>> {
-    if let Reference::Tag(tag) = reference {
-        if AttachmentTag::parse(tag.as_str()).is_some() {
-            return Ok(None);
-        }
-    }
+) -> anyhow::Result<Option<Evaluation>> {
     let Some(stored) = state.meta.get_manifest(repo, reference).await? else {
-        // The handler answers 404.
         return Ok(None);
     };
-    if is_attachment(&stored.content) {
-        return Ok(None);
-    }
+    let by_attachment_tag =
+        matches!(reference, Reference::Tag(t) if AttachmentTag::parse(t.as_str()).is_some());
     let Some(report) = coverage(state.meta.as_ref(), repo, reference, false).await? else {
         return Ok(None);
     };
-    let mut seen = Vec::new();
-    let mut candidates: Vec<(Digest, &signet_storage::coverage::Attachment)> = report
-        .attachments
-        .signature
-        .iter()
-        .map(|a| (report.digest.clone(), a))
-        .collect();
-    let inherited = if state.verifier.trust.inherit_from_index {
-        report.covered_by.as_slice()
-    } else {
-        &[]
+    let trust = &state.verifier.trust;
+    let mut evaluation = Evaluation {
+        repository: repo.to_string(),
+        digest: report.digest.clone(),
+        media_type: report.media_type.clone(),
+        is_attachment: by_attachment_tag || is_attachment(&stored.content),
+        inherit_from_index: trust.inherit_from_index,
+        covered_by: report.covered_by.iter().map(|c| c.index.clone()).collect(),
+        signed: false,
+        passes: true,
+        missing: Vec::new(),
+        evidence: Vec::new(),
     };
-    for covering in inherited {
-        candidates.extend(
-            covering
-                .attachments
-                .signature
-                .iter()
-                .map(|a| (covering.index.clone(), a)),
-        );
+    if evaluation.is_attachment {
+        return Ok(Some(evaluation));
     }
-    for (subject, a) in candidates {
-        let v = state
-            .verifier
-            .verdict(
-                state.meta.as_ref(),
-                &state.blobs,
-                repo.as_str(),
-                &subject,
-                &a.digest,
-                &a.format,
-            )
-            .await;
-        if v.is_valid() {
-            return Ok(None);
+    let mut sources = vec![(report.digest.clone(), false, &report.attachments)];
+    for covering in &report.covered_by {
+        sources.push((covering.index.clone(), true, &covering.attachments));
+    }
+    for (subject, via_index, by_kind) in sources {
+        for kind in [
+            AttachmentKind::Signature,
+            AttachmentKind::Attestation,
+            AttachmentKind::Sbom,
+        ] {
+            for a in by_kind.of(kind) {
+                let verification = if kind == AttachmentKind::Sbom {
+                    None
+                } else {
+                    Some(
+                        state
+                            .verifier
+                            .verdict(
+                                state.meta.as_ref(),
+                                &state.blobs,
+                                repo.as_str(),
+                                &subject,
+                                &a.digest,
+                                &a.format,
+                            )
+                            .await,
+                    )
+                };
+                evaluation.evidence.push(Evidence {
+                    subject: subject.clone(),
+                    via_index,
+                    attachment: a.digest.clone(),
+                    kind,
+                    format: a.format.clone(),
+                    verification,
+                });
+            }
         }
-        seen.push(format!(
-            "{}: {}",
-            a.digest,
-            v.reason.unwrap_or_else(|| "not valid".into())
-        ));
     }
-    let message = if seen.is_empty() {
-        let scope = if state.verifier.trust.inherit_from_index {
+    // What counts: the manifest's own evidence, and its indexes' when inherited.
+    let counted: Vec<&Evidence> = evaluation
+        .evidence
+        .iter()
+        .filter(|e| !e.via_index || trust.inherit_from_index)
+        .collect();
+    let signatures: Vec<&&Evidence> = counted
+        .iter()
+        .filter(|e| e.kind == AttachmentKind::Signature)
+        .collect();
+    evaluation.signed = signatures
+        .iter()
+        .any(|e| e.verification.as_ref().is_some_and(Verdict::is_valid));
+    if !evaluation.signed {
+        let scope = if trust.inherit_from_index {
             "on itself or on an index listing it"
         } else {
             "on itself; inherit_from_index is off"
         };
-        format!(
-            "policy enforce: {}@{} has no signature ({scope}) from a trusted root",
-            repo, report.digest
-        )
-    } else {
-        format!(
-            "policy enforce: {}@{} has no valid signature from a trusted root ({})",
-            repo,
-            report.digest,
-            seen.join("; ")
-        )
-    };
-    Ok(Some((message, Some(report.digest))))
+        if signatures.is_empty() {
+            evaluation
+                .missing
+                .push(format!("no signature ({scope}) from a trusted root"));
+        } else {
+            let seen: Vec<String> = signatures
+                .iter()
+                .map(|e| {
+                    let reason = e
+                        .verification
+                        .as_ref()
+                        .and_then(|v| v.reason.clone())
+                        .unwrap_or_else(|| "not valid".into());
+                    format!("{}: {reason}", e.attachment)
+                })
+                .collect();
+            evaluation.missing.push(format!(
+                "no valid signature from a trusted root ({})",
+                seen.join("; ")
+            ));
+        }
+    }
+    let facts: Vec<requirements::Evidence<'_>> = counted
+        .iter()
+        .map(|e| requirements::Evidence {
+            kind: e.kind,
+            verdict: e.verification.as_ref(),
+        })
+        .collect();
+    let unmet = requirements::missing(trust.requirements_for(repo.as_str()), &facts);
+    evaluation.missing.extend(unmet);
+    evaluation.passes = evaluation.missing.is_empty();
+    Ok(Some(evaluation))
 }
 
 /// A manifest that is itself an attachment (a subject, an artifact type, or only

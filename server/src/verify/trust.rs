@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sigstore::crypto::CosignVerificationKey;
 
+use super::gpg::GpgKey;
+use super::reference::DockerReferenceCheck;
+use super::requirements::RequirementConfig;
+
 use super::keyless::KeylessRoot;
 
 /// What happens to a manifest pull without a valid signature.
@@ -42,6 +46,13 @@ pub struct TrustConfig {
     /// `--recursive` pull).
     pub inherit_from_index: bool,
     pub roots: Vec<TrustRootConfig>,
+    /// Whether simple-signing payloads must name the repository they are verified in
+    /// (see `verify::reference`); a root may override it.
+    pub docker_reference: DockerReferenceCheck,
+    /// Rules beyond "signed by a root covering the repository" (see
+    /// `verify::requirements`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requirements: Vec<RequirementConfig>,
 }
 
 impl Default for TrustConfig {
@@ -50,6 +61,8 @@ impl Default for TrustConfig {
             policy: PolicyMode::Off,
             inherit_from_index: true,
             roots: Vec::new(),
+            docker_reference: DockerReferenceCheck::Default,
+            requirements: Vec::new(),
         }
     }
 }
@@ -77,6 +90,13 @@ pub struct TrustRootConfig {
     /// Keyless: a regular expression the whole identity must match.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub subject_regex: String,
+    /// OpenPGP public key files (armored or binary, as `gpg --export` writes them)
+    /// for atomic signatures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gpg_keys: Vec<PathBuf>,
+    /// Overrides `[trust] docker_reference` for this root's signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_reference: Option<DockerReferenceCheck>,
     /// The policy for the repositories this root covers (default: `[trust] policy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyMode>,
@@ -89,6 +109,9 @@ fn path_is_empty(p: &std::path::Path) -> bool {
 /// A root with its key (or keyless trusted root) read.
 pub struct TrustRoot {
     pub name: String,
+    /// The OpenPGP certificates of atomic signatures.
+    pub gpg_keys: Vec<GpgKey>,
+    pub docker_reference: DockerReferenceCheck,
     pub repositories: Vec<String>,
     /// The cosign public key of a key root.
     pub key: Option<CosignVerificationKey>,
@@ -108,11 +131,13 @@ pub struct Trust {
     pub roots: Vec<TrustRoot>,
     pub default_policy: PolicyMode,
     pub inherit_from_index: bool,
+    pub requirements: Vec<RequirementConfig>,
 }
 
 impl Default for Trust {
     fn default() -> Self {
         Trust {
+            requirements: Vec::new(),
             roots: Vec::new(),
             default_policy: PolicyMode::Off,
             inherit_from_index: true,
@@ -146,8 +171,9 @@ impl Trust {
                     .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
                     (None, Some(k))
                 }
+                (true, true) if !root.gpg_keys.is_empty() => (None, None),
                 (true, true) => anyhow::bail!(
-                    "trust root {:?} has neither public_key nor trusted_root",
+                    "trust root {:?} has neither public_key, trusted_root nor gpg_keys",
                     root.name
                 ),
                 (false, false) => anyhow::bail!(
@@ -170,15 +196,28 @@ impl Trust {
                     anyhow::bail!("trust root {:?} has an empty repository pattern", root.name);
                 }
             }
+            let mut gpg_keys = Vec::new();
+            for file in &root.gpg_keys {
+                let keys = super::gpg::load_keys(file)
+                    .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
+                gpg_keys.extend(keys);
+            }
             roots.push(TrustRoot {
                 name: root.name.clone(),
+                gpg_keys,
+                docker_reference: root.docker_reference.unwrap_or(config.docker_reference),
                 repositories: root.repositories.clone(),
                 key,
                 keyless,
                 policy: root.policy.unwrap_or(config.policy),
             });
         }
+        super::requirements::validate(
+            &config.requirements,
+            &roots.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        )?;
         Ok(Trust {
+            requirements: config.requirements.clone(),
             roots,
             default_policy: config.policy,
             inherit_from_index: config.inherit_from_index,
@@ -190,10 +229,21 @@ impl Trust {
         self.roots.iter().filter(move |r| r.covers(repo))
     }
 
-    /// The strictest policy among the roots covering `repo`; `[trust] policy` when none does.
+    /// The requirements that apply to `repo`.
+    pub fn requirements_for<'a>(
+        &'a self,
+        repo: &'a str,
+    ) -> impl Iterator<Item = &'a RequirementConfig> + 'a {
+        self.requirements.iter().filter(move |r| r.covers(repo))
+    }
+
+    /// The strictest policy among the roots and requirements covering `repo`;
+    /// `[trust] policy` when none does.
     pub fn policy_for(&self, repo: &str) -> PolicyMode {
-        self.roots_for(repo)
-            .map(|r| r.policy)
+        let roots = self.roots_for(repo).map(|r| r.policy);
+        let requirements = self.requirements_for(repo).filter_map(|r| r.policy);
+        roots
+            .chain(requirements)
             .max()
             .unwrap_or(self.default_policy)
     }
@@ -215,7 +265,16 @@ impl Trust {
             let what = match (&root.key, &root.keyless) {
                 (Some(key), _) => format!("cosign public key ({})", key_kind(key)),
                 (None, Some(k)) => k.describe(),
-                (None, None) => "nothing".into(),
+                (None, None) => String::new(),
+            };
+            let what = with_gpg_keys(what, &root.gpg_keys);
+            let what = if root.docker_reference == DockerReferenceCheck::Default {
+                what
+            } else {
+                format!(
+                    "{what}, docker-reference {}",
+                    root.docker_reference.as_str()
+                )
             };
             out.push_str(&format!(
                 "root {}: {what}, covers {covers}, policy {}\n",
@@ -223,7 +282,31 @@ impl Trust {
                 root.policy.as_str()
             ));
         }
+        for requirement in &self.requirements {
+            out.push_str(&requirement.describe());
+            out.push('\n');
+        }
         out
+    }
+}
+
+/// `what` followed by the root's GPG keys (fingerprint and first user id).
+fn with_gpg_keys(what: String, keys: &[GpgKey]) -> String {
+    if keys.is_empty() {
+        return what;
+    }
+    let listed: Vec<String> = keys
+        .iter()
+        .map(|k| match k.user_id() {
+            Some(uid) => format!("{} ({uid})", k.fingerprint()),
+            None => k.fingerprint(),
+        })
+        .collect();
+    let gpg = format!("GPG key {}", listed.join(", "));
+    if what.is_empty() {
+        gpg
+    } else {
+        format!("{what} and {gpg}")
     }
 }
 

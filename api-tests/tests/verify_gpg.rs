@@ -1,0 +1,475 @@
+//! Server-side verification of atomic (GPG "simple signing") signatures: skopeo signs
+//! with a real gpg key into Signet's signatures extension, Signet checks the signature
+//! with its own OpenPGP code against the `gpg_keys` of its trust roots, and the verdict
+//! shows in the coverage extension and counts for the pull policy. Tampered
+//! signatures, signatures over another digest, by an unknown key, or naming another
+//! repository (docker-reference) are each told apart.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use signet_api_tests::oci::{error_code, get, push_image};
+use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
+
+/// A throwaway GPG home with one key; returns (home, fingerprint).
+fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    require_tool("gpg");
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    run(Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .arg(format!("{name} <{name}@example.com>"))
+        .args(["default", "default", "never"]));
+    let listing = run(Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--list-keys", "--with-colons"]));
+    let fingerprint = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .expect("fingerprint")
+        .to_string();
+    (home, fingerprint)
+}
+
+/// Exports the public key, armored or binary, as a trust root reads it.
+fn export_key(home: &Path, fingerprint: &str, to: &Path, armor: bool) {
+    let mut cmd = Command::new("gpg");
+    cmd.env("GNUPGHOME", home).arg("--export");
+    if armor {
+        cmd.arg("--armor");
+    }
+    let out = cmd.arg(fingerprint).output().unwrap();
+    assert!(out.status.success());
+    std::fs::write(to, out.stdout).unwrap();
+}
+
+/// `gpg --sign` over `payload`, uncompressed (`-z 0`) so a test can alter signed bytes.
+fn gpg_sign(home: &Path, fingerprint: &str, payload: &[u8], dir: &Path) -> Vec<u8> {
+    let input = dir.join(format!("payload-{}.json", hex::encode(random_bytes(4))));
+    std::fs::write(&input, payload).unwrap();
+    let output = input.with_extension("gpg");
+    run(Command::new("gpg")
+        .env("GNUPGHOME", home)
+        .args(["--batch", "--yes", "-z", "0", "--local-user", fingerprint])
+        .arg("--output")
+        .arg(&output)
+        .arg("--sign")
+        .arg(&input));
+    std::fs::read(output).unwrap()
+}
+
+/// The simple-signing payload containers/image writes.
+fn atomic_payload(reference: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest},
+            "type": "atomic container signature",
+        },
+        "optional": {"creator": "signet tests", "timestamp": 1_700_000_000},
+    }))
+    .unwrap()
+}
+
+/// Stores `content` as an atomic signature of `digest` through the extension.
+async fn put_signature(c: &Client, r: &Registry, repo: &str, digest: &str, content: &[u8]) {
+    let id = hex::encode(random_bytes(16));
+    let resp = c
+        .put(format!(
+            "{}/extensions/v2/{repo}/signatures/{digest}",
+            r.url
+        ))
+        .json(&json!({"schemaVersion": 2, "type": "atomic",
+                      "name": format!("{digest}@{id}"), "content": B64.encode(content)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+}
+
+async fn stored_signatures(c: &Client, r: &Registry, repo: &str, digest: &str) -> Vec<Vec<u8>> {
+    let (status, body) = get(
+        c,
+        &format!("{}/extensions/v2/{repo}/signatures/{digest}", r.url),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["signatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| B64.decode(s["content"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// The verdicts on `digest`'s own atomic signatures, by signature content digest.
+async fn atomic_verdicts(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    digest: &str,
+) -> Vec<(String, Value)> {
+    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/{digest}"))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["attachments"]["signature"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s["format"] == "atomic")
+        .map(|s| {
+            (
+                s["digest"].as_str().unwrap().to_string(),
+                s["verification"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The digest a tag names, by HEAD (which the policy always answers).
+async fn head_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> String {
+    let resp = c
+        .head(r.v2(&format!("{repo}/manifests/{tag}")))
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "HEAD {repo}:{tag}");
+    resp.headers()["Docker-Content-Digest"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn accept_anything_policy(dir: &Path) -> PathBuf {
+    let path = dir.join("policy-any.json");
+    std::fs::write(&path, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
+    path
+}
+
+/// `skopeo copy --sign-by` from one repository of `r` to another: a real client
+/// signing through gpgme into the signatures extension.
+fn skopeo_sign_copy(r: &Registry, dir: &Path, home: &Path, key: &str, from: &str, to: &str) {
+    require_tool("skopeo");
+    run(Command::new("skopeo")
+        .env("GNUPGHOME", home)
+        .arg("--policy")
+        .arg(accept_anything_policy(dir))
+        .args([
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--sign-by",
+            key,
+        ])
+        .arg(format!("docker://{}/{from}", r.host))
+        .arg(format!("docker://{}/{to}", r.host)));
+}
+
+/// skopeo copy without signing: carries the existing atomic signatures along.
+fn skopeo_copy(r: &Registry, dir: &Path, from: &str, to: &str) {
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(accept_anything_policy(dir))
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("docker://{}/{from}", r.host))
+        .arg(format!("docker://{}/{to}", r.host)));
+}
+
+struct Keys {
+    dir: tempfile::TempDir,
+    alice_home: PathBuf,
+    alice: String,
+    mallory_home: PathBuf,
+    mallory: String,
+    alice_pub: PathBuf,
+}
+
+fn keys() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_home, alice) = gpg_key(dir.path(), "alice");
+    let (mallory_home, mallory) = gpg_key(dir.path(), "mallory");
+    let alice_pub = dir.path().join("alice.asc");
+    export_key(&alice_home, &alice, &alice_pub, true);
+    Keys {
+        dir,
+        alice_home,
+        alice,
+        mallory_home,
+        mallory,
+        alice_pub,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_gpg_signatures_are_verified_and_count_for_the_policy() {
+    let k = keys();
+    let r = Registry::start_with_config(&format!(
+        r#"
+[trust]
+[[trust.roots]]
+name = "release"
+repositories = ["team/**"]
+gpg_keys = ["{}"]
+policy = "enforce"
+"#,
+        k.alice_pub.display()
+    ));
+    let c = client();
+    let dir = k.dir.path();
+    push_image(&c, &r, "staging/src", "v1", &[&random_bytes(300)]).await;
+    push_image(&c, &r, "staging/other", "v1", &[&random_bytes(300)]).await;
+
+    // Signed by alice with skopeo: valid, and the enforce policy serves it.
+    skopeo_sign_copy(
+        &r,
+        dir,
+        &k.alice_home,
+        &k.alice,
+        "staging/src:v1",
+        "team/app:v1",
+    );
+    let (status, manifest) = get(&c, &r.v2("team/app/manifests/v1")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&manifest)
+    );
+    let digest = sha256(&manifest);
+    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    assert_eq!(verdicts.len(), 1, "{verdicts:?}");
+    assert_eq!(verdicts[0].1["verdict"], "valid", "{verdicts:?}");
+    assert_eq!(verdicts[0].1["root"], "release");
+
+    // Signed by mallory, whom no root trusts: no matching trust root, refused.
+    skopeo_sign_copy(
+        &r,
+        dir,
+        &k.mallory_home,
+        &k.mallory,
+        "staging/other:v1",
+        "team/mallory:v1",
+    );
+    let (status, body) = get(&c, &r.v2("team/mallory/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "DENIED");
+    let mallory_digest = head_digest(&c, &r, "team/mallory", "v1").await;
+    let verdicts = atomic_verdicts(&c, &r, "team/mallory", &mallory_digest).await;
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].1["verdict"], "no-trust-root", "{verdicts:?}");
+    let reason = verdicts[0].1["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&k.mallory[k.mallory.len() - 16..]),
+        "{reason}"
+    );
+
+    // Alice's signature with one signed byte altered: invalid, bad signature. Made
+    // uncompressed from the payload skopeo signed, so the change lands in signed data.
+    let original = stored_signatures(&c, &r, "team/app", &digest).await;
+    let payload = run(Command::new("gpg")
+        .env("GNUPGHOME", &k.alice_home)
+        .args(["--batch", "--decrypt"])
+        .arg({
+            let p = dir.join("skopeo.sig");
+            std::fs::write(&p, &original[0]).unwrap();
+            p
+        }));
+    assert!(payload.contains(&digest), "{payload}");
+    let mut tampered = gpg_sign(&k.alice_home, &k.alice, payload.as_bytes(), dir);
+    let at = tampered
+        .windows(7)
+        .position(|w| w == b"sha256:")
+        .expect("the digest in the literal data")
+        + 10;
+    tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+    put_signature(&c, &r, "team/app", &digest, &tampered).await;
+    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    let v = &verdicts
+        .iter()
+        .find(|(d, _)| *d == sha256(&tampered))
+        .expect("the tampered signature is listed")
+        .1;
+    assert_eq!(v["verdict"], "invalid", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("bad signature"),
+        "{v}"
+    );
+
+    // Alice's valid signature over a payload naming another digest: digest mismatch.
+    let other = sha256(b"another manifest");
+    let elsewhere = gpg_sign(
+        &k.alice_home,
+        &k.alice,
+        &atomic_payload(&format!("{}/team/app:v1", r.host), &other),
+        dir,
+    );
+    put_signature(&c, &r, "team/app", &digest, &elsewhere).await;
+    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    let v = &verdicts
+        .iter()
+        .find(|(d, _)| *d == sha256(&elsewhere))
+        .unwrap()
+        .1;
+    assert_eq!(v["verdict"], "invalid");
+    assert!(
+        v["reason"].as_str().unwrap().contains("digest mismatch"),
+        "{v}"
+    );
+
+    // An unsigned image under the enforce root is refused, and the message says why.
+    push_image(&c, &r, "team/unsigned", "v1", &[&random_bytes(100)]).await;
+    let (status, body) = get(&c, &r.v2("team/unsigned/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&body).contains("no signature"));
+    // The signed one still pulls: its valid signature outweighs the bad ones.
+    assert_eq!(
+        get(&c, &r.v2("team/app/manifests/v1")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_reference_must_name_the_repository_unless_the_root_ignores_it() {
+    let k = keys();
+    // A binary key file works as well as an armored one.
+    let binary = k.dir.path().join("alice.gpg");
+    export_key(&k.alice_home, &k.alice, &binary, false);
+    let r = Registry::start_with_config(&format!(
+        r#"
+[trust]
+[[trust.roots]]
+name = "release"
+repositories = ["team/**"]
+gpg_keys = ["{0}"]
+[[trust.roots]]
+name = "mirrors"
+repositories = ["mirror/**"]
+gpg_keys = ["{0}"]
+docker_reference = "ignore"
+"#,
+        binary.display()
+    ));
+    let c = client();
+    let dir = k.dir.path();
+    push_image(&c, &r, "staging/src", "v1", &[&random_bytes(300)]).await;
+    skopeo_sign_copy(
+        &r,
+        dir,
+        &k.alice_home,
+        &k.alice,
+        "staging/src:v1",
+        "team/app:v1",
+    );
+    let digest = sha256(&get(&c, &r.v2("team/app/manifests/v1")).await.1);
+
+    // skopeo copies the signature with the image; it still names team/app.
+    skopeo_copy(&r, dir, "team/app:v1", "team/copy:v1");
+    skopeo_copy(&r, dir, "team/app:v1", "mirror/app:v1");
+    assert_eq!(
+        stored_signatures(&c, &r, "team/copy", &digest).await.len(),
+        1
+    );
+
+    let here = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    assert_eq!(here[0].1["verdict"], "valid", "{here:?}");
+    let copied = atomic_verdicts(&c, &r, "team/copy", &digest).await;
+    assert_eq!(copied[0].1["verdict"], "invalid", "{copied:?}");
+    let reason = copied[0].1["reason"].as_str().unwrap();
+    assert!(reason.contains("docker-reference mismatch"), "{reason}");
+    assert!(reason.contains("team/app"), "{reason}");
+    let mirrored = atomic_verdicts(&c, &r, "mirror/app", &digest).await;
+    assert_eq!(mirrored[0].1["verdict"], "valid", "{mirrored:?}");
+    assert_eq!(mirrored[0].1["root"], "mirrors");
+
+    // The registry host is not compared: a signature naming another host but this
+    // repository is valid.
+    let foreign_host = gpg_sign(
+        &k.alice_home,
+        &k.alice,
+        &atomic_payload("registry.example.com/team/app:v1", &digest),
+        dir,
+    );
+    put_signature(&c, &r, "team/app", &digest, &foreign_host).await;
+    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    let v = &verdicts
+        .iter()
+        .find(|(d, _)| *d == sha256(&foreign_host))
+        .unwrap()
+        .1;
+    assert_eq!(v["verdict"], "valid", "{v}");
+}
+
+#[test]
+fn trust_check_reads_gpg_keys_and_refuses_secret_or_broken_ones() {
+    let k = keys();
+    let dir = k.dir.path();
+    let config = dir.join("signet.toml");
+    let write = |key: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[trust]\n[[trust.roots]]\nname = \"release\"\ngpg_keys = [\"{}\"]\n",
+                key.display()
+            ),
+        )
+        .unwrap()
+    };
+    write(&k.alice_pub);
+    let out = run(Command::new(signet_api_tests::signet_binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["trust", "check"]));
+    assert!(out.contains(&k.alice), "{out}");
+    assert!(out.contains("alice <alice@example.com>"), "{out}");
+
+    let secret = dir.join("alice-secret.asc");
+    let exported = Command::new("gpg")
+        .env("GNUPGHOME", &k.alice_home)
+        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+        .args(["--armor", "--export-secret-keys", &k.alice])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    std::fs::write(&secret, exported.stdout).unwrap();
+    write(&secret);
+    let out = Command::new(signet_api_tests::signet_binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["trust", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let broken = dir.join("broken.asc");
+    std::fs::write(
+        &broken,
+        "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot a key\n",
+    )
+    .unwrap();
+    write(&broken);
+    let out = Command::new(signet_api_tests::signet_binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["trust", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OpenPGP"));
+}

@@ -1,0 +1,318 @@
+//! Atomic signatures (containers/image "simple signing", stored by the signatures
+//! extension): an OpenPGP signed message whose literal data is the simple-signing JSON.
+//! Checked with the pure-Rust `pgp` crate against the GPG public keys of the trust
+//! roots, so the server needs no `gpg` binary and no keyring.
+//!
+//! A signature is valid when a trusted key (its primary key or one of its subkeys bound
+//! to it) verifies the message, the key had not expired when it signed, the payload is
+//! an `atomic container signature` whose `critical.image.docker-manifest-digest` is the
+//! subject, and its `docker-reference` names the repository (see [`super::reference`]).
+
+use std::io::Read as _;
+use std::path::Path;
+
+use pgp::composed::{Message, PublicOrSecret, SignedPublicKey};
+use pgp::types::KeyDetails as _;
+use serde_json::Value;
+use signet_storage::{Digest, MetadataStore, RepoName};
+
+use super::reference::{self, SignatureFormat};
+use super::trust::{Trust, TrustRoot};
+use super::{Verdict, VerdictKind};
+
+/// The `critical.type` containers/image writes and requires.
+pub const ATOMIC_TYPE: &str = "atomic container signature";
+/// Largest signed payload read out of a (possibly compressed) signature.
+const MAX_PAYLOAD: u64 = 4 * 1024 * 1024;
+
+/// A trusted OpenPGP certificate (primary key and its bound subkeys).
+pub struct GpgKey {
+    /// Where it was read from, for `signet trust check`.
+    pub file: String,
+    pub key: SignedPublicKey,
+}
+
+impl GpgKey {
+    /// The primary key's fingerprint, upper-case hex as gpg prints it.
+    pub fn fingerprint(&self) -> String {
+        hex::encode_upper(self.key.primary_key.fingerprint().as_bytes())
+    }
+
+    /// The first user id, when the certificate has one.
+    pub fn user_id(&self) -> Option<String> {
+        self.key
+            .details
+            .users
+            .first()
+            .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+    }
+}
+
+/// Reads every public key in `path` (ASCII-armored or binary, one or several
+/// certificates, as `gpg --export [--armor]` writes them). Each certificate's
+/// self-signatures and subkey bindings must verify.
+pub fn load_keys(path: &Path) -> anyhow::Result<Vec<GpgKey>> {
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let file = path.display().to_string();
+    let (iter, _) = PublicOrSecret::from_reader_many(&bytes[..])
+        .map_err(|e| anyhow::anyhow!("{file}: not an OpenPGP key: {e}"))?;
+    let parsed: Vec<PublicOrSecret> = iter
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{file}: not an OpenPGP key: {e}"))?;
+    let mut keys = Vec::new();
+    for item in parsed {
+        let key = match item {
+            PublicOrSecret::Public(k) => k,
+            // A secret key file would work, but trusting one means the server holds
+            // signing material: refuse it so nobody does that by accident.
+            PublicOrSecret::Secret(_) => anyhow::bail!(
+                "{file} holds a secret key; export the public key (gpg --export --armor)"
+            ),
+        };
+        key.verify()
+            .map_err(|e| anyhow::anyhow!("{file}: the key's self-signatures do not verify: {e}"))?;
+        keys.push(GpgKey {
+            file: file.clone(),
+            key,
+        });
+    }
+    if keys.is_empty() {
+        anyhow::bail!("{file} holds no OpenPGP public key");
+    }
+    Ok(keys)
+}
+
+/// What an OpenPGP signed message says, once a trusted key verified it.
+struct Signed {
+    root: usize,
+    payload: Vec<u8>,
+}
+
+/// Why a signature was not accepted, before its payload was looked at.
+enum Rejection {
+    Malformed(String),
+    /// A trusted key has the signature's issuer id, yet the signature does not verify.
+    BadSignature(String),
+    /// No key of any applicable root is the signature's issuer.
+    UnknownSigner(String),
+    Expired(String),
+}
+
+/// The verdict on the atomic signature whose content hashes to `attachment`, on
+/// `subject` in `repo`; the bool says whether it may be cached.
+pub async fn verify_attachment(
+    trust: &Trust,
+    meta: &dyn MetadataStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> (Verdict, bool) {
+    let roots: Vec<&TrustRoot> = trust
+        .roots_for(repo)
+        .filter(|r| !r.gpg_keys.is_empty())
+        .collect();
+    let Ok(repo_name) = repo.parse::<RepoName>() else {
+        return (Verdict::invalid("malformed: bad repository"), true);
+    };
+    let stored = match meta.list_atomic_signatures(&repo_name, subject).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%repo, %attachment, error = %e, "verification could not read the atomic signature");
+            return (
+                Verdict::invalid(format!("could not read the atomic signature: {e}")),
+                false,
+            );
+        }
+    };
+    let Some(signature) = stored
+        .iter()
+        .find(|s| Digest::sha256_of(&s.content) == *attachment)
+    else {
+        return (
+            Verdict::invalid("could not read the atomic signature (it is gone)"),
+            false,
+        );
+    };
+    if roots.is_empty() {
+        return (Verdict::no_trust_root(), true);
+    }
+    (
+        verify_content(&roots, repo, subject, &signature.content),
+        true,
+    )
+}
+
+/// The verdict on one atomic signature's bytes.
+pub fn verify_content(
+    roots: &[&TrustRoot],
+    repo: &str,
+    subject: &Digest,
+    content: &[u8],
+) -> Verdict {
+    let signed = match open_signed(roots, content) {
+        Ok(s) => s,
+        Err(Rejection::Malformed(m)) => return Verdict::invalid(format!("malformed: {m}")),
+        Err(Rejection::BadSignature(m)) => return Verdict::invalid(format!("bad signature: {m}")),
+        Err(Rejection::UnknownSigner(m)) => {
+            return Verdict {
+                verdict: VerdictKind::NoTrustRoot,
+                root: None,
+                reason: Some(m),
+                predicate_type: None,
+            }
+        }
+        Err(Rejection::Expired(m)) => return Verdict::invalid(m),
+    };
+    let root = roots[signed.root];
+    let payload: Value = match serde_json::from_slice(&signed.payload) {
+        Ok(v) => v,
+        Err(e) => return Verdict::invalid(format!("malformed: simple-signing payload: {e}")),
+    };
+    let kind = payload["critical"]["type"].as_str().unwrap_or_default();
+    if kind != ATOMIC_TYPE {
+        return Verdict::invalid(format!(
+            "malformed: the payload's critical.type is {kind:?}, not {ATOMIC_TYPE:?}"
+        ));
+    }
+    let named = payload["critical"]["image"]["docker-manifest-digest"]
+        .as_str()
+        .unwrap_or_default();
+    if named != subject.to_string() {
+        return Verdict::invalid(format!(
+            "digest mismatch: the payload names {named:?}, the subject is {subject}"
+        ));
+    }
+    if let Err(why) = reference::check(root, SignatureFormat::Atomic, &payload, repo) {
+        return Verdict::invalid(why);
+    }
+    Verdict::valid(&root.name, None)
+}
+
+/// Parses the OpenPGP message, reads its literal data (bounded) and finds the root
+/// whose key, or bound subkey, made the signature.
+fn open_signed(roots: &[&TrustRoot], content: &[u8]) -> Result<Signed, Rejection> {
+    let malformed = |e: &dyn std::fmt::Display| Rejection::Malformed(format!("OpenPGP: {e}"));
+    let message = Message::from_bytes(content).map_err(|e| malformed(&e))?;
+    // gpg compresses by default; skopeo and podman sign through gpgme, which does.
+    let mut message = if message.is_compressed() {
+        message.decompress().map_err(|e| malformed(&e))?
+    } else {
+        message
+    };
+    if !message.is_signed() {
+        return Err(Rejection::Malformed(
+            "the OpenPGP message is not signed".into(),
+        ));
+    }
+    let mut payload = Vec::new();
+    (&mut message)
+        .take(MAX_PAYLOAD + 1)
+        .read_to_end(&mut payload)
+        .map_err(|e| malformed(&e))?;
+    if payload.len() as u64 > MAX_PAYLOAD {
+        return Err(Rejection::Malformed(
+            "the signed payload is too large to verify".into(),
+        ));
+    }
+    for (i, root) in roots.iter().enumerate() {
+        for cert in &root.gpg_keys {
+            let primary = &cert.key;
+            let verified = message
+                .verify(primary)
+                .map(|sig| (sig.clone(), primary.expires_at()))
+                .or_else(|_| {
+                    cert.key
+                        .public_subkeys
+                        .iter()
+                        .find_map(|sub| message.verify(sub).ok().map(|s| (s.clone(), None)))
+                        .ok_or(())
+                });
+            let Ok((signature, expires)) = verified else {
+                continue;
+            };
+            // An expired certificate's signatures made after it expired are refused,
+            // as gpg (and so containers/image) refuses them.
+            if let (Some(expires), Some(created)) = (expires, signature.created()) {
+                if *created > expires {
+                    return Err(Rejection::Expired(format!(
+                        "expired key: {} expired at {expires}, the signature was made at {created}",
+                        cert.fingerprint()
+                    )));
+                }
+            }
+            return Ok(Signed { root: i, payload });
+        }
+    }
+    let issuer = issuer_ids(&message);
+    let known = roots.iter().flat_map(|r| r.gpg_keys.iter()).any(|cert| {
+        std::iter::once(cert.key.primary_key.fingerprint())
+            .chain(cert.key.public_subkeys.iter().map(|s| s.key.fingerprint()))
+            .any(|fp| issuer.matches(&fp))
+    });
+    if known || issuer.is_empty() {
+        return Err(Rejection::BadSignature(format!(
+            "no applicable trust root's GPG key verifies it{}",
+            issuer.describe()
+        )));
+    }
+    Err(Rejection::UnknownSigner(format!(
+        "signed by a key no trust root covering this repository holds{}",
+        issuer.describe()
+    )))
+}
+
+/// The issuer a signature names: fingerprints and key ids (either may be absent).
+struct Issuer {
+    fingerprints: Vec<Vec<u8>>,
+    key_ids: Vec<Vec<u8>>,
+}
+
+impl Issuer {
+    fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty() && self.key_ids.is_empty()
+    }
+
+    /// A v4 key id is the fingerprint's last 8 bytes.
+    fn matches(&self, fp: &pgp::types::Fingerprint) -> bool {
+        let fp = fp.as_bytes();
+        self.fingerprints.iter().any(|f| f == fp)
+            || self
+                .key_ids
+                .iter()
+                .any(|id| fp.len() >= id.len() && fp[fp.len() - id.len()..] == id[..])
+    }
+
+    /// `" (key ABCD…)"` when the signature names its issuer.
+    fn describe(&self) -> String {
+        if let Some(fp) = self.fingerprints.first() {
+            return format!(" (key {})", hex::encode_upper(fp));
+        }
+        if let Some(id) = self.key_ids.first() {
+            return format!(" (key id {})", hex::encode_upper(id));
+        }
+        String::new()
+    }
+}
+
+fn issuer_ids(message: &Message<'_>) -> Issuer {
+    let signature = match message {
+        Message::SignedOnePass { reader, .. } => reader.signature(),
+        Message::Signed { reader, .. } => Some(reader.signature()),
+        _ => None,
+    };
+    let Some(sig) = signature else {
+        return Issuer {
+            fingerprints: Vec::new(),
+            key_ids: Vec::new(),
+        };
+    };
+    Issuer {
+        fingerprints: sig
+            .issuer_fingerprint()
+            .iter()
+            .map(|f| f.as_bytes().to_vec())
+            .collect(),
+        key_ids: sig.issuer().iter().map(|k| k.as_ref().to_vec()).collect(),
+    }
+}
