@@ -41,9 +41,10 @@ pub async fn verify_referrer(
         .ok_or_else(|| Unreadable("the bundle referrer (it is gone)".into()))?;
     let manifest: Value = serde_json::from_slice(&manifest)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let Some(layer) = layers.iter().find(|l| {
-        BUNDLE_MEDIA_TYPES.contains(&l["mediaType"].as_str().unwrap_or_default())
-    }) else {
+    let Some(layer) = layers
+        .iter()
+        .find(|l| BUNDLE_MEDIA_TYPES.contains(&l["mediaType"].as_str().unwrap_or_default()))
+    else {
         return Ok(Verdict::invalid(
             "malformed: the referrer has no Sigstore bundle layer",
         ));
@@ -118,7 +119,9 @@ fn verify_inner(
     // What was signed, and the claim the log entry must record.
     let (signed, signature, payload): (Vec<u8>, Vec<u8>, Option<Vec<u8>>) =
         if let Some(ms) = bundle.get("messageSignature") {
-            let alg = ms["messageDigest"]["algorithm"].as_str().unwrap_or_default();
+            let alg = ms["messageDigest"]["algorithm"]
+                .as_str()
+                .unwrap_or_default();
             let digest = b64(&ms["messageDigest"]["digest"], "messageDigest.digest")?;
             let signature = b64(&ms["signature"], "messageSignature.signature")?;
             if alg != "SHA2_256" || subject.algorithm().name() != "sha256" {
@@ -138,7 +141,10 @@ fn verify_inner(
         } else if let Some(env) = bundle.get("dsseEnvelope") {
             let payload = b64(&env["payload"], "dsseEnvelope.payload")?;
             let payload_type = env["payloadType"].as_str().unwrap_or_default();
-            let signature = b64(&env["signatures"][0]["sig"], "dsseEnvelope.signatures[0].sig")?;
+            let signature = b64(
+                &env["signatures"][0]["sig"],
+                "dsseEnvelope.signatures[0].sig",
+            )?;
             (pae(payload_type, &payload), signature, Some(payload))
         } else {
             return Err("the bundle has neither messageSignature nor dsseEnvelope".into());

@@ -149,14 +149,11 @@ async fn verify_layer(
         let Ok(sig) = B64.decode(sig.trim()) else {
             return Ok(Verdict::invalid("malformed: the signature is not base64"));
         };
-        let Some(root) = roots
-            .iter()
-            .find(|r| {
-                r.key
-                    .as_ref()
-                    .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
-            })
-        else {
+        let Some(root) = roots.iter().find(|r| {
+            r.key
+                .as_ref()
+                .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
+        }) else {
             return Ok(Verdict::invalid(
                 "bad signature: no applicable trust root's key verifies it",
             ));

@@ -247,8 +247,13 @@ fn check_root(
             ),
         ));
     }
-    chain_to_fulcio(&root.trusted_root, leaf, &ev.chain, verified.integrated_time)
-        .map_err(|e| (3, e))?;
+    chain_to_fulcio(
+        &root.trusted_root,
+        leaf,
+        &ev.chain,
+        verified.integrated_time,
+    )
+    .map_err(|e| (3, e))?;
     let issuer = leaf.issuer.as_deref().unwrap_or_default();
     if issuer != root.issuer {
         return Err((
@@ -337,7 +342,9 @@ pub fn verify_cosign_layer(
         Some(b) => match cosign_bundle_entry(b) {
             Ok(e) => Some(e),
             Err(e) => {
-                return Verdict::invalid(format!("malformed: the {BUNDLE_ANNOTATION} annotation: {e}"))
+                return Verdict::invalid(format!(
+                    "malformed: the {BUNDLE_ANNOTATION} annotation: {e}"
+                ))
             }
         },
     };

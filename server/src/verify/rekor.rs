@@ -178,7 +178,10 @@ impl Entry {
             )
         })?;
         if self.set.is_none() && self.proof.is_none() {
-            return Err("the Rekor entry has neither a signed entry timestamp nor an inclusion proof".into());
+            return Err(
+                "the Rekor entry has neither a signed entry timestamp nor an inclusion proof"
+                    .into(),
+            );
         }
         if let Some(set) = &self.set {
             let canonical = serde_json_canonicalizer::to_vec(&json!({
@@ -257,7 +260,9 @@ pub fn check_body(body: &[u8], claim: &Claim<'_>, signer_der: &[u8]) -> Result<(
     let same_sig = |b64: &str, sig: &[u8]| B64.decode(b64).ok().as_deref() == Some(sig);
     match (kind, claim) {
         ("hashedrekord", Claim::Message { digest, signature }) => {
-            let alg = spec["data"]["hash"]["algorithm"].as_str().unwrap_or_default();
+            let alg = spec["data"]["hash"]["algorithm"]
+                .as_str()
+                .unwrap_or_default();
             let value = spec["data"]["hash"]["value"].as_str().unwrap_or_default();
             if alg != "sha256" || value != hex::encode(digest) {
                 return Err(format!(
@@ -285,10 +290,14 @@ pub fn check_body(body: &[u8], claim: &Claim<'_>, signer_der: &[u8]) -> Result<(
             if spec["payloadHash"]["value"].as_str() != Some(hash.as_str()) {
                 return Err("the Rekor entry records another DSSE payload".into());
             }
-            let recorded = spec["signatures"].as_array().into_iter().flatten().any(|s| {
-                same_sig(s["signature"].as_str().unwrap_or_default(), signature)
-                    && same_signer(s["verifier"].as_str().unwrap_or_default())
-            });
+            let recorded = spec["signatures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| {
+                    same_sig(s["signature"].as_str().unwrap_or_default(), signature)
+                        && same_signer(s["verifier"].as_str().unwrap_or_default())
+                });
             if !recorded {
                 return Err("the Rekor entry records another DSSE signature or signer".into());
             }

@@ -182,7 +182,9 @@ impl TrustedRoot {
             .map(|(i, l)| log(l, &format!("tlogs[{i}]")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if tlogs.is_empty() {
-            anyhow::bail!("no tlogs: the signing time of a keyless signature cannot be established");
+            anyhow::bail!(
+                "no tlogs: the signing time of a keyless signature cannot be established"
+            );
         }
         let ctlogs = raw
             .ctlogs
@@ -213,7 +215,13 @@ impl TrustedRoot {
     pub fn describe(&self) -> String {
         let uris = |a: &[Authority]| {
             a.iter()
-                .map(|x| if x.uri.is_empty() { "?" } else { x.uri.as_str() })
+                .map(|x| {
+                    if x.uri.is_empty() {
+                        "?"
+                    } else {
+                        x.uri.as_str()
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -279,6 +287,8 @@ fn authority(raw: RawAuthority, at: &str) -> anyhow::Result<Authority> {
         chain,
         valid_for: ValidFor::from_raw(raw.valid_for),
     };
-    authority.anchor().map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+    authority
+        .anchor()
+        .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
     Ok(authority)
 }

@@ -1,0 +1,1019 @@
+//! Keyless Sigstore verification, entirely offline: the test stands up its own Fulcio
+//! (a root and an intermediate CA issuing short-lived code-signing certificates with
+//! the Fulcio OIDC extensions), its own Rekor (an ECDSA key signing SETs over the
+//! canonical entry, a real Merkle tree with inclusion proofs and a signed checkpoint)
+//! and writes the `trusted_root.json` Signet is configured with. Cosign `.sig` layers
+//! and Sigstore v0.3 bundle referrers pushed over HTTP must verify, and each kind of
+//! tampering must give `invalid` with the reason that names it.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
+    SigningKey as _, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use signet_api_tests::oci::{error_code, get, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::{client, sha256, signet_binary, Registry};
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
+const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+const IN_TOTO: &str = "application/vnd.in-toto+json";
+const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+const ISSUER: &str = "https://token.actions.example.com";
+const IDENTITY: &str = "release@signet.example";
+
+/// 2026-01-01T00:00:00Z: leaf certificates are valid for this day.
+const DAY_START: i64 = 1_767_225_600;
+/// Noon of that day: when the test Rekor integrates entries.
+const NOON: i64 = DAY_START + 12 * 3600;
+
+// ---------------------------------------------------------------------------------
+// A Fulcio of our own
+// ---------------------------------------------------------------------------------
+
+struct Ca {
+    params: CertificateParams,
+    key: KeyPair,
+    pem: String,
+    der: Vec<u8>,
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "signet.example");
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = date_time_ymd(2020, 1, 1);
+    p.not_after = date_time_ymd(2040, 1, 1);
+    p
+}
+
+struct Fulcio {
+    root: Ca,
+    intermediate: Ca,
+}
+
+impl Fulcio {
+    fn new(name: &str) -> Fulcio {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let root_params = ca_params(&format!("{name} root"));
+        let root_cert = root_params.self_signed(&root_key).unwrap();
+        let int_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let mut int_params = ca_params(&format!("{name} intermediate"));
+        int_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        let int_cert = int_params
+            .signed_by(&int_key, &Issuer::from_params(&root_params, &root_key))
+            .unwrap();
+        Fulcio {
+            root: Ca {
+                pem: root_cert.pem(),
+                der: root_cert.der().to_vec(),
+                params: root_params,
+                key: root_key,
+            },
+            intermediate: Ca {
+                pem: int_cert.pem(),
+                der: int_cert.der().to_vec(),
+                params: int_params,
+                key: int_key,
+            },
+        }
+    }
+
+    /// A Fulcio-style leaf: empty subject, the identity in the SAN, code signing, the
+    /// OIDC issuer in both Fulcio extensions, valid for `DAY_START`'s day.
+    fn issue(&self, identity: &str, issuer: &str) -> Leaf {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.subject_alt_names = vec![if identity.contains("://") {
+            SanType::URI(identity.try_into().unwrap())
+        } else {
+            SanType::Rfc822Name(identity.try_into().unwrap())
+        }];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        p.not_before = date_time_ymd(2026, 1, 1);
+        p.not_after = date_time_ymd(2026, 1, 2);
+        // 1.3.6.1.4.1.57264.1.1: the raw issuer URL; .1.8: a DER UTF8String.
+        let mut utf8 = vec![0x0c, issuer.len() as u8];
+        utf8.extend_from_slice(issuer.as_bytes());
+        p.custom_extensions = vec![
+            CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                issuer.as_bytes().to_vec(),
+            ),
+            CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8),
+        ];
+        let cert = p
+            .signed_by(
+                &key,
+                &Issuer::from_params(&self.intermediate.params, &self.intermediate.key),
+            )
+            .unwrap();
+        Leaf {
+            key,
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            chain_pem: format!("{}{}", self.intermediate.pem, self.root.pem),
+        }
+    }
+}
+
+struct Leaf {
+    key: KeyPair,
+    pem: String,
+    der: Vec<u8>,
+    /// What cosign puts in the chain annotation: intermediate, then root.
+    chain_pem: String,
+}
+
+impl Leaf {
+    fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        self.key.sign(msg).unwrap()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// A Rekor of our own
+// ---------------------------------------------------------------------------------
+
+struct Rekor {
+    key: KeyPair,
+    spki: Vec<u8>,
+    log_id: [u8; 32],
+}
+
+impl Rekor {
+    fn new() -> Rekor {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = key.subject_public_key_info();
+        let log_id = Sha256::digest(&spki).into();
+        Rekor { key, spki, log_id }
+    }
+
+    /// The SET: a signature over the canonical JSON of the entry (keys sorted, no
+    /// spaces), written out by hand so no serializer setting can change it.
+    fn set(&self, body: &[u8], integrated_time: i64, log_index: u64, log_id: &[u8]) -> Vec<u8> {
+        let canonical = format!(
+            "{{\"body\":\"{}\",\"integratedTime\":{integrated_time},\"logID\":\"{}\",\"logIndex\":{log_index}}}",
+            B64.encode(body),
+            hex::encode(log_id)
+        );
+        self.key.sign(canonical.as_bytes()).unwrap()
+    }
+
+    /// A signed note for a tree of `size` with `root`, as Rekor writes checkpoints.
+    fn checkpoint(&self, size: u64, root: &[u8; 32]) -> String {
+        let text = format!(
+            "signet-test-log - 2605736670972794746\n{size}\n{}\n",
+            B64.encode(root)
+        );
+        let mut sig = self.log_id[..4].to_vec();
+        sig.extend(self.key.sign(text.as_bytes()).unwrap());
+        format!("{text}\n\u{2014} signet-test-log {}\n", B64.encode(sig))
+    }
+}
+
+/// RFC 6962 hashing, written independently of the server's.
+fn leaf_hash(data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0]);
+    h.update(data);
+    h.finalize().into()
+}
+
+fn node_hash(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([1]);
+    h.update(l);
+    h.update(r);
+    h.finalize().into()
+}
+
+fn mth(leaves: &[Vec<u8>]) -> [u8; 32] {
+    if leaves.len() == 1 {
+        return leaf_hash(&leaves[0]);
+    }
+    let k = leaves.len().next_power_of_two() / 2;
+    node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+}
+
+fn audit_path(m: usize, leaves: &[Vec<u8>]) -> Vec<[u8; 32]> {
+    if leaves.len() <= 1 {
+        return Vec::new();
+    }
+    let k = leaves.len().next_power_of_two() / 2;
+    let (mut p, other) = if m < k {
+        (audit_path(m, &leaves[..k]), mth(&leaves[k..]))
+    } else {
+        (audit_path(m - k, &leaves[k..]), mth(&leaves[..k]))
+    };
+    p.push(other);
+    p
+}
+
+fn pem_b64(pem: &str) -> String {
+    B64.encode(pem.as_bytes())
+}
+
+/// A hashedrekord entry body for a signature over content with this SHA-256.
+fn hashedrekord(digest_hex: &str, sig: &[u8], leaf: &Leaf) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "0.0.1",
+        "kind": "hashedrekord",
+        "spec": {
+            "data": {"hash": {"algorithm": "sha256", "value": digest_hex}},
+            "signature": {"content": B64.encode(sig), "publicKey": {"content": pem_b64(&leaf.pem)}},
+        },
+    }))
+    .unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// The world: CAs, logs, the trusted root file, Signet
+// ---------------------------------------------------------------------------------
+
+struct World {
+    _dir: tempfile::TempDir,
+    trusted_root: String,
+    fulcio: Fulcio,
+    rekor: Rekor,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let fulcio = Fulcio::new("signet test fulcio");
+        let rekor = Rekor::new();
+        let tsa = Fulcio::new("signet test tsa");
+        let trusted_root = json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [{
+                "baseUrl": "https://rekor.signet.example",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {"rawBytes": B64.encode(&rekor.spki), "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                              "validFor": {"start": "2020-01-01T00:00:00Z"}},
+                "logId": {"keyId": B64.encode(rekor.log_id)},
+            }],
+            "certificateAuthorities": [{
+                "subject": {"organization": "signet.example", "commonName": "signet test fulcio"},
+                "uri": "https://fulcio.signet.example",
+                "certChain": {"certificates": [
+                    {"rawBytes": B64.encode(&fulcio.intermediate.der)},
+                    {"rawBytes": B64.encode(&fulcio.root.der)},
+                ]},
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            }],
+            "ctlogs": [],
+            "timestampAuthorities": [{
+                "subject": {"organization": "signet.example", "commonName": "signet test tsa"},
+                "uri": "https://tsa.signet.example",
+                "certChain": {"certificates": [{"rawBytes": B64.encode(&tsa.root.der)}]},
+                "validFor": {"start": "2020-01-01T00:00:00Z"},
+            }],
+        });
+        let path = dir.path().join("trusted_root.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&trusted_root).unwrap()).unwrap();
+        World {
+            trusted_root: path.display().to_string(),
+            _dir: dir,
+            fulcio,
+            rekor,
+        }
+    }
+
+    fn config(&self, policy: &str) -> String {
+        format!(
+            "[trust]\npolicy = \"{policy}\"\n\
+             [[trust.roots]]\nname = \"release\"\nrepositories = [\"keyless/**\"]\n\
+             trusted_root = \"{}\"\nissuer = \"{ISSUER}\"\nsubject = \"{IDENTITY}\"\n",
+            self.trusted_root
+        )
+    }
+}
+
+/// How a `.sig` is to be made (each field one way to tamper with it).
+struct SigPlan<'a> {
+    leaf: &'a Leaf,
+    /// The subject the payload names (another image's digest: a copied signature).
+    names: &'a str,
+    integrated_time: i64,
+    /// The key that signs the SET (another key: a forged SET).
+    set_signer: &'a Rekor,
+}
+
+fn simple_signing_payload(r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap()
+}
+
+/// A keyless `.sig` pushed as `cosign sign` writes it: the simple-signing layer with
+/// signature, certificate, chain and Rekor bundle annotations. Returns its digest.
+async fn push_keyless_sig(
+    c: &Client,
+    r: &Registry,
+    w: &World,
+    repo: &str,
+    subject: &str,
+    plan: &SigPlan<'_>,
+) -> String {
+    let payload = simple_signing_payload(r, repo, plan.names);
+    let sig = plan.leaf.sign(&payload);
+    let body = hashedrekord(&hex::encode(Sha256::digest(&payload)), &sig, plan.leaf);
+    let log_index = 4242u64;
+    let set = plan
+        .set_signer
+        .set(&body, plan.integrated_time, log_index, &w.rekor.log_id);
+    let bundle = json!({
+        "SignedEntryTimestamp": B64.encode(&set),
+        "Payload": {
+            "body": B64.encode(&body),
+            "integratedTime": plan.integrated_time,
+            "logIndex": log_index,
+            "logID": hex::encode(w.rekor.log_id),
+        },
+    });
+    let layer = push_blob(c, r, repo, &payload).await;
+    let config = serde_json::to_vec(&json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }))
+    .unwrap();
+    push_blob(c, r, repo, &config).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
+                    "annotations": {
+                        SIG_ANNOTATION: B64.encode(&sig),
+                        CERT_ANNOTATION: plan.leaf.pem,
+                        CHAIN_ANNOTATION: plan.leaf.chain_pem,
+                        BUNDLE_ANNOTATION: bundle.to_string(),
+                    }}],
+    }))
+    .unwrap();
+    let tag = format!("{}.sig", subject.replace(':', "-"));
+    put_manifest(c, r, repo, &tag, OCI_MANIFEST, &manifest).await;
+    sha256(&manifest)
+}
+
+/// How a bundle is to be made.
+struct BundlePlan<'a> {
+    leaf: &'a Leaf,
+    /// DSSE statement (cosign v3's `cosign sign`) or a message signature over the
+    /// manifest bytes.
+    dsse: bool,
+    /// Flip one bit of one audit path hash.
+    bad_proof: bool,
+}
+
+/// A Sigstore v0.3 bundle for `subject` (whose manifest bytes are `manifest`), with a
+/// Rekor entry placed at index 5 of a 7-leaf tree: SET, inclusion proof, checkpoint.
+fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePlan<'_>) -> Value {
+    let subject_hex = hex::encode(Sha256::digest(manifest));
+    let (content, body) = if plan.dsse {
+        let statement = serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": format!("{}/{repo}", r.host), "digest": {"sha256": subject_hex}}],
+            "predicateType": COSIGN_SIGN_PREDICATE,
+            "predicate": {},
+        }))
+        .unwrap();
+        let mut pae =
+            format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
+        pae.extend_from_slice(&statement);
+        let sig = plan.leaf.sign(&pae);
+        let envelope = json!({
+            "payload": B64.encode(&statement),
+            "payloadType": IN_TOTO,
+            "signatures": [{"sig": B64.encode(&sig), "keyid": ""}],
+        });
+        let body = serde_json::to_vec(&json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(envelope.to_string()))},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+                "signatures": [{"signature": B64.encode(&sig), "verifier": pem_b64(&plan.leaf.pem)}],
+            },
+        }))
+        .unwrap();
+        (json!({"dsseEnvelope": envelope}), body)
+    } else {
+        let sig = plan.leaf.sign(manifest);
+        let body = hashedrekord(&subject_hex, &sig, plan.leaf);
+        (
+            json!({"messageSignature": {
+                "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(manifest))},
+                "signature": B64.encode(&sig),
+            }}),
+            body,
+        )
+    };
+    let index = 5usize;
+    let mut leaves: Vec<Vec<u8>> = (0..7)
+        .map(|i| format!("other entry {i}").into_bytes())
+        .collect();
+    leaves[index] = body.clone();
+    let root = mth(&leaves);
+    let mut hashes = audit_path(index, &leaves);
+    if plan.bad_proof {
+        hashes[1][0] ^= 1;
+    }
+    let set = w.rekor.set(&body, NOON, index as u64, &w.rekor.log_id);
+    let mut b = json!({
+        "mediaType": BUNDLE_V03,
+        "verificationMaterial": {
+            "certificate": {"rawBytes": B64.encode(&plan.leaf.der)},
+            "tlogEntries": [{
+                "logIndex": index.to_string(),
+                "logId": {"keyId": B64.encode(w.rekor.log_id)},
+                "kindVersion": {"kind": if plan.dsse { "dsse" } else { "hashedrekord" }, "version": "0.0.1"},
+                "integratedTime": NOON.to_string(),
+                "inclusionPromise": {"signedEntryTimestamp": B64.encode(&set)},
+                "inclusionProof": {
+                    "logIndex": index.to_string(),
+                    "rootHash": B64.encode(root),
+                    "treeSize": leaves.len().to_string(),
+                    "hashes": hashes.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+                    "checkpoint": {"envelope": w.rekor.checkpoint(leaves.len() as u64, &root)},
+                },
+                "canonicalizedBody": B64.encode(&body),
+            }],
+        },
+    });
+    b.as_object_mut()
+        .unwrap()
+        .extend(content.as_object().unwrap().clone());
+    b
+}
+
+/// Pushes `bundle` as cosign v3 does: an OCI referrer of `subject` whose one layer is
+/// the bundle JSON. Returns the referrer's digest.
+async fn push_bundle_referrer(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    subject_manifest: &[u8],
+    bundle: &Value,
+) -> String {
+    let bytes = serde_json::to_vec(bundle).unwrap();
+    let layer = push_blob(c, r, repo, &bytes).await;
+    push_blob(c, r, repo, b"{}").await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": BUNDLE_V03,
+        "config": {"mediaType": EMPTY, "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": BUNDLE_V03, "digest": layer, "size": bytes.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(subject_manifest), "size": subject_manifest.len()},
+        "annotations": {
+            "dev.sigstore.bundle.content": "dsse-envelope",
+            "dev.sigstore.bundle.predicateType": COSIGN_SIGN_PREDICATE,
+        },
+    }))
+    .unwrap();
+    let digest = sha256(&manifest);
+    put_manifest(c, r, repo, &digest, OCI_MANIFEST, &manifest).await;
+    digest
+}
+
+async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> Value {
+    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/{reference}"))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// The verdict on one signature of a coverage report, found by its digest.
+async fn verdict(c: &Client, r: &Registry, repo: &str, reference: &str, sig: &str) -> Value {
+    let report = coverage(c, r, repo, reference).await;
+    let entries = report["attachments"]["signature"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no signatures: {report}"));
+    let entry = entries
+        .iter()
+        .find(|e| e["digest"] == sig)
+        .unwrap_or_else(|| panic!("{sig} not in {report}"));
+    entry["verification"].clone()
+}
+
+fn assert_invalid(v: &Value, reason: &str) {
+    assert_eq!(v["verdict"], "invalid", "{v}");
+    let got = v["reason"].as_str().unwrap_or_default();
+    assert!(got.contains(reason), "expected {reason:?} in {v}");
+}
+
+async fn image(c: &Client, r: &Registry, repo: &str) -> (Vec<u8>, String) {
+    let manifest = push_image(c, r, repo, "v1", &[repo.as_bytes()]).await;
+    let digest = sha256(&manifest);
+    (manifest, digest)
+}
+
+// ---------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn keyless_sig_valid_and_every_tampering_named() {
+    let w = World::new();
+    let r = Registry::start_with_config(&w.config("off"));
+    let c = client();
+    let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+
+    // Signed as cosign does keylessly: valid, by the keyless root.
+    let (_, good) = image(&c, &r, "keyless/app").await;
+    let plan = SigPlan {
+        leaf: &leaf,
+        names: &good,
+        integrated_time: NOON,
+        set_signer: &w.rekor,
+    };
+    let sig = push_keyless_sig(&c, &r, &w, "keyless/app", &good, &plan).await;
+    let v = verdict(&c, &r, "keyless/app", "v1", &sig).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "release");
+
+    // Another identity, same issuer and CA.
+    let (_, d) = image(&c, &r, "keyless/identity").await;
+    let other = w.fulcio.issue("intruder@signet.example", ISSUER);
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/identity",
+        &d,
+        &SigPlan {
+            leaf: &other,
+            names: &d,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/identity", "v1", &sig).await,
+        "identity mismatch",
+    );
+
+    // The right identity from another OIDC issuer.
+    let (_, d) = image(&c, &r, "keyless/issuer").await;
+    let other = w
+        .fulcio
+        .issue(IDENTITY, "https://accounts.elsewhere.example");
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/issuer",
+        &d,
+        &SigPlan {
+            leaf: &other,
+            names: &d,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/issuer", "v1", &sig).await,
+        "issuer mismatch",
+    );
+
+    // A certificate from a CA the trusted root does not hold (its own chain attached).
+    let (_, d) = image(&c, &r, "keyless/chain").await;
+    let rogue = Fulcio::new("rogue fulcio").issue(IDENTITY, ISSUER);
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/chain",
+        &d,
+        &SigPlan {
+            leaf: &rogue,
+            names: &d,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/chain", "v1", &sig).await,
+        "does not chain to a trusted Fulcio CA",
+    );
+
+    // A SET signed by another key claiming the trusted log's ID.
+    let (_, d) = image(&c, &r, "keyless/set").await;
+    let forger = Rekor::new();
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/set",
+        &d,
+        &SigPlan {
+            names: &d,
+            set_signer: &forger,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/set", "v1", &sig).await,
+        "bad signed entry timestamp",
+    );
+
+    // Integrated by Rekor the day after the certificate expired (a real SET).
+    let (_, d) = image(&c, &r, "keyless/late").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/late",
+        &d,
+        &SigPlan {
+            names: &d,
+            integrated_time: DAY_START + 2 * 86400,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/late", "v1", &sig).await,
+        "outside the certificate's validity",
+    );
+    // And before it was issued.
+    let (_, d) = image(&c, &r, "keyless/early").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/early",
+        &d,
+        &SigPlan {
+            names: &d,
+            integrated_time: DAY_START - 60,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/early", "v1", &sig).await,
+        "outside the certificate's validity",
+    );
+
+    // A complete, genuine signature of `good` copied onto another image.
+    let (_, d) = image(&c, &r, "keyless/copied").await;
+    let sig = push_keyless_sig(&c, &r, &w, "keyless/copied", &d, &plan).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/copied", "v1", &sig).await,
+        "digest mismatch",
+    );
+
+    // Outside the root's repositories: no trust root applies.
+    let (_, d) = image(&c, &r, "elsewhere/app").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "elsewhere/app",
+        &d,
+        &SigPlan { names: &d, ..plan },
+    )
+    .await;
+    let v = verdict(&c, &r, "elsewhere/app", "v1", &sig).await;
+    assert_eq!(v["verdict"], "no-trust-root", "{v}");
+
+    // `signet attachments` shows the verdicts too.
+    let out = r.cli(&["attachments", "keyless/app:v1"]).output().unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(tree.contains("valid (root release)"), "{tree}");
+    let out = r.cli(&["attachments", "keyless/set:v1"]).output().unwrap();
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        tree.contains("invalid: bad signed entry timestamp"),
+        "{tree}"
+    );
+}
+
+#[tokio::test]
+async fn bundle_referrers_with_inclusion_proofs() {
+    let w = World::new();
+    let r = Registry::start_with_config(&w.config("off"));
+    let c = client();
+    let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+
+    // cosign v3's default: a DSSE bundle referrer with SET, inclusion proof, checkpoint.
+    let (manifest, _) = image(&c, &r, "keyless/bundle").await;
+    let plan = BundlePlan {
+        leaf: &leaf,
+        dsse: true,
+        bad_proof: false,
+    };
+    let b = bundle(&r, &w, "keyless/bundle", &manifest, &plan);
+    let referrer = push_bundle_referrer(&c, &r, "keyless/bundle", &manifest, &b).await;
+    let v = verdict(&c, &r, "keyless/bundle", "v1", &referrer).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "release");
+    assert_eq!(v["predicateType"], COSIGN_SIGN_PREDICATE);
+
+    // A message-signature bundle over the manifest bytes: valid too.
+    let (manifest, _) = image(&c, &r, "keyless/message").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/message",
+        &manifest,
+        &BundlePlan {
+            dsse: false,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/message", &manifest, &b).await;
+    let v = verdict(&c, &r, "keyless/message", "v1", &referrer).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+
+    // One hash of the audit path changed: the inclusion proof fails.
+    let (manifest, _) = image(&c, &r, "keyless/proof").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/proof",
+        &manifest,
+        &BundlePlan {
+            bad_proof: true,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/proof", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/proof", "v1", &referrer).await,
+        "inclusion proof",
+    );
+
+    // A checkpoint signed by another key.
+    let (manifest, _) = image(&c, &r, "keyless/checkpoint").await;
+    let mut b = bundle(&r, &w, "keyless/checkpoint", &manifest, &plan);
+    let proof = &mut b["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
+    let root: [u8; 32] = B64
+        .decode(proof["rootHash"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    proof["checkpoint"]["envelope"] = json!(Rekor::new().checkpoint(7, &root));
+    let referrer = push_bundle_referrer(&c, &r, "keyless/checkpoint", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/checkpoint", "v1", &referrer).await,
+        "checkpoint is not signed by the trusted log key",
+    );
+
+    // A genuine bundle of one image attached to another: its statement names the first.
+    let (first, _) = image(&c, &r, "keyless/first").await;
+    let (second, _) = image(&c, &r, "keyless/second").await;
+    let b = bundle(&r, &w, "keyless/first", &first, &plan);
+    let referrer = push_bundle_referrer(&c, &r, "keyless/second", &second, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/second", "v1", &referrer).await,
+        "digest mismatch",
+    );
+    // The same with a message signature.
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/first",
+        &first,
+        &BundlePlan {
+            dsse: false,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/second", &second, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/second", "v1", &referrer).await,
+        "digest mismatch",
+    );
+
+    // A bundle by another identity.
+    let (manifest, _) = image(&c, &r, "keyless/stranger").await;
+    let stranger = w
+        .fulcio
+        .issue("https://ci.elsewhere.example/pipeline", ISSUER);
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/stranger",
+        &manifest,
+        &BundlePlan {
+            leaf: &stranger,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/stranger", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/stranger", "v1", &referrer).await,
+        "identity mismatch",
+    );
+}
+
+#[tokio::test]
+async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
+    let w = World::new();
+    let r = Registry::start_with_config(&w.config("enforce"));
+    let c = client();
+    let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+
+    let (_, signed) = image(&c, &r, "keyless/signed").await;
+    push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/signed",
+        &signed,
+        &SigPlan {
+            leaf: &leaf,
+            names: &signed,
+            integrated_time: NOON,
+            set_signer: &w.rekor,
+        },
+    )
+    .await;
+    let (status, body) = get(&c, &r.v2("keyless/signed/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+
+    let (manifest, _) = image(&c, &r, "keyless/bundled").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/bundled",
+        &manifest,
+        &BundlePlan {
+            leaf: &leaf,
+            dsse: true,
+            bad_proof: false,
+        },
+    );
+    push_bundle_referrer(&c, &r, "keyless/bundled", &manifest, &b).await;
+    let (status, body) = get(&c, &r.v2("keyless/bundled/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+
+    let (_, unsigned) = image(&c, &r, "keyless/unsigned").await;
+    let (status, body) = get(&c, &r.v2("keyless/unsigned/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "DENIED");
+    assert!(
+        String::from_utf8_lossy(&body).contains(&unsigned),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+
+    // Signed, by someone else: refused, and the message says why.
+    let (_, d) = image(&c, &r, "keyless/foreign").await;
+    let stranger = w.fulcio.issue("intruder@signet.example", ISSUER);
+    push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/foreign",
+        &d,
+        &SigPlan {
+            leaf: &stranger,
+            names: &d,
+            integrated_time: NOON,
+            set_signer: &w.rekor,
+        },
+    )
+    .await;
+    let (status, body) = get(&c, &r.v2("keyless/foreign/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        String::from_utf8_lossy(&body).contains("identity mismatch"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+fn trust_check(config: &Path) -> std::process::Output {
+    Command::new(signet_binary())
+        .arg("--config")
+        .arg(config)
+        .args(["trust", "check"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn trust_check_describes_keyless_roots_and_names_a_bad_trusted_root() {
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signet.toml");
+    std::fs::write(&config, w.config("audit")).unwrap();
+    let out = trust_check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("root release: keyless"), "{stdout}");
+    assert!(stdout.contains(ISSUER), "{stdout}");
+    assert!(stdout.contains(IDENTITY), "{stdout}");
+    assert!(stdout.contains("1 CA(s)"), "{stdout}");
+    assert!(stdout.contains("1 Rekor log(s)"), "{stdout}");
+    assert!(stdout.contains("1 timestamp authority"), "{stdout}");
+
+    // A subject pattern instead of an exact identity.
+    let pattern = w.config("audit").replace(
+        &format!("subject = \"{IDENTITY}\""),
+        "subject_regex = \".*@signet\\\\.example\"",
+    );
+    std::fs::write(&config, &pattern).unwrap();
+    let out = trust_check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("subject matching /.*@signet\\.example/"),
+        "{stdout}"
+    );
+
+    // A trusted root whose Rekor key does not match its log ID: refused, file named.
+    let bad = dir.path().join("broken_root.json");
+    let mut root: Value = serde_json::from_slice(&std::fs::read(&w.trusted_root).unwrap()).unwrap();
+    root["tlogs"][0]["logId"]["keyId"] = json!(B64.encode([7u8; 32]));
+    std::fs::write(&bad, serde_json::to_vec(&root).unwrap()).unwrap();
+    std::fs::write(
+        &config,
+        w.config("audit")
+            .replace(&w.trusted_root, &bad.display().to_string()),
+    )
+    .unwrap();
+    let out = trust_check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("broken_root.json"), "{stderr}");
+    assert!(stderr.contains("logId.keyId"), "{stderr}");
+
+    // Not JSON at all; and the server refuses to start with it.
+    std::fs::write(&bad, b"not json").unwrap();
+    let out = trust_check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("broken_root.json"), "{stderr}");
+    let serve = Command::new(signet_binary())
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("broken_root.json"),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
+
+    // A keyless root without an issuer.
+    std::fs::write(
+        &config,
+        w.config("audit")
+            .replace(&format!("issuer = \"{ISSUER}\"\n"), ""),
+    )
+    .unwrap();
+    let out = trust_check(&config);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("issuer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
