@@ -1,6 +1,7 @@
 //! The sync admin API (`/v2/_signet/sync/jobs...`): list, create, run now (202; 409
 //! while running), live status, cancel (between items); scheduled runs (a run still
-//! going when the next one is due is skipped); the `signet_sync_*` metrics; and the
+//! going when the next one is due is skipped); jobs stored in the database (shared by
+//! replicas, kept across restarts, deleted); the `signet_sync_*` metrics; and the
 //! admin role when authentication is on. Upstream: a second Signet, behind the
 //! test proxy to slow it down.
 
@@ -441,4 +442,112 @@ async fn two_replicas_never_run_one_job_at_once() {
         tags(&c, &a.url, repo).await,
         tags(&c, &upstream.url, repo).await
     );
+}
+
+#[tokio::test]
+async fn api_jobs_are_stored_shared_by_replicas_survive_restarts_and_can_be_deleted() {
+    let c = client();
+    let upstream = Registry::start();
+    let repo = "stored/app";
+    populate(&c, &upstream, repo, 0..2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signet.toml");
+    std::fs::write(&config, job_toml("from-file", &upstream.url, repo, "")).unwrap();
+    let data = dir.path().join("data");
+    let mut a = Registry::start_in(&data, Some(config.clone()));
+    let b = Registry::start_in(&data, Some(config));
+
+    let job = json!({"name": "stored", "upstream": upstream.url, "repositories": [repo], "tags_include": ["v1"]});
+    let resp = c
+        .post(format!("{}{JOBS}", a.url))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    // The name is taken on the other replica too, and the file's job names are taken.
+    let resp = c
+        .post(format!("{}{JOBS}", b.url))
+        .json(&job)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let resp = c
+        .post(format!("{}{JOBS}", b.url))
+        .json(&json!({"name": "from-file", "upstream": upstream.url, "repositories": [repo]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+
+    // The other replica sees it at once, and runs it.
+    let shown = get_json(&c, format!("{}{JOBS}/stored", b.url)).await;
+    assert_eq!(shown["source"], "api", "{shown}");
+    assert_eq!(shown["config"]["tags_include"], json!(["v1"]), "{shown}");
+    let resp = c
+        .post(format!("{}{JOBS}/stored/run", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let done = wait_for(&c, &b.url, "stored", finished).await;
+    assert_eq!(done["run"]["status"], "succeeded", "{done}");
+    let mirrored = tags(&c, &b.url, repo).await;
+    assert_eq!(
+        mirrored.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
+        ["v1"]
+    );
+
+    // It survives a restart, and `signet sync run` knows it.
+    a.crash_and_restart();
+    let list = get_json(&c, format!("{}{JOBS}", a.url)).await;
+    let names: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["from-file", "stored"], "{list}");
+    let out = a
+        .cli(&["sync", "run", "stored", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["tags_unchanged"], 1, "{summary}");
+
+    // Deleting: the file's job is refused, the stored one goes for every replica.
+    let resp = c
+        .delete(format!("{}{JOBS}/from-file", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "JOB_FROM_CONFIG");
+    let resp = c
+        .delete(format!("{}{JOBS}/stored", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    for r in [&a, &b] {
+        let resp = c
+            .get(format!("{}{JOBS}/stored", r.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    let resp = c
+        .delete(format!("{}{JOBS}/stored", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }

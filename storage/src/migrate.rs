@@ -10,7 +10,8 @@
 //! content or name, so a second run inserts nothing that is already there and copies no
 //! blob the target already holds: an interrupted migration is simply run again.
 //!
-//! Upload sessions in progress and GC bookkeeping (tombstones, pins, the lease) are not
+//! Sync jobs created through the admin API are copied last. Upload sessions in
+//! progress and GC bookkeeping (tombstones, pins, the lease) are not
 //! copied: stop the source first.
 
 use std::sync::Arc;
@@ -95,6 +96,14 @@ pub async fn copy(
             report.repositories += 1;
             report.rows_inserted += inserted;
             tracing::info!(repository = %name, rows = inserted, "migrate: repository");
+        }
+    }
+
+    // Sync jobs created through the admin API; one the target already has keeps its
+    // configuration there.
+    for (name, config) in src_meta.sync_jobs().await? {
+        if dst_meta.sync_job_create(&name, &config).await? {
+            report.rows_inserted += 1;
         }
     }
     Ok(report)

@@ -4,22 +4,32 @@
 use std::fmt::Write;
 
 use crate::state::AppState;
-use crate::sync::{run_job, SyncReport};
+use crate::sync::{run_job, SyncJob, SyncReport};
 
 /// Runs the job named `job`; the summary, or an error naming the failed items.
 pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<String> {
-    let Some(config) = state.config.sync.job(job) else {
-        let known: Vec<&str> = state
-            .config
-            .sync
-            .jobs
-            .iter()
-            .map(|j| j.name.as_str())
-            .collect();
-        anyhow::bail!("no sync job {job:?} in the configuration (jobs: {known:?})");
+    // The configuration's jobs first, then those created through the admin API.
+    let stored = state.meta.sync_jobs().await?;
+    let config = match state.config.sync.job(job) {
+        Some(config) => config.clone(),
+        None => match stored.iter().find(|(name, _)| name == job) {
+            Some((_, text)) => serde_json::from_str::<SyncJob>(text)
+                .map_err(|e| anyhow::anyhow!("stored sync job {job:?} is unreadable: {e}"))?,
+            None => {
+                let known: Vec<&str> = state
+                    .config
+                    .sync
+                    .jobs
+                    .iter()
+                    .map(|j| j.name.as_str())
+                    .chain(stored.iter().map(|(name, _)| name.as_str()))
+                    .collect();
+                anyhow::bail!("no sync job {job:?} (jobs: {known:?})");
+            }
+        },
     };
     let progress = |line: &str| eprintln!("sync {job}: {line}");
-    let report = run_job(state, config, &progress).await?;
+    let report = run_job(state, &config, &progress).await?;
     let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

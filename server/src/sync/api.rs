@@ -1,9 +1,12 @@
 //! The sync admin API (admin role when authentication is on):
 //!
 //! - `GET  /v2/_signet/sync/jobs`: every job (configuration, redacted) and its last run;
-//! - `POST /v2/_signet/sync/jobs`: creates a job (JSON as in `[[sync.jobs]]`; in memory);
+//! - `POST /v2/_signet/sync/jobs`: creates a job (JSON as in `[[sync.jobs]]`), stored
+//!   in the metadata database (kept across restarts, seen by every replica);
 //! - `GET  /v2/_signet/sync/jobs/<name>`: the job and its current or last run, with
 //!   live progress;
+//! - `DELETE /v2/_signet/sync/jobs/<name>`: removes a job created through the API
+//!   (cancelling its run here); jobs of the configuration file are refused (409);
 //! - `POST /v2/_signet/sync/jobs/<name>/run`: starts a run (202 with its id; 409 when
 //!   one is going);
 //! - `POST /v2/_signet/sync/jobs/<name>/cancel`: stops the run between items (202;
@@ -14,7 +17,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::job::SyncJob;
-use super::manager::{Source, StartError, SyncManager};
+use super::manager::{DeleteError, Source, StartError, SyncManager};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -22,7 +25,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
-    .service(web::resource("/v2/_signet/sync/jobs/{name}").route(web::get().to(show)))
+    .service(
+        web::resource("/v2/_signet/sync/jobs/{name}")
+            .route(web::get().to(show))
+            .route(web::delete().to(delete)),
+    )
     .service(web::resource("/v2/_signet/sync/jobs/{name}/run").route(web::post().to(run)))
     .service(web::resource("/v2/_signet/sync/jobs/{name}/cancel").route(web::post().to(cancel)));
 }
@@ -38,6 +45,26 @@ fn unavailable() -> HttpResponse {
         "UNAVAILABLE",
         "sync is not running in this server".into(),
     )
+}
+
+/// The manager with the jobs other replicas stored re-read, or the error to answer.
+async fn manager(
+    m: Option<web::Data<SyncManager>>,
+) -> Result<std::sync::Arc<SyncManager>, HttpResponse> {
+    let Some(m) = m.map(|m| m.into_inner()) else {
+        return Err(unavailable());
+    };
+    match m.refresh().await {
+        Ok(()) => Ok(m),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "sync jobs could not be read");
+            Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "sync jobs could not be read".into(),
+            ))
+        }
+    }
 }
 
 fn describe(m: &SyncManager, job: &SyncJob, source: Source) -> Value {
@@ -56,16 +83,18 @@ fn describe(m: &SyncManager, job: &SyncJob, source: Source) -> Value {
 }
 
 async fn list(m: Option<web::Data<SyncManager>>) -> HttpResponse {
-    let Some(m) = m.map(|m| m.into_inner()) else {
-        return unavailable();
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     let jobs: Vec<Value> = m.jobs().iter().map(|(j, s)| describe(&m, j, *s)).collect();
     HttpResponse::Ok().json(json!({ "jobs": jobs }))
 }
 
 async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResponse {
-    let Some(m) = m.map(|m| m.into_inner()) else {
-        return unavailable();
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     let job: SyncJob = match serde_json::from_slice(&body) {
         Ok(j) => j,
@@ -88,12 +117,23 @@ async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResp
         return error(StatusCode::BAD_REQUEST, "INVALID", format!("{e:#}"));
     }
     let name = job.name.clone();
-    if !m.create(job.clone()) {
-        return error(
-            StatusCode::CONFLICT,
-            "JOB_EXISTS",
-            format!("sync job {name:?} exists"),
-        );
+    match m.create(&job).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error(
+                StatusCode::CONFLICT,
+                "JOB_EXISTS",
+                format!("sync job {name:?} exists"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(job = %name, error = %format!("{e:#}"), "sync job could not be stored");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("sync job {name:?} could not be stored"),
+            );
+        }
     }
     HttpResponse::Created()
         .insert_header(("Location", format!("/v2/_signet/sync/jobs/{name}")))
@@ -101,8 +141,9 @@ async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResp
 }
 
 async fn show(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
-    let Some(m) = m.map(|m| m.into_inner()) else {
-        return unavailable();
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     match m.job(&path) {
         Some((job, source)) => HttpResponse::Ok().json(describe(&m, &job, source)),
@@ -119,8 +160,9 @@ fn unknown(name: &str) -> HttpResponse {
 }
 
 async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
-    let Some(m) = m.map(|m| m.into_inner()) else {
-        return unavailable();
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     match m.start(&path, "api").await {
         Ok(handle) => HttpResponse::Accepted()
@@ -145,8 +187,9 @@ async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> Http
 }
 
 async fn cancel(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
-    let Some(m) = m.map(|m| m.into_inner()) else {
-        return unavailable();
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
     };
     if m.job(&path).is_none() {
         return unknown(&path);
@@ -160,5 +203,32 @@ async fn cancel(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> H
             "NOT_RUNNING",
             format!("sync job {:?} has no run going", path.as_str()),
         ),
+    }
+}
+
+async fn delete(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+    let m = match manager(m).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    match m.delete(&path).await {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(DeleteError::UnknownJob) => unknown(&path),
+        Err(DeleteError::FromConfig) => error(
+            StatusCode::CONFLICT,
+            "JOB_FROM_CONFIG",
+            format!(
+                "sync job {:?} comes from the configuration file: change the file",
+                path.as_str()
+            ),
+        ),
+        Err(DeleteError::Storage(e)) => {
+            tracing::error!(job = %path.as_str(), error = %e, "sync job could not be deleted");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("sync job {:?} could not be deleted", path.as_str()),
+            )
+        }
     }
 }

@@ -31,6 +31,9 @@ pub struct SyncJob {
     pub name: String,
     /// `http://host:port` or `https://host`.
     pub upstream: String,
+    /// A PEM file of CA certificates trusted for an `https` upstream, besides the
+    /// system's roots (an internal registry with its own CA).
+    pub ca_file: String,
     /// Basic credentials; also used for the bearer-token flow when the upstream
     /// challenges with `WWW-Authenticate: Bearer` (anonymous tokens without them).
     pub username: String,
@@ -42,6 +45,10 @@ pub struct SyncJob {
     pub tags_include: Vec<String>,
     /// Tags never mirrored (whole-tag regular expressions), applied after the includes.
     pub tags_exclude: Vec<String>,
+    /// When set, of the selected tags that are semantic versions (`1.2.3`, `v1.2`,
+    /// `1.2.3-rc.1`), only the N highest are mirrored; other selected tags (`latest`,
+    /// `stable`) are unaffected: exclude them with `tags_exclude` if unwanted.
+    pub tags_latest: usize,
     /// `os/arch[/variant]`; empty means every platform.
     pub platforms: Vec<String>,
     /// Prefix of the mirrored repositories' names (`mirror` puts `library/x` at
@@ -66,11 +73,13 @@ impl std::fmt::Debug for SyncJob {
         f.debug_struct("SyncJob")
             .field("name", &shown.name)
             .field("upstream", &shown.upstream)
+            .field("ca_file", &shown.ca_file)
             .field("username", &shown.username)
             .field("password", &shown.password)
             .field("repositories", &shown.repositories)
             .field("tags_include", &shown.tags_include)
             .field("tags_exclude", &shown.tags_exclude)
+            .field("tags_latest", &shown.tags_latest)
             .field("platforms", &shown.platforms)
             .field("destination_prefix", &shown.destination_prefix)
             .field("interval_secs", &shown.interval_secs)
@@ -86,11 +95,13 @@ impl Default for SyncJob {
         Self {
             name: String::new(),
             upstream: String::new(),
+            ca_file: String::new(),
             username: String::new(),
             password: String::new(),
             repositories: Vec::new(),
             tags_include: Vec::new(),
             tags_exclude: Vec::new(),
+            tags_latest: 0,
             platforms: Vec::new(),
             destination_prefix: String::new(),
             interval_secs: 0,

@@ -2,10 +2,12 @@
 //! admin API or the schedule, watched (live progress) and cancelled through the API.
 //!
 //! Jobs come from the configuration and from `POST /v2/_signet/sync/jobs`; the latter
-//! and the run history (the current and the last run of each job) are kept in memory:
-//! they do not survive a restart. Across replicas sharing one database, a run holds
-//! the lease `sync:<job>` (renewed while it goes): another replica's run of the same
-//! job — scheduled or asked for — does not start meanwhile.
+//! are stored in the metadata database (`sync_jobs`), so they survive restarts and
+//! every replica sharing the database runs them on schedule; each replica re-reads
+//! them every tick. The run history (the current and the last run of each job) is kept
+//! in memory. Across replicas, a run holds the lease `sync:<job>` (renewed while it
+//! goes): another replica's run of the same job — scheduled or asked for — does not
+//! start meanwhile.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,6 +106,15 @@ pub enum StartError {
     Storage(String),
 }
 
+/// Why a job was not deleted.
+#[derive(Debug)]
+pub enum DeleteError {
+    UnknownJob,
+    /// Jobs of the configuration file change with the file.
+    FromConfig,
+    Storage(String),
+}
+
 /// How long a run's lease lasts without renewal (a replica that dies mid-run blocks
 /// the job this long), and how often a running replica renews it.
 const LEASE_SECS: i64 = 60;
@@ -129,7 +140,7 @@ struct Slot {
 
 pub struct SyncManager {
     state: Arc<AppState>,
-    /// Jobs created through the API (in memory).
+    /// Jobs created through the API, as last read from the database.
     created: Mutex<Vec<SyncJob>>,
     slots: Mutex<HashMap<String, Slot>>,
     next_id: AtomicU64,
@@ -172,16 +183,59 @@ impl SyncManager {
         self.jobs().into_iter().find(|(j, _)| j.name == name)
     }
 
-    /// Adds a job (in memory); false when the name is taken.
-    pub fn create(&self, job: SyncJob) -> bool {
-        let mut created = self.created.lock().expect("jobs lock");
-        if self.state.config.sync.job(&job.name).is_some()
-            || created.iter().any(|j| j.name == job.name)
-        {
-            return false;
+    /// Re-reads the jobs created through the API (by any replica). A stored job that no
+    /// longer parses (written by another version) is logged and left out.
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let stored = self.state.meta.sync_jobs().await?;
+        let jobs = stored
+            .into_iter()
+            .filter_map(|(name, config)| match serde_json::from_str::<SyncJob>(&config) {
+                Ok(job) => Some(job),
+                Err(e) => {
+                    tracing::warn!(job = %name, error = %e, "stored sync job is unreadable; skipped");
+                    None
+                }
+            })
+            .collect();
+        *self.created.lock().expect("jobs lock") = jobs;
+        Ok(())
+    }
+
+    /// Stores a job; false when the name is taken (by the configuration or the API).
+    pub async fn create(&self, job: &SyncJob) -> anyhow::Result<bool> {
+        if self.state.config.sync.job(&job.name).is_some() {
+            return Ok(false);
         }
-        created.push(job);
-        true
+        let created = self
+            .state
+            .meta
+            .sync_job_create(&job.name, &serde_json::to_string(job)?)
+            .await?;
+        self.refresh().await?;
+        Ok(created)
+    }
+
+    /// Removes a job created through the API and cancels its run here if one is going
+    /// (a run going on another replica finishes; no replica schedules the job again).
+    pub async fn delete(&self, name: &str) -> Result<(), DeleteError> {
+        if self.state.config.sync.job(name).is_some() {
+            return Err(DeleteError::FromConfig);
+        }
+        let removed = self
+            .state
+            .meta
+            .sync_job_delete(name)
+            .await
+            .map_err(|e| DeleteError::Storage(e.to_string()))?;
+        if !removed {
+            return Err(DeleteError::UnknownJob);
+        }
+        self.cancel(name);
+        self.created
+            .lock()
+            .expect("jobs lock")
+            .retain(|j| j.name != name);
+        Ok(())
     }
 
     /// The current (or last) run of `name`, and the scheduled runs it skipped.
@@ -322,6 +376,10 @@ impl SyncManager {
     /// Starts the jobs whose interval has come round; called every second by the
     /// scheduler. A job still running is skipped (and logged) until the next interval.
     pub async fn tick(self: &Arc<Self>, now: Instant) {
+        if let Err(e) = self.refresh().await {
+            // The jobs last read stay scheduled.
+            tracing::warn!(error = %format!("{e:#}"), "sync jobs could not be read");
+        }
         for (job, _) in self.jobs() {
             if job.interval_secs == 0 {
                 continue;

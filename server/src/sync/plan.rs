@@ -13,6 +13,7 @@ use super::job::SyncJob;
 pub struct Plan {
     tags_include: Vec<Regex>,
     tags_exclude: Vec<Regex>,
+    tags_latest: usize,
     platforms: Vec<PlatformFilter>,
     repo_patterns: Vec<Regex>,
     repo_names: Vec<String>,
@@ -88,6 +89,7 @@ impl Plan {
                 .iter()
                 .map(|e| whole(e))
                 .collect::<Result<_, _>>()?,
+            tags_latest: job.tags_latest,
             platforms,
             repo_patterns: patterns
                 .into_iter()
@@ -133,6 +135,32 @@ impl Plan {
             && !self.tags_exclude.iter().any(|r| r.is_match(tag))
     }
 
+    /// The tags of one upstream repository the job mirrors: those `selects_tag` takes,
+    /// then, with `tags_latest = N`, only the N highest semantic versions among them
+    /// (tags that are not versions pass through). Upstream order is kept.
+    pub fn select_tags<'t>(&self, tags: &'t [String]) -> Vec<&'t String> {
+        let selected: Vec<&String> = tags.iter().filter(|t| self.selects_tag(t)).collect();
+        if self.tags_latest == 0 {
+            return selected;
+        }
+        let mut versions: Vec<(semver::Version, &String)> = selected
+            .iter()
+            .filter_map(|t| as_version(t).map(|v| (v, *t)))
+            .collect();
+        // Highest first; equal versions spelled differently (`1.2` and `v1.2.0`) keep a
+        // stable order by name so reruns pick the same tags.
+        versions.sort_by(|(a, ta), (b, tb)| b.cmp(a).then_with(|| ta.cmp(tb)));
+        let kept: std::collections::HashSet<&String> = versions
+            .into_iter()
+            .take(self.tags_latest)
+            .map(|(_, t)| t)
+            .collect();
+        selected
+            .into_iter()
+            .filter(|t| as_version(t).is_none() || kept.contains(t))
+            .collect()
+    }
+
     /// An index child the job mirrors: every child without a platform, and with a
     /// platform filter only the platforms it lists (a filter without a variant takes
     /// every variant).
@@ -147,6 +175,29 @@ impl Plan {
                         .is_none_or(|v| p.variant.as_ref() == Some(v))
             })
     }
+}
+
+/// A tag read as a semantic version: an optional `v`, then `MAJOR[.MINOR[.PATCH]]`
+/// (missing parts are zero, as image tags such as `1.27` mean), then optional
+/// `-prerelease` and `+build` parts.
+fn as_version(tag: &str) -> Option<semver::Version> {
+    let text = tag.strip_prefix('v').unwrap_or(tag);
+    let core_end = text.find(['-', '+']).unwrap_or(text.len());
+    let (core, rest) = text.split_at(core_end);
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.is_empty()
+        || parts.len() > 3
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let mut full = parts.join(".");
+    for _ in parts.len()..3 {
+        full.push_str(".0");
+    }
+    semver::Version::parse(&format!("{full}{rest}")).ok()
 }
 
 #[cfg(test)]
@@ -198,6 +249,42 @@ mod tests {
         assert!(all.selects_tag("anything"));
         assert!(!all.selects_tag(&format!("sha256-{hex}.sig")));
         assert!(!all.selects_tag(&format!("sha256-{hex}")));
+    }
+
+    #[test]
+    fn latest_n_semantic_versions() {
+        let plan = job(|j| {
+            j.tags_latest = 2;
+            j.tags_exclude = vec!["old".into()];
+        });
+        let tags: Vec<String> = [
+            "1.9.0",
+            "v1.10.0",
+            "latest",
+            "1.10.0-rc.1",
+            "1.2",
+            "old",
+            "2",
+            "not-a.version",
+        ]
+        .map(String::from)
+        .to_vec();
+        let picked: Vec<&str> = plan
+            .select_tags(&tags)
+            .into_iter()
+            .map(|t| t.as_str())
+            .collect();
+        // 2 (= 2.0.0) and v1.10.0 are the highest; 1.10.0-rc.1 sorts below 1.10.0.
+        assert_eq!(picked, ["v1.10.0", "latest", "2", "not-a.version"]);
+        let all = job(|_| {});
+        assert_eq!(all.select_tags(&tags).len(), tags.len());
+        assert!(as_version("1.2.3.4").is_none());
+        assert!(as_version("v").is_none());
+        assert!(
+            as_version("01.2.3").is_none(),
+            "leading zeros are not semver"
+        );
+        assert_eq!(as_version("1.27").unwrap(), semver::Version::new(1, 27, 0));
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl Run<'_> {
             .iter()
             .filter_map(|t| AttachmentTag::parse(t).map(|a| (a.subject().clone(), t.clone())))
             .collect();
-        let selected: Vec<&String> = tags.iter().filter(|t| self.plan.selects_tag(t)).collect();
+        let selected = self.plan.select_tags(&tags);
         (self.progress)(&format!(
             "{upstream_repo} -> {dest}: {} of {} tags selected",
             selected.len(),

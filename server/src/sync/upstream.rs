@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
@@ -67,10 +67,34 @@ impl Upstream {
                 job.name
             );
         }
+        let ca_pem = if job.ca_file.is_empty() {
+            None
+        } else {
+            let pem = std::fs::read(&job.ca_file)
+                .with_context(|| format!("job {}: CA file {}", job.name, job.ca_file))?;
+            // Parsed here so a file without a certificate fails the job at load, not
+            // as a TLS error on every request.
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+            if certs.is_empty() {
+                bail!(
+                    "job {}: CA file {} is not PEM certificates",
+                    job.name,
+                    job.ca_file
+                );
+            }
+            Some(pem)
+        };
         let client = Client::new(ClientConfig {
             protocol,
             read_timeout: Some(std::time::Duration::from_secs(120)),
             connect_timeout: Some(std::time::Duration::from_secs(15)),
+            extra_root_certificates: ca_pem
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..Default::default()
         });
         let auth = if job.username.is_empty() {
@@ -78,9 +102,13 @@ impl Upstream {
         } else {
             RegistryAuth::Basic(job.username.clone(), job.password.clone())
         };
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
-            .build()?;
+        let mut http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120));
+        if let Some(pem) = &ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build()?;
         Ok(Self {
             client,
             http,
@@ -540,6 +568,11 @@ fn retry_after(e: &anyhow::Error) -> Option<Duration> {
 /// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
 /// anything else (404, a digest mismatch, a refused credential) is not.
 pub fn is_transient(e: &anyhow::Error) -> bool {
+    // A certificate the upstream's CA does not vouch for stays so: no retry (rustls
+    // reports it inside an I/O error that would otherwise count as transient).
+    if format!("{e:#}").contains("invalid peer certificate") {
+        return false;
+    }
     for cause in e.chain() {
         if cause.downcast_ref::<Transient>().is_some() {
             return true;

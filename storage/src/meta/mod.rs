@@ -305,6 +305,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// has it.
     async fn lease_acquire(&self, name: &str, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
     async fn lease_release(&self, name: &str, holder: &str) -> StorageResult<()>;
+
+    // Sync jobs created through the admin API, shared by every replica (jobs of the
+    // configuration file are not stored).
+
+    /// Stores a job's configuration (JSON text) under `name`; false when the name is
+    /// taken.
+    async fn sync_job_create(&self, name: &str, config: &str) -> StorageResult<bool>;
+    /// Removes a stored job; false when there was none.
+    async fn sync_job_delete(&self, name: &str) -> StorageResult<bool>;
+    /// Every stored job as (name, configuration JSON), by name.
+    async fn sync_jobs(&self) -> StorageResult<Vec<(String, String)>>;
     /// Marks and sweeps the metadata in one write transaction (rolled back for a dry
     /// run): unreachable manifests, unreferenced repository links, then unreferenced
     /// blob rows, each replaced by a tombstone (see [`MetadataStore::blob_deletions`]).

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "leases",
         include_str!("../../migrations/postgres/0002_leases.sql"),
     ),
+    (
+        5,
+        "sync jobs",
+        include_str!("../../migrations/postgres/0005_sync_jobs.sql"),
+    ),
 ];
 
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".

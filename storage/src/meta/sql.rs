@@ -982,6 +982,30 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         Ok(())
     }
 
+    async fn sync_job_create(&self, name: &str, config: &str) -> StorageResult<bool> {
+        let q = query(
+            "INSERT INTO sync_jobs (name, config, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(config)
+        .bind(now());
+        Ok(self.engine.writer().execute(q).await? > 0)
+    }
+
+    async fn sync_job_delete(&self, name: &str) -> StorageResult<bool> {
+        let q = query("DELETE FROM sync_jobs WHERE name = $1").bind(name);
+        Ok(self.engine.writer().execute(q).await? > 0)
+    }
+
+    async fn sync_jobs(&self) -> StorageResult<Vec<(String, String)>> {
+        let q = query("SELECT name, config FROM sync_jobs ORDER BY name");
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| Ok((r.text("name")?, r.text("config")?)))
+            .collect()
+    }
+
     async fn gc_release(&self, holder: &str) -> StorageResult<()> {
         let q = query("DELETE FROM gc_lease WHERE holder = $1").bind(holder);
         self.engine.writer().execute(q).await?;

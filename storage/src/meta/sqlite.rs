@@ -39,6 +39,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "leases",
         include_str!("../../migrations/sqlite/0005_leases.sql"),
     ),
+    (
+        8,
+        "sync jobs",
+        include_str!("../../migrations/sqlite/0008_sync_jobs.sql"),
+    ),
 ];
 
 /// Write transactions start with the write lock: with another process writing the same

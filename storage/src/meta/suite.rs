@@ -45,6 +45,27 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     atomic_signatures(&*db).await;
     attachment_index(&*db).await;
     tag_conditions(&*db).await;
+    sync_jobs(&*db).await;
+}
+
+async fn sync_jobs(db: &dyn MetadataStore) {
+    assert!(db.sync_jobs().await.unwrap().is_empty());
+    assert!(db.sync_job_create("b", "{\"n\":2}").await.unwrap());
+    assert!(db.sync_job_create("a", "{\"n\":1}").await.unwrap());
+    assert!(
+        !db.sync_job_create("a", "{\"n\":3}").await.unwrap(),
+        "name taken"
+    );
+    assert_eq!(
+        db.sync_jobs().await.unwrap(),
+        [
+            ("a".to_string(), "{\"n\":1}".to_string()),
+            ("b".to_string(), "{\"n\":2}".to_string())
+        ]
+    );
+    assert!(db.sync_job_delete("a").await.unwrap());
+    assert!(!db.sync_job_delete("a").await.unwrap());
+    assert_eq!(db.sync_jobs().await.unwrap().len(), 1);
 }
 
 async fn blobs(db: &dyn MetadataStore) {

@@ -1,0 +1,135 @@
+//! Sync from an `https` upstream with its own CA (`ca_file`), and the "latest N
+//! semantic versions" tag selection (`tags_latest`).
+
+use std::path::Path;
+
+use serde_json::Value;
+use signet_api_tests::oci::push_image;
+use signet_api_tests::{random_bytes, Registry};
+
+/// A CA and a server certificate for 127.0.0.1 signed by it; returns the CA PEM and
+/// writes `ca.crt`, `server.crt`, `server.key` into `dir`.
+fn make_pki(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Signet sync test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+/// Runs `signet sync run <job> --json`; exit status and the summary.
+fn sync(mirror: &Registry, job: &str) -> (bool, Value) {
+    let out = mirror
+        .cli(&["sync", "run", job, "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "summary {text:?}: {e}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), summary)
+}
+
+async fn mirror_tags(mirror: &Registry, repo: &str) -> Vec<String> {
+    let list: Value = reqwest::get(mirror.v2(&format!("{repo}/tags/list")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut tags: Vec<String> = list["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+#[tokio::test]
+async fn mirrors_the_latest_versions_from_an_https_upstream_with_its_own_ca() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca_pem = make_pki(pki.path());
+    let mut upstream = Registry::start_with_config(&format!(
+        "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+        pki.path().join("server.crt"),
+        pki.path().join("server.key"),
+    ));
+    upstream.url = format!("https://{}", upstream.host);
+    let c = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap();
+    let repo = "lib/app";
+    for tag in ["1.0.0", "1.1.0", "v2.0.0", "2.0.0-rc.1", "latest", "0.9"] {
+        push_image(&c, &upstream, repo, tag, &[&random_bytes(64)]).await;
+    }
+
+    let ca_file = pki.path().join("ca.crt");
+    let config = format!(
+        "[[sync.jobs]]\nname = \"trusted\"\nupstream = \"{url}\"\nca_file = {ca_file:?}\nrepositories = [\"{repo}\"]\ntags_latest = 2\n\n\
+         [[sync.jobs]]\nname = \"untrusted\"\nupstream = \"{url}\"\nrepositories = [\"{repo}\"]\n\n\
+         [[sync.jobs]]\nname = \"not-pem\"\nupstream = \"{url}\"\nca_file = {not_pem:?}\nrepositories = [\"{repo}\"]\n",
+        url = upstream.url,
+        not_pem = pki.path().join("server.key"),
+    );
+    let mirror = Registry::start_with_config(&config);
+
+    // Without the CA the upstream's certificate is refused, and the run says so.
+    let (ok, summary) = sync(&mirror, "untrusted");
+    assert!(!ok, "{summary}");
+    let errors = summary["errors"].to_string().to_lowercase();
+    assert!(
+        errors.contains("certificate") || errors.contains("tls") || errors.contains("issuer"),
+        "{summary}"
+    );
+    assert!(mirror_tags(&mirror, repo).await.is_empty());
+
+    // A CA file that holds no certificate stops the job before any request.
+    let out = mirror
+        .cli(&["sync", "run", "not-pem", "--json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not PEM certificates"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // With it: the two highest versions in semantic-version order (v2.0.0, then its
+    // release candidate, above 1.1.0), and `latest`, which is not a version.
+    let (ok, summary) = sync(&mirror, "trusted");
+    assert!(ok, "{summary}");
+    assert_eq!(summary["tags"], 3, "{summary}");
+    assert_eq!(
+        mirror_tags(&mirror, repo).await,
+        ["2.0.0-rc.1", "latest", "v2.0.0"]
+    );
+
+    // A newer release upstream moves the window; what was mirrored stays.
+    push_image(&c, &upstream, repo, "2.1.0", &[&random_bytes(64)]).await;
+    let (ok, summary) = sync(&mirror, "trusted");
+    assert!(ok, "{summary}");
+    assert_eq!(
+        mirror_tags(&mirror, repo).await,
+        ["2.0.0-rc.1", "2.1.0", "latest", "v2.0.0"]
+    );
+    assert_eq!(summary["tags_unchanged"], 2, "{summary}");
+}
