@@ -307,6 +307,17 @@ impl World {
             self.trusted_root
         )
     }
+
+    /// A second keyless root, for `strict/**`, that checks docker-references.
+    fn config_with_strict_root(&self) -> String {
+        format!(
+            "{}[[trust.roots]]\nname = \"strict\"\nrepositories = [\"strict/**\"]\n\
+             trusted_root = \"{}\"\nissuer = \"{ISSUER}\"\nsubject_regex = \".*@signet[.]example\"\n\
+             docker_reference = \"repository\"\n",
+            self.config("off"),
+            self.trusted_root
+        )
+    }
 }
 
 /// How a `.sig` is to be made (each field one way to tamper with it).
@@ -317,6 +328,8 @@ struct SigPlan<'a> {
     integrated_time: i64,
     /// The key that signs the SET (another key: a forged SET).
     set_signer: &'a Rekor,
+    /// The repository the payload's docker-reference names (default: the one pushed to).
+    reference: Option<&'a str>,
 }
 
 fn simple_signing_payload(r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
@@ -341,7 +354,7 @@ async fn push_keyless_sig(
     subject: &str,
     plan: &SigPlan<'_>,
 ) -> String {
-    let payload = simple_signing_payload(r, repo, plan.names);
+    let payload = simple_signing_payload(r, plan.reference.unwrap_or(repo), plan.names);
     let sig = plan.leaf.sign(&payload);
     let body = hashedrekord(&hex::encode(Sha256::digest(&payload)), &sig, plan.leaf);
     let log_index = 4242u64;
@@ -541,7 +554,7 @@ async fn image(c: &Client, r: &Registry, repo: &str) -> (Vec<u8>, String) {
 #[tokio::test]
 async fn keyless_sig_valid_and_every_tampering_named() {
     let w = World::new();
-    let r = Registry::start_with_config(&w.config("off"));
+    let r = Registry::start_with_config(&w.config_with_strict_root());
     let c = client();
     let leaf = w.fulcio.issue(IDENTITY, ISSUER);
 
@@ -552,6 +565,7 @@ async fn keyless_sig_valid_and_every_tampering_named() {
         names: &good,
         integrated_time: NOON,
         set_signer: &w.rekor,
+        reference: None,
     };
     let sig = push_keyless_sig(&c, &r, &w, "keyless/app", &good, &plan).await;
     let v = verdict(&c, &r, "keyless/app", "v1", &sig).await;
@@ -704,6 +718,49 @@ async fn keyless_sig_valid_and_every_tampering_named() {
     .await;
     let v = verdict(&c, &r, "elsewhere/app", "v1", &sig).await;
     assert_eq!(v["verdict"], "no-trust-root", "{v}");
+
+    // A root matching the identity by pattern, checking docker-references: a payload
+    // naming this repository is valid, one naming another repository is not.
+    let (_, d) = image(&c, &r, "strict/app").await;
+    let sig = push_keyless_sig(&c, &r, &w, "strict/app", &d, &SigPlan { names: &d, ..plan }).await;
+    let v = verdict(&c, &r, "strict/app", "v1", &sig).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "strict");
+    let (_, d) = image(&c, &r, "strict/moved").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "strict/moved",
+        &d,
+        &SigPlan {
+            names: &d,
+            reference: Some("strict/original"),
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "strict/moved", "v1", &sig).await,
+        "docker-reference mismatch",
+    );
+    // The same copy under the lenient root (cosign's default) stays valid.
+    let (_, d) = image(&c, &r, "keyless/moved").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/moved",
+        &d,
+        &SigPlan {
+            names: &d,
+            reference: Some("keyless/original"),
+            ..plan
+        },
+    )
+    .await;
+    let v = verdict(&c, &r, "keyless/moved", "v1", &sig).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
 
     // `signet attachments` shows the verdicts too.
     let out = r.cli(&["attachments", "keyless/app:v1"]).output().unwrap();
@@ -860,6 +917,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             names: &signed,
             integrated_time: NOON,
             set_signer: &w.rekor,
+            reference: None,
         },
     )
     .await;
@@ -906,6 +964,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             names: &d,
             integrated_time: NOON,
             set_signer: &w.rekor,
+            reference: None,
         },
     )
     .await;

@@ -137,7 +137,7 @@ async fn verify_layer(
     let bytes = read_blob(blobs, &digest).await?;
     if layer["annotations"][super::keyless::CERT_ANNOTATION].is_string() {
         return Ok(super::keyless::verify_cosign_layer(
-            roots, layer, &bytes, subject, media_type,
+            roots, layer, &bytes, repo, subject, media_type,
         ));
     }
     if media_type == SIMPLESIGNING {

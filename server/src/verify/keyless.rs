@@ -24,6 +24,7 @@ use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
 use super::cosign::{pae, SIMPLESIGNING};
+use super::reference::{self, SignatureFormat};
 use super::rekor::{self, Claim, Entry};
 use super::trust::TrustRoot;
 use super::trusted_root::TrustedRoot;
@@ -323,6 +324,7 @@ pub fn verify_cosign_layer(
     roots: &[&TrustRoot],
     layer: &Value,
     bytes: &[u8],
+    repo: &str,
     subject: &Digest,
     media_type: &str,
 ) -> Verdict {
@@ -371,10 +373,20 @@ pub fn verify_cosign_layer(
         if !verdict.is_valid() {
             return verdict;
         }
-        return match simple_signing_names(bytes, subject) {
-            Ok(()) => verdict,
-            Err(e) => Verdict::invalid(e),
-        };
+        if let Err(e) = simple_signing_names(bytes, subject) {
+            return Verdict::invalid(e);
+        }
+        // The docker-reference, as the accepting root's setting says.
+        let payload: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let root = roots
+            .iter()
+            .find(|r| verdict.root.as_deref() == Some(&r.name));
+        if let Some(root) = root {
+            if let Err(why) = reference::check(root, SignatureFormat::Cosign, &payload, repo) {
+                return Verdict::invalid(why);
+            }
+        }
+        return verdict;
     }
     // A DSSE envelope: the first signature the certificate's key made.
     let Ok(envelope) = serde_json::from_slice::<Value>(bytes) else {
