@@ -5,21 +5,26 @@
 //! Because an address names its content, replacing an object with the same address is
 //! harmless, and two writers racing on one blob both end with the same bytes.
 
-use std::io;
+use std::collections::BTreeMap;
+use std::io::{self, Seek, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, S3CopyIfNotExists};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
     GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
 };
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::{Sha256, Sha512};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use crate::digest::{Algorithm, Digest, DigestHasher};
@@ -33,6 +38,16 @@ const READ_FRAME: usize = 256 * 1024;
 const WRITE_PART: usize = 8 * 1024 * 1024;
 /// Parts a single upload may have in flight to the store at once.
 const WRITE_CONCURRENCY: usize = 4;
+/// The smallest part S3 accepts in a multipart upload, except for the last one.
+const MIN_PART: usize = 5 * 1024 * 1024;
+/// What a chunk appended to a local file is gathered into before one write: large
+/// enough that the blocking-pool round trip per write disappears next to the copy.
+const FILE_WRITE: usize = 4 * 1024 * 1024;
+/// The largest object S3 copies in one request (CopyObject); larger ones are copied in
+/// parts.
+pub const S3_MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
+/// How long an append waits for another request appending to the same session.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A staged piece of an upload: what one request body delivered.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,6 +67,8 @@ pub struct PreparedBlob {
     /// The staged object holding the bytes; `None` for the empty blob.
     source: Option<Path>,
     pub size: u64,
+    /// Already at its address (an earlier attempt moved it there).
+    placed: bool,
 }
 
 /// A blob (or part of one) ready to be streamed to a client.
@@ -107,12 +124,28 @@ impl S3Config {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
     /// The folder of a local store: staging leftovers that `object_store` does not list
-    /// (the `#n` files of multipart writes cut short by a crash) are removed through it.
+    /// (the `#n` files of multipart writes cut short by a crash) are removed through it,
+    /// and chunked uploads append to one file in it.
     local_root: Option<PathBuf>,
+    /// The same store's multipart API (S3, memory): a chunked upload is one multipart
+    /// upload whose id lives in the session row, so any replica continues it.
+    multipart: Option<Arc<dyn MultipartStore>>,
+    /// Objects larger than this are moved by a copy in parts, not one server-side copy.
+    max_single_copy: u64,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("store", &self.store)
+            .field("local_root", &self.local_root)
+            .field("multipart", &self.multipart.is_some())
+            .finish()
+    }
 }
 
 impl BlobStore {
@@ -128,7 +161,10 @@ impl BlobStore {
 
     /// Blobs in memory: for tests.
     pub fn memory() -> Self {
-        Self::new(Arc::new(InMemory::new()))
+        let memory = Arc::new(InMemory::new());
+        let mut store = Self::new(memory.clone());
+        store.multipart = Some(memory);
+        store
     }
 
     /// Blobs in an S3-compatible bucket. Nothing is contacted yet: a wrong endpoint or
@@ -156,18 +192,38 @@ impl BlobStore {
         }
         let s3 = builder.build()?;
         let prefix = config.prefix.trim_matches('/');
-        Ok(if prefix.is_empty() {
-            Self::new(Arc::new(s3))
+        let mut store = if prefix.is_empty() {
+            let s3 = Arc::new(s3);
+            let mut store = Self::new(s3.clone());
+            store.multipart = Some(s3);
+            store
         } else {
-            Self::new(Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)))
-        })
+            let s3 = Arc::new(object_store::prefix::PrefixStore::new(s3, prefix));
+            let mut store = Self::new(s3.clone());
+            store.multipart = Some(s3);
+            store
+        };
+        store.max_single_copy = S3_MAX_COPY;
+        Ok(store)
     }
 
+    /// Blobs in any object store. Chunked uploads keep one staged object per request
+    /// body there (no append, no multipart API is assumed).
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
         Self {
             store,
             local_root: None,
+            multipart: None,
+            max_single_copy: u64::MAX,
         }
+    }
+
+    /// Lowers the size above which objects are copied in parts instead of by one
+    /// server-side copy (S3 refuses a CopyObject over 5 GiB): lets tests take that path
+    /// with small blobs.
+    pub fn with_max_single_copy(mut self, bytes: u64) -> Self {
+        self.max_single_copy = bytes;
+        self
     }
 
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
@@ -342,6 +398,7 @@ impl BlobStore {
                     digest: expected.clone(),
                     source: None,
                     size: 0,
+                    placed: false,
                 })
             }
             [only] if expected.algorithm() == Algorithm::Sha256 => {
@@ -353,6 +410,7 @@ impl BlobStore {
                     digest: expected.clone(),
                     source: Some(Path::from(only.key.as_str())),
                     size: only.size,
+                    placed: false,
                 })
             }
             _ => {
@@ -385,6 +443,7 @@ impl BlobStore {
                     digest: expected.clone(),
                     source: Some(assembled),
                     size,
+                    placed: false,
                 })
             }
         }
@@ -392,16 +451,33 @@ impl BlobStore {
 
     /// Moves prepared bytes to their content address (the staged object is consumed).
     pub async fn place(&self, prepared: &PreparedBlob) -> StorageResult<()> {
+        if prepared.placed {
+            return Ok(());
+        }
         let target = Self::blob_path(&prepared.digest);
         match &prepared.source {
             None => {
                 self.store.put(&target, PutPayload::new()).await?;
             }
-            Some(source) => {
-                self.store.rename(source, &target).await?;
-            }
+            Some(source) => self.move_object(source, &target, prepared.size).await?,
         }
         Ok(())
+    }
+
+    /// Renames `from` to `to`. On S3 a rename is a server-side copy, which one request
+    /// can only do up to 5 GiB: larger objects are streamed into a multipart upload.
+    async fn move_object(&self, from: &Path, to: &Path, size: u64) -> StorageResult<()> {
+        if size <= self.max_single_copy {
+            self.store.rename(from, to).await?;
+            return Ok(());
+        }
+        let source = read_whole(self.store.as_ref(), from).await?;
+        let (_, outcome) = self.write_stream(to, source, |_| {}).await;
+        outcome?;
+        match self.store.delete(from).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Removes one staged part that will not be used.
@@ -455,6 +531,685 @@ impl BlobStore {
         let _ = self.discard_session(&session).await;
         result
     }
+}
+
+/// How an upload session's bytes are staged; kept in the session row beside the hash
+/// state, so whichever process receives the next request continues where the last one
+/// stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Staging {
+    /// One staged object per request body, listed in the session's parts (stores with
+    /// neither append nor a multipart API, and sessions opened before the others existed).
+    #[default]
+    Parts,
+    /// One local file, `uploads/<session>/data`, appended to by each request under an
+    /// exclusive lock. Bytes past the session's size belong to a request that did not
+    /// complete; the next one cuts them off.
+    File,
+    /// A multipart upload to `uploads/<session>/data`, opened with the first full part.
+    /// `etags` are its parts in order (`uploaded` bytes); the rest, shorter than a part
+    /// may be, waits in the `tail` object for the next request or the final one.
+    Multipart {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        upload_id: Option<String>,
+        #[serde(default)]
+        etags: Vec<String>,
+        #[serde(default)]
+        uploaded: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<String>,
+    },
+}
+
+/// What an upload session carries besides its size: where its bytes are, and the state
+/// of each running hash over them (by algorithm name), so that the final request
+/// verifies the digest without reading the bytes again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UploadProgress {
+    pub staging: Staging,
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
+}
+
+/// The exclusive lock on a session's local staged file, held from before the session
+/// row is read until after it records the append (or the blob is placed). The kernel
+/// drops it with the process, so a crash never leaves a session locked.
+pub struct FileLock {
+    file: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// The outcome of appending one request body to a session's staging.
+#[derive(Debug)]
+pub struct Appended {
+    /// Bytes the body held.
+    pub added: u64,
+    /// The session's progress with them: to be recorded with the new size in one update.
+    pub progress: UploadProgress,
+    /// A staged object this append replaced (the previous tail): removable once the row
+    /// records `progress`.
+    superseded: Option<Path>,
+    /// A staged object this append made (the new tail): removable if the row never
+    /// records `progress`.
+    provisional: Option<Path>,
+}
+
+impl BlobStore {
+    fn staged_data(session: &str) -> Path {
+        Path::from(format!("uploads/{session}/data"))
+    }
+
+    /// Where a new upload session stages its bytes, with fresh hashes of `algorithms`.
+    pub fn new_progress(&self, algorithms: &[Algorithm]) -> UploadProgress {
+        let staging = if self.local_root.is_some() {
+            Staging::File
+        } else if self.multipart.is_some() {
+            Staging::Multipart {
+                upload_id: None,
+                etags: Vec::new(),
+                uploaded: 0,
+                tail: None,
+            }
+        } else {
+            return UploadProgress::default();
+        };
+        let hashes = algorithms
+            .iter()
+            .map(|a| (a.name().to_string(), save_hasher(&DigestHasher::new(*a))))
+            .collect();
+        UploadProgress { staging, hashes }
+    }
+
+    /// Takes the exclusive lock on a session's staged file (creating it), waiting a while
+    /// for a request that holds it. `None` when the session does not stage to a file.
+    pub async fn lock_staged_file(
+        &self,
+        session: &str,
+        progress: &UploadProgress,
+    ) -> StorageResult<Option<FileLock>> {
+        if progress.staging != Staging::File {
+            return Ok(None);
+        }
+        let path = self.local_data_file(session)?;
+        let file = tokio::task::spawn_blocking(move || -> StorageResult<_> {
+            std::fs::create_dir_all(path.parent().expect("a session folder"))?;
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let deadline = std::time::Instant::now() + LOCK_WAIT;
+            loop {
+                use nix::fcntl::{Flock, FlockArg};
+                match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(locked) => return Ok(locked),
+                    Err((back, nix::errno::Errno::EWOULDBLOCK)) => {
+                        if std::time::Instant::now() > deadline {
+                            return Err(StorageError::Conflict(
+                                "another request is appending to this upload".into(),
+                            ));
+                        }
+                        file = back;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err((_, errno)) => return Err(io::Error::from(errno).into()),
+                }
+            }
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(Some(FileLock { file: Some(file) }))
+    }
+
+    fn local_data_file(&self, session: &str) -> StorageResult<PathBuf> {
+        let root = self.local_root.as_ref().ok_or_else(|| {
+            StorageError::Corrupt("a file-staged upload on a remote store".into())
+        })?;
+        if session.is_empty() || session.contains(['/', '\\', '.']) {
+            return Err(StorageError::Corrupt(format!("upload id {session:?}")));
+        }
+        Ok(root.join("uploads").join(session).join("data"))
+    }
+
+    /// Appends one request body to a session that holds `size` bytes, hashing it into
+    /// the session's running hashes. Nothing the session row records is changed: the
+    /// caller records [`Appended::progress`] with the new size, then calls
+    /// [`BlobStore::settle`]. `lock` is the session's [`FileLock`] for file staging.
+    pub async fn append_staged<S, E>(
+        &self,
+        session: &str,
+        size: u64,
+        progress: &UploadProgress,
+        lock: Option<&mut FileLock>,
+        body: S,
+    ) -> StorageResult<Appended>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let hashers = load_hashers(&progress.hashes)?;
+        match &progress.staging {
+            Staging::File => {
+                let lock = lock.ok_or_else(|| {
+                    StorageError::Corrupt("appending to a staged file without its lock".into())
+                })?;
+                let (added, hashers) = append_file(lock, size, hashers, body).await?;
+                Ok(Appended {
+                    added,
+                    progress: UploadProgress {
+                        staging: Staging::File,
+                        hashes: save_hashers(&hashers),
+                    },
+                    superseded: None,
+                    provisional: None,
+                })
+            }
+            Staging::Multipart { .. } => {
+                self.append_multipart(session, progress, hashers, body)
+                    .await
+            }
+            Staging::Parts => Err(StorageError::Corrupt(
+                "a part-staged upload has no running state".into(),
+            )),
+        }
+    }
+
+    /// Removes what an append left that is no longer needed: the replaced tail when the
+    /// session row recorded the append, its own new tail when it did not.
+    pub async fn settle(&self, appended: &Appended, recorded: bool) {
+        let garbage = if recorded {
+            &appended.superseded
+        } else {
+            &appended.provisional
+        };
+        if let Some(path) = garbage {
+            if let Err(e) = self.store.delete(path).await {
+                tracing::debug!(%path, error = %e, "could not remove a staged tail");
+            }
+        }
+    }
+
+    async fn append_multipart<S, E>(
+        &self,
+        session: &str,
+        progress: &UploadProgress,
+        mut hashers: Vec<DigestHasher>,
+        mut body: S,
+    ) -> StorageResult<Appended>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let Staging::Multipart {
+            upload_id,
+            etags,
+            uploaded,
+            tail,
+        } = &progress.staging
+        else {
+            unreachable!("called for multipart staging only");
+        };
+        let multipart = self
+            .multipart
+            .clone()
+            .ok_or_else(|| StorageError::Corrupt("a multipart upload on a plain store".into()))?;
+        let key = Self::staged_data(session);
+        let (mut upload_id, mut etags, mut uploaded) =
+            (upload_id.clone(), etags.clone(), *uploaded);
+        let mut buffer = BytesMut::new();
+        let mut added = 0u64;
+        let mut in_flight: std::collections::VecDeque<JoinHandle<object_store::Result<PartId>>> =
+            Default::default();
+        let mut tail_read = false;
+        let outcome: StorageResult<()> = async {
+            while let Some(frame) = body.next().await {
+                let frame = frame.map_err(|e| StorageError::BodyRead(e.to_string()))?;
+                if frame.is_empty() {
+                    continue;
+                }
+                if !tail_read {
+                    // The previous tail goes first; its bytes are already in the hashes.
+                    tail_read = true;
+                    if let Some(tail) = tail {
+                        let bytes = self
+                            .store
+                            .get(&Path::from(tail.as_str()))
+                            .await?
+                            .bytes()
+                            .await?;
+                        buffer.extend_from_slice(&bytes);
+                    }
+                }
+                for h in &mut hashers {
+                    h.update(&frame);
+                }
+                added += frame.len() as u64;
+                buffer.extend_from_slice(&frame);
+                while buffer.len() >= WRITE_PART {
+                    let part = buffer.split_to(WRITE_PART).freeze();
+                    self.send_part(
+                        &multipart,
+                        &key,
+                        &mut upload_id,
+                        &mut etags,
+                        &mut uploaded,
+                        &mut in_flight,
+                        part,
+                    )
+                    .await?;
+                }
+            }
+            if buffer.len() >= MIN_PART {
+                let part = buffer.split().freeze();
+                self.send_part(
+                    &multipart,
+                    &key,
+                    &mut upload_id,
+                    &mut etags,
+                    &mut uploaded,
+                    &mut in_flight,
+                    part,
+                )
+                .await?;
+            }
+            while let Some(job) = in_flight.pop_front() {
+                etags.push(job.await.map_err(join_error)??.content_id);
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            // Parts sent are not in any recorded list: the next append overwrites them,
+            // and completing the upload names only recorded parts.
+            for job in in_flight {
+                job.abort();
+            }
+            return Err(e);
+        }
+        if added == 0 {
+            return Ok(Appended {
+                added,
+                progress: progress.clone(),
+                superseded: None,
+                provisional: None,
+            });
+        }
+        let new_tail = if buffer.is_empty() {
+            None
+        } else {
+            let path = Path::from(format!(
+                "uploads/{session}/tail-{uploaded}-{:016x}",
+                rand::random::<u64>()
+            ));
+            self.store
+                .put(&path, PutPayload::from_bytes(buffer.freeze()))
+                .await?;
+            Some(path)
+        };
+        Ok(Appended {
+            added,
+            progress: UploadProgress {
+                staging: Staging::Multipart {
+                    upload_id,
+                    etags,
+                    uploaded,
+                    tail: new_tail.as_ref().map(|p| p.to_string()),
+                },
+                hashes: save_hashers(&hashers),
+            },
+            superseded: tail.as_ref().map(|t| Path::from(t.as_str())),
+            provisional: new_tail,
+        })
+    }
+
+    /// Sends one part of a session's multipart upload (opening the upload with its first
+    /// part), keeping at most [`WRITE_CONCURRENCY`] in flight.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_part(
+        &self,
+        multipart: &Arc<dyn MultipartStore>,
+        key: &Path,
+        upload_id: &mut Option<String>,
+        etags: &mut Vec<String>,
+        uploaded: &mut u64,
+        in_flight: &mut std::collections::VecDeque<JoinHandle<object_store::Result<PartId>>>,
+        part: Bytes,
+    ) -> StorageResult<()> {
+        let id = match upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = multipart.create_multipart(key).await?;
+                *upload_id = Some(id.clone());
+                id
+            }
+        };
+        while in_flight.len() >= WRITE_CONCURRENCY {
+            let job = in_flight.pop_front().expect("a part in flight");
+            etags.push(job.await.map_err(join_error)??.content_id);
+        }
+        let index = etags.len() + in_flight.len();
+        *uploaded += part.len() as u64;
+        let (multipart, key) = (multipart.clone(), key.clone());
+        in_flight.push_back(tokio::spawn(async move {
+            multipart
+                .put_part(&key, &id, index, PutPayload::from_bytes(part))
+                .await
+        }));
+        Ok(())
+    }
+
+    /// Verifies a session's `size` staged bytes against `expected`, by its running hash
+    /// when it kept one for that algorithm (reading them again otherwise), and leaves
+    /// them as one staged object for [`BlobStore::place`]: the local file as it is, the
+    /// multipart upload completed with its tail as the last part. On a mismatch nothing
+    /// is placed. A session whose bytes an earlier attempt already moved to `expected`
+    /// (and that failed later) is found there.
+    pub async fn prepare_staged(
+        &self,
+        session: &str,
+        size: u64,
+        progress: &UploadProgress,
+        lock: Option<&mut FileLock>,
+        expected: &Digest,
+    ) -> StorageResult<PreparedBlob> {
+        let running = match progress.hashes.get(expected.algorithm().name()) {
+            Some(state) => Some(load_hasher(expected.algorithm(), state)?.finish()),
+            None => None,
+        };
+        if let Some(actual) = &running {
+            check(expected, actual.clone())?;
+        }
+        let staged = match &progress.staging {
+            Staging::Parts => {
+                return Err(StorageError::Corrupt(
+                    "a part-staged upload has no running state".into(),
+                ))
+            }
+            _ if size == 0 => None,
+            Staging::File => {
+                let lock = lock.ok_or_else(|| {
+                    StorageError::Corrupt("finishing a staged file without its lock".into())
+                })?;
+                let file = lock
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| StorageError::Corrupt("staged file lock lost".into()))?;
+                let length = file.metadata()?.len();
+                if length > size {
+                    // A request that did not complete wrote past the session's end.
+                    file.set_len(size)?;
+                } else if length < size {
+                    return self.already_placed(expected, size, running.is_some()).await;
+                }
+                Some(Self::staged_data(session))
+            }
+            Staging::Multipart {
+                upload_id,
+                etags,
+                tail,
+                ..
+            } => match upload_id {
+                None => Some(Path::from(tail.as_deref().ok_or_else(|| {
+                    StorageError::Corrupt("upload bytes without a tail".into())
+                })?)),
+                Some(id) => {
+                    let key = Self::staged_data(session);
+                    match self.store.head(&key).await {
+                        // An earlier final request completed the upload, then failed.
+                        Ok(meta) if meta.size == size => {}
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                            let completed = self
+                                .complete_multipart(&key, id, etags, tail.as_deref())
+                                .await;
+                            if let Err(e) = completed {
+                                // Maybe an earlier final request got further.
+                                return match self
+                                    .already_placed(expected, size, running.is_some())
+                                    .await
+                                {
+                                    Ok(placed) => Ok(placed),
+                                    Err(_) => Err(e),
+                                };
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    Some(key)
+                }
+            },
+        };
+        if running.is_none() {
+            // No running hash for this algorithm: read the bytes once to verify them.
+            let mut hasher = DigestHasher::new(expected.algorithm());
+            if let Some(path) = &staged {
+                let mut stream = read_whole(self.store.as_ref(), path).await?;
+                while let Some(frame) = stream.next().await {
+                    hasher.update(&frame?);
+                }
+            }
+            check(expected, hasher.finish())?;
+        }
+        Ok(PreparedBlob {
+            digest: expected.clone(),
+            source: staged,
+            size,
+            placed: false,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &Path,
+        id: &str,
+        etags: &[String],
+        tail: Option<&str>,
+    ) -> StorageResult<()> {
+        let multipart = self
+            .multipart
+            .clone()
+            .ok_or_else(|| StorageError::Corrupt("a multipart upload on a plain store".into()))?;
+        let id = id.to_string();
+        let mut parts: Vec<PartId> = etags
+            .iter()
+            .map(|e| PartId {
+                content_id: e.clone(),
+            })
+            .collect();
+        if let Some(tail) = tail {
+            // The tail becomes the last part, which may be of any size.
+            let bytes = self.store.get(&Path::from(tail)).await?.bytes().await?;
+            let part = multipart
+                .put_part(key, &id, parts.len(), PutPayload::from_bytes(bytes))
+                .await?;
+            parts.push(part);
+        }
+        multipart.complete_multipart(key, &id, parts).await?;
+        Ok(())
+    }
+
+    /// Gives up a session's multipart upload, if it opened one and did not complete it,
+    /// so the store frees its parts (objects under the session's prefix are removed by
+    /// [`BlobStore::discard_session`]).
+    pub async fn abort_staged(&self, session: &str, progress: &UploadProgress) {
+        let (
+            Some(multipart),
+            Staging::Multipart {
+                upload_id: Some(id),
+                ..
+            },
+        ) = (&self.multipart, &progress.staging)
+        else {
+            return;
+        };
+        // Completed uploads answer with an error: nothing is left to free then.
+        if let Err(e) = multipart
+            .abort_multipart(&Self::staged_data(session), &id.clone())
+            .await
+        {
+            tracing::debug!(upload = %session, error = %e, "multipart upload not aborted");
+        }
+    }
+
+    /// The staged bytes are gone: an earlier final request verified and moved them to
+    /// `expected`, then failed (linking, say). They count only if they are there with the
+    /// session's size and the running hash vouched for them.
+    async fn already_placed(
+        &self,
+        expected: &Digest,
+        size: u64,
+        verified: bool,
+    ) -> StorageResult<PreparedBlob> {
+        if verified && self.size(expected).await? == Some(size) {
+            return Ok(PreparedBlob {
+                digest: expected.clone(),
+                source: None,
+                size,
+                placed: true,
+            });
+        }
+        Err(StorageError::Corrupt(format!(
+            "the staged bytes of an upload of {size} bytes are missing"
+        )))
+    }
+}
+
+/// Appends `body` to the locked file at offset `size` (cutting off whatever a request
+/// that did not complete wrote past it). Frames are gathered into [`FILE_WRITE`] buffers;
+/// each is hashed and written on a blocking thread while the next one arrives.
+async fn append_file<S, E>(
+    lock: &mut FileLock,
+    size: u64,
+    hashers: Vec<DigestHasher>,
+    mut body: S,
+) -> StorageResult<(u64, Vec<DigestHasher>)>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Held = (nix::fcntl::Flock<std::fs::File>, Vec<DigestHasher>);
+    let mut file = lock
+        .file
+        .take()
+        .ok_or_else(|| StorageError::Corrupt("staged file lock lost".into()))?;
+    let positioned: Held = tokio::task::spawn_blocking(move || -> io::Result<Held> {
+        let length = file.metadata()?.len();
+        if length < size {
+            return Err(io::Error::other(format!(
+                "the staged file holds {length} bytes, the session {size}"
+            )));
+        }
+        if length > size {
+            file.set_len(size)?;
+        }
+        file.seek(io::SeekFrom::Start(size))?;
+        Ok((file, hashers))
+    })
+    .await
+    .map_err(join_error)??;
+    let mut idle: Option<Held> = Some(positioned);
+    let mut writing: Option<JoinHandle<io::Result<Held>>> = None;
+    let mut buffer = BytesMut::new();
+    let mut added = 0u64;
+    let outcome: StorageResult<()> = async {
+        loop {
+            let frame = body.next().await;
+            let done = frame.is_none();
+            if let Some(frame) = frame {
+                let frame = frame.map_err(|e| StorageError::BodyRead(e.to_string()))?;
+                added += frame.len() as u64;
+                buffer.extend_from_slice(&frame);
+            }
+            if buffer.len() >= FILE_WRITE || (done && !buffer.is_empty()) {
+                let (mut file, mut hashers) = match writing.take() {
+                    Some(job) => job.await.map_err(join_error)??,
+                    None => idle.take().expect("the file is idle or being written"),
+                };
+                let chunk = buffer.split().freeze();
+                buffer.reserve(FILE_WRITE);
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    for h in &mut hashers {
+                        h.update(&chunk);
+                    }
+                    file.write_all(&chunk)?;
+                    Ok((file, hashers))
+                }));
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    // Wait for the last write either way, so the lock goes back to its holder.
+    let held = match writing.take() {
+        Some(job) => job.await.map_err(join_error)?,
+        None => Ok(idle.take().expect("the file is idle")),
+    };
+    outcome?;
+    let (file, hashers) = held?;
+    lock.file = Some(file);
+    Ok((added, hashers))
+}
+
+fn join_error(e: tokio::task::JoinError) -> StorageError {
+    StorageError::Io(io::Error::other(e))
+}
+
+/// A running hash as text for the session row (`SerializableState`, hex).
+fn save_hasher(h: &DigestHasher) -> String {
+    match h {
+        DigestHasher::Sha256(h) => hex::encode(h.serialize()),
+        DigestHasher::Sha512(h) => hex::encode(h.serialize()),
+    }
+}
+
+fn load_hasher(algorithm: Algorithm, state: &str) -> StorageResult<DigestHasher> {
+    let corrupt = || StorageError::Corrupt(format!("{} hash state of an upload", algorithm.name()));
+    let bytes = hex::decode(state).map_err(|_| corrupt())?;
+    Ok(match algorithm {
+        Algorithm::Sha256 => {
+            let state =
+                SerializedState::<Sha256>::try_from(bytes.as_slice()).map_err(|_| corrupt())?;
+            DigestHasher::Sha256(Sha256::deserialize(&state).map_err(|_| corrupt())?)
+        }
+        Algorithm::Sha512 => {
+            let state =
+                SerializedState::<Sha512>::try_from(bytes.as_slice()).map_err(|_| corrupt())?;
+            DigestHasher::Sha512(Sha512::deserialize(&state).map_err(|_| corrupt())?)
+        }
+    })
+}
+
+fn load_hashers(hashes: &BTreeMap<String, String>) -> StorageResult<Vec<DigestHasher>> {
+    hashes
+        .iter()
+        .map(|(name, state)| {
+            let algorithm = match name.as_str() {
+                "sha256" => Algorithm::Sha256,
+                "sha512" => Algorithm::Sha512,
+                other => {
+                    return Err(StorageError::Corrupt(format!(
+                        "hash {other:?} of an upload"
+                    )))
+                }
+            };
+            load_hasher(algorithm, state)
+        })
+        .collect()
+}
+
+fn save_hashers(hashers: &[DigestHasher]) -> BTreeMap<String, String> {
+    hashers
+        .iter()
+        .map(|h| {
+            let name = match h {
+                DigestHasher::Sha256(_) => Algorithm::Sha256.name(),
+                DigestHasher::Sha512(_) => Algorithm::Sha512.name(),
+            };
+            (name.to_string(), save_hasher(h))
+        })
+        .collect()
 }
 
 fn check(expected: &Digest, actual: Digest) -> StorageResult<()> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::blobs::BlobStore;
-use crate::digest::Digest;
+use crate::blobs::{BlobStore, FileLock, PreparedBlob, Staging, UploadProgress};
+use crate::digest::{Algorithm, Digest};
 use crate::error::{StorageError, StorageResult};
 use crate::meta::{now, MetadataStore, UploadSession};
 use crate::names::RepoName;
@@ -17,6 +17,11 @@ use crate::names::RepoName;
 /// (GC holds a tombstone only while it deletes one object).
 const PIN_ATTEMPTS: u32 = 50;
 const PIN_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+/// The lease one request holds on a session staged in a multipart upload while it
+/// appends or finishes (renewed while it streams), and how long a second request waits
+/// for it. A replica that dies holding it blocks the session for at most this long.
+const LEASE_TTL_SECS: i64 = 30;
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(35);
 
 #[derive(Clone)]
 pub struct Uploads {
@@ -29,14 +34,26 @@ impl Uploads {
         Self { blobs, meta }
     }
 
-    /// Opens a new, empty session in `repo`.
+    /// Opens a new, empty session in `repo`, hashing with sha256 as bytes arrive.
     pub async fn start(&self, repo: &RepoName) -> StorageResult<UploadSession> {
+        self.start_with(repo, &[Algorithm::Sha256]).await
+    }
+
+    /// Opens a new, empty session in `repo` that keeps running hashes of `algorithms`
+    /// (a final digest of another algorithm is verified by reading the bytes again).
+    pub async fn start_with(
+        &self,
+        repo: &RepoName,
+        algorithms: &[Algorithm],
+    ) -> StorageResult<UploadSession> {
         let at = now();
+        let progress = self.blobs.new_progress(algorithms);
         let session = UploadSession {
             id: uuid::Uuid::new_v4().to_string(),
             repo: repo.clone(),
             size: 0,
             parts: Vec::new(),
+            progress: (progress.staging != Staging::Parts).then_some(progress),
             created_at: at,
             updated_at: at,
         };
@@ -61,6 +78,9 @@ impl Uploads {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        if let Some(progress) = running(session) {
+            return self.append_running(session, progress, start, body).await;
+        }
         if let Some(start) = start {
             if start != session.size {
                 return Err(StorageError::OutOfOrder {
@@ -103,16 +123,189 @@ impl Uploads {
         }
     }
 
+    /// Appends to a session that keeps its running state: under the session's exclusive
+    /// lock, from the size its row says (read again under the lock), then records the
+    /// new size with the new state in one update. Bytes staged by a request whose update
+    /// never happened are not counted, and the next append overwrites them.
+    async fn append_running<S, E>(
+        &self,
+        session: &UploadSession,
+        progress: &UploadProgress,
+        start: Option<u64>,
+        body: S,
+    ) -> StorageResult<UploadSession>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut held = self.exclusive(session, progress, start).await?;
+        let outcome = async {
+            let current = self
+                .meta
+                .get_upload(&session.id)
+                .await?
+                .ok_or(StorageError::NotFound)?;
+            if let Some(start) = start {
+                if start != current.size {
+                    return Err(StorageError::OutOfOrder {
+                        start,
+                        size: current.size,
+                    });
+                }
+            }
+            let progress = running(&current)
+                .ok_or_else(|| StorageError::Corrupt("upload lost its running state".into()))?;
+            let appended = self
+                .blobs
+                .append_staged(
+                    &current.id,
+                    current.size,
+                    progress,
+                    held.file.as_mut(),
+                    body,
+                )
+                .await?;
+            if appended.added == 0 {
+                return Ok(current);
+            }
+            let recorded = self
+                .meta
+                .advance_upload(
+                    &current.id,
+                    current.size,
+                    current.size + appended.added,
+                    &appended.progress,
+                )
+                .await;
+            self.blobs.settle(&appended, recorded.is_ok()).await;
+            match recorded {
+                Err(StorageError::Conflict(_)) => Err(StorageError::OutOfOrder {
+                    start: current.size,
+                    size: self.current_size(&current.id).await?,
+                }),
+                other => other,
+            }
+        }
+        .await;
+        self.release(held).await;
+        outcome
+    }
+
+    async fn current_size(&self, id: &str) -> StorageResult<u64> {
+        Ok(self.meta.get_upload(id).await?.map_or(0, |s| s.size))
+    }
+
     /// Verifies everything received against `digest`, stores the blob in the repository
     /// and closes the session. A mismatch closes the session too, storing nothing.
     pub async fn finish(&self, session: &UploadSession, digest: &Digest) -> StorageResult<u64> {
-        let outcome = self
-            .commit_and_link(&session.id, &session.parts, &session.repo, digest)
-            .await;
+        let outcome = match running(session) {
+            None => {
+                self.commit_and_link(&session.id, &session.parts, &session.repo, digest)
+                    .await
+            }
+            Some(progress) => {
+                let mut held = self.exclusive(session, progress, None).await?;
+                let mut latest = session.clone();
+                let outcome = async {
+                    latest = self
+                        .meta
+                        .get_upload(&session.id)
+                        .await?
+                        .ok_or(StorageError::NotFound)?;
+                    let progress = running(&latest).ok_or_else(|| {
+                        StorageError::Corrupt("upload lost its running state".into())
+                    })?;
+                    let prepared = self
+                        .blobs
+                        .prepare_staged(
+                            &latest.id,
+                            latest.size,
+                            progress,
+                            held.file.as_mut(),
+                            digest,
+                        )
+                        .await?;
+                    self.pin_place_link(&prepared, &latest.repo, digest).await
+                }
+                .await;
+                if !matches!(outcome, Err(ref e) if is_transient(e)) {
+                    // Closed while still holding the lock: no append slips in between.
+                    let closed = self.close(&latest).await;
+                    self.release(held).await;
+                    closed?;
+                    return outcome;
+                }
+                self.release(held).await;
+                return outcome;
+            }
+        };
         if !matches!(outcome, Err(ref e) if is_transient(e)) {
             self.close(session).await?;
         }
         outcome
+    }
+
+    /// Takes a session's exclusive lock: the flock on its staged file, or a lease in the
+    /// metadata store for a multipart upload (which any replica may continue). A request
+    /// that cannot get it in time is told where the session ends, as for any chunk that
+    /// does not follow on.
+    async fn exclusive(
+        &self,
+        session: &UploadSession,
+        progress: &UploadProgress,
+        start: Option<u64>,
+    ) -> StorageResult<Held> {
+        let busy = |size| StorageError::OutOfOrder {
+            start: start.unwrap_or(size),
+            size,
+        };
+        if progress.staging == Staging::File {
+            return match self.blobs.lock_staged_file(&session.id, progress).await {
+                Ok(file) => Ok(Held { file, lease: None }),
+                Err(StorageError::Conflict(_)) => Err(busy(self.current_size(&session.id).await?)),
+                Err(e) => Err(e),
+            };
+        }
+        let name = format!("upload:{}", session.id);
+        let holder = uuid::Uuid::new_v4().to_string();
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        while !self
+            .meta
+            .lease_acquire(&name, &holder, LEASE_TTL_SECS)
+            .await?
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(busy(self.current_size(&session.id).await?));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Renewed while the request streams; a lapse only lets a waiting request in early.
+        let renewer = {
+            let (meta, name, holder) = (self.meta.clone(), name.clone(), holder.clone());
+            tokio::spawn(async move {
+                let every = std::time::Duration::from_secs(LEASE_TTL_SECS as u64 / 3);
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(e) = meta.lease_acquire(&name, &holder, LEASE_TTL_SECS).await {
+                        tracing::warn!(lease = %name, error = %e, "could not renew an upload lease");
+                    }
+                }
+            })
+        };
+        Ok(Held {
+            file: None,
+            lease: Some((name, holder, renewer)),
+        })
+    }
+
+    async fn release(&self, held: Held) {
+        if let Some((name, holder, renewer)) = held.lease {
+            renewer.abort();
+            if let Err(e) = self.meta.lease_release(&name, &holder).await {
+                tracing::warn!(lease = %name, error = %e, "could not release an upload lease");
+            }
+        }
+        drop(held.file);
     }
 
     /// Stores `body` as the blob `digest` of `repo` in one go (a monolithic upload).
@@ -155,6 +348,16 @@ impl Uploads {
         digest: &Digest,
     ) -> StorageResult<u64> {
         let prepared = self.blobs.prepare(session, parts, digest).await?;
+        self.pin_place_link(&prepared, repo, digest).await
+    }
+
+    /// Steps 2 to 4 of [`Uploads::commit_and_link`] for verified, staged bytes.
+    async fn pin_place_link(
+        &self,
+        prepared: &PreparedBlob,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> StorageResult<u64> {
         let token = uuid::Uuid::new_v4().to_string();
         let mut attempt = 0;
         loop {
@@ -168,7 +371,7 @@ impl Uploads {
             }
         }
         let linked = async {
-            self.blobs.place(&prepared).await?;
+            self.blobs.place(prepared).await?;
             self.meta.link_blob(repo, digest, prepared.size).await
         }
         .await;
@@ -186,6 +389,9 @@ impl Uploads {
 
     async fn close(&self, session: &UploadSession) -> StorageResult<()> {
         self.meta.delete_upload(&session.id).await?;
+        if let Some(progress) = &session.progress {
+            self.blobs.abort_staged(&session.id, progress).await;
+        }
         self.blobs.discard_session(&session.id).await
     }
 
@@ -198,6 +404,20 @@ impl Uploads {
         }
         Ok(idle.len())
     }
+}
+
+/// What a session holds while one request appends to it or finishes it.
+struct Held {
+    file: Option<FileLock>,
+    lease: Option<(String, String, tokio::task::JoinHandle<()>)>,
+}
+
+/// The running state of a session that keeps one (`None` for part-staged sessions).
+fn running(session: &UploadSession) -> Option<&UploadProgress> {
+    session
+        .progress
+        .as_ref()
+        .filter(|p| p.staging != Staging::Parts)
 }
 
 /// Failures of the store itself (not of the client's bytes): the session is kept so the

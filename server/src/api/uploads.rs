@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use signet_storage::meta::UploadSession;
 use signet_storage::range::parse_chunk_range;
-use signet_storage::{Digest, RepoName, StorageError};
+use signet_storage::{Algorithm, Digest, RepoName, StorageError};
 
 use super::{parse_digest, repo_name, upload_range, DIGEST_HEADER, UPLOAD_UUID_HEADER};
 use crate::error::{ApiError, ApiResult};
@@ -78,8 +78,24 @@ async fn start_upload(
         tracing::info!(repository = %repo, %digest, size, "blob pushed");
         return Ok(blob_created(&repo, &digest));
     }
-    let session = state.uploads.start(&repo).await?;
+    let session = state
+        .uploads
+        .start_with(&repo, &session_algorithms(query.get("digest-algorithm"))?)
+        .await?;
     Ok(session_accepted(&state, &session))
+}
+
+/// The hashes a new session keeps running: sha256 (the default digest), and the one the
+/// client announces with `digest-algorithm` so its final digest needs no second read.
+fn session_algorithms(announced: Option<&String>) -> ApiResult<Vec<Algorithm>> {
+    match announced.map(String::as_str) {
+        None | Some("sha256") => Ok(vec![Algorithm::Sha256]),
+        Some("sha512") => Ok(vec![Algorithm::Sha256, Algorithm::Sha512]),
+        Some(other) => Err(ApiError::Unsupported(format!(
+            "digest algorithm {:?} is not supported (sha256 and sha512 are)",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
 }
 
 /// Links a blob another repository holds into `repo`. With `from`, only that

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::blobs::StagedPart;
+use crate::blobs::{StagedPart, UploadProgress};
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
 use crate::names::{Reference, RepoName, Tag};
@@ -127,6 +127,9 @@ pub struct UploadSession {
     /// Bytes received so far (the sum of the parts' sizes).
     pub size: u64,
     pub parts: Vec<StagedPart>,
+    /// Where the bytes are staged and the running hashes over them; `None` for a
+    /// session opened before sessions kept them (its parts are read again at the end).
+    pub progress: Option<UploadProgress>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -281,6 +284,16 @@ pub trait MetadataStore: Send + Sync + 'static {
         id: &str,
         expected_size: u64,
         part: &StagedPart,
+    ) -> StorageResult<UploadSession>;
+    /// Records an append to a session that still has `expected_size` bytes: its new
+    /// size and progress in one update, so the running hashes always cover exactly the
+    /// bytes counted. [`StorageError::Conflict`] when another request moved it first.
+    async fn advance_upload(
+        &self,
+        id: &str,
+        expected_size: u64,
+        size: u64,
+        progress: &UploadProgress,
     ) -> StorageResult<UploadSession>;
     async fn delete_upload(&self, id: &str) -> StorageResult<bool>;
     /// Sessions not touched since `cutoff` (unix seconds).

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0002_leases.sql"),
     ),
     (
+        4,
+        "upload progress",
+        include_str!("../../migrations/postgres/0004_upload_progress.sql"),
+    ),
+    (
         5,
         "sync jobs",
         include_str!("../../migrations/postgres/0005_sync_jobs.sql"),

@@ -22,7 +22,7 @@ use super::{
     UploadSession,
 };
 use crate::attachments::AttachmentSource;
-use crate::blobs::StagedPart;
+use crate::blobs::{StagedPart, UploadProgress};
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
 use crate::names::{Reference, RepoName, Tag};
@@ -333,6 +333,11 @@ fn upload_from_row(row: &impl RowExt) -> StorageResult<UploadSession> {
         size: row.i64("committed_size")? as u64,
         parts: serde_json::from_str(&row.text("parts")?)
             .map_err(|e| StorageError::Corrupt(format!("upload parts: {e}")))?,
+        progress: row
+            .opt_text("progress")?
+            .map(|p| serde_json::from_str(&p))
+            .transpose()
+            .map_err(|e| StorageError::Corrupt(format!("upload progress: {e}")))?,
         created_at: row.i64("created_at")?,
         updated_at: row.i64("updated_at")?,
     })
@@ -836,12 +841,13 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
 
     async fn create_upload(&self, s: &UploadSession) -> StorageResult<()> {
         let q = query(
-            "INSERT INTO uploads (id, repository, committed_size, parts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO uploads (id, repository, committed_size, parts, progress, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(s.id.as_str())
         .bind(s.repo.as_str())
         .bind(s.size as i64)
         .bind(to_json(&s.parts)?)
+        .bind(s.progress.as_ref().map(to_json).transpose()?)
         .bind(s.created_at)
         .bind(s.updated_at);
         self.engine.writer().execute(q).await?;
@@ -889,6 +895,35 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         .await?;
         tx.commit().await?;
         Ok(session)
+    }
+
+    async fn advance_upload(
+        &self,
+        id: &str,
+        expected_size: u64,
+        size: u64,
+        progress: &UploadProgress,
+    ) -> StorageResult<UploadSession> {
+        let at = now();
+        let q = query(
+            "UPDATE uploads SET committed_size = $1, progress = $2, updated_at = $3
+             WHERE id = $4 AND committed_size = $5 RETURNING *",
+        )
+        .bind(size as i64)
+        .bind(to_json(progress)?)
+        .bind(at)
+        .bind(id)
+        .bind(expected_size as i64);
+        if let Some(row) = self.engine.writer().first(q).await? {
+            return upload_from_row(&row);
+        }
+        Err(match self.get_upload(id).await? {
+            None => StorageError::NotFound,
+            Some(s) => StorageError::Conflict(format!(
+                "upload {id} is at {} bytes, not {expected_size}",
+                s.size
+            )),
+        })
     }
 
     async fn delete_upload(&self, id: &str) -> StorageResult<bool> {

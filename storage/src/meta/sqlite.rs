@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_leases.sql"),
     ),
     (
+        7,
+        "upload progress",
+        include_str!("../../migrations/sqlite/0007_upload_progress.sql"),
+    ),
+    (
         8,
         "sync jobs",
         include_str!("../../migrations/sqlite/0008_sync_jobs.sql"),

@@ -283,6 +283,7 @@ async fn uploads(db: &dyn MetadataStore) {
         repo: repo("suite/uploads"),
         size: 0,
         parts: vec![],
+        progress: None,
         created_at: 100,
         updated_at: 100,
     };
@@ -309,6 +310,48 @@ async fn uploads(db: &dyn MetadataStore) {
     assert!(db.uploads_idle_since(0).await.unwrap().is_empty());
     assert!(db.delete_upload(&session.id).await.unwrap());
     assert!(db.get_upload(&session.id).await.unwrap().is_none());
+    upload_progress(db).await;
+}
+
+/// A session's size and progress move together, only from the size the writer saw.
+async fn upload_progress(db: &dyn MetadataStore) {
+    use crate::blobs::{Staging, UploadProgress};
+    let progress = |etags: &[&str], hash: &str| UploadProgress {
+        staging: Staging::Multipart {
+            upload_id: Some("mp-1".into()),
+            etags: etags.iter().map(|e| e.to_string()).collect(),
+            uploaded: 8,
+            tail: Some("uploads/suite-upload-2/tail-8-1".into()),
+        },
+        hashes: [("sha256".to_string(), hash.to_string())].into(),
+    };
+    let session = UploadSession {
+        id: "suite-upload-2".into(),
+        repo: repo("suite/uploads"),
+        size: 0,
+        parts: vec![],
+        progress: Some(UploadProgress::default()),
+        created_at: 100,
+        updated_at: 100,
+    };
+    db.create_upload(&session).await.unwrap();
+    assert_eq!(db.get_upload(&session.id).await.unwrap().unwrap(), session);
+    let first = progress(&["e1"], "aa");
+    let after = db.advance_upload(&session.id, 0, 10, &first).await.unwrap();
+    assert_eq!((after.size, after.progress.as_ref()), (10, Some(&first)));
+    assert_eq!(db.get_upload(&session.id).await.unwrap().unwrap(), after);
+    // A writer that saw the old size changes nothing.
+    assert!(matches!(
+        db.advance_upload(&session.id, 0, 20, &progress(&["x"], "bb"))
+            .await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert_eq!(db.get_upload(&session.id).await.unwrap().unwrap(), after);
+    assert!(matches!(
+        db.advance_upload("suite-missing", 0, 1, &first).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(db.delete_upload(&session.id).await.unwrap());
 }
 
 async fn atomic_signatures(db: &dyn MetadataStore) {
