@@ -2,9 +2,13 @@
 //! progress on stderr, a summary (or JSON) on stdout.
 
 use std::fmt::Write;
+use std::io::{IsTerminal, Write as _};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::state::AppState;
-use crate::sync::{run_job, SyncJob, SyncReport};
+use crate::sync::runner::{run_controlled, Control};
+use crate::sync::{SyncJob, SyncReport};
 
 /// Runs the job named `job`; the summary, or an error naming the failed items.
 pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<String> {
@@ -28,8 +32,32 @@ pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<Stri
             }
         },
     };
-    let progress = |line: &str| eprintln!("sync {job}: {line}");
-    let report = run_job(state, &config, &progress).await?;
+    let control = Control::default();
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| ProgressBar::new(job));
+    let progress = |line: &str| match &bar {
+        Some(bar) => bar.line(line),
+        None => eprintln!("sync {job}: {line}"),
+    };
+    let report = match &bar {
+        Some(bar) => {
+            let run = run_controlled(state, &config, &progress, &control);
+            tokio::pin!(run);
+            let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    report = &mut run => break report,
+                    _ = ticker.tick() => bar.draw(&control.snapshot()),
+                }
+            }
+        }
+        None => run_controlled(state, &config, &progress, &control).await,
+    };
+    if let Some(bar) = &bar {
+        bar.clear();
+    }
+    let report = report?;
     let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
@@ -82,4 +110,68 @@ pub fn render(r: &SyncReport) -> String {
         let _ = writeln!(out, "  error: {e}");
     }
     out
+}
+
+/// The live status line of `signet sync run` on a terminal: items done of those known,
+/// bytes copied, the rate, retries and errors; progress lines scroll above it.
+struct ProgressBar {
+    job: String,
+    started: Instant,
+    /// The status last drawn, redrawn under each progress line.
+    shown: Mutex<String>,
+}
+
+impl ProgressBar {
+    const WIDTH: usize = 24;
+
+    fn new(job: &str) -> ProgressBar {
+        ProgressBar {
+            job: job.to_string(),
+            started: Instant::now(),
+            shown: Mutex::default(),
+        }
+    }
+
+    fn status(&self, r: &SyncReport) -> String {
+        let filled = if r.items_total == 0 {
+            0
+        } else {
+            (r.items_done.min(r.items_total) as usize * Self::WIDTH) / r.items_total as usize
+        };
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "[{}{}] {}/{} items  {:.1} MiB  {:.1} MiB/s  {} retried  {} error(s)",
+            "#".repeat(filled),
+            "-".repeat(Self::WIDTH - filled),
+            r.items_done,
+            r.items_total,
+            r.bytes_copied as f64 / 1048576.0,
+            r.bytes_copied as f64 / 1048576.0 / secs,
+            r.retries,
+            r.errors.len(),
+        )
+    }
+
+    fn draw(&self, r: &SyncReport) {
+        let status = self.status(r);
+        let mut shown = self.shown.lock().expect("bar lock");
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{status}");
+        let _ = err.flush();
+        *shown = status;
+    }
+
+    /// A progress line above the status line.
+    fn line(&self, line: &str) {
+        let shown = self.shown.lock().expect("bar lock");
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2Ksync {}: {line}\n{shown}", self.job);
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K");
+        let _ = err.flush();
+    }
 }
