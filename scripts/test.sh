@@ -29,6 +29,9 @@ cargo nextest run --workspace --no-fail-fast
 step "benchmark harness, smoke mode (the full run is python3 bench/bench.py)"
 python3 bench/bench.py --smoke --debug
 
+step "sync benchmark harness, smoke mode (the full run is python3 bench/sync_bench.py)"
+python3 bench/sync_bench.py --smoke --debug --no-build
+
 step "conformance: Signet"
 conformance/run-against-signet.sh
 
