@@ -62,6 +62,9 @@ pub struct SyncJob {
     /// per request, with exponential backoff from `retry_base_ms` (capped at 10 s).
     pub retries: u32,
     pub retry_base_ms: u64,
+    /// Verify on ingest even where the destination's trust policy is not `enforce`:
+    /// a tag moves only when the mirrored manifest passes the policy's rules.
+    pub verify: bool,
 }
 
 impl std::fmt::Debug for SyncJob {
@@ -86,6 +89,7 @@ impl std::fmt::Debug for SyncJob {
             .field("concurrency", &shown.concurrency)
             .field("retries", &shown.retries)
             .field("retry_base_ms", &shown.retry_base_ms)
+            .field("verify", &shown.verify)
             .finish()
     }
 }
@@ -108,6 +112,7 @@ impl Default for SyncJob {
             concurrency: 4,
             retries: 5,
             retry_base_ms: 200,
+            verify: false,
         }
     }
 }
@@ -136,6 +141,10 @@ pub struct SyncReport {
     pub attachments: u64,
     pub atomic_signatures_copied: u64,
     pub atomic_signatures_present: u64,
+    /// Tags moved after their manifest passed verification on ingest.
+    pub tags_verified: u64,
+    /// Tags not moved because their manifest failed verification (see `errors`).
+    pub tags_refused: u64,
     /// Items (selected tags) finished, failed ones included, and known so far (the
     /// total grows as repositories are listed).
     pub items_done: u64,

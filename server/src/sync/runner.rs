@@ -8,6 +8,11 @@
 //! repository is skipped, one held by another repository is linked without a download.
 //! Each item that fails is reported and the run goes on.
 //!
+//! Verified on the way in: when the trust policy of a destination repository is
+//! `enforce` (or the job says `verify = true`), a tag moves only after the manifest and
+//! its attachments are stored and the policy's evaluation passes on them; otherwise
+//! the item fails with what is missing and the tag stays where it was.
+//!
 //! An index whose platforms are filtered is stored byte-exact, with the mirrored
 //! children as its only child edges: `put_manifest` checks (and GC and coverage follow)
 //! exactly those, and a pull of a filtered-out platform answers `MANIFEST_UNKNOWN`.
@@ -113,6 +118,7 @@ async fn run_inner(
         started,
         signatures: false,
         progress,
+        verify: job.verify,
     };
     let mut run = run;
     run.signatures = match run.upstream.supports_signatures().await {
@@ -163,6 +169,8 @@ struct Run<'a> {
     /// Upstream advertises the signatures extension.
     signatures: bool,
     progress: &'a Progress<'a>,
+    /// The job's `verify`: verify on ingest whatever the destination's policy.
+    verify: bool,
 }
 
 /// One repository being mirrored.
@@ -280,7 +288,13 @@ impl Run<'_> {
         if local.as_ref() == Some(&digest) {
             self.count(|r| r.tags_unchanged += 1);
         }
-        let mirrored = self.manifest(repo, &digest, Some(&tag), 0).await?;
+        let held = self.verifies_on_ingest(&repo.dest);
+        let mirrored = self
+            .manifest(repo, &digest, (!held).then_some(&tag), 0)
+            .await?;
+        if held && local.as_ref() != Some(&digest) {
+            self.publish_verified(repo, &tag, &digest).await?;
+        }
         (self.progress)(&format!(
             "{}:{tag} {digest}{}",
             repo.dest,
@@ -290,6 +304,74 @@ impl Run<'_> {
                 " up to date"
             }
         ));
+        Ok(())
+    }
+
+    /// Tags of `dest` move only once their manifest passes the policy.
+    fn verifies_on_ingest(&self, dest: &RepoName) -> bool {
+        self.verify
+            || self.state.verifier.trust.policy_for(dest.as_str())
+                == crate::verify::PolicyMode::Enforce
+    }
+
+    /// Moves `tag` onto `digest`, already stored with its attachments, when the
+    /// policy's evaluation passes; fails the item with what is missing otherwise.
+    async fn publish_verified(
+        &self,
+        repo: &Repo,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> anyhow::Result<()> {
+        let reference = Reference::Digest(digest.clone());
+        let evaluation = crate::verify::policy::evaluate(self.state, &repo.dest, &reference)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("manifest {digest} is gone"))?;
+        if !evaluation.passes {
+            self.count(|r| r.tags_refused += 1);
+            anyhow::bail!(
+                "not published ({}:{tag} stays as it was): {digest} fails verification: {}",
+                repo.dest,
+                evaluation.missing.join("; ")
+            );
+        }
+        let stored = self
+            .state
+            .meta
+            .get_manifest(&repo.dest, &reference)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("manifest {digest} is gone"))?;
+        let parsed = parse_manifest(&stored.content, Some(&stored.media_type))
+            .map_err(|e| anyhow::anyhow!("manifest {digest}: {e}"))?;
+        // The same child edges `manifest` stored: the selected platforms.
+        let mut children: Vec<Digest> = parsed
+            .children
+            .iter()
+            .filter(|c| self.plan.selects_platform(c.platform.as_ref()))
+            .map(|c| c.digest.clone())
+            .collect();
+        children.sort();
+        children.dedup();
+        let put = ManifestPut {
+            repo: repo.dest.clone(),
+            manifest: ManifestRecord {
+                digest: digest.clone(),
+                media_type: parsed.media_type.clone(),
+                artifact_type: parsed.effective_artifact_type(),
+                subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+                annotations: parsed.annotations.clone(),
+                content: stored.content,
+            },
+            blobs: parsed.required_blobs(),
+            children,
+            tag: Some(tag.clone()),
+            condition: None,
+        };
+        self.state
+            .meta
+            .put_manifest(&put)
+            .await
+            .with_context(|| format!("moving {}:{tag} to {digest}", repo.dest))?;
+        self.count(|r| r.tags_verified += 1);
         Ok(())
     }
 

@@ -1,0 +1,254 @@
+//! Verify on ingest: a mirror whose trust policy enforces signatures on the destination
+//! repositories (or whose job says `verify = true`) moves a mirrored tag only when the
+//! manifest's signatures, mirrored in the same run, verify. Two real Signet processes:
+//! the upstream, and the mirror running `signet sync run`.
+
+use std::process::Output;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use signet_api_tests::oci::{get, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::{client, sha256, Registry};
+use sigstore::crypto::{SigStoreSigner, SigningScheme};
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+fn signer() -> (SigStoreSigner, String) {
+    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .expect("generate a key pair");
+    let public = signer
+        .to_sigstore_keypair()
+        .unwrap()
+        .public_key_to_pem()
+        .unwrap();
+    (signer, public)
+}
+
+/// `cosign sign --key` by hand: the `.sig` of `subject` with one simple-signing layer
+/// over a payload naming `named` as the signed digest.
+async fn sign(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    subject: &str,
+    named: &str,
+    key: &SigStoreSigner,
+) {
+    let payload = serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
+            "image": {"docker-manifest-digest": named},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let sig = B64.encode(key.sign(&payload).unwrap());
+    let layer = push_blob(c, r, repo, &payload).await;
+    let config = serde_json::to_vec(&json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }))
+    .unwrap();
+    push_blob(c, r, repo, &config).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
+                    "annotations": {SIG_ANNOTATION: sig}}],
+    }))
+    .unwrap();
+    let tag = format!("{}.sig", subject.replace(':', "-"));
+    put_manifest(c, r, repo, &tag, OCI_MANIFEST, &manifest).await;
+}
+
+/// `signet sync run <job> --json` on the mirror; the summary and whether it succeeded.
+fn sync(mirror: &Registry, job: &str) -> (Value, bool) {
+    let out: Output = mirror
+        .cli(&["sync", "run", job, "--json"])
+        .output()
+        .expect("run signet sync");
+    let summary = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "summary {:?}: {e}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (summary, out.status.success())
+}
+
+fn n(summary: &Value, field: &str) -> u64 {
+    summary[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in {summary}"))
+}
+
+fn errors(summary: &Value) -> Vec<String> {
+    summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The digest a tag of the mirror names (HEAD, which the policy always answers).
+async fn tag_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> Option<String> {
+    let resp = c
+        .head(r.v2(&format!("{repo}/manifests/{tag}")))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    match resp.status() {
+        StatusCode::OK => Some(
+            resp.headers()["Docker-Content-Digest"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
+        StatusCode::NOT_FOUND => None,
+        other => panic!("HEAD {repo}:{tag}: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_verified_tags_are_published_and_the_report_says_why() {
+    let (release, release_pub) = signer();
+    let (stranger, _) = signer();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("release.pub");
+    std::fs::write(&key_file, release_pub).unwrap();
+
+    let upstream = Registry::start();
+    let c = client();
+    let good = sha256(&push_image(&c, &upstream, "apps/good", "v1", &[b"good"]).await);
+    sign(&c, &upstream, "apps/good", &good, &good, &release).await;
+    let bad = sha256(&push_image(&c, &upstream, "apps/bad", "v1", &[b"bad"]).await);
+    sign(&c, &upstream, "apps/bad", &bad, &bad, &stranger).await;
+    let unsigned = sha256(&push_image(&c, &upstream, "apps/unsigned", "v1", &[b"plain"]).await);
+    // Signed by the trusted key, but over another image's digest.
+    let copied = sha256(&push_image(&c, &upstream, "apps/copied", "v1", &[b"copied"]).await);
+    sign(&c, &upstream, "apps/copied", &copied, &good, &release).await;
+
+    let mirror = Registry::start_with_config(&format!(
+        r#"
+[trust]
+[[trust.roots]]
+name = "release"
+public_key = "{key}"
+repositories = ["mirror/**"]
+policy = "enforce"
+[[trust.roots]]
+name = "release-relaxed"
+public_key = "{key}"
+repositories = ["plain/**"]
+
+[[sync.jobs]]
+name = "enforced"
+upstream = "{up}"
+repositories = ["apps/good", "apps/bad", "apps/unsigned", "apps/copied"]
+destination_prefix = "mirror"
+
+[[sync.jobs]]
+name = "unchecked"
+upstream = "{up}"
+repositories = ["apps/unsigned"]
+destination_prefix = "plain"
+
+[[sync.jobs]]
+name = "checked"
+upstream = "{up}"
+repositories = ["apps/unsigned"]
+destination_prefix = "plain-checked"
+verify = true
+"#,
+        key = key_file.display(),
+        up = upstream.url,
+    ));
+
+    let (summary, ok) = sync(&mirror, "enforced");
+    assert!(!ok, "refused items make the run fail: {summary}");
+    assert_eq!(n(&summary, "tags_verified"), 1, "{summary}");
+    assert_eq!(n(&summary, "tags_refused"), 3, "{summary}");
+    let errs = errors(&summary);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    let about = |repo: &str| {
+        errs.iter()
+            .find(|e| e.contains(repo))
+            .unwrap_or_else(|| panic!("no error about {repo}: {errs:?}"))
+            .clone()
+    };
+    assert!(about("apps/bad").contains("not published"), "{errs:?}");
+    assert!(about("apps/bad").contains("bad signature"), "{errs:?}");
+    assert!(about("apps/unsigned").contains("no signature"), "{errs:?}");
+    assert!(about("apps/copied").contains("digest mismatch"), "{errs:?}");
+
+    // The verified tag is published and pulls under enforce; the others have no tag,
+    // though their manifests and signatures were mirrored (for a later verification).
+    assert_eq!(
+        tag_digest(&c, &mirror, "mirror/apps/good", "v1").await,
+        Some(good.clone())
+    );
+    let (status, _) = get(&c, &mirror.v2("mirror/apps/good/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK);
+    for repo in [
+        "mirror/apps/bad",
+        "mirror/apps/unsigned",
+        "mirror/apps/copied",
+    ] {
+        assert_eq!(tag_digest(&c, &mirror, repo, "v1").await, None, "{repo}");
+    }
+    let sig_tag = format!("{}.sig", bad.replace(':', "-"));
+    assert!(tag_digest(&c, &mirror, "mirror/apps/bad", &sig_tag)
+        .await
+        .is_some());
+
+    // Upstream signs the bad image properly: the rerun publishes it.
+    sign(&c, &upstream, "apps/bad", &bad, &bad, &release).await;
+    let (summary, _) = sync(&mirror, "enforced");
+    assert_eq!(n(&summary, "tags_verified"), 1, "{summary}");
+    assert_eq!(n(&summary, "tags_refused"), 2, "{summary}");
+    assert_eq!(
+        tag_digest(&c, &mirror, "mirror/apps/bad", "v1").await,
+        Some(bad.clone())
+    );
+
+    // Upstream moves good:v1 to an unsigned image: the mirror's tag does not move.
+    let moved = sha256(&push_image(&c, &upstream, "apps/good", "v1", &[b"unsigned now"]).await);
+    let (summary, _) = sync(&mirror, "enforced");
+    assert!(
+        errors(&summary)
+            .iter()
+            .any(|e| e.contains("apps/good") && e.contains(&moved)),
+        "{summary}"
+    );
+    assert_eq!(
+        tag_digest(&c, &mirror, "mirror/apps/good", "v1").await,
+        Some(good.clone())
+    );
+
+    // No enforce on the destination and no `verify`: published as is.
+    let (summary, ok) = sync(&mirror, "unchecked");
+    assert!(ok, "{summary}");
+    assert_eq!(n(&summary, "tags_verified"), 0);
+    assert_eq!(
+        tag_digest(&c, &mirror, "plain/apps/unsigned", "v1").await,
+        Some(unsigned.clone())
+    );
+    // `verify = true` checks even there (no root covers plain-checked/**).
+    let (summary, ok) = sync(&mirror, "checked");
+    assert!(!ok, "{summary}");
+    assert_eq!(n(&summary, "tags_refused"), 1, "{summary}");
+    assert!(errors(&summary)[0].contains("no signature"), "{summary}");
+    assert_eq!(
+        tag_digest(&c, &mirror, "plain-checked/apps/unsigned", "v1").await,
+        None
+    );
+}
