@@ -1024,10 +1024,10 @@ fn trust_check_describes_keyless_roots_and_names_a_bad_trusted_root() {
         "{stdout}"
     );
 
-    // A trusted root whose Rekor key does not match its log ID: refused, file named.
+    // A trusted root whose Rekor key is not a key: refused, file and entry named.
     let bad = dir.path().join("broken_root.json");
     let mut root: Value = serde_json::from_slice(&std::fs::read(&w.trusted_root).unwrap()).unwrap();
-    root["tlogs"][0]["logId"]["keyId"] = json!(B64.encode([7u8; 32]));
+    root["tlogs"][0]["publicKey"]["rawBytes"] = json!(B64.encode(b"not a key"));
     std::fs::write(&bad, serde_json::to_vec(&root).unwrap()).unwrap();
     std::fs::write(
         &config,
@@ -1039,7 +1039,7 @@ fn trust_check_describes_keyless_roots_and_names_a_bad_trusted_root() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("broken_root.json"), "{stderr}");
-    assert!(stderr.contains("logId.keyId"), "{stderr}");
+    assert!(stderr.contains("tlogs[0]: publicKey"), "{stderr}");
 
     // Not JSON at all; and the server refuses to start with it.
     std::fs::write(&bad, b"not json").unwrap();

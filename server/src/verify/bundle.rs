@@ -285,3 +285,128 @@ fn tlog_entry(v: &Value) -> Result<Entry, String> {
         proof,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real bundles from the public-good Sigstore instance (Fulcio, Rekor), verified
+    //! offline against its trusted root: production certificates, SETs, inclusion
+    //! proofs in a sharded log and checkpoints, not only the ones our tests make.
+
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::verify::trust::{Trust, TrustConfig, TrustRootConfig};
+    use crate::verify::VerdictKind;
+
+    const GITHUB: &str = "https://token.actions.githubusercontent.com";
+    const KUBEWARDEN: &str = "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0";
+    const KUBEWARDEN_IMAGE: &str =
+        "sha256:c811d58de79c92f03214e63aa339484e488d694ae8a6283b5f3f17a9faf50172";
+    const SIGSTORE_JS: &str =
+        "https://github.com/sigstore/sigstore-js/.github/workflows/release.yml@refs/heads/main";
+    const NPM_TARBALL: &str = "sha512:849a897e81bf7b8a8541a6ae40bd3473a27a16b1cb0462ad905bd6dc96d34881053a12eb4a375233f81677fc9439f628fe0b0445e8535c60b5559597fbd5f80e";
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../api-tests/tests/fixtures/keyless")
+            .join(name)
+    }
+
+    fn bundle(name: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(fixture(name)).unwrap()).unwrap()
+    }
+
+    fn trust(subject: &str) -> Trust {
+        Trust::load(&TrustConfig {
+            roots: vec![TrustRootConfig {
+                name: "public-good".into(),
+                trusted_root: fixture("public_good_trusted_root.json"),
+                issuer: GITHUB.into(),
+                subject: subject.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn verdict(trust: &Trust, bundle: &Value, subject: &str) -> Verdict {
+        let roots: Vec<&TrustRoot> = trust.roots.iter().collect();
+        verify_bundle(&roots, bundle, &subject.parse().unwrap(), None)
+    }
+
+    #[test]
+    fn cosign_v3_image_signature_from_the_public_good_instance() {
+        let b = bundle("kubewarden_controller_v1.34.0.sigstore.json");
+        let v = verdict(&trust(KUBEWARDEN), &b, KUBEWARDEN_IMAGE);
+        assert_eq!(v.verdict, VerdictKind::Valid, "{v:?}");
+        assert_eq!(
+            v.predicate_type.as_deref(),
+            Some("https://sigstore.dev/cosign/sign/v1")
+        );
+        // Another image: the statement does not name it.
+        let other = format!("sha256:{}", "0".repeat(64));
+        let v = verdict(&trust(KUBEWARDEN), &b, &other);
+        assert!(v.summary().contains("digest mismatch"), "{v:?}");
+        // Another workflow of the same issuer.
+        let v = verdict(&trust(SIGSTORE_JS), &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("identity mismatch"), "{v:?}");
+    }
+
+    #[test]
+    fn npm_provenance_from_the_public_good_instance() {
+        let b = bundle("npm_sigstore_5.0.0.sigstore.json");
+        let v = verdict(&trust(SIGSTORE_JS), &b, NPM_TARBALL);
+        assert_eq!(v.verdict, VerdictKind::Valid, "{v:?}");
+        assert_eq!(
+            v.predicate_type.as_deref(),
+            Some("https://slsa.dev/provenance/v1")
+        );
+    }
+
+    #[test]
+    fn tampered_public_good_evidence() {
+        let good = bundle("kubewarden_controller_v1.34.0.sigstore.json");
+        let t = trust(KUBEWARDEN);
+        let entry = "/verificationMaterial/tlogEntries/0";
+
+        // One audit path hash changed.
+        let mut b = good.clone();
+        let h = b
+            .pointer_mut(&format!("{entry}/inclusionProof/hashes/3"))
+            .unwrap();
+        let mut bytes = B64.decode(h.as_str().unwrap()).unwrap();
+        bytes[0] ^= 1;
+        *h = Value::String(B64.encode(bytes));
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("inclusion proof"), "{v:?}");
+
+        // The proof moved one leaf over.
+        let mut b = good.clone();
+        let i = b
+            .pointer_mut(&format!("{entry}/inclusionProof/logIndex"))
+            .unwrap();
+        let next = i.as_str().unwrap().parse::<u64>().unwrap() + 1;
+        *i = Value::String(next.to_string());
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("inclusion proof"), "{v:?}");
+
+        // The integration time moved (the SET no longer verifies).
+        let mut b = good.clone();
+        let t0 = b.pointer_mut(&format!("{entry}/integratedTime")).unwrap();
+        let later = t0.as_str().unwrap().parse::<i64>().unwrap() + 1;
+        *t0 = Value::String(later.to_string());
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("bad signed entry timestamp"), "{v:?}");
+
+        // Another DSSE payload under the same signature.
+        let mut b = good.clone();
+        let p = b.pointer_mut("/dsseEnvelope/payload").unwrap();
+        let mut statement: Value =
+            serde_json::from_slice(&B64.decode(p.as_str().unwrap()).unwrap()).unwrap();
+        statement["predicate"] = serde_json::json!({"edited": true});
+        *p = Value::String(B64.encode(serde_json::to_vec(&statement).unwrap()));
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("bad signature"), "{v:?}");
+    }
+}

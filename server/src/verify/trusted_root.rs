@@ -10,7 +10,6 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use sigstore::crypto::CosignVerificationKey;
 use x509_cert::der::Decode as _;
 use x509_cert::Certificate;
@@ -112,7 +111,7 @@ impl ValidFor {
 /// One transparency log (Rekor) and its key.
 pub struct TransparencyLog {
     pub base_url: String,
-    /// SHA-256 of the DER public key: Rekor's log ID.
+    /// The log ID entries name (for Rekor v1, the SHA-256 of the DER public key).
     pub log_id: [u8; 32],
     pub key: CosignVerificationKey,
     pub valid_for: ValidFor,
@@ -254,16 +253,16 @@ fn log(raw: RawLog, at: &str) -> anyhow::Result<TransparencyLog> {
         .map_err(|_| anyhow::anyhow!("{at}: publicKey.rawBytes is not base64"))?;
     let key = CosignVerificationKey::try_from_der(&der)
         .map_err(|e| anyhow::anyhow!("{at}: publicKey is not a supported public key: {e}"))?;
-    let computed: [u8; 32] = Sha256::digest(&der).into();
-    let declared = B64
+    // Rekor v1 log IDs are the SHA-256 of the DER key; newer logs derive theirs
+    // otherwise, so the declared ID is what entries are matched by.
+    let log_id: [u8; 32] = B64
         .decode(&raw.log_id.key_id)
-        .map_err(|_| anyhow::anyhow!("{at}: logId.keyId is not base64"))?;
-    if declared != computed {
-        anyhow::bail!("{at}: logId.keyId is not the SHA-256 of its public key");
-    }
+        .ok()
+        .and_then(|id| id.try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("{at}: logId.keyId is not 32 base64 bytes"))?;
     Ok(TransparencyLog {
         base_url: raw.base_url,
-        log_id: computed,
+        log_id,
         key,
         valid_for: ValidFor::from_raw(raw.public_key.valid_for),
     })
