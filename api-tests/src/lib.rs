@@ -14,6 +14,7 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 pub mod docker;
+pub mod gpg;
 pub mod oci;
 pub mod proxy;
 

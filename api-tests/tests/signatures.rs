@@ -7,96 +7,24 @@ use std::process::Command;
 use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use signet_api_tests::gpg::{
+    accept_anything_policy, oci_layout, signed_by_policy, skopeo_pull, GpgKey,
+};
 use signet_api_tests::oci::{error_code, get, push_image};
 use signet_api_tests::{client, require_tool, run, Registry};
 
 /// A throwaway GPG home with one key; returns (home, fingerprint).
 fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    require_tool("gpg");
-    let home = dir.join(format!("gnupg-{name}"));
-    std::fs::create_dir_all(&home).unwrap();
-    run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-        .arg(format!("{name} <{name}@example.com>"))
-        .args(["default", "default", "never"]));
-    let listing = run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--list-keys", "--with-colons"]));
-    let fingerprint = listing
-        .lines()
-        .find(|l| l.starts_with("fpr:"))
-        .and_then(|l| l.split(':').nth(9))
-        .expect("fingerprint")
-        .to_string();
-    (home, fingerprint)
+    let key = GpgKey::generate(dir, name);
+    (key.home, key.fingerprint)
 }
 
 fn export_key(home: &Path, fingerprint: &str, to: &Path) {
-    let armored =
-        run(Command::new("gpg")
-            .env("GNUPGHOME", home)
-            .args(["--armor", "--export", fingerprint]));
-    std::fs::write(to, armored).unwrap();
-}
-
-/// An OCI layout holding one small image tagged `v1`, built with umoci.
-fn oci_layout(dir: &Path) -> PathBuf {
-    require_tool("umoci");
-    let layout = dir.join("layout");
-    let l = layout.to_str().unwrap();
-    run(Command::new("umoci").args(["init", "--layout", l]));
-    run(Command::new("umoci").args(["new", "--image", &format!("{l}:v1")]));
-    let file = dir.join("payload.txt");
-    std::fs::write(&file, format!("{:?}", std::time::SystemTime::now())).unwrap();
-    run(Command::new("umoci").args([
-        "insert",
-        "--image",
-        &format!("{l}:v1"),
-        file.to_str().unwrap(),
-        "/payload.txt",
-    ]));
-    layout
-}
-
-/// A policy that requires `key` for `scope` (a `HOST/repo`), signed for `identity`.
-fn signed_by_policy(dir: &Path, name: &str, scope: &str, key: &Path, identity: &str) -> PathBuf {
-    let policy = json!({
-        "default": [{"type": "reject"}],
-        "transports": {
-            "docker": {
-                scope: [{
-                    "type": "signedBy",
-                    "keyType": "GPGKeys",
-                    "keyPath": key,
-                    "signedIdentity": {"type": "exactRepository", "dockerRepository": identity},
-                }]
-            },
-            "oci": {"": [{"type": "insecureAcceptAnything"}]},
-            "dir": {"": [{"type": "insecureAcceptAnything"}]},
-        }
-    });
-    let path = dir.join(format!("policy-{name}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(&policy).unwrap()).unwrap();
-    path
-}
-
-fn accept_anything_policy(dir: &Path) -> PathBuf {
-    let path = dir.join("policy-any.json");
-    std::fs::write(&path, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    path
-}
-
-fn skopeo_pull(policy: &Path, image: &str, dest: &Path) -> std::process::Output {
-    require_tool("skopeo");
-    Command::new("skopeo")
-        .arg("--policy")
-        .arg(policy)
-        .args(["copy", "--src-tls-verify=false", "--remove-signatures"])
-        .arg(format!("docker://{image}"))
-        .arg(format!("dir:{}", dest.display()))
-        .output()
-        .unwrap()
+    let key = GpgKey {
+        home: home.to_path_buf(),
+        fingerprint: fingerprint.to_string(),
+    };
+    key.export(to, true);
 }
 
 async fn signatures_of(r: &Registry, repo: &str, digest: &str) -> Vec<Value> {

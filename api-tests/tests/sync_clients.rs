@@ -1,0 +1,157 @@
+//! A mirror made by sync, checked by the clients that will use it: skopeo verifies a
+//! GPG simple-signing signature out of the mirror with a `signedBy` policy (the
+//! signature travelled through the signatures extension), and a Sigstore bundle that
+//! sigstore-js (`@sigstore/oci`) attached upstream is a referrer of the mirrored image,
+//! byte for byte.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use signet_api_tests::gpg::{
+    accept_anything_policy, oci_layout, signed_by_policy, skopeo_pull, GpgKey,
+};
+use signet_api_tests::oci::{get, push_image};
+use signet_api_tests::{client, require_tool, run, sha256, Registry};
+
+const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// A mirror whose one job copies `repo` from `upstream` under the prefix `mirror`.
+fn mirror_of(upstream: &Registry, repo: &str) -> Registry {
+    Registry::start_with_config(&format!(
+        "[[sync.jobs]]\nname = \"up\"\nupstream = \"{}\"\nrepositories = [\"{repo}\"]\ndestination_prefix = \"mirror\"\n",
+        upstream.url
+    ))
+}
+
+fn sync(mirror: &Registry) -> Value {
+    let out = run(&mut mirror.cli(&["sync", "run", "up", "--json"]));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("summary {out:?}: {e}"))
+}
+
+fn skopeo_digest(image: &str) -> String {
+    run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &format!("docker://{image}"),
+    ]))
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skopeo_verifies_a_gpg_signature_out_of_the_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Registry::start();
+    let layout = oci_layout(dir.path());
+    let alice = GpgKey::generate(dir.path(), "alice");
+    let mallory = GpgKey::generate(dir.path(), "mallory");
+    let (alice_pub, mallory_pub) = (dir.path().join("alice.asc"), dir.path().join("mallory.asc"));
+    alice.export(&alice_pub, true);
+    mallory.export(&mallory_pub, true);
+
+    // Signed into the upstream: the signature names the upstream repository.
+    let upstream_image = format!("{}/team/app:v1", upstream.host);
+    run(Command::new("skopeo")
+        .env("GNUPGHOME", &alice.home)
+        .arg("--policy")
+        .arg(accept_anything_policy(dir.path()))
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--sign-by",
+            &alice.fingerprint,
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{upstream_image}")));
+
+    let mirror = mirror_of(&upstream, "team/app");
+    let summary = sync(&mirror);
+    assert_eq!(summary["atomic_signatures_copied"], 1, "{summary}");
+
+    // Pulled from the mirror (another host, another repository name), the signature
+    // still verifies for the identity it was made for; another key's policy refuses.
+    let mirrored = format!("{}/mirror/team/app:v1", mirror.host);
+    assert_eq!(skopeo_digest(&mirrored), skopeo_digest(&upstream_image));
+    let identity = format!("{}/team/app", upstream.host);
+    let scope = format!("{}/mirror/team/app", mirror.host);
+    let trusts_alice = signed_by_policy(dir.path(), "alice", &scope, &alice_pub, &identity);
+    let out = skopeo_pull(&trusts_alice, &mirrored, &dir.path().join("out-alice"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trusts_mallory = signed_by_policy(dir.path(), "mallory", &scope, &mallory_pub, &identity);
+    let out = skopeo_pull(&trusts_mallory, &mirrored, &dir.path().join("out-mallory"));
+    assert!(!out.status.success(), "another key's policy must refuse");
+}
+
+#[tokio::test]
+async fn a_bundle_sigstore_js_attached_upstream_is_a_referrer_in_the_mirror() {
+    require_tool("node");
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("js");
+    assert!(
+        js.join("node_modules/@sigstore/oci/package.json").exists(),
+        "@sigstore/oci is not installed in {}: run scripts/install-test-deps.sh",
+        js.display()
+    );
+    let c = client();
+    let upstream = Registry::start();
+    let repo = "js/app";
+    let image = push_image(&c, &upstream, repo, "v1", &[b"mirrored with its bundle"]).await;
+    let digest = sha256(&image);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = serde_json::to_vec(&serde_json::json!({
+        "mediaType": SIGSTORE_BUNDLE,
+        "verificationMaterial": {"publicKey": {"hint": "c2lnbmV0"}, "tlogEntries": []},
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": "AAAA"},
+            "signature": "AAAA",
+        },
+    }))
+    .unwrap();
+    let file = dir.path().join("bundle.sigstore.json");
+    std::fs::write(&file, &bundle).unwrap();
+    let out = run(Command::new("node")
+        .current_dir(&js)
+        .arg(js.join("attach-bundle.js"))
+        .arg(&upstream.host)
+        .arg(repo)
+        .arg(&digest)
+        .arg(&file));
+    let attached: Value = serde_json::from_str(out.trim()).unwrap();
+    let referrer = attached["digest"].as_str().unwrap().to_string();
+
+    let mirror = mirror_of(&upstream, repo);
+    let summary = sync(&mirror);
+    assert!(
+        summary["errors"].as_array().unwrap().is_empty(),
+        "{summary}"
+    );
+
+    let (status, body) = get(&c, &mirror.v2(&format!("mirror/{repo}/referrers/{digest}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let index: Value = serde_json::from_slice(&body).unwrap();
+    let listed = index["manifests"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{index}");
+    assert_eq!(listed[0]["digest"], referrer.as_str());
+    assert_eq!(listed[0]["artifactType"], SIGSTORE_BUNDLE);
+    // The referrer manifest and its bundle layer are the upstream's bytes.
+    let (_, up_bytes) = get(&c, &upstream.v2(&format!("{repo}/manifests/{referrer}"))).await;
+    let (status, mirror_bytes) = get(
+        &c,
+        &mirror.v2(&format!("mirror/{repo}/manifests/{referrer}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(up_bytes, mirror_bytes);
+    let manifest: Value = serde_json::from_slice(&mirror_bytes).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let (status, blob) = get(&c, &mirror.v2(&format!("mirror/{repo}/blobs/{layer}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(blob.as_ref(), bundle.as_slice());
+}
