@@ -1,16 +1,17 @@
 //! Verify on ingest: a mirror whose trust policy enforces signatures on the destination
 //! repositories (or whose job says `verify = true`) moves a mirrored tag only when the
-//! manifest's signatures, mirrored in the same run, verify. Two real Signet processes:
-//! the upstream, and the mirror running `signet sync run`.
+//! manifest's signatures, mirrored in the same run, verify — cosign signatures, and
+//! atomic GPG signatures made by skopeo, which skopeo still verifies from the mirror.
+//! Two real Signet processes: the upstream, and the mirror running `signet sync run`.
 
-use std::process::Output;
+use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::{get, push_blob, push_image, put_manifest, OCI_MANIFEST};
-use signet_api_tests::{client, sha256, Registry};
+use signet_api_tests::{client, require_tool, run, sha256, Registry};
 use sigstore::crypto::{SigStoreSigner, SigningScheme};
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -251,4 +252,148 @@ verify = true
         tag_digest(&c, &mirror, "plain-checked/apps/unsigned", "v1").await,
         None
     );
+}
+
+/// A throwaway GPG home with one key; returns (home, fingerprint).
+fn gpg_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    require_tool("gpg");
+    let home = dir.join(format!("gnupg-{name}"));
+    std::fs::create_dir_all(&home).unwrap();
+    run(Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
+        .arg(format!("{name} <{name}@example.com>"))
+        .args(["default", "default", "never"]));
+    let listing = run(Command::new("gpg")
+        .env("GNUPGHOME", &home)
+        .args(["--list-keys", "--with-colons"]));
+    let fingerprint = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .and_then(|l| l.split(':').nth(9))
+        .expect("fingerprint")
+        .to_string();
+    (home, fingerprint)
+}
+
+/// skopeo with a policy file; `--sign-by` when a key is given.
+fn skopeo_copy(
+    policy: &std::path::Path,
+    gpg: Option<(&std::path::Path, &str)>,
+    from: &str,
+    to: &str,
+) {
+    require_tool("skopeo");
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--policy").arg(policy).args([
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+    ]);
+    if let Some((home, key)) = gpg {
+        cmd.env("GNUPGHOME", home).args(["--sign-by", key]);
+    }
+    run(cmd.arg(from).arg(to));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn atomic_gpg_signatures_are_verified_on_ingest_and_still_verify_with_skopeo() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_home, alice) = gpg_key(dir.path(), "alice");
+    let (mallory_home, mallory) = gpg_key(dir.path(), "mallory");
+    let alice_pub = dir.path().join("alice.asc");
+    std::fs::write(
+        &alice_pub,
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &alice_home)
+            .args(["--armor", "--export", &alice])),
+    )
+    .unwrap();
+    let anything = dir.path().join("policy-any.json");
+    std::fs::write(
+        &anything,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+
+    // Upstream: a Signet holding two images signed by skopeo through gpg.
+    let upstream = Registry::start();
+    let c = client();
+    push_image(&c, &upstream, "staging/a", "v1", &[b"alice's"]).await;
+    push_image(&c, &upstream, "staging/m", "v1", &[b"mallory's"]).await;
+    let up = |path: &str| format!("docker://{}/{path}", upstream.host);
+    skopeo_copy(
+        &anything,
+        Some((&alice_home, &alice)),
+        &up("staging/a:v1"),
+        &up("apps/signed:v1"),
+    );
+    skopeo_copy(
+        &anything,
+        Some((&mallory_home, &mallory)),
+        &up("staging/m:v1"),
+        &up("apps/mallory:v1"),
+    );
+
+    // The mirror keeps the names (no prefix): the signatures' docker-reference names
+    // the same repository, on another host, which is not compared.
+    let mirror = Registry::start_with_config(&format!(
+        r#"
+[trust]
+[[trust.roots]]
+name = "release"
+gpg_keys = ["{key}"]
+repositories = ["apps/**"]
+policy = "enforce"
+
+[[sync.jobs]]
+name = "gpg"
+upstream = "{up}"
+repositories = ["apps/signed", "apps/mallory"]
+"#,
+        key = alice_pub.display(),
+        up = upstream.url,
+    ));
+    let out = mirror.cli(&["sync", "run", "gpg"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("atomic signatures: 2 copied"), "{text}");
+    assert!(
+        text.contains("verified on ingest: 1 tag(s) published, 1 not published"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apps/mallory:v1") && text.contains("no valid signature"),
+        "{text}"
+    );
+    assert!(tag_digest(&c, &mirror, "apps/signed", "v1").await.is_some());
+    assert_eq!(tag_digest(&c, &mirror, "apps/mallory", "v1").await, None);
+
+    // skopeo verifies the mirrored signature from the mirror with a signedBy policy
+    // (the identity is the upstream's, as the signer wrote it).
+    let policy = dir.path().join("policy-alice.json");
+    std::fs::write(
+        &policy,
+        serde_json::to_vec(&json!({
+            "default": [{"type": "reject"}],
+            "transports": {
+                "docker": {format!("{}/apps/signed", mirror.host): [{
+                    "type": "signedBy", "keyType": "GPGKeys", "keyPath": alice_pub,
+                    "signedIdentity": {"type": "exactRepository",
+                                       "dockerRepository": format!("{}/apps/signed", upstream.host)},
+                }]},
+                "dir": {"": [{"type": "insecureAcceptAnything"}]},
+            }
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let dest = dir.path().join("pulled");
+    skopeo_copy(
+        &policy,
+        None,
+        &format!("docker://{}/apps/signed:v1", mirror.host),
+        &format!("dir:{}", dest.display()),
+    );
+    assert!(dest.join("manifest.json").exists());
 }

@@ -95,6 +95,13 @@ pub fn render(r: &SyncReport) -> String {
         "attachments: {} manifests; atomic signatures: {} copied, {} already present",
         r.attachments, r.atomic_signatures_copied, r.atomic_signatures_present
     );
+    if r.tags_verified + r.tags_refused > 0 {
+        let _ = writeln!(
+            out,
+            "verified on ingest: {} tag(s) published, {} not published (see the errors)",
+            r.tags_verified, r.tags_refused
+        );
+    }
     let _ = writeln!(
         out,
         "{:.2} s, {:.1} MB/s, {} of {} items, {} retried request(s), {} error(s){}",
