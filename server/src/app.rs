@@ -67,6 +67,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .configure(crate::auth::configure)
             .configure(api::configure)
             .configure(crate::ext::configure)
+            .configure(crate::ui::configure)
             .default_service(web::to(unmatched))
     })
     .shutdown_timeout(config.server.shutdown_timeout_secs)

@@ -19,4 +19,5 @@ pub mod state;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod verify;

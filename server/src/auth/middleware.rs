@@ -45,6 +45,9 @@ pub enum Target {
     TokenService,
     /// `/healthz`, `/readyz`: open to all (orchestrators and load balancers probe them).
     Probe,
+    /// `/ui`, `/ui/...`: the web UI's static files, open to all (they hold no data;
+    /// the UI reads data through the API with the user's own credentials).
+    Static,
     /// `/metrics`: the admin role, unless `[metrics] public`.
     Metrics,
     Repository {
@@ -65,7 +68,11 @@ pub fn classify(path: &str) -> Target {
         "/v2/token" => return Target::TokenService,
         "/healthz" | "/readyz" => return Target::Probe,
         "/metrics" => return Target::Metrics,
+        "/ui" => return Target::Static,
         _ => {}
+    }
+    if path.starts_with("/ui/") {
+        return Target::Static;
     }
     if path == "/v2/_signet/sync/jobs" || path.starts_with("/v2/_signet/sync/jobs/") {
         return Target::Admin;
@@ -117,6 +124,11 @@ pub fn classify(path: &str) -> Target {
                 .filter(|n| !n.is_empty())
             {
                 return repository(name, Area::Attachments);
+            }
+            if last == "tags" {
+                if let Some(name) = head.strip_suffix("/_signet").filter(|n| !n.is_empty()) {
+                    return repository(name, Area::Tags);
+                }
             }
         }
         return Target::Other;
@@ -196,7 +208,7 @@ pub async fn authorize(
     };
     let target = classify(req.match_info().as_str());
     let open = match target {
-        Target::Probe => true,
+        Target::Probe | Target::Static => true,
         Target::Metrics => req
             .app_data::<web::Data<crate::ops::Ops>>()
             .is_some_and(|ops| ops.metrics_public),
@@ -289,7 +301,7 @@ fn decide(
         ))
     };
     match target {
-        Target::TokenService | Target::Probe => Ok(caller),
+        Target::TokenService | Target::Probe | Target::Static => Ok(caller),
         Target::Metrics | Target::Admin => {
             if caller.identity.admin {
                 Ok(caller)
@@ -573,6 +585,12 @@ mod tests {
         assert_eq!(classify("/healthz"), Target::Probe);
         assert_eq!(classify("/readyz"), Target::Probe);
         assert_eq!(classify("/healthz/x"), Target::Other);
+        assert_eq!(classify("/v2/a/b/_signet/tags"), repo("a/b", Area::Tags));
+        assert_eq!(classify("/v2/_signet/tags"), Target::Other);
+        assert_eq!(classify("/ui"), Target::Static);
+        assert_eq!(classify("/ui/"), Target::Static);
+        assert_eq!(classify("/ui/image"), Target::Static);
+        assert_eq!(classify("/uix"), Target::Other);
     }
 
     #[test]

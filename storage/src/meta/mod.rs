@@ -119,6 +119,19 @@ pub struct Referrer {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// One tag with the manifest it points at, for listings that show more than names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagDetail {
+    pub tag: String,
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+    /// When the tag last moved (seconds since the epoch).
+    pub pushed_at: i64,
+    /// The manifest's exact bytes, for what callers derive from them (platforms).
+    pub content: Bytes,
+}
+
 /// An upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadSession {
@@ -237,6 +250,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         page: Page<'_>,
     ) -> StorageResult<Option<Vec<String>>>;
+    /// Like [`MetadataStore::list_tags`], each tag with its manifest and push time.
+    async fn list_tag_details(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<TagDetail>>>;
     /// Referrers of `subject`: manifests whose `subject` it is, entries of its fallback
     /// tag, and with `include_tag_attachments` its cosign tag attachments.
     async fn list_referrers(

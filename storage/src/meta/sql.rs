@@ -19,7 +19,7 @@ use super::rules::{self, AttachmentRow, AttachmentWalk, EntryDescription};
 use super::{
     now, AtomicSignature, AttachmentRecord, BlobRow, ExportTable, ExportValue, GcPlan, GcSweep,
     ManifestPut, MetadataStore, Page, Referrer, RepositoryExport, SignatureStored, StoredManifest,
-    UploadSession,
+    TagDetail, UploadSession,
 };
 use crate::attachments::AttachmentSource;
 use crate::blobs::{StagedPart, UploadProgress};
@@ -789,6 +789,40 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         let rows = self.engine.readers().fetch(q).await?;
         rows.iter()
             .map(|r| r.text("name"))
+            .collect::<StorageResult<_>>()
+            .map(Some)
+    }
+
+    async fn list_tag_details(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<TagDetail>>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(None);
+        };
+        let q = query(
+            "SELECT t.name, t.digest, t.updated_at, m.media_type, m.size, m.content
+               FROM tags t
+               JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+              WHERE t.repository_id = $1 AND t.name > $2
+              ORDER BY t.name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page));
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagDetail {
+                    tag: r.text("name")?,
+                    digest: r.digest("digest")?,
+                    media_type: r.text("media_type")?,
+                    size: r.i64("size")? as u64,
+                    pushed_at: r.i64("updated_at")?,
+                    content: Bytes::from(r.bytes("content")?),
+                })
+            })
             .collect::<StorageResult<_>>()
             .map(Some)
     }

@@ -267,6 +267,24 @@ async fn pagination(db: &dyn MetadataStore) {
             .unwrap(),
         Vec::<String>::new()
     );
+    // The detailed listing pages the same way, each tag with its manifest.
+    let details = db
+        .list_tag_details(&r, page(Some("a"), Some(2)))
+        .await
+        .unwrap()
+        .unwrap();
+    let names: Vec<&str> = details.iter().map(|d| d.tag.as_str()).collect();
+    assert_eq!(names, vec!["a1", "b"]);
+    assert!(details.iter().all(|d| d.digest == m.digest
+        && d.media_type == m.media_type
+        && d.size == m.content.len() as u64
+        && d.content == m.content
+        && d.pushed_at > 0));
+    assert!(db
+        .list_tag_details(&repo("suite/none"), Page::default())
+        .await
+        .unwrap()
+        .is_none());
     let repos = db
         .list_repositories(page(Some("suite/"), None))
         .await

@@ -1,0 +1,204 @@
+// Drives Signet's web UI in headless Debian chromium with playwright-core, for
+// api-tests/tests/ui.rs. Usage: node e2e.mjs <scenario.json>
+//
+// The scenario names the registry, what the Rust test pushed and where screenshots
+// go. Each step asserts what a person would see; the first failure exits non-zero
+// with its message (and a screenshot of the page as it was).
+
+import { createRequire } from "node:module";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+
+const scenario = JSON.parse(readFileSync(process.argv[2], "utf8"));
+// playwright-core lives with the other npm clients of the tests (api-tests/js).
+const require = createRequire(join(scenario.jsDir, "package.json"));
+const { chromium } = require("playwright-core");
+
+const STEP_TIMEOUT = 15_000;
+mkdirSync(scenario.artifacts, { recursive: true });
+const profile = mkdtempSync(join(tmpdir(), "signet-ui-chromium-"));
+
+// A fresh profile (playwright passes it as --user-data-dir).
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: scenario.chromium || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1280, height: 900 },
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const page = context.pages()[0] ?? await context.newPage();
+page.setDefaultTimeout(STEP_TIMEOUT);
+const consoleErrors = [];
+page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+const shot = (name) => page.screenshot({ path: join(scenario.artifacts, `${name}.png`), fullPage: true });
+const ui = (path) => `${scenario.url}${path}`;
+
+async function signedScenario() {
+  const s = scenario;
+  // The repository list, searched.
+  await page.goto(ui("/ui/"));
+  await page.getByRole("searchbox", { name: "Search repositories" }).waitFor();
+  await shot("01-repositories");
+  await page.getByRole("searchbox", { name: "Search repositories" }).fill(s.search);
+  const repoLink = page.getByRole("link", { name: s.repo, exact: true });
+  await repoLink.waitFor();
+  for (const other of s.filteredOut) {
+    await page.getByRole("link", { name: other, exact: true }).waitFor({ state: "detached" });
+  }
+  assert.match(page.url(), /\?q=/, "the search is kept in the address");
+  await shot("02-search");
+
+  // The tags of the repository, with their details.
+  await repoLink.click();
+  const row = page.getByRole("row").filter({ has: page.getByRole("link", { name: s.tag, exact: true }) });
+  await row.waitFor();
+  const rowText = await row.innerText();
+  for (const expected of ["OCI index", "linux/amd64, linux/arm64", s.indexDigest.slice(0, 19)]) {
+    assert.ok(rowText.includes(expected), `tag row shows ${expected}: ${rowText}`);
+  }
+  await shot("03-tags");
+
+  // The image: pull commands, the platform summary, the tree.
+  await row.getByRole("link", { name: s.tag, exact: true }).click();
+  await page.getByRole("heading", { name: "Signature tree" }).waitFor();
+  const byTag = await page.getByRole("textbox", { name: "Pull by tag" }).inputValue();
+  const byDigest = await page.getByRole("textbox", { name: "Pull by digest" }).inputValue();
+  assert.equal(byTag, `docker pull ${s.host}/${s.repo}:${s.tag}`);
+  assert.equal(byDigest, `docker pull ${s.host}/${s.repo}@${s.indexDigest}`);
+
+  const summary = page.getByRole("table", { name: /Platforms and their signatures/ });
+  for (const platform of ["linux/amd64", "linux/arm64"]) {
+    const text = await summary.getByRole("row").filter({ hasText: platform }).innerText();
+    assert.match(text, /Signed \(1 valid\)/, `${platform} is signed through the index: ${text}`);
+    // linux/amd64 also carries the tampered signature of its own.
+    assert.equal(/1 invalid/.test(text), platform === "linux/amd64", text);
+  }
+
+  // Keyboard: from the index node, Down reaches the first platform, Right opens it.
+  const tree = page.getByRole("list", { name: "Signature tree" });
+  const toggles = tree.locator("button.toggle");
+  assert.equal(await toggles.count(), 3, "one index and two platform nodes");
+  assert.equal(await toggles.nth(0).getAttribute("aria-expanded"), "true", "the index node starts open");
+  assert.equal(await toggles.nth(1).getAttribute("aria-expanded"), "false", "platform nodes start closed");
+  await toggles.nth(0).focus();
+  await page.keyboard.press("ArrowDown");
+  assert.equal(await page.evaluate(() => document.activeElement.getAttribute("aria-expanded")), "false");
+  await page.keyboard.press("ArrowRight");
+  assert.equal(await toggles.nth(1).getAttribute("aria-expanded"), "true", "ArrowRight opens the focused node");
+  await page.keyboard.press("ArrowDown");
+  await page.keyboard.press("Enter");
+  assert.equal(await toggles.nth(2).getAttribute("aria-expanded"), "true", "Enter opens the second platform");
+
+  // Each platform shows the index's signature as covering it, valid, with its root.
+  for (const child of s.platforms) {
+    const node = tree.locator("li.platform").filter({ has: page.locator(`code[title="${child.digest}"]`) });
+    const covering = node.locator(`li.att[data-digest="${s.indexSignature}"]`);
+    await covering.waitFor();
+    const text = await covering.innerText();
+    assert.match(text, /covers this platform through index/, text);
+    assert.match(text, /Valid/, text);
+    assert.ok(text.includes(s.root), `the signer's trust root is named: ${text}`);
+  }
+  // The tampered signature: invalid, with the reason.
+  const tampered = tree.locator(`li.att[data-digest="${s.tamperedSignature}"]`);
+  const tamperedText = await tampered.innerText();
+  assert.match(tamperedText, /Invalid/, tamperedText);
+  assert.match(tamperedText, /bad signature/, tamperedText);
+  await shot("04-tree");
+
+  // The attestation's statement and the SBOM's document can be read.
+  await tree.locator(`li.att[data-digest="${s.attestation}"]`).first().getByRole("button", { name: /^View/ }).click();
+  const dialog = page.getByRole("dialog");
+  await dialog.getByText("DSSE payload").waitFor();
+  assert.ok((await dialog.innerText()).includes(s.predicateType), "the in-toto statement is decoded");
+  await shot("05-attestation");
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "hidden" });
+  await tree.locator(`li.att[data-digest="${s.sbom}"]`).first().getByRole("button", { name: /^View/ }).click();
+  await dialog.getByText(s.sbomMarker).first().waitFor();
+  await shot("06-sbom");
+  await dialog.getByRole("button", { name: "Close" }).click();
+
+  // A deep link opens the same page on a fresh load (the server answers with the UI).
+  await page.goto(ui(`/ui/image?name=${encodeURIComponent(s.repo)}&ref=${encodeURIComponent(s.indexDigest)}`));
+  await page.getByRole("heading", { name: "Signature tree" }).waitFor();
+
+  // Readable at 360 px: nothing wider than the screen.
+  await page.setViewportSize({ width: 360, height: 800 });
+  await page.getByRole("button", { name: "Expand all" }).click();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 360px`);
+  await shot("07-narrow-360");
+
+  // Many tags: one page at a time.
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.manyTagsRepo)}`));
+  await page.getByRole("navigation", { name: "Tag pages" }).getByRole("link", { name: "Next page" }).waitFor();
+  assert.equal(await page.locator("table.tags tbody tr").count(), 50, "a page holds 50 tags");
+  await page.getByRole("link", { name: "Next page" }).click();
+  await page.getByRole("link", { name: "First page" }).waitFor();
+  await shot("08-tag-pages");
+}
+
+async function authScenario() {
+  const s = scenario;
+  await page.goto(ui("/ui/"));
+  const user = page.getByLabel("User name");
+  await user.waitFor();
+  await shot("01-sign-in");
+  await user.fill(s.user);
+  await page.getByLabel("Password or token").fill("wrong password");
+  await page.getByRole("main").getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "Wrong user name or password" }).waitFor();
+
+  await page.getByLabel("Password or token").fill(s.password);
+  await page.getByRole("main").getByRole("button", { name: "Sign in" }).click();
+  await page.getByText(`Signed in as ${s.user}`).waitFor();
+  await page.getByRole("link", { name: s.ownRepo, exact: true }).waitFor();
+  const listed = await page.getByRole("list", { name: "Repositories" }).getByRole("link").allInnerTexts();
+  assert.deepEqual(listed, s.visible, "the list holds only what the user may pull");
+  await shot("02-own-repositories");
+
+  await page.getByRole("link", { name: s.ownRepo, exact: true }).click();
+  await page.getByRole("link", { name: s.tag, exact: true }).click();
+  await page.getByRole("heading", { name: "Signature tree" }).waitFor();
+  await shot("03-own-image");
+
+  // Another user's repository, by a typed address: refused by the registry.
+  await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.otherRepo)}`));
+  // A fresh page load forgets the credentials: sign in again, then read the refusal.
+  await page.getByLabel("User name").fill(s.user);
+  await page.getByLabel("Password or token").fill(s.password);
+  await page.getByRole("main").getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "DENIED" }).waitFor();
+  assert.equal(await page.getByRole("table").count(), 0, "no tags of the other repository are shown");
+  await shot("04-other-refused");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("User name").waitFor();
+}
+
+let failed = null;
+try {
+  if (scenario.kind === "signed") await signedScenario();
+  else if (scenario.kind === "auth") await authScenario();
+  else throw new Error(`unknown scenario ${scenario.kind}`);
+  assert.deepEqual(consoleErrors.filter((e) => !/status of 40[13]/.test(e)), [], "no script errors in the page");
+} catch (e) {
+  failed = e;
+  await shot("failure").catch(() => {});
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+if (failed) {
+  console.error(failed.stack || String(failed));
+  process.exit(1);
+}
+console.log("ok");

@@ -1,0 +1,247 @@
+//! `GET /v2/<name>/_signet/tags?n=&last=`: one page of a repository's tags, each with
+//! what a person browsing the registry wants beside the name — the digest, media type
+//! and size of the manifest it points at, when the tag last moved, and the platforms
+//! the image runs on — so a listing needs one request per page instead of one per tag.
+//!
+//! Pages follow the tags list: lexical order, `n` entries after `last`, and a `Link`
+//! header to the next page. `n` defaults to [`DEFAULT_PAGE`] and is capped at
+//! [`MAX_PAGE`]: every entry carries a manifest read, unlike a bare tag name.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use signet_storage::manifest::{kind_of_media_type, ManifestKind};
+use signet_storage::meta::{Page, TagDetail};
+use signet_storage::{BlobStore, Digest};
+
+use crate::api::repo_name;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Entries of a page when the request names no `n`.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Most entries one page holds, whatever `n` asks for.
+pub const MAX_PAGE: u32 = 1000;
+/// Image configs larger than this are not read for their platform.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// Config reads in flight for one page.
+const CONFIG_READS: usize = 8;
+
+/// Config media types that carry `os` and `architecture`.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v2/{name:.+}/_signet/tags").route(web::get().to(list)));
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Entry {
+    tag: String,
+    digest: String,
+    #[serde(rename = "mediaType")]
+    media_type: String,
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+    size: u64,
+    /// RFC 3339, UTC.
+    #[serde(rename = "pushedAt")]
+    pushed_at: String,
+    platforms: Vec<Platform>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<HashMap<String, String>>,
+) -> ApiResult<HttpResponse> {
+    let repo = repo_name(&name)?;
+    let n = match query.get("n") {
+        None => DEFAULT_PAGE,
+        Some(n) => n
+            .parse::<u32>()
+            .map_err(|_| {
+                ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}"))
+            })?
+            .min(MAX_PAGE),
+    };
+    let last = query.get("last").filter(|l| !l.is_empty());
+    let mut details = if n == 0 {
+        // Only whether the repository exists.
+        state
+            .meta
+            .repository_exists(&repo)
+            .await?
+            .then(Vec::new)
+            .ok_or(ApiError::NameUnknown)?
+    } else {
+        state
+            .meta
+            .list_tag_details(
+                &repo,
+                Page {
+                    last: last.map(String::as_str),
+                    // One more than asked, to know whether a next page exists.
+                    limit: Some(n + 1),
+                },
+            )
+            .await?
+            .ok_or(ApiError::NameUnknown)?
+    };
+    let next = details.len() > n as usize;
+    details.truncate(n as usize);
+    let link = next.then(|| details.last()).flatten().map(|d| {
+        format!(
+            "</v2/{repo}/_signet/tags?n={n}&last={}>; rel=\"next\"",
+            d.tag
+        )
+    });
+
+    let blobs = &state.blobs;
+    let entries: Vec<Entry> = futures::stream::iter(details)
+        .map(|d| entry(blobs, d))
+        .buffered(CONFIG_READS)
+        .collect()
+        .await;
+    let mut response = HttpResponse::Ok();
+    if let Some(link) = link {
+        response.insert_header((header::LINK, link));
+    }
+    Ok(response.json(serde_json::json!({ "name": repo.as_str(), "tags": entries })))
+}
+
+async fn entry(blobs: &BlobStore, d: TagDetail) -> Entry {
+    let manifest: Value = serde_json::from_slice(&d.content).unwrap_or(Value::Null);
+    let platforms = match kind_of_media_type(&d.media_type) {
+        Some(ManifestKind::Index) => index_platforms(&manifest),
+        Some(ManifestKind::Image) => image_platform(blobs, &manifest).await.into_iter().collect(),
+        None => Vec::new(),
+    };
+    let artifact_type = manifest["artifactType"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    Entry {
+        tag: d.tag,
+        digest: d.digest.to_string(),
+        media_type: d.media_type,
+        artifact_type,
+        size: d.size,
+        pushed_at: chrono::DateTime::from_timestamp(d.pushed_at, 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        platforms,
+    }
+}
+
+fn platform_of(value: &Value) -> Option<Platform> {
+    let os = value["os"].as_str().unwrap_or_default();
+    let architecture = value["architecture"].as_str().unwrap_or_default();
+    // Build attestation manifests sit in indexes as `unknown/unknown`; cosign configs
+    // carry empty strings. Neither is a platform anything runs on.
+    if os.is_empty() || architecture.is_empty() || os == "unknown" || architecture == "unknown" {
+        return None;
+    }
+    Some(Platform {
+        os: os.to_string(),
+        architecture: architecture.to_string(),
+        variant: value["variant"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .map(str::to_string),
+    })
+}
+
+/// The platforms an index's children declare, in the index's order, without repeats.
+pub fn index_platforms(index: &Value) -> Vec<Platform> {
+    let mut out: Vec<Platform> = Vec::new();
+    for child in index["manifests"].as_array().into_iter().flatten() {
+        if let Some(p) = platform_of(&child["platform"]) {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// An image's platform, from its config blob. Artifacts, oversized or unreadable
+/// configs have none: the listing shows what it knows and never fails on one entry.
+async fn image_platform(blobs: &BlobStore, manifest: &Value) -> Option<Platform> {
+    let config = &manifest["config"];
+    let media_type = config["mediaType"].as_str()?;
+    if !IMAGE_CONFIG_TYPES.contains(&media_type) {
+        return None;
+    }
+    if config["size"].as_u64().is_none_or(|s| s > MAX_CONFIG_BYTES) {
+        return None;
+    }
+    let digest: Digest = config["digest"].as_str()?.parse().ok()?;
+    let body = blobs.get(&digest, None).await.ok()?;
+    if body.size > MAX_CONFIG_BYTES {
+        return None;
+    }
+    let chunks: Vec<bytes::Bytes> = body.stream.try_collect().await.ok()?;
+    let value: Value = serde_json::from_slice(&chunks.concat()).ok()?;
+    platform_of(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn index_platforms_skip_attestation_entries_and_repeats() {
+        let index = json!({"manifests": [
+            {"platform": {"os": "linux", "architecture": "amd64"}},
+            {"platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"platform": {"os": "unknown", "architecture": "unknown"}},
+            {"platform": {"os": "linux", "architecture": "amd64"}},
+            {"digest": "no platform"},
+        ]});
+        assert_eq!(
+            index_platforms(&index),
+            vec![
+                Platform {
+                    os: "linux".into(),
+                    architecture: "amd64".into(),
+                    variant: None
+                },
+                Platform {
+                    os: "linux".into(),
+                    architecture: "arm64".into(),
+                    variant: Some("v8".into())
+                },
+            ]
+        );
+        assert!(index_platforms(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn cosign_configs_have_no_platform() {
+        assert_eq!(platform_of(&json!({"os": "", "architecture": ""})), None);
+        assert_eq!(
+            platform_of(&json!({"os": "linux", "architecture": "s390x"})),
+            Some(Platform {
+                os: "linux".into(),
+                architecture: "s390x".into(),
+                variant: None
+            })
+        );
+    }
+}

@@ -1,0 +1,219 @@
+// The registry's public HTTP API as the UI uses it: the distribution API and the
+// `_signet` extensions, nothing else. With authentication on, requests follow the
+// standard token flow: a 401 names the token service and the scope it wants, the UI
+// asks the token service (with the user's credentials, or none for anonymous access)
+// and retries with the bearer token. Credentials live in memory only, for this page.
+
+/** The registry refused the credentials, or wants some. */
+export class AuthRequired extends Error {}
+
+/** An OCI error answer (`{"errors":[{code,message}]}`) or a failed request. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+const MANIFEST_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+const session = {
+  /** `true` when the registry answers `/v2/` with a challenge. */
+  authEnabled: false,
+  /** `{ username, password }` once signed in; `null` for anonymous access. */
+  credentials: null,
+  /** Bearer tokens by scope: `{ token, expires }`. */
+  tokens: new Map(),
+  /** The user chose to browse without signing in. */
+  anonymous: false,
+  /** Repository names from the catalog, kept until sign-in changes who is asking. */
+  catalog: null,
+};
+
+export function authEnabled() { return session.authEnabled; }
+export function username() { return session.credentials?.username ?? null; }
+/** Whether requests may go out: auth is off, or the user signed in or chose not to. */
+export function ready() { return !session.authEnabled || session.credentials !== null || session.anonymous; }
+
+/** Goes on without credentials: the registry shows what anonymous callers may pull. */
+export function browseAnonymously() {
+  forget();
+  session.credentials = null;
+  session.anonymous = true;
+}
+
+/** Asks `/v2/` whether the registry wants credentials. */
+export async function probe() {
+  const res = await fetch("/v2/", { cache: "no-store", credentials: "omit" });
+  session.authEnabled = res.status === 401;
+  return { authEnabled: session.authEnabled };
+}
+
+/** Checks the credentials with the token service, then keeps them for this page. */
+export async function signIn(user, password) {
+  const challenge = await baseChallenge();
+  forget();
+  await fetchToken(challenge, "registry:catalog:*", { username: user, password });
+  session.credentials = { username: user, password };
+  session.anonymous = false;
+}
+
+export function signOut() {
+  forget();
+  session.credentials = null;
+  session.anonymous = false;
+}
+
+function forget() {
+  session.tokens.clear();
+  session.catalog = null;
+}
+
+async function baseChallenge() {
+  const res = await fetch("/v2/", { cache: "no-store", credentials: "omit" });
+  const challenge = parseChallenge(res.headers.get("WWW-Authenticate"));
+  if (!challenge) throw new ApiError(res.status, "", "The registry sent no token service to sign in with");
+  return challenge;
+}
+
+/** `Bearer realm="…",service="…",scope="…"` as an object. */
+export function parseChallenge(header) {
+  if (!header || !/^bearer\s/i.test(header)) return null;
+  const params = {};
+  for (const [, key, value] of header.matchAll(/(\w+)="([^"]*)"/g)) params[key] = value;
+  return params.realm ? params : null;
+}
+
+function basic({ username: user, password }) {
+  const bytes = new TextEncoder().encode(`${user}:${password}`);
+  let binary = "";
+  for (const b of bytes) binary += String.fromCharCode(b);
+  return `Basic ${btoa(binary)}`;
+}
+
+async function fetchToken(challenge, scope, credentials = session.credentials) {
+  const url = new URL(challenge.realm, location.origin);
+  // Credentials go only to this registry's own token service.
+  if (url.origin !== location.origin) {
+    throw new ApiError(0, "", `The token service ${url.origin} is on another origin; the web UI signs in only with this registry's own`);
+  }
+  if (challenge.service) url.searchParams.set("service", challenge.service);
+  for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) {
+    url.searchParams.append("scope", s);
+  }
+  const headers = credentials ? { Authorization: basic(credentials) } : {};
+  const res = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
+  if (res.status === 401) throw new AuthRequired(credentials ? "Wrong user name or password" : "Sign in to continue");
+  if (!res.ok) throw await errorOf(res);
+  const body = await res.json();
+  const ttl = Math.max(Number(body.expires_in) || 60, 20);
+  const token = { token: body.token || body.access_token, expires: Date.now() + (ttl - 10) * 1000 };
+  session.tokens.set(scope, token);
+  return token.token;
+}
+
+async function errorOf(res) {
+  try {
+    const body = await res.json();
+    const first = body.errors?.[0];
+    if (first) return new ApiError(res.status, first.code, first.message || first.code);
+  } catch {
+    // Not an OCI error body.
+  }
+  return new ApiError(res.status, "", `HTTP ${res.status} ${res.statusText}`);
+}
+
+/**
+ * A GET on the registry. `scope` is the token scope the request needs (the 401's own
+ * scope wins when it names one); the token is reused until it expires.
+ */
+export async function request(path, { scope, accept } = {}) {
+  const headers = accept ? { Accept: accept } : {};
+  const cached = session.tokens.get(scope);
+  if (cached && cached.expires > Date.now()) headers.Authorization = `Bearer ${cached.token}`;
+  let res = await fetch(path, { headers, cache: "no-store", credentials: "omit" });
+  if (res.status === 401) {
+    const challenge = parseChallenge(res.headers.get("WWW-Authenticate"));
+    if (!challenge) throw await errorOf(res);
+    headers.Authorization = `Bearer ${await fetchToken(challenge, scope)}`;
+    res = await fetch(path, { headers, cache: "no-store", credentials: "omit" });
+    if (res.status === 401) {
+      throw new AuthRequired(session.credentials ? "Your account may not read this" : "Sign in to continue");
+    }
+  }
+  if (!res.ok) throw await errorOf(res);
+  return res;
+}
+
+function pullScope(name) { return `repository:${name}:pull`; }
+
+/** The `last` of a `Link: <…?n=…&last=…>; rel="next"` header, or `null`. */
+export function nextLast(res) {
+  const link = res.headers.get("Link");
+  const match = link && link.match(/<([^>]+)>\s*;\s*rel="?next"?/);
+  return match ? new URL(match[1], location.origin).searchParams.get("last") : null;
+}
+
+/** Every repository the caller may pull, read in pages of 1000 names. */
+export async function repositories() {
+  if (session.catalog) return session.catalog;
+  const names = [];
+  let last = null;
+  do {
+    const query = new URLSearchParams({ n: "1000" });
+    if (last) query.set("last", last);
+    const res = await request(`/v2/_catalog?${query}`, { scope: "registry:catalog:*" });
+    const body = await res.json();
+    names.push(...(body.repositories || []));
+    last = nextLast(res);
+  } while (last);
+  session.catalog = names;
+  return names;
+}
+
+/** One page of tags with digest, media type, size, push time and platforms. */
+export async function tagPage(name, n, last) {
+  const query = new URLSearchParams({ n: String(n) });
+  if (last) query.set("last", last);
+  const res = await request(`/v2/${name}/_signet/tags?${query}`, { scope: pullScope(name) });
+  const body = await res.json();
+  return { tags: body.tags || [], next: nextLast(res) };
+}
+
+/** The manifest and, for an index, each child's: attachments with their verdicts. */
+export async function coverage(name, reference) {
+  const path = `/v2/${name}/_signet/attachments/${encodeURIComponent(reference)}?recursive=true`;
+  const res = await request(path, { scope: pullScope(name) });
+  return res.json();
+}
+
+export async function manifest(name, reference) {
+  const res = await request(`/v2/${name}/manifests/${encodeURIComponent(reference)}`, {
+    scope: pullScope(name),
+    accept: MANIFEST_TYPES,
+  });
+  const text = await res.text();
+  return {
+    digest: res.headers.get("Docker-Content-Digest"),
+    mediaType: res.headers.get("Content-Type"),
+    text,
+    json: JSON.parse(text),
+  };
+}
+
+/** A blob's bytes, refused above `max` bytes: the UI shows documents, not layers. */
+export async function blob(name, digest, max) {
+  const res = await request(`/v2/${name}/blobs/${digest}`, { scope: pullScope(name) });
+  const length = Number(res.headers.get("Content-Length"));
+  if (length > max) {
+    res.body?.cancel();
+    throw new ApiError(0, "", `Too large to show here (${length} bytes)`);
+  }
+  return new Uint8Array(await res.arrayBuffer());
+}
