@@ -1,5 +1,6 @@
-//! Sync from an `https` upstream with its own CA (`ca_file`), and the "latest N
-//! semantic versions" tag selection (`tags_latest`).
+//! What a sync job selects and where from: an `https` upstream with its own CA
+//! (`ca_file`), the "latest N semantic versions" tag selection (`tags_latest`), and
+//! the attachment kinds copied (`attachments`).
 
 use std::path::Path;
 
@@ -132,4 +133,147 @@ async fn mirrors_the_latest_versions_from_an_https_upstream_with_its_own_ca() {
         ["2.0.0-rc.1", "2.1.0", "latest", "v2.0.0"]
     );
     assert_eq!(summary["tags_unchanged"], 2, "{summary}");
+}
+
+/// Pushes an artifact manifest (one layer) to `repo` under `reference` (a tag, or its
+/// digest when empty); returns its digest.
+async fn push_artifact(
+    c: &reqwest::Client,
+    r: &Registry,
+    repo: &str,
+    reference: &str,
+    artifact_type: &str,
+    layer: &[u8],
+    subject: Option<&(String, usize)>,
+) -> String {
+    use signet_api_tests::oci::{descriptor, push_blob, put_manifest, OCI_MANIFEST};
+    push_blob(c, r, repo, b"{}").await;
+    push_blob(c, r, repo, layer).await;
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}"),
+        "layers": [descriptor(artifact_type, layer)],
+    });
+    if let Some((digest, size)) = subject {
+        m["subject"] =
+            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size});
+    }
+    let body = serde_json::to_vec(&m).unwrap();
+    let digest = signet_api_tests::sha256(&body);
+    let reference = if reference.is_empty() {
+        digest.as_str()
+    } else {
+        reference
+    };
+    put_manifest(c, r, repo, reference, OCI_MANIFEST, &body).await;
+    digest
+}
+
+#[tokio::test]
+async fn copies_only_the_attachment_kinds_a_job_selects() {
+    use base64::Engine as _;
+    let c = signet_api_tests::client();
+    let upstream = Registry::start();
+    let repo = "kinds/app";
+    let image = push_image(&c, &upstream, repo, "v1", &[&random_bytes(64)]).await;
+    let subject = (signet_api_tests::sha256(&image), image.len());
+    let stem = subject.0.replace(':', "-");
+    push_artifact(
+        &c,
+        &upstream,
+        repo,
+        &format!("{stem}.sig"),
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        b"sig",
+        None,
+    )
+    .await;
+    push_artifact(
+        &c,
+        &upstream,
+        repo,
+        &format!("{stem}.sbom"),
+        "text/spdx+json",
+        b"sbom",
+        None,
+    )
+    .await;
+    let attestation = push_artifact(
+        &c,
+        &upstream,
+        repo,
+        "",
+        "application/vnd.in-toto+json",
+        b"statement",
+        Some(&subject),
+    )
+    .await;
+    let resp = c
+        .put(format!(
+            "{}/extensions/v2/{repo}/signatures/{}",
+            upstream.url, subject.0
+        ))
+        .json(&serde_json::json!({"schemaVersion": 2, "type": "atomic",
+            "name": format!("{}@{}", subject.0, "0".repeat(32)),
+            "content": base64::engine::general_purpose::STANDARD.encode(b"gpg bytes")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::CREATED);
+
+    let mirror = Registry::start_with_config(&format!(
+        "[[sync.jobs]]\nname = \"sigs\"\nupstream = \"{url}\"\nrepositories = [\"{repo}\"]\nattachments = [\"signature\"]\n\n\
+         [[sync.jobs]]\nname = \"bad\"\nupstream = \"{url}\"\nrepositories = [\"{repo}\"]\nattachments = [\"signatures\"]\n\n\
+         [[sync.jobs]]\nname = \"rest\"\nupstream = \"{url}\"\nrepositories = [\"{repo}\"]\nattachments = [\"attestation\", \"sbom\", \"atomic\"]\n",
+        url = upstream.url
+    ));
+    let (ok, summary) = sync(&mirror, "sigs");
+    assert!(ok, "{summary}");
+    assert_eq!(
+        mirror_tags(&mirror, repo).await,
+        [format!("{stem}.sig"), "v1".into()]
+    );
+    let referrers = |m: &Registry| {
+        let url = m.v2(&format!("{repo}/referrers/{}", subject.0));
+        async move {
+            let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            v["manifests"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["digest"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(!referrers(&mirror).await.contains(&attestation));
+    let atomic: Value = reqwest::get(format!(
+        "{}/extensions/v2/{repo}/signatures/{}",
+        mirror.url, subject.0
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        atomic["signatures"].as_array().unwrap().len(),
+        0,
+        "{atomic}"
+    );
+
+    let out = mirror.cli(&["sync", "run", "bad"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("attachment kind"));
+
+    // The other kinds, in a second run: everything is there now.
+    let (ok, summary) = sync(&mirror, "rest");
+    assert!(ok, "{summary}");
+    assert_eq!(summary["atomic_signatures_copied"], 1, "{summary}");
+    assert_eq!(
+        mirror_tags(&mirror, repo).await,
+        [format!("{stem}.sbom"), format!("{stem}.sig"), "v1".into()]
+    );
+    assert!(referrers(&mirror).await.contains(&attestation));
 }

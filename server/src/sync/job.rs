@@ -51,6 +51,10 @@ pub struct SyncJob {
     pub tags_latest: usize,
     /// `os/arch[/variant]`; empty means every platform.
     pub platforms: Vec<String>,
+    /// Which attachments to copy: `signature`, `attestation`, `sbom`, `other` (cosign
+    /// tags and OCI referrers of that kind) and `atomic` (simple-signing signatures of
+    /// the signatures extension); empty means all of them.
+    pub attachments: Vec<String>,
     /// Prefix of the mirrored repositories' names (`mirror` puts `library/x` at
     /// `mirror/library/x`); empty keeps the upstream names.
     pub destination_prefix: String,
@@ -84,6 +88,7 @@ impl std::fmt::Debug for SyncJob {
             .field("tags_exclude", &shown.tags_exclude)
             .field("tags_latest", &shown.tags_latest)
             .field("platforms", &shown.platforms)
+            .field("attachments", &shown.attachments)
             .field("destination_prefix", &shown.destination_prefix)
             .field("interval_secs", &shown.interval_secs)
             .field("concurrency", &shown.concurrency)
@@ -107,6 +112,7 @@ impl Default for SyncJob {
             tags_exclude: Vec::new(),
             tags_latest: 0,
             platforms: Vec::new(),
+            attachments: Vec::new(),
             destination_prefix: String::new(),
             interval_secs: 0,
             concurrency: 4,

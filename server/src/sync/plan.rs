@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Context};
 use regex::Regex;
-use signet_storage::attachments::AttachmentTag;
+use signet_storage::attachments::{AttachmentKind, AttachmentTag};
 use signet_storage::manifest::Platform;
 
 use super::job::SyncJob;
@@ -15,6 +15,9 @@ pub struct Plan {
     tags_exclude: Vec<Regex>,
     tags_latest: usize,
     platforms: Vec<PlatformFilter>,
+    /// Attachment kinds copied; `None`: every kind.
+    attachment_kinds: Option<Vec<AttachmentKind>>,
+    atomic_signatures: bool,
     repo_patterns: Vec<Regex>,
     repo_names: Vec<String>,
     prefix: String,
@@ -73,6 +76,19 @@ impl Plan {
                 }
             })
             .collect::<anyhow::Result<_>>()?;
+        let mut attachment_kinds = Vec::new();
+        let mut atomic_signatures = job.attachments.is_empty();
+        for name in &job.attachments {
+            if name == "atomic" {
+                atomic_signatures = true;
+            } else {
+                attachment_kinds.push(name.parse::<AttachmentKind>().map_err(|_| {
+                    anyhow!(
+                        "attachment kind {name:?}: one of signature, attestation, sbom, other, atomic"
+                    )
+                })?);
+            }
+        }
         let (patterns, names): (Vec<&String>, Vec<&String>) =
             job.repositories.iter().partition(|r| r.contains('*'));
         if job.repositories.is_empty() {
@@ -91,6 +107,8 @@ impl Plan {
                 .collect::<Result<_, _>>()?,
             tags_latest: job.tags_latest,
             platforms,
+            attachment_kinds: (!job.attachments.is_empty()).then_some(attachment_kinds),
+            atomic_signatures,
             repo_patterns: patterns
                 .into_iter()
                 .map(|p| glob(p))
@@ -159,6 +177,27 @@ impl Plan {
             .into_iter()
             .filter(|t| as_version(t).is_none() || kept.contains(t))
             .collect()
+    }
+
+    /// Whether attachments of `kind` (cosign tags, OCI referrers) are copied.
+    pub fn copies_attachment(&self, kind: AttachmentKind) -> bool {
+        self.attachment_kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&kind))
+    }
+
+    /// Whether the referrers fallback tag is copied as upstream wrote it: only when
+    /// every kind is, since it lists referrers of all kinds (with a selection, its
+    /// selected entries still come through the referrers listing).
+    pub fn copies_fallback_tag(&self) -> bool {
+        AttachmentKind::ALL
+            .into_iter()
+            .all(|k| self.copies_attachment(k))
+    }
+
+    /// Whether simple-signing signatures (the signatures extension) are copied.
+    pub fn copies_atomic_signatures(&self) -> bool {
+        self.atomic_signatures
     }
 
     /// An index child the job mirrors: every child without a platform, and with a
@@ -285,6 +324,26 @@ mod tests {
             "leading zeros are not semver"
         );
         assert_eq!(as_version("1.27").unwrap(), semver::Version::new(1, 27, 0));
+    }
+
+    #[test]
+    fn attachment_selection() {
+        let all = job(|_| {});
+        assert!(AttachmentKind::ALL.iter().all(|k| all.copies_attachment(*k)));
+        assert!(all.copies_fallback_tag() && all.copies_atomic_signatures());
+        let sigs = job(|j| j.attachments = vec!["signature".into(), "atomic".into()]);
+        assert!(sigs.copies_attachment(AttachmentKind::Signature));
+        assert!(!sigs.copies_attachment(AttachmentKind::Sbom));
+        assert!(!sigs.copies_fallback_tag());
+        assert!(sigs.copies_atomic_signatures());
+        let sboms = job(|j| j.attachments = vec!["sbom".into()]);
+        assert!(!sboms.copies_atomic_signatures());
+        assert!(Plan::new(&SyncJob {
+            repositories: vec!["x".into()],
+            attachments: vec!["signatures".into()],
+            ..Default::default()
+        })
+        .is_err());
     }
 
     #[test]

@@ -500,6 +500,13 @@ impl Run<'_> {
             .map(|(_, t)| t)
             .collect();
         for tag in tags {
+            let wanted = match AttachmentTag::parse(tag) {
+                Some(AttachmentTag::Cosign { kind, .. }) => self.plan.copies_attachment(kind),
+                _ => self.plan.copies_fallback_tag(),
+            };
+            if !wanted {
+                continue;
+            }
             self.count(|r| r.attachments += 1);
             let parsed: Tag = tag
                 .parse()
@@ -509,13 +516,13 @@ impl Run<'_> {
             seen.insert(digest);
             seen.extend(m.children);
         }
-        for referrer in self.upstream.referrers(&repo.upstream, subject).await? {
-            if seen.insert(referrer.clone()) {
+        for (referrer, kind) in self.upstream.referrers(&repo.upstream, subject).await? {
+            if self.plan.copies_attachment(kind) && seen.insert(referrer.clone()) {
                 self.count(|r| r.attachments += 1);
                 self.manifest(repo, &referrer, None, depth).await?;
             }
         }
-        if self.signatures {
+        if self.signatures && self.plan.copies_atomic_signatures() {
             for (id, content) in self
                 .upstream
                 .atomic_signatures(&repo.upstream, subject)

@@ -20,6 +20,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
+use signet_storage::attachments::{classify, AttachmentKind};
 use signet_storage::digest::Digest;
 use signet_storage::manifest::SUPPORTED_MEDIA_TYPES;
 
@@ -271,8 +272,13 @@ impl Upstream {
     }
 
     /// Referrers of `digest` through the referrers API, or — where upstream has none —
-    /// the entries of its fallback tag `<alg>-<hex>`.
-    pub async fn referrers(&self, repo: &str, digest: &Digest) -> anyhow::Result<Vec<Digest>> {
+    /// the entries of its fallback tag `<alg>-<hex>`; each with its kind, told from the
+    /// artifact type and annotations the listing carries.
+    pub async fn referrers(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> anyhow::Result<Vec<(Digest, AttachmentKind)>> {
         let r = self.digest_ref(repo, digest);
         let index = self
             .retrying("referrers", || async {
@@ -286,9 +292,13 @@ impl Upstream {
             .manifests
             .iter()
             .map(|m| {
-                m.digest
+                let digest = m
+                    .digest
                     .parse::<Digest>()
-                    .map_err(|e| anyhow!("referrer {:?}: {e}", m.digest))
+                    .map_err(|e| anyhow!("referrer {:?}: {e}", m.digest))?;
+                let annotations = m.annotations.clone().unwrap_or_default();
+                let (kind, _) = classify(m.artifact_type.as_deref(), &annotations);
+                Ok((digest, kind))
             })
             .collect()
     }
