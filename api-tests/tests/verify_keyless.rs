@@ -29,6 +29,8 @@ const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const IN_TOTO: &str = "application/vnd.in-toto+json";
+const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
@@ -370,7 +372,27 @@ async fn push_keyless_sig(
             "logID": hex::encode(w.rekor.log_id),
         },
     });
-    let layer = push_blob(c, r, repo, &payload).await;
+    let annotations = json!({
+        SIG_ANNOTATION: B64.encode(&sig),
+        CERT_ANNOTATION: plan.leaf.pem,
+        CHAIN_ANNOTATION: plan.leaf.chain_pem,
+        BUNDLE_ANNOTATION: bundle.to_string(),
+    });
+    let tag = format!("{}.sig", subject.replace(':', "-"));
+    push_cosign_layer(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
+}
+
+/// A cosign attachment manifest of one layer, pushed under `tag`; returns its digest.
+async fn push_cosign_layer(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    tag: &str,
+    media_type: &str,
+    bytes: &[u8],
+    annotations: Value,
+) -> String {
+    let layer = push_blob(c, r, repo, bytes).await;
     let config = serde_json::to_vec(&json!({
         "architecture": "", "os": "", "config": {},
         "rootfs": {"type": "layers", "diff_ids": [layer]},
@@ -381,18 +403,74 @@ async fn push_keyless_sig(
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
-                    "annotations": {
-                        SIG_ANNOTATION: B64.encode(&sig),
-                        CERT_ANNOTATION: plan.leaf.pem,
-                        CHAIN_ANNOTATION: plan.leaf.chain_pem,
-                        BUNDLE_ANNOTATION: bundle.to_string(),
-                    }}],
+        "layers": [{"mediaType": media_type, "digest": layer, "size": bytes.len(),
+                    "annotations": annotations}],
     }))
     .unwrap();
-    let tag = format!("{}.sig", subject.replace(':', "-"));
-    put_manifest(c, r, repo, &tag, OCI_MANIFEST, &manifest).await;
+    put_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
     sha256(&manifest)
+}
+
+/// A keyless `.att` as `cosign attest` writes it: a DSSE envelope layer whose Rekor
+/// entry is an `intoto` v0.0.2 record. `about` is the digest the statement names.
+async fn push_keyless_att(
+    c: &Client,
+    r: &Registry,
+    w: &World,
+    repo: &str,
+    subject: &str,
+    about: &str,
+    leaf: &Leaf,
+) -> String {
+    let statement = serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": PROVENANCE,
+        "subject": [{"name": format!("{}/{repo}", r.host), "digest": {"sha256": about.trim_start_matches("sha256:")}}],
+        "predicate": {"builder": {"id": "https://ci.signet.example/builder"}},
+    }))
+    .unwrap();
+    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
+    pae.extend_from_slice(&statement);
+    let sig = leaf.sign(&pae);
+    let envelope = serde_json::to_vec(&json!({
+        "payloadType": IN_TOTO,
+        "payload": B64.encode(&statement),
+        "signatures": [{"keyid": "", "sig": B64.encode(&sig)}],
+    }))
+    .unwrap();
+    // intoto v0.0.2 keeps each signature base64-encoded once more.
+    let body = serde_json::to_vec(&json!({
+        "apiVersion": "0.0.2",
+        "kind": "intoto",
+        "spec": {"content": {
+            "envelope": {"payloadType": IN_TOTO, "signatures": [{
+                "publicKey": pem_b64(&leaf.pem),
+                "sig": B64.encode(B64.encode(&sig)),
+            }]},
+            "hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&envelope))},
+            "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+        }},
+    }))
+    .unwrap();
+    let set = w.rekor.set(&body, NOON, 77, &w.rekor.log_id);
+    let bundle = json!({
+        "SignedEntryTimestamp": B64.encode(&set),
+        "Payload": {
+            "body": B64.encode(&body),
+            "integratedTime": NOON,
+            "logIndex": 77,
+            "logID": hex::encode(w.rekor.log_id),
+        },
+    });
+    let annotations = json!({
+        SIG_ANNOTATION: "",
+        "predicateType": PROVENANCE,
+        CERT_ANNOTATION: leaf.pem,
+        CHAIN_ANNOTATION: leaf.chain_pem,
+        BUNDLE_ANNOTATION: bundle.to_string(),
+    });
+    let tag = format!("{}.att", subject.replace(':', "-"));
+    push_cosign_layer(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }
 
 /// How a bundle is to be made.
@@ -524,8 +602,20 @@ async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> Valu
 
 /// The verdict on one signature of a coverage report, found by its digest.
 async fn verdict(c: &Client, r: &Registry, repo: &str, reference: &str, sig: &str) -> Value {
+    verdict_of(c, r, repo, reference, "signature", sig).await
+}
+
+/// The verdict on one attachment of `kind`, found by its digest.
+async fn verdict_of(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    reference: &str,
+    kind: &str,
+    sig: &str,
+) -> Value {
     let report = coverage(c, r, repo, reference).await;
-    let entries = report["attachments"]["signature"]
+    let entries = report["attachments"][kind]
         .as_array()
         .unwrap_or_else(|| panic!("no signatures: {report}"));
     let entry = entries
@@ -896,6 +986,97 @@ async fn bundle_referrers_with_inclusion_proofs() {
         &verdict(&c, &r, "keyless/stranger", "v1", &referrer).await,
         "identity mismatch",
     );
+}
+
+#[tokio::test]
+async fn keyless_attestations_and_certificates_beside_key_roots() {
+    let w = World::new();
+    let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+    // A key root whose key is a certificate's key: `cosign sign --key --certificate`.
+    let byo = w.fulcio.issue("byo@signet.example", ISSUER);
+    let keys = tempfile::tempdir().unwrap();
+    let byo_pub = keys.path().join("byo.pub");
+    std::fs::write(&byo_pub, byo.key.public_key_pem()).unwrap();
+    let config = format!(
+        "{}[[trust.roots]]\nname = \"byo\"\nrepositories = [\"keyless/**\", \"byo/**\"]\npublic_key = \"{}\"\n",
+        w.config("off"),
+        byo_pub.display()
+    );
+    let r = Registry::start_with_config(&config);
+    let c = client();
+
+    // `cosign attest` keylessly: the DSSE layer verifies, with its predicate type.
+    let (_, d) = image(&c, &r, "keyless/attested").await;
+    let att = push_keyless_att(&c, &r, &w, "keyless/attested", &d, &d, &leaf).await;
+    let v = verdict_of(&c, &r, "keyless/attested", "v1", "attestation", &att).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "release");
+    assert_eq!(v["predicateType"], PROVENANCE);
+    // A statement about another image, attached here.
+    let (_, other) = image(&c, &r, "keyless/misattested").await;
+    let att = push_keyless_att(&c, &r, &w, "keyless/misattested", &other, &d, &leaf).await;
+    let v = verdict_of(&c, &r, "keyless/misattested", "v1", "attestation", &att).await;
+    assert_invalid(&v, "digest mismatch");
+    assert_eq!(v["predicateType"], PROVENANCE);
+
+    // A keyless signature where a key root also applies: the keyless root accepts it,
+    // and a wrong identity is reported as such, not as a key mismatch.
+    let plan = SigPlan {
+        leaf: &leaf,
+        names: "",
+        integrated_time: NOON,
+        set_signer: &w.rekor,
+        reference: None,
+    };
+    let (_, d) = image(&c, &r, "keyless/mixed").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/mixed",
+        &d,
+        &SigPlan { names: &d, ..plan },
+    )
+    .await;
+    let v = verdict(&c, &r, "keyless/mixed", "v1", &sig).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "release");
+    let stranger = w.fulcio.issue("intruder@signet.example", ISSUER);
+    let (_, d) = image(&c, &r, "keyless/mixed-stranger").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/mixed-stranger",
+        &d,
+        &SigPlan {
+            leaf: &stranger,
+            names: &d,
+            ..plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/mixed-stranger", "v1", &sig).await,
+        "identity mismatch",
+    );
+
+    // Signed with the key root's key and carrying its certificate (no Rekor entry):
+    // the key decides, under the keyless root's repositories and outside them.
+    for repo in ["keyless/byo", "byo/app"] {
+        let (_, d) = image(&c, &r, repo).await;
+        let payload = simple_signing_payload(&r, repo, &d);
+        let annotations = json!({
+            SIG_ANNOTATION: B64.encode(byo.sign(&payload)),
+            CERT_ANNOTATION: byo.pem,
+            CHAIN_ANNOTATION: byo.chain_pem,
+        });
+        let tag = format!("{}.sig", d.replace(':', "-"));
+        let sig = push_cosign_layer(&c, &r, repo, &tag, SIMPLESIGNING, &payload, annotations).await;
+        let v = verdict(&c, &r, repo, "v1", &sig).await;
+        assert_eq!(v["verdict"], "valid", "{repo}: {v}");
+        assert_eq!(v["root"], "byo", "{repo}: {v}");
+    }
 }
 
 #[tokio::test]

@@ -135,11 +135,36 @@ async fn verify_layer(
         .parse()
         .map_err(|_| anyhow::anyhow!("layer digest"))?;
     let bytes = read_blob(blobs, &digest).await?;
-    if layer["annotations"][super::keyless::CERT_ANNOTATION].is_string() {
-        return Ok(super::keyless::verify_cosign_layer(
-            roots, layer, &bytes, repo, subject, media_type,
-        ));
+    if !layer["annotations"][super::keyless::CERT_ANNOTATION].is_string() {
+        return verify_with_keys(roots, repo, subject, layer, media_type, &bytes);
     }
+    // A certificate: keyless (Fulcio), unless a key root's key made the signature
+    // (`cosign sign --key --certificate`). When neither accepts it, the keyless reason
+    // is the telling one.
+    let keyless =
+        super::keyless::verify_cosign_layer(roots, layer, &bytes, repo, subject, media_type);
+    if keyless.is_valid() || !roots.iter().any(|r| r.key.is_some()) {
+        return Ok(keyless);
+    }
+    let keyed = verify_with_keys(roots, repo, subject, layer, media_type, &bytes)?;
+    Ok(
+        if keyed.is_valid() || keyless.verdict == super::VerdictKind::NoTrustRoot {
+            keyed
+        } else {
+            keyless
+        },
+    )
+}
+
+/// The verdict of the key roots on one layer's `bytes`.
+fn verify_with_keys(
+    roots: &[&TrustRoot],
+    repo: &str,
+    subject: &Digest,
+    layer: &Value,
+    media_type: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Verdict> {
     if media_type == SIMPLESIGNING {
         let Some(sig) = layer["annotations"][SIG_ANNOTATION].as_str() else {
             return Ok(Verdict::invalid(format!(
@@ -152,13 +177,13 @@ async fn verify_layer(
         let Some(root) = roots.iter().find(|r| {
             r.key
                 .as_ref()
-                .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), &bytes).is_ok())
+                .is_some_and(|k| k.verify_signature(Signature::Raw(&sig), bytes).is_ok())
         }) else {
             return Ok(Verdict::invalid(
                 "bad signature: no applicable trust root's key verifies it",
             ));
         };
-        let payload: Value = serde_json::from_slice(&bytes)
+        let payload: Value = serde_json::from_slice(bytes)
             .map_err(|e| anyhow::anyhow!("simple-signing payload: {e}"))?;
         let named = payload["critical"]["image"]["docker-manifest-digest"]
             .as_str()
@@ -176,7 +201,7 @@ async fn verify_layer(
     }
     // DSSE envelope.
     let envelope: Value =
-        serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("DSSE envelope: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| anyhow::anyhow!("DSSE envelope: {e}"))?;
     let payload_type = envelope["payloadType"].as_str().unwrap_or_default();
     let payload = B64
         .decode(envelope["payload"].as_str().unwrap_or_default())
