@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::gpg::{accept_anything_policy, signed_by_policy, GpgKey};
 use signet_api_tests::oci::{get, push_blob, push_image, put_manifest, OCI_MANIFEST};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 use sigstore::crypto::{SigStoreSigner, SigningScheme};
@@ -17,7 +18,7 @@ use sigstore::crypto::{SigStoreSigner, SigningScheme};
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
-fn signer() -> (SigStoreSigner, String) {
+fn cosign_key() -> (SigStoreSigner, String) {
     let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
         .create_signer()
         .expect("generate a key pair");
@@ -121,8 +122,8 @@ async fn tag_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> Option<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_verified_tags_are_published_and_the_report_says_why() {
-    let (release, release_pub) = signer();
-    let (stranger, _) = signer();
+    let (release, release_pub) = cosign_key();
+    let (stranger, _) = cosign_key();
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("release.pub");
     std::fs::write(&key_file, release_pub).unwrap();
@@ -254,35 +255,8 @@ verify = true
     );
 }
 
-/// A throwaway GPG home with one key; returns (home, fingerprint).
-fn gpg_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
-    require_tool("gpg");
-    let home = dir.join(format!("gnupg-{name}"));
-    std::fs::create_dir_all(&home).unwrap();
-    run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-        .arg(format!("{name} <{name}@example.com>"))
-        .args(["default", "default", "never"]));
-    let listing = run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--list-keys", "--with-colons"]));
-    let fingerprint = listing
-        .lines()
-        .find(|l| l.starts_with("fpr:"))
-        .and_then(|l| l.split(':').nth(9))
-        .expect("fingerprint")
-        .to_string();
-    (home, fingerprint)
-}
-
 /// skopeo with a policy file; `--sign-by` when a key is given.
-fn skopeo_copy(
-    policy: &std::path::Path,
-    gpg: Option<(&std::path::Path, &str)>,
-    from: &str,
-    to: &str,
-) {
+fn skopeo_copy(policy: &std::path::Path, signer: Option<&GpgKey>, from: &str, to: &str) {
     require_tool("skopeo");
     let mut cmd = Command::new("skopeo");
     cmd.arg("--policy").arg(policy).args([
@@ -290,8 +264,9 @@ fn skopeo_copy(
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
     ]);
-    if let Some((home, key)) = gpg {
-        cmd.env("GNUPGHOME", home).args(["--sign-by", key]);
+    if let Some(key) = signer {
+        cmd.env("GNUPGHOME", &key.home)
+            .args(["--sign-by", &key.fingerprint]);
     }
     run(cmd.arg(from).arg(to));
 }
@@ -299,22 +274,11 @@ fn skopeo_copy(
 #[tokio::test(flavor = "multi_thread")]
 async fn atomic_gpg_signatures_are_verified_on_ingest_and_still_verify_with_skopeo() {
     let dir = tempfile::tempdir().unwrap();
-    let (alice_home, alice) = gpg_key(dir.path(), "alice");
-    let (mallory_home, mallory) = gpg_key(dir.path(), "mallory");
+    let alice = GpgKey::generate(dir.path(), "alice");
+    let mallory = GpgKey::generate(dir.path(), "mallory");
     let alice_pub = dir.path().join("alice.asc");
-    std::fs::write(
-        &alice_pub,
-        run(Command::new("gpg")
-            .env("GNUPGHOME", &alice_home)
-            .args(["--armor", "--export", &alice])),
-    )
-    .unwrap();
-    let anything = dir.path().join("policy-any.json");
-    std::fs::write(
-        &anything,
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .unwrap();
+    alice.export(&alice_pub, true);
+    let anything = accept_anything_policy(dir.path());
 
     // Upstream: a Signet holding two images signed by skopeo through gpg.
     let upstream = Registry::start();
@@ -324,13 +288,13 @@ async fn atomic_gpg_signatures_are_verified_on_ingest_and_still_verify_with_skop
     let up = |path: &str| format!("docker://{}/{path}", upstream.host);
     skopeo_copy(
         &anything,
-        Some((&alice_home, &alice)),
+        Some(&alice),
         &up("staging/a:v1"),
         &up("apps/signed:v1"),
     );
     skopeo_copy(
         &anything,
-        Some((&mallory_home, &mallory)),
+        Some(&mallory),
         &up("staging/m:v1"),
         &up("apps/mallory:v1"),
     );
@@ -371,23 +335,13 @@ repositories = ["apps/signed", "apps/mallory"]
 
     // skopeo verifies the mirrored signature from the mirror with a signedBy policy
     // (the identity is the upstream's, as the signer wrote it).
-    let policy = dir.path().join("policy-alice.json");
-    std::fs::write(
-        &policy,
-        serde_json::to_vec(&json!({
-            "default": [{"type": "reject"}],
-            "transports": {
-                "docker": {format!("{}/apps/signed", mirror.host): [{
-                    "type": "signedBy", "keyType": "GPGKeys", "keyPath": alice_pub,
-                    "signedIdentity": {"type": "exactRepository",
-                                       "dockerRepository": format!("{}/apps/signed", upstream.host)},
-                }]},
-                "dir": {"": [{"type": "insecureAcceptAnything"}]},
-            }
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    let policy = signed_by_policy(
+        dir.path(),
+        "alice",
+        &format!("{}/apps/signed", mirror.host),
+        &alice_pub,
+        &format!("{}/apps/signed", upstream.host),
+    );
     let dest = dir.path().join("pulled");
     skopeo_copy(
         &policy,

@@ -12,51 +12,25 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::gpg::{accept_anything_policy, GpgKey};
 use signet_api_tests::oci::{error_code, get, push_image};
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
 
-/// A throwaway GPG home with one key; returns (home, fingerprint).
-fn gpg_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    require_tool("gpg");
-    let home = dir.join(format!("gnupg-{name}"));
-    std::fs::create_dir_all(&home).unwrap();
-    run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--batch", "--passphrase", "", "--quick-gen-key"])
-        .arg(format!("{name} <{name}@example.com>"))
-        .args(["default", "default", "never"]));
-    let listing = run(Command::new("gpg")
-        .env("GNUPGHOME", &home)
-        .args(["--list-keys", "--with-colons"]));
-    let fingerprint = listing
-        .lines()
-        .find(|l| l.starts_with("fpr:"))
-        .and_then(|l| l.split(':').nth(9))
-        .expect("fingerprint")
-        .to_string();
-    (home, fingerprint)
-}
-
-/// Exports the public key, armored or binary, as a trust root reads it.
-fn export_key(home: &Path, fingerprint: &str, to: &Path, armor: bool) {
-    let mut cmd = Command::new("gpg");
-    cmd.env("GNUPGHOME", home).arg("--export");
-    if armor {
-        cmd.arg("--armor");
-    }
-    let out = cmd.arg(fingerprint).output().unwrap();
-    assert!(out.status.success());
-    std::fs::write(to, out.stdout).unwrap();
-}
-
 /// `gpg --sign` over `payload`, uncompressed (`-z 0`) so a test can alter signed bytes.
-fn gpg_sign(home: &Path, fingerprint: &str, payload: &[u8], dir: &Path) -> Vec<u8> {
+fn gpg_sign(key: &GpgKey, payload: &[u8], dir: &Path) -> Vec<u8> {
     let input = dir.join(format!("payload-{}.json", hex::encode(random_bytes(4))));
     std::fs::write(&input, payload).unwrap();
     let output = input.with_extension("gpg");
     run(Command::new("gpg")
-        .env("GNUPGHOME", home)
-        .args(["--batch", "--yes", "-z", "0", "--local-user", fingerprint])
+        .env("GNUPGHOME", &key.home)
+        .args([
+            "--batch",
+            "--yes",
+            "-z",
+            "0",
+            "--local-user",
+            &key.fingerprint,
+        ])
         .arg("--output")
         .arg(&output)
         .arg("--sign")
@@ -152,18 +126,12 @@ async fn head_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> String 
         .to_string()
 }
 
-fn accept_anything_policy(dir: &Path) -> PathBuf {
-    let path = dir.join("policy-any.json");
-    std::fs::write(&path, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
-    path
-}
-
 /// `skopeo copy --sign-by` from one repository of `r` to another: a real client
 /// signing through gpgme into the signatures extension.
-fn skopeo_sign_copy(r: &Registry, dir: &Path, home: &Path, key: &str, from: &str, to: &str) {
+fn skopeo_sign_copy(r: &Registry, dir: &Path, key: &GpgKey, from: &str, to: &str) {
     require_tool("skopeo");
     run(Command::new("skopeo")
-        .env("GNUPGHOME", home)
+        .env("GNUPGHOME", &key.home)
         .arg("--policy")
         .arg(accept_anything_policy(dir))
         .args([
@@ -171,7 +139,7 @@ fn skopeo_sign_copy(r: &Registry, dir: &Path, home: &Path, key: &str, from: &str
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
             "--sign-by",
-            key,
+            &key.fingerprint,
         ])
         .arg(format!("docker://{}/{from}", r.host))
         .arg(format!("docker://{}/{to}", r.host)));
@@ -189,24 +157,20 @@ fn skopeo_copy(r: &Registry, dir: &Path, from: &str, to: &str) {
 
 struct Keys {
     dir: tempfile::TempDir,
-    alice_home: PathBuf,
-    alice: String,
-    mallory_home: PathBuf,
-    mallory: String,
+    alice: GpgKey,
+    mallory: GpgKey,
     alice_pub: PathBuf,
 }
 
 fn keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
-    let (alice_home, alice) = gpg_key(dir.path(), "alice");
-    let (mallory_home, mallory) = gpg_key(dir.path(), "mallory");
+    let alice = GpgKey::generate(dir.path(), "alice");
+    let mallory = GpgKey::generate(dir.path(), "mallory");
     let alice_pub = dir.path().join("alice.asc");
-    export_key(&alice_home, &alice, &alice_pub, true);
+    alice.export(&alice_pub, true);
     Keys {
         dir,
-        alice_home,
         alice,
-        mallory_home,
         mallory,
         alice_pub,
     }
@@ -232,14 +196,7 @@ policy = "enforce"
     push_image(&c, &r, "staging/other", "v1", &[&random_bytes(300)]).await;
 
     // Signed by alice with skopeo: valid, and the enforce policy serves it.
-    skopeo_sign_copy(
-        &r,
-        dir,
-        &k.alice_home,
-        &k.alice,
-        "staging/src:v1",
-        "team/app:v1",
-    );
+    skopeo_sign_copy(&r, dir, &k.alice, "staging/src:v1", "team/app:v1");
     let (status, manifest) = get(&c, &r.v2("team/app/manifests/v1")).await;
     assert_eq!(
         status,
@@ -254,14 +211,7 @@ policy = "enforce"
     assert_eq!(verdicts[0].1["root"], "release");
 
     // Signed by mallory, whom no root trusts: no matching trust root, refused.
-    skopeo_sign_copy(
-        &r,
-        dir,
-        &k.mallory_home,
-        &k.mallory,
-        "staging/other:v1",
-        "team/mallory:v1",
-    );
+    skopeo_sign_copy(&r, dir, &k.mallory, "staging/other:v1", "team/mallory:v1");
     let (status, body) = get(&c, &r.v2("team/mallory/manifests/v1")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&body), "DENIED");
@@ -271,7 +221,7 @@ policy = "enforce"
     assert_eq!(verdicts[0].1["verdict"], "no-trust-root", "{verdicts:?}");
     let reason = verdicts[0].1["reason"].as_str().unwrap();
     assert!(
-        reason.contains(&k.mallory[k.mallory.len() - 16..]),
+        reason.contains(&k.mallory.fingerprint[k.mallory.fingerprint.len() - 16..]),
         "{reason}"
     );
 
@@ -279,7 +229,7 @@ policy = "enforce"
     // uncompressed from the payload skopeo signed, so the change lands in signed data.
     let original = stored_signatures(&c, &r, "team/app", &digest).await;
     let payload = run(Command::new("gpg")
-        .env("GNUPGHOME", &k.alice_home)
+        .env("GNUPGHOME", &k.alice.home)
         .args(["--batch", "--decrypt"])
         .arg({
             let p = dir.join("skopeo.sig");
@@ -287,7 +237,7 @@ policy = "enforce"
             p
         }));
     assert!(payload.contains(&digest), "{payload}");
-    let mut tampered = gpg_sign(&k.alice_home, &k.alice, payload.as_bytes(), dir);
+    let mut tampered = gpg_sign(&k.alice, payload.as_bytes(), dir);
     let at = tampered
         .windows(7)
         .position(|w| w == b"sha256:")
@@ -310,7 +260,6 @@ policy = "enforce"
     // Alice's valid signature over a payload naming another digest: digest mismatch.
     let other = sha256(b"another manifest");
     let elsewhere = gpg_sign(
-        &k.alice_home,
         &k.alice,
         &atomic_payload(&format!("{}/team/app:v1", r.host), &other),
         dir,
@@ -345,7 +294,7 @@ async fn docker_reference_must_name_the_repository_unless_the_root_ignores_it() 
     let k = keys();
     // A binary key file works as well as an armored one.
     let binary = k.dir.path().join("alice.gpg");
-    export_key(&k.alice_home, &k.alice, &binary, false);
+    k.alice.export(&binary, false);
     let r = Registry::start_with_config(&format!(
         r#"
 [trust]
@@ -364,14 +313,7 @@ docker_reference = "ignore"
     let c = client();
     let dir = k.dir.path();
     push_image(&c, &r, "staging/src", "v1", &[&random_bytes(300)]).await;
-    skopeo_sign_copy(
-        &r,
-        dir,
-        &k.alice_home,
-        &k.alice,
-        "staging/src:v1",
-        "team/app:v1",
-    );
+    skopeo_sign_copy(&r, dir, &k.alice, "staging/src:v1", "team/app:v1");
     let digest = sha256(&get(&c, &r.v2("team/app/manifests/v1")).await.1);
 
     // skopeo copies the signature with the image; it still names team/app.
@@ -396,7 +338,6 @@ docker_reference = "ignore"
     // The registry host is not compared: a signature naming another host but this
     // repository is valid.
     let foreign_host = gpg_sign(
-        &k.alice_home,
         &k.alice,
         &atomic_payload("registry.example.com/team/app:v1", &digest),
         dir,
@@ -431,14 +372,14 @@ fn trust_check_reads_gpg_keys_and_refuses_secret_or_broken_ones() {
         .arg("--config")
         .arg(&config)
         .args(["trust", "check"]));
-    assert!(out.contains(&k.alice), "{out}");
+    assert!(out.contains(&k.alice.fingerprint), "{out}");
     assert!(out.contains("alice <alice@example.com>"), "{out}");
 
     let secret = dir.join("alice-secret.asc");
     let exported = Command::new("gpg")
-        .env("GNUPGHOME", &k.alice_home)
+        .env("GNUPGHOME", &k.alice.home)
         .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
-        .args(["--armor", "--export-secret-keys", &k.alice])
+        .args(["--armor", "--export-secret-keys", &k.alice.fingerprint])
         .output()
         .unwrap();
     assert!(exported.status.success());
