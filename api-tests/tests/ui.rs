@@ -420,6 +420,14 @@ async fn tag_details_page_through_ten_thousand_tags() {
     );
     assert!(children.iter().all(|m| !m.is_empty()));
 
+    // Discoverable beside the coverage endpoint.
+    let (_, body) = get(&c, &r.v2("_oci/ext/discover")).await;
+    let discover: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        discover["extensions"][0]["endpoints"],
+        json!(["_signet/attachments", "_signet/tags"])
+    );
+
     // Errors: unknown repository, bad n, bad name.
     let (status, body) = get(&c, &r.v2("shop/none/_signet/tags")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);

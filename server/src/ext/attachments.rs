@@ -33,8 +33,8 @@ async fn discover() -> HttpResponse {
         "extensions": [{
             "name": EXTENSION,
             "url": "README.md#attachments-extension",
-            "description": "Attachments (signatures, attestations, SBOMs, referrers) of a manifest and of the indexes that cover it",
-            "endpoints": ["_signet/attachments"],
+            "description": "Attachments (signatures, attestations, SBOMs, referrers) of a manifest and of the indexes that cover it; tags with their manifests' details",
+            "endpoints": ["_signet/attachments", "_signet/tags"],
         }]
     }))
 }
