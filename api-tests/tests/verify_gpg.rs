@@ -13,24 +13,24 @@ use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::gpg::{accept_anything_policy, GpgKey};
-use signet_api_tests::oci::{error_code, get, push_image};
+use signet_api_tests::oci::{
+    error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST,
+};
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
 
 /// `gpg --sign` over `payload`, uncompressed (`-z 0`) so a test can alter signed bytes.
 fn gpg_sign(key: &GpgKey, payload: &[u8], dir: &Path) -> Vec<u8> {
+    gpg_sign_as(key, &key.fingerprint, payload, dir)
+}
+
+/// `gpg_sign` with a chosen signing key (`FPR!` names one subkey exactly).
+fn gpg_sign_as(key: &GpgKey, user: &str, payload: &[u8], dir: &Path) -> Vec<u8> {
     let input = dir.join(format!("payload-{}.json", hex::encode(random_bytes(4))));
     std::fs::write(&input, payload).unwrap();
     let output = input.with_extension("gpg");
     run(Command::new("gpg")
         .env("GNUPGHOME", &key.home)
-        .args([
-            "--batch",
-            "--yes",
-            "-z",
-            "0",
-            "--local-user",
-            &key.fingerprint,
-        ])
+        .args(["--batch", "--yes", "-z", "0", "--local-user", user])
         .arg("--output")
         .arg(&output)
         .arg("--sign")
@@ -350,6 +350,95 @@ docker_reference = "ignore"
         .unwrap()
         .1;
     assert_eq!(v["verdict"], "valid", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_subkeys_count_and_revoked_keys_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gpg = |key: &GpgKey, args: &[&str]| {
+        run(Command::new("gpg")
+            .env("GNUPGHOME", &key.home)
+            .args(["--batch", "--passphrase", ""])
+            .args(args))
+    };
+    // Carol adds a signing subkey and signs with it only.
+    let carol = GpgKey::generate(d, "carol");
+    gpg(
+        &carol,
+        &[
+            "--quick-add-key",
+            &carol.fingerprint,
+            "ed25519",
+            "sign",
+            "never",
+        ],
+    );
+    let listing = gpg(
+        &carol,
+        &["--list-keys", "--with-colons", &carol.fingerprint],
+    );
+    let lines: Vec<&str> = listing.lines().collect();
+    let subkey = lines
+        .windows(2)
+        .find(|w| w[0].starts_with("sub:") && w[0].split(':').nth(11).unwrap_or("").contains('s'))
+        .and_then(|w| w[1].split(':').nth(9))
+        .expect("the signing subkey's fingerprint")
+        .to_string();
+    let carol_pub = d.join("carol.asc");
+    carol.export(&carol_pub, true);
+    // The image is made up front, so its digest can be signed before the registry
+    // exists (the registry host is not compared, so the payload need not name it).
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = random_bytes(64);
+    let manifest = image_manifest(config, &[&layer], json!({}));
+    let digest = sha256(&manifest);
+    let payload = atomic_payload("registry.example.com/team/x:v1", &digest);
+    // Dave signs, then revokes his key (with the certificate gpg made when it
+    // generated the key); his exported key carries the revocation.
+    let dave = GpgKey::generate(d, "dave");
+    let by_dave = gpg_sign(&dave, &payload, d);
+    let rev = dave
+        .home
+        .join("openpgp-revocs.d")
+        .join(format!("{}.rev", dave.fingerprint));
+    let rev_text = std::fs::read_to_string(&rev)
+        .unwrap()
+        .replace(":-----BEGIN", "-----BEGIN");
+    let rev_file = d.join("dave.rev");
+    std::fs::write(&rev_file, rev_text).unwrap();
+    gpg(&dave, &["--import", rev_file.to_str().unwrap()]);
+    let dave_pub = d.join("dave.asc");
+    dave.export(&dave_pub, true);
+    let by_subkey = gpg_sign_as(&carol, &format!("{subkey}!"), &payload, d);
+
+    let r = Registry::start_with_config(&format!(
+        "[trust]\n[[trust.roots]]\nname = \"carol\"\ngpg_keys = [\"{}\"]\n[[trust.roots]]\nname = \"dave\"\ngpg_keys = [\"{}\"]\n",
+        carol_pub.display(),
+        dave_pub.display()
+    ));
+    let c = client();
+    push_blob(&c, &r, "team/x", config).await;
+    push_blob(&c, &r, "team/x", &layer).await;
+    put_manifest(&c, &r, "team/x", "v1", OCI_MANIFEST, &manifest).await;
+    put_signature(&c, &r, "team/x", &digest, &by_subkey).await;
+    put_signature(&c, &r, "team/x", &digest, &by_dave).await;
+    let verdicts = atomic_verdicts(&c, &r, "team/x", &digest).await;
+    let of = |content: &[u8]| {
+        verdicts
+            .iter()
+            .find(|(d, _)| *d == sha256(content))
+            .unwrap_or_else(|| panic!("{verdicts:?}"))
+            .1
+            .clone()
+    };
+    let v = of(&by_subkey);
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "carol");
+    let v = of(&by_dave);
+    assert_eq!(v["verdict"], "invalid", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("revoked key"), "{v}");
 }
 
 #[test]

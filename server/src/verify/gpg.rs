@@ -12,7 +12,8 @@ use std::io::Read as _;
 use std::path::Path;
 
 use pgp::composed::{Message, PublicOrSecret, SignedPublicKey};
-use pgp::types::KeyDetails as _;
+use pgp::packet::SignatureType;
+use pgp::types::{KeyDetails as _, PublicKeyTrait as _};
 use serde_json::Value;
 use signet_storage::{Digest, MetadataStore, RepoName};
 
@@ -97,6 +98,7 @@ enum Rejection {
     /// No key of any applicable root is the signature's issuer.
     UnknownSigner(String),
     Expired(String),
+    Revoked(String),
 }
 
 /// The verdict on the atomic signature whose content hashes to `attachment`, on
@@ -162,7 +164,7 @@ pub fn verify_content(
                 predicate_type: None,
             }
         }
-        Err(Rejection::Expired(m)) => return Verdict::invalid(m),
+        Err(Rejection::Expired(m) | Rejection::Revoked(m)) => return Verdict::invalid(m),
     };
     let root = roots[signed.root];
     let payload: Value = match serde_json::from_slice(&signed.payload) {
@@ -217,27 +219,22 @@ fn open_signed(roots: &[&TrustRoot], content: &[u8]) -> Result<Signed, Rejection
     }
     for (i, root) in roots.iter().enumerate() {
         for cert in &root.gpg_keys {
-            let primary = &cert.key;
-            let verified = message
-                .verify(primary)
-                .map(|sig| (sig.clone(), primary.expires_at()))
-                .or_else(|_| {
-                    cert.key
-                        .public_subkeys
-                        .iter()
-                        .find_map(|sub| message.verify(sub).ok().map(|s| (s.clone(), None)))
-                        .ok_or(())
-                });
-            let Ok((signature, expires)) = verified else {
+            let Some(signer) = signing_key(&message, cert) else {
                 continue;
             };
-            // An expired certificate's signatures made after it expired are refused,
-            // as gpg (and so containers/image) refuses them.
-            if let (Some(expires), Some(created)) = (expires, signature.created()) {
+            // As gpg (and so containers/image) does: a revoked key's signatures are
+            // refused, and so are those an expired key made after it expired.
+            if signer.revoked {
+                return Err(Rejection::Revoked(format!(
+                    "revoked key: {} is revoked",
+                    signer.fingerprint
+                )));
+            }
+            if let (Some(expires), Some(created)) = (signer.expires, signer.signature.created()) {
                 if *created > expires {
                     return Err(Rejection::Expired(format!(
                         "expired key: {} expired at {expires}, the signature was made at {created}",
-                        cert.fingerprint()
+                        signer.fingerprint
                     )));
                 }
             }
@@ -260,6 +257,62 @@ fn open_signed(roots: &[&TrustRoot], content: &[u8]) -> Result<Signed, Rejection
         "signed by a key no trust root covering this repository holds{}",
         issuer.describe()
     )))
+}
+
+/// The key of `cert` that made the message's signature, with what decides whether
+/// that still counts.
+struct Signer {
+    signature: pgp::packet::Signature,
+    fingerprint: String,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+    revoked: bool,
+}
+
+/// The primary key of `cert`, or a subkey bound to it for signing, that verifies the
+/// message; `None` when none does.
+fn signing_key(message: &Message<'_>, cert: &GpgKey) -> Option<Signer> {
+    let primary = &cert.key;
+    let primary_revoked = !primary.details.revocation_signatures.is_empty();
+    if let Ok(signature) = message.verify(primary) {
+        return Some(Signer {
+            signature: signature.clone(),
+            fingerprint: cert.fingerprint(),
+            expires: primary.expires_at(),
+            revoked: primary_revoked,
+        });
+    }
+    for sub in &primary.public_subkeys {
+        let binding = sub
+            .signatures
+            .iter()
+            .filter(|s| s.typ() == Some(SignatureType::SubkeyBinding))
+            .max_by_key(|s| s.created().copied());
+        // A subkey signs for its certificate only when its binding says it may.
+        if !binding.is_some_and(|b| b.key_flags().sign()) {
+            continue;
+        }
+        let Ok(signature) = message.verify(sub) else {
+            continue;
+        };
+        let sub_expires = binding
+            .and_then(|b| b.key_expiration_time())
+            .map(|d| *sub.key.created_at() + *d);
+        let expires = match (primary.expires_at(), sub_expires) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let sub_revoked = sub
+            .signatures
+            .iter()
+            .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation));
+        return Some(Signer {
+            signature: signature.clone(),
+            fingerprint: hex::encode_upper(sub.key.fingerprint().as_bytes()),
+            expires,
+            revoked: primary_revoked || sub_revoked,
+        });
+    }
+    None
 }
 
 /// The issuer a signature names: fingerprints and key ids (either may be absent).
