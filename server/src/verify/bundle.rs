@@ -409,4 +409,98 @@ mod tests {
         let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
         assert!(v.summary().contains("bad signature"), "{v:?}");
     }
+
+    #[test]
+    fn malformed_bundles_are_invalid_never_a_panic() {
+        let good = bundle("kubewarden_controller_v1.34.0.sigstore.json");
+        let t = trust(KUBEWARDEN);
+        let entry = "/verificationMaterial/tlogEntries/0";
+        let edits: Vec<(String, Value, &str)> = vec![
+            (
+                "/mediaType".into(),
+                Value::Null,
+                "unsupported bundle mediaType",
+            ),
+            (
+                "/verificationMaterial".into(),
+                Value::Null,
+                "no certificate or public key",
+            ),
+            (
+                "/verificationMaterial/certificate/rawBytes".into(),
+                Value::String(B64.encode(b"garbage")),
+                "not DER X.509",
+            ),
+            (
+                "/dsseEnvelope".into(),
+                Value::Null,
+                "neither messageSignature nor dsseEnvelope",
+            ),
+            (
+                "/dsseEnvelope/payload".into(),
+                Value::String("%".into()),
+                "is not base64",
+            ),
+            (
+                format!("{entry}/canonicalizedBody"),
+                Value::String(B64.encode(b"not json")),
+                "Rekor entry mismatch",
+            ),
+            (
+                format!("{entry}/integratedTime"),
+                Value::String("soon".into()),
+                "not an integer",
+            ),
+            (
+                format!("{entry}/inclusionProof/hashes/0"),
+                Value::String(B64.encode([0u8; 7])),
+                "not 32 bytes",
+            ),
+            (
+                format!("{entry}/inclusionProof/checkpoint/envelope"),
+                Value::String("no signatures here".into()),
+                "no signature block",
+            ),
+            (
+                format!("{entry}/inclusionProof/treeSize"),
+                Value::String("1".into()),
+                "inclusion proof",
+            ),
+            (
+                format!("{entry}/inclusionPromise"),
+                Value::Null,
+                "no signed entry timestamp",
+            ),
+            (
+                format!("{entry}/logId/keyId"),
+                Value::String(B64.encode([9u8; 32])),
+                "is not in the trusted root",
+            ),
+        ];
+        for (pointer, value, expected) in edits {
+            let mut b = good.clone();
+            if value.is_null() {
+                let (parent, key) = pointer.rsplit_once('/').unwrap();
+                let parent = if parent.is_empty() {
+                    &mut b
+                } else {
+                    b.pointer_mut(parent).unwrap()
+                };
+                parent.as_object_mut().unwrap().remove(key);
+            } else {
+                *b.pointer_mut(&pointer).unwrap() = value;
+            }
+            let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+            assert_eq!(v.verdict, VerdictKind::Invalid, "{pointer}: {v:?}");
+            assert!(
+                v.summary().contains(expected),
+                "{pointer}: {expected:?} not in {v:?}"
+            );
+        }
+        // No tlog entry at all: the signing time is unknown.
+        let mut b = good.clone();
+        b["verificationMaterial"]["tlogEntries"] = serde_json::json!([]);
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("no Rekor entry"), "{v:?}");
+    }
 }

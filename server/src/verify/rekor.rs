@@ -199,7 +199,7 @@ impl Entry {
                 })?;
         } else {
             return Err(
-                "the Rekor entry has no signed entry timestamp, so its integration time is unsigned"
+                "the Rekor entry has no signed entry timestamp, so nothing signs its integration time (RFC 3161 timestamps and Rekor v2 entries are not verified)"
                     .into(),
             );
         }

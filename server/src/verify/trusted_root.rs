@@ -291,3 +291,95 @@ fn authority(raw: RawAuthority, at: &str) -> anyhow::Result<Authority> {
         .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
     Ok(authority)
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn public_good() -> Value {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../api-tests/tests/fixtures/keyless/public_good_trusted_root.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn parse(v: &Value) -> Result<TrustedRoot, String> {
+        TrustedRoot::parse(&serde_json::to_vec(v).unwrap()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_public_good_root_loads() {
+        let root = parse(&public_good()).unwrap();
+        assert_eq!(root.certificate_authorities.len(), 2);
+        assert_eq!(root.tlogs.len(), 2);
+        assert!(!root.timestamp_authorities.is_empty());
+        // The Rekor v1 log ID is the SHA-256 of its key.
+        let rekor = root
+            .tlogs
+            .iter()
+            .find(|l| l.base_url == "https://rekor.sigstore.dev")
+            .unwrap();
+        assert!(hex::encode(rekor.log_id).starts_with("c0d23d6ad406973f"));
+        assert!(root.tlog(&rekor.log_id).is_some());
+        let text = root.describe();
+        assert!(
+            text.contains("2 CA(s) [https://fulcio.sigstore.dev"),
+            "{text}"
+        );
+        assert!(text.contains("2 Rekor log(s)"), "{text}");
+    }
+
+    #[test]
+    fn broken_roots_say_what_is_wrong() {
+        let good = public_good();
+        type Edit = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|v| v["mediaType"] = json!("text/plain")),
+                "unsupported mediaType",
+            ),
+            (
+                Box::new(|v| v["certificateAuthorities"] = json!([])),
+                "no certificateAuthorities",
+            ),
+            (Box::new(|v| v["tlogs"] = json!([])), "no tlogs"),
+            (
+                Box::new(|v| {
+                    v["certificateAuthorities"][0]["certChain"]["certificates"][0]["rawBytes"] =
+                        json!(B64.encode(b"not a certificate"))
+                }),
+                "certificateAuthorities[0]: certificate 0 is not DER X.509",
+            ),
+            (
+                Box::new(|v| {
+                    v["certificateAuthorities"][1]["certChain"]["certificates"] = json!([])
+                }),
+                "certificateAuthorities[1]: certChain has no certificates",
+            ),
+            (
+                Box::new(|v| v["tlogs"][1]["publicKey"]["rawBytes"] = json!("%%%")),
+                "tlogs[1]: publicKey.rawBytes is not base64",
+            ),
+            (
+                Box::new(|v| v["tlogs"][0]["logId"]["keyId"] = json!(B64.encode([1u8; 8]))),
+                "tlogs[0]: logId.keyId is not 32 base64 bytes",
+            ),
+        ];
+        for (edit, expected) in cases {
+            let mut v = good.clone();
+            edit(&mut v);
+            let err = parse(&v)
+                .err()
+                .unwrap_or_else(|| panic!("{expected}: accepted"));
+            assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
+        assert!(TrustedRoot::parse(b"[]").is_err());
+        let missing = TrustedRoot::load(std::path::Path::new("/nonexistent/trusted_root.json"));
+        assert!(missing
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("cannot read /nonexistent/trusted_root.json"));
+    }
+}
