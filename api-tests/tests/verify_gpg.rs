@@ -209,6 +209,12 @@ policy = "enforce"
     assert_eq!(verdicts.len(), 1, "{verdicts:?}");
     assert_eq!(verdicts[0].1["verdict"], "valid", "{verdicts:?}");
     assert_eq!(verdicts[0].1["root"], "release");
+    // `signet attachments` shows it beside cosign signatures, with its verdict.
+    let tree = run(&mut r.cli(&["attachments", "team/app:v1"]));
+    assert!(
+        tree.contains("(atomic, extension) — valid (root release)"),
+        "{tree}"
+    );
 
     // Signed by mallory, whom no root trusts: no matching trust root, refused.
     skopeo_sign_copy(&r, dir, &k.mallory, "staging/other:v1", "team/mallory:v1");
