@@ -35,6 +35,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         state.clone().into_inner(),
     ));
     crate::maintenance::spawn_sync(sync.clone().into_inner());
+    let pull_through = web::Data::new(crate::sync::pull_through::PullThrough::new(
+        &config.sync.pull_through,
+    )?);
 
     let auth = web::Data::new(crate::auth::Auth::from_config(&config.auth)?);
     let limits = web::Data::new(crate::auth::limits::Limits::new(
@@ -53,10 +56,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         App::new()
             .app_data(app_state.clone())
             .app_data(sync.clone())
+            .app_data(pull_through.clone())
             .app_data(ops_data.clone())
             .app_data(auth.clone())
             .app_data(limits.clone())
             .wrap(from_fn(crate::verify::policy::enforce))
+            // After authorisation (only a caller who may pull fetches), before the
+            // policy (which judges what was fetched).
+            .wrap(from_fn(crate::sync::pull_through::fetch_on_miss))
             .wrap(from_fn(crate::auth::middleware::authorize))
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))

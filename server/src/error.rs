@@ -60,6 +60,9 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A pull-through repository's upstream could not be reached and nothing is cached.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
     /// Anything that is the server's fault. Logged in full, answered without detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,6 +98,7 @@ impl ApiError {
             TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             RouteNotFound => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
+            UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct SyncConfig {
     pub jobs: Vec<SyncJob>,
+    /// Repository prefixes filled from an upstream when a pull misses.
+    pub pull_through: Vec<super::pull_through::PullThroughConfig>,
 }
 
 impl SyncConfig {
@@ -15,6 +17,11 @@ impl SyncConfig {
         for job in &mut self.jobs {
             if !job.password.is_empty() {
                 job.password = "***".into();
+            }
+        }
+        for entry in &mut self.pull_through {
+            if !entry.password.is_empty() {
+                entry.password = "***".into();
             }
         }
     }

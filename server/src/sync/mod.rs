@@ -13,6 +13,7 @@ pub mod api;
 pub mod job;
 pub mod manager;
 pub mod plan;
+pub mod pull_through;
 pub mod runner;
 pub mod upstream;
 

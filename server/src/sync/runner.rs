@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -102,7 +102,7 @@ async fn run_inner(
 ) -> anyhow::Result<SyncReport> {
     let started = Instant::now();
     let plan = Plan::new(job)?;
-    let upstream = Upstream::new(job)?;
+    let upstream = Arc::new(Upstream::new(job)?);
     *control.report.lock().expect("report lock") = SyncReport {
         job: job.name.clone(),
         ..Default::default()
@@ -119,6 +119,7 @@ async fn run_inner(
         signatures: false,
         progress,
         verify: job.verify,
+        attachments_inline: true,
     };
     let mut run = run;
     run.signatures = match run.upstream.supports_signatures().await {
@@ -156,9 +157,91 @@ async fn run_inner(
     Ok(control.snapshot())
 }
 
+/// One repository filled on demand (a pull-through miss), outside any run: the same
+/// copying as a run's items, for one manifest or one blob at a time.
+pub struct OnDemand<'a> {
+    pub state: &'a AppState,
+    /// The upstream's settings (platforms, attachments, concurrency, retries).
+    pub job: &'a SyncJob,
+    pub upstream: Arc<Upstream>,
+    pub upstream_repo: &'a str,
+    pub dest: &'a RepoName,
+}
+
+impl OnDemand<'_> {
+    fn run<'s>(
+        &'s self,
+        control: &'s Control,
+        progress: &'s Progress<'s>,
+        attachments: bool,
+        signatures: bool,
+    ) -> anyhow::Result<Run<'s>> {
+        Ok(Run {
+            state: self.state,
+            upstream: self.upstream.clone(),
+            plan: Plan::new(self.job)?,
+            concurrency: self.job.concurrency.max(1),
+            transfers: Semaphore::new(self.job.concurrency.max(1)),
+            report: &control.report,
+            control,
+            started: Instant::now(),
+            signatures,
+            progress,
+            verify: false,
+            attachments_inline: attachments,
+        })
+    }
+
+    fn repo(&self, attachment_tags: Vec<(Digest, String)>) -> Repo {
+        Repo {
+            upstream: self.upstream_repo.to_string(),
+            dest: self.dest.clone(),
+            attachment_tags,
+            visited: Mutex::default(),
+        }
+    }
+
+    /// Copies the manifest `digest` like a run's item: its selected children and blobs
+    /// first, then the manifest, with `tag` moved onto it. Its attachments come along
+    /// when `attachments` is set; otherwise a later call by digest with it set (in the
+    /// background) fetches them, everything else being present by then.
+    pub async fn manifest(
+        &self,
+        digest: &Digest,
+        tag: Option<&Tag>,
+        attachments: bool,
+    ) -> anyhow::Result<SyncReport> {
+        let control = Control::default();
+        let dest = self.dest;
+        let progress = move |line: &str| tracing::debug!(repository = %dest, "pull-through: {line}");
+        let (attachment_tags, signatures) = if attachments {
+            let tags = self.upstream.tags(self.upstream_repo).await?;
+            let tags = tags
+                .iter()
+                .filter_map(|t| AttachmentTag::parse(t).map(|a| (a.subject().clone(), t.clone())))
+                .collect();
+            (tags, self.upstream.supports_signatures().await.unwrap_or(false))
+        } else {
+            (Vec::new(), false)
+        };
+        let run = self.run(&control, &progress, attachments, signatures)?;
+        run.manifest(&self.repo(attachment_tags), digest, tag, 0)
+            .await?;
+        Ok(control.snapshot())
+    }
+
+    /// Copies one blob, verified on the way in.
+    pub async fn blob(&self, digest: &Digest) -> anyhow::Result<()> {
+        let control = Control::default();
+        let progress = |_: &str| {};
+        let run = self.run(&control, &progress, false, false)?;
+        run.blob(&self.repo(Vec::new()), digest, None).await
+    }
+}
+
 struct Run<'a> {
     state: &'a AppState,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     plan: Plan,
     concurrency: usize,
     /// Bounds blob downloads in flight.
@@ -171,6 +254,9 @@ struct Run<'a> {
     progress: &'a Progress<'a>,
     /// The job's `verify`: verify on ingest whatever the destination's policy.
     verify: bool,
+    /// A manifest's attachments are mirrored right after it (a pull-through fetch
+    /// leaves them to a background pass, so the pull is answered sooner).
+    attachments_inline: bool,
 }
 
 /// One repository being mirrored.
@@ -470,7 +556,7 @@ impl Run<'_> {
                 self.count(|r| r.manifests_copied += 1);
             }
 
-            if depth < MAX_ATTACHMENT_DEPTH {
+            if self.attachments_inline && depth < MAX_ATTACHMENT_DEPTH {
                 self.attachments(repo, digest, depth + 1).await?;
             }
             Ok(Mirrored {

@@ -577,6 +577,31 @@ fn retry_after(e: &anyhow::Error) -> Option<Duration> {
 
 /// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
 /// anything else (404, a digest mismatch, a refused credential) is not.
+/// Whether upstream answered that the thing asked for does not exist (404, or an OCI
+/// `*_UNKNOWN` error), as opposed to failing.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    e.chain().any(|cause| {
+        if let Some(oci) = cause.downcast_ref::<E>() {
+            return match oci {
+                E::ImageManifestNotFoundError(_) => true,
+                E::ServerError { code, .. } => *code == 404,
+                E::RegistryError { envelope, .. } => envelope.errors.iter().any(|err| {
+                    matches!(
+                        err.code,
+                        C::ManifestUnknown | C::BlobUnknown | C::NameUnknown
+                    )
+                }),
+                _ => false,
+            };
+        }
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .and_then(|r| r.status())
+            .is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND)
+    })
+}
+
 pub fn is_transient(e: &anyhow::Error) -> bool {
     // A certificate the upstream's CA does not vouch for stays so: no retry (rustls
     // reports it inside an I/O error that would otherwise count as transient).
