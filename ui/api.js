@@ -177,9 +177,12 @@ export async function repositories() {
   return names;
 }
 
-/** One page of tags with digest, media type, size, push time and platforms. */
-export async function tagPage(name, n, last) {
-  const query = new URLSearchParams({ n: String(n) });
+/**
+ * One page of tags with digest, media type, size, push time and platforms; without
+ * `withAttachments`, tags that only carry signatures and other attachments are left out.
+ */
+export async function tagPage(name, n, last, withAttachments) {
+  const query = new URLSearchParams({ n: String(n), attachments: String(Boolean(withAttachments)) });
   if (last) query.set("last", last);
   const res = await request(`/v2/${name}/_signet/tags?${query}`, { scope: pullScope(name) });
   const body = await res.json();

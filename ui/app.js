@@ -19,10 +19,17 @@ function renderSession() {
   const user = api.username();
   if (user) {
     replace(box, h("span", { class: "muted" }, "Signed in as ", h("strong", {}, user)),
-      h("button", { type: "button", class: "ghost", onclick: () => { api.signOut(); render(); } }, "Sign out"));
+      h("button", { type: "button", class: "ghost", onclick: signOut }, "Sign out"));
   } else {
     replace(box, h("button", { type: "button", class: "ghost", onclick: () => showSignIn() }, "Sign in"));
   }
+}
+
+/** Signing out leaves the page that user was reading for the start page. */
+function signOut() {
+  api.signOut();
+  history.pushState(null, "", "/ui/");
+  render();
 }
 
 function showSignIn(message) {

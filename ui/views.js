@@ -17,9 +17,17 @@ const MAX_TEXT = 256 * 1024;
 
 export const link = {
   repos: (q) => (q ? `/ui/?${new URLSearchParams({ q })}` : "/ui/"),
-  repo: (name, last) => `/ui/repo?${new URLSearchParams(last ? { name, last } : { name })}`,
+  repo: (name, last, all) => {
+    const query = new URLSearchParams({ name });
+    if (all) query.set("all", "1");
+    if (last) query.set("last", last);
+    return `/ui/repo?${query}`;
+  },
   image: (name, ref) => `/ui/image?${new URLSearchParams({ name, ref })}`,
 };
+
+/** The control to focus again once its page is drawn anew (a toggle that reloads it). */
+let refocus = null;
 
 /** An in-app link: the router (app.js) handles clicks on `data-nav` anchors. */
 function nav(href, ...children) {
@@ -101,8 +109,9 @@ export async function repository(main, params) {
   const name = params.get("name");
   if (!name) throw new api.ApiError(400, "NAME_INVALID", "No repository named in the address");
   const last = params.get("last");
+  const all = params.get("all") === "1";
   crumbs([["Repositories", link.repos()], [name, link.repo(name)]]);
-  const page = await api.tagPage(name, TAGS_PER_PAGE, last);
+  const page = await api.tagPage(name, TAGS_PER_PAGE, last, all);
   const rows = page.tags.map((t) => h("tr", {},
     h("th", { scope: "row", "data-label": "Tag" }, nav(link.image(name, t.tag), t.tag)),
     h("td", { "data-label": "Digest" }, h("code", { class: "mono", title: t.digest }, shortDigest(t.digest))),
@@ -111,11 +120,19 @@ export async function repository(main, params) {
     h("td", { "data-label": "Platforms" }, t.platforms.length ? t.platforms.map(platformName).join(", ") : h("span", { class: "muted" }, "—")),
     h("td", { "data-label": "Pushed" }, h("time", { datetime: t.pushedAt }, formatTime(t.pushedAt)))));
   const pager = h("nav", { class: "pager", "aria-label": "Tag pages" },
-    last ? nav(link.repo(name), "First page") : null,
-    page.next ? nav(link.repo(name, page.next), "Next page") : null);
+    last ? nav(link.repo(name, null, all), "First page") : null,
+    page.next ? nav(link.repo(name, page.next, all), "Next page") : null);
+  const toggle = h("input", { id: "all-tags", type: "checkbox", checked: all });
+  // The tree of an image shows its attachments; listing their tags is opt-in.
+  toggle.addEventListener("change", () => {
+    refocus = toggle.id;
+    history.pushState(null, "", link.repo(name, null, toggle.checked));
+    window.dispatchEvent(new PopStateEvent("popstate"));
+  });
   replace(main,
     h("h1", {}, name),
     h("p", {}, copyField("Pull command", `docker pull ${location.host}/${name}:<tag>`)),
+    h("div", { class: "check" }, toggle, h("label", { for: "all-tags" }, "Show signature and attachment tags")),
     page.tags.length
       ? h("div", { class: "table-wrap" }, h("table", { class: "tags" },
         h("caption", {}, last ? `Tags after “${last}”` : "Tags"),
@@ -124,6 +141,10 @@ export async function repository(main, params) {
       : h("p", { class: "muted" }, "No tags."),
     pager);
   setTitle(main, name);
+  if (refocus) {
+    document.getElementById(refocus)?.focus();
+    refocus = null;
+  }
   announce(`${page.tags.length} tags${page.next ? ", more on the next page" : ""}`);
 }
 

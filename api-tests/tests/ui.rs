@@ -420,6 +420,52 @@ async fn tag_details_page_through_ten_thousand_tags() {
     );
     assert!(children.iter().all(|m| !m.is_empty()));
 
+    // Tags that only carry attachments, left out on request, paging included.
+    let sig = push_cosign_attachment(
+        &c,
+        &r,
+        "shop/app",
+        &sha256(&index),
+        "sig",
+        (SIMPLESIGNING, b"{}", json!({})),
+    )
+    .await;
+    let listing = |query: &'static str| {
+        let c = c.clone();
+        let url = r.v2(&format!("shop/app/_signet/tags{query}"));
+        async move {
+            let resp = c.get(url).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_string());
+            let body: Value = resp.json().await.unwrap();
+            let tags: Vec<String> = body["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["tag"].as_str().unwrap().to_string())
+                .collect();
+            (tags, link)
+        }
+    };
+    let sig_tag = cosign_tag(&sha256(&index), "sig");
+    assert_eq!(listing("").await.0, ["arm-only", sig_tag.as_str(), "v1"]);
+    assert_eq!(listing("?attachments=false").await.0, ["arm-only", "v1"]);
+    let (first, link) = listing("?attachments=false&n=1").await;
+    assert_eq!(first, ["arm-only"]);
+    assert_eq!(
+        link.as_deref(),
+        Some("</v2/shop/app/_signet/tags?n=1&attachments=false&last=arm-only>; rel=\"next\"")
+    );
+    let (second, link) = listing("?n=1&attachments=false&last=arm-only").await;
+    assert_eq!((second, link), (vec!["v1".to_string()], None));
+    let (status, body) = get(&c, &r.v2("shop/app/_signet/tags?attachments=maybe")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "UNSUPPORTED");
+    assert!(!sig.is_empty());
+
     // Discoverable beside the coverage endpoint.
     let (_, body) = get(&c, &r.v2("_oci/ext/discover")).await;
     let discover: Value = serde_json::from_slice(&body).unwrap();
@@ -633,6 +679,11 @@ push = ["root"]
 repositories = ["bob/**"]
 pull = ["bob"]
 push = ["root"]
+
+[[auth.rules]]
+repositories = ["public/**"]
+pull = ["anonymous", "*"]
+push = ["root"]
 "#,
         alice = hash("alice-pw"),
         bob = hash("bob-pw"),
@@ -642,6 +693,7 @@ push = ["root"]
     push_index(&root, &r, "alice/app", "v1").await;
     push_index(&root, &r, "bob/app", "v1").await;
     push_index(&root, &r, "bob/tools", "v1").await;
+    push_index(&root, &r, "public/base", "v1").await;
 
     // The files need no credentials; the data behind them does.
     let anonymous = client();
@@ -673,7 +725,8 @@ push = ["root"]
             "user": "alice",
             "password": "alice-pw",
             "ownRepo": "alice/app",
-            "visible": ["alice/app"],
+            "visible": ["alice/app", "public/base"],
+            "anonymousVisible": ["public/base"],
             "otherRepo": "bob/app",
             "tag": "v1",
         }),

@@ -62,7 +62,15 @@ async function signedScenario() {
   for (const expected of ["OCI index", "linux/amd64, linux/arm64", s.indexDigest.slice(0, 19)]) {
     assert.ok(rowText.includes(expected), `tag row shows ${expected}: ${rowText}`);
   }
+  // Tags that only carry attachments are hidden until asked for.
+  assert.equal(await page.locator("table.tags tbody tr").count(), 1, "only v1 by default");
   await shot("03-tags");
+  await page.getByLabel("Show signature and attachment tags").check();
+  await page.getByRole("link", { name: /\.sig$/ }).first().waitFor();
+  assert.equal(await page.locator("table.tags tbody tr").count(), 4, "v1 with its .sig, .att and amd64's .sig");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "all-tags", "focus stays on the checkbox");
+  await page.getByLabel("Show signature and attachment tags").uncheck();
+  await page.locator("table.tags tbody tr").nth(1).waitFor({ state: "detached" });
 
   // The image: pull commands, the platform summary, the tree.
   await row.getByRole("link", { name: s.tag, exact: true }).click();
@@ -182,6 +190,14 @@ async function authScenario() {
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("User name").waitFor();
+
+  // Without signing in: what anonymous callers may pull, and nothing else.
+  await page.getByRole("button", { name: "Continue without signing in" }).click();
+  await page.getByRole("link", { name: s.anonymousVisible[0], exact: true }).waitFor();
+  const anonymous = await page.getByRole("list", { name: "Repositories" }).getByRole("link").allInnerTexts();
+  assert.deepEqual(anonymous, s.anonymousVisible, "anonymous callers see only public repositories");
+  await page.getByRole("button", { name: "Sign in" }).waitFor();
+  await shot("05-anonymous");
 }
 
 let failed = null;

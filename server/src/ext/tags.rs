@@ -4,7 +4,9 @@
 //! the image runs on — so a listing needs one request per page instead of one per tag.
 //!
 //! Pages follow the tags list: lexical order, `n` entries after `last`, and a `Link`
-//! header to the next page. `n` defaults to [`DEFAULT_PAGE`] and is capped at
+//! header to the next page. `attachments=false` leaves out the tags that only carry
+//! attachments (cosign's `.sig`/`.att`/`.sbom`, the referrers fallback), which a person
+//! looking for images does not want to page through. `n` defaults to [`DEFAULT_PAGE`] and is capped at
 //! [`MAX_PAGE`]: every entry carries a manifest read, unlike a bare tag name.
 
 use std::collections::HashMap;
@@ -14,9 +16,10 @@ use actix_web::{web, HttpResponse};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use signet_storage::attachments::AttachmentTag;
 use signet_storage::manifest::{kind_of_media_type, ManifestKind};
 use signet_storage::meta::{Page, TagDetail};
-use signet_storage::{BlobStore, Digest};
+use signet_storage::{BlobStore, Digest, RepoName};
 
 use crate::api::repo_name;
 use crate::error::{ApiError, ApiResult};
@@ -79,7 +82,16 @@ async fn list(
             })?
             .min(MAX_PAGE),
     };
-    let last = query.get("last").filter(|l| !l.is_empty());
+    let last = query.get("last").filter(|l| !l.is_empty()).cloned();
+    let with_attachments = match query.get("attachments").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::Unsupported(format!(
+                "attachments must be true or false, not {other:?}"
+            )))
+        }
+    };
     let mut details = if n == 0 {
         // Only whether the repository exists.
         state
@@ -89,24 +101,19 @@ async fn list(
             .then(Vec::new)
             .ok_or(ApiError::NameUnknown)?
     } else {
-        state
-            .meta
-            .list_tag_details(
-                &repo,
-                Page {
-                    last: last.map(String::as_str),
-                    // One more than asked, to know whether a next page exists.
-                    limit: Some(n + 1),
-                },
-            )
-            .await?
-            .ok_or(ApiError::NameUnknown)?
+        // One more than asked, to know whether a next page exists.
+        page(&state, &repo, last, n as usize + 1, with_attachments).await?
     };
     let next = details.len() > n as usize;
     details.truncate(n as usize);
+    let filter = if with_attachments {
+        ""
+    } else {
+        "&attachments=false"
+    };
     let link = next.then(|| details.last()).flatten().map(|d| {
         format!(
-            "</v2/{repo}/_signet/tags?n={n}&last={}>; rel=\"next\"",
+            "</v2/{repo}/_signet/tags?n={n}{filter}&last={}>; rel=\"next\"",
             d.tag
         )
     });
@@ -122,6 +129,49 @@ async fn list(
         response.insert_header((header::LINK, link));
     }
     Ok(response.json(serde_json::json!({ "name": repo.as_str(), "tags": entries })))
+}
+
+/// Up to `want` tags after `last`; without `with_attachments`, the tags that name a
+/// subject (`sha256-<hex>.sig`, `.att`, `.sbom`, the referrers fallback `sha256-<hex>`)
+/// are skipped, reading on in batches until `want` others are found or the tags end.
+async fn page(
+    state: &AppState,
+    repo: &RepoName,
+    mut last: Option<String>,
+    want: usize,
+    with_attachments: bool,
+) -> ApiResult<Vec<TagDetail>> {
+    let mut out: Vec<TagDetail> = Vec::with_capacity(want);
+    loop {
+        let limit = if with_attachments {
+            want - out.len()
+        } else {
+            // Signed images have about as many attachment tags as tags: read ahead.
+            (2 * (want - out.len())).max(64)
+        };
+        let batch = state
+            .meta
+            .list_tag_details(
+                repo,
+                Page {
+                    last: last.as_deref(),
+                    limit: Some(limit as u32),
+                },
+            )
+            .await?
+            .ok_or(ApiError::NameUnknown)?;
+        let done = batch.len() < limit;
+        last = batch.last().map(|d| d.tag.clone());
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|d| with_attachments || AttachmentTag::parse(&d.tag).is_none()),
+        );
+        if done || out.len() >= want {
+            out.truncate(want);
+            return Ok(out);
+        }
+    }
 }
 
 async fn entry(blobs: &BlobStore, d: TagDetail) -> Entry {
