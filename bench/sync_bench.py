@@ -138,6 +138,7 @@ def main():
         times = {"skopeo first": [], "skopeo rerun": [], "signet first": [],
                  "signet rerun": []}
         summary = None
+        growth = []  # the destination server's peak RSS growth during Signet's first copy
         for r in range(p["repeats"]):
             # skopeo into a fresh Signet
             os.makedirs(os.path.join(work, f"s{r}"))
@@ -163,7 +164,9 @@ def main():
                 "name": "bench", "upstream": up.base, "repositories": [REPO],
                 "concurrency": 8}).encode(), headers={"Content-Type": "application/json"},
                 expect=(201,))
-            first, summary = signet_sync(dest, "bench")
+            with bench.RssSampler(dest.pid) as rss:
+                first, summary = signet_sync(dest, "bench")
+            growth.append(rss.peak - rss.base)
             times["signet first"].append(first)
             rerun, again = signet_sync(dest, "bench")
             times["signet rerun"].append(rerun)
@@ -186,6 +189,7 @@ def main():
             "seconds": {k: round(v, 3) for k, v in best.items()},
             "ratio_first": round(best["skopeo first"] / best["signet first"], 2),
             "ratio_rerun": round(best["skopeo rerun"] / best["signet rerun"], 2),
+            "signet_rss_growth_mib": round(max(growth) / bench.MIB, 1),
             "signet_first_run": summary,
         }
         print(f"\nsync of {p['images']} signed two-platform images ({len(want)} tags, "
@@ -194,6 +198,8 @@ def main():
         for case, ratio in (("first", out["ratio_first"]), ("rerun", out["ratio_rerun"])):
             print(f"  {case + ' copy':14} {best['skopeo ' + case]:>11.2f}s "
                   f"{best['signet ' + case]:>11.2f}s {ratio:>13.2f}x")
+        print(f"  server RSS growth during Signet's first copy: "
+              f"{out['signet_rss_growth_mib']} MiB")
         os.makedirs(args.results, exist_ok=True)
         name = "sync-smoke-latest.json" if args.smoke else "sync-latest.json"
         with open(os.path.join(args.results, name), "w") as f:
