@@ -152,25 +152,30 @@ pub async fn evaluate(
     };
     let by_attachment_tag =
         matches!(reference, Reference::Tag(t) if AttachmentTag::parse(t.as_str()).is_some());
-    let Some(report) = coverage(state.meta.as_ref(), repo, reference, false).await? else {
-        return Ok(None);
-    };
     let trust = &state.verifier.trust;
     let mut evaluation = Evaluation {
         repository: repo.to_string(),
-        digest: report.digest.clone(),
-        media_type: report.media_type.clone(),
+        digest: stored.digest.clone(),
+        media_type: stored.media_type.clone(),
         is_attachment: by_attachment_tag || is_attachment(&stored.content),
         inherit_from_index: trust.inherit_from_index,
-        covered_by: report.covered_by.iter().map(|c| c.index.clone()).collect(),
+        covered_by: Vec::new(),
         signed: false,
         passes: true,
         missing: Vec::new(),
         evidence: Vec::new(),
     };
+    // Attachments are readable under any policy: no coverage walk for them (clients
+    // fetch signatures right before the image).
     if evaluation.is_attachment {
         return Ok(Some(evaluation));
     }
+    // By digest: a tag moved since the lookup above must not mix two manifests.
+    let by_digest = Reference::Digest(stored.digest.clone());
+    let Some(report) = coverage(state.meta.as_ref(), repo, &by_digest, false).await? else {
+        return Ok(None);
+    };
+    evaluation.covered_by = report.covered_by.iter().map(|c| c.index.clone()).collect();
     let mut sources = vec![(report.digest.clone(), false, &report.attachments)];
     for covering in &report.covered_by {
         sources.push((covering.index.clone(), true, &covering.attachments));
