@@ -95,7 +95,7 @@ function countOf(byKind) {
 /** A disclosure node: a toggle button and the list it opens. */
 function treeNode(label, details, body, { expanded = false, level = 1, className = "" } = {}) {
   const id = nextId();
-  const list = h("ul", { id, class: "node-body", role: "group" }, body);
+  const list = h("ul", { id, class: "node-body" }, body);
   list.hidden = !expanded;
   const toggle = h("button", {
     type: "button",
@@ -130,13 +130,13 @@ function manifestNode(node, ctx, level, isChild) {
   const body = [];
   const own = countOf(node.attachments);
   body.push(h("li", { class: "group" },
-    h("h4", {}, own ? `Attached to this ${kindLabel.toLowerCase()} (${own})` : `Nothing attached to this ${kindLabel.toLowerCase()}`),
+    h("h3", {}, own ? `Attached to this ${kindLabel.toLowerCase()} (${own})` : `Nothing attached to this ${kindLabel.toLowerCase()}`),
     own ? h("ul", { class: "atts" }, attachmentItems(node.attachments, ctx)) : null));
   for (const c of node.coveredBy || []) {
     const n = countOf(c.attachments);
     if (!n) continue;
     body.push(h("li", { class: "group covered" },
-      h("h4", {}, `Covering from index ${shortDigest(c.index)} (${n})`),
+      h("h3", {}, `Covering from index ${shortDigest(c.index)} (${n})`),
       h("ul", { class: "atts" }, attachmentItems(c.attachments, ctx, c.index))));
   }
   for (const child of node.children || []) body.push(manifestNode(child, ctx, level + 1, true));
