@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use signet_api_tests::gpg::{accept_anything_policy, GpgKey};
+use signet_api_tests::gpg::{accept_anything_policy, skopeo_pull, GpgKey};
 use signet_api_tests::oci::{
     error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST,
 };
@@ -292,6 +292,27 @@ policy = "enforce"
     assert_eq!(
         get(&c, &r.v2("team/app/manifests/v1")).await.0,
         StatusCode::OK
+    );
+    // And so a real client sees it: skopeo copies the signed image, and is refused
+    // the unsigned one with the registry's reason.
+    let anything = accept_anything_policy(dir);
+    let image = |repo: &str| format!("{}/{repo}:v1", r.host);
+    let out = skopeo_pull(&anything, &image("team/app"), &dir.join("pulled-signed"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skopeo_pull(
+        &anything,
+        &image("team/unsigned"),
+        &dir.join("pulled-unsigned"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("denied") || stderr.contains("DENIED"),
+        "{stderr}"
     );
 }
 
