@@ -110,6 +110,12 @@ fn verify_inner(
         return Err(format!("unsupported bundle mediaType {media_type:?}"));
     }
     let material = &bundle["verificationMaterial"];
+    let timestamps = material["timestampVerificationData"]["rfc3161Timestamps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| b64(&t["signedTimestamp"], "rfc3161Timestamps signedTimestamp"))
+        .collect::<Result<Vec<_>, _>>()?;
     let entry = material["tlogEntries"]
         .as_array()
         .and_then(|e| e.first())
@@ -187,6 +193,7 @@ fn verify_inner(
                 leaf_der,
                 chain: chain.into_iter().map(CertificateDer::from).collect(),
                 entry,
+                timestamps,
                 signed: &signed,
                 signature: &signature,
                 claim,
@@ -467,11 +474,6 @@ mod tests {
                 "inclusion proof",
             ),
             (
-                format!("{entry}/inclusionPromise"),
-                Value::Null,
-                "no signed entry timestamp",
-            ),
-            (
                 format!("{entry}/logId/keyId"),
                 Value::String(B64.encode([9u8; 32])),
                 "is not in the trusted root",
@@ -497,6 +499,33 @@ mod tests {
                 "{pointer}: {expected:?} not in {v:?}"
             );
         }
+        // Without the SET, the timestamp authority dates the signature and the
+        // inclusion proof shows the entry in the log: still valid. Without both, there
+        // is no signed time.
+        let mut b = good.clone();
+        b["verificationMaterial"]["tlogEntries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("inclusionPromise");
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert_eq!(v.verdict, VerdictKind::Valid, "{v:?}");
+        b["verificationMaterial"]
+            .as_object_mut()
+            .unwrap()
+            .remove("timestampVerificationData");
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("no signed time"), "{v:?}");
+        // A timestamp made for another signature.
+        let mut b = good.clone();
+        let ts = b
+            .pointer_mut("/verificationMaterial/timestampVerificationData/rfc3161Timestamps/0/signedTimestamp")
+            .unwrap();
+        let mut token = B64.decode(ts.as_str().unwrap()).unwrap();
+        token[100] ^= 1; // inside the message imprint
+        *ts = Value::String(B64.encode(token));
+        let v = verdict(&t, &b, KUBEWARDEN_IMAGE);
+        assert!(v.summary().contains("timestamp: "), "{v:?}");
+
         // No tlog entry at all: the signing time is unknown.
         let mut b = good.clone();
         b["verificationMaterial"]["tlogEntries"] = serde_json::json!([]);

@@ -26,6 +26,7 @@ use x509_cert::Certificate;
 use super::cosign::{pae, SIMPLESIGNING};
 use super::reference::{self, SignatureFormat};
 use super::rekor::{self, Claim, Entry};
+use super::timestamp;
 use super::trust::TrustRoot;
 use super::trusted_root::TrustedRoot;
 use super::Verdict;
@@ -182,6 +183,8 @@ pub struct Evidence<'a> {
     /// helpers for path building, never trusted themselves.
     pub chain: Vec<CertificateDer<'static>>,
     pub entry: Option<Entry>,
+    /// RFC 3161 timestamps over the signature (DER), from a timestamp authority.
+    pub timestamps: Vec<Vec<u8>>,
     /// The bytes the signature is over (payload, DSSE PAE, or the manifest).
     pub signed: &'a [u8],
     pub signature: &'a [u8],
@@ -238,23 +241,37 @@ fn check_root(
     entry: &Entry,
 ) -> Result<(), (u8, String)> {
     let verified = entry.verify(&root.trusted_root).map_err(|e| (1, e))?;
-    let when = DateTime::<Utc>::from_timestamp(verified.integrated_time, 0).unwrap_or_default();
-    if when < leaf.not_before || when > leaf.not_after {
-        return Err((
-            2,
-            format!(
-                "signing time outside the certificate's validity: Rekor integrated it at {when}, the certificate is valid from {} to {}",
-                leaf.not_before, leaf.not_after
-            ),
-        ));
+    // Every signed time must fall inside the certificate's validity: Rekor's (under
+    // its SET) and each timestamp authority's.
+    let mut times = Vec::new();
+    if let Some(t) = verified.integrated_time {
+        let when = DateTime::<Utc>::from_timestamp(t, 0).unwrap_or_default();
+        times.push(("Rekor integrated it", when));
     }
-    chain_to_fulcio(
-        &root.trusted_root,
-        leaf,
-        &ev.chain,
-        verified.integrated_time,
-    )
-    .map_err(|e| (3, e))?;
+    for token in &ev.timestamps {
+        let when = timestamp::verify(token, ev.signature, &root.trusted_root)
+            .map_err(|e| (1, format!("timestamp: {e}")))?;
+        times.push(("the timestamp authority dated it", when));
+    }
+    let Some(&(_, first)) = times.first() else {
+        return Err((
+            1,
+            "no signed time: the Rekor entry has no signed entry timestamp and no RFC 3161 timestamp dates the signature"
+                .into(),
+        ));
+    };
+    for (what, when) in &times {
+        if *when < leaf.not_before || *when > leaf.not_after {
+            return Err((
+                2,
+                format!(
+                    "signing time outside the certificate's validity: {what} at {when}, the certificate is valid from {} to {}",
+                    leaf.not_before, leaf.not_after
+                ),
+            ));
+        }
+    }
+    chain_to_fulcio(&root.trusted_root, leaf, &ev.chain, first.timestamp()).map_err(|e| (3, e))?;
     let issuer = leaf.issuer.as_deref().unwrap_or_default();
     if issuer != root.issuer {
         return Err((
@@ -362,6 +379,7 @@ pub fn verify_cosign_layer(
             leaf_der,
             chain,
             entry,
+            timestamps: Vec::new(),
             signed: bytes,
             signature: &sig,
             claim: Claim::Message {
@@ -410,6 +428,7 @@ pub fn verify_cosign_layer(
         leaf_der,
         chain,
         entry,
+        timestamps: Vec::new(),
         signed: &message,
         signature: &sig,
         claim: Claim::Dsse {

@@ -11,6 +11,7 @@ pub mod reference;
 pub mod rekor;
 pub mod report;
 pub mod requirements;
+pub mod timestamp;
 pub mod trust;
 pub mod trusted_root;
 

@@ -161,10 +161,11 @@ pub struct InclusionProof {
     pub checkpoint: String,
 }
 
-/// What the evidence established: the log and the (trusted) time of integration.
+/// What the evidence established: the log and, when a SET signs it, the time of
+/// integration.
 pub struct Verified<'a> {
     pub log: &'a TransparencyLog,
-    pub integrated_time: i64,
+    pub integrated_time: Option<i64>,
 }
 
 impl Entry {
@@ -197,11 +198,6 @@ impl Entry {
                     "bad signed entry timestamp: the trusted Rekor key does not verify it"
                         .to_string()
                 })?;
-        } else {
-            return Err(
-                "the Rekor entry has no signed entry timestamp, so nothing signs its integration time (RFC 3161 timestamps and Rekor v2 entries are not verified)"
-                    .into(),
-            );
         }
         if let Some(p) = &self.proof {
             let checkpoint = verify_checkpoint(&p.checkpoint, log)
@@ -215,6 +211,14 @@ impl Entry {
             verify_inclusion(p.log_index, p.tree_size, &self.body, &p.hashes, &p.root)
                 .map_err(|e| format!("inclusion proof: {e}"))?;
         }
+        let Some(_) = &self.set else {
+            // Without a SET the integration time is unsigned: another source must date
+            // the signature (an RFC 3161 timestamp).
+            return Ok(Verified {
+                log,
+                integrated_time: None,
+            });
+        };
         let when = chrono::DateTime::from_timestamp(self.integrated_time, 0)
             .ok_or("the integration time is out of range")?;
         if !log.valid_for.contains(when) {
@@ -225,7 +229,7 @@ impl Entry {
         }
         Ok(Verified {
             log,
-            integrated_time: self.integrated_time,
+            integrated_time: Some(self.integrated_time),
         })
     }
 }
