@@ -45,6 +45,10 @@ ACCEPT = ", ".join([
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ])
 
+# Workloads, in the order they run (--only selects some).
+WORKLOADS = ("loadgen", "manifests", "blobs", "push", "skopeo", "lists", "referrers", "cosign",
+             "restart")
+
 # Sizes and counts: full run, then smoke (--smoke).
 FULL = dict(conns=(1, 64), dur=3, big_blob=256 * MIB, push_blob=1024 * MIB, chunk=16 * MIB,
             images=200, tags=10_000, repos=10_000, referrers=1_000, sigs=100,
@@ -422,6 +426,9 @@ class Bench:
         self.servers = {}
 
     # ---- result bookkeeping
+
+    def wants(self, workload):
+        return not self.args.only or workload in self.args.only
 
     def put(self, metric, peer, value, unit, better="higher"):
         self.results.setdefault(metric, {})[peer] = value
@@ -881,33 +888,42 @@ http {{
                 log(f"{srv.name} up on {srv.base} (pid {srv.pid}, {srv.startup * 1000:.0f} ms)")
             ngx = self.servers["nginx"]
             self.load_nginx()
-            log("load generator alone (wrk -> nginx)")
-            self.w_loadgen(ngx)
+            if self.wants("loadgen"):
+                log("load generator alone (wrk -> nginx)")
+                self.w_loadgen(ngx)
             clients = {}
             for name in ("signet", "distribution"):
                 clients[name] = self.load_common(self.servers[name])
-            for srv in peers:
-                log(f"manifests: {srv.name}")
-                self.w_manifests(srv)
-            for srv in peers:
-                log(f"blobs: {srv.name}")
-                self.w_blobs(srv)
+            if self.wants("manifests"):
+                for srv in peers:
+                    log(f"manifests: {srv.name}")
+                    self.w_manifests(srv)
+            if self.wants("blobs"):
+                for srv in peers:
+                    log(f"blobs: {srv.name}")
+                    self.w_blobs(srv)
             for name in ("signet", "distribution"):
                 srv, c = self.servers[name], clients[name]
-                log(f"push: {name}")
-                self.w_push(srv)
-                log(f"skopeo: {name}")
-                self.w_skopeo(srv)
-                log(f"loading tags and repositories: {name}")
-                self.load_tags_and_repos(srv, c)
-                log(f"tags/catalog: {name}")
-                self.w_lists(srv, c)
-                log(f"referrers: {name}")
-                self.w_referrers(srv, c)
-                log(f"cosign append: {name}")
-                self.w_cosign(srv, c)
-                log(f"restart: {name}")
-                self.w_restart(srv)
+                if self.wants("push"):
+                    log(f"push: {name}")
+                    self.w_push(srv)
+                if self.wants("skopeo"):
+                    log(f"skopeo: {name}")
+                    self.w_skopeo(srv)
+                if self.wants("lists"):
+                    log(f"loading tags and repositories: {name}")
+                    self.load_tags_and_repos(srv, c)
+                    log(f"tags/catalog: {name}")
+                    self.w_lists(srv, c)
+                if self.wants("referrers"):
+                    log(f"referrers: {name}")
+                    self.w_referrers(srv, c)
+                if self.wants("cosign"):
+                    log(f"cosign append: {name}")
+                    self.w_cosign(srv, c)
+                if self.wants("restart"):
+                    log(f"restart: {name}")
+                    self.w_restart(srv)
         finally:
             for srv in peers:
                 srv.stop()
@@ -998,12 +1014,16 @@ http {{
         }
         print(format_table(out))
         os.makedirs(self.args.results, exist_ok=True)
-        name = ("smoke-latest" if self.args.smoke else
-                "bench-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())) + ".json"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        if self.args.only:
+            # a partial run never stands in for the full table
+            name = f"partial-{'-'.join(sorted(self.args.only))}-{stamp}.json"
+        else:
+            name = ("smoke-latest" if self.args.smoke else "bench-" + stamp) + ".json"
         path = os.path.join(self.args.results, name)
         with open(path, "w") as f:
             json.dump(json_safe(out), f, indent=1)
-        if not self.args.smoke:
+        if not self.args.smoke and not self.args.only:
             shutil.copyfile(path, os.path.join(self.args.results, "latest.json"))
         log(f"wrote {path}")
         return out
@@ -1081,7 +1101,13 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the binary already built")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
+    ap.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                    metavar="W1,W2",
+                    help="run only these workloads (" + ", ".join(WORKLOADS) + "); the "
+                    "results go to partial-*.json, never latest.json")
     args = ap.parse_args()
+    if args.only and args.only - set(WORKLOADS):
+        ap.error("unknown workload(s): " + ", ".join(sorted(args.only - set(WORKLOADS))))
     for tool in ("wrk", "nginx", "docker-registry", "skopeo", "curl"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is not installed")

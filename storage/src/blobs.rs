@@ -23,17 +23,16 @@ use object_store::{
 };
 use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::{Sha256, Sha512};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::task::JoinHandle;
-use tokio_util::io::ReaderStream;
 
 use crate::digest::{Algorithm, Digest, DigestHasher};
 use crate::error::{StorageError, StorageResult};
 use crate::range::ResolvedRange;
 
-/// Size of the frames a blob is streamed in: large enough that per-frame overhead
-/// disappears next to the copy itself.
-const READ_FRAME: usize = 256 * 1024;
+/// Size of the frames a local blob is streamed in: large enough that the blocking-pool
+/// round trip per frame disappears next to the copy itself, small enough that a stream
+/// holds little (one frame being sent, the next being read).
+const READ_FRAME: usize = 1024 * 1024;
 /// Size of the parts handed to a multipart upload (S3 wants at least 5 MiB).
 const WRITE_PART: usize = 8 * 1024 * 1024;
 /// Parts a single upload may have in flight to the store at once.
@@ -274,13 +273,7 @@ impl BlobStore {
         let size = result.meta.size;
         let span = result.range.clone();
         let stream = match result.payload {
-            // object_store reads local files in 8 KiB frames; read them in large ones.
-            GetResultPayload::File(file, _) => {
-                let mut file = tokio::fs::File::from_std(file);
-                file.seek(io::SeekFrom::Start(span.start)).await?;
-                let reader = file.take(span.end - span.start);
-                ReaderStream::with_capacity(reader, READ_FRAME).boxed()
-            }
+            GetResultPayload::File(file, _) => file_frames(file, span.start, span.end - span.start),
             GetResultPayload::Stream(s) => s.map_err(io::Error::other).boxed(),
         };
         Ok(BlobBody {
@@ -314,6 +307,34 @@ impl BlobStore {
             Self::staging_prefix(session),
             rand::random::<u64>()
         );
+        if let Some(root) = &self.local_root {
+            // A local file is written directly (the same writer chunked uploads append
+            // with): hashing and writing overlap with receiving.
+            let file_path = root.join(&key);
+            let opened = {
+                let file_path = file_path.clone();
+                tokio::task::spawn_blocking(move || -> io::Result<std::fs::File> {
+                    std::fs::create_dir_all(file_path.parent().expect("a session folder"))?;
+                    std::fs::File::create_new(&file_path)
+                })
+                .await
+                .map_err(join_error)??
+            };
+            let hashers = vec![DigestHasher::new(Algorithm::Sha256)];
+            let (size, written) = write_body(Box::new(opened), hashers, body).await;
+            let hasher = match written {
+                Ok((_, mut hashers)) => hashers.pop().expect("one hasher"),
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&file_path).await;
+                    return Err(e);
+                }
+            };
+            return Ok(StagedPart {
+                key,
+                size,
+                sha256: hasher.finish().hex().to_string(),
+            });
+        }
         let path = Path::from(key.as_str());
         let mut hasher = DigestHasher::new(Algorithm::Sha256);
         let (size, outcome) = self.write_stream(&path, body, |b| hasher.update(b)).await;
@@ -1075,13 +1096,12 @@ impl BlobStore {
 }
 
 /// Appends `body` to the locked file at offset `size` (cutting off whatever a request
-/// that did not complete wrote past it). Frames are gathered into [`FILE_WRITE`] buffers;
-/// each is hashed and written on a blocking thread while the next one arrives.
+/// that did not complete wrote past it), through [`write_body`].
 async fn append_file<S, E>(
     lock: &mut FileLock,
     size: u64,
     hashers: Vec<DigestHasher>,
-    mut body: S,
+    body: S,
 ) -> StorageResult<(u64, Vec<DigestHasher>)>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -1107,9 +1127,35 @@ where
     })
     .await
     .map_err(join_error)??;
-    let mut idle: Option<Held> = Some(positioned);
-    let mut writing: Option<JoinHandle<io::Result<Held>>> = None;
-    let mut buffer = BytesMut::new();
+    let (file, hashers) = positioned;
+    let (added, written) = write_body(file, hashers, body).await;
+    let (file, hashers) = written?;
+    lock.file = Some(file);
+    Ok((added, hashers))
+}
+
+/// A batch being hashed and written, giving the file and hashes back.
+type Writing<F> = JoinHandle<io::Result<(F, Vec<DigestHasher>)>>;
+
+/// Streams `body` into `file` at its current position, hashing it into `hashers`.
+/// Frames are gathered into [`FILE_WRITE`] batches; each batch is hashed and written
+/// (one `writev`, no copy into a buffer) on a blocking thread while the next arrives.
+/// Returns the bytes the body held, and the file and hashes back unless it failed.
+async fn write_body<F, S, E>(
+    file: F,
+    hashers: Vec<DigestHasher>,
+    mut body: S,
+) -> (u64, StorageResult<(F, Vec<DigestHasher>)>)
+where
+    F: std::ops::DerefMut<Target = std::fs::File> + Send + 'static,
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut idle: Option<(F, Vec<DigestHasher>)> = Some((file, hashers));
+    let mut writing: Option<Writing<F>> = None;
+    // Frames as they arrived, written together with one writev: no copy into a buffer.
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut gathered = 0usize;
     let mut added = 0u64;
     let outcome: StorageResult<()> = async {
         loop {
@@ -1118,20 +1164,25 @@ where
             if let Some(frame) = frame {
                 let frame = frame.map_err(|e| StorageError::BodyRead(e.to_string()))?;
                 added += frame.len() as u64;
-                buffer.extend_from_slice(&frame);
+                gathered += frame.len();
+                if !frame.is_empty() {
+                    frames.push(frame);
+                }
             }
-            if buffer.len() >= FILE_WRITE || (done && !buffer.is_empty()) {
+            if gathered >= FILE_WRITE || (done && gathered > 0) {
                 let (mut file, mut hashers) = match writing.take() {
                     Some(job) => job.await.map_err(join_error)??,
                     None => idle.take().expect("the file is idle or being written"),
                 };
-                let chunk = buffer.split().freeze();
-                buffer.reserve(FILE_WRITE);
+                let batch = std::mem::take(&mut frames);
+                gathered = 0;
                 writing = Some(tokio::task::spawn_blocking(move || {
-                    for h in &mut hashers {
-                        h.update(&chunk);
+                    for frame in &batch {
+                        for h in &mut hashers {
+                            h.update(frame);
+                        }
                     }
-                    file.write_all(&chunk)?;
+                    write_frames(&mut file, &batch)?;
                     Ok((file, hashers))
                 }));
             }
@@ -1143,13 +1194,31 @@ where
     .await;
     // Wait for the last write either way, so the lock goes back to its holder.
     let held = match writing.take() {
-        Some(job) => job.await.map_err(join_error)?,
+        Some(job) => match job.await {
+            Ok(held) => held,
+            Err(e) => return (added, Err(join_error(e))),
+        },
         None => Ok(idle.take().expect("the file is idle")),
     };
-    outcome?;
-    let (file, hashers) = held?;
-    lock.file = Some(file);
-    Ok((added, hashers))
+    if let Err(e) = outcome {
+        return (added, Err(e));
+    }
+    (added, held.map_err(StorageError::from))
+}
+
+/// Writes every frame, in order, with as few `writev` calls as the kernel allows.
+fn write_frames(file: &mut std::fs::File, frames: &[Bytes]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = frames.iter().map(|f| io::IoSlice::new(f)).collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn join_error(e: tokio::task::JoinError) -> StorageError {
@@ -1223,8 +1292,7 @@ fn check(expected: &Digest, actual: Digest) -> StorageResult<()> {
     }
 }
 
-/// A stored object as a stream. A local file is read in [`READ_FRAME`]s: object_store's
-/// own stream reads it in 8 KiB frames, one blocking-pool round trip each.
+/// A stored object as a stream (a local file through [`file_frames`]).
 async fn read_whole(
     store: &dyn ObjectStore,
     key: &Path,
@@ -1232,11 +1300,55 @@ async fn read_whole(
     let result = store.get(key).await.map_err(io::Error::other)?;
     let span = result.range.clone();
     Ok(match result.payload {
-        GetResultPayload::File(file, _) => {
-            let mut file = tokio::fs::File::from_std(file);
-            file.seek(io::SeekFrom::Start(span.start)).await?;
-            ReaderStream::with_capacity(file.take(span.end - span.start), READ_FRAME).boxed()
-        }
+        GetResultPayload::File(file, _) => file_frames(file, span.start, span.end - span.start),
         GetResultPayload::Stream(s) => s.map_err(io::Error::other).boxed(),
     })
+}
+
+/// `len` bytes of a local file from `start`, in [`READ_FRAME`]s. object_store's own
+/// stream reads 8 KiB frames, and a tokio file copies every read through its own
+/// buffer; here each frame is read on a blocking thread straight into the memory it is
+/// sent from (`read_to_end` fills a vector's spare capacity without zeroing it first),
+/// and the next frame is read while the current one is being sent.
+fn file_frames(file: std::fs::File, start: u64, len: u64) -> BoxStream<'static, io::Result<Bytes>> {
+    use std::io::Read;
+    type Reading = JoinHandle<io::Result<(std::fs::File, Bytes)>>;
+    fn read_next(mut file: std::fs::File, want: u64) -> Reading {
+        tokio::task::spawn_blocking(move || {
+            let mut frame = Vec::with_capacity(want as usize);
+            (&mut file).take(want).read_to_end(&mut frame)?;
+            if frame.len() as u64 != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob file shorter than its size",
+                ));
+            }
+            Ok((file, Bytes::from(frame)))
+        })
+    }
+    let first = tokio::task::spawn_blocking(move || {
+        let mut file = file;
+        file.seek(io::SeekFrom::Start(start))?;
+        Ok((file, Bytes::new()))
+    });
+    // (the read in flight, bytes not yet asked for)
+    futures::stream::unfold((Some(first), len), |(reading, left)| async move {
+        let reading = reading?;
+        let (file, frame) = match reading.await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Some((Err(e), (None, 0))),
+            Err(e) => return Some((Err(io::Error::other(e)), (None, 0))),
+        };
+        let next = (left > 0).then(|| {
+            let want = left.min(READ_FRAME as u64);
+            (read_next(file, want), left - want)
+        });
+        let (next, left) = match next {
+            Some((r, l)) => (Some(r), l),
+            None => (None, 0),
+        };
+        Some((Ok(frame), (next, left)))
+    })
+    .try_filter(|frame| futures::future::ready(!frame.is_empty()))
+    .boxed()
 }
