@@ -380,6 +380,44 @@ docker_reference = "ignore"
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn registry_names_make_the_docker_reference_host_count() {
+    let k = keys();
+    let dir = k.dir.path();
+    let r = Registry::start_with_config(&format!(
+        "[trust]\nregistry_names = [\"registry.example.com\", \"localhost:5000\"]\n\
+         [[trust.roots]]\nname = \"release\"\ngpg_keys = [\"{}\"]\n",
+        k.alice_pub.display()
+    ));
+    let c = client();
+    let digest = sha256(&push_image(&c, &r, "team/app", "v1", &[&random_bytes(64)]).await);
+    let sign = |reference: &str| gpg_sign(&k.alice, &atomic_payload(reference, &digest), dir);
+    let ours = sign("registry.example.com/team/app:v1");
+    let also_ours = sign("localhost:5000/team/app");
+    let elsewhere = sign("other.example.com/team/app:v1");
+    for content in [&ours, &also_ours, &elsewhere] {
+        put_signature(&c, &r, "team/app", &digest, content).await;
+    }
+    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
+    let of = |content: &[u8]| {
+        verdicts
+            .iter()
+            .find(|(d, _)| *d == sha256(content))
+            .unwrap_or_else(|| panic!("{verdicts:?}"))
+            .1
+            .clone()
+    };
+    assert_eq!(of(&ours)["verdict"], "valid", "{verdicts:?}");
+    assert_eq!(of(&also_ours)["verdict"], "valid", "{verdicts:?}");
+    let v = of(&elsewhere);
+    assert_eq!(v["verdict"], "invalid", "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("names registry \"other.example.com\""),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn signing_subkeys_count_and_revoked_keys_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

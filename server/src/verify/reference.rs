@@ -10,9 +10,10 @@
 //! So by default ([`DockerReferenceCheck::Default`]) Signet does what the client that
 //! made the signature would do on verification: cosign signatures are not checked,
 //! atomic signatures must name this repository. `repository` checks every signature,
-//! `ignore` none. The registry host is never compared: Signet is reached under many
-//! names (a load balancer, `localhost`, a mirror's address) and does not know which
-//! one a signer used; the repository path is what identifies the image.
+//! `ignore` none. By default the registry host is not compared: Signet is reached under
+//! many names (a load balancer, `localhost`, a mirror's address) and does not know
+//! which one a signer used; the repository path is what identifies the image. With
+//! `[trust] registry_names` the host must be one of those names as well.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -71,15 +72,24 @@ pub fn check(
     let Some(reference) = payload["critical"]["identity"]["docker-reference"].as_str() else {
         return Err("docker-reference mismatch: the payload names no docker-reference".into());
     };
-    match repository_of(reference) {
-        Some(named) if named == repo => Ok(()),
-        Some(named) => Err(format!(
+    let Some((host, named)) = parse(reference) else {
+        return Err(format!(
+            "docker-reference mismatch: {reference:?} is not an image reference"
+        ));
+    };
+    if !root.registry_names.is_empty() && !root.registry_names.contains(&host) {
+        return Err(format!(
+            "docker-reference mismatch: {reference:?} names registry {host:?}, not one of \
+             [trust] registry_names ({})",
+            root.registry_names.join(", ")
+        ));
+    }
+    match named {
+        named if named == repo => Ok(()),
+        named => Err(format!(
             "docker-reference mismatch: the payload names repository {named:?} ({reference:?}), \
              this is {repo:?} (set docker_reference = \"ignore\" on root {:?} to accept copies)",
             root.name
-        )),
-        None => Err(format!(
-            "docker-reference mismatch: {reference:?} is not an image reference"
         )),
     }
 }
@@ -88,6 +98,12 @@ pub fn check(
 /// Hub's implicit `library/` added (`busybox` and `docker.io/busybox` name
 /// `library/busybox`).
 pub fn repository_of(reference: &str) -> Option<String> {
+    parse(reference).map(|(_, path)| path)
+}
+
+/// The registry host (`docker.io` when none is named) and repository path of a
+/// docker reference.
+pub fn parse(reference: &str) -> Option<(String, String)> {
     let name = reference.split('@').next().unwrap_or_default();
     let name = match name.rsplit_once('/') {
         Some((path, last)) => match last.split_once(':') {
@@ -114,10 +130,11 @@ pub fn repository_of(reference: &str) -> Option<String> {
         host,
         None | Some("docker.io") | Some("index.docker.io") | Some("registry-1.docker.io")
     );
+    let host = host.unwrap_or("docker.io").to_string();
     if docker_hub && !path.contains('/') {
-        return Some(format!("library/{path}"));
+        return Some((host, format!("library/{path}")));
     }
-    Some(path)
+    Some((host, path))
 }
 
 #[cfg(test)]
@@ -145,6 +162,14 @@ mod tests {
             );
         }
         assert_eq!(repository_of(""), None);
+        assert_eq!(
+            parse("localhost:5000/team/app:v1"),
+            Some(("localhost:5000".into(), "team/app".into()))
+        );
+        assert_eq!(
+            parse("busybox"),
+            Some(("docker.io".into(), "library/busybox".into()))
+        );
         assert_eq!(repository_of("host.example//x"), None);
     }
 

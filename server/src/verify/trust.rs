@@ -49,6 +49,11 @@ pub struct TrustConfig {
     /// Whether simple-signing payloads must name the repository they are verified in
     /// (see `verify::reference`); a root may override it.
     pub docker_reference: DockerReferenceCheck,
+    /// The names clients reach this registry by (`registry.example.com`,
+    /// `localhost:5000`). When set, a checked docker-reference must name one of them
+    /// as its host; empty (the default): the host is not compared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub registry_names: Vec<String>,
     /// Rules beyond "signed by a root covering the repository" (see
     /// `verify::requirements`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -62,6 +67,7 @@ impl Default for TrustConfig {
             inherit_from_index: true,
             roots: Vec::new(),
             docker_reference: DockerReferenceCheck::Default,
+            registry_names: Vec::new(),
             requirements: Vec::new(),
         }
     }
@@ -112,6 +118,8 @@ pub struct TrustRoot {
     /// The OpenPGP certificates of atomic signatures.
     pub gpg_keys: Vec<GpgKey>,
     pub docker_reference: DockerReferenceCheck,
+    /// `[trust] registry_names`, for the docker-reference check.
+    pub registry_names: Vec<String>,
     pub repositories: Vec<String>,
     /// The cosign public key of a key root.
     pub key: Option<CosignVerificationKey>,
@@ -206,6 +214,7 @@ impl Trust {
                 name: root.name.clone(),
                 gpg_keys,
                 docker_reference: root.docker_reference.unwrap_or(config.docker_reference),
+                registry_names: config.registry_names.clone(),
                 repositories: root.repositories.clone(),
                 key,
                 keyless,
