@@ -76,6 +76,15 @@ function attachmentItem(entry, kind, ctx, covering) {
       }, "View"),
     ),
     verdictView(entry.verification));
+  if ((kind === "signature" || kind === "attestation") && entry.format === "cosign" && ctx.signer) {
+    // Keyless signatures name their signer in a certificate on the attachment.
+    ctx.signer(entry).then((signer) => {
+      if (!signer?.identity) return;
+      item.querySelector(".att-head").after(h("div", { class: "signer-line" },
+        "Certificate for ", h("strong", { class: "signer" }, signer.identity),
+        signer.issuer ? ` (issuer ${signer.issuer})` : ""));
+    });
+  }
   if (nested) item.append(h("ul", { class: "atts" }, attachmentItems(entry.attachments, ctx)));
   return item;
 }

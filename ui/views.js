@@ -5,6 +5,7 @@
 import * as api from "./api.js";
 import { h, replace, announce, copyField, formatBytes, formatTime, platformName, shortDigest } from "./dom.js";
 import { signatureTree, signatureSummary, verdictView } from "./tree.js";
+import { signerOfPem } from "./x509.js";
 
 /** Tags per page: enough to scan, small enough to answer fast for any repository. */
 const TAGS_PER_PAGE = 50;
@@ -14,6 +15,8 @@ const REPOS_SHOWN = 100;
 const MAX_DOCUMENT = 2 * 1024 * 1024;
 /** Text beyond this is cut, to keep the page responsive. */
 const MAX_TEXT = 256 * 1024;
+/** cosign's annotation carrying a keyless signature's certificate. */
+const CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate";
 
 export const link = {
   repos: (q) => (q ? `/ui/?${new URLSearchParams({ q })}` : "/ui/"),
@@ -184,7 +187,15 @@ export async function image(main, params) {
   const report = await api.coverage(name, ref);
   const byDigest = ref.includes(":");
   const host = location.host;
-  const ctx = { view: (entry, kind) => openViewer(name, entry, kind) };
+  const signers = new Map();
+  const ctx = {
+    view: (entry, kind) => openViewer(name, entry, kind),
+    // One manifest read per attachment, however often the tree shows it.
+    signer: (entry) => {
+      if (!signers.has(entry.digest)) signers.set(entry.digest, certificateSigner(name, entry.digest));
+      return signers.get(entry.digest);
+    },
+  };
   replace(main,
     h("h1", {}, `${name}${byDigest ? "@" : ":"}${byDigest ? shortDigest(ref) : ref}`),
     h("dl", { class: "facts" },
@@ -237,6 +248,17 @@ function pre(text) {
     cut ? h("p", { class: "muted" }, `Showing the first ${MAX_TEXT} characters.`) : null];
 }
 
+/** The signer a cosign attachment's certificate names, or `null`. */
+async function certificateSigner(name, digest) {
+  try {
+    const m = await api.manifest(name, digest);
+    const pem = (m.json.layers || []).map((l) => l.annotations?.[CERTIFICATE_ANNOTATION]).find(Boolean);
+    return pem ? signerOfPem(pem) : null;
+  } catch {
+    return null;
+  }
+}
+
 async function openViewer(name, entry, kind) {
   const dialog = document.getElementById("viewer");
   const body = document.getElementById("viewer-body");
@@ -263,6 +285,12 @@ async function viewerContent(name, entry) {
   }
   const m = await api.manifest(name, entry.digest);
   const layers = m.json.layers || m.json.blobs || [];
+  const pem = layers.map((l) => l.annotations?.[CERTIFICATE_ANNOTATION]).find(Boolean);
+  const signer = pem ? signerOfPem(pem) : null;
+  if (signer?.identity) {
+    facts.append(h("dt", {}, "Certificate for"), h("dd", { class: "break" }, signer.identity));
+    if (signer.issuer) facts.append(h("dt", {}, "Issuer"), h("dd", { class: "break" }, signer.issuer));
+  }
   const sections = [];
   for (const layer of layers.slice(0, 5)) {
     const annotations = Object.entries(layer.annotations || {});

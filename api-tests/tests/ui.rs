@@ -28,6 +28,7 @@ const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const SPDX: &str = "application/spdx+json";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 
 // ---------------------------------------------------------------------------------
 // Content: platform images, an index, cosign signatures and attestations, an SBOM
@@ -78,6 +79,22 @@ async fn push_platform_image(c: &Client, r: &Registry, repo: &str, arch: &str) -
     .unwrap();
     put_manifest(c, r, repo, &sha256(&manifest), OCI_MANIFEST, &manifest).await;
     manifest
+}
+
+/// A Fulcio-style signing certificate naming `identity` and its OIDC `issuer` (in the
+/// SAN and Fulcio's issuer extension), self-signed: the UI reads it, nothing trusts it.
+fn signing_certificate(identity: &str, issuer: &str) -> String {
+    use rcgen::{CertificateParams, CustomExtension, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::Rfc822Name(identity.try_into().unwrap())];
+    let mut utf8 = vec![0x0c, issuer.len() as u8];
+    utf8.extend_from_slice(issuer.as_bytes());
+    params.custom_extensions = vec![CustomExtension::from_oid_content(
+        &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+        utf8,
+    )];
+    params.self_signed(&key).unwrap().pem()
 }
 
 /// An index over linux/amd64 and linux/arm64 images, tagged `tag`; returns the
@@ -144,7 +161,8 @@ async fn push_cosign_attachment(
 }
 
 /// `cosign sign --key`: the simple-signing payload over `subject`, signed by `key`
-/// (or, `tampered`, carrying a signature `key` made over other bytes).
+/// (or, `tampered`, carrying a signature `key` made over other bytes), with the signing
+/// certificate's PEM when there is one, as keyless cosign adds it.
 async fn sign(
     c: &Client,
     r: &Registry,
@@ -152,6 +170,7 @@ async fn sign(
     subject: &str,
     key: &Key,
     tampered: bool,
+    certificate: Option<&str>,
 ) -> String {
     let payload = serde_json::to_vec(&json!({
         "critical": {
@@ -167,7 +186,10 @@ async fn sign(
     } else {
         key.sign(&payload)
     };
-    let annotations = json!({ SIG_ANNOTATION: signature });
+    let mut annotations = json!({ SIG_ANNOTATION: signature });
+    if let Some(pem) = certificate {
+        annotations[CERTIFICATE_ANNOTATION] = json!(pem);
+    }
     push_cosign_attachment(
         c,
         r,
@@ -589,9 +611,13 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
 
     let (index, children) = push_index(&c, &r, repo, "v1").await;
     let index_digest = sha256(&index);
-    let index_signature = sign(&c, &r, repo, &index_digest, &key, false).await;
+    let index_signature = sign(&c, &r, repo, &index_digest, &key, false, None).await;
     let amd64 = sha256(&children[0]);
-    let tampered = sign(&c, &r, repo, &amd64, &key, true).await;
+    let tampered = sign(&c, &r, repo, &amd64, &key, true, None).await;
+    // arm64 also has its own signature, made with a certificate naming its signer.
+    let certificate = signing_certificate("builder@example.com", "https://issuer.example");
+    let arm64 = sha256(&children[1]);
+    let with_certificate = sign(&c, &r, repo, &arm64, &key, false, Some(&certificate)).await;
     let attestation = attest(&c, &r, repo, &index_digest, &key).await;
     let sbom = attach_sbom(&c, &r, repo, &index, "web-sbom-document").await;
     // Neighbours the search must filter out, and a repository with many tags.
@@ -632,6 +658,8 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
             "platforms": children.iter().map(|m| json!({"digest": sha256(m)})).collect::<Vec<_>>(),
             "indexSignature": index_signature,
             "tamperedSignature": tampered,
+            "certificateSignature": with_certificate,
+            "certificateSigner": "Certificate for builder@example.com (issuer https://issuer.example)",
             "root": "release-key",
             "attestation": attestation,
             "predicateType": PROVENANCE,

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use crate::error::ApiError;
 
 /// The UI's files: path below `/ui/`, content type, bytes.
-const FILES: [(&str, &str, &[u8]); 8] = [
+const FILES: [(&str, &str, &[u8]); 9] = [
     (
         "index.html",
         "text/html; charset=utf-8",
@@ -50,6 +50,11 @@ const FILES: [(&str, &str, &[u8]); 8] = [
         "tree.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../ui/tree.js"),
+    ),
+    (
+        "x509.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/x509.js"),
     ),
     (
         "dom.js",
