@@ -9,7 +9,7 @@ apt_packages=(
   skopeo podman buildah umoci uidmap fuse-overlayfs
   docker-registry docker.io
   nginx-light wrk
-  gnupg curl jq
+  gnupg curl jq openssl
   postgresql
   docker-compose
   chromium

@@ -20,7 +20,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use signet_api_tests::oci::{error_code, get, push_blob, push_image, put_manifest, OCI_MANIFEST};
-use signet_api_tests::{client, sha256, signet_binary, Registry};
+use signet_api_tests::{client, require_tool, sha256, signet_binary, Registry};
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -101,6 +101,16 @@ impl Fulcio {
     /// A Fulcio-style leaf: empty subject, the identity in the SAN, code signing, the
     /// OIDC issuer in both Fulcio extensions, valid for `DAY_START`'s day.
     fn issue(&self, identity: &str, issuer: &str) -> Leaf {
+        self.issue_between(identity, issuer, (2026, 1, 1), (2026, 1, 2))
+    }
+
+    fn issue_between(
+        &self,
+        identity: &str,
+        issuer: &str,
+        from: (i32, u8, u8),
+        to: (i32, u8, u8),
+    ) -> Leaf {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::default();
         p.distinguished_name = DistinguishedName::new();
@@ -111,8 +121,8 @@ impl Fulcio {
         }];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        p.not_before = date_time_ymd(2026, 1, 1);
-        p.not_after = date_time_ymd(2026, 1, 2);
+        p.not_before = date_time_ymd(from.0, from.1, from.2);
+        p.not_after = date_time_ymd(to.0, to.1, to.2);
         // 1.3.6.1.4.1.57264.1.1: the raw issuer URL; .1.8: a DER UTF8String.
         let mut utf8 = vec![0x0c, issuer.len() as u8];
         utf8.extend_from_slice(issuer.as_bytes());
@@ -257,6 +267,110 @@ struct World {
     trusted_root: String,
     fulcio: Fulcio,
     rekor: Rekor,
+    tsa: Tsa,
+}
+
+/// A timestamp authority: a root and a signing certificate with the (critical)
+/// time-stamping usage, driven through `openssl ts`.
+struct Tsa {
+    root: Ca,
+    signer_pem: String,
+    signer_der: Vec<u8>,
+    signer_key_pem: String,
+}
+
+impl Tsa {
+    fn new(name: &str) -> Tsa {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let root_params = ca_params(&format!("{name} root"));
+        let root_cert = root_params.self_signed(&root_key).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, format!("{name} signer"));
+        p.distinguished_name = dn;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = date_time_ymd(2020, 1, 1);
+        p.not_after = date_time_ymd(2040, 1, 1);
+        // extKeyUsage = timeStamping, critical (RFC 3161 and openssl insist).
+        let mut eku = CustomExtension::from_oid_content(
+            &[2, 5, 29, 37],
+            vec![
+                0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+            ],
+        );
+        eku.set_criticality(true);
+        p.custom_extensions = vec![eku];
+        let cert = p
+            .signed_by(&key, &Issuer::from_params(&root_params, &root_key))
+            .unwrap();
+        Tsa {
+            root: Ca {
+                pem: root_cert.pem(),
+                der: root_cert.der().to_vec(),
+                params: root_params,
+                key: root_key,
+            },
+            signer_pem: cert.pem(),
+            signer_der: cert.der().to_vec(),
+            signer_key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// An RFC 3161 timestamp response over `data` (SHA-256 imprint), made now.
+    fn stamp(&self, data: &[u8]) -> Vec<u8> {
+        let openssl = require_tool("openssl");
+        let dir = tempfile::tempdir().unwrap();
+        let at = |f: &str| dir.path().join(f);
+        std::fs::write(at("data"), data).unwrap();
+        std::fs::write(at("signer.pem"), &self.signer_pem).unwrap();
+        std::fs::write(at("chain.pem"), &self.root.pem).unwrap();
+        std::fs::write(at("signer.key"), &self.signer_key_pem).unwrap();
+        std::fs::write(
+            at("ts.cnf"),
+            format!(
+                "[tsa]\ndefault_tsa = signet\n[signet]\ndir = {0}\nserial = {0}/serial\n\
+                 signer_cert = {0}/signer.pem\ncerts = {0}/chain.pem\nsigner_key = {0}/signer.key\n\
+                 signer_digest = sha256\ndefault_policy = 1.3.6.1.4.1.57264.2\n\
+                 digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = no\n\
+                 tsa_name = no\ness_cert_id_chain = no\ness_cert_id_alg = sha256\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(at("serial"), "01\n").unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = |f: &str| at(f).display().to_string();
+        run(&[
+            "ts",
+            "-query",
+            "-data",
+            &p("data"),
+            "-sha256",
+            "-cert",
+            "-no_nonce",
+            "-out",
+            &p("req.tsq"),
+        ]);
+        run(&[
+            "ts",
+            "-reply",
+            "-config",
+            &p("ts.cnf"),
+            "-queryfile",
+            &p("req.tsq"),
+            "-out",
+            &p("resp.tsr"),
+        ]);
+        std::fs::read(at("resp.tsr")).unwrap()
+    }
 }
 
 impl World {
@@ -264,7 +378,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let fulcio = Fulcio::new("signet test fulcio");
         let rekor = Rekor::new();
-        let tsa = Fulcio::new("signet test tsa");
+        let tsa = Tsa::new("signet test tsa");
         let trusted_root = json!({
             "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
             "tlogs": [{
@@ -287,7 +401,10 @@ impl World {
             "timestampAuthorities": [{
                 "subject": {"organization": "signet.example", "commonName": "signet test tsa"},
                 "uri": "https://tsa.signet.example",
-                "certChain": {"certificates": [{"rawBytes": B64.encode(&tsa.root.der)}]},
+                "certChain": {"certificates": [
+                    {"rawBytes": B64.encode(&tsa.signer_der)},
+                    {"rawBytes": B64.encode(&tsa.root.der)},
+                ]},
                 "validFor": {"start": "2020-01-01T00:00:00Z"},
             }],
         });
@@ -298,6 +415,7 @@ impl World {
             _dir: dir,
             fulcio,
             rekor,
+            tsa,
         }
     }
 
@@ -481,13 +599,17 @@ struct BundlePlan<'a> {
     dsse: bool,
     /// Flip one bit of one audit path hash.
     bad_proof: bool,
+    /// Whether the entry carries its SET (inclusion promise).
+    set: bool,
+    /// A timestamp authority dating the signature.
+    tsa: Option<&'a Tsa>,
 }
 
 /// A Sigstore v0.3 bundle for `subject` (whose manifest bytes are `manifest`), with a
 /// Rekor entry placed at index 5 of a 7-leaf tree: SET, inclusion proof, checkpoint.
 fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePlan<'_>) -> Value {
     let subject_hex = hex::encode(Sha256::digest(manifest));
-    let (content, body) = if plan.dsse {
+    let (content, body, sig) = if plan.dsse {
         let statement = serde_json::to_vec(&json!({
             "_type": "https://in-toto.io/Statement/v1",
             "subject": [{"name": format!("{}/{repo}", r.host), "digest": {"sha256": subject_hex}}],
@@ -514,7 +636,7 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
             },
         }))
         .unwrap();
-        (json!({"dsseEnvelope": envelope}), body)
+        (json!({"dsseEnvelope": envelope}), body, sig)
     } else {
         let sig = plan.leaf.sign(manifest);
         let body = hashedrekord(&subject_hex, &sig, plan.leaf);
@@ -524,6 +646,7 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
                 "signature": B64.encode(&sig),
             }}),
             body,
+            sig,
         )
     };
     let index = 5usize;
@@ -561,6 +684,16 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
     b.as_object_mut()
         .unwrap()
         .extend(content.as_object().unwrap().clone());
+    if !plan.set {
+        b["verificationMaterial"]["tlogEntries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("inclusionPromise");
+    }
+    if let Some(tsa) = plan.tsa {
+        b["verificationMaterial"]["timestampVerificationData"] =
+            json!({"rfc3161Timestamps": [{"signedTimestamp": B64.encode(tsa.stamp(&sig))}]});
+    }
     b
 }
 
@@ -882,6 +1015,8 @@ async fn bundle_referrers_with_inclusion_proofs() {
         leaf: &leaf,
         dsse: true,
         bad_proof: false,
+        set: true,
+        tsa: None,
     };
     let b = bundle(&r, &w, "keyless/bundle", &manifest, &plan);
     let referrer = push_bundle_referrer(&c, &r, "keyless/bundle", &manifest, &b).await;
@@ -1080,6 +1215,100 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
 }
 
 #[tokio::test]
+async fn bundles_dated_by_a_timestamp_authority() {
+    let w = World::new();
+    let r = Registry::start_with_config(&w.config("off"));
+    let c = client();
+    // `openssl ts` stamps the current time: a certificate valid around it.
+    let leaf = w
+        .fulcio
+        .issue_between(IDENTITY, ISSUER, (2020, 1, 1), (2040, 1, 1));
+    let plan = BundlePlan {
+        leaf: &leaf,
+        dsse: true,
+        bad_proof: false,
+        set: false,
+        tsa: Some(&w.tsa),
+    };
+
+    // No SET: the inclusion proof shows the entry, the TSA dates the signature.
+    let (manifest, _) = image(&c, &r, "keyless/stamped").await;
+    let b = bundle(&r, &w, "keyless/stamped", &manifest, &plan);
+    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped", &manifest, &b).await;
+    let v = verdict(&c, &r, "keyless/stamped", "v1", &referrer).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    // With the SET too, both times are checked; a message signature as well.
+    let (manifest, _) = image(&c, &r, "keyless/stamped-both").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/stamped-both",
+        &manifest,
+        &BundlePlan {
+            set: true,
+            dsse: false,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-both", &manifest, &b).await;
+    let v = verdict(&c, &r, "keyless/stamped-both", "v1", &referrer).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+
+    // The certificate expired long before the TSA dated the signature.
+    let expired = w.fulcio.issue(IDENTITY, ISSUER);
+    let (manifest, _) = image(&c, &r, "keyless/stamped-late").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/stamped-late",
+        &manifest,
+        &BundlePlan {
+            leaf: &expired,
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-late", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/stamped-late", "v1", &referrer).await,
+        "outside the certificate's validity: the timestamp authority dated it",
+    );
+
+    // A timestamp authority the trusted root does not hold (its certificate embedded).
+    let rogue = Tsa::new("rogue tsa");
+    let (manifest, _) = image(&c, &r, "keyless/stamped-rogue").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/stamped-rogue",
+        &manifest,
+        &BundlePlan {
+            tsa: Some(&rogue),
+            ..plan
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-rogue", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/stamped-rogue", "v1", &referrer).await,
+        "timestamp: the TSA certificate does not chain to a trusted timestamp authority",
+    );
+
+    // Neither a SET nor a timestamp: nothing dates the signature.
+    let (manifest, _) = image(&c, &r, "keyless/undated").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/undated",
+        &manifest,
+        &BundlePlan { tsa: None, ..plan },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/undated", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/undated", "v1", &referrer).await,
+        "no signed time",
+    );
+}
+
+#[tokio::test]
 async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
     let w = World::new();
     let r = Registry::start_with_config(&w.config("enforce"));
@@ -1115,6 +1344,8 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             leaf: &leaf,
             dsse: true,
             bad_proof: false,
+            set: true,
+            tsa: None,
         },
     );
     push_bundle_referrer(&c, &r, "keyless/bundled", &manifest, &b).await;
