@@ -4,7 +4,7 @@
 //! exit code; `docker_reference = "repository"` for cosign signatures.
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
-use signet_api_tests::{client, sha256, Registry};
+use signet_api_tests::{client, sha256, signet_binary, Registry};
 use sigstore::crypto::{SigStoreSigner, SigningScheme};
 
 const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -174,7 +174,7 @@ async fn requirements_name_what_is_missing_until_every_one_is_met() {
     let keys = tempfile::tempdir().unwrap();
     let release = Key::generate();
     let ci = Key::generate();
-    let r = Registry::start_with_config(&format!(
+    let config = format!(
         r#"
 [trust]
 [[trust.roots]]
@@ -196,7 +196,40 @@ signed_by = ["ci"]
 "#,
         release.write_public(keys.path(), "release"),
         ci.write_public(keys.path(), "ci"),
-    ));
+    );
+    // `signet trust check` lists the requirement with the roots.
+    let file = keys.path().join("signet.toml");
+    std::fs::write(&file, &config).unwrap();
+    let out = Command::new(signet_binary())
+        .arg("--config")
+        .arg(&file)
+        .args(["trust", "check"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "requirement for prod/**: signed by release, an attestation of {PROVENANCE} signed by ci, an SBOM"
+        )),
+        "{text}"
+    );
+    // A requirement naming a root that does not exist is refused at load.
+    std::fs::write(
+        &file,
+        config.replace("signed_by = [\"ci\"]", "signed_by = [\"nobody\"]"),
+    )
+    .unwrap();
+    let out = Command::new(signet_binary())
+        .arg("--config")
+        .arg(&file)
+        .args(["trust", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"nobody\""));
+
+    let r = Registry::start_with_config(&config);
     let c = client();
     let image = push_image(&c, &r, "prod/app", "v1", &[b"app layer"]).await;
     let digest = sha256(&image);
