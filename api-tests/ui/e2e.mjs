@@ -154,6 +154,17 @@ async function signedScenario() {
   await page.getByRole("link", { name: "Next page" }).click();
   await page.getByRole("link", { name: "First page" }).waitFor();
   await shot("08-tag-pages");
+
+  // The other pages at 360 px too.
+  await page.setViewportSize({ width: 360, height: 800 });
+  for (const path of [`/ui/repo?name=${encodeURIComponent(s.repo)}&all=1`, "/ui/"]) {
+    await page.goto(ui(path));
+    await page.locator("main h1").waitFor();
+    await page.waitForFunction(() => !document.getElementById("main").hasAttribute("aria-busy"));
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(wide <= 0, `${path} scrolls sideways by ${wide}px at 360px`);
+  }
+  await shot("09-narrow-repositories");
 }
 
 async function authScenario() {
