@@ -372,6 +372,32 @@ mod tests {
     }
 
     #[test]
+    fn message_signature_bundle_v02_with_an_email_identity() {
+        // The signed artifact is a file here; for an image it is the manifest.
+        let artifact = std::fs::read(fixture("a.txt")).unwrap();
+        let subject = format!("sha256:{}", hex::encode(sha256(&artifact)));
+        let b = bundle("a.txt.sigstore.json");
+        let t = Trust::load(&TrustConfig {
+            roots: vec![TrustRootConfig {
+                name: "public-good".into(),
+                trusted_root: fixture("public_good_trusted_root.json"),
+                issuer: "https://github.com/login/oauth".into(),
+                subject_regex: ".*@tny[.]town".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .unwrap();
+        let roots: Vec<&TrustRoot> = t.roots.iter().collect();
+        let digest: Digest = subject.parse().unwrap();
+        let v = verify_bundle(&roots, &b, &digest, Some(&artifact));
+        assert_eq!(v.verdict, VerdictKind::Valid, "{v:?}");
+        // The same digest claimed for other bytes: the signature does not verify.
+        let v = verify_bundle(&roots, &b, &digest, Some(b"other bytes"));
+        assert!(v.summary().contains("bad signature"), "{v:?}");
+    }
+
+    #[test]
     fn tampered_public_good_evidence() {
         let good = bundle("kubewarden_controller_v1.34.0.sigstore.json");
         let t = trust(KUBEWARDEN);
