@@ -190,6 +190,10 @@ async function authScenario() {
   await page.getByRole("link", { name: s.tag, exact: true }).click();
   await page.getByRole("heading", { name: "Signature tree" }).waitFor();
   await shot("03-own-image");
+  // Links inside the UI keep the session (the credentials live in the page).
+  await page.getByRole("link", { name: "Signet" }).click();
+  await page.getByRole("link", { name: s.ownRepo, exact: true }).waitFor();
+  await page.getByText(`Signed in as ${s.user}`).waitFor();
 
   // Another user's repository, by a typed address: refused by the registry.
   await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.otherRepo)}`));
