@@ -338,6 +338,13 @@ docker_reference = "repository"
 
     let out = verify(&r, &[&arm]);
     assert!(!out.status.success(), "unsigned: {}", stdout(&out));
+    let out = verify(&r, &[&format!("{repo}:v1"), "--json"]);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let platforms = v["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2, "{v}");
+    assert!(platforms.iter().all(|p| p["passes"] == false), "{v}");
+    assert_eq!(platforms[1]["platform"]["architecture"], "arm64");
     sign(&c, &r, repo, &index_digest, repo, &key).await;
     let out = verify(&r, &[&arm]);
     let text = stdout(&out);
@@ -352,6 +359,16 @@ docker_reference = "repository"
         text.contains(&format!("on index {index_digest} — valid (root release)")),
         "{text}"
     );
+    // For the index: each platform, judged through the index's signature.
+    let out = verify(&r, &[&format!("{repo}:v1")]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    for (m, arch) in [(&amd64, "amd64"), (&arm64, "arm64")] {
+        assert!(
+            text.contains(&format!("  linux/{arch} {} — passes", sha256(m))),
+            "{text}"
+        );
+    }
     // What the CLI says is what the server does.
     assert_eq!(pull(&c, &r, repo, &sha256(&arm64)).await.0, StatusCode::OK);
 

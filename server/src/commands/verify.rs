@@ -4,7 +4,11 @@
 
 use std::fmt::Write;
 
+use serde::Serialize;
 use serde_json::json;
+use signet_storage::coverage::PlatformName;
+use signet_storage::manifest::parse_manifest;
+use signet_storage::{Digest, Reference, RepoName};
 
 use crate::state::AppState;
 use crate::verify::policy::{evaluate, Evaluation, Evidence};
@@ -30,18 +34,85 @@ pub async fn run(
         configured
     };
     let served = mode != PolicyMode::Enforce || evaluation.passes || evaluation.is_attachment;
+    let platforms = platforms(state, &repo, &evaluation.digest).await?;
     let text = if json {
         let value = json!({
             "policy": mode.as_str(),
             "configuredPolicy": configured.as_str(),
             "served": served,
             "evaluation": evaluation,
+            "platforms": platforms,
         });
         serde_json::to_string_pretty(&value)? + "\n"
     } else {
-        render(&evaluation, mode, configured, served)
+        let mut out = render(&evaluation, mode, configured, served);
+        render_platforms(&mut out, &platforms, mode);
+        out
     };
     Ok((text, served))
+}
+
+/// For an index: how each platform manifest it lists (and the repository holds)
+/// fares under the same policy — through the index's own evidence when inherited.
+#[derive(Debug, Serialize)]
+struct PlatformVerdict {
+    digest: Digest,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<PlatformName>,
+    passes: bool,
+    missing: Vec<String>,
+}
+
+async fn platforms(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+) -> anyhow::Result<Vec<PlatformVerdict>> {
+    let Some(stored) = state
+        .meta
+        .get_manifest(repo, &Reference::Digest(digest.clone()))
+        .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let Ok(parsed) = parse_manifest(&stored.content, Some(&stored.media_type)) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for child in parsed.children {
+        let reference = Reference::Digest(child.digest.clone());
+        // A platform left out (by a sync filter, say) is simply absent.
+        let Some(e) = evaluate(state, repo, &reference).await? else {
+            continue;
+        };
+        out.push(PlatformVerdict {
+            digest: child.digest,
+            platform: child.platform.as_ref().map(PlatformName::from),
+            passes: e.passes,
+            missing: e.missing,
+        });
+    }
+    Ok(out)
+}
+
+fn render_platforms(out: &mut String, platforms: &[PlatformVerdict], mode: PolicyMode) {
+    if platforms.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "platforms:");
+    for p in platforms {
+        let name = p
+            .platform
+            .as_ref()
+            .map(|n| format!("{n} "))
+            .unwrap_or_default();
+        let verdict = match (p.passes, mode) {
+            (true, _) => "passes".to_string(),
+            (false, PolicyMode::Enforce) => format!("REFUSED: {}", p.missing.join("; ")),
+            (false, _) => format!("fails: {}", p.missing.join("; ")),
+        };
+        let _ = writeln!(out, "  {name}{} — {verdict}", p.digest);
+    }
 }
 
 fn render(e: &Evaluation, mode: PolicyMode, configured: PolicyMode, served: bool) -> String {
