@@ -5,11 +5,16 @@
 //! Blob store (object_store: local filesystem | S3 | memory)
 //!   blobs/<alg>/<first 2 hex>/<hex>     content-addressed bytes, written once, never
 //!                                       visible before their digest was verified
-//!   uploads/<session id>/<part>-<rand>  staged bytes of an upload session, one object
-//!                                       per PATCH (or final PUT) body
+//!   uploads/<session id>/data           a chunked upload's bytes: one local file every
+//!                                       request appends to, or the key of the session's
+//!                                       S3 multipart upload (renamed to its address)
+//!   uploads/<session id>/tail-<n>-<rand>
+//!                                       S3: the bytes after the last full part (< 5 MiB)
+//!   uploads/<session id>/<part>-<rand>  a monolithic body; on stores with neither append
+//!                                       nor multipart, one object per request body
 //!   uploads/<session id>/assembled-<rand>
-//!                                       multi-part uploads concatenated and hashed
-//!                                       before the rename to their content address
+//!                                       such parts concatenated and hashed before the
+//!                                       rename to their content address
 //!
 //! Metadata store (sqlx: SQLite embedded | PostgreSQL)
 //!   repositories      name → id
@@ -20,7 +25,8 @@
 //!   manifest_blobs    edges manifest → config and layers
 //!   manifest_children edges index → child manifests
 //!   (manifests.subject is the subject → referrer edge, indexed)
-//!   uploads           upload sessions: repository, committed offset, staged parts
+//!   uploads           upload sessions: repository, committed offset, staged parts,
+//!                     progress (staging, multipart id and ETags, running hash states)
 //!   blob_deletions    GC tombstones: blob rows deleted, bytes being deleted; no link
 //!   blob_pins         uploads moving verified bytes to their address; GC skips them
 //!   gc_lease          the one running collector
