@@ -25,6 +25,8 @@ const context = await chromium.launchPersistentContext(profile, {
   executablePath: scenario.chromium || "/usr/bin/chromium",
   headless: true,
   viewport: { width: 1280, height: 900 },
+  // The copy buttons write to the clipboard; the test reads it back.
+  permissions: ["clipboard-read", "clipboard-write"],
   args: [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -79,6 +81,10 @@ async function signedScenario() {
   const byDigest = await page.getByRole("textbox", { name: "Pull by digest" }).inputValue();
   assert.equal(byTag, `docker pull ${s.host}/${s.repo}:${s.tag}`);
   assert.equal(byDigest, `docker pull ${s.host}/${s.repo}@${s.indexDigest}`);
+  const copy = page.getByRole("button", { name: "Copy pull by digest" });
+  await copy.click();
+  await copy.filter({ hasText: "Copied" }).waitFor();
+  assert.equal(await page.evaluate(() => navigator.clipboard.readText()), byDigest, "the copy button copies");
 
   const summary = page.getByRole("table", { name: /Platforms and their signatures/ });
   // amd64: the index's signature and its own tampered one; arm64: the index's and its own.
