@@ -369,3 +369,40 @@ fn issuer_ids(message: &Message<'_>) -> Issuer {
         key_ids: sig.issuer().iter().map(|k| k.as_ref().to_vec()).collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let subject = Digest::sha256_of(b"manifest");
+        for content in [&b""[..], b"not openpgp at all", &[0xa3, 0x01, 0x02][..]] {
+            let v = verify_content(&[], "team/app", &subject, content);
+            assert_eq!(v.verdict, VerdictKind::Invalid, "{v:?}");
+            assert!(
+                v.reason.as_deref().unwrap().starts_with("malformed"),
+                "{v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_id_is_the_fingerprints_tail() {
+        let fp_bytes: Vec<u8> = (0u8..20).collect();
+        let issuer = Issuer {
+            fingerprints: Vec::new(),
+            key_ids: vec![fp_bytes[12..].to_vec()],
+        };
+        let fp = pgp::types::Fingerprint::V4(fp_bytes.clone().try_into().unwrap());
+        assert!(issuer.matches(&fp));
+        let other = pgp::types::Fingerprint::V4([7u8; 20]);
+        assert!(!issuer.matches(&other));
+        assert_eq!(issuer.describe(), " (key id 0C0D0E0F10111213)");
+        let by_fingerprint = Issuer {
+            fingerprints: vec![fp_bytes],
+            key_ids: Vec::new(),
+        };
+        assert!(by_fingerprint.matches(&fp));
+    }
+}
