@@ -1,7 +1,8 @@
 //! Verdicts on one attachment: cosign `.sig` manifests (simple-signing payload layers,
 //! base64 signature annotation) and DSSE `.att` manifests (in-toto statements), checked
 //! with the `sigstore` crate against the keys of the roots covering the repository.
-//! Sigstore bundles, notation and atomic GPG signatures are reported `unsupported`.
+//! Sigstore bundles go to [`super::bundle`], atomic GPG signatures to [`super::gpg`];
+//! notation signatures are reported `unsupported`.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;

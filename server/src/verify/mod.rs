@@ -1,6 +1,8 @@
 //! Server-side verification: the trust configuration ([`trust`]), verdicts on cosign
-//! `.sig` and DSSE `.att` attachments ([`cosign`]), the verdicts in the coverage
-//! extension ([`report`]) and the pull policy ([`policy`]). Storage knows nothing of it.
+//! `.sig` and DSSE `.att` attachments ([`cosign`]), on atomic GPG signatures ([`gpg`]),
+//! the docker-reference rule ([`reference`]), the verdicts in the coverage extension
+//! ([`report`]) and the pull policy with its requirements ([`policy`],
+//! [`requirements`]). Storage knows nothing of it.
 
 pub mod bundle;
 pub mod cosign;
