@@ -14,7 +14,7 @@ use base64::Engine as _;
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _, SanType,
-    SigningKey as _, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    SigningKey as _, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
 };
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -170,14 +170,39 @@ struct Rekor {
     key: KeyPair,
     spki: Vec<u8>,
     log_id: [u8; 32],
+    /// The checkpoint origin (and key name).
+    origin: String,
 }
 
 impl Rekor {
+    /// A Rekor v1 log: ECDSA P-256, its log ID the SHA-256 of the DER key.
     fn new() -> Rekor {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let spki = key.subject_public_key_info();
         let log_id = Sha256::digest(&spki).into();
-        Rekor { key, spki, log_id }
+        Rekor {
+            key,
+            spki,
+            log_id,
+            origin: "signet-test-log - 2605736670972794746".into(),
+        }
+    }
+
+    /// A Rekor v2 (tile) log: Ed25519, its log ID the C2SP signed-note key ID,
+    /// SHA-256(origin || LF || 0x01 || raw key).
+    fn v2(origin: &str) -> Rekor {
+        let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        let spki = key.subject_public_key_info();
+        let mut h = Sha256::new();
+        h.update(origin.as_bytes());
+        h.update(b"\n\x01");
+        h.update(&spki[spki.len() - 32..]);
+        Rekor {
+            key,
+            spki,
+            log_id: h.finalize().into(),
+            origin: origin.into(),
+        }
     }
 
     /// The SET: a signature over the canonical JSON of the entry (keys sorted, no
@@ -193,13 +218,11 @@ impl Rekor {
 
     /// A signed note for a tree of `size` with `root`, as Rekor writes checkpoints.
     fn checkpoint(&self, size: u64, root: &[u8; 32]) -> String {
-        let text = format!(
-            "signet-test-log - 2605736670972794746\n{size}\n{}\n",
-            B64.encode(root)
-        );
+        let text = format!("{}\n{size}\n{}\n", self.origin, B64.encode(root));
         let mut sig = self.log_id[..4].to_vec();
         sig.extend(self.key.sign(text.as_bytes()).unwrap());
-        format!("{text}\n\u{2014} signet-test-log {}\n", B64.encode(sig))
+        let name = self.origin.split(' ').next().unwrap();
+        format!("{text}\n\u{2014} {name} {}\n", B64.encode(sig))
     }
 }
 
@@ -267,6 +290,8 @@ struct World {
     trusted_root: String,
     fulcio: Fulcio,
     rekor: Rekor,
+    /// A Rekor v2 log beside the v1 one.
+    rekor_v2: Rekor,
     tsa: Tsa,
 }
 
@@ -378,6 +403,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let fulcio = Fulcio::new("signet test fulcio");
         let rekor = Rekor::new();
+        let rekor_v2 = Rekor::v2("log2026.rekor.signet.example");
         let tsa = Tsa::new("signet test tsa");
         let trusted_root = json!({
             "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
@@ -387,6 +413,12 @@ impl World {
                 "publicKey": {"rawBytes": B64.encode(&rekor.spki), "keyDetails": "PKIX_ECDSA_P256_SHA_256",
                               "validFor": {"start": "2020-01-01T00:00:00Z"}},
                 "logId": {"keyId": B64.encode(rekor.log_id)},
+            }, {
+                "baseUrl": "https://log2026.rekor.signet.example",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {"rawBytes": B64.encode(&rekor_v2.spki), "keyDetails": "PKIX_ED25519",
+                              "validFor": {"start": "2026-01-01T00:00:00Z"}},
+                "logId": {"keyId": B64.encode(rekor_v2.log_id)},
             }],
             "certificateAuthorities": [{
                 "subject": {"organization": "signet.example", "commonName": "signet test fulcio"},
@@ -415,6 +447,7 @@ impl World {
             _dir: dir,
             fulcio,
             rekor,
+            rekor_v2,
             tsa,
         }
     }
@@ -603,6 +636,8 @@ struct BundlePlan<'a> {
     set: bool,
     /// A timestamp authority dating the signature.
     tsa: Option<&'a Tsa>,
+    /// Log the entry in the Rekor v2 log (v0.0.2 bodies, no SET, no integration time).
+    v2: bool,
 }
 
 /// A Sigstore v0.3 bundle for `subject` (whose manifest bytes are `manifest`), with a
@@ -626,20 +661,50 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
             "payloadType": IN_TOTO,
             "signatures": [{"sig": B64.encode(&sig), "keyid": ""}],
         });
-        let body = serde_json::to_vec(&json!({
-            "apiVersion": "0.0.1",
-            "kind": "dsse",
-            "spec": {
-                "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(envelope.to_string()))},
-                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
-                "signatures": [{"signature": B64.encode(&sig), "verifier": pem_b64(&plan.leaf.pem)}],
-            },
-        }))
-        .unwrap();
+        let body = if plan.v2 {
+            serde_json::to_vec(&json!({
+                "apiVersion": "0.0.2",
+                "kind": "dsse",
+                "spec": {"dsseV002": {
+                    "payloadHash": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(&statement))},
+                    "signatures": [{"content": B64.encode(&sig), "verifier": {
+                        "x509Certificate": {"rawBytes": B64.encode(&plan.leaf.der)},
+                        "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    }}],
+                }},
+            }))
+            .unwrap()
+        } else {
+            serde_json::to_vec(&json!({
+                "apiVersion": "0.0.1",
+                "kind": "dsse",
+                "spec": {
+                    "envelopeHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(envelope.to_string()))},
+                    "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&statement))},
+                    "signatures": [{"signature": B64.encode(&sig), "verifier": pem_b64(&plan.leaf.pem)}],
+                },
+            }))
+            .unwrap()
+        };
         (json!({"dsseEnvelope": envelope}), body, sig)
     } else {
         let sig = plan.leaf.sign(manifest);
-        let body = hashedrekord(&subject_hex, &sig, plan.leaf);
+        let body = if plan.v2 {
+            serde_json::to_vec(&json!({
+                "apiVersion": "0.0.2",
+                "kind": "hashedrekord",
+                "spec": {"hashedRekordV002": {
+                    "data": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(manifest))},
+                    "signature": {"content": B64.encode(&sig), "verifier": {
+                        "x509Certificate": {"rawBytes": B64.encode(&plan.leaf.der)},
+                        "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                    }},
+                }},
+            }))
+            .unwrap()
+        } else {
+            hashedrekord(&subject_hex, &sig, plan.leaf)
+        };
         (
             json!({"messageSignature": {
                 "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(manifest))},
@@ -659,15 +724,17 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
     if plan.bad_proof {
         hashes[1][0] ^= 1;
     }
-    let set = w.rekor.set(&body, NOON, index as u64, &w.rekor.log_id);
+    let log = if plan.v2 { &w.rekor_v2 } else { &w.rekor };
+    let set = log.set(&body, NOON, index as u64, &log.log_id);
     let mut b = json!({
         "mediaType": BUNDLE_V03,
         "verificationMaterial": {
             "certificate": {"rawBytes": B64.encode(&plan.leaf.der)},
             "tlogEntries": [{
                 "logIndex": index.to_string(),
-                "logId": {"keyId": B64.encode(w.rekor.log_id)},
-                "kindVersion": {"kind": if plan.dsse { "dsse" } else { "hashedrekord" }, "version": "0.0.1"},
+                "logId": {"keyId": B64.encode(log.log_id)},
+                "kindVersion": {"kind": if plan.dsse { "dsse" } else { "hashedrekord" },
+                                "version": if plan.v2 { "0.0.2" } else { "0.0.1" }},
                 "integratedTime": NOON.to_string(),
                 "inclusionPromise": {"signedEntryTimestamp": B64.encode(&set)},
                 "inclusionProof": {
@@ -675,7 +742,7 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
                     "rootHash": B64.encode(root),
                     "treeSize": leaves.len().to_string(),
                     "hashes": hashes.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-                    "checkpoint": {"envelope": w.rekor.checkpoint(leaves.len() as u64, &root)},
+                    "checkpoint": {"envelope": log.checkpoint(leaves.len() as u64, &root)},
                 },
                 "canonicalizedBody": B64.encode(&body),
             }],
@@ -684,11 +751,18 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
     b.as_object_mut()
         .unwrap()
         .extend(content.as_object().unwrap().clone());
-    if !plan.set {
+    if !plan.set || plan.v2 {
         b["verificationMaterial"]["tlogEntries"][0]
             .as_object_mut()
             .unwrap()
             .remove("inclusionPromise");
+    }
+    if plan.v2 {
+        // A tile log has no integration time: only the timestamp authority dates it.
+        b["verificationMaterial"]["tlogEntries"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("integratedTime");
     }
     if let Some(tsa) = plan.tsa {
         b["verificationMaterial"]["timestampVerificationData"] =
@@ -1017,6 +1091,7 @@ async fn bundle_referrers_with_inclusion_proofs() {
         bad_proof: false,
         set: true,
         tsa: None,
+        v2: false,
     };
     let b = bundle(&r, &w, "keyless/bundle", &manifest, &plan);
     let referrer = push_bundle_referrer(&c, &r, "keyless/bundle", &manifest, &b).await;
@@ -1229,6 +1304,7 @@ async fn bundles_dated_by_a_timestamp_authority() {
         bad_proof: false,
         set: false,
         tsa: Some(&w.tsa),
+        v2: false,
     };
 
     // No SET: the inclusion proof shows the entry, the TSA dates the signature.
@@ -1292,6 +1368,63 @@ async fn bundles_dated_by_a_timestamp_authority() {
         "timestamp: the TSA certificate does not chain to a trusted timestamp authority",
     );
 
+    // Logged in the Rekor v2 (tile) log: v0.0.2 bodies, an Ed25519 checkpoint with
+    // its C2SP key ID, no SET; both kinds of content.
+    for dsse in [true, false] {
+        let repo = if dsse {
+            "keyless/v2-dsse"
+        } else {
+            "keyless/v2-message"
+        };
+        let (manifest, _) = image(&c, &r, repo).await;
+        let b = bundle(
+            &r,
+            &w,
+            repo,
+            &manifest,
+            &BundlePlan {
+                v2: true,
+                dsse,
+                ..plan
+            },
+        );
+        let referrer = push_bundle_referrer(&c, &r, repo, &manifest, &b).await;
+        let v = verdict(&c, &r, repo, "v1", &referrer).await;
+        assert_eq!(v["verdict"], "valid", "{repo}: {v}");
+    }
+    // A v2 entry whose checkpoint another log signed, and one with an altered path.
+    let (manifest, _) = image(&c, &r, "keyless/v2-foreign").await;
+    let v2 = BundlePlan { v2: true, ..plan };
+    let mut b = bundle(&r, &w, "keyless/v2-foreign", &manifest, &v2);
+    let proof = &mut b["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
+    let root: [u8; 32] = B64
+        .decode(proof["rootHash"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    proof["checkpoint"]["envelope"] = json!(w.rekor.checkpoint(7, &root));
+    let referrer = push_bundle_referrer(&c, &r, "keyless/v2-foreign", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/v2-foreign", "v1", &referrer).await,
+        "checkpoint is not signed by the trusted log key",
+    );
+    let (manifest, _) = image(&c, &r, "keyless/v2-path").await;
+    let b = bundle(
+        &r,
+        &w,
+        "keyless/v2-path",
+        &manifest,
+        &BundlePlan {
+            bad_proof: true,
+            ..v2
+        },
+    );
+    let referrer = push_bundle_referrer(&c, &r, "keyless/v2-path", &manifest, &b).await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/v2-path", "v1", &referrer).await,
+        "inclusion proof",
+    );
+
     // Neither a SET nor a timestamp: nothing dates the signature.
     let (manifest, _) = image(&c, &r, "keyless/undated").await;
     let b = bundle(
@@ -1346,6 +1479,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             bad_proof: false,
             set: true,
             tsa: None,
+            v2: false,
         },
     );
     push_bundle_referrer(&c, &r, "keyless/bundled", &manifest, &b).await;
@@ -1415,7 +1549,7 @@ fn trust_check_describes_keyless_roots_and_names_a_bad_trusted_root() {
     assert!(stdout.contains(ISSUER), "{stdout}");
     assert!(stdout.contains(IDENTITY), "{stdout}");
     assert!(stdout.contains("1 CA(s)"), "{stdout}");
-    assert!(stdout.contains("1 Rekor log(s)"), "{stdout}");
+    assert!(stdout.contains("2 Rekor log(s)"), "{stdout}");
     assert!(stdout.contains("1 timestamp authority"), "{stdout}");
 
     // A subject pattern instead of an exact identity.

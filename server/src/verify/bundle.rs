@@ -285,7 +285,11 @@ fn tlog_entry(v: &Value) -> Result<Entry, String> {
     };
     Ok(Entry {
         body: b64(&v["canonicalizedBody"], "tlogEntries[0].canonicalizedBody")?,
-        integrated_time: int(&v["integratedTime"], "tlogEntries[0].integratedTime")?,
+        // Rekor v2 entries carry no integration time (a timestamp authority dates them).
+        integrated_time: match v.get("integratedTime") {
+            Some(t) => int(t, "tlogEntries[0].integratedTime")?,
+            None => 0,
+        },
         log_index: int(&v["logIndex"], "tlogEntries[0].logIndex")?,
         log_id: b64(&v["logId"]["keyId"], "tlogEntries[0].logId.keyId")?,
         set,
