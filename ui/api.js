@@ -2,7 +2,10 @@
 // `_signet` extensions, nothing else. With authentication on, requests follow the
 // standard token flow: a 401 names the token service and the scope it wants, the UI
 // asks the token service (with the user's credentials, or none for anonymous access)
-// and retries with the bearer token. Credentials live in memory only, for this page.
+// and retries with the bearer token. A password lives in this page's memory only; when
+// the registry issues refresh tokens (a configured token key), the refresh token is kept
+// in the tab's session storage instead, so a reload or a link opened anew stays signed
+// in until the tab closes or the user signs out.
 
 /** The registry refused the credentials, or wants some. */
 export class AuthRequired extends Error {}
@@ -26,7 +29,7 @@ const MANIFEST_TYPES = [
 const session = {
   /** `true` when the registry answers `/v2/` with a challenge. */
   authEnabled: false,
-  /** `{ username, password }` once signed in; `null` for anonymous access. */
+  /** `{ username, password }` or `{ username, refresh }` once signed in; else `null`. */
   credentials: null,
   /** Bearer tokens by scope: `{ token, expires }`. */
   tokens: new Map(),
@@ -48,24 +51,49 @@ export function browseAnonymously() {
   session.anonymous = true;
 }
 
-/** Asks `/v2/` whether the registry wants credentials. */
+const STORED = "signet-ui-session";
+
+/** Asks `/v2/` whether the registry wants credentials; picks up a stored session. */
 export async function probe() {
   const res = await fetch("/v2/", { cache: "no-store", credentials: "omit" });
   session.authEnabled = res.status === 401;
+  if (session.authEnabled) {
+    try {
+      const stored = JSON.parse(sessionStorage.getItem(STORED));
+      if (stored?.username && stored?.refresh) session.credentials = stored;
+    } catch {
+      sessionStorage.removeItem(STORED);
+    }
+  }
   return { authEnabled: session.authEnabled };
 }
 
-/** Checks the credentials with the token service, then keeps them for this page. */
+/**
+ * Checks the credentials with the token service (the OAuth2 password grant, asking
+ * for a refresh token), then keeps the refresh token, or else the password.
+ */
 export async function signIn(user, password) {
   const challenge = await baseChallenge();
   forget();
-  await fetchToken(challenge, "registry:catalog:*", { username: user, password });
-  session.credentials = { username: user, password };
+  const body = await tokenRequest(challenge, "registry:catalog:*", {
+    grant_type: "password",
+    username: user,
+    password,
+    access_type: "offline",
+    client_id: "signet-ui",
+  }, "Wrong user name or password");
+  if (body.refresh_token) {
+    session.credentials = { username: user, refresh: body.refresh_token };
+    sessionStorage.setItem(STORED, JSON.stringify(session.credentials));
+  } else {
+    session.credentials = { username: user, password };
+  }
   session.anonymous = false;
 }
 
 export function signOut() {
   forget();
+  sessionStorage.removeItem(STORED);
   session.credentials = null;
   session.anonymous = false;
 }
@@ -97,21 +125,52 @@ function basic({ username: user, password }) {
   return `Basic ${btoa(binary)}`;
 }
 
-async function fetchToken(challenge, scope, credentials = session.credentials) {
+function tokenService(challenge) {
   const url = new URL(challenge.realm, location.origin);
   // Credentials go only to this registry's own token service.
   if (url.origin !== location.origin) {
     throw new ApiError(0, "", `The token service ${url.origin} is on another origin; the web UI signs in only with this registry's own`);
   }
-  if (challenge.service) url.searchParams.set("service", challenge.service);
-  for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) {
-    url.searchParams.append("scope", s);
-  }
-  const headers = credentials ? { Authorization: basic(credentials) } : {};
-  const res = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
-  if (res.status === 401) throw new AuthRequired(credentials ? "Wrong user name or password" : "Sign in to continue");
+  return url;
+}
+
+/** A POST to the token service (an OAuth2 grant); its JSON, or `AuthRequired`. */
+async function tokenRequest(challenge, scope, grant, refusal) {
+  const form = new URLSearchParams(grant);
+  if (challenge.service) form.set("service", challenge.service);
+  for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) form.append("scope", s);
+  const res = await fetch(tokenService(challenge), { method: "POST", body: form, cache: "no-store", credentials: "omit" });
+  if (res.status === 401) throw new AuthRequired(refusal);
   if (!res.ok) throw await errorOf(res);
-  const body = await res.json();
+  return res.json();
+}
+
+async function fetchToken(challenge, scope) {
+  const credentials = session.credentials;
+  let body;
+  if (credentials?.refresh) {
+    try {
+      body = await tokenRequest(challenge, scope, {
+        grant_type: "refresh_token",
+        refresh_token: credentials.refresh,
+        client_id: "signet-ui",
+      }, "Your session has ended: sign in again");
+    } catch (e) {
+      if (e instanceof AuthRequired) signOut();
+      throw e;
+    }
+  } else {
+    const url = tokenService(challenge);
+    if (challenge.service) url.searchParams.set("service", challenge.service);
+    for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) {
+      url.searchParams.append("scope", s);
+    }
+    const headers = credentials ? { Authorization: basic(credentials) } : {};
+    const res = await fetch(url, { headers, cache: "no-store", credentials: "omit" });
+    if (res.status === 401) throw new AuthRequired(credentials ? "Wrong user name or password" : "Sign in to continue");
+    if (!res.ok) throw await errorOf(res);
+    body = await res.json();
+  }
   const ttl = Math.max(Number(body.expires_in) || 60, 20);
   const token = { token: body.token || body.access_token, expires: Date.now() + (ttl - 10) * 1000 };
   session.tokens.set(scope, token);

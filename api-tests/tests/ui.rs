@@ -269,14 +269,15 @@ fn js_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("js")
 }
 
-/// `target/ui-artifacts/<name>`, emptied.
+/// `target/ui-artifacts/<name>`. Screenshots overwrite those of earlier runs by name;
+/// the folder is not emptied, since another run of the suite may be writing to it.
 fn artifacts(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let dir = target.join("ui-artifacts").join(name);
-    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    let _ = std::fs::remove_file(dir.join("failure.png"));
     dir
 }
 
@@ -301,9 +302,12 @@ fn drive_browser(r: &Registry, name: &str, mut scenario: Value) {
     std::fs::write(file.path(), serde_json::to_vec(&scenario).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui/e2e.mjs");
     let out = run(Command::new("node").arg(script).arg(file.path()));
-    assert_eq!(out.trim(), "ok", "{out}");
-    let shots = std::fs::read_dir(&artifacts).unwrap().count();
-    assert!(shots >= 4, "screenshots in {}", artifacts.display());
+    let shots: usize = out
+        .trim()
+        .strip_prefix("ok, screenshots: ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected output {out:?}"));
+    assert!(shots >= 4, "{shots} screenshots in {}", artifacts.display());
 }
 
 fn trust_config(public_key: &str) -> String {
@@ -679,12 +683,27 @@ fn basic_client(user: &str, password: &str) -> Client {
 
 #[tokio::test]
 async fn browser_with_auth_shows_a_user_only_their_repositories() {
+    // Without a token key the UI keeps the password in the page; with one it keeps a
+    // refresh token in the tab's session storage and survives reloads.
+    let keys = tempfile::tempdir().unwrap();
+    let token_key = keys.path().join("token.pem");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&token_key, key.serialize_pem()).unwrap();
+    browse_with_auth("auth-password", None).await;
+    browse_with_auth("auth-refresh-token", Some(&token_key)).await;
+}
+
+async fn browse_with_auth(name: &str, token_key: Option<&Path>) {
     let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
+    let token_key = token_key
+        .map(|k| format!("token_key = {:?}", k.display().to_string()))
+        .unwrap_or_default();
     let r = Registry::start_with_config(&format!(
         r#"
 [auth]
 enabled = true
 admins = ["root"]
+{token_key}
 
 [[auth.users]]
 name = "alice"
@@ -747,9 +766,10 @@ push = ["root"]
 
     drive_browser(
         &r,
-        "auth",
+        name,
         json!({
             "kind": "auth",
+            "persistent": !token_key.is_empty(),
             "user": "alice",
             "password": "alice-pw",
             "ownRepo": "alice/app",

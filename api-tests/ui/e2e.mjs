@@ -38,7 +38,11 @@ const consoleErrors = [];
 page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
 page.on("pageerror", (e) => consoleErrors.push(String(e)));
 
-const shot = (name) => page.screenshot({ path: join(scenario.artifacts, `${name}.png`), fullPage: true });
+let shots = 0;
+const shot = async (name) => {
+  await page.screenshot({ path: join(scenario.artifacts, `${name}.png`), fullPage: true });
+  shots += 1;
+};
 const ui = (path) => `${scenario.url}${path}`;
 
 async function signedScenario() {
@@ -201,17 +205,35 @@ async function authScenario() {
   await page.getByRole("link", { name: s.ownRepo, exact: true }).waitFor();
   await page.getByText(`Signed in as ${s.user}`).waitFor();
 
+  // A reload keeps the session only where the registry issues refresh tokens.
+  await page.reload();
+  if (s.persistent) {
+    await page.getByText(`Signed in as ${s.user}`).waitFor();
+    await page.getByRole("link", { name: s.ownRepo, exact: true }).waitFor();
+    const stored = await page.evaluate(() => JSON.stringify(sessionStorage));
+    assert.ok(stored.includes("refresh"), `a refresh token is kept: ${stored}`);
+    assert.ok(!stored.includes(s.password), "the password is never stored");
+  } else {
+    await page.getByLabel("User name").waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.length), 0, "nothing is stored");
+  }
+
   // Another user's repository, by a typed address: refused by the registry.
   await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.otherRepo)}`));
-  // A fresh page load forgets the credentials: sign in again, then read the refusal.
-  await page.getByLabel("User name").fill(s.user);
-  await page.getByLabel("Password or token").fill(s.password);
-  await page.getByRole("main").getByRole("button", { name: "Sign in" }).click();
+  if (!s.persistent) {
+    // A fresh page load forgot the password: sign in again, then read the refusal.
+    await page.getByLabel("User name").fill(s.user);
+    await page.getByLabel("Password or token").fill(s.password);
+    await page.getByRole("main").getByRole("button", { name: "Sign in" }).click();
+  }
   await page.getByRole("alert").filter({ hasText: "DENIED" }).waitFor();
   assert.equal(await page.getByRole("table").count(), 0, "no tags of the other repository are shown");
   await shot("04-other-refused");
 
   await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByLabel("User name").waitFor();
+  // Signed out stays signed out across a reload.
+  await page.reload();
   await page.getByLabel("User name").waitFor();
 
   // Without signing in: what anonymous callers may pull, and nothing else.
@@ -240,4 +262,4 @@ if (failed) {
   console.error(failed.stack || String(failed));
   process.exit(1);
 }
-console.log("ok");
+console.log(`ok, screenshots: ${shots}`);
