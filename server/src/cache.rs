@@ -11,8 +11,15 @@
 //!
 //! The file is kept open and read with one `pread` per lookup. SQLite unlinks the `-shm`
 //! only when the last connection of every process closes, and this process keeps the
-//! metadata store's connections open; still, the path is re-opened at most every
-//! [`REOPEN_EVERY`] and a new file replaces the old one.
+//! metadata store's connections open; still, the path is checked at most every
+//! [`REOPEN_EVERY`] and a new file (another inode) is opened beside the old one.
+//!
+//! A descriptor of the `-shm` file is never closed: closing *any* descriptor of a file
+//! drops every POSIX lock the process holds on it, SQLite's included. Without its
+//! shared lock on the `-shm`, the next process to open the database (`signet gc`,
+//! `signet fsck`) takes itself for the only user and truncates the file under this
+//! process's memory map, which then dies of SIGBUS. So the path is compared by `stat`,
+//! and a replaced file is retired, not closed.
 //!
 //! Without such a header (PostgreSQL, an in-memory database, no `-shm` file) nothing is
 //! cached: several replicas sharing a database would need a change feed instead.
@@ -62,6 +69,8 @@ pub struct ManifestCache {
     /// `<database>-shm`; `None` disables the cache.
     shm: Option<PathBuf>,
     open: RwLock<Option<Shm>>,
+    /// Files the path no longer names, kept open (see the module documentation).
+    retired: Mutex<Vec<Arc<File>>>,
     entries: Mutex<Entries>,
 }
 
@@ -76,6 +85,7 @@ impl ManifestCache {
         Self {
             shm: path.map(|p| PathBuf::from(format!("{p}-shm"))),
             open: RwLock::default(),
+            retired: Mutex::default(),
             entries: Mutex::default(),
         }
     }
@@ -93,14 +103,24 @@ impl ManifestCache {
             }
         }
         let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
-        let fresh = File::open(path).ok();
-        let same = |a: &File, b: &File| match (a.metadata(), b.metadata()) {
-            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-            _ => false,
+        // `stat`, not `open`: a descriptor opened here only to compare would be closed.
+        let current = std::fs::metadata(path).ok();
+        let same = |a: &File, b: &std::fs::Metadata| {
+            a.metadata()
+                .is_ok_and(|a| a.dev() == b.dev() && a.ino() == b.ino())
         };
-        let file = match (open.take().and_then(|s| s.file), fresh) {
-            (Some(old), Some(new)) if same(&old, &new) => Some(old),
-            (_, new) => new.map(Arc::new),
+        let old = open.take().and_then(|s| s.file);
+        let file = match (old, current) {
+            (Some(old), Some(current)) if same(&old, &current) => Some(old),
+            (old, current) => {
+                if let Some(old) = old {
+                    self.retired
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(old);
+                }
+                current.and_then(|_| File::open(path).ok()).map(Arc::new)
+            }
         };
         *open = Some(Shm {
             file: file.clone(),
