@@ -162,6 +162,9 @@ pub struct GcConfig {
     pub grace_secs: u64,
     /// Collect manifests no tag reaches (through index children and attachments).
     pub delete_untagged: bool,
+    /// Seconds a collector's lease lasts between renewals. One that is killed blocks
+    /// the next collection until its lease lapses; a single replica can shorten this.
+    pub lease_secs: u64,
 }
 
 impl Default for GcConfig {
@@ -170,6 +173,7 @@ impl Default for GcConfig {
             interval_secs: 24 * 3600,
             grace_secs: 3600,
             delete_untagged: false,
+            lease_secs: signet_storage::gc::DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -183,6 +187,7 @@ impl GcConfig {
             attachments_follow_subject: config.attachments.delete_with_subject,
             dry_run,
             expire_uploads_after_secs: Some(config.uploads.expire_after_secs),
+            lease_secs: self.lease_secs,
         }
     }
 }

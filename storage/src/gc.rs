@@ -30,8 +30,9 @@ use crate::error::{StorageError, StorageResult};
 use crate::meta::{now, GcPlan, MetadataStore};
 use crate::uploads::Uploads;
 
-/// How long a collector's lease lasts; it is renewed before every blob it deletes.
-const LEASE_SECS: i64 = 600;
+/// How long a collector's lease lasts by default; it is renewed before every blob it
+/// deletes.
+pub const DEFAULT_LEASE_SECS: u64 = 600;
 /// Pins older than this were left by a crash.
 const STALE_PIN_SECS: i64 = 3600;
 
@@ -48,6 +49,10 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Also close upload sessions idle this long (`None`: leave them).
     pub expire_uploads_after_secs: Option<u64>,
+    /// How long the collector's lease lasts between renewals. A collector that dies
+    /// (kill -9, a lost machine) blocks the next one until its lease lapses, so this is
+    /// also how long a crashed collection waits before another finishes its work.
+    pub lease_secs: u64,
 }
 
 impl Default for GcOptions {
@@ -58,6 +63,7 @@ impl Default for GcOptions {
             attachments_follow_subject: true,
             dry_run: false,
             expire_uploads_after_secs: None,
+            lease_secs: DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -112,7 +118,7 @@ pub async fn collect(
     options: &GcOptions,
 ) -> StorageResult<GcReport> {
     let holder = uuid::Uuid::new_v4().to_string();
-    if !meta.gc_acquire(&holder, LEASE_SECS).await? {
+    if !meta.gc_acquire(&holder, lease_secs(options)).await? {
         return Err(StorageError::Conflict(
             "another garbage collection is running".into(),
         ));
@@ -147,7 +153,7 @@ async fn run(
     if !options.dry_run {
         // We hold the lease: a tombstone now is one a dead collector left behind.
         for digest in meta.blob_deletions().await? {
-            if delete_bytes(meta, blobs, holder, &digest, &mut report).await? {
+            if delete_bytes(meta, blobs, holder, options, &digest, &mut report).await? {
                 report.leftover_deletions += 1;
             }
         }
@@ -181,7 +187,7 @@ async fn run(
 
     if !options.dry_run {
         for blob in report.blobs.clone() {
-            delete_bytes(meta, blobs, holder, &blob.digest, &mut report).await?;
+            delete_bytes(meta, blobs, holder, options, &blob.digest, &mut report).await?;
         }
     }
     tracing::info!(
@@ -196,18 +202,24 @@ async fn run(
     Ok(report)
 }
 
+/// The lease length in the metadata store's unit, never below one second.
+fn lease_secs(options: &GcOptions) -> i64 {
+    options.lease_secs.clamp(1, i64::MAX as u64) as i64
+}
+
 /// Deletes the bytes of a tombstoned blob, then the tombstone. False when the bytes
 /// could not be deleted (the tombstone stays for the next collection).
 async fn delete_bytes(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
     holder: &str,
+    options: &GcOptions,
     digest: &Digest,
     report: &mut GcReport,
 ) -> StorageResult<bool> {
     // Another collector may only finish our tombstones once our lease has lapsed; stop
     // before deleting anything once it has.
-    if !meta.gc_acquire(holder, LEASE_SECS).await? {
+    if !meta.gc_acquire(holder, lease_secs(options)).await? {
         return Err(StorageError::Conflict(
             "the garbage collection lease was lost".into(),
         ));
