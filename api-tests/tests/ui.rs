@@ -624,6 +624,8 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
     let with_certificate = sign(&c, &r, repo, &arm64, &key, false, Some(&certificate)).await;
     let attestation = attest(&c, &r, repo, &index_digest, &key).await;
     let sbom = attach_sbom(&c, &r, repo, &index, "web-sbom-document").await;
+    // The SBOM is signed in turn: an attachment of an attachment.
+    let sbom_signature = sign(&c, &r, repo, &sbom, &key, false, None).await;
     // Neighbours the search must filter out, and a repository with many tags.
     for other in ["prod/api", "staging/web-old"] {
         push_platform_image(&c, &r, other, "amd64").await;
@@ -669,6 +671,7 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
             "predicateType": PROVENANCE,
             "sbom": sbom,
             "sbomMarker": "web-sbom-document",
+            "sbomSignature": sbom_signature,
             "manyTagsRepo": "prod/many",
         }),
     );

@@ -73,7 +73,7 @@ async function signedScenario() {
   await shot("03-tags");
   await page.getByLabel("Show signature and attachment tags").check();
   await page.getByRole("link", { name: /\.sig$/ }).first().waitFor();
-  assert.equal(await page.locator("table.tags tbody tr").count(), 5, "v1 with its .sig and .att, and each platform's .sig");
+  assert.equal(await page.locator("table.tags tbody tr").count(), 6, "v1 with its .sig and .att, each platform's .sig, the SBOM's .sig");
   assert.equal(await page.evaluate(() => document.activeElement.id), "all-tags", "focus stays on the checkbox");
   await page.getByLabel("Show signature and attachment tags").uncheck();
   await page.locator("table.tags tbody tr").nth(1).waitFor({ state: "detached" });
@@ -127,20 +127,24 @@ async function signedScenario() {
   const tamperedText = await tampered.innerText();
   assert.match(tamperedText, /Invalid/, tamperedText);
   assert.match(tamperedText, /bad signature/, tamperedText);
+  // The SBOM's own signature sits under the SBOM, verified.
+  const sbomSignature = tree.locator(`li.att[data-digest="${s.sbom}"] li.att[data-digest="${s.sbomSignature}"]`).first();
+  assert.match(await sbomSignature.innerText(), /Valid/);
+
   // A keyless-style signature names its signer from its certificate.
   const certified = tree.locator(`li.att[data-digest="${s.certificateSignature}"]`);
   await certified.getByText(s.certificateSigner).waitFor();
   await shot("04-tree");
 
   // The attestation's statement and the SBOM's document can be read.
-  await tree.locator(`li.att[data-digest="${s.attestation}"]`).first().getByRole("button", { name: /^View/ }).click();
+  await tree.locator(`li.att[data-digest="${s.attestation}"]`).first().getByRole("button", { name: /^View attestation/ }).click();
   const dialog = page.getByRole("dialog");
   await dialog.getByText("DSSE payload").waitFor();
   assert.ok((await dialog.innerText()).includes(s.predicateType), "the in-toto statement is decoded");
   await shot("05-attestation");
   await page.keyboard.press("Escape");
   await dialog.waitFor({ state: "hidden" });
-  await tree.locator(`li.att[data-digest="${s.sbom}"]`).first().getByRole("button", { name: /^View/ }).click();
+  await tree.locator(`li.att[data-digest="${s.sbom}"]`).first().getByRole("button", { name: /^View sbom/ }).click();
   await dialog.getByText(s.sbomMarker).first().waitFor();
   await shot("06-sbom");
   await dialog.getByRole("button", { name: "Close" }).click();
