@@ -27,6 +27,7 @@ const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const IN_TOTO: &str = "application/vnd.in-toto+json";
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -483,6 +484,8 @@ struct SigPlan<'a> {
     set_signer: &'a Rekor,
     /// The repository the payload's docker-reference names (default: the one pushed to).
     reference: Option<&'a str>,
+    /// A timestamp authority stamping the signature (`--timestamp-server-url`).
+    tsa: Option<&'a Tsa>,
 }
 
 fn simple_signing_payload(r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
@@ -523,12 +526,17 @@ async fn push_keyless_sig(
             "logID": hex::encode(w.rekor.log_id),
         },
     });
-    let annotations = json!({
+    let mut annotations = json!({
         SIG_ANNOTATION: B64.encode(&sig),
         CERT_ANNOTATION: plan.leaf.pem,
         CHAIN_ANNOTATION: plan.leaf.chain_pem,
         BUNDLE_ANNOTATION: bundle.to_string(),
     });
+    if let Some(tsa) = plan.tsa {
+        // cosign stamps the raw signature bytes of a `.sig`.
+        annotations[TIMESTAMP_ANNOTATION] =
+            json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&sig))}).to_string());
+    }
     let tag = format!("{}.sig", subject.replace(':', "-"));
     push_cosign_layer(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
 }
@@ -570,9 +578,9 @@ async fn push_keyless_att(
     w: &World,
     repo: &str,
     subject: &str,
-    about: &str,
-    leaf: &Leaf,
+    plan: &SigPlan<'_>,
 ) -> String {
+    let (about, leaf, tsa) = (plan.names, plan.leaf, plan.tsa);
     let statement = serde_json::to_vec(&json!({
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": PROVENANCE,
@@ -603,23 +611,30 @@ async fn push_keyless_att(
         }},
     }))
     .unwrap();
-    let set = w.rekor.set(&body, NOON, 77, &w.rekor.log_id);
+    let set = plan
+        .set_signer
+        .set(&body, plan.integrated_time, 77, &w.rekor.log_id);
     let bundle = json!({
         "SignedEntryTimestamp": B64.encode(&set),
         "Payload": {
             "body": B64.encode(&body),
-            "integratedTime": NOON,
+            "integratedTime": plan.integrated_time,
             "logIndex": 77,
             "logID": hex::encode(w.rekor.log_id),
         },
     });
-    let annotations = json!({
+    let mut annotations = json!({
         SIG_ANNOTATION: "",
         "predicateType": PROVENANCE,
         CERT_ANNOTATION: leaf.pem,
         CHAIN_ANNOTATION: leaf.chain_pem,
         BUNDLE_ANNOTATION: bundle.to_string(),
     });
+    if let Some(tsa) = tsa {
+        // cosign stamps an attestation's signed envelope (it has no bare signature).
+        annotations[TIMESTAMP_ANNOTATION] =
+            json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&envelope))}).to_string());
+    }
     let tag = format!("{}.att", subject.replace(':', "-"));
     push_cosign_layer(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }
@@ -863,6 +878,7 @@ async fn keyless_sig_valid_and_every_tampering_named() {
         integrated_time: NOON,
         set_signer: &w.rekor,
         reference: None,
+        tsa: None,
     };
     let sig = push_keyless_sig(&c, &r, &w, "keyless/app", &good, &plan).await;
     let v = verdict(&c, &r, "keyless/app", "v1", &sig).await;
@@ -1217,14 +1233,22 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
 
     // `cosign attest` keylessly: the DSSE layer verifies, with its predicate type.
     let (_, d) = image(&c, &r, "keyless/attested").await;
-    let att = push_keyless_att(&c, &r, &w, "keyless/attested", &d, &d, &leaf).await;
+    let att_plan = SigPlan {
+        leaf: &leaf,
+        names: &d,
+        integrated_time: NOON,
+        set_signer: &w.rekor,
+        reference: None,
+        tsa: None,
+    };
+    let att = push_keyless_att(&c, &r, &w, "keyless/attested", &d, &att_plan).await;
     let v = verdict_of(&c, &r, "keyless/attested", "v1", "attestation", &att).await;
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "release");
     assert_eq!(v["predicateType"], PROVENANCE);
     // A statement about another image, attached here.
     let (_, other) = image(&c, &r, "keyless/misattested").await;
-    let att = push_keyless_att(&c, &r, &w, "keyless/misattested", &other, &d, &leaf).await;
+    let att = push_keyless_att(&c, &r, &w, "keyless/misattested", &other, &att_plan).await;
     let v = verdict_of(&c, &r, "keyless/misattested", "v1", "attestation", &att).await;
     assert_invalid(&v, "digest mismatch");
     assert_eq!(v["predicateType"], PROVENANCE);
@@ -1237,6 +1261,7 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
         integrated_time: NOON,
         set_signer: &w.rekor,
         reference: None,
+        tsa: None,
     };
     let (_, d) = image(&c, &r, "keyless/mixed").await;
     let sig = push_keyless_sig(
@@ -1425,6 +1450,64 @@ async fn bundles_dated_by_a_timestamp_authority() {
         "inclusion proof",
     );
 
+    // cosign `.sig` and `.att` layers with a timestamp annotation beside their Rekor
+    // bundle: both times are checked.
+    let sig_plan = SigPlan {
+        leaf: &leaf,
+        names: "",
+        integrated_time: NOON,
+        set_signer: &w.rekor,
+        reference: None,
+        tsa: Some(&w.tsa),
+    };
+    let (_, d) = image(&c, &r, "keyless/sig-stamped").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/sig-stamped",
+        &d,
+        &SigPlan {
+            names: &d,
+            ..sig_plan
+        },
+    )
+    .await;
+    let v = verdict(&c, &r, "keyless/sig-stamped", "v1", &sig).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    let att = push_keyless_att(
+        &c,
+        &r,
+        &w,
+        "keyless/sig-stamped",
+        &d,
+        &SigPlan {
+            names: &d,
+            ..sig_plan
+        },
+    )
+    .await;
+    let v = verdict_of(&c, &r, "keyless/sig-stamped", "v1", "attestation", &att).await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    let (_, d) = image(&c, &r, "keyless/sig-rogue-stamp").await;
+    let sig = push_keyless_sig(
+        &c,
+        &r,
+        &w,
+        "keyless/sig-rogue-stamp",
+        &d,
+        &SigPlan {
+            names: &d,
+            tsa: Some(&rogue),
+            ..sig_plan
+        },
+    )
+    .await;
+    assert_invalid(
+        &verdict(&c, &r, "keyless/sig-rogue-stamp", "v1", &sig).await,
+        "timestamp: ",
+    );
+
     // Neither a SET nor a timestamp: nothing dates the signature.
     let (manifest, _) = image(&c, &r, "keyless/undated").await;
     let b = bundle(
@@ -1461,6 +1544,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             integrated_time: NOON,
             set_signer: &w.rekor,
             reference: None,
+            tsa: None,
         },
     )
     .await;
@@ -1511,6 +1595,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
             integrated_time: NOON,
             set_signer: &w.rekor,
             reference: None,
+            tsa: None,
         },
     )
     .await;

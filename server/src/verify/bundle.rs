@@ -194,6 +194,7 @@ fn verify_inner(
                 chain: chain.into_iter().map(CertificateDer::from).collect(),
                 entry,
                 timestamps,
+                stamped: &signature,
                 signed: &signed,
                 signature: &signature,
                 claim,

@@ -34,6 +34,8 @@ use super::Verdict;
 pub const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// `{"SignedRFC3161Timestamp": base64}` from `cosign sign --timestamp-server-url`.
+pub const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 
 /// Fulcio's OIDC issuer extension, raw string value (deprecated, still issued).
 const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
@@ -183,8 +185,11 @@ pub struct Evidence<'a> {
     /// helpers for path building, never trusted themselves.
     pub chain: Vec<CertificateDer<'static>>,
     pub entry: Option<Entry>,
-    /// RFC 3161 timestamps over the signature (DER), from a timestamp authority.
+    /// RFC 3161 timestamps (DER) over `stamped`, from a timestamp authority.
     pub timestamps: Vec<Vec<u8>>,
+    /// What the timestamps are over: the signature, or (cosign attestations) the
+    /// signed envelope.
+    pub stamped: &'a [u8],
     /// The bytes the signature is over (payload, DSSE PAE, or the manifest).
     pub signed: &'a [u8],
     pub signature: &'a [u8],
@@ -249,7 +254,7 @@ fn check_root(
         times.push(("Rekor integrated it", when));
     }
     for token in &ev.timestamps {
-        let when = timestamp::verify(token, ev.signature, &root.trusted_root)
+        let when = timestamp::verify(token, ev.stamped, &root.trusted_root)
             .map_err(|e| (1, format!("timestamp: {e}")))?;
         times.push(("the timestamp authority dated it", when));
     }
@@ -367,6 +372,21 @@ pub fn verify_cosign_layer(
             }
         },
     };
+    let timestamps = match annotations[TIMESTAMP_ANNOTATION].as_str() {
+        None => Vec::new(),
+        Some(t) => match serde_json::from_str::<Value>(t)
+            .ok()
+            .and_then(|v| v["SignedRFC3161Timestamp"].as_str().map(str::to_string))
+            .and_then(|b| B64.decode(b).ok())
+        {
+            Some(token) => vec![token],
+            None => {
+                return Verdict::invalid(format!(
+                    "malformed: the {TIMESTAMP_ANNOTATION} annotation"
+                ))
+            }
+        },
+    };
     if media_type == SIMPLESIGNING {
         let Some(sig) = annotations[super::cosign::SIG_ANNOTATION]
             .as_str()
@@ -379,7 +399,8 @@ pub fn verify_cosign_layer(
             leaf_der,
             chain,
             entry,
-            timestamps: Vec::new(),
+            timestamps,
+            stamped: &sig,
             signed: bytes,
             signature: &sig,
             claim: Claim::Message {
@@ -428,7 +449,8 @@ pub fn verify_cosign_layer(
         leaf_der,
         chain,
         entry,
-        timestamps: Vec::new(),
+        timestamps,
+        stamped: bytes,
         signed: &message,
         signature: &sig,
         claim: Claim::Dsse {
