@@ -76,7 +76,12 @@ struct SignatureUpload {
 }
 
 /// Checks an upload against the manifest digest of the URL; returns the signature.
-fn validate(body: &[u8], digest: &Digest, max_content: usize) -> Result<AtomicSignature, ApiError> {
+/// A pure function of the body, public so the fuzz targets can reach it.
+pub fn validate(
+    body: &[u8],
+    digest: &Digest,
+    max_content: usize,
+) -> Result<AtomicSignature, ApiError> {
     let invalid = |m: String| ApiError::SignatureInvalid(m);
     let upload: SignatureUpload = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("malformed signature upload: {e}")))?;
