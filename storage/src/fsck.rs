@@ -7,11 +7,12 @@
 //! them (by the rules of a PUT, [`crate::meta::rules`]); the blobs and children it
 //! references exist; every tag points at a manifest of its repository; every upload
 //! session's staged parts exist; every staging folder under `uploads/` belongs to a
-//! session (or is younger than the upload expiry: a push may be writing it).
+//! session (or is younger than the upload expiry: a push may be writing it); every
+//! stored verification verdict belongs to an attachment row.
 //!
 //! Repair only rebuilds derived rows from manifest bytes
-//! ([`MetadataStore::rebuild_manifest_rows`]) and removes orphaned staging data and
-//! sessions whose parts are gone. It never deletes a blob, a blob row or a manifest:
+//! ([`MetadataStore::rebuild_manifest_rows`]) and removes orphaned staging data,
+//! sessions whose parts are gone and verdicts whose attachment is gone. It never deletes a blob, a blob row or a manifest:
 //! corrupt or missing bytes, unparsable manifests and dangling tags stay reported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -47,7 +48,8 @@ pub struct FsckOptions {
 pub struct FsckProblem {
     /// `blob-missing`, `blob-corrupt`, `blob-size`, `manifest-corrupt`,
     /// `manifest-invalid`, `manifest-missing-reference`, `manifest-edges`,
-    /// `attachment-rows`, `tag-dangling`, `upload-missing-parts`, `staging-orphaned`.
+    /// `attachment-rows`, `tag-dangling`, `upload-missing-parts`, `staging-orphaned`,
+    /// `verdict-orphaned`.
     pub kind: String,
     /// What it is about: a digest, `repository@digest`, `repository:tag`, a session id.
     pub subject: String,
@@ -110,7 +112,36 @@ pub async fn check(
     let blob_rows = check_blobs(meta, blobs, &mut report).await?;
     check_repositories(meta, &blob_rows, options, &mut report).await?;
     check_uploads(meta, blobs, options, &mut report).await?;
+    check_verdicts(meta, options, &mut report).await?;
     Ok(report)
+}
+
+/// Verdict rows go with their attachment row (a trigger in the schema); one left
+/// behind would be shown for an attachment pushed again under the same digest.
+async fn check_verdicts(
+    meta: &Arc<dyn MetadataStore>,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    let orphans = meta.orphan_verdicts().await?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    for (repo, subject, attachment) in &orphans {
+        report.problem(
+            "verdict-orphaned",
+            format!("{repo}@{attachment}"),
+            format!("a stored verdict on an attachment of {subject} that is no longer attached"),
+        );
+    }
+    if options.repair {
+        meta.delete_orphan_verdicts().await?;
+        let n = orphans.len();
+        for p in report.problems.iter_mut().rev().take(n) {
+            p.repaired = true;
+        }
+    }
+    Ok(())
 }
 
 /// Streams every blob of the `blobs` table and hashes it. Returns the digests seen.

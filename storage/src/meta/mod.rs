@@ -163,6 +163,35 @@ pub enum SignatureStored {
     AlreadyPresent,
 }
 
+/// A verification verdict as stored: what the trust configuration with `fingerprint`
+/// said of `attachment` as a signature or attestation of `subject`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVerdict {
+    pub subject: Digest,
+    pub attachment: Digest,
+    /// The trust root the verdict names; `None` when no root decided it.
+    pub root: Option<String>,
+    /// `valid`, `invalid`, `no-trust-root` or `unsupported`.
+    pub verdict: String,
+    pub reason: Option<String>,
+    pub predicate_type: Option<String>,
+    /// Who signed, as the evidence names it (a certificate identity, a key fingerprint).
+    pub signer: Option<String>,
+    pub fingerprint: String,
+    /// Seconds since the epoch.
+    pub checked_at: i64,
+}
+
+/// A signature or attestation without a verdict under a given trust configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnverifiedAttachment {
+    pub repo: String,
+    pub subject: Digest,
+    pub attachment: Digest,
+    /// As in [`AttachmentRecord::format`].
+    pub format: String,
+}
+
 /// A page request: entries strictly after `last`, at most `limit` of them.
 #[derive(Debug, Clone, Default)]
 pub struct Page<'a> {
@@ -374,6 +403,33 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// table's key), leaving present ones alone; the number inserted. The `blobs` rows
     /// its links name must exist.
     async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64>;
+
+    // Verification verdicts, kept per attachment (a verdict row goes with the last
+    // attachment row naming it, in the same transaction).
+
+    /// The stored verdict on `attachment` as an attachment of `subject`, whatever
+    /// configuration reached it.
+    async fn get_verdict(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        attachment: &Digest,
+    ) -> StorageResult<Option<StoredVerdict>>;
+    /// Stores (or replaces) a verdict; false, storing nothing, when no attachment row
+    /// names (`subject`, `attachment`) in `repo` any more.
+    async fn put_verdict(&self, repo: &RepoName, verdict: &StoredVerdict) -> StorageResult<bool>;
+    /// Signatures and attestations with no verdict reached under `fingerprint`, at most
+    /// `limit`, by repository, subject and attachment.
+    async fn unverified_attachments(
+        &self,
+        fingerprint: &str,
+        limit: u32,
+    ) -> StorageResult<Vec<UnverifiedAttachment>>;
+    /// Verdict rows no attachment row names (none, unless something wrote around the
+    /// rule above): (repository, subject, attachment).
+    async fn orphan_verdicts(&self) -> StorageResult<Vec<(String, Digest, Digest)>>;
+    /// Deletes the rows [`MetadataStore::orphan_verdicts`] lists; how many.
+    async fn delete_orphan_verdicts(&self) -> StorageResult<u64>;
 
     // Checking and repairing the store (`crate::fsck`, `signet fsck`).
 

@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sync jobs",
         include_str!("../../migrations/postgres/0005_sync_jobs.sql"),
     ),
+    (
+        6,
+        "verdicts",
+        include_str!("../../migrations/postgres/0006_verdicts.sql"),
+    ),
 ];
 
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".

@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sync jobs",
         include_str!("../../migrations/sqlite/0008_sync_jobs.sql"),
     ),
+    (
+        9,
+        "verdicts",
+        include_str!("../../migrations/sqlite/0009_verdicts.sql"),
+    ),
 ];
 
 /// Write transactions start with the write lock: with another process writing the same

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::{
     AtomicSignature, ManifestPut, ManifestRecord, MetadataStore, Page, SignatureStored,
-    TagCondition, UploadSession,
+    StoredVerdict, TagCondition, UploadSession,
 };
 use crate::attachments::{AttachmentKind, AttachmentSource, COSIGN_SIG_ARTIFACT};
 use crate::blobs::StagedPart;
@@ -46,6 +46,138 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     attachment_index(&*db).await;
     tag_conditions(&*db).await;
     sync_jobs(&*db).await;
+    verdicts(&*db).await;
+}
+
+fn verdict(subject: &Digest, attachment: &Digest, fingerprint: &str) -> StoredVerdict {
+    StoredVerdict {
+        subject: subject.clone(),
+        attachment: attachment.clone(),
+        root: Some("release".into()),
+        verdict: "valid".into(),
+        reason: None,
+        predicate_type: None,
+        signer: Some("signer@example.com".into()),
+        fingerprint: fingerprint.into(),
+        checked_at: 1_700_000_000,
+    }
+}
+
+async fn verdicts(db: &dyn MetadataStore) {
+    let r = repo("suite/verdicts");
+    let image = manifest("{\"verdict-image\":1}", None);
+    db.put_manifest(&put(&r, &image, &[], Some("v1")))
+        .await
+        .unwrap();
+    let sig1 = manifest("{\"verdict-sig\":1}", None);
+    let sig_tag = cosign_tag(&image.digest, "sig");
+    db.put_manifest(&put(&r, &sig1, &[], Some(&sig_tag)))
+        .await
+        .unwrap();
+    let other = manifest("{\"verdict-other\":1}", Some(&image.digest));
+    db.put_manifest(&put(&r, &other, &[], None)).await.unwrap();
+
+    // Only signatures and attestations wait for a verdict (the `other` referrer does not).
+    let waiting = db.unverified_attachments("fp1", 100).await.unwrap();
+    let mine: Vec<_> = waiting.iter().filter(|u| u.repo == r.as_str()).collect();
+    assert_eq!(mine.len(), 1, "{waiting:?}");
+    assert_eq!(mine[0].attachment, sig1.digest);
+    assert_eq!(mine[0].subject, image.digest);
+    assert_eq!(mine[0].format, "cosign");
+
+    assert!(db
+        .get_verdict(&r, &image.digest, &sig1.digest)
+        .await
+        .unwrap()
+        .is_none());
+    let v = verdict(&image.digest, &sig1.digest, "fp1");
+    assert!(db.put_verdict(&r, &v).await.unwrap());
+    assert_eq!(
+        db.get_verdict(&r, &image.digest, &sig1.digest)
+            .await
+            .unwrap(),
+        Some(v.clone())
+    );
+    let waiting = db.unverified_attachments("fp1", 100).await.unwrap();
+    assert!(
+        !waiting.iter().any(|u| u.repo == r.as_str()),
+        "verified under fp1: {waiting:?}"
+    );
+    let waiting = db.unverified_attachments("fp2", 100).await.unwrap();
+    assert!(
+        waiting.iter().any(|u| u.attachment == sig1.digest),
+        "stale under fp2"
+    );
+
+    // Replaced, not duplicated.
+    let v2 = StoredVerdict {
+        root: None,
+        verdict: "no-trust-root".into(),
+        reason: Some("none".into()),
+        signer: None,
+        fingerprint: "fp2".into(),
+        ..v.clone()
+    };
+    assert!(db.put_verdict(&r, &v2).await.unwrap());
+    assert_eq!(
+        db.get_verdict(&r, &image.digest, &sig1.digest)
+            .await
+            .unwrap(),
+        Some(v2)
+    );
+
+    // No row for something that is not an attachment.
+    assert!(!db
+        .put_verdict(&r, &verdict(&sig1.digest, &image.digest, "fp1"))
+        .await
+        .unwrap());
+
+    // The tag moves on: the old signature is no attachment any more, its verdict goes.
+    let sig2 = manifest("{\"verdict-sig\":2}", None);
+    db.put_manifest(&put(&r, &sig2, &[], Some(&sig_tag)))
+        .await
+        .unwrap();
+    assert!(db
+        .get_verdict(&r, &image.digest, &sig1.digest)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(db
+        .put_verdict(&r, &verdict(&image.digest, &sig2.digest, "fp1"))
+        .await
+        .unwrap());
+
+    // An atomic signature's verdict goes with the signature.
+    let atomic = AtomicSignature {
+        id: "b".repeat(32),
+        content: Bytes::from_static(b"atomic verdict"),
+    };
+    db.put_atomic_signature(&r, &image.digest, &atomic)
+        .await
+        .unwrap();
+    let atomic_digest = Digest::sha256_of(b"atomic verdict");
+    assert!(db
+        .put_verdict(&r, &verdict(&image.digest, &atomic_digest, "fp1"))
+        .await
+        .unwrap());
+    db.delete_atomic_signature(&r, &image.digest, &atomic.id)
+        .await
+        .unwrap();
+    assert!(db
+        .get_verdict(&r, &image.digest, &atomic_digest)
+        .await
+        .unwrap()
+        .is_none());
+
+    // Deleting the subject takes its attachments' rows and so their verdicts.
+    db.delete_manifest(&r, &image.digest, true).await.unwrap();
+    assert!(db
+        .get_verdict(&r, &image.digest, &sig2.digest)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(db.orphan_verdicts().await.unwrap().is_empty());
+    assert_eq!(db.delete_orphan_verdicts().await.unwrap(), 0);
 }
 
 async fn sync_jobs(db: &dyn MetadataStore) {
