@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Signet's whole test run: installs what the tests drive, builds once (debug), checks
 # formatting, lints and the compose file, runs every unit, storage-suite and integration
-# test, then the conformance runner against Signet, against two Signet replicas behind a
-# load balancer, and against the reference registry.
+# test, the API and client suites again against two replicas on PostgreSQL and S3, the
+# benchmark harnesses in smoke mode, then the conformance runner against Signet, against
+# two Signet replicas behind a load balancer, and against the reference registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,10 @@ deploy/check-compose.sh
 
 step "unit, storage and integration tests"
 cargo nextest run --workspace --no-fail-fast
+
+step "the api tests again against two replicas on PostgreSQL and S3 behind a load balancer"
+SIGNET_TEST_REPLICAS=1 scripts/with-scaleout-services.sh \
+  cargo nextest run -p signet-api-tests --profile replicas
 
 step "benchmark harness, smoke mode (the full run is python3 bench/bench.py)"
 python3 bench/bench.py --smoke --debug

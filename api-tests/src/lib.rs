@@ -3,7 +3,9 @@
 //! of output, and kills it when dropped. Helpers push content over plain HTTP.
 //!
 //! The binary is `target/<profile>/signet` (build it first: `cargo build --bin signet`),
-//! or the path in `SIGNET_BIN`.
+//! or the path in `SIGNET_BIN`. With `SIGNET_TEST_REPLICAS=1`, a registry a test starts
+//! without storage settings of its own is two replicas on PostgreSQL and S3 behind a
+//! round-robin balancer (see `replicas`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,7 @@ pub mod docker;
 pub mod gpg;
 pub mod oci;
 pub mod proxy;
+pub mod replicas;
 
 /// A running Signet process.
 pub struct Registry {
@@ -30,6 +33,8 @@ pub struct Registry {
     _temp: Option<tempfile::TempDir>,
     config: Option<PathBuf>,
     stderr_log: PathBuf,
+    /// The second replica and the balancer (`SIGNET_TEST_REPLICAS=1`).
+    replicas: Option<replicas::Deployment>,
 }
 
 pub fn signet_binary() -> PathBuf {
@@ -54,6 +59,9 @@ pub fn signet_binary() -> PathBuf {
 impl Registry {
     /// Starts Signet on a fresh, temporary data folder.
     pub fn start() -> Registry {
+        if replicas::enabled() {
+            return Registry::start_with_config("");
+        }
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().join("data");
         let mut registry = Registry::start_in(&dir, None);
@@ -63,6 +71,9 @@ impl Registry {
 
     /// Starts Signet with a configuration file (TOML text) on a fresh data folder.
     pub fn start_with_config(toml: &str) -> Registry {
+        if replicas::enabled() && !toml.contains("[storage") {
+            return Registry::start_replicated(toml);
+        }
         let temp = tempfile::tempdir().expect("temp dir");
         let config = temp.path().join("signet.toml");
         std::fs::write(&config, toml).expect("write config");
@@ -72,51 +83,32 @@ impl Registry {
         registry
     }
 
+    /// Two replicas of the test's configuration on shared PostgreSQL and S3, behind a
+    /// round-robin balancer that `url` and `host` name.
+    fn start_replicated(toml: &str) -> Registry {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let stores = replicas::services();
+        let config = temp.path().join("signet.toml");
+        std::fs::write(&config, replicas::config(toml, &stores)).expect("write config");
+        let mut registry = Registry::start_in(&temp.path().join("data"), Some(config.clone()));
+        let second_dir = temp.path().join("data-b");
+        let (child, host, _) = spawn(&second_dir, Some(&config));
+        let (deployment, balancer) = replicas::Deployment::finish(
+            &registry.host,
+            (child, host, second_dir),
+            &temp.path().join("balancer"),
+            stores,
+        );
+        registry.url = format!("http://{balancer}");
+        registry.host = balancer;
+        registry.replicas = Some(deployment);
+        registry._temp = Some(temp);
+        registry
+    }
+
     /// Starts Signet on an existing data folder (to restart after a crash).
     pub fn start_in(data_dir: &Path, config: Option<PathBuf>) -> Registry {
-        std::fs::create_dir_all(data_dir).expect("data dir");
-        let stderr_log = data_dir.with_extension("stderr.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&stderr_log)
-            .expect("stderr log");
-        let mut cmd = Command::new(signet_binary());
-        if let Some(config) = &config {
-            cmd.arg("--config").arg(config);
-        }
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("SIGNET__SERVER__WORKERS", "2")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        let mut child = cmd.spawn().expect("start signet");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the server never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "signet did not report its address; stderr:\n{}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                );
-            }
-        };
-        let host = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .trim()
-            .to_string();
+        let (child, host, stderr_log) = spawn(data_dir, config.as_ref());
         Registry {
             url: format!("http://{host}"),
             host,
@@ -125,20 +117,34 @@ impl Registry {
             _temp: None,
             config,
             stderr_log,
+            replicas: None,
         }
     }
 
-    /// Kills the process with SIGKILL: no chance to clean up, as in a crash.
+    /// Kills the process (every replica) with SIGKILL: no chance to clean up, as in a
+    /// crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = self.replicas.as_mut() {
+            d.kill_second();
+        }
     }
 
-    /// Kills the process and starts a new one on the same data (the port changes).
+    /// Kills the process and starts a new one on the same data (the port changes; a
+    /// replicated registry keeps its balancer's address).
     pub fn crash_and_restart(&mut self) {
         self.kill();
         let temp = self._temp.take();
-        let next = Registry::start_in(&self.data_dir.clone(), self.config.clone());
+        let deployment = self.replicas.take();
+        let mut next = Registry::start_in(&self.data_dir.clone(), self.config.clone());
+        if let Some(mut d) = deployment {
+            let (child, host, _) = spawn(&d.second_data_dir, self.config.as_ref());
+            d.restarted(&next.host, (child, host));
+            next.host = self.host.clone();
+            next.url = self.url.clone();
+            next.replicas = Some(d);
+        }
         let old = std::mem::replace(self, next);
         drop(old);
         self._temp = temp;
@@ -154,7 +160,13 @@ impl Registry {
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+        let mut out = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+        if let Some(d) = &self.replicas {
+            let second = d.second_data_dir.with_extension("stderr.log");
+            out.push_str(&std::fs::read_to_string(second).unwrap_or_default());
+            out.push_str(&d.logs());
+        }
+        out
     }
 
     pub fn pid(&self) -> u32 {
@@ -276,4 +288,52 @@ pub fn lowercase_tempdir() -> tempfile::TempDir {
         .rand_bytes(0)
         .tempdir()
         .expect("temp dir")
+}
+
+/// Starts one `signet serve` on `data_dir`; its process, `127.0.0.1:PORT` and stderr log.
+fn spawn(data_dir: &Path, config: Option<&PathBuf>) -> (Child, String, PathBuf) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let stderr_log = data_dir.with_extension("stderr.log");
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&stderr_log)
+        .expect("stderr log");
+    let mut cmd = Command::new(signet_binary());
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SIGNET__SERVER__WORKERS", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut child = cmd.spawn().expect("start signet");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "signet did not report its address; stderr:\n{}",
+                std::fs::read_to_string(&stderr_log).unwrap_or_default()
+            );
+        }
+    };
+    let host = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim()
+        .to_string();
+    (child, host, stderr_log)
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
-use signet_api_tests::{client, require_tool, run, sha256, signet_binary, Registry};
+use signet_api_tests::{client, require_tool, run, sha256, Registry};
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
 use sigstore::cosign::{
@@ -620,12 +620,11 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     );
 
     // signet attachments --recursive, run beside the live server, names every signature.
-    let out = run(Command::new(signet_binary())
-        .arg("attachments")
-        .arg(format!("{repo}@{index_digest}"))
-        .arg("--recursive")
-        .arg("--data-dir")
-        .arg(&r.data_dir));
+    let out = run(&mut r.cli(&[
+        "attachments",
+        &format!("{repo}@{index_digest}"),
+        "--recursive",
+    ]));
     assert!(out.contains(&index_digest), "{out}");
     assert!(out.contains(&format!("signature {index_sig}")), "{out}");
     for (child, sig) in children.iter().zip(&child_sigs) {
@@ -652,12 +651,11 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     assert_eq!(sig_lines, 5, "{out}");
 
     // --json is the endpoint's report.
-    let out = run(Command::new(signet_binary())
-        .arg("attachments")
-        .arg(format!("{repo}@{}", children[0]))
-        .arg("--json")
-        .arg("--data-dir")
-        .arg(&r.data_dir));
+    let out = run(&mut r.cli(&[
+        "attachments",
+        &format!("{repo}@{}", children[0]),
+        "--json",
+    ]));
     let json: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
         digests_of(&json["attachments"], "signature"),

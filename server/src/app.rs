@@ -40,6 +40,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )?);
 
     let auth = web::Data::new(crate::auth::Auth::from_config(&config.auth)?);
+    if config.auth.enabled
+        && config.auth.token_key.is_empty()
+        && config.storage.metadata_url.starts_with("postgres")
+    {
+        // PostgreSQL usually means several replicas; each would sign with its own key.
+        tracing::warn!(
+            "authentication is on with a token key generated at start: replicas sharing \
+             this database refuse each other's tokens; set [auth] token_key"
+        );
+    }
     let limits = web::Data::new(crate::auth::limits::Limits::new(
         &config.rate_limit,
         Duration::from_secs(config.uploads.expire_after_secs),
