@@ -651,11 +651,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     assert_eq!(sig_lines, 5, "{out}");
 
     // --json is the endpoint's report.
-    let out = run(&mut r.cli(&[
-        "attachments",
-        &format!("{repo}@{}", children[0]),
-        "--json",
-    ]));
+    let out = run(&mut r.cli(&["attachments", &format!("{repo}@{}", children[0]), "--json"]));
     let json: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(
         digests_of(&json["attachments"], "signature"),
