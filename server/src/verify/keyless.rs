@@ -18,7 +18,7 @@ use sha2::{Digest as _, Sha256};
 use signet_storage::Digest;
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use x509_cert::der::asn1::{ObjectIdentifier, Utf8StringRef};
-use x509_cert::der::Decode as _;
+use x509_cert::der::{Decode as _, Encode as _};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
@@ -26,6 +26,7 @@ use x509_cert::Certificate;
 use super::cosign::{pae, SIMPLESIGNING};
 use super::reference::{self, SignatureFormat};
 use super::rekor::{self, Claim, Entry};
+use super::sct;
 use super::timestamp;
 use super::trust::TrustRoot;
 use super::trusted_root::TrustedRoot;
@@ -277,6 +278,7 @@ fn check_root(
         }
     }
     chain_to_fulcio(&root.trusted_root, leaf, &ev.chain, first.timestamp()).map_err(|e| (3, e))?;
+    certificate_transparency(&root.trusted_root, leaf, &ev.chain).map_err(|e| (3, e))?;
     let issuer = leaf.issuer.as_deref().unwrap_or_default();
     if issuer != root.issuer {
         return Err((
@@ -339,6 +341,43 @@ fn chain_to_fulcio(
     )
     .map(|_| ())
     .map_err(|e| format!("certificate chain: the certificate does not chain to a trusted Fulcio CA with code signing ({e:?})"))
+}
+
+/// When the trusted root lists CT logs (as the public-good one does), the certificate
+/// must embed an SCT from one of them, signed over it as issued by its CA.
+fn certificate_transparency(
+    root: &TrustedRoot,
+    leaf: &Leaf,
+    shipped: &[CertificateDer<'static>],
+) -> Result<(), String> {
+    if root.ctlogs.is_empty() {
+        return Ok(());
+    }
+    let cert = Certificate::from_der(&leaf.der)
+        .map_err(|e| format!("malformed: the certificate is not DER X.509: {e}"))?;
+    let issuer = cert.tbs_certificate().issuer();
+    let mut last = "the issuing CA's certificate is unknown".to_string();
+    let candidates = root
+        .certificate_authorities
+        .iter()
+        .flat_map(|a| a.chain.iter())
+        .chain(shipped.iter());
+    for der in candidates {
+        let Ok(ca) = Certificate::from_der(der) else {
+            continue;
+        };
+        if ca.tbs_certificate().subject() != issuer {
+            continue;
+        }
+        let Ok(spki) = ca.tbs_certificate().subject_public_key_info().to_der() else {
+            continue;
+        };
+        match sct::verify(&leaf.der, &spki, root) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("certificate transparency: {last}"))
 }
 
 /// A cosign `.sig` or `.att` layer that carries a certificate annotation.

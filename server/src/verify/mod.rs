@@ -13,6 +13,7 @@ pub mod reference;
 pub mod rekor;
 pub mod report;
 pub mod requirements;
+pub mod sct;
 pub mod timestamp;
 pub mod trust;
 pub mod trusted_root;

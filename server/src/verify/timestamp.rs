@@ -34,23 +34,23 @@ const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
 
 /// One DER element: its tag, its contents, and its whole encoding.
 #[derive(Clone, Copy)]
-struct Tlv<'a> {
-    tag: u8,
-    value: &'a [u8],
-    raw: &'a [u8],
+pub(super) struct Tlv<'a> {
+    pub tag: u8,
+    pub value: &'a [u8],
+    pub raw: &'a [u8],
 }
 
 /// Reads the DER elements of `input` one after another.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(input: &'a [u8]) -> Self {
+    pub fn new(input: &'a [u8]) -> Self {
         Reader { rest: input }
     }
 
-    fn next(&mut self) -> Result<Tlv<'a>, String> {
+    pub fn next(&mut self) -> Result<Tlv<'a>, String> {
         let input = self.rest;
         let (&tag, after) = input.split_first().ok_or("truncated DER")?;
         if tag & 0x1f == 0x1f {
@@ -83,7 +83,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn expect(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
+    pub fn expect(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
         let t = self.next().map_err(|e| format!("{what}: {e}"))?;
         if t.tag != tag {
             return Err(format!("{what}: unexpected DER tag {:#04x}", t.tag));
@@ -91,13 +91,32 @@ impl<'a> Reader<'a> {
         Ok(t)
     }
 
-    fn peek_tag(&self) -> Option<u8> {
+    pub fn peek_tag(&self) -> Option<u8> {
         self.rest.first().copied()
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
+}
+
+/// The DER encoding of one element: `tag`, definite length, `content`.
+pub(super) fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![tag];
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(content);
+    out
 }
 
 fn digest(alg: &[u8], data: &[u8]) -> Result<Vec<u8>, String> {
