@@ -294,16 +294,23 @@ impl Uploads {
         };
         Ok(Held {
             file: None,
-            lease: Some((name, holder, renewer)),
+            lease: Some(Lease {
+                meta: self.meta.clone(),
+                name,
+                holder,
+                renewer,
+            }),
         })
     }
 
-    async fn release(&self, held: Held) {
-        if let Some((name, holder, renewer)) = held.lease {
-            renewer.abort();
-            if let Err(e) = self.meta.lease_release(&name, &holder).await {
-                tracing::warn!(lease = %name, error = %e, "could not release an upload lease");
+    async fn release(&self, mut held: Held) {
+        if let Some(mut lease) = held.lease.take() {
+            lease.renewer.abort();
+            if let Err(e) = self.meta.lease_release(&lease.name, &lease.holder).await {
+                tracing::warn!(lease = %lease.name, error = %e, "could not release an upload lease");
             }
+            // Released: nothing left for the drop to give back.
+            lease.holder.clear();
         }
         drop(held.file);
     }
@@ -409,7 +416,39 @@ impl Uploads {
 /// What a session holds while one request appends to it or finishes it.
 struct Held {
     file: Option<FileLock>,
-    lease: Option<(String, String, tokio::task::JoinHandle<()>)>,
+    lease: Option<Lease>,
+}
+
+/// A held upload lease and the task renewing it.
+struct Lease {
+    meta: Arc<dyn MetadataStore>,
+    name: String,
+    holder: String,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    /// A request dropped mid-way (its client went away) never reaches
+    /// [`Uploads::release`]: stop renewing, and give the lease back from a task rather
+    /// than leave the session blocked until it expires.
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if self.holder.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (meta, name, holder) = (
+                self.meta.clone(),
+                std::mem::take(&mut self.name),
+                std::mem::take(&mut self.holder),
+            );
+            runtime.spawn(async move {
+                if let Err(e) = meta.lease_release(&name, &holder).await {
+                    tracing::warn!(lease = %name, error = %e, "could not release an upload lease");
+                }
+            });
+        }
+    }
 }
 
 /// The running state of a session that keeps one (`None` for part-staged sessions).

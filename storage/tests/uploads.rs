@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{stream, TryStreamExt};
+use futures::{stream, StreamExt, TryStreamExt};
 use signet_storage::blobs::{BlobStore, Staging};
 use signet_storage::meta::{PostgresMetadata, SqliteMetadata};
 use signet_storage::uploads::Uploads;
@@ -297,4 +297,41 @@ async fn s3_blobs_larger_than_one_copy_are_moved_in_parts() {
     assert!(read_all(&blobs, &want).await == bytes);
     let left = staged_objects(&blobs).await;
     assert!(left.is_empty(), "staging left behind: {left:?}");
+}
+
+/// A request dropped mid-body (its client went away) gives its session back at once:
+/// the next append proceeds instead of waiting for the lease or lock to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_does_not_block_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    for blobs in [BlobStore::memory(), BlobStore::local(dir.path()).unwrap()] {
+        let uploads = Uploads::new(blobs.clone(), sqlite().await);
+        let repo: RepoName = "uploads/dropped".parse().unwrap();
+        let session = uploads.start(&repo).await.unwrap();
+        let stalls = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from(data(MIB, 11)))])
+            .chain(stream::pending());
+        let dropped = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            uploads.append(&session, Some(0), Box::pin(stalls)),
+        )
+        .await;
+        assert!(
+            dropped.is_err(),
+            "the stalled request ran until it was dropped"
+        );
+        let bytes = data(2 * MIB, 12);
+        let session = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            uploads.append(&session, Some(0), body(&bytes)),
+        )
+        .await
+        .expect("the session is free again")
+        .unwrap();
+        let want = Digest::sha256_of(&bytes);
+        assert_eq!(
+            uploads.finish(&session, &want).await.unwrap(),
+            bytes.len() as u64
+        );
+        assert!(read_all(&blobs, &want).await == bytes);
+    }
 }
