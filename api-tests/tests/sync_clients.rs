@@ -2,13 +2,15 @@
 //! GPG simple-signing signature out of the mirror with a `signedBy` policy (the
 //! signature travelled through the signatures extension), and a Sigstore bundle that
 //! sigstore-js (`@sigstore/oci`) attached upstream is a referrer of the mirrored image,
-//! byte for byte.
+//! byte for byte; and signatures skopeo wrote to a lookaside store beside a registry
+//! without the extension (the reference registry) reach the mirror through `lookaside`.
 
 use std::path::Path;
 use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use signet_api_tests::distribution::Distribution;
 use signet_api_tests::gpg::{
     accept_anything_policy, oci_layout, signed_by_policy, skopeo_pull, GpgKey,
 };
@@ -154,4 +156,108 @@ async fn a_bundle_sigstore_js_attached_upstream_is_a_referrer_in_the_mirror() {
     let (status, blob) = get(&c, &mirror.v2(&format!("mirror/{repo}/blobs/{layer}"))).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(blob.as_ref(), bundle.as_slice());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signatures_from_a_lookaside_store_reach_the_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Distribution::start();
+    let layout = oci_layout(dir.path());
+    let alice = GpgKey::generate(dir.path(), "alice");
+    let alice_pub = dir.path().join("alice.asc");
+    alice.export(&alice_pub, true);
+
+    // skopeo signs into the reference registry, its signature into a staging folder.
+    let staging = dir.path().join("lookaside");
+    let registries_d = dir.path().join("registries.d");
+    std::fs::create_dir_all(&registries_d).unwrap();
+    std::fs::write(
+        registries_d.join("default.yaml"),
+        format!(
+            "default-docker:\n  lookaside-staging: file://{}\n",
+            staging.display()
+        ),
+    )
+    .unwrap();
+    let upstream_image = format!("{}/team/app:v1", upstream.host);
+    run(Command::new("skopeo")
+        .env("GNUPGHOME", &alice.home)
+        .arg("--registries.d")
+        .arg(&registries_d)
+        .arg("--policy")
+        .arg(accept_anything_policy(dir.path()))
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "--sign-by",
+            &alice.fingerprint,
+        ])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{upstream_image}")));
+    let digest = skopeo_digest(&upstream_image);
+    let signature = staging
+        .join(format!("team/app@{}", digest.replacen(':', "=", 1)))
+        .join("signature-1");
+    assert!(signature.exists(), "{} is missing", signature.display());
+
+    // The store published over HTTP, as a static web server would.
+    require_tool("python3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut web = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(&staging)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let mirror = Registry::start_with_config(&format!(
+        "[[sync.jobs]]\nname = \"up\"\nupstream = \"{}\"\nrepositories = [\"team/app\"]\nlookaside = \"http://127.0.0.1:{port}/\"\n\n\
+         [[sync.jobs]]\nname = \"bad\"\nupstream = \"{}\"\nrepositories = [\"team/app\"]\nlookaside = \"ftp://x\"\n",
+        upstream.url, upstream.url
+    ));
+    let summary = sync(&mirror);
+    assert_eq!(summary["atomic_signatures_copied"], 1, "{summary}");
+    let again = sync(&mirror);
+    assert_eq!(again["atomic_signatures_copied"], 0, "{again}");
+    assert_eq!(again["atomic_signatures_present"], 1, "{again}");
+    let _ = web.kill();
+    let _ = web.wait();
+
+    // Served by the mirror through the extension: skopeo verifies it there.
+    let mirrored = format!("{}/team/app:v1", mirror.host);
+    let identity = format!("{}/team/app", upstream.host);
+    let policy = signed_by_policy(
+        dir.path(),
+        "alice",
+        &format!("{}/team/app", mirror.host),
+        &alice_pub,
+        &identity,
+    );
+    let out = skopeo_pull(&policy, &mirrored, &dir.path().join("out"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = mirror.cli(&["sync", "run", "bad"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lookaside"));
 }

@@ -41,6 +41,10 @@ pub struct SyncJob {
     /// A PEM file of CA certificates trusted for an `https` upstream, besides the
     /// system's roots (an internal registry with its own CA).
     pub ca_file: String,
+    /// Where atomic signatures live when the upstream has no signatures extension: a
+    /// containers/image lookaside ("sigstore") base URL, `http(s)://...` or `file:///...`
+    /// (`<base>/<repository>@<algorithm>=<hex>/signature-<n>`).
+    pub lookaside: String,
     /// Basic credentials; also used for the bearer-token flow when the upstream
     /// challenges with `WWW-Authenticate: Bearer` (anonymous tokens without them).
     pub username: String,
@@ -88,6 +92,7 @@ impl std::fmt::Debug for SyncJob {
             .field("name", &shown.name)
             .field("upstream", &shown.upstream)
             .field("ca_file", &shown.ca_file)
+            .field("lookaside", &shown.lookaside)
             .field("username", &shown.username)
             .field("password", &shown.password)
             .field("repositories", &shown.repositories)
@@ -112,6 +117,7 @@ impl Default for SyncJob {
             name: String::new(),
             upstream: String::new(),
             ca_file: String::new(),
+            lookaside: String::new(),
             username: String::new(),
             password: String::new(),
             repositories: Vec::new(),

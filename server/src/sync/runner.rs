@@ -213,14 +213,18 @@ impl OnDemand<'_> {
     ) -> anyhow::Result<SyncReport> {
         let control = Control::default();
         let dest = self.dest;
-        let progress = move |line: &str| tracing::debug!(repository = %dest, "pull-through: {line}");
+        let progress =
+            move |line: &str| tracing::debug!(repository = %dest, "pull-through: {line}");
         let (attachment_tags, signatures) = if attachments {
             let tags = self.upstream.tags(self.upstream_repo).await?;
             let tags = tags
                 .iter()
                 .filter_map(|t| AttachmentTag::parse(t).map(|a| (a.subject().clone(), t.clone())))
                 .collect();
-            (tags, self.upstream.supports_signatures().await.unwrap_or(false))
+            (
+                tags,
+                self.upstream.supports_signatures().await.unwrap_or(false),
+            )
         } else {
             (Vec::new(), false)
         };
@@ -608,12 +612,18 @@ impl Run<'_> {
                 self.manifest(repo, &referrer, None, depth).await?;
             }
         }
-        if self.signatures && self.plan.copies_atomic_signatures() {
-            for (id, content) in self
-                .upstream
-                .atomic_signatures(&repo.upstream, subject)
-                .await?
-            {
+        if self.plan.copies_atomic_signatures() {
+            // The extension where upstream has it, else the lookaside store if any.
+            let signatures = if self.signatures {
+                self.upstream
+                    .atomic_signatures(&repo.upstream, subject)
+                    .await?
+            } else {
+                self.upstream
+                    .lookaside_signatures(&repo.upstream, subject)
+                    .await?
+            };
+            for (id, content) in signatures {
                 let stored = self
                     .state
                     .meta

@@ -20,6 +20,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use signet_storage::attachments::{classify, AttachmentKind};
 use signet_storage::digest::Digest;
 use signet_storage::manifest::SUPPORTED_MEDIA_TYPES;
@@ -37,6 +38,8 @@ pub struct Upstream {
     registry: String,
     /// `scheme://host[:port]`.
     base_url: String,
+    /// The lookaside base of atomic signatures, without a trailing `/`.
+    lookaside: Option<String>,
     /// Retries per request of a transient failure, and the first backoff.
     retries: u32,
     retry_base: Duration,
@@ -116,6 +119,7 @@ impl Upstream {
             auth,
             registry: registry.to_string(),
             base_url: url.to_string(),
+            lookaside: lookaside_base(job)?,
             retries: job.retries,
             retry_base: Duration::from_millis(job.retry_base_ms.max(1)),
             retried: AtomicU64::new(0),
@@ -381,6 +385,62 @@ impl Upstream {
         Ok(out)
     }
 
+    /// Whether atomic signatures can be read from a lookaside store.
+    pub fn has_lookaside(&self) -> bool {
+        self.lookaside.is_some()
+    }
+
+    /// The atomic signatures of `repo@digest` in the lookaside store: `signature-1`,
+    /// `signature-2`, ... until one is missing. Each is named by its content's hash, so
+    /// a rerun finds the ones it copied.
+    pub async fn lookaside_signatures(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> anyhow::Result<Vec<(String, Bytes)>> {
+        let Some(base) = &self.lookaside else {
+            return Ok(Vec::new());
+        };
+        // `sha256:<hex>` is written `sha256=<hex>` in lookaside paths.
+        let folder = format!("{base}/{repo}@{}", digest.to_string().replacen(':', "=", 1));
+        let mut out = Vec::new();
+        for index in 1..=MAX_LOOKASIDE_SIGNATURES {
+            let location = format!("{folder}/signature-{index}");
+            let content = if let Some(path) = location.strip_prefix("file://") {
+                match tokio::fs::read(path).await {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+                }
+            } else {
+                let found = self
+                    .retrying("lookaside signature", || async {
+                        let resp = self.http.get(&location).send().await?;
+                        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+                            return Ok(None);
+                        }
+                        check_transient(&resp, &location)?;
+                        if !resp.status().is_success() {
+                            bail!("GET {location}: {}", resp.status());
+                        }
+                        Ok(Some(
+                            resp.bytes()
+                                .await
+                                .with_context(|| format!("GET {location}"))?,
+                        ))
+                    })
+                    .await?;
+                match found {
+                    Some(bytes) => bytes,
+                    None => break,
+                }
+            };
+            let id = hex::encode(&Sha256::digest(&content)[..16]);
+            out.push((id, content));
+        }
+        Ok(out)
+    }
+
     /// `GET url` with Basic credentials (or a bearer token remembered for `scope`); on
     /// a Bearer challenge, fetches a token from the realm and tries once more.
     async fn get_with_auth(&self, url: &str, scope: &str) -> anyhow::Result<reqwest::Response> {
@@ -600,6 +660,28 @@ pub fn is_not_found(e: &anyhow::Error) -> bool {
             .and_then(|r| r.status())
             .is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND)
     })
+}
+
+/// Signatures read per manifest from a lookaside store at most (a store that answers
+/// every index would otherwise never end).
+const MAX_LOOKASIDE_SIGNATURES: usize = 256;
+
+/// The job's lookaside base URL, checked.
+fn lookaside_base(job: &SyncJob) -> anyhow::Result<Option<String>> {
+    let base = job.lookaside.trim_end_matches('/');
+    if base.is_empty() {
+        return Ok(None);
+    }
+    if !["http://", "https://", "file:///"]
+        .iter()
+        .any(|scheme| base.starts_with(scheme))
+    {
+        bail!(
+            "job {}: lookaside {base:?} must start with http://, https:// or file:///",
+            job.name
+        );
+    }
+    Ok(Some(base.to_string()))
 }
 
 pub fn is_transient(e: &anyhow::Error) -> bool {
