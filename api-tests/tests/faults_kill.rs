@@ -444,3 +444,64 @@ async fn pushes_racing_a_killed_gc_stay_whole() {
     }
     assert_fsck_clean(&r, "after the last collection");
 }
+
+/// A signature pushed a moment before GC collects its (old, untagged) subject goes
+/// with the subject, young as it is: otherwise its tag would outlive the subject as a
+/// root of its own and be served, dangling, for ever. (Found by `bench/soak.py`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_young_signature_follows_its_collected_subject() {
+    let r = Registry::start_with_config(
+        "[gc]\ninterval_secs = 0\ngrace_secs = 2\ndelete_untagged = true\nlease_secs = 1\n",
+    );
+    let c = client();
+    let repo = "follow/app";
+    let old = push_live(&c, &r, repo, "latest").await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    // The tag moves on: the old image is untagged and older than the grace period.
+    let newer = push_live(&c, &r, repo, "latest").await;
+    // A cosign-style signature of the old image, pushed just now.
+    let payload = format!(
+        "{{\"critical\":{{\"image\":{{\"docker-manifest-digest\":\"{}\"}},\"type\":\"cosign container image signature\"}}}}",
+        sha256(&old.manifest)
+    );
+    let sig_config =
+        br#"{"architecture":"","os":"","config":{},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    push_blob(&c, &r, repo, payload.as_bytes()).await;
+    push_blob(&c, &r, repo, sig_config).await;
+    let sig = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": signet_api_tests::oci::descriptor(signet_api_tests::oci::OCI_CONFIG, sig_config),
+        "layers": [signet_api_tests::oci::descriptor(
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+            payload.as_bytes(),
+        )],
+    }))
+    .unwrap();
+    let sig_tag = format!("{}.sig", sha256(&old.manifest).replace(':', "-"));
+    put_manifest(&c, &r, repo, &sig_tag, OCI_MANIFEST, &sig).await;
+
+    let report = gc_to_the_end(&r);
+    let removed: Vec<&str> = report["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["digest"].as_str())
+        .collect();
+    assert!(
+        removed.contains(&sha256(&old.manifest).as_str()),
+        "{report}"
+    );
+    assert!(
+        removed.contains(&sha256(&sig).as_str()),
+        "the signature outlived its subject: {report}"
+    );
+    let resp = c
+        .get(r.v2(&format!("{repo}/manifests/{sig_tag}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_readable(&c, &r, &newer).await;
+    assert_fsck_clean(&r, "after the collection");
+}

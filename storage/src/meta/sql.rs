@@ -483,7 +483,9 @@ async fn missing(
 /// or a manifest created at or after `$2`) through index children and attachments of
 /// live subjects (the attachment itself and the manifest carrying the index row, e.g. a
 /// referrers fallback index). With `$3`, an attachment tag whose subject is a manifest of
-/// the repository is no root: it follows its subject. (One recursive term over the union
+/// the repository is no root: it follows its subject; and so does an attachment younger
+/// than the cutoff, or a signature pushed a moment before its untagged subject was
+/// collected would outlive it as a dangling root for ever. (One recursive term over the union
 /// of the edges: the form both SQLite and PostgreSQL accept.)
 const UNREACHABLE_MANIFESTS: &str = "
 WITH RECURSIVE live(digest) AS (
@@ -495,7 +497,12 @@ WITH RECURSIVE live(digest) AS (
             WHERE a.repository_id = $1 AND a.tag = t.name
               AND a.source IN ('tag', 'fallback-tag')))
     UNION
-    SELECT digest FROM manifests WHERE repository_id = $1 AND created_at >= $2
+    SELECT m.digest FROM manifests m
+     WHERE m.repository_id = $1 AND m.created_at >= $2
+       AND NOT ($3 AND EXISTS (
+           SELECT 1 FROM attachments a
+             JOIN manifests s ON s.repository_id = a.repository_id AND s.digest = a.subject
+            WHERE a.repository_id = $1 AND (a.attachment = m.digest OR a.carrier = m.digest)))
     UNION
     SELECT e.target FROM (
         SELECT c.index_digest AS source, c.child_digest AS target
