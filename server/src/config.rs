@@ -25,6 +25,9 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// Trust roots and the signature policy (`[trust]`, `[[trust.roots]]`).
     pub trust: crate::verify::trust::TrustConfig,
+    /// The file this configuration was read from (`--config`): what SIGHUP reads again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// `GET /metrics` (Prometheus). With authentication on it needs the admin role unless
@@ -304,7 +307,9 @@ impl Config {
         if let Some(dir) = &cli.data_dir {
             figment = figment.merge(Serialized::default("storage.data_dir", dir));
         }
-        figment.extract().map_err(Box::new)
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.source = file.map(Path::to_path_buf);
+        Ok(config)
     }
 
     /// The configuration as TOML, with the database password redacted.

@@ -1,5 +1,6 @@
-//! Work that runs beside the requests: closing abandoned upload sessions, and garbage
-//! collection on a schedule (`[gc] interval_secs`), and scheduled sync runs.
+//! Work that runs beside the requests: closing abandoned upload sessions, background
+//! verification and trust reloads ([`crate::verify::worker`]), garbage collection on a
+//! schedule (`[gc] interval_secs`), and scheduled sync runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use crate::state::AppState;
 
 pub fn spawn(state: Arc<AppState>) {
+    crate::verify::worker::spawn(state.clone());
     let interval = Duration::from_secs(state.config.uploads.expiry_interval_secs.max(1));
     actix_web::rt::spawn(async move {
         let mut ticker = actix_web::rt::time::interval(interval);

@@ -87,6 +87,8 @@ pub fn load_keys(path: &Path) -> anyhow::Result<Vec<GpgKey>> {
 /// What an OpenPGP signed message says, once a trusted key verified it.
 struct Signed {
     root: usize,
+    /// The fingerprint of the key that made the signature (a subkey's, where one did).
+    signer: String,
     payload: Vec<u8>,
 }
 
@@ -159,9 +161,8 @@ pub fn verify_content(
         Err(Rejection::UnknownSigner(m)) => {
             return Verdict {
                 verdict: VerdictKind::NoTrustRoot,
-                root: None,
                 reason: Some(m),
-                predicate_type: None,
+                ..Verdict::no_trust_root()
             }
         }
         Err(Rejection::Expired(m) | Rejection::Revoked(m)) => return Verdict::invalid(m),
@@ -188,7 +189,7 @@ pub fn verify_content(
     if let Err(why) = reference::check(root, SignatureFormat::Atomic, &payload, repo) {
         return Verdict::invalid(why);
     }
-    Verdict::valid(&root.name, None)
+    Verdict::valid(&root.name, None).signed_by(Some(signed.signer))
 }
 
 /// Parses the OpenPGP message, reads its literal data (bounded) and finds the root
@@ -238,7 +239,11 @@ fn open_signed(roots: &[&TrustRoot], content: &[u8]) -> Result<Signed, Rejection
                     )));
                 }
             }
-            return Ok(Signed { root: i, payload });
+            return Ok(Signed {
+                root: i,
+                signer: signer.fingerprint.clone(),
+                payload,
+            });
         }
     }
     let issuer = issuer_ids(&message);

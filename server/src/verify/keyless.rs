@@ -229,7 +229,7 @@ pub fn verify(roots: &[&TrustRoot], ev: &Evidence<'_>) -> Verdict {
     let mut best: Option<(u8, String)> = None;
     for (name, root) in keyless {
         match check_root(root, &leaf, ev, entry) {
-            Ok(()) => return Verdict::valid(name, None),
+            Ok(()) => return Verdict::valid(name, None).signed_by(leaf.sans.first().cloned()),
             Err((stage, reason)) => {
                 if best.as_ref().is_none_or(|(s, _)| stage > *s) {
                     best = Some((stage, format!("{reason} (root {name})")));

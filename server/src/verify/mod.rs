@@ -2,7 +2,11 @@
 //! `.sig` and DSSE `.att` attachments ([`cosign`]), on atomic GPG signatures ([`gpg`]),
 //! the docker-reference rule ([`reference`]), the verdicts in the coverage extension
 //! ([`report`]) and the pull policy with its requirements ([`policy`],
-//! [`requirements`]). Storage knows nothing of it.
+//! [`requirements`]). Storage knows nothing of the cryptography; it keeps the verdicts
+//! (`verdicts` table), each with the fingerprint of the trust configuration that reached
+//! it. The background verifier ([`worker`]) computes them off the request path and
+//! again when a reload (SIGHUP) changes the fingerprint; a reader finding no current
+//! verdict computes and stores it itself, so answers never depend on who came first.
 
 pub mod bundle;
 pub mod cosign;
@@ -17,17 +21,22 @@ pub mod sct;
 pub mod timestamp;
 pub mod trust;
 pub mod trusted_root;
+pub mod worker;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
-use signet_storage::{BlobStore, Digest, MetadataStore};
+use signet_storage::meta::StoredVerdict;
+use signet_storage::{BlobStore, Digest, MetadataStore, RepoName};
 
 pub use trust::{PolicyMode, Trust};
 
 /// Verdicts kept in memory at most; the cache is emptied when full.
 const CACHE_CAPACITY: usize = 4096;
+/// Policy evaluations kept in memory at most; emptied when full.
+const EVALUATIONS_CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -36,6 +45,28 @@ pub enum VerdictKind {
     Invalid,
     NoTrustRoot,
     Unsupported,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Valid => "valid",
+            VerdictKind::Invalid => "invalid",
+            VerdictKind::NoTrustRoot => "no-trust-root",
+            VerdictKind::Unsupported => "unsupported",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            VerdictKind::Valid,
+            VerdictKind::Invalid,
+            VerdictKind::NoTrustRoot,
+            VerdictKind::Unsupported,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// One attachment's verdict, as shown under `verification` in the coverage extension.
@@ -48,43 +79,54 @@ pub struct Verdict {
     pub reason: Option<String>,
     #[serde(rename = "predicateType", skip_serializing_if = "Option::is_none")]
     pub predicate_type: Option<String>,
+    /// Who signed, as the evidence names it: a keyless certificate's identity, the
+    /// fingerprint of the GPG key that signed. A cosign key root has only its name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// When it was reached (seconds since the epoch); `None` until it is stored.
+    #[serde(rename = "checkedAt", skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<i64>,
 }
 
 impl Verdict {
+    fn of(verdict: VerdictKind, root: Option<String>, reason: Option<String>) -> Self {
+        Verdict {
+            verdict,
+            root,
+            reason,
+            predicate_type: None,
+            signer: None,
+            checked_at: None,
+        }
+    }
+
     pub fn valid(root: &str, predicate_type: Option<String>) -> Self {
         Verdict {
-            verdict: VerdictKind::Valid,
-            root: Some(root.to_string()),
-            reason: None,
             predicate_type,
+            ..Verdict::of(VerdictKind::Valid, Some(root.to_string()), None)
         }
     }
 
     pub fn invalid(reason: impl Into<String>) -> Self {
-        Verdict {
-            verdict: VerdictKind::Invalid,
-            root: None,
-            reason: Some(reason.into()),
-            predicate_type: None,
-        }
+        Verdict::of(VerdictKind::Invalid, None, Some(reason.into()))
     }
 
     pub fn no_trust_root() -> Self {
-        Verdict {
-            verdict: VerdictKind::NoTrustRoot,
-            root: None,
-            reason: Some("no trust root applies to this repository".into()),
-            predicate_type: None,
-        }
+        Verdict::of(
+            VerdictKind::NoTrustRoot,
+            None,
+            Some("no trust root applies to this repository".into()),
+        )
     }
 
     pub fn unsupported(reason: impl Into<String>) -> Self {
-        Verdict {
-            verdict: VerdictKind::Unsupported,
-            root: None,
-            reason: Some(reason.into()),
-            predicate_type: None,
-        }
+        Verdict::of(VerdictKind::Unsupported, None, Some(reason.into()))
+    }
+
+    /// The same verdict, naming who signed.
+    pub fn signed_by(mut self, signer: Option<String>) -> Self {
+        self.signer = signer;
+        self
     }
 
     pub fn is_valid(&self) -> bool {
@@ -99,7 +141,11 @@ impl Verdict {
                 if let Some(p) = &self.predicate_type {
                     s.push_str(&format!(", predicate {p}"));
                 }
-                s + ")"
+                s.push(')');
+                if let Some(signer) = &self.signer {
+                    s.push_str(&format!(", signed by {signer}"));
+                }
+                s
             }
             VerdictKind::Invalid => format!("invalid: {}", self.reason.as_deref().unwrap_or("?")),
             VerdictKind::NoTrustRoot => "no-trust-root".into(),
@@ -108,30 +154,139 @@ impl Verdict {
             }
         }
     }
+
+    fn to_stored(&self, subject: &Digest, attachment: &Digest, fingerprint: &str) -> StoredVerdict {
+        StoredVerdict {
+            subject: subject.clone(),
+            attachment: attachment.clone(),
+            root: self.root.clone(),
+            verdict: self.verdict.as_str().to_string(),
+            reason: self.reason.clone(),
+            predicate_type: self.predicate_type.clone(),
+            signer: self.signer.clone(),
+            fingerprint: fingerprint.to_string(),
+            checked_at: self.checked_at.unwrap_or_else(now),
+        }
+    }
+
+    /// `None` for a row this version does not understand (it is then recomputed).
+    fn from_stored(row: &StoredVerdict) -> Option<Self> {
+        Some(Verdict {
+            verdict: VerdictKind::parse(&row.verdict)?,
+            root: row.root.clone(),
+            reason: row.reason.clone(),
+            predicate_type: row.predicate_type.clone(),
+            signer: row.signer.clone(),
+            checked_at: Some(row.checked_at),
+        })
+    }
 }
 
-type CacheKey = (String, Digest, Digest, u64);
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
 
-/// The loaded trust configuration and the verdicts already reached under it.
+/// The trust configuration in force, replaced whole by a reload.
+pub struct TrustHandle {
+    current: RwLock<Arc<Trust>>,
+    /// Bumped by every reload (even one that changes only policy modes or
+    /// requirements, which the fingerprint leaves out).
+    generation: AtomicU64,
+}
+
+impl Default for TrustHandle {
+    fn default() -> Self {
+        TrustHandle::new(Trust::default())
+    }
+}
+
+impl TrustHandle {
+    pub fn new(trust: Trust) -> Self {
+        TrustHandle {
+            current: RwLock::new(Arc::new(trust)),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The configuration now; hold it for the whole of one decision, so a reload
+    /// midway cannot mix two configurations.
+    pub fn current(&self) -> Arc<Trust> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn policy_for(&self, repo: &str) -> PolicyMode {
+        self.current().policy_for(repo)
+    }
+
+    /// Puts `trust` in force; true when its fingerprint differs from the old one's
+    /// (verdicts must be reached again).
+    pub fn replace(&self, trust: Trust) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let changed = current.fingerprint != trust.fingerprint;
+        *current = Arc::new(trust);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        changed
+    }
+}
+
+type CacheKey = (String, Digest, Digest, String);
+
+/// A policy evaluation and what it was read under: the database version (see
+/// [`crate::cache`]) and the trust generation.
+struct CachedEvaluation {
+    version: [u8; 96],
+    generation: u64,
+    evaluation: Option<policy::Evaluation>,
+}
+
+/// The trust configuration in force and the verdicts already reached under it.
 #[derive(Default)]
 pub struct Verifier {
-    pub trust: Trust,
-    /// Bumped whenever the trust configuration changes; part of every cache key.
-    pub generation: u64,
+    pub trust: TrustHandle,
     cache: Mutex<HashMap<CacheKey, Verdict>>,
+    evaluations: Mutex<HashMap<(String, String), CachedEvaluation>>,
+    /// Wakes the background verifier early (the trust configuration changed).
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 impl Verifier {
     pub fn new(trust: Trust) -> Self {
         Verifier {
-            trust,
-            generation: 1,
-            cache: Mutex::default(),
+            trust: TrustHandle::new(trust),
+            ..Verifier::default()
         }
     }
 
+    /// Puts a reloaded configuration in force and, when verdicts depend on the change,
+    /// wakes the background verifier to reach them again.
+    pub fn reload(&self, trust: Trust) -> bool {
+        let changed = self.trust.replace(trust);
+        // Evaluations are keyed by generation, verdicts by fingerprint: stale entries
+        // are never served, and emptying the maps frees them now.
+        self.evaluations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        if changed {
+            self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.wake.notify_one();
+        }
+        changed
+    }
+
     /// The verdict on `attachment` (of format `format`) as a signature of `subject` in
-    /// `repo`, from the cache when it was reached before under this configuration.
+    /// `repo` under the configuration in force: from memory, else the stored one when
+    /// that configuration reached it, else computed now (and stored).
     pub async fn verdict(
         &self,
         meta: &dyn MetadataStore,
@@ -141,27 +296,123 @@ impl Verifier {
         attachment: &Digest,
         format: &str,
     ) -> Verdict {
+        let trust = self.trust.current();
         let key = (
             repo.to_string(),
             subject.clone(),
             attachment.clone(),
-            self.generation,
+            trust.fingerprint.clone(),
         );
         if let Some(v) = self.cache.lock().expect("verdict cache").get(&key) {
             return v.clone();
         }
-        let (verdict, cacheable) =
-            cosign::verify_attachment(&self.trust, meta, blobs, repo, subject, attachment, format)
-                .await;
-        if !cacheable {
-            return verdict;
+        if let Ok(name) = repo.parse::<RepoName>() {
+            match meta.get_verdict(&name, subject, attachment).await {
+                Ok(Some(row)) if row.fingerprint == trust.fingerprint => {
+                    if let Some(v) = Verdict::from_stored(&row) {
+                        self.remember(key, &v);
+                        return v;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(%repo, %attachment, error = %e, "could not read a stored verdict")
+                }
+            }
         }
+        self.compute(&trust, meta, blobs, repo, subject, attachment, format)
+            .await
+            .0
+    }
+
+    /// Verifies under `trust` whatever is stored, and stores the verdict unless a
+    /// storage read failed (it may be transient). The bool: whether it was stored
+    /// (false too when the attachment is no longer attached).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn compute(
+        &self,
+        trust: &Trust,
+        meta: &dyn MetadataStore,
+        blobs: &BlobStore,
+        repo: &str,
+        subject: &Digest,
+        attachment: &Digest,
+        format: &str,
+    ) -> (Verdict, bool) {
+        let (mut verdict, cacheable) =
+            cosign::verify_attachment(trust, meta, blobs, repo, subject, attachment, format).await;
+        crate::ops::metrics::global().counter_add(
+            "signet_verification_verdicts_total",
+            "Verdicts reached on signatures and attestations, by verdict.",
+            &[("verdict", verdict.verdict.as_str())],
+            1.0,
+        );
+        if !cacheable {
+            return (verdict, false);
+        }
+        verdict.checked_at = Some(now());
+        let stored = match repo.parse::<RepoName>() {
+            Ok(name) => {
+                let row = verdict.to_stored(subject, attachment, &trust.fingerprint);
+                meta.put_verdict(&name, &row).await.unwrap_or_else(|e| {
+                    tracing::warn!(%repo, %attachment, error = %e, "could not store a verdict");
+                    false
+                })
+            }
+            Err(_) => false,
+        };
+        let key = (
+            repo.to_string(),
+            subject.clone(),
+            attachment.clone(),
+            trust.fingerprint.clone(),
+        );
+        self.remember(key, &verdict);
+        (verdict, stored)
+    }
+
+    fn remember(&self, key: CacheKey, verdict: &Verdict) {
         let mut cache = self.cache.lock().expect("verdict cache");
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
         cache.insert(key, verdict.clone());
-        verdict
+    }
+
+    /// A policy evaluation of `reference` in `repo` read under database `version` and
+    /// the trust generation in force, if one was kept.
+    fn evaluation(
+        &self,
+        repo: &str,
+        reference: &str,
+        version: &[u8; 96],
+    ) -> Option<Option<policy::Evaluation>> {
+        let generation = self.trust.generation();
+        let map = self.evaluations.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = map.get(&(repo.to_string(), reference.to_string()))?;
+        (hit.version == *version && hit.generation == generation).then(|| hit.evaluation.clone())
+    }
+
+    fn keep_evaluation(
+        &self,
+        repo: &str,
+        reference: &str,
+        version: [u8; 96],
+        generation: u64,
+        evaluation: &Option<policy::Evaluation>,
+    ) {
+        let mut map = self.evaluations.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= EVALUATIONS_CAPACITY {
+            map.clear();
+        }
+        map.insert(
+            (repo.to_string(), reference.to_string()),
+            CachedEvaluation {
+                version,
+                generation,
+                evaluation: evaluation.clone(),
+            },
+        );
     }
 
     #[cfg(test)]
@@ -179,5 +430,45 @@ mod tests {
         let v = Verifier::new(Trust::default());
         assert_eq!(v.cached(), 0);
         assert_eq!(v.trust.policy_for("any/repo"), PolicyMode::Off);
+    }
+
+    #[test]
+    fn stored_verdicts_read_back_as_reached() {
+        let subject = Digest::sha256_of(b"subject");
+        let attachment = Digest::sha256_of(b"attachment");
+        let mut v = Verdict::valid("release", Some("https://slsa.dev/provenance/v1".into()))
+            .signed_by(Some("ci@example.com".into()));
+        v.checked_at = Some(1_700_000_000);
+        let row = v.to_stored(&subject, &attachment, "fp");
+        assert_eq!(row.verdict, "valid");
+        assert_eq!(Verdict::from_stored(&row), Some(v));
+        let unknown = StoredVerdict {
+            verdict: "maybe".into(),
+            ..row
+        };
+        assert_eq!(
+            Verdict::from_stored(&unknown),
+            None,
+            "recomputed, not guessed"
+        );
+    }
+
+    #[test]
+    fn a_reload_changes_the_fingerprint_only_when_verdicts_depend_on_it() {
+        let v = Verifier::new(Trust::default());
+        let before = v.trust.generation();
+        assert!(!v.reload(Trust::default()), "same roots, same fingerprint");
+        assert!(v.trust.generation() > before);
+        let policy_only = trust::TrustConfig {
+            policy: PolicyMode::Enforce,
+            ..Default::default()
+        };
+        assert!(!v.reload(Trust::load(&policy_only).unwrap()));
+        assert_eq!(v.trust.policy_for("a/b"), PolicyMode::Enforce);
+        let named = trust::TrustConfig {
+            registry_names: vec!["registry.example.com".into()],
+            ..Default::default()
+        };
+        assert!(v.reload(Trust::load(&named).unwrap()));
     }
 }

@@ -142,7 +142,42 @@ impl Evaluation {
 
 /// Evaluates the policy's rules for `reference` in `repo`, whatever the mode;
 /// `None` when the manifest does not exist.
+///
+/// On an on-disk SQLite database the answer is kept in memory while the database has
+/// committed nothing since it was read (the WAL-index header [`crate::cache`] reads) and
+/// the trust configuration is the same: a new attachment, a tag move or a stored verdict
+/// is a commit, so nothing is served after a change that might alter it. An evaluation
+/// that met a storage read failure is not kept.
 pub async fn evaluate(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+) -> anyhow::Result<Option<Evaluation>> {
+    // Both read before the evaluation, so a change during it makes the entry stale.
+    let version = state.manifest_cache.version();
+    let generation = state.verifier.trust.generation();
+    let key = reference.to_string();
+    if let Some(v) = &version {
+        if let Some(hit) = state.verifier.evaluation(repo.as_str(), &key, v) {
+            return Ok(hit);
+        }
+    }
+    let evaluation = evaluate_uncached(state, repo, reference).await?;
+    let settled = evaluation.as_ref().is_none_or(|e| {
+        e.evidence
+            .iter()
+            .filter_map(|x| x.verification.as_ref())
+            .all(|v| v.checked_at.is_some())
+    });
+    if let (Some(v), true) = (version, settled) {
+        state
+            .verifier
+            .keep_evaluation(repo.as_str(), &key, v, generation, &evaluation);
+    }
+    Ok(evaluation)
+}
+
+async fn evaluate_uncached(
     state: &AppState,
     repo: &RepoName,
     reference: &Reference,
@@ -152,7 +187,7 @@ pub async fn evaluate(
     };
     let by_attachment_tag =
         matches!(reference, Reference::Tag(t) if AttachmentTag::parse(t.as_str()).is_some());
-    let trust = &state.verifier.trust;
+    let trust = state.verifier.trust.current();
     let mut evaluation = Evaluation {
         repository: repo.to_string(),
         digest: stored.digest.clone(),

@@ -58,6 +58,9 @@ pub struct TrustConfig {
     /// `verify::requirements`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requirements: Vec<RequirementConfig>,
+    /// How often the server looks for signatures and attestations without a verdict
+    /// under the current configuration and verifies them (seconds, at least 1).
+    pub verify_interval_secs: u64,
 }
 
 impl Default for TrustConfig {
@@ -69,8 +72,50 @@ impl Default for TrustConfig {
             docker_reference: DockerReferenceCheck::Default,
             registry_names: Vec::new(),
             requirements: Vec::new(),
+            verify_interval_secs: 2,
         }
     }
+}
+
+/// What a verdict depends on, hashed: every root's name, scope, settings and the bytes
+/// of its key files, and the docker-reference settings. The policy modes and the
+/// requirements are left out: they decide what a verdict means for a pull, not the
+/// verdict, so changing them re-verifies nothing.
+fn fingerprint(config: &TrustConfig) -> anyhow::Result<String> {
+    use sha2::{Digest as _, Sha256};
+    let file = |p: &std::path::Path| -> anyhow::Result<String> {
+        if p.as_os_str().is_empty() {
+            return Ok(String::new());
+        }
+        let bytes =
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+        Ok(hex::encode(Sha256::digest(&bytes)))
+    };
+    let mut roots = Vec::new();
+    for r in &config.roots {
+        let gpg: Vec<String> = r
+            .gpg_keys
+            .iter()
+            .map(|k| file(k))
+            .collect::<Result<_, _>>()?;
+        roots.push(serde_json::json!({
+            "name": r.name,
+            "repositories": r.repositories,
+            "public_key": file(&r.public_key)?,
+            "trusted_root": file(&r.trusted_root)?,
+            "issuer": r.issuer,
+            "subject": r.subject,
+            "subject_regex": r.subject_regex,
+            "gpg_keys": gpg,
+            "docker_reference": r.docker_reference,
+        }));
+    }
+    let material = serde_json::json!({
+        "roots": roots,
+        "docker_reference": config.docker_reference,
+        "registry_names": config.registry_names,
+    });
+    Ok(hex::encode(Sha256::digest(material.to_string().as_bytes())))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -140,15 +185,23 @@ pub struct Trust {
     pub default_policy: PolicyMode,
     pub inherit_from_index: bool,
     pub requirements: Vec<RequirementConfig>,
+    /// Identifies what verdicts depend on (see [`fingerprint`]); stored with each
+    /// verdict, so one reached under another configuration is known to be stale.
+    pub fingerprint: String,
+    /// `[trust] verify_interval_secs`.
+    pub verify_interval_secs: u64,
 }
 
 impl Default for Trust {
     fn default() -> Self {
+        let config = TrustConfig::default();
         Trust {
             requirements: Vec::new(),
             roots: Vec::new(),
             default_policy: PolicyMode::Off,
             inherit_from_index: true,
+            fingerprint: fingerprint(&config).expect("no files to read"),
+            verify_interval_secs: config.verify_interval_secs,
         }
     }
 }
@@ -230,6 +283,8 @@ impl Trust {
             roots,
             default_policy: config.policy,
             inherit_from_index: config.inherit_from_index,
+            fingerprint: fingerprint(config)?,
+            verify_interval_secs: config.verify_interval_secs.max(1),
         })
     }
 

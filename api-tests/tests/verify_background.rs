@@ -1,0 +1,335 @@
+//! Verification off the request path: a pushed signature gets its verdict from the
+//! background verifier before anyone reads it, the verdict is stored and shown by the
+//! coverage endpoint and `signet attachments`, SIGHUP reloads the trust configuration
+//! (and re-verifies under it; a bad file keeps the one in force), and stored verdicts
+//! go with their attachment.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use signet_api_tests::oci::{get, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::{client, run, sha256, Registry};
+use signet_storage::MetadataStore;
+use sigstore::crypto::{SigStoreSigner, SigningScheme};
+
+const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+const VALID_VERDICTS: &str = "signet_verification_verdicts_total{verdict=\"valid\"}";
+
+struct Key {
+    signer: SigStoreSigner,
+    public_pem: String,
+}
+
+impl Key {
+    fn generate() -> Key {
+        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .expect("generate a key pair");
+        let public_pem = signer
+            .to_sigstore_keypair()
+            .expect("key pair")
+            .public_key_to_pem()
+            .expect("public key PEM");
+        Key { signer, public_pem }
+    }
+
+    fn write_public(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("cosign.pub");
+        std::fs::write(&path, &self.public_pem).unwrap();
+        path
+    }
+}
+
+/// A registry on a configuration file the test can rewrite, checked every second.
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    registry: Registry,
+}
+
+fn trust_toml(key: Option<&Path>) -> String {
+    let mut out = "[trust]\nverify_interval_secs = 1\n".to_string();
+    if let Some(key) = key {
+        out.push_str(&format!(
+            "[[trust.roots]]\nname = \"team\"\npublic_key = \"{}\"\nrepositories = [\"team/*\"]\n",
+            key.display()
+        ));
+    }
+    out
+}
+
+fn start(toml: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signet.toml");
+    std::fs::write(&config, toml).unwrap();
+    let registry = Registry::start_in(&dir.path().join("data"), Some(config.clone()));
+    Setup {
+        dir,
+        config,
+        registry,
+    }
+}
+
+/// Pushes an image and a cosign `.sig` for it signed by `key` (one simple-signing
+/// layer, as `cosign sign --key` writes it); returns (image digest, signature digest).
+async fn push_signed(c: &Client, r: &Registry, repo: &str, key: &Key) -> (String, String) {
+    let image = sha256(&push_image(c, r, repo, "v1", &[repo.as_bytes()]).await);
+    let payload = serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
+            "image": {"docker-manifest-digest": image},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let signature = B64.encode(key.signer.sign(&payload).unwrap());
+    let layer = push_blob(c, r, repo, &payload).await;
+    let config = serde_json::to_vec(&json!({
+        "architecture": "", "os": "", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer]},
+    }))
+    .unwrap();
+    push_blob(c, r, repo, &config).await;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
+                    "annotations": {SIG_ANNOTATION: signature}}],
+    }))
+    .unwrap();
+    let tag = format!("{}.sig", image.replace(':', "-"));
+    put_manifest(c, r, repo, &tag, OCI_MANIFEST, &manifest).await;
+    (image, sha256(&manifest))
+}
+
+/// The value of one series of `/metrics`, 0 when absent.
+async fn metric(c: &Client, r: &Registry, series: &str) -> f64 {
+    let (status, body) = get(c, &format!("{}/metrics", r.url)).await;
+    assert_eq!(status, StatusCode::OK);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The verdict on the one signature of `repo:v1`, from the coverage endpoint.
+async fn signature_verdict(c: &Client, r: &Registry, repo: &str) -> Value {
+    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/v1"))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    let sigs = report["attachments"]["signature"].as_array().unwrap();
+    assert_eq!(sigs.len(), 1, "{report}");
+    sigs[0]["verification"].clone()
+}
+
+/// The metadata store the registry runs on (the same SQLite file, opened beside it).
+async fn store(setup: &Setup) -> std::sync::Arc<dyn MetadataStore> {
+    let url = format!(
+        "sqlite://{}",
+        setup.registry.data_dir.join("signet.db").display()
+    );
+    signet_storage::open_metadata(&url).await.unwrap()
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn hup(r: &Registry) {
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(r.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_pushed_signature_is_verified_before_anyone_reads_it() {
+    let key = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let setup = start(&trust_toml(Some(&key.write_public(keys.path()))));
+    let (c, r) = (client(), &setup.registry);
+    let (image, sig) = push_signed(&c, r, "team/app", &key).await;
+
+    // Nobody reads the signature, its coverage or the image: the worker verifies it.
+    let meta = store(&setup).await;
+    let repo = "team/app".parse().unwrap();
+    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
+    wait_for("the background verdict", || {
+        let meta = meta.clone();
+        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
+        async move {
+            meta.get_verdict(repo, image_d, sig_d)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    let stored = meta
+        .get_verdict(&repo, &image_d, &sig_d)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.verdict, "valid");
+    assert_eq!(stored.root.as_deref(), Some("team"));
+    assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
+
+    // Reading shows the stored verdict, reached before the read, without verifying again.
+    let read_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let v = signature_verdict(&c, r, "team/app").await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "team");
+    assert_eq!(v["checkedAt"], stored.checked_at, "{v}");
+    assert!(stored.checked_at <= read_at);
+    assert_eq!(
+        metric(&c, r, VALID_VERDICTS).await,
+        1.0,
+        "the read did not verify again"
+    );
+
+    // `signet attachments --json` shows the same stored verdict.
+    let out = run(&mut setup
+        .registry
+        .cli(&["attachments", "--json", "team/app:v1"]));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let cli = &report["attachments"]["signature"][0]["verification"];
+    assert_eq!(cli["verdict"], "valid", "{report}");
+    assert_eq!(cli["checkedAt"], stored.checked_at, "{report}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_trust_and_reverifies_and_a_bad_file_keeps_the_old_one() {
+    let key = Key::generate();
+    let setup = start(&trust_toml(None));
+    let (c, r) = (client(), &setup.registry);
+    push_signed(&c, r, "team/app", &key).await;
+    let v = signature_verdict(&c, r, "team/app").await;
+    assert_eq!(v["verdict"], "no-trust-root", "{v}");
+
+    // The key goes into the file; SIGHUP puts it in force and the stored verdict is
+    // recomputed by the worker (counted before any read).
+    let key_file = key.write_public(setup.dir.path());
+    std::fs::write(&setup.config, trust_toml(Some(&key_file))).unwrap();
+    hup(r);
+    wait_for("the re-verification after SIGHUP", || async {
+        metric(&c, r, VALID_VERDICTS).await >= 1.0
+    })
+    .await;
+    let v = signature_verdict(&c, r, "team/app").await;
+    assert_eq!(v["verdict"], "valid", "{v}");
+    assert_eq!(v["root"], "team");
+    assert_eq!(
+        metric(&c, r, "signet_trust_reloads_total{result=\"ok\"}").await,
+        1.0
+    );
+
+    // A file whose key cannot be read: logged, and the configuration in force stays.
+    std::fs::write(
+        &setup.config,
+        trust_toml(Some(&setup.dir.path().join("missing.pub"))),
+    )
+    .unwrap();
+    hup(r);
+    wait_for("the refused reload", || async {
+        metric(&c, r, "signet_trust_reloads_total{result=\"error\"}").await >= 1.0
+    })
+    .await;
+    assert!(
+        r.stderr().contains("trust configuration not reloaded"),
+        "{}",
+        r.stderr()
+    );
+    // Broken TOML too.
+    std::fs::write(&setup.config, "[trust\npolicy = ").unwrap();
+    hup(r);
+    wait_for("the second refused reload", || async {
+        metric(&c, r, "signet_trust_reloads_total{result=\"error\"}").await >= 2.0
+    })
+    .await;
+    let v = signature_verdict(&c, r, "team/app").await;
+    assert_eq!(v["verdict"], "valid", "the old configuration stays: {v}");
+}
+
+#[tokio::test]
+async fn verdict_rows_go_with_their_attachment() {
+    let key = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let setup = start(&trust_toml(Some(&key.write_public(keys.path()))));
+    let (c, r) = (client(), &setup.registry);
+    let (image, sig) = push_signed(&c, r, "team/app", &key).await;
+    let meta = store(&setup).await;
+    let repo = "team/app".parse().unwrap();
+    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
+    wait_for("the background verdict", || {
+        let meta = meta.clone();
+        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
+        async move {
+            meta.get_verdict(repo, image_d, sig_d)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+
+    // Deleting the signature manifest takes its verdict in the same transaction.
+    let resp = c
+        .delete(r.v2(&format!("team/app/manifests/{sig}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(meta
+        .get_verdict(&repo, &image_d, &sig_d)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(meta.orphan_verdicts().await.unwrap().is_empty());
+
+    // Another signed image, then its subject deleted (with its attachments): no verdict
+    // row outlives them, and fsck finds the store clean.
+    let (other, other_sig) = push_signed(&c, r, "team/other", &key).await;
+    let other_repo = "team/other".parse().unwrap();
+    let (other_d, other_sig_d) = (other.parse().unwrap(), other_sig.parse().unwrap());
+    wait_for("the second background verdict", || {
+        let meta = meta.clone();
+        let (repo, a, b) = (&other_repo, &other_d, &other_sig_d);
+        async move { meta.get_verdict(repo, a, b).await.unwrap().is_some() }
+    })
+    .await;
+    let resp = c
+        .delete(r.v2(&format!("team/other/manifests/{other}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(meta
+        .get_verdict(&other_repo, &other_d, &other_sig_d)
+        .await
+        .unwrap()
+        .is_none());
+    let out = run(&mut setup.registry.cli(&["fsck", "--json"]));
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["problems"], json!([]), "{report}");
+}
