@@ -1580,6 +1580,22 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
         String::from_utf8_lossy(&body)
     );
 
+    // `signet verify` reaches the same verdicts, with the keyless root as evidence.
+    let out = r.cli(&["verify", "keyless/signed:v1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("valid (root release"), "{text}");
+    let out = r.cli(&["verify", "keyless/unsigned:v1"]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     // Signed, by someone else: refused, and the message says why.
     let (_, d) = image(&c, &r, "keyless/foreign").await;
     let stranger = w.fulcio.issue("intruder@signet.example", ISSUER);
