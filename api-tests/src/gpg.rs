@@ -49,6 +49,27 @@ impl GpgKey {
     }
 }
 
+impl GpgKey {
+    /// `skopeo copy --sign-by` this key from `from` to `to` (transport-prefixed
+    /// references; destinations over plain HTTP), with `registries_d` when given (a
+    /// lookaside store, say).
+    pub fn skopeo_sign(&self, dir: &Path, registries_d: Option<&Path>, from: &str, to: &str) {
+        require_tool("skopeo");
+        let mut cmd = Command::new("skopeo");
+        cmd.env("GNUPGHOME", &self.home);
+        if let Some(d) = registries_d {
+            cmd.arg("--registries.d").arg(d);
+        }
+        run(cmd
+            .arg("--policy")
+            .arg(accept_anything_policy(dir))
+            .args(["copy", "--dest-tls-verify=false", "--sign-by"])
+            .arg(&self.fingerprint)
+            .arg(from)
+            .arg(to));
+    }
+}
+
 /// A containers policy accepting anything (for copies that sign or that only move).
 pub fn accept_anything_policy(dir: &Path) -> PathBuf {
     let path = dir.join("policy-any.json");

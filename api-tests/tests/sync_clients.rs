@@ -11,9 +11,7 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::Value;
 use signet_api_tests::distribution::Distribution;
-use signet_api_tests::gpg::{
-    accept_anything_policy, oci_layout, signed_by_policy, skopeo_pull, GpgKey,
-};
+use signet_api_tests::gpg::{oci_layout, signed_by_policy, skopeo_pull, GpgKey};
 use signet_api_tests::oci::{get, push_image};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 
@@ -57,18 +55,12 @@ async fn skopeo_verifies_a_gpg_signature_out_of_the_mirror() {
 
     // Signed into the upstream: the signature names the upstream repository.
     let upstream_image = format!("{}/team/app:v1", upstream.host);
-    run(Command::new("skopeo")
-        .env("GNUPGHOME", &alice.home)
-        .arg("--policy")
-        .arg(accept_anything_policy(dir.path()))
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--sign-by",
-            &alice.fingerprint,
-        ])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{upstream_image}")));
+    alice.skopeo_sign(
+        dir.path(),
+        None,
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{upstream_image}"),
+    );
 
     let mirror = mirror_of(&upstream, "team/app");
     let summary = sync(&mirror);
@@ -180,20 +172,12 @@ async fn signatures_from_a_lookaside_store_reach_the_mirror() {
     )
     .unwrap();
     let upstream_image = format!("{}/team/app:v1", upstream.host);
-    run(Command::new("skopeo")
-        .env("GNUPGHOME", &alice.home)
-        .arg("--registries.d")
-        .arg(&registries_d)
-        .arg("--policy")
-        .arg(accept_anything_policy(dir.path()))
-        .args([
-            "copy",
-            "--dest-tls-verify=false",
-            "--sign-by",
-            &alice.fingerprint,
-        ])
-        .arg(format!("oci:{}:v1", layout.display()))
-        .arg(format!("docker://{upstream_image}")));
+    alice.skopeo_sign(
+        dir.path(),
+        Some(&registries_d),
+        &format!("oci:{}:v1", layout.display()),
+        &format!("docker://{upstream_image}"),
+    );
     let digest = skopeo_digest(&upstream_image);
     let signature = staging
         .join(format!("team/app@{}", digest.replacen(':', "=", 1)))

@@ -120,6 +120,24 @@ struct Route {
     ttl: Duration,
 }
 
+impl Route {
+    /// The copying code, for one repository of this route.
+    fn fetcher<'a>(
+        &'a self,
+        state: &'a AppState,
+        upstream_repo: &'a str,
+        dest: &'a RepoName,
+    ) -> OnDemand<'a> {
+        OnDemand {
+            state,
+            job: &self.job,
+            upstream: self.upstream.clone(),
+            upstream_repo,
+            dest,
+        }
+    }
+}
+
 type Key = (String, String);
 
 /// The pull-through routes of a server, with what it remembers between pulls.
@@ -178,14 +196,9 @@ impl PullThrough {
         })
     }
 
-    /// Waits for any fetch of `key` going on; the guard keeps others waiting on this one.
-    async fn exclusive(
-        &self,
-        key: &Key,
-    ) -> (
-        Arc<tokio::sync::Mutex<()>>,
-        tokio::sync::OwnedMutexGuard<()>,
-    ) {
+    /// Runs `work` once any fetch of `key` going on in this process has finished;
+    /// other fetches of `key` wait for this one.
+    async fn one_at_a_time<T>(&self, key: &Key, work: impl std::future::Future<Output = T>) -> T {
         let lock = self
             .inflight
             .lock()
@@ -194,15 +207,14 @@ impl PullThrough {
             .or_default()
             .clone();
         let guard = lock.clone().lock_owned().await;
-        (lock, guard)
-    }
-
-    fn release(&self, key: &Key, lock: Arc<tokio::sync::Mutex<()>>) {
+        let out = work.await;
+        drop(guard);
         let mut inflight = self.inflight.lock().expect("inflight lock");
         // Ours and the map's: nobody else waits.
         if Arc::strong_count(&lock) <= 2 {
             inflight.remove(key);
         }
+        out
     }
 
     fn fresh(&self, key: &Key, ttl: Duration) -> bool {
@@ -232,13 +244,8 @@ impl PullThrough {
             return Ok(());
         };
         let key = (repo.to_string(), reference.to_string());
-        let (lock, guard) = self.exclusive(&key).await;
-        let result = self
-            .resolve(state, route, upstream_repo, repo, reference, &key)
-            .await;
-        drop(guard);
-        self.release(&key, lock);
-        result
+        let work = self.resolve(state, route, upstream_repo, repo, reference, &key);
+        self.one_at_a_time(&key, work).await
     }
 
     async fn resolve(
@@ -285,13 +292,7 @@ impl PullThrough {
         // Where the policy enforces, it must see the attachments when it judges this
         // pull: they come first. Elsewhere they follow in the background.
         let inline = state.verifier.trust.policy_for(repo.as_str()) == PolicyMode::Enforce;
-        let fetch = OnDemand {
-            state,
-            job: &route.job,
-            upstream: route.upstream.clone(),
-            upstream_repo,
-            dest: repo,
-        };
+        let fetch = route.fetcher(state, upstream_repo, repo);
         let started = Instant::now();
         let outcome = fetch.manifest(&digest, tag, inline).await;
         count("manifest", &route.prefix, outcome.is_ok());
@@ -350,38 +351,27 @@ impl PullThrough {
             return Ok(());
         };
         let key = (repo.to_string(), digest.to_string());
-        let (lock, guard) = self.exclusive(&key).await;
-        let present = state
-            .meta
-            .blob_in_repository(repo, digest)
-            .await
-            .map_err(ApiError::internal);
-        let result = match present {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => {
-                let fetch = OnDemand {
-                    state,
-                    job: &route.job,
-                    upstream: route.upstream.clone(),
-                    upstream_repo,
-                    dest: repo,
-                };
-                let outcome = fetch.blob(digest).await;
-                count("blob", &route.prefix, outcome.is_ok());
-                match outcome {
-                    Ok(()) => Ok(()),
-                    // The handler answers BLOB_UNKNOWN.
-                    Err(e) if is_not_found(&e) => Ok(()),
-                    Err(e) => {
-                        self.unreachable(route, repo, &Reference::Digest(digest.clone()), false, e)
-                    }
+        let work = async {
+            let present = state
+                .meta
+                .blob_in_repository(repo, digest)
+                .await
+                .map_err(ApiError::internal)?;
+            if present.is_some() {
+                return Ok(());
+            }
+            let outcome = route.fetcher(state, upstream_repo, repo).blob(digest).await;
+            count("blob", &route.prefix, outcome.is_ok());
+            match outcome {
+                Ok(()) => Ok(()),
+                // The handler answers BLOB_UNKNOWN.
+                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) => {
+                    self.unreachable(route, repo, &Reference::Digest(digest.clone()), false, e)
                 }
             }
-            Err(e) => Err(e),
         };
-        drop(guard);
-        self.release(&key, lock);
-        result
+        self.one_at_a_time(&key, work).await
     }
 }
 
