@@ -52,10 +52,10 @@ WORKLOADS = ("loadgen", "manifests", "blobs", "push", "skopeo", "lists", "referr
 # Sizes and counts: full run, then smoke (--smoke).
 FULL = dict(conns=(1, 64), dur=3, big_blob=256 * MIB, push_blob=1024 * MIB, chunk=16 * MIB,
             images=200, tags=10_000, repos=10_000, referrers=1_000, sigs=100,
-            appends=30, walks=3, streams=16, repeats=3)
+            appends=30, walks=3, streams=16, repeats=3, push_rounds=1)
 SMOKE = dict(conns=(64,), dur=1, big_blob=8 * MIB, push_blob=32 * MIB, chunk=16 * MIB,
              images=3, tags=150, repos=150, referrers=20, sigs=5,
-             appends=3, walks=1, streams=4, repeats=1)
+             appends=3, walks=1, streams=4, repeats=1, push_rounds=1)
 
 
 def log(msg):
@@ -651,13 +651,15 @@ http {{
         return out
 
     def w_push(self, servers):
-        """Pushes alternate between the registries, `repeats` rounds: on a shared machine
-        the load moves during a run, and alternating exposes both to the same moments.
-        Throughput is the median; RSS growth and peak the worst round."""
+        """Pushes alternate between the registries for `push_rounds` rounds, each round a
+        new repository: throughput is the median, RSS growth and peak the worst round.
+        One round by default: a later round pushes the same bytes again, so both
+        registries then also unlink the previous copy, and on a disk mounted with
+        `discard` that unlink is slower than the push itself."""
         p = self.p
         size_mib = p["push_blob"] // MIB
         rounds = {srv.name: [] for srv in servers}
-        for rep in range(p["repeats"]):
+        for rep in range(p["push_rounds"]):
             for srv in servers:
                 log(f"push: {srv.name}, round {rep + 1}")
                 rounds[srv.name].append(self.push_once(srv, rep))
@@ -897,54 +899,58 @@ http {{
         self.make_images()
         peers = [self.make_nginx(), self.make_signet(), self.make_distribution()]
         try:
-            for srv in peers:
-                srv.start()
-                self.servers[srv.name] = srv
-                log(f"{srv.name} up on {srv.base} (pid {srv.pid}, {srv.startup * 1000:.0f} ms)")
-            ngx = self.servers["nginx"]
-            self.load_nginx()
-            if self.wants("loadgen"):
-                log("load generator alone (wrk -> nginx)")
-                self.w_loadgen(ngx)
-            clients = {}
-            for name in ("signet", "distribution"):
-                clients[name] = self.load_common(self.servers[name])
-            if self.wants("manifests"):
+            try:
                 for srv in peers:
-                    log(f"manifests: {srv.name}")
-                    self.w_manifests(srv)
-            if self.wants("blobs"):
+                    srv.start()
+                    self.servers[srv.name] = srv
+                    log(f"{srv.name} up on {srv.base} (pid {srv.pid}, {srv.startup * 1000:.0f} ms)")
+                ngx = self.servers["nginx"]
+                self.load_nginx()
+                if self.wants("loadgen"):
+                    log("load generator alone (wrk -> nginx)")
+                    self.w_loadgen(ngx)
+                clients = {}
+                for name in ("signet", "distribution"):
+                    clients[name] = self.load_common(self.servers[name])
+                if self.wants("manifests"):
+                    for srv in peers:
+                        log(f"manifests: {srv.name}")
+                        self.w_manifests(srv)
+                if self.wants("blobs"):
+                    for srv in peers:
+                        log(f"blobs: {srv.name}")
+                        self.w_blobs(srv)
+                if self.wants("push"):
+                    self.w_push([self.servers["signet"], self.servers["distribution"]])
+                for name in ("signet", "distribution"):
+                    srv, c = self.servers[name], clients[name]
+                    if self.wants("skopeo"):
+                        log(f"skopeo: {name}")
+                        self.w_skopeo(srv)
+                    if self.wants("lists"):
+                        log(f"loading tags and repositories: {name}")
+                        self.load_tags_and_repos(srv, c)
+                        log(f"tags/catalog: {name}")
+                        self.w_lists(srv, c)
+                    if self.wants("referrers"):
+                        log(f"referrers: {name}")
+                        self.w_referrers(srv, c)
+                    if self.wants("cosign"):
+                        log(f"cosign append: {name}")
+                        self.w_cosign(srv, c)
+                    if self.wants("restart"):
+                        log(f"restart: {name}")
+                        self.w_restart(srv)
+            finally:
                 for srv in peers:
-                    log(f"blobs: {srv.name}")
-                    self.w_blobs(srv)
-            if self.wants("push"):
-                self.w_push([self.servers["signet"], self.servers["distribution"]])
-            for name in ("signet", "distribution"):
-                srv, c = self.servers[name], clients[name]
-                if self.wants("skopeo"):
-                    log(f"skopeo: {name}")
-                    self.w_skopeo(srv)
-                if self.wants("lists"):
-                    log(f"loading tags and repositories: {name}")
-                    self.load_tags_and_repos(srv, c)
-                    log(f"tags/catalog: {name}")
-                    self.w_lists(srv, c)
-                if self.wants("referrers"):
-                    log(f"referrers: {name}")
-                    self.w_referrers(srv, c)
-                if self.wants("cosign"):
-                    log(f"cosign append: {name}")
-                    self.w_cosign(srv, c)
-                if self.wants("restart"):
-                    log(f"restart: {name}")
-                    self.w_restart(srv)
+                    srv.stop()
+            self.elapsed = time.monotonic() - t_start
+            return self.report()
         finally:
-            for srv in peers:
-                srv.stop()
+            # after the report: removing gigabytes can take minutes on a disk that
+            # discards synchronously
             if not self.args.keep:
                 shutil.rmtree(self.work, ignore_errors=True)
-        self.elapsed = time.monotonic() - t_start
-        return self.report()
 
     # ---- report
 
