@@ -49,6 +49,10 @@ pub fn spawn(state: Arc<AppState>) {
         let mut skipped: HashSet<Key> = HashSet::new();
         let mut skipped_under = String::new();
         let mut skipped_since = Instant::now();
+        // The database version (SQLite's WAL-index header, see `crate::cache`) and
+        // fingerprint of the last scan that left nothing to do: while both stay the
+        // same there is nothing new to find, and the scan query is not run.
+        let mut settled: Option<([u8; 96], String)> = None;
         loop {
             let trust = scanning.verifier.trust.current();
             if trust.fingerprint != skipped_under || skipped_since.elapsed() > RETRY_AFTER {
@@ -56,10 +60,25 @@ pub fn spawn(state: Arc<AppState>) {
                 skipped_under = trust.fingerprint.clone();
                 skipped_since = Instant::now();
             }
-            match scan(&scanning, &trust, &holder, &mut skipped).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(verdicts = n, "verified attachments in the background"),
-                Err(e) => tracing::warn!(error = %e, "background verification failed"),
+            let version = scanning.manifest_cache.version();
+            let idle = matches!((&settled, &version), (Some((v, f)), Some(now))
+                if v == now && *f == trust.fingerprint);
+            if !idle {
+                match scan(&scanning, &trust, &holder, &mut skipped).await {
+                    Ok(0) => {
+                        settled = version
+                            .filter(|_| skipped.is_empty())
+                            .map(|v| (v, trust.fingerprint.clone()));
+                    }
+                    Ok(n) => {
+                        settled = None;
+                        tracing::info!(verdicts = n, "verified attachments in the background")
+                    }
+                    Err(e) => {
+                        settled = None;
+                        tracing::warn!(error = %e, "background verification failed")
+                    }
+                }
             }
             let every = Duration::from_secs(trust.verify_interval_secs.max(1));
             tokio::select! {
