@@ -333,3 +333,77 @@ async fn verdict_rows_go_with_their_attachment() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["problems"], json!([]), "{report}");
 }
+
+#[tokio::test]
+async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one() {
+    let key = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let mut toml = trust_toml(Some(&key.write_public(keys.path())));
+    toml.push_str("[gc]\ngrace_secs = 0\ndelete_untagged = true\n");
+    let setup = start(&toml);
+    let (c, r) = (client(), &setup.registry);
+    let (image, sig) = push_signed(&c, r, "team/app", &key).await;
+    let meta = store(&setup).await;
+    let repo = "team/app".parse().unwrap();
+    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
+    wait_for("the background verdict", || {
+        let meta = meta.clone();
+        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
+        async move {
+            meta.get_verdict(repo, image_d, sig_d)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+
+    // Untagged, the image is collected and its signature with it: so is the verdict.
+    let resp = c
+        .delete(r.v2("team/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let out = run(&mut setup.registry.cli(&["gc", "--json"]));
+    assert!(out.contains(&image), "the image was collected: {out}");
+    assert!(meta
+        .get_verdict(&repo, &image_d, &sig_d)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(meta.orphan_verdicts().await.unwrap().is_empty());
+
+    // A verdict row written around the rules (no attachment names it): fsck reports
+    // it, and --repair removes it.
+    let db = setup.registry.data_dir.join("signet.db");
+    let stray = format!("sha256:{}", "ab".repeat(32));
+    let insert = format!(
+        "INSERT INTO verdicts SELECT id, '{stray}', '{stray}', '', 'valid', NULL, NULL, NULL, 'old', 0 FROM repositories WHERE name = 'team/app'"
+    );
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg(insert)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fsck = |repair: bool| {
+        let mut cmd = setup.registry.cli(&["fsck", "--json"]);
+        if repair {
+            cmd.arg("--repair");
+        }
+        let out = cmd.output().unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), report)
+    };
+    let (clean, report) = fsck(false);
+    assert!(!clean, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report}");
+    assert_eq!(problems[0]["kind"], "verdict-orphaned");
+    assert_eq!(problems[0]["subject"], format!("team/app@{stray}"));
+    let (_, repaired) = fsck(true);
+    assert_eq!(repaired["problems"][0]["repaired"], true, "{repaired}");
+    let (clean, report) = fsck(false);
+    assert!(clean, "{report}");
+}
