@@ -293,3 +293,52 @@ async fn referrers_of_unknown_and_malformed_digests() {
     let resp = c.get(r.v2("plain/referrers/latest")).send().await.unwrap();
     expect_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
+
+/// Listings are answered from memory while nothing changes: every write shows in the
+/// very next read, whichever listing and page was read before it.
+#[tokio::test]
+async fn listings_follow_every_write() {
+    let r = Registry::start();
+    let c = client();
+    let subject = push_image(&c, &r, "fresh/app", "v1", &[b"layer"]).await;
+    let subject_digest = sha256(&subject);
+    let tags_url = r.v2("fresh/app/tags/list");
+    let page_url = r.v2("fresh/app/tags/list?n=1");
+    let referrers_url = r.v2(&format!("fresh/app/referrers/{subject_digest}"));
+    for _ in 0..2 {
+        assert_eq!(strings(&list(&c, &tags_url).await.0["tags"]), ["v1"]);
+        assert_eq!(list(&c, &page_url).await.1, None);
+        assert!(referrers(&c, &referrers_url).await.0["manifests"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    }
+
+    push_image(&c, &r, "fresh/app", "v2", &[b"layer"]).await;
+    assert_eq!(strings(&list(&c, &tags_url).await.0["tags"]), ["v1", "v2"]);
+    let (page, link) = list(&c, &page_url).await;
+    assert_eq!(strings(&page["tags"]), ["v1"]);
+    assert!(link.is_some(), "a second page now exists");
+
+    let referrer = push_referrer(&c, &r, "fresh/app", &subject, "application/x-note", "n").await;
+    let (index, _) = referrers(&c, &referrers_url).await;
+    assert_eq!(index["manifests"][0]["digest"], sha256(&referrer).as_str());
+
+    let resp = c
+        .delete(r.v2("fresh/app/manifests/v2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(strings(&list(&c, &tags_url).await.0["tags"]), ["v1"]);
+    let resp = c
+        .delete(r.v2(&format!("fresh/app/manifests/{}", sha256(&referrer))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert!(referrers(&c, &referrers_url).await.0["manifests"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

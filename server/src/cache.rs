@@ -1,5 +1,6 @@
 //! A bounded in-process cache of manifest lookups (`GET`/`HEAD /v2/<name>/manifests/<ref>`),
-//! the hottest request: a hit answers without a round trip to the metadata store.
+//! the hottest request, and of listing responses (tags lists, referrers indexes), the
+//! costliest reads: a hit answers without a round trip to the metadata store.
 //!
 //! An entry is valid while the database has committed nothing since it was read, and
 //! the cache learns that the way SQLite's own connections do: in WAL mode every commit,
@@ -47,14 +48,51 @@ const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// What the database looked like when an answer was read.
 pub type Version = Option<[u8; HEADER_BYTES]>;
 
+/// A listing response as sent: its body and the headers that depend on the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub body: bytes::Bytes,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Which listing a cached response answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListingKind {
+    Tags,
+    Referrers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Manifest,
+    Listing(ListingKind),
+}
+
+enum Value {
+    Manifest(StoredManifest),
+    Listing(Listing),
+}
+
+impl Value {
+    fn bytes(&self) -> usize {
+        match self {
+            Value::Manifest(m) => m.content.len(),
+            Value::Listing(l) => l.body.len() + l.headers.iter().map(|h| h.1.len()).sum::<usize>(),
+        }
+    }
+}
+
 struct Entry {
     version: [u8; HEADER_BYTES],
-    manifest: StoredManifest,
+    value: Value,
 }
+
+/// (what, repository, reference or query).
+type Key = (Kind, String, String);
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<(String, String), Entry>,
+    map: HashMap<Key, Entry>,
     bytes: usize,
 }
 
@@ -139,19 +177,64 @@ impl ManifestCache {
     /// The manifest `reference` (tag or digest, as in the URL) of `repo`, if cached and
     /// nothing was committed since it was read.
     pub fn get(&self, repo: &str, reference: &str) -> Option<StoredManifest> {
-        self.shm.as_ref()?;
-        let now = self.version()?;
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.map.get(&(repo.to_owned(), reference.to_owned()))?;
-        (entry.version == now).then(|| entry.manifest.clone())
+        match self.lookup(Kind::Manifest, repo, reference)? {
+            Value::Manifest(m) => Some(m),
+            Value::Listing(_) => None,
+        }
     }
 
     /// Caches what the store answered, read at `version`.
     pub fn insert(&self, repo: &str, reference: &str, version: Version, m: &StoredManifest) {
+        self.store(
+            Kind::Manifest,
+            repo,
+            reference,
+            version,
+            Value::Manifest(m.clone()),
+        );
+    }
+
+    /// The response of a listing of `repo` (`query`: everything else it depends on), if
+    /// cached and nothing was committed since it was read.
+    pub fn listing(&self, kind: ListingKind, repo: &str, query: &str) -> Option<Listing> {
+        match self.lookup(Kind::Listing(kind), repo, query)? {
+            Value::Listing(l) => Some(l),
+            Value::Manifest(_) => None,
+        }
+    }
+
+    /// Caches a listing response built from what the store answered at `version`.
+    pub fn insert_listing(
+        &self,
+        kind: ListingKind,
+        repo: &str,
+        query: &str,
+        version: Version,
+        listing: &Listing,
+    ) {
+        let value = Value::Listing(listing.clone());
+        self.store(Kind::Listing(kind), repo, query, version, value);
+    }
+
+    fn lookup(&self, kind: Kind, repo: &str, key: &str) -> Option<Value> {
+        self.shm.as_ref()?;
+        let now = self.version()?;
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = entries.map.get(&(kind, repo.to_owned(), key.to_owned()))?;
+        if entry.version != now {
+            return None;
+        }
+        Some(match &entry.value {
+            Value::Manifest(m) => Value::Manifest(m.clone()),
+            Value::Listing(l) => Value::Listing(l.clone()),
+        })
+    }
+
+    fn store(&self, kind: Kind, repo: &str, key: &str, version: Version, value: Value) {
         let Some(version) = version else {
             return;
         };
-        let size = m.content.len() + repo.len() + reference.len();
+        let size = value.bytes() + repo.len() + key.len();
         if size > MAX_ENTRY_BYTES {
             return;
         }
@@ -161,15 +244,12 @@ impl ManifestCache {
             entries.bytes = 0;
         }
         let old = entries.map.insert(
-            (repo.to_owned(), reference.to_owned()),
-            Entry {
-                version,
-                manifest: m.clone(),
-            },
+            (kind, repo.to_owned(), key.to_owned()),
+            Entry { version, value },
         );
         entries.bytes += size;
         if let Some(old) = old {
-            let old_size = old.manifest.content.len() + repo.len() + reference.len();
+            let old_size = old.value.bytes() + repo.len() + key.len();
             entries.bytes = entries.bytes.saturating_sub(old_size);
         }
     }
@@ -225,6 +305,34 @@ mod tests {
         // an answer read before that commit is never served after it
         cache.insert("a/b", "latest", v, &manifest());
         assert_eq!(cache.get("a/b", "latest"), None);
+    }
+
+    #[test]
+    fn listings_are_kept_apart_from_manifests_and_invalidated_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        std::fs::write(dir.path().join("m.db-shm"), [0u8; 4096]).unwrap();
+        let cache = ManifestCache::for_metadata_url(&format!("sqlite://{}", db.display()));
+        let listing = Listing {
+            body: Bytes::from_static(b"{\"tags\":[]}"),
+            headers: vec![(
+                "Link",
+                "</v2/a/b/tags/list?n=1&last=x>; rel=\"next\"".into(),
+            )],
+        };
+        let v = cache.version();
+        cache.insert_listing(ListingKind::Tags, "a/b", "n=1", v, &listing);
+        assert_eq!(
+            cache.listing(ListingKind::Tags, "a/b", "n=1"),
+            Some(listing.clone())
+        );
+        assert_eq!(cache.listing(ListingKind::Tags, "a/b", "n=2"), None);
+        assert_eq!(cache.listing(ListingKind::Referrers, "a/b", "n=1"), None);
+        assert_eq!(cache.get("a/b", "n=1"), None);
+        let mut shm = [0u8; 4096];
+        shm[16] = 1;
+        std::fs::write(dir.path().join("m.db-shm"), shm).unwrap();
+        assert_eq!(cache.listing(ListingKind::Tags, "a/b", "n=1"), None);
     }
 
     #[test]

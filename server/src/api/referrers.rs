@@ -8,7 +8,8 @@ use serde_json::{json, Map, Value};
 use signet_storage::manifest::OCI_INDEX;
 
 use super::{parse_digest, repo_name};
-use crate::error::ApiResult;
+use crate::cache::{Listing, ListingKind};
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,6 +31,15 @@ async fn list_referrers(
         .get("artifactType")
         .filter(|a| !a.is_empty())
         .map(|a| a.replace(' ', "+"));
+    // The response depends on the subject's attachment rows and on the filter only.
+    let key = format!("{subject} {}", filter.as_deref().unwrap_or(""));
+    if let Some(cached) = state
+        .manifest_cache
+        .listing(ListingKind::Referrers, &path.0, &key)
+    {
+        return Ok(respond(cached));
+    }
+    let version = state.manifest_cache.version();
     let with_tags = state.config.attachments.tag_attachments_in_referrers;
     let referrers = state
         .meta
@@ -56,14 +66,31 @@ async fn list_referrers(
             Value::Object(d)
         })
         .collect();
-    let mut response = HttpResponse::Ok();
-    response.content_type(OCI_INDEX);
-    if filter.is_some() {
-        response.insert_header(("OCI-Filters-Applied", "artifactType"));
-    }
-    Ok(response.json(json!({
+    let body = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": manifests,
-    })))
+    }))
+    .map_err(ApiError::internal)?;
+    let listing = Listing {
+        body: body.into(),
+        headers: filter
+            .is_some()
+            .then_some(("OCI-Filters-Applied", "artifactType".to_string()))
+            .into_iter()
+            .collect(),
+    };
+    state
+        .manifest_cache
+        .insert_listing(ListingKind::Referrers, &path.0, &key, version, &listing);
+    Ok(respond(listing))
+}
+
+fn respond(listing: Listing) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    response.content_type(OCI_INDEX);
+    for (name, value) in listing.headers {
+        response.insert_header((name, value));
+    }
+    response.body(listing.body)
 }

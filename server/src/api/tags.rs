@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::{repo_name, PageQuery};
+use crate::cache::{Listing, ListingKind};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -21,6 +21,12 @@ async fn list_tags(
 ) -> ApiResult<HttpResponse> {
     let repo = repo_name(&name)?;
     let page = PageQuery::parse(&query)?;
+    // The response depends on the repository's tags and on `n`/`last` only.
+    let key = format!("n={:?}&last={:?}", page.n, page.last);
+    if let Some(cached) = state.manifest_cache.listing(ListingKind::Tags, &name, &key) {
+        return Ok(respond(cached));
+    }
+    let version = state.manifest_cache.version();
     let store_page = if page.n == Some(0) {
         signet_storage::meta::Page {
             last: Some("\u{10FFFF}"),
@@ -35,9 +41,23 @@ async fn list_tags(
         .await?
         .ok_or(ApiError::NameUnknown)?;
     let link = page.finish(&mut tags, &format!("/v2/{repo}/tags/list"));
+    let listing = Listing {
+        body: serde_json::to_vec(&json!({ "name": repo.as_str(), "tags": tags }))
+            .map_err(ApiError::internal)?
+            .into(),
+        headers: link.map(|l| ("Link", l)).into_iter().collect(),
+    };
+    state
+        .manifest_cache
+        .insert_listing(ListingKind::Tags, &name, &key, version, &listing);
+    Ok(respond(listing))
+}
+
+fn respond(listing: Listing) -> HttpResponse {
     let mut response = HttpResponse::Ok();
-    if let Some(link) = link {
-        response.insert_header((header::LINK, link));
+    response.content_type("application/json");
+    for (name, value) in listing.headers {
+        response.insert_header((name, value));
     }
-    Ok(response.json(json!({ "name": repo.as_str(), "tags": tags })))
+    response.body(listing.body)
 }
