@@ -15,10 +15,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
+pub mod cosign;
 pub mod distribution;
 pub mod docker;
 pub mod gpg;
 pub mod oci;
+pub mod pki;
 pub mod proxy;
 pub mod replicas;
 

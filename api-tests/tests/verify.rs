@@ -4,173 +4,18 @@
 //! `audit` on manifest pulls (including a platform manifest covered by its signed
 //! index); `signet trust check`.
 
-use std::path::Path;
-use std::process::Command;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use signet_api_tests::oci::{
-    error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
+use signet_api_tests::cosign::{
+    attachment_tag, cosign_sign, coverage, push_attestation, push_sig, simple_signing_payload,
+    trust_check, trust_config, verification, Key, SIG_ANNOTATION,
 };
-use signet_api_tests::{client, sha256, signet_binary, Registry};
-use sigstore::cosign::constraint::PrivateKeySigner;
-use sigstore::cosign::{ClientBuilder, Constraint as _, CosignCapabilities as _, SignatureLayer};
-use sigstore::crypto::{SigStoreSigner, SigningScheme};
-use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+use signet_api_tests::oci::{error_code, get, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST};
+use signet_api_tests::{client, sha256, Registry};
 
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
-
-// ---------------------------------------------------------------------------------
-// Keys and signing (as sigstore.rs does)
-// ---------------------------------------------------------------------------------
-
-struct Key {
-    signer: SigStoreSigner,
-    public_pem: String,
-}
-
-impl Key {
-    fn generate() -> Key {
-        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
-            .create_signer()
-            .expect("generate a key pair");
-        let public_pem = signer
-            .to_sigstore_keypair()
-            .expect("key pair")
-            .public_key_to_pem()
-            .expect("public key PEM");
-        Key { signer, public_pem }
-    }
-
-    fn sign(&self, bytes: &[u8]) -> Vec<u8> {
-        self.signer.sign(bytes).expect("sign")
-    }
-
-    /// Writes the public key as `cosign.pub` would be, returns its path.
-    fn write_public(&self, dir: &Path, name: &str) -> String {
-        let path = dir.join(format!("{name}.pub"));
-        std::fs::write(&path, &self.public_pem).unwrap();
-        path.display().to_string()
-    }
-}
-
-fn cosign() -> sigstore::cosign::Client {
-    let config = ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    };
-    ClientBuilder::default()
-        .with_oci_client_config(config)
-        .build()
-        .expect("cosign client")
-}
-
-/// `cosign sign --key` with the crate's client; returns the signed digest.
-async fn cosign_sign(r: &Registry, repo: &str, reference: &str, key: &Key) -> String {
-    let sep = if reference.contains(':') { '@' } else { ':' };
-    let image: OciReference = format!("{}/{repo}{sep}{reference}", r.host)
-        .parse()
-        .unwrap();
-    let mut client = cosign();
-    let (sig_image, digest) = client
-        .triangulate(&image, &Auth::Anonymous)
-        .await
-        .expect("triangulate");
-    let mut layer = SignatureLayer::new_unsigned(&image, &digest).expect("payload");
-    let signed = PrivateKeySigner::new_with_signer(clone_signer(key))
-        .add_constraint(&mut layer)
-        .expect("sign");
-    assert!(signed);
-    client
-        .push_signature(None, &Auth::Anonymous, &sig_image, vec![layer])
-        .await
-        .expect("push the .sig");
-    digest
-}
-
-/// The crate's signer is not `Clone`: round-trip the key pair through PEM.
-fn clone_signer(key: &Key) -> SigStoreSigner {
-    let pair = key.signer.to_sigstore_keypair().unwrap();
-    let pem = pair.private_key_to_pem().unwrap();
-    sigstore::crypto::signing_key::SigStoreKeyPair::from_pem(pem.as_bytes())
-        .unwrap()
-        .to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1)
-        .unwrap()
-}
-
-fn attachment_tag(subject: &str, suffix: &str) -> String {
-    format!("{}.{suffix}", subject.replace(':', "-"))
-}
-
-fn cosign_config(layer_digests: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": layer_digests},
-    }))
-    .unwrap()
-}
-
-/// Pushes a `.sig` for `subject` by hand: one simple-signing layer with `payload` and
-/// the given base64 signature annotation.
-async fn push_sig(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    subject: &str,
-    payload: &[u8],
-    sig_b64: &str,
-) -> String {
-    let layer = push_blob(c, r, repo, payload).await;
-    let config = cosign_config(std::slice::from_ref(&layer));
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
-                    "annotations": {SIG_ANNOTATION: sig_b64}}],
-    }))
-    .unwrap();
-    put_manifest(
-        c,
-        r,
-        repo,
-        &attachment_tag(subject, "sig"),
-        OCI_MANIFEST,
-        &manifest,
-    )
-    .await;
-    sha256(&manifest)
-}
-
-fn simple_signing_payload(r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
-            "image": {"docker-manifest-digest": digest},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    }))
-    .unwrap()
-}
-
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
 
 /// `cosign attest --key`: a DSSE envelope over an in-toto statement about `about`,
 /// pushed as the `.att` of `subject`.
@@ -189,49 +34,8 @@ async fn cosign_attest(
         "predicate": {"builder": {"id": "https://signet.example/builder"}},
     }))
     .unwrap();
-    let signature = key.sign(&pae(IN_TOTO, &statement));
-    let envelope = serde_json::to_vec(&json!({
-        "payloadType": IN_TOTO,
-        "payload": B64.encode(&statement),
-        "signatures": [{"keyid": "", "sig": B64.encode(&signature)}],
-    }))
-    .unwrap();
-    let layer = push_blob(c, r, repo, &envelope).await;
-    let config = cosign_config(std::slice::from_ref(&layer));
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": DSSE, "digest": layer, "size": envelope.len(),
-                    "annotations": {SIG_ANNOTATION: "", "predicateType": PROVENANCE}}],
-    }))
-    .unwrap();
-    put_manifest(
-        c,
-        r,
-        repo,
-        &attachment_tag(subject, "att"),
-        OCI_MANIFEST,
-        &manifest,
-    )
-    .await;
-    sha256(&manifest)
-}
-
-async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> Value {
-    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/{reference}"))).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
-}
-
-/// The one `kind` entry's `verification` of a coverage `attachments` object.
-fn verification(attachments: &Value, kind: &str) -> Value {
-    let entries = attachments[kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {kind}: {attachments}"));
-    assert_eq!(entries.len(), 1, "{attachments}");
-    entries[0]["verification"].clone()
+    let annotations = json!({SIG_ANNOTATION: "", "predicateType": PROVENANCE});
+    push_attestation(c, r, repo, subject, &statement, annotations, key).await
 }
 
 async fn pull_status(
@@ -242,17 +46,6 @@ async fn pull_status(
 ) -> (StatusCode, Vec<u8>) {
     let (status, body) = get(c, &r.v2(&format!("{repo}/manifests/{reference}"))).await;
     (status, body.to_vec())
-}
-
-fn trust_config(roots: &[(&str, &str, &[&str])], policy: &str) -> String {
-    let mut out = format!("[trust]\npolicy = \"{policy}\"\n");
-    for (name, key, repos) in roots {
-        out.push_str(&format!(
-            "[[trust.roots]]\nname = \"{name}\"\npublic_key = \"{key}\"\nrepositories = {}\n",
-            serde_json::to_string(repos).unwrap()
-        ));
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------
@@ -273,7 +66,7 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
 
     // Signed with the trusted key, by the cosign client: valid.
     push_image(&c, &r, "team/app", "v1", &[b"good layer"]).await;
-    let good = cosign_sign(&r, "team/app", "v1", &team).await;
+    let good = cosign_sign(&r.host, "team/app", "v1", &team).await;
     let report = coverage(&c, &r, "team/app", "v1").await;
     let v = verification(&report["attachments"], "signature");
     assert_eq!(v["verdict"], "valid", "{report}");
@@ -296,7 +89,7 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
 
     // Signed with another key: invalid (bad signature) where the root applies.
     push_image(&c, &r, "team/other", "v1", &[b"other layer"]).await;
-    cosign_sign(&r, "team/other", "v1", &stranger).await;
+    cosign_sign(&r.host, "team/other", "v1", &stranger).await;
     let report = coverage(&c, &r, "team/other", "v1").await;
     let v = verification(&report["attachments"], "signature");
     assert_eq!(v["verdict"], "invalid", "{report}");
@@ -316,7 +109,7 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
 
     // A repository no root covers: no-trust-root.
     push_image(&c, &r, "elsewhere/app", "v1", &[b"elsewhere layer"]).await;
-    cosign_sign(&r, "elsewhere/app", "v1", &team).await;
+    cosign_sign(&r.host, "elsewhere/app", "v1", &team).await;
     let v = verification(
         &coverage(&c, &r, "elsewhere/app", "v1").await["attachments"],
         "signature",
@@ -382,22 +175,11 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
     assert_eq!(v["verdict"], "valid", "{v}");
 
     // `signet attachments` shows the same verdicts, in the tree and in its JSON.
-    let config = keys.path().join("signet.toml");
-    std::fs::write(
-        &config,
-        trust_config(&[("team-key", &team_pub, &["team/*"])], "off"),
-    )
-    .unwrap();
+    // (The registry's own configuration: the same trust roots, the same stores.)
     let cli = |args: &[&str]| {
-        let out = Command::new(signet_binary())
-            .arg("--config")
-            .arg(&config)
-            .arg("attachments")
-            .args(args)
-            .arg("--data-dir")
-            .arg(&r.data_dir)
-            .output()
-            .unwrap();
+        let mut all = vec!["attachments"];
+        all.extend_from_slice(args);
+        let out = r.cli(&all).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -456,7 +238,7 @@ async fn enforce_refuses_unsigned_images_and_lets_platforms_of_a_signed_index_th
 
     // Signed with a stranger's key: still refused, saying why.
     push_image(&c, &r, "prod/stranger", "v1", &[b"stranger layer"]).await;
-    cosign_sign(&r, "prod/stranger", "v1", &Key::generate()).await;
+    cosign_sign(&r.host, "prod/stranger", "v1", &Key::generate()).await;
     let (status, body) = pull_status(&c, &r, "prod/stranger", "v1").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("bad signature"));
@@ -485,7 +267,7 @@ async fn enforce_refuses_unsigned_images_and_lets_platforms_of_a_signed_index_th
         pull_status(&c, &r, repo, &sha256(&arm64)).await.0,
         StatusCode::FORBIDDEN
     );
-    let index_digest = cosign_sign(&r, repo, "v1", &key).await;
+    let index_digest = cosign_sign(&r.host, repo, "v1", &key).await;
     assert_eq!(index_digest, sha256(&index));
     assert_eq!(pull_status(&c, &r, repo, "v1").await.0, StatusCode::OK);
     for child in [&amd64, &arm64] {
@@ -544,13 +326,13 @@ async fn without_inherit_from_index_a_platform_needs_its_own_signature() {
     }))
     .unwrap();
     put_manifest(&c, &r, repo, "v1", OCI_INDEX, &index).await;
-    cosign_sign(&r, repo, "v1", &key).await;
+    cosign_sign(&r.host, repo, "v1", &key).await;
     assert_eq!(pull_status(&c, &r, repo, "v1").await.0, StatusCode::OK);
     let (status, body) = pull_status(&c, &r, repo, &sha256(&arm64)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(String::from_utf8_lossy(&body).contains("inherit_from_index is off"));
     // Signing the platform itself (cosign sign --recursive does) lets it through.
-    cosign_sign(&r, repo, &sha256(&arm64), &key).await;
+    cosign_sign(&r.host, repo, &sha256(&arm64), &key).await;
     assert_eq!(
         pull_status(&c, &r, repo, &sha256(&arm64)).await.0,
         StatusCode::OK
@@ -601,12 +383,7 @@ fn trust_check_validates_keys_and_prints_what_each_root_covers() {
     toml.push_str(&public);
     toml.push_str("\"\nrepositories = [\"prod/**\"]\npolicy = \"enforce\"\n");
     std::fs::write(&config, &toml).unwrap();
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&config);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -648,12 +425,7 @@ fn trust_check_validates_keys_and_prints_what_each_root_covers() {
         trust_config(&[("broken", &bad.display().to_string(), &[])], "off"),
     )
     .unwrap();
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&config);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("broken"),
@@ -666,12 +438,7 @@ fn trust_check_validates_keys_and_prints_what_each_root_covers() {
         trust_config(&[("gone", "/nonexistent/cosign.pub", &[])], "off"),
     )
     .unwrap();
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&config);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }

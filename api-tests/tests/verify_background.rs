@@ -407,3 +407,58 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     let (clean, report) = fsck(false);
     assert!(clean, "{report}");
 }
+
+#[tokio::test]
+async fn enforce_answers_follow_new_signatures_and_reloaded_requirements() {
+    let key = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = key.write_public(keys.path());
+    let enforce = trust_toml(Some(&key_file)).replace(
+        "repositories = [\"team/*\"]",
+        "repositories = [\"team/*\"]\npolicy = \"enforce\"",
+    );
+    let setup = start(&enforce);
+    let (c, r) = (client(), &setup.registry);
+
+    // Refused, every time (the later answers may come from memory).
+    push_image(&c, r, "team/plain", "v1", &[b"plain"]).await;
+    for _ in 0..3 {
+        let (status, _) = get(&c, &r.v2("team/plain/manifests/v1")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    // Signed: served, every time.
+    push_signed(&c, r, "team/app", &key).await;
+    for _ in 0..3 {
+        let (status, body) = get(&c, &r.v2("team/app/manifests/v1")).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+
+    // A reloaded requirement (an SBOM) changes no verdict and writes nothing, yet the
+    // next pull is judged by it; dropping it again serves the image again.
+    let with_sbom =
+        format!("{enforce}[[trust.requirements]]\nrepositories = [\"team/*\"]\nsbom = true\n");
+    std::fs::write(&setup.config, &with_sbom).unwrap();
+    hup(r);
+    wait_for("the SBOM requirement", || async {
+        get(&c, &r.v2("team/app/manifests/v1")).await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    let (_, body) = get(&c, &r.v2("team/app/manifests/v1")).await;
+    assert!(
+        String::from_utf8_lossy(&body).contains("SBOM"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    std::fs::write(&setup.config, &enforce).unwrap();
+    hup(r);
+    wait_for("the requirement dropped", || async {
+        get(&c, &r.v2("team/app/manifests/v1")).await.0 == StatusCode::OK
+    })
+    .await;
+
+    // The tag moved to an unsigned manifest: refused on the next pull.
+    push_image(&c, r, "team/app", "v1", &[b"unsigned now"]).await;
+    let (status, _) = get(&c, &r.v2("team/app/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
