@@ -807,8 +807,9 @@ impl BlobStore {
                 }
                 added += frame.len() as u64;
                 buffer.extend_from_slice(&frame);
-                while buffer.len() >= WRITE_PART {
-                    let part = buffer.split_to(WRITE_PART).freeze();
+                while buffer.len() >= session_part_size(etags.len() + in_flight.len()) {
+                    let size = session_part_size(etags.len() + in_flight.len());
+                    let part = buffer.split_to(size).freeze();
                     self.send_part(
                         &multipart,
                         &key,
@@ -1095,6 +1096,14 @@ impl BlobStore {
     }
 }
 
+/// The size of part `index` of a session's multipart upload. S3 allows 10 000 parts:
+/// 8 MiB parts would stop a blob at 78 GiB, so every 2 000 parts the size doubles, up to
+/// 64 MiB (about 360 GiB in all). Blobs of usual sizes keep small parts, and little
+/// memory: at most [`WRITE_CONCURRENCY`] parts are in flight.
+fn session_part_size(index: usize) -> usize {
+    WRITE_PART << (index / 2000).min(3)
+}
+
 /// Appends `body` to the locked file at offset `size` (cutting off whatever a request
 /// that did not complete wrote past it), through [`write_body`].
 async fn append_file<S, E>(
@@ -1351,4 +1360,39 @@ fn file_frames(file: std::fs::File, start: u64, len: u64) -> BoxStream<'static, 
     })
     .try_filter(|frame| futures::future::ready(!frame.is_empty()))
     .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_parts_grow_so_ten_thousand_hold_large_blobs() {
+        assert_eq!(session_part_size(0), 8 * 1024 * 1024);
+        assert_eq!(session_part_size(1999), 8 * 1024 * 1024);
+        assert_eq!(session_part_size(2000), 16 * 1024 * 1024);
+        assert_eq!(session_part_size(9999), 64 * 1024 * 1024);
+        let total: u64 = (0..10_000).map(|i| session_part_size(i) as u64).sum();
+        assert!(total > 300 * 1024 * 1024 * 1024, "{total}");
+        // Every part but the last must be at least 5 MiB.
+        assert!((0..10_000).all(|i| session_part_size(i) >= MIN_PART));
+    }
+
+    #[test]
+    fn hash_states_survive_the_session_row() {
+        // Hashing in two halves across a save and load equals hashing at once.
+        let bytes = b"the first half|and the second half of a blob";
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let mut first = DigestHasher::new(algorithm);
+            first.update(&bytes[..15]);
+            let saved = save_hasher(&first);
+            let mut resumed = load_hasher(algorithm, &saved).unwrap();
+            resumed.update(&bytes[15..]);
+            assert_eq!(resumed.finish(), Digest::of(algorithm, bytes));
+        }
+        assert!(matches!(
+            load_hasher(Algorithm::Sha256, "00ff"),
+            Err(StorageError::Corrupt(_))
+        ));
+    }
 }
