@@ -271,15 +271,21 @@ pub async fn cosign_verify_with(
     Ok(layers.len())
 }
 
+/// A `[[trust.roots]]` entry: the cosign public key at `key` trusted for `repos`
+/// (every repository when empty). More keys of the root may follow it.
+pub fn trust_root(name: &str, key: &str, repos: &[&str]) -> String {
+    format!(
+        "[[trust.roots]]\nname = \"{name}\"\npublic_key = \"{key}\"\nrepositories = {}\n",
+        serde_json::to_string(repos).unwrap()
+    )
+}
+
 /// A `[trust]` section with `policy` and one cosign public-key root per
 /// `(name, public key path, repositories)`.
 pub fn trust_config(roots: &[(&str, &str, &[&str])], policy: &str) -> String {
     let mut out = format!("[trust]\npolicy = \"{policy}\"\n");
     for (name, key, repos) in roots {
-        out.push_str(&format!(
-            "[[trust.roots]]\nname = \"{name}\"\npublic_key = \"{key}\"\nrepositories = {}\n",
-            serde_json::to_string(repos).unwrap()
-        ));
+        out.push_str(&trust_root(name, key, repos));
     }
     out
 }

@@ -6,67 +6,18 @@
 
 use std::process::{Command, Output};
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use reqwest::{Client, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
+use signet_api_tests::cosign::{sign_payload, simple_signing_payload, trust_root, Key};
 use signet_api_tests::gpg::{accept_anything_policy, signed_by_policy, GpgKey};
-use signet_api_tests::oci::{get, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::oci::{get, push_image, OCI_MANIFEST};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
-use sigstore::crypto::{SigStoreSigner, SigningScheme};
-
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
-
-fn cosign_key() -> (SigStoreSigner, String) {
-    let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
-        .create_signer()
-        .expect("generate a key pair");
-    let public = signer
-        .to_sigstore_keypair()
-        .unwrap()
-        .public_key_to_pem()
-        .unwrap();
-    (signer, public)
-}
 
 /// `cosign sign --key` by hand: the `.sig` of `subject` with one simple-signing layer
 /// over a payload naming `named` as the signed digest.
-async fn sign(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    subject: &str,
-    named: &str,
-    key: &SigStoreSigner,
-) {
-    let payload = serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
-            "image": {"docker-manifest-digest": named},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    }))
-    .unwrap();
-    let sig = B64.encode(key.sign(&payload).unwrap());
-    let layer = push_blob(c, r, repo, &payload).await;
-    let config = serde_json::to_vec(&json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer]},
-    }))
-    .unwrap();
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": SIMPLESIGNING, "digest": layer, "size": payload.len(),
-                    "annotations": {SIG_ANNOTATION: sig}}],
-    }))
-    .unwrap();
-    let tag = format!("{}.sig", subject.replace(':', "-"));
-    put_manifest(c, r, repo, &tag, OCI_MANIFEST, &manifest).await;
+async fn sign(c: &Client, r: &Registry, repo: &str, subject: &str, named: &str, key: &Key) {
+    let payload = simple_signing_payload(r, repo, named);
+    sign_payload(c, r, repo, subject, &payload, key).await;
 }
 
 /// `signet sync run <job> --json` on the mirror; the summary and whether it succeeded.
@@ -122,11 +73,10 @@ async fn tag_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> Option<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_verified_tags_are_published_and_the_report_says_why() {
-    let (release, release_pub) = cosign_key();
-    let (stranger, _) = cosign_key();
+    let release = Key::generate();
+    let stranger = Key::generate();
     let keys = tempfile::tempdir().unwrap();
-    let key_file = keys.path().join("release.pub");
-    std::fs::write(&key_file, release_pub).unwrap();
+    let key_file = release.write_public(keys.path(), "release");
 
     let upstream = Registry::start();
     let c = client();
@@ -140,18 +90,11 @@ async fn only_verified_tags_are_published_and_the_report_says_why() {
     sign(&c, &upstream, "apps/copied", &copied, &good, &release).await;
 
     let mirror = Registry::start_with_config(&format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-public_key = "{key}"
-repositories = ["mirror/**"]
-policy = "enforce"
-[[trust.roots]]
-name = "release-relaxed"
-public_key = "{key}"
-repositories = ["plain/**"]
-
+        "[trust]\n{}policy = \"enforce\"\n{}{}",
+        trust_root("release", &key_file, &["mirror/**"]),
+        trust_root("release-relaxed", &key_file, &["plain/**"]),
+        format_args!(
+            r#"
 [[sync.jobs]]
 name = "enforced"
 upstream = "{up}"
@@ -171,8 +114,8 @@ repositories = ["apps/unsigned"]
 destination_prefix = "plain-checked"
 verify = true
 "#,
-        key = key_file.display(),
-        up = upstream.url,
+            up = upstream.url,
+        ),
     ));
 
     let (summary, ok) = sync(&mirror, "enforced");

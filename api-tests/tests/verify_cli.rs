@@ -3,106 +3,25 @@
 //! `signet verify` printing the verdict and the evidence, through an index, with its
 //! exit code; `docker_reference = "repository"` for cosign signatures.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{
+    push_attestation, sign_payload, simple_signing_payload, trust_check, trust_root, Key,
+};
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
-use signet_api_tests::{client, sha256, signet_binary, Registry};
-use sigstore::crypto::{SigStoreSigner, SigningScheme};
+use signet_api_tests::{client, sha256, Registry};
 
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
 const SPDX: &str = "application/spdx+json";
 
-/// A cosign key pair made with the `sigstore` crate.
-struct Key {
-    signer: SigStoreSigner,
-    public_pem: String,
-}
-
-impl Key {
-    fn generate() -> Key {
-        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
-            .create_signer()
-            .expect("generate a key pair");
-        let public_pem = signer
-            .to_sigstore_keypair()
-            .unwrap()
-            .public_key_to_pem()
-            .unwrap();
-        Key { signer, public_pem }
-    }
-
-    fn write_public(&self, dir: &Path, name: &str) -> String {
-        let path = dir.join(format!("{name}.pub"));
-        std::fs::write(&path, &self.public_pem).unwrap();
-        path.display().to_string()
-    }
-}
-
-fn attachment_tag(subject: &str, suffix: &str) -> String {
-    format!("{}.{suffix}", subject.replace(':', "-"))
-}
-
-/// Pushes a one-layer cosign-style manifest under the subject's `.sig`/`.att` tag.
-async fn push_cosign_manifest(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    tag: &str,
-    layer_type: &str,
-    layer: &[u8],
-    annotations: Value,
-) {
-    let layer_digest = push_blob(c, r, repo, layer).await;
-    let config = serde_json::to_vec(&json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-    }))
-    .unwrap();
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": layer_type, "digest": layer_digest, "size": layer.len(), "annotations": annotations}],
-    }))
-    .unwrap();
-    put_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
-}
-
 /// `cosign sign --key`: a simple-signing payload naming `named_repo`.
 async fn sign(c: &Client, r: &Registry, repo: &str, subject: &str, named_repo: &str, key: &Key) {
-    let payload = serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{named_repo}", r.host)},
-            "image": {"docker-manifest-digest": subject},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    }))
-    .unwrap();
-    let sig = B64.encode(key.signer.sign(&payload).unwrap());
-    let tag = attachment_tag(subject, "sig");
-    push_cosign_manifest(
-        c,
-        r,
-        repo,
-        &tag,
-        SIMPLESIGNING,
-        &payload,
-        json!({SIG_ANNOTATION: sig}),
-    )
-    .await;
+    let payload = simple_signing_payload(r, named_repo, subject);
+    sign_payload(c, r, repo, subject, &payload, key).await;
 }
 
 /// `cosign attest --key`: a DSSE envelope over an in-toto statement.
@@ -114,25 +33,8 @@ async fn attest(c: &Client, r: &Registry, repo: &str, subject: &str, predicate: 
         "predicate": {"buildDefinition": {"buildType": "https://signet.example/build"}},
     }))
     .unwrap();
-    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
-    pae.extend_from_slice(&statement);
-    let envelope = serde_json::to_vec(&json!({
-        "payloadType": IN_TOTO,
-        "payload": B64.encode(&statement),
-        "signatures": [{"keyid": "", "sig": B64.encode(key.signer.sign(&pae).unwrap())}],
-    }))
-    .unwrap();
-    let tag = attachment_tag(subject, "att");
-    push_cosign_manifest(
-        c,
-        r,
-        repo,
-        &tag,
-        DSSE,
-        &envelope,
-        json!({"predicateType": predicate}),
-    )
-    .await;
+    let annotations = json!({"predicateType": predicate});
+    push_attestation(c, r, repo, subject, &statement, annotations, key).await;
 }
 
 /// An SPDX document as an OCI referrer of `subject` (what `oras attach` pushes).
@@ -175,37 +77,28 @@ async fn requirements_name_what_is_missing_until_every_one_is_met() {
     let release = Key::generate();
     let ci = Key::generate();
     let config = format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-public_key = "{}"
-repositories = ["prod/**"]
-policy = "enforce"
-[[trust.roots]]
-name = "ci"
-public_key = "{}"
-repositories = ["prod/**"]
-[[trust.requirements]]
+        "[trust]\n{}policy = \"enforce\"\n{}{}",
+        trust_root(
+            "release",
+            &release.write_public(keys.path(), "release"),
+            &["prod/**"]
+        ),
+        trust_root("ci", &ci.write_public(keys.path(), "ci"), &["prod/**"]),
+        format_args!(
+            r#"[[trust.requirements]]
 repositories = ["prod/**"]
 signed_by = ["release"]
 sbom = true
 [[trust.requirements.attestations]]
 predicate_type = "{PROVENANCE}"
 signed_by = ["ci"]
-"#,
-        release.write_public(keys.path(), "release"),
-        ci.write_public(keys.path(), "ci"),
+"#
+        ),
     );
     // `signet trust check` lists the requirement with the roots.
     let file = keys.path().join("signet.toml");
     std::fs::write(&file, &config).unwrap();
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&file)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&file);
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(
@@ -220,12 +113,7 @@ signed_by = ["ci"]
         config.replace("signed_by = [\"ci\"]", "signed_by = [\"nobody\"]"),
     )
     .unwrap();
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&file)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&file);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"nobody\""));
 
@@ -300,20 +188,9 @@ async fn signet_verify_shows_evidence_through_an_index_and_exits_by_the_policy()
     let key = Key::generate();
     let public = key.write_public(keys.path(), "release");
     let r = Registry::start_with_config(&format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-public_key = "{public}"
-repositories = ["rel/**"]
-policy = "enforce"
-[[trust.roots]]
-name = "strict"
-public_key = "{public}"
-repositories = ["strict/**"]
-policy = "audit"
-docker_reference = "repository"
-"#
+        "[trust]\n{}policy = \"enforce\"\n{}policy = \"audit\"\ndocker_reference = \"repository\"\n",
+        trust_root("release", &public, &["rel/**"]),
+        trust_root("strict", &public, &["strict/**"]),
     ));
     let c = client();
 
