@@ -1,16 +1,21 @@
-//! Storage faults: the blob store runs out of space, or its object store fails
-//! requests. Each time the client gets a 5xx OCI error, the server stays up, what was
+//! Storage faults: the blob store runs out of space, or its object store (S3, behind a
+//! fault-injecting proxy) fails requests. Each time the client gets a 5xx OCI error, the server stays up, what was
 //! acknowledged before stays readable byte for byte, and `signet fsck` finds nothing
 //! inconsistent (at most staging that `--repair` removes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use signet_api_tests::oci::{descriptor, image_manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
 use signet_api_tests::{client, random_bytes, sha256, Registry};
+use signet_storage::testing::TestS3;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A size-limited tmpfs mounted on a temporary folder, unmounted when dropped.
 struct SmallFilesystem {
@@ -30,7 +35,9 @@ impl SmallFilesystem {
             .stderr(Stdio::null())
             .status()
             .ok()?;
-        status.success().then_some(SmallFilesystem { path, _dir: dir })
+        status
+            .success()
+            .then_some(SmallFilesystem { path, _dir: dir })
     }
 }
 
@@ -142,10 +149,7 @@ async fn chunked_blob(c: &Client, r: &Registry, repo: &str, bytes: &Bytes) -> (S
         let status = resp.status();
         return (status, resp.bytes().await.unwrap());
     }
-    let location = signet_api_tests::oci::absolute(
-        r,
-        resp.headers()["location"].to_str().unwrap(),
-    );
+    let location = signet_api_tests::oci::absolute(r, resp.headers()["location"].to_str().unwrap());
     let resp = c
         .put(signet_api_tests::oci::with_query(
             &location,
@@ -267,7 +271,11 @@ async fn a_full_blob_store_answers_5xx_and_loses_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "a failed push is absent");
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "a failed push is absent"
+    );
     assert_consistent(&r);
 
     // Free space: the filler blobs belong to no manifest, and GC (grace 0) takes them
@@ -312,4 +320,244 @@ async fn a_full_blob_store_answers_5xx_and_loses_nothing() {
     assert_manifest(&c, &r, repo, "v2", &manifest2).await;
     assert_blob(&c, &r, repo, &layer2).await;
     assert_consistent(&r);
+}
+
+/// A fault-injecting TCP proxy for the S3 API: each request runs on a fresh upstream
+/// connection (the request bytes forwarded untouched, so SigV4 signatures still hold),
+/// and every `fail_every`-th request is answered with a 500 S3 error or, every other
+/// time, by dropping the connection without an answer.
+struct S3Faults {
+    endpoint: String,
+    fail_every: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    injected: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for S3Faults {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl S3Faults {
+    async fn start(upstream: &str) -> S3Faults {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let fail_every = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let injected = Arc::new(AtomicU64::new(0));
+        let (f, r, i) = (fail_every.clone(), requests.clone(), injected.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (f, r, i, up) = (f.clone(), r.clone(), i.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let _ = relay(conn, &up, &f, &r, &i).await;
+                });
+            }
+        });
+        S3Faults {
+            endpoint,
+            fail_every,
+            requests,
+            injected,
+            task,
+        }
+    }
+}
+
+/// Reads one request (head and `Content-Length` body) from `conn`: its bytes, or
+/// `None` at the end of the connection.
+async fn read_request(conn: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    assert!(
+        !head.contains("transfer-encoding: chunked"),
+        "the proxy expects request bodies with a Content-Length"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = conn.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some(buf))
+}
+
+async fn relay(
+    mut conn: TcpStream,
+    upstream: &str,
+    fail_every: &AtomicU64,
+    requests: &AtomicU64,
+    injected: &AtomicU64,
+) -> std::io::Result<()> {
+    // One request per client connection: the answer says `Connection: close`.
+    let Some(request) = read_request(&mut conn).await? else {
+        return Ok(());
+    };
+    let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
+    let every = fail_every.load(Ordering::SeqCst);
+    if every > 0 && n % every == 0 {
+        let k = injected.fetch_add(1, Ordering::SeqCst);
+        if k % 2 == 0 {
+            let body =
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code>\
+                        <Message>injected</Message></Error>";
+            let answer = format!(
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await?;
+        }
+        // Otherwise: the connection closes with no answer at all.
+        return Ok(());
+    }
+    let mut up = TcpStream::connect(upstream).await?;
+    // The upstream closes after answering, so its answer ends at EOF.
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 2;
+    up.write_all(&request[..head_end]).await?;
+    up.write_all(b"Connection: close\r\n").await?;
+    up.write_all(&request[head_end..]).await?;
+    tokio::io::copy(&mut up, &mut conn).await?;
+    conn.shutdown().await
+}
+
+/// Pushes `blobs` (monolithic and chunked in turn) and a manifest over them tagged
+/// `tag`: what was acknowledged. Every refusal must be a 5xx with an OCI error body.
+async fn push_through_faults(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layers: &[Bytes],
+) -> (Vec<Bytes>, Option<Vec<u8>>) {
+    let mut acked = Vec::new();
+    let mut all_acked = true;
+    for (i, blob) in std::iter::once(Bytes::copy_from_slice(config))
+        .chain(layers.iter().cloned())
+        .enumerate()
+    {
+        let (status, body) = if i % 2 == 0 {
+            post_blob(c, r, repo, &blob).await
+        } else {
+            chunked_blob(c, r, repo, &blob).await
+        };
+        if status == StatusCode::CREATED {
+            acked.push(blob);
+        } else {
+            assert_server_error(status, &body, "a blob push while S3 fails");
+            all_acked = false;
+        }
+    }
+    if !all_acked {
+        return (acked, None);
+    }
+    let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
+    let manifest = image_manifest(config, &refs, serde_json::json!({}));
+    let resp = c
+        .put(r.v2(&format!("{repo}/manifests/{tag}")))
+        .header("Content-Type", OCI_MANIFEST)
+        .body(manifest.clone())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap();
+    if status == StatusCode::CREATED {
+        (acked, Some(manifest))
+    } else {
+        assert_server_error(status, &body, "a manifest push while S3 fails");
+        (acked, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_object_store_gives_5xx_and_leaves_nothing_half_written() {
+    let s3 = TestS3::seaweedfs().await;
+    let faults = S3Faults::start(&s3.config.endpoint).await;
+    let toml = s3.toml().replace(&s3.config.endpoint, &faults.endpoint);
+    let r = Registry::start_with_config(&toml);
+    let c = client();
+    let repo = "s3faults/app";
+
+    // Every k-th S3 request fails (a 500, or a dropped connection), for several k:
+    // the failures land on uploads, staging, commits, reads and deletes.
+    let mut images = Vec::new();
+    let mut blobs_acked = Vec::new();
+    let mut refused = 0;
+    for (round, every) in [2u64, 3, 4, 5, 7, 11].into_iter().enumerate() {
+        faults.fail_every.store(every, Ordering::SeqCst);
+        let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"round\":{round}}}");
+        let layers = [random_bytes(200_000), random_bytes(30_000)];
+        let tag = format!("r{round}");
+        let (acked, manifest) =
+            push_through_faults(&c, &r, repo, &tag, config.as_bytes(), &layers).await;
+        refused += 3 - acked.len() + usize::from(manifest.is_none());
+        // Reads under faults: whole or an error, never other bytes.
+        for blob in &acked {
+            let resp = c
+                .get(r.v2(&format!("{repo}/blobs/{}", sha256(blob))))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            if status == StatusCode::OK {
+                if let Ok(bytes) = resp.bytes().await {
+                    assert!(bytes == *blob, "a read under faults served other bytes");
+                }
+            } else {
+                let body = resp.bytes().await.unwrap();
+                assert_server_error(status, &body, "a blob read while S3 fails");
+            }
+        }
+        blobs_acked.extend(acked);
+        if let Some(m) = manifest {
+            images.push((tag, m));
+        }
+        assert_alive(&c, &r).await;
+    }
+    faults.fail_every.store(0, Ordering::SeqCst);
+    let injected = faults.injected.load(Ordering::SeqCst);
+    eprintln!(
+        "S3 requests {}, faults injected {injected}, pushes refused {refused}, images acknowledged {}",
+        faults.requests.load(Ordering::SeqCst),
+        images.len()
+    );
+    assert!(injected >= 10, "only {injected} faults injected");
+
+    // Faults over: everything acknowledged reads back exactly; fsck finds nothing
+    // but staging that --repair removes.
+    for blob in &blobs_acked {
+        assert_blob(&c, &r, repo, blob).await;
+    }
+    for (tag, manifest) in &images {
+        assert_manifest(&c, &r, repo, tag, manifest).await;
+    }
+    assert_consistent(&r);
+    // And the store works normally again.
+    let layer = random_bytes(100_000);
+    let (s, b) = chunked_blob(&c, &r, repo, &layer).await;
+    assert_eq!(s, StatusCode::CREATED, "{b:?}");
+    assert_blob(&c, &r, repo, &layer).await;
 }
