@@ -263,6 +263,17 @@ impl BlobStore {
         digest: &Digest,
         range: Option<ResolvedRange>,
     ) -> StorageResult<BlobBody> {
+        if let Some(root) = &self.local_root {
+            let path = root.join(Self::blob_path(digest).as_ref());
+            return match open_local_blob(path, range).await? {
+                Some((size, stream)) => Ok(BlobBody {
+                    size,
+                    range,
+                    stream,
+                }),
+                None => Err(StorageError::NotFound),
+            };
+        }
         let options =
             GetOptions::new().with_range(range.map(|r| GetRange::Bounded(r.start..r.end + 1)));
         let result = match self.store.get_opts(&Self::blob_path(digest), options).await {
@@ -1320,46 +1331,90 @@ async fn read_whole(
 /// sent from (`read_to_end` fills a vector's spare capacity without zeroing it first),
 /// and the next frame is read while the current one is being sent.
 fn file_frames(file: std::fs::File, start: u64, len: u64) -> BoxStream<'static, io::Result<Bytes>> {
-    use std::io::Read;
-    type Reading = JoinHandle<io::Result<(std::fs::File, Bytes)>>;
-    fn read_next(mut file: std::fs::File, want: u64) -> Reading {
-        tokio::task::spawn_blocking(move || {
-            let mut frame = Vec::with_capacity(want as usize);
-            (&mut file).take(want).read_to_end(&mut frame)?;
-            if frame.len() as u64 != want {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "blob file shorter than its size",
-                ));
-            }
-            Ok((file, Bytes::from(frame)))
-        })
-    }
-    let first = tokio::task::spawn_blocking(move || {
+    let positioned = tokio::task::spawn_blocking(move || {
         let mut file = file;
         file.seek(io::SeekFrom::Start(start))?;
         Ok((file, Bytes::new()))
     });
-    // (the read in flight, bytes not yet asked for)
-    futures::stream::unfold((Some(first), len), |(reading, left)| async move {
-        let reading = reading?;
-        let (file, frame) = match reading.await {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => return Some((Err(e), (None, 0))),
-            Err(e) => return Some((Err(io::Error::other(e)), (None, 0))),
+    frames_from(joined(positioned), len)
+}
+
+/// A frame being read: the file back with the frame.
+type Reading = futures::future::BoxFuture<'static, io::Result<(std::fs::File, Bytes)>>;
+
+fn joined(job: JoinHandle<io::Result<(std::fs::File, Bytes)>>) -> Reading {
+    Box::pin(async move { job.await.map_err(io::Error::other)? })
+}
+
+/// Reads exactly `want` bytes at the file's position into a vector of that capacity.
+fn read_frame(file: &mut std::fs::File, want: u64) -> io::Result<Bytes> {
+    use std::io::Read;
+    let mut frame = Vec::with_capacity(want as usize);
+    file.take(want).read_to_end(&mut frame)?;
+    if frame.len() as u64 != want {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "blob file shorter than its size",
+        ));
+    }
+    Ok(Bytes::from(frame))
+}
+
+/// The frame `first` yields, then `left` more bytes of its file, each frame read while
+/// the one before is sent.
+fn frames_from(first: Reading, left: u64) -> BoxStream<'static, io::Result<Bytes>> {
+    futures::stream::unfold((Some(first), left), |(reading, left)| async move {
+        let (file, frame) = match reading?.await {
+            Ok(done) => done,
+            Err(e) => return Some((Err(e), (None, 0))),
         };
-        let next = (left > 0).then(|| {
+        let (next, left) = if left > 0 {
             let want = left.min(READ_FRAME as u64);
-            (read_next(file, want), left - want)
-        });
-        let (next, left) = match next {
-            Some((r, l)) => (Some(r), l),
-            None => (None, 0),
+            let mut file = file;
+            let job = tokio::task::spawn_blocking(move || {
+                let frame = read_frame(&mut file, want)?;
+                Ok((file, frame))
+            });
+            (Some(joined(job)), left - want)
+        } else {
+            (None, 0)
         };
         Some((Ok(frame), (next, left)))
     })
     .try_filter(|frame| futures::future::ready(!frame.is_empty()))
     .boxed()
+}
+
+/// A local blob opened, measured, positioned and its first frame read in one trip to
+/// the blocking pool (a 1 MiB range is one trip in all). `None` when it is absent.
+async fn open_local_blob(
+    path: PathBuf,
+    range: Option<ResolvedRange>,
+) -> io::Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>> {
+    let opened = tokio::task::spawn_blocking(move || {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let size = file.metadata()?.len();
+        let (start, len) = match range {
+            Some(r) => (r.start, r.len()),
+            None => (0, size),
+        };
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start))?;
+        }
+        let want = len.min(READ_FRAME as u64);
+        let frame = read_frame(&mut file, want)?;
+        Ok(Some((file, size, frame, len - want)))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok(opened.map(|(file, size, frame, left)| {
+        let first: Reading = Box::pin(futures::future::ready(Ok((file, frame))));
+        (size, frames_from(first, left))
+    }))
 }
 
 #[cfg(test)]
