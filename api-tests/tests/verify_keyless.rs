@@ -6,7 +6,6 @@
 //! and Sigstore v0.3 bundle referrers pushed over HTTP must verify, and each kind of
 //! tampering must give `invalid` with the reason that names it.
 
-use std::path::Path;
 use std::process::Command;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -19,18 +18,18 @@ use rcgen::{
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
+use signet_api_tests::cosign::{
+    attachment_tag, pae, push_cosign_manifest, simple_signing_payload, trust_check, verdict_of,
+    DSSE, IN_TOTO, SIG_ANNOTATION, SIMPLESIGNING,
+};
 use signet_api_tests::oci::{error_code, get, push_blob, push_image, put_manifest, OCI_MANIFEST};
 use signet_api_tests::{client, require_tool, sha256, signet_binary, Registry};
 
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
@@ -475,6 +474,7 @@ impl World {
 }
 
 /// How a `.sig` is to be made (each field one way to tamper with it).
+#[derive(Clone, Copy)]
 struct SigPlan<'a> {
     leaf: &'a Leaf,
     /// The subject the payload names (another image's digest: a copied signature).
@@ -488,16 +488,18 @@ struct SigPlan<'a> {
     tsa: Option<&'a Tsa>,
 }
 
-fn simple_signing_payload(r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
-            "image": {"docker-manifest-digest": digest},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    }))
-    .unwrap()
+impl<'a> SigPlan<'a> {
+    /// A genuine signature by `leaf`, logged at noon in the world's Rekor.
+    fn new(w: &'a World, leaf: &'a Leaf) -> SigPlan<'a> {
+        SigPlan {
+            leaf,
+            names: "",
+            integrated_time: NOON,
+            set_signer: &w.rekor,
+            reference: None,
+            tsa: None,
+        }
+    }
 }
 
 /// A keyless `.sig` pushed as `cosign sign` writes it: the simple-signing layer with
@@ -537,37 +539,8 @@ async fn push_keyless_sig(
         annotations[TIMESTAMP_ANNOTATION] =
             json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&sig))}).to_string());
     }
-    let tag = format!("{}.sig", subject.replace(':', "-"));
-    push_cosign_layer(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
-}
-
-/// A cosign attachment manifest of one layer, pushed under `tag`; returns its digest.
-async fn push_cosign_layer(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    tag: &str,
-    media_type: &str,
-    bytes: &[u8],
-    annotations: Value,
-) -> String {
-    let layer = push_blob(c, r, repo, bytes).await;
-    let config = serde_json::to_vec(&json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer]},
-    }))
-    .unwrap();
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": media_type, "digest": layer, "size": bytes.len(),
-                    "annotations": annotations}],
-    }))
-    .unwrap();
-    put_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
-    sha256(&manifest)
+    let tag = attachment_tag(subject, "sig");
+    push_cosign_manifest(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
 }
 
 /// A keyless `.att` as `cosign attest` writes it: a DSSE envelope layer whose Rekor
@@ -588,9 +561,7 @@ async fn push_keyless_att(
         "predicate": {"builder": {"id": "https://ci.signet.example/builder"}},
     }))
     .unwrap();
-    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
-    pae.extend_from_slice(&statement);
-    let sig = leaf.sign(&pae);
+    let sig = leaf.sign(&pae(IN_TOTO, &statement));
     let envelope = serde_json::to_vec(&json!({
         "payloadType": IN_TOTO,
         "payload": B64.encode(&statement),
@@ -635,11 +606,12 @@ async fn push_keyless_att(
         annotations[TIMESTAMP_ANNOTATION] =
             json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&envelope))}).to_string());
     }
-    let tag = format!("{}.att", subject.replace(':', "-"));
-    push_cosign_layer(c, r, repo, &tag, DSSE, &envelope, annotations).await
+    let tag = attachment_tag(subject, "att");
+    push_cosign_manifest(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }
 
 /// How a bundle is to be made.
+#[derive(Clone, Copy)]
 struct BundlePlan<'a> {
     leaf: &'a Leaf,
     /// DSSE statement (cosign v3's `cosign sign`) or a message signature over the
@@ -655,6 +627,20 @@ struct BundlePlan<'a> {
     v2: bool,
 }
 
+impl<'a> BundlePlan<'a> {
+    /// cosign v3's default by `leaf`: a DSSE statement, logged with its SET.
+    fn new(leaf: &'a Leaf) -> BundlePlan<'a> {
+        BundlePlan {
+            leaf,
+            dsse: true,
+            bad_proof: false,
+            set: true,
+            tsa: None,
+            v2: false,
+        }
+    }
+}
+
 /// A Sigstore v0.3 bundle for `subject` (whose manifest bytes are `manifest`), with a
 /// Rekor entry placed at index 5 of a 7-leaf tree: SET, inclusion proof, checkpoint.
 fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePlan<'_>) -> Value {
@@ -667,10 +653,7 @@ fn bundle(r: &Registry, w: &World, repo: &str, manifest: &[u8], plan: &BundlePla
             "predicate": {},
         }))
         .unwrap();
-        let mut pae =
-            format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
-        pae.extend_from_slice(&statement);
-        let sig = plan.leaf.sign(&pae);
+        let sig = plan.leaf.sign(&pae(IN_TOTO, &statement));
         let envelope = json!({
             "payload": B64.encode(&statement),
             "payloadType": IN_TOTO,
@@ -816,35 +799,9 @@ async fn push_bundle_referrer(
     digest
 }
 
-async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> Value {
-    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/{reference}"))).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
-}
-
 /// The verdict on one signature of a coverage report, found by its digest.
 async fn verdict(c: &Client, r: &Registry, repo: &str, reference: &str, sig: &str) -> Value {
     verdict_of(c, r, repo, reference, "signature", sig).await
-}
-
-/// The verdict on one attachment of `kind`, found by its digest.
-async fn verdict_of(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    reference: &str,
-    kind: &str,
-    sig: &str,
-) -> Value {
-    let report = coverage(c, r, repo, reference).await;
-    let entries = report["attachments"][kind]
-        .as_array()
-        .unwrap_or_else(|| panic!("no signatures: {report}"));
-    let entry = entries
-        .iter()
-        .find(|e| e["digest"] == sig)
-        .unwrap_or_else(|| panic!("{sig} not in {report}"));
-    entry["verification"].clone()
 }
 
 fn assert_invalid(v: &Value, reason: &str) {
@@ -859,6 +816,47 @@ async fn image(c: &Client, r: &Registry, repo: &str) -> (Vec<u8>, String) {
     (manifest, digest)
 }
 
+/// Pushes `repo:v1` and its keyless `.sig` made as `plan` says, over the new image's
+/// own digest; the signature's verdict.
+async fn keyless_verdict(
+    c: &Client,
+    r: &Registry,
+    w: &World,
+    repo: &str,
+    plan: &SigPlan<'_>,
+) -> Value {
+    let (_, d) = image(c, r, repo).await;
+    let sig = push_keyless_sig(c, r, w, repo, &d, &SigPlan { names: &d, ..*plan }).await;
+    verdict(c, r, repo, "v1", &sig).await
+}
+
+/// Pushes `repo:v1` and a bundle referrer for it made as `plan` says; the bundle's
+/// verdict.
+async fn bundle_verdict(
+    c: &Client,
+    r: &Registry,
+    w: &World,
+    repo: &str,
+    plan: &BundlePlan<'_>,
+) -> Value {
+    let (manifest, _) = image(c, r, repo).await;
+    let b = bundle(r, w, repo, &manifest, plan);
+    let referrer = push_bundle_referrer(c, r, repo, &manifest, &b).await;
+    verdict(c, r, repo, "v1", &referrer).await
+}
+
+/// Replaces the checkpoint of a bundle's inclusion proof with one `log` signs over
+/// the same tree.
+fn resign_checkpoint(b: &mut Value, log: &Rekor) {
+    let proof = &mut b["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
+    let root: [u8; 32] = B64
+        .decode(proof["rootHash"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    proof["checkpoint"]["envelope"] = json!(log.checkpoint(7, &root));
+}
+
 // ---------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------
@@ -869,16 +867,13 @@ async fn keyless_sig_valid_and_every_tampering_named() {
     let r = Registry::start_with_config(&w.config_with_strict_root());
     let c = client();
     let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+    let plan = SigPlan::new(&w, &leaf);
 
     // Signed as cosign does keylessly: valid, by the keyless root.
     let (_, good) = image(&c, &r, "keyless/app").await;
     let plan = SigPlan {
-        leaf: &leaf,
         names: &good,
-        integrated_time: NOON,
-        set_signer: &w.rekor,
-        reference: None,
-        tsa: None,
+        ..plan
     };
     let sig = push_keyless_sig(&c, &r, &w, "keyless/app", &good, &plan).await;
     let v = verdict(&c, &r, "keyless/app", "v1", &sig).await;
@@ -886,127 +881,67 @@ async fn keyless_sig_valid_and_every_tampering_named() {
     assert_eq!(v["root"], "release");
 
     // Another identity, same issuer and CA.
-    let (_, d) = image(&c, &r, "keyless/identity").await;
     let other = w.fulcio.issue("intruder@signet.example", ISSUER);
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/identity",
-        &d,
-        &SigPlan {
-            leaf: &other,
-            names: &d,
-            ..plan
-        },
-    )
-    .await;
+    let plan_other = SigPlan {
+        leaf: &other,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/identity", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/identity", &plan_other).await,
         "identity mismatch",
     );
 
     // The right identity from another OIDC issuer.
-    let (_, d) = image(&c, &r, "keyless/issuer").await;
     let other = w
         .fulcio
         .issue(IDENTITY, "https://accounts.elsewhere.example");
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/issuer",
-        &d,
-        &SigPlan {
-            leaf: &other,
-            names: &d,
-            ..plan
-        },
-    )
-    .await;
+    let plan_other = SigPlan {
+        leaf: &other,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/issuer", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/issuer", &plan_other).await,
         "issuer mismatch",
     );
 
     // A certificate from a CA the trusted root does not hold (its own chain attached).
-    let (_, d) = image(&c, &r, "keyless/chain").await;
     let rogue = Fulcio::new("rogue fulcio").issue(IDENTITY, ISSUER);
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/chain",
-        &d,
-        &SigPlan {
-            leaf: &rogue,
-            names: &d,
-            ..plan
-        },
-    )
-    .await;
+    let plan_rogue = SigPlan {
+        leaf: &rogue,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/chain", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/chain", &plan_rogue).await,
         "does not chain to a trusted Fulcio CA",
     );
 
     // A SET signed by another key claiming the trusted log's ID.
-    let (_, d) = image(&c, &r, "keyless/set").await;
     let forger = Rekor::new();
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/set",
-        &d,
-        &SigPlan {
-            names: &d,
-            set_signer: &forger,
-            ..plan
-        },
-    )
-    .await;
+    let plan_forged = SigPlan {
+        set_signer: &forger,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/set", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/set", &plan_forged).await,
         "bad signed entry timestamp",
     );
 
     // Integrated by Rekor the day after the certificate expired (a real SET).
-    let (_, d) = image(&c, &r, "keyless/late").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/late",
-        &d,
-        &SigPlan {
-            names: &d,
-            integrated_time: DAY_START + 2 * 86400,
-            ..plan
-        },
-    )
-    .await;
+    let late = SigPlan {
+        integrated_time: DAY_START + 2 * 86400,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/late", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/late", &late).await,
         "outside the certificate's validity",
     );
     // And before it was issued.
-    let (_, d) = image(&c, &r, "keyless/early").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/early",
-        &d,
-        &SigPlan {
-            names: &d,
-            integrated_time: DAY_START - 60,
-            ..plan
-        },
-    )
-    .await;
+    let early = SigPlan {
+        integrated_time: DAY_START - 60,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/early", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/early", &early).await,
         "outside the certificate's validity",
     );
 
@@ -1019,60 +954,28 @@ async fn keyless_sig_valid_and_every_tampering_named() {
     );
 
     // Outside the root's repositories: no trust root applies.
-    let (_, d) = image(&c, &r, "elsewhere/app").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "elsewhere/app",
-        &d,
-        &SigPlan { names: &d, ..plan },
-    )
-    .await;
-    let v = verdict(&c, &r, "elsewhere/app", "v1", &sig).await;
+    let v = keyless_verdict(&c, &r, &w, "elsewhere/app", &plan).await;
     assert_eq!(v["verdict"], "no-trust-root", "{v}");
 
     // A root matching the identity by pattern, checking docker-references: a payload
     // naming this repository is valid, one naming another repository is not.
-    let (_, d) = image(&c, &r, "strict/app").await;
-    let sig = push_keyless_sig(&c, &r, &w, "strict/app", &d, &SigPlan { names: &d, ..plan }).await;
-    let v = verdict(&c, &r, "strict/app", "v1", &sig).await;
+    let v = keyless_verdict(&c, &r, &w, "strict/app", &plan).await;
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "strict");
-    let (_, d) = image(&c, &r, "strict/moved").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "strict/moved",
-        &d,
-        &SigPlan {
-            names: &d,
-            reference: Some("strict/original"),
-            ..plan
-        },
-    )
-    .await;
+    let moved = SigPlan {
+        reference: Some("strict/original"),
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "strict/moved", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "strict/moved", &moved).await,
         "docker-reference mismatch",
     );
     // The same copy under the lenient root (cosign's default) stays valid.
-    let (_, d) = image(&c, &r, "keyless/moved").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/moved",
-        &d,
-        &SigPlan {
-            names: &d,
-            reference: Some("keyless/original"),
-            ..plan
-        },
-    )
-    .await;
-    let v = verdict(&c, &r, "keyless/moved", "v1", &sig).await;
+    let moved = SigPlan {
+        reference: Some("keyless/original"),
+        ..plan
+    };
+    let v = keyless_verdict(&c, &r, &w, "keyless/moved", &moved).await;
     assert_eq!(v["verdict"], "valid", "{v}");
 
     // `signet attachments` shows the verdicts too.
@@ -1100,66 +1003,34 @@ async fn bundle_referrers_with_inclusion_proofs() {
     let leaf = w.fulcio.issue(IDENTITY, ISSUER);
 
     // cosign v3's default: a DSSE bundle referrer with SET, inclusion proof, checkpoint.
-    let (manifest, _) = image(&c, &r, "keyless/bundle").await;
-    let plan = BundlePlan {
-        leaf: &leaf,
-        dsse: true,
-        bad_proof: false,
-        set: true,
-        tsa: None,
-        v2: false,
-    };
-    let b = bundle(&r, &w, "keyless/bundle", &manifest, &plan);
-    let referrer = push_bundle_referrer(&c, &r, "keyless/bundle", &manifest, &b).await;
-    let v = verdict(&c, &r, "keyless/bundle", "v1", &referrer).await;
+    let plan = BundlePlan::new(&leaf);
+    let v = bundle_verdict(&c, &r, &w, "keyless/bundle", &plan).await;
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "release");
     assert_eq!(v["predicateType"], COSIGN_SIGN_PREDICATE);
 
     // A message-signature bundle over the manifest bytes: valid too.
-    let (manifest, _) = image(&c, &r, "keyless/message").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/message",
-        &manifest,
-        &BundlePlan {
-            dsse: false,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/message", &manifest, &b).await;
-    let v = verdict(&c, &r, "keyless/message", "v1", &referrer).await;
+    let message = BundlePlan {
+        dsse: false,
+        ..plan
+    };
+    let v = bundle_verdict(&c, &r, &w, "keyless/message", &message).await;
     assert_eq!(v["verdict"], "valid", "{v}");
 
     // One hash of the audit path changed: the inclusion proof fails.
-    let (manifest, _) = image(&c, &r, "keyless/proof").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/proof",
-        &manifest,
-        &BundlePlan {
-            bad_proof: true,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/proof", &manifest, &b).await;
+    let bad_proof = BundlePlan {
+        bad_proof: true,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/proof", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/proof", &bad_proof).await,
         "inclusion proof",
     );
 
     // A checkpoint signed by another key.
     let (manifest, _) = image(&c, &r, "keyless/checkpoint").await;
     let mut b = bundle(&r, &w, "keyless/checkpoint", &manifest, &plan);
-    let proof = &mut b["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
-    let root: [u8; 32] = B64
-        .decode(proof["rootHash"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    proof["checkpoint"]["envelope"] = json!(Rekor::new().checkpoint(7, &root));
+    resign_checkpoint(&mut b, &Rekor::new());
     let referrer = push_bundle_referrer(&c, &r, "keyless/checkpoint", &manifest, &b).await;
     assert_invalid(
         &verdict(&c, &r, "keyless/checkpoint", "v1", &referrer).await,
@@ -1167,49 +1038,28 @@ async fn bundle_referrers_with_inclusion_proofs() {
     );
 
     // A genuine bundle of one image attached to another: its statement names the first.
+    // The same with a message signature.
     let (first, _) = image(&c, &r, "keyless/first").await;
     let (second, _) = image(&c, &r, "keyless/second").await;
-    let b = bundle(&r, &w, "keyless/first", &first, &plan);
-    let referrer = push_bundle_referrer(&c, &r, "keyless/second", &second, &b).await;
-    assert_invalid(
-        &verdict(&c, &r, "keyless/second", "v1", &referrer).await,
-        "digest mismatch",
-    );
-    // The same with a message signature.
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/first",
-        &first,
-        &BundlePlan {
-            dsse: false,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/second", &second, &b).await;
-    assert_invalid(
-        &verdict(&c, &r, "keyless/second", "v1", &referrer).await,
-        "digest mismatch",
-    );
+    for plan in [plan, message] {
+        let b = bundle(&r, &w, "keyless/first", &first, &plan);
+        let referrer = push_bundle_referrer(&c, &r, "keyless/second", &second, &b).await;
+        assert_invalid(
+            &verdict(&c, &r, "keyless/second", "v1", &referrer).await,
+            "digest mismatch",
+        );
+    }
 
     // A bundle by another identity.
-    let (manifest, _) = image(&c, &r, "keyless/stranger").await;
     let stranger = w
         .fulcio
         .issue("https://ci.elsewhere.example/pipeline", ISSUER);
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/stranger",
-        &manifest,
-        &BundlePlan {
-            leaf: &stranger,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/stranger", &manifest, &b).await;
+    let by_stranger = BundlePlan {
+        leaf: &stranger,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/stranger", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/stranger", &by_stranger).await,
         "identity mismatch",
     );
 }
@@ -1230,17 +1080,11 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
     );
     let r = Registry::start_with_config(&config);
     let c = client();
+    let plan = SigPlan::new(&w, &leaf);
 
     // `cosign attest` keylessly: the DSSE layer verifies, with its predicate type.
     let (_, d) = image(&c, &r, "keyless/attested").await;
-    let att_plan = SigPlan {
-        leaf: &leaf,
-        names: &d,
-        integrated_time: NOON,
-        set_signer: &w.rekor,
-        reference: None,
-        tsa: None,
-    };
+    let att_plan = SigPlan { names: &d, ..plan };
     let att = push_keyless_att(&c, &r, &w, "keyless/attested", &d, &att_plan).await;
     let v = verdict_of(&c, &r, "keyless/attested", "v1", "attestation", &att).await;
     assert_eq!(v["verdict"], "valid", "{v}");
@@ -1255,44 +1099,16 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
 
     // A keyless signature where a key root also applies: the keyless root accepts it,
     // and a wrong identity is reported as such, not as a key mismatch.
-    let plan = SigPlan {
-        leaf: &leaf,
-        names: "",
-        integrated_time: NOON,
-        set_signer: &w.rekor,
-        reference: None,
-        tsa: None,
-    };
-    let (_, d) = image(&c, &r, "keyless/mixed").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/mixed",
-        &d,
-        &SigPlan { names: &d, ..plan },
-    )
-    .await;
-    let v = verdict(&c, &r, "keyless/mixed", "v1", &sig).await;
+    let v = keyless_verdict(&c, &r, &w, "keyless/mixed", &plan).await;
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "release");
     let stranger = w.fulcio.issue("intruder@signet.example", ISSUER);
-    let (_, d) = image(&c, &r, "keyless/mixed-stranger").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/mixed-stranger",
-        &d,
-        &SigPlan {
-            leaf: &stranger,
-            names: &d,
-            ..plan
-        },
-    )
-    .await;
+    let by_stranger = SigPlan {
+        leaf: &stranger,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/mixed-stranger", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/mixed-stranger", &by_stranger).await,
         "identity mismatch",
     );
 
@@ -1306,8 +1122,9 @@ async fn keyless_attestations_and_certificates_beside_key_roots() {
             CERT_ANNOTATION: byo.pem,
             CHAIN_ANNOTATION: byo.chain_pem,
         });
-        let tag = format!("{}.sig", d.replace(':', "-"));
-        let sig = push_cosign_layer(&c, &r, repo, &tag, SIMPLESIGNING, &payload, annotations).await;
+        let tag = attachment_tag(&d, "sig");
+        let sig =
+            push_cosign_manifest(&c, &r, repo, &tag, SIMPLESIGNING, &payload, annotations).await;
         let v = verdict(&c, &r, repo, "v1", &sig).await;
         assert_eq!(v["verdict"], "valid", "{repo}: {v}");
         assert_eq!(v["root"], "byo", "{repo}: {v}");
@@ -1324,72 +1141,42 @@ async fn bundles_dated_by_a_timestamp_authority() {
         .fulcio
         .issue_between(IDENTITY, ISSUER, (2020, 1, 1), (2040, 1, 1));
     let plan = BundlePlan {
-        leaf: &leaf,
-        dsse: true,
-        bad_proof: false,
         set: false,
         tsa: Some(&w.tsa),
-        v2: false,
+        ..BundlePlan::new(&leaf)
     };
 
     // No SET: the inclusion proof shows the entry, the TSA dates the signature.
-    let (manifest, _) = image(&c, &r, "keyless/stamped").await;
-    let b = bundle(&r, &w, "keyless/stamped", &manifest, &plan);
-    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped", &manifest, &b).await;
-    let v = verdict(&c, &r, "keyless/stamped", "v1", &referrer).await;
+    let v = bundle_verdict(&c, &r, &w, "keyless/stamped", &plan).await;
     assert_eq!(v["verdict"], "valid", "{v}");
     // With the SET too, both times are checked; a message signature as well.
-    let (manifest, _) = image(&c, &r, "keyless/stamped-both").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/stamped-both",
-        &manifest,
-        &BundlePlan {
-            set: true,
-            dsse: false,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-both", &manifest, &b).await;
-    let v = verdict(&c, &r, "keyless/stamped-both", "v1", &referrer).await;
+    let both = BundlePlan {
+        set: true,
+        dsse: false,
+        ..plan
+    };
+    let v = bundle_verdict(&c, &r, &w, "keyless/stamped-both", &both).await;
     assert_eq!(v["verdict"], "valid", "{v}");
 
     // The certificate expired long before the TSA dated the signature.
     let expired = w.fulcio.issue(IDENTITY, ISSUER);
-    let (manifest, _) = image(&c, &r, "keyless/stamped-late").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/stamped-late",
-        &manifest,
-        &BundlePlan {
-            leaf: &expired,
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-late", &manifest, &b).await;
+    let late = BundlePlan {
+        leaf: &expired,
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/stamped-late", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/stamped-late", &late).await,
         "outside the certificate's validity: the timestamp authority dated it",
     );
 
     // A timestamp authority the trusted root does not hold (its certificate embedded).
     let rogue = Tsa::new("rogue tsa");
-    let (manifest, _) = image(&c, &r, "keyless/stamped-rogue").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/stamped-rogue",
-        &manifest,
-        &BundlePlan {
-            tsa: Some(&rogue),
-            ..plan
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/stamped-rogue", &manifest, &b).await;
+    let rogue_plan = BundlePlan {
+        tsa: Some(&rogue),
+        ..plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/stamped-rogue", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/stamped-rogue", &rogue_plan).await,
         "timestamp: the TSA certificate does not chain to a trusted timestamp authority",
     );
 
@@ -1401,125 +1188,63 @@ async fn bundles_dated_by_a_timestamp_authority() {
         } else {
             "keyless/v2-message"
         };
-        let (manifest, _) = image(&c, &r, repo).await;
-        let b = bundle(
-            &r,
-            &w,
-            repo,
-            &manifest,
-            &BundlePlan {
-                v2: true,
-                dsse,
-                ..plan
-            },
-        );
-        let referrer = push_bundle_referrer(&c, &r, repo, &manifest, &b).await;
-        let v = verdict(&c, &r, repo, "v1", &referrer).await;
+        let v2 = BundlePlan {
+            v2: true,
+            dsse,
+            ..plan
+        };
+        let v = bundle_verdict(&c, &r, &w, repo, &v2).await;
         assert_eq!(v["verdict"], "valid", "{repo}: {v}");
     }
     // A v2 entry whose checkpoint another log signed, and one with an altered path.
     let (manifest, _) = image(&c, &r, "keyless/v2-foreign").await;
     let v2 = BundlePlan { v2: true, ..plan };
     let mut b = bundle(&r, &w, "keyless/v2-foreign", &manifest, &v2);
-    let proof = &mut b["verificationMaterial"]["tlogEntries"][0]["inclusionProof"];
-    let root: [u8; 32] = B64
-        .decode(proof["rootHash"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    proof["checkpoint"]["envelope"] = json!(w.rekor.checkpoint(7, &root));
+    resign_checkpoint(&mut b, &w.rekor);
     let referrer = push_bundle_referrer(&c, &r, "keyless/v2-foreign", &manifest, &b).await;
     assert_invalid(
         &verdict(&c, &r, "keyless/v2-foreign", "v1", &referrer).await,
         "checkpoint is not signed by the trusted log key",
     );
-    let (manifest, _) = image(&c, &r, "keyless/v2-path").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/v2-path",
-        &manifest,
-        &BundlePlan {
-            bad_proof: true,
-            ..v2
-        },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/v2-path", &manifest, &b).await;
+    let bad_path = BundlePlan {
+        bad_proof: true,
+        ..v2
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/v2-path", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/v2-path", &bad_path).await,
         "inclusion proof",
     );
 
     // cosign `.sig` and `.att` layers with a timestamp annotation beside their Rekor
     // bundle: both times are checked.
     let sig_plan = SigPlan {
-        leaf: &leaf,
-        names: "",
-        integrated_time: NOON,
-        set_signer: &w.rekor,
-        reference: None,
         tsa: Some(&w.tsa),
+        ..SigPlan::new(&w, &leaf)
     };
     let (_, d) = image(&c, &r, "keyless/sig-stamped").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/sig-stamped",
-        &d,
-        &SigPlan {
-            names: &d,
-            ..sig_plan
-        },
-    )
-    .await;
+    let stamped = SigPlan {
+        names: &d,
+        ..sig_plan
+    };
+    let sig = push_keyless_sig(&c, &r, &w, "keyless/sig-stamped", &d, &stamped).await;
     let v = verdict(&c, &r, "keyless/sig-stamped", "v1", &sig).await;
     assert_eq!(v["verdict"], "valid", "{v}");
-    let att = push_keyless_att(
-        &c,
-        &r,
-        &w,
-        "keyless/sig-stamped",
-        &d,
-        &SigPlan {
-            names: &d,
-            ..sig_plan
-        },
-    )
-    .await;
+    let att = push_keyless_att(&c, &r, &w, "keyless/sig-stamped", &d, &stamped).await;
     let v = verdict_of(&c, &r, "keyless/sig-stamped", "v1", "attestation", &att).await;
     assert_eq!(v["verdict"], "valid", "{v}");
-    let (_, d) = image(&c, &r, "keyless/sig-rogue-stamp").await;
-    let sig = push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/sig-rogue-stamp",
-        &d,
-        &SigPlan {
-            names: &d,
-            tsa: Some(&rogue),
-            ..sig_plan
-        },
-    )
-    .await;
+    let rogue_stamp = SigPlan {
+        tsa: Some(&rogue),
+        ..sig_plan
+    };
     assert_invalid(
-        &verdict(&c, &r, "keyless/sig-rogue-stamp", "v1", &sig).await,
+        &keyless_verdict(&c, &r, &w, "keyless/sig-rogue-stamp", &rogue_stamp).await,
         "timestamp: ",
     );
 
     // Neither a SET nor a timestamp: nothing dates the signature.
-    let (manifest, _) = image(&c, &r, "keyless/undated").await;
-    let b = bundle(
-        &r,
-        &w,
-        "keyless/undated",
-        &manifest,
-        &BundlePlan { tsa: None, ..plan },
-    );
-    let referrer = push_bundle_referrer(&c, &r, "keyless/undated", &manifest, &b).await;
+    let undated = BundlePlan { tsa: None, ..plan };
     assert_invalid(
-        &verdict(&c, &r, "keyless/undated", "v1", &referrer).await,
+        &bundle_verdict(&c, &r, &w, "keyless/undated", &undated).await,
         "no signed time",
     );
 }
@@ -1530,24 +1255,14 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
     let r = Registry::start_with_config(&w.config("enforce"));
     let c = client();
     let leaf = w.fulcio.issue(IDENTITY, ISSUER);
+    let plan = SigPlan::new(&w, &leaf);
 
     let (_, signed) = image(&c, &r, "keyless/signed").await;
-    push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/signed",
-        &signed,
-        &SigPlan {
-            leaf: &leaf,
-            names: &signed,
-            integrated_time: NOON,
-            set_signer: &w.rekor,
-            reference: None,
-            tsa: None,
-        },
-    )
-    .await;
+    let signed_plan = SigPlan {
+        names: &signed,
+        ..plan
+    };
+    push_keyless_sig(&c, &r, &w, "keyless/signed", &signed, &signed_plan).await;
     let (status, body) = get(&c, &r.v2("keyless/signed/manifests/v1")).await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
 
@@ -1557,14 +1272,7 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
         &w,
         "keyless/bundled",
         &manifest,
-        &BundlePlan {
-            leaf: &leaf,
-            dsse: true,
-            bad_proof: false,
-            set: true,
-            tsa: None,
-            v2: false,
-        },
+        &BundlePlan::new(&leaf),
     );
     push_bundle_referrer(&c, &r, "keyless/bundled", &manifest, &b).await;
     let (status, body) = get(&c, &r.v2("keyless/bundled/manifests/v1")).await;
@@ -1599,22 +1307,12 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
     // Signed, by someone else: refused, and the message says why.
     let (_, d) = image(&c, &r, "keyless/foreign").await;
     let stranger = w.fulcio.issue("intruder@signet.example", ISSUER);
-    push_keyless_sig(
-        &c,
-        &r,
-        &w,
-        "keyless/foreign",
-        &d,
-        &SigPlan {
-            leaf: &stranger,
-            names: &d,
-            integrated_time: NOON,
-            set_signer: &w.rekor,
-            reference: None,
-            tsa: None,
-        },
-    )
-    .await;
+    let by_stranger = SigPlan {
+        leaf: &stranger,
+        names: &d,
+        ..plan
+    };
+    push_keyless_sig(&c, &r, &w, "keyless/foreign", &d, &by_stranger).await;
     let (status, body) = get(&c, &r.v2("keyless/foreign/manifests/v1")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(
@@ -1622,15 +1320,6 @@ async fn enforce_pulls_keyless_signed_and_refuses_unsigned() {
         "{}",
         String::from_utf8_lossy(&body)
     );
-}
-
-fn trust_check(config: &Path) -> std::process::Output {
-    Command::new(signet_binary())
-        .arg("--config")
-        .arg(config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap()
 }
 
 #[test]
