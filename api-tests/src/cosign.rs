@@ -177,9 +177,11 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A DSSE envelope over the in-toto `statement`, signed by `key`.
-pub fn dsse_envelope(statement: &[u8], key: &Key) -> Vec<u8> {
-    let signature = key.sign(&pae(IN_TOTO, statement));
+/// A DSSE envelope over the in-toto `statement`, signed by `signer`.
+pub fn dsse_envelope(statement: &[u8], signer: &SigStoreSigner) -> Vec<u8> {
+    let signature = signer
+        .sign(&pae(IN_TOTO, statement))
+        .expect("sign the DSSE envelope");
     serde_json::to_vec(&json!({
         "payloadType": IN_TOTO,
         "payload": B64.encode(statement),
@@ -200,7 +202,7 @@ pub async fn push_attestation(
     annotations: Value,
     key: &Key,
 ) -> String {
-    let envelope = dsse_envelope(statement, key);
+    let envelope = dsse_envelope(statement, &key.signer);
     let tag = attachment_tag(subject, "att");
     push_cosign_manifest(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }

@@ -10,23 +10,21 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{
+    self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, dsse_envelope, pae,
+    push_cosign_manifest, DSSE, SIG_ANNOTATION, SIMPLESIGNING,
+};
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
-use sigstore::cosign::{
-    verify_constraints, ClientBuilder, Constraint as _, CosignCapabilities as _, SignatureLayer,
-};
+use sigstore::cosign::{Constraint as _, CosignCapabilities as _, SignatureLayer};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
-use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
+use sigstore::registry::{Auth, OciReference};
 
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 const COSIGN_ATT_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
@@ -85,24 +83,8 @@ impl Key {
     }
 }
 
-/// The crate's cosign client for a plain-HTTP registry. (Its rustls and reqwest's
-/// agree on aws-lc-rs here, so no process-level CryptoProvider needs installing.)
-fn cosign() -> sigstore::cosign::Client {
-    let config = ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    };
-    ClientBuilder::default()
-        .with_oci_client_config(config)
-        .build()
-        .expect("cosign client")
-}
-
 fn image_ref(r: &Registry, repo: &str, reference: &str) -> OciReference {
-    let sep = if reference.contains(':') { '@' } else { ':' };
-    format!("{}/{repo}{sep}{reference}", r.host)
-        .parse()
-        .expect("image reference")
+    cosign::image_ref(&r.host, repo, reference)
 }
 
 /// Signs `repo` at `reference` the way `cosign sign --key` does with the crate's
@@ -110,7 +92,7 @@ fn image_ref(r: &Registry, repo: &str, reference: &str) -> OciReference {
 /// replaces). Returns the signed digest and the signature layer.
 async fn cosign_sign(r: &Registry, repo: &str, reference: &str, key: &Key) -> String {
     let image = image_ref(r, repo, reference);
-    let mut client = cosign();
+    let mut client = cosign_client();
     let (sig_image, digest) = client
         .triangulate(&image, &Auth::Anonymous)
         .await
@@ -144,31 +126,12 @@ async fn cosign_verify(
     reference: &str,
     key: &Key,
 ) -> Result<usize, String> {
-    let image = image_ref(r, repo, reference);
-    let layers = cosign()
-        .trusted_signature_layers(&Auth::Anonymous, &image)
-        .await
-        .map_err(|e| format!("pull signatures: {e}"))?;
-    if layers.is_empty() {
-        return Err("no signature layers".into());
-    }
-    let constraints = [key.verifier()];
-    verify_constraints(&layers, constraints.iter()).map_err(|e| {
-        format!(
-            "{} unsatisfied constraint(s)",
-            e.unsatisfied_constraints.len()
-        )
-    })?;
-    Ok(layers.len())
+    cosign_verify_with(&r.host, repo, reference, key.verifier()).await
 }
 
 // ---------------------------------------------------------------------------------
 // Registry helpers
 // ---------------------------------------------------------------------------------
-
-fn attachment_tag(subject: &str, suffix: &str) -> String {
-    format!("{}.{suffix}", subject.replace(':', "-"))
-}
 
 /// The digest a tag or digest resolves to, `None` on 404.
 async fn resolve(c: &Client, r: &Registry, repo: &str, reference: &str) -> Option<String> {
@@ -274,32 +237,9 @@ async fn push_index(
     bytes
 }
 
-/// cosign's config for `.sig` / `.att` manifests over the given layers.
-fn cosign_config(layer_digests: &[String]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "architecture": "",
-        "os": "",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": layer_digests},
-    }))
-    .unwrap()
-}
-
 // ---------------------------------------------------------------------------------
 // DSSE attestations (cosign attest)
 // ---------------------------------------------------------------------------------
-
-/// DSSE pre-authentication encoding.
-fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut out = format!(
-        "DSSEv1 {} {payload_type} {} ",
-        payload_type.len(),
-        payload.len()
-    )
-    .into_bytes();
-    out.extend_from_slice(payload);
-    out
-}
 
 /// Pushes a signed in-toto provenance statement about `subject` as the `.att` tag, as
 /// `cosign attest --key` does. Returns the `.att` manifest digest.
@@ -317,45 +257,10 @@ async fn cosign_attest(c: &Client, r: &Registry, repo: &str, subject: &str, key:
         },
     }))
     .unwrap();
-    let signature = key
-        .signer()
-        .sign(&pae(IN_TOTO, &statement))
-        .expect("sign the DSSE envelope");
-    let envelope = serde_json::to_vec(&json!({
-        "payloadType": IN_TOTO,
-        "payload": B64.encode(&statement),
-        "signatures": [{"keyid": "", "sig": B64.encode(&signature)}],
-    }))
-    .unwrap();
-    let layer = push_blob(c, r, repo, &envelope).await;
-    let config = cosign_config(std::slice::from_ref(&layer));
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": sha256(&config),
-            "size": config.len(),
-        },
-        "layers": [{
-            "mediaType": DSSE,
-            "digest": layer,
-            "size": envelope.len(),
-            "annotations": {SIG_ANNOTATION: "", "predicateType": PROVENANCE},
-        }],
-    }))
-    .unwrap();
-    put_manifest(
-        c,
-        r,
-        repo,
-        &attachment_tag(subject, "att"),
-        OCI_MANIFEST,
-        &manifest,
-    )
-    .await;
-    sha256(&manifest)
+    let envelope = dsse_envelope(&statement, &key.signer());
+    let annotations = json!({SIG_ANNOTATION: "", "predicateType": PROVENANCE});
+    let tag = attachment_tag(subject, "att");
+    push_cosign_manifest(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }
 
 /// Pulls the `.att` of `subject` and verifies every envelope's signature over the DSSE

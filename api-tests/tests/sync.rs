@@ -12,18 +12,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{cosign_sign, cosign_verify_with, Key, DSSE};
 use signet_api_tests::distribution::Distribution;
 use signet_api_tests::oci::{OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST};
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, signet_binary, Registry};
-use sigstore::cosign::constraint::PrivateKeySigner;
-use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
-use sigstore::cosign::{
-    verify_constraints, ClientBuilder, Constraint as _, CosignCapabilities as _, SignatureLayer,
-};
-use sigstore::crypto::{SigStoreSigner, SigningScheme};
-use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
-
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 const SPDX: &str = "text/spdx+json";
 const BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 
@@ -203,78 +195,6 @@ fn attachment_tag(subject: &str, suffix: &str) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------------
-// cosign with the sigstore crate
-// ---------------------------------------------------------------------------------
-
-struct Key {
-    signer: SigStoreSigner,
-    public_pem: String,
-}
-
-impl Key {
-    fn generate() -> Key {
-        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
-            .create_signer()
-            .expect("key pair");
-        let public_pem = signer
-            .to_sigstore_keypair()
-            .unwrap()
-            .public_key_to_pem()
-            .unwrap();
-        Key { signer, public_pem }
-    }
-
-    fn verifier(&self) -> Box<dyn VerificationConstraint> {
-        Box::new(
-            PublicKeyVerifier::new(
-                self.public_pem.as_bytes(),
-                &SigningScheme::ECDSA_P256_SHA256_ASN1,
-            )
-            .unwrap(),
-        )
-    }
-}
-
-fn cosign() -> sigstore::cosign::Client {
-    ClientBuilder::default()
-        .with_oci_client_config(ClientConfig {
-            protocol: ClientProtocol::Http,
-            ..Default::default()
-        })
-        .build()
-        .expect("cosign client")
-}
-
-fn image_ref(host: &str, repo: &str, reference: &str) -> OciReference {
-    let sep = if reference.contains(':') { '@' } else { ':' };
-    format!("{host}/{repo}{sep}{reference}").parse().unwrap()
-}
-
-/// `cosign sign --key`: pushes `<digest>.sig`; returns the signed digest.
-async fn cosign_sign(host: &str, repo: &str, reference: &str, key: &Key) -> String {
-    let image = image_ref(host, repo, reference);
-    let mut client = cosign();
-    let (sig_image, digest) = client
-        .triangulate(&image, &Auth::Anonymous)
-        .await
-        .expect("triangulate");
-    let mut layer = SignatureLayer::new_unsigned(&image, &digest).unwrap();
-    let signer = key
-        .signer
-        .to_sigstore_keypair()
-        .and_then(|pair| pair.to_sigstore_signer(&SigningScheme::ECDSA_P256_SHA256_ASN1))
-        .unwrap();
-    assert!(PrivateKeySigner::new_with_signer(signer)
-        .add_constraint(&mut layer)
-        .unwrap());
-    client
-        .push_signature(None, &Auth::Anonymous, &sig_image, vec![layer])
-        .await
-        .expect("push .sig");
-    digest
-}
-
 /// `cosign verify --key` with the crate: the number of trusted layers, or why not.
 async fn cosign_verify(
     host: &str,
@@ -282,16 +202,7 @@ async fn cosign_verify(
     reference: &str,
     key: &Key,
 ) -> Result<usize, String> {
-    let layers = cosign()
-        .trusted_signature_layers(&Auth::Anonymous, &image_ref(host, repo, reference))
-        .await
-        .map_err(|e| format!("pull signatures: {e}"))?;
-    if layers.is_empty() {
-        return Err("no signature layers".into());
-    }
-    verify_constraints(&layers, [key.verifier()].iter())
-        .map_err(|e| format!("{} unsatisfied", e.unsatisfied_constraints.len()))?;
-    Ok(layers.len())
+    cosign_verify_with(host, repo, reference, key.verifier()).await
 }
 
 // ---------------------------------------------------------------------------------
