@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 use signet_api_tests::docker::DockerDaemon;
+use signet_api_tests::pki::{auth_users, make_pki, write_token_key, TestPki};
 use signet_api_tests::{random_bytes, require_tool, Registry};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
@@ -24,45 +25,6 @@ const ROBOT_TOKEN: &str = "signet-robot-0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d
 // ---------------------------------------------------------------------------------
 // Test PKI and configuration
 // ---------------------------------------------------------------------------------
-
-/// A CA and a server certificate for 127.0.0.1 and localhost, as PEM files in `dir`:
-/// `ca.crt`, `server.crt`, `server.key`.
-struct TestPki {
-    ca_pem: String,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn make_pki(dir: &Path, name: &str) -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    std::fs::create_dir_all(dir).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("Signet test CA {name}"));
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let pki = TestPki {
-        ca_pem: ca_cert.pem(),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    };
-    std::fs::write(dir.join("ca.crt"), &pki.ca_pem).unwrap();
-    std::fs::write(&pki.cert, cert.pem()).unwrap();
-    std::fs::write(&pki.key, key.serialize_pem()).unwrap();
-    pki
-}
 
 fn auth_config(pki: &TestPki, extra: &str) -> String {
     format!(
@@ -74,15 +36,7 @@ key = {key:?}
 [auth]
 enabled = true
 {extra}
-
-[[auth.users]]
-name = "alice"
-password_bcrypt = "{alice}"
-
-[[auth.users]]
-name = "bob"
-password_bcrypt = "{bob}"
-
+{users}
 [[auth.robots]]
 name = "ci"
 token_sha256 = "{robot}"
@@ -94,8 +48,7 @@ push = ["alice", "ci"]
 "#,
         cert = pki.cert.to_str().unwrap(),
         key = pki.key.to_str().unwrap(),
-        alice = bcrypt::hash("alice-pw", 4).unwrap(),
-        bob = bcrypt::hash("bob-pw", 4).unwrap(),
+        users = auth_users(&[("alice", "alice-pw"), ("bob", "bob-pw")]),
         robot = hex::encode(Sha256::digest(ROBOT_TOKEN.as_bytes())),
     )
 }
@@ -265,8 +218,8 @@ fn umoci_image(layout: &Path, tag: &str, content: &[u8]) {
 #[tokio::test]
 async fn tls_serves_https_and_reloads_the_certificate_on_sighup_and_on_change() {
     let dir = tempfile::tempdir().unwrap();
-    let first = make_pki(&dir.path().join("first"), "first");
-    let second = make_pki(&dir.path().join("second"), "second");
+    let first = make_pki(&dir.path().join("first"), "Signet test CA first");
+    let second = make_pki(&dir.path().join("second"), "Signet test CA second");
     let serving = dir.path().join("serving");
     std::fs::create_dir_all(&serving).unwrap();
     let (cert, key) = (serving.join("tls.crt"), serving.join("tls.key"));
@@ -335,7 +288,7 @@ async fn tls_serves_https_and_reloads_the_certificate_on_sighup_and_on_change() 
 #[tokio::test]
 async fn podman_and_skopeo_log_in_push_and_pull_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(&dir.path().join("pki"), "podman");
+    let pki = make_pki(&dir.path().join("pki"), "Signet test CA podman");
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::write(certs.join("ca.crt"), &pki.ca_pem).unwrap();
@@ -509,12 +462,11 @@ impl Drop for DockerCa {
 #[tokio::test]
 async fn docker_logs_in_pushes_and_pulls_through_the_token_service_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(&dir.path().join("pki"), "docker");
+    let pki = make_pki(&dir.path().join("pki"), "Signet test CA docker");
     // A configured key: docker login gets a refresh token and pushes with the OAuth2
     // refresh grant.
     let token_key = dir.path().join("token.pem");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    std::fs::write(&token_key, key.serialize_pem()).unwrap();
+    write_token_key(&token_key);
     let r = Registry::start_with_config(&auth_config(
         &pki,
         &format!("token_key = {:?}", token_key.to_str().unwrap()),

@@ -2,35 +2,10 @@
 //! (`ca_file`), the "latest N semantic versions" tag selection (`tags_latest`), and
 //! the attachment kinds copied (`attachments`).
 
-use std::path::Path;
-
 use serde_json::Value;
 use signet_api_tests::oci::push_image;
+use signet_api_tests::pki::make_pki;
 use signet_api_tests::{random_bytes, Registry};
-
-/// A CA and a server certificate for 127.0.0.1 signed by it; returns the CA PEM and
-/// writes `ca.crt`, `server.crt`, `server.key` into `dir`.
-fn make_pki(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Signet sync test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("ca.crt"), ca_cert.pem()).unwrap();
-    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-    ca_cert.pem()
-}
 
 /// Runs `signet sync run <job> --json`; exit status and the summary.
 fn sync(mirror: &Registry, job: &str) -> (bool, Value) {
@@ -66,7 +41,7 @@ async fn mirror_tags(mirror: &Registry, repo: &str) -> Vec<String> {
 #[tokio::test]
 async fn mirrors_the_latest_versions_from_an_https_upstream_with_its_own_ca() {
     let pki = tempfile::tempdir().unwrap();
-    let ca_pem = make_pki(pki.path());
+    let ca_pem = make_pki(pki.path(), "Signet sync test CA").ca_pem;
     let mut upstream = Registry::start_with_config(&format!(
         "[server.tls]\ncert = {:?}\nkey = {:?}\n",
         pki.path().join("server.crt"),
