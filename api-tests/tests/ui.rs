@@ -15,16 +15,16 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{
+    attachment_tag, push_attestation, push_cosign_manifest, simple_signing_payload, trust_config,
+    Key, SIG_ANNOTATION, SIMPLESIGNING,
+};
 use signet_api_tests::oci::{
     error_code, get, push_blob, put_manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
+use signet_api_tests::pki::{auth_users, write_token_key};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
-use sigstore::crypto::{SigStoreSigner, SigningScheme};
 
-const SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
-const IN_TOTO: &str = "application/vnd.in-toto+json";
-const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const SPDX: &str = "application/spdx+json";
 const EMPTY: &str = "application/vnd.oci.empty.v1+json";
@@ -33,32 +33,6 @@ const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 // ---------------------------------------------------------------------------------
 // Content: platform images, an index, cosign signatures and attestations, an SBOM
 // ---------------------------------------------------------------------------------
-
-struct Key(SigStoreSigner);
-
-impl Key {
-    fn generate() -> Key {
-        Key(SigningScheme::ECDSA_P256_SHA256_ASN1
-            .create_signer()
-            .expect("a key pair"))
-    }
-
-    /// The public key as `cosign.pub` holds it, written to `dir`; returns its path.
-    fn write_public(&self, dir: &Path) -> String {
-        let pem = self
-            .0
-            .to_sigstore_keypair()
-            .and_then(|k| k.public_key_to_pem())
-            .expect("public key PEM");
-        let path = dir.join("cosign.pub");
-        std::fs::write(&path, pem).unwrap();
-        path.display().to_string()
-    }
-
-    fn sign(&self, bytes: &[u8]) -> String {
-        B64.encode(self.0.sign(bytes).expect("sign"))
-    }
-}
 
 /// An image for one platform (its config says so); returns the manifest bytes.
 async fn push_platform_image(c: &Client, r: &Registry, repo: &str, arch: &str) -> Vec<u8> {
@@ -118,48 +92,6 @@ async fn push_index(c: &Client, r: &Registry, repo: &str, tag: &str) -> (Vec<u8>
     (index, children)
 }
 
-fn cosign_tag(subject: &str, suffix: &str) -> String {
-    format!("{}.{suffix}", subject.replace(':', "-"))
-}
-
-/// Pushes a cosign-style attachment (`.sig` or `.att`) of `subject`: one layer of
-/// `media_type` holding `payload`, annotated as cosign does. Returns its digest.
-async fn push_cosign_attachment(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    subject: &str,
-    suffix: &str,
-    layer: (&str, &[u8], Value),
-) -> String {
-    let (media_type, payload, annotations) = layer;
-    push_blob(c, r, repo, payload).await;
-    let config = serde_json::to_vec(&json!({
-        "architecture": "", "os": "", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [sha256(payload)]},
-    }))
-    .unwrap();
-    push_blob(c, r, repo, &config).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256(&config), "size": config.len()},
-        "layers": [{"mediaType": media_type, "digest": sha256(payload), "size": payload.len(),
-                    "annotations": annotations}],
-    }))
-    .unwrap();
-    put_manifest(
-        c,
-        r,
-        repo,
-        &cosign_tag(subject, suffix),
-        OCI_MANIFEST,
-        &manifest,
-    )
-    .await;
-    sha256(&manifest)
-}
-
 /// `cosign sign --key`: the simple-signing payload over `subject`, signed by `key`
 /// (or, `tampered`, carrying a signature `key` made over other bytes), with the signing
 /// certificate's PEM when there is one, as keyless cosign adds it.
@@ -172,33 +104,18 @@ async fn sign(
     tampered: bool,
     certificate: Option<&str>,
 ) -> String {
-    let payload = serde_json::to_vec(&json!({
-        "critical": {
-            "identity": {"docker-reference": format!("{}/{repo}", r.host)},
-            "image": {"docker-manifest-digest": subject},
-            "type": "cosign container image signature",
-        },
-        "optional": null,
-    }))
-    .unwrap();
+    let payload = simple_signing_payload(r, repo, subject);
     let signature = if tampered {
         key.sign(b"a payload other than the one stored")
     } else {
         key.sign(&payload)
     };
-    let mut annotations = json!({ SIG_ANNOTATION: signature });
+    let mut annotations = json!({ SIG_ANNOTATION: B64.encode(signature) });
     if let Some(pem) = certificate {
         annotations[CERTIFICATE_ANNOTATION] = json!(pem);
     }
-    push_cosign_attachment(
-        c,
-        r,
-        repo,
-        subject,
-        "sig",
-        (SIMPLESIGNING, &payload, annotations),
-    )
-    .await
+    let tag = attachment_tag(subject, "sig");
+    push_cosign_manifest(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
 }
 
 /// `cosign attest --key`: a DSSE envelope over an in-toto provenance statement.
@@ -211,16 +128,8 @@ async fn attest(c: &Client, r: &Registry, repo: &str, subject: &str, key: &Key) 
         "predicate": {"builder": {"id": "https://builder.example/ui-test"}},
     }))
     .unwrap();
-    let mut pae = format!("DSSEv1 {} {IN_TOTO} {} ", IN_TOTO.len(), statement.len()).into_bytes();
-    pae.extend_from_slice(&statement);
-    let envelope = serde_json::to_vec(&json!({
-        "payloadType": IN_TOTO,
-        "payload": B64.encode(&statement),
-        "signatures": [{"keyid": "", "sig": key.sign(&pae)}],
-    }))
-    .unwrap();
     let annotations = json!({ SIG_ANNOTATION: "", "predicateType": PROVENANCE });
-    push_cosign_attachment(c, r, repo, subject, "att", (DSSE, &envelope, annotations)).await
+    push_attestation(c, r, repo, subject, &statement, annotations, key).await
 }
 
 /// An SPDX document attached as an OCI 1.1 referrer (`subject`), as oras pushes one.
@@ -308,12 +217,6 @@ fn drive_browser(r: &Registry, name: &str, mut scenario: Value) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected output {out:?}"));
     assert!(shots >= 4, "{shots} screenshots in {}", artifacts.display());
-}
-
-fn trust_config(public_key: &str) -> String {
-    format!(
-        "[trust]\npolicy = \"off\"\n[[trust.roots]]\nname = \"release-key\"\npublic_key = \"{public_key}\"\nrepositories = [\"prod/**\"]\n"
-    )
 }
 
 // ---------------------------------------------------------------------------------
@@ -447,13 +350,15 @@ async fn tag_details_page_through_ten_thousand_tags() {
     assert!(children.iter().all(|m| !m.is_empty()));
 
     // Tags that only carry attachments, left out on request, paging included.
-    let sig = push_cosign_attachment(
+    let sig_tag = attachment_tag(&sha256(&index), "sig");
+    let sig = push_cosign_manifest(
         &c,
         &r,
         "shop/app",
-        &sha256(&index),
-        "sig",
-        (SIMPLESIGNING, b"{}", json!({})),
+        &sig_tag,
+        SIMPLESIGNING,
+        b"{}",
+        json!({}),
     )
     .await;
     let listing = |query: &'static str| {
@@ -476,7 +381,6 @@ async fn tag_details_page_through_ten_thousand_tags() {
             (tags, link)
         }
     };
-    let sig_tag = cosign_tag(&sha256(&index), "sig");
     assert_eq!(listing("").await.0, ["arm-only", sig_tag.as_str(), "v1"]);
     assert_eq!(listing("?attachments=false").await.0, ["arm-only", "v1"]);
     let (first, link) = listing("?attachments=false&n=1").await;
@@ -609,7 +513,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampered_one_invalid() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::generate();
-    let r = Registry::start_with_config(&trust_config(&key.write_public(keys.path())));
+    let r = Registry::start_with_config(&trust_config(
+        &[(
+            "release-key",
+            &key.write_public(keys.path(), "cosign"),
+            &["prod/**"],
+        )],
+        "off",
+    ));
     let c = client();
     let repo = "prod/web";
 
@@ -690,14 +601,12 @@ async fn browser_with_auth_shows_a_user_only_their_repositories() {
     // refresh token in the tab's session storage and survives reloads.
     let keys = tempfile::tempdir().unwrap();
     let token_key = keys.path().join("token.pem");
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    std::fs::write(&token_key, key.serialize_pem()).unwrap();
+    write_token_key(&token_key);
     browse_with_auth("auth-password", None).await;
     browse_with_auth("auth-refresh-token", Some(&token_key)).await;
 }
 
 async fn browse_with_auth(name: &str, token_key: Option<&Path>) {
-    let hash = |p: &str| bcrypt::hash(p, 4).unwrap();
     let token_key = token_key
         .map(|k| format!("token_key = {:?}", k.display().to_string()))
         .unwrap_or_default();
@@ -707,19 +616,7 @@ async fn browse_with_auth(name: &str, token_key: Option<&Path>) {
 enabled = true
 admins = ["root"]
 {token_key}
-
-[[auth.users]]
-name = "alice"
-password_bcrypt = "{alice}"
-
-[[auth.users]]
-name = "bob"
-password_bcrypt = "{bob}"
-
-[[auth.users]]
-name = "root"
-password_bcrypt = "{root}"
-
+{users}
 [[auth.rules]]
 repositories = ["alice/**"]
 pull = ["alice"]
@@ -735,9 +632,11 @@ repositories = ["public/**"]
 pull = ["anonymous", "*"]
 push = ["root"]
 "#,
-        alice = hash("alice-pw"),
-        bob = hash("bob-pw"),
-        root = hash("root-pw"),
+        users = auth_users(&[
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("root", "root-pw")
+        ]),
     ));
     let root = basic_client("root", "root-pw");
     push_index(&root, &r, "alice/app", "v1").await;
