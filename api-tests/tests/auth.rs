@@ -14,13 +14,10 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use signet_api_tests::oci::{self, expect_error, header, snapshot, Snapshot, OCI_MANIFEST};
+use signet_api_tests::pki::{auth_users, bcrypt_hash, write_token_key};
 use signet_api_tests::{random_bytes, sha256, signet_binary, Registry};
 
 const ROBOT_TOKEN: &str = "signet-robot-3f9a1c0e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b";
-
-fn hash(password: &str) -> String {
-    bcrypt::hash(password, 4).unwrap()
-}
 
 /// alice pushes and deletes `team/*`; bob pulls `team/*`; the robot `ci` pushes
 /// `team/*`; anyone pulls `public/**`; root is admin. `extra` goes into `[auth]`.
@@ -31,19 +28,7 @@ fn config(extra: &str) -> String {
 enabled = true
 admins = ["root"]
 {extra}
-
-[[auth.users]]
-name = "alice"
-password_bcrypt = "{alice}"
-
-[[auth.users]]
-name = "bob"
-password_bcrypt = "{bob}"
-
-[[auth.users]]
-name = "root"
-password_bcrypt = "{root}"
-
+{users}
 [[auth.robots]]
 name = "ci"
 token_sha256 = "{robot}"
@@ -59,9 +44,11 @@ repositories = ["public/**"]
 pull = ["anonymous", "*"]
 push = ["alice"]
 "#,
-        alice = hash("alice-pw"),
-        bob = hash("bob-pw"),
-        root = hash("root-pw"),
+        users = auth_users(&[
+            ("alice", "alice-pw"),
+            ("bob", "bob-pw"),
+            ("root", "root-pw")
+        ]),
         robot = hex::encode(Sha256::digest(ROBOT_TOKEN.as_bytes())),
     )
 }
@@ -734,9 +721,8 @@ async fn expired_tokens_are_refused() {
 #[tokio::test]
 async fn refresh_tokens_with_a_configured_key() {
     let dir = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let key_path = dir.path().join("token.pem");
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    write_token_key(&key_path);
     let r = Registry::start_with_config(&config(&format!(
         "token_key = {:?}",
         key_path.to_str().unwrap()
@@ -1090,7 +1076,11 @@ fn strip_ansi(s: &str) -> String {
 async fn htpasswd_users_log_in_and_other_hash_kinds_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("htpasswd");
-    std::fs::write(&file, format!("# team\ncarol:{}\n", hash("carol-pw"))).unwrap();
+    std::fs::write(
+        &file,
+        format!("# team\ncarol:{}\n", bcrypt_hash("carol-pw")),
+    )
+    .unwrap();
     let cfg = format!(
         "[auth]\nenabled = true\nhtpasswd = {:?}\n[[auth.rules]]\nrepositories = [\"**\"]\npush = [\"carol\"]\n",
         file.to_str().unwrap()
@@ -1105,7 +1095,11 @@ async fn htpasswd_users_log_in_and_other_hash_kinds_are_refused_at_start() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 
-    std::fs::write(&file, format!("carol:{}\ndave:$apr1$abc$def\n", hash("x"))).unwrap();
+    std::fs::write(
+        &file,
+        format!("carol:{}\ndave:$apr1$abc$def\n", bcrypt_hash("x")),
+    )
+    .unwrap();
     let cfg_path = dir.path().join("signet.toml");
     std::fs::write(&cfg_path, &cfg).unwrap();
     let out = std::process::Command::new(signet_binary())

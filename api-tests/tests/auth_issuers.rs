@@ -14,6 +14,7 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use signet_api_tests::pki::auth_users;
 use signet_api_tests::{oci, random_bytes, sha256, Registry};
 
 fn now() -> u64 {
@@ -114,11 +115,7 @@ async fn fixture(es: &Key, rsa: &Key) -> Fixture {
 enabled = true
 admins = ["root"]
 realm = "https://auth.example.com/token"
-
-[[auth.users]]
-name = "root"
-password_bcrypt = "{root}"
-
+{users}
 [[auth.issuers]]
 name = "corp-auth"
 public_key = {es_path:?}
@@ -128,7 +125,7 @@ name = "rsa-auth"
 public_key = {rsa_path:?}
 service = "registry.example.com"
 "#,
-        root = bcrypt::hash("root-pw", 4).unwrap(),
+        users = auth_users(&[("root", "root-pw")]),
     ));
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(

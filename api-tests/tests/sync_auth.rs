@@ -12,6 +12,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::{self, OCI_MANIFEST};
+use signet_api_tests::pki::auth_users;
 use signet_api_tests::{client, random_bytes, run, sha256, Registry};
 
 const COSIGN_SIMPLESIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -33,21 +34,12 @@ fn upstream() -> Registry {
 [auth]
 enabled = true
 admins = ["root"]
-
-[[auth.users]]
-name = "root"
-password_bcrypt = "{root}"
-
-[[auth.users]]
-name = "mirror"
-password_bcrypt = "{mirror}"
-
+{users}
 [[auth.rules]]
 repositories = ["apps/**"]
 pull = ["mirror"]
 "#,
-        root = bcrypt::hash("root-pw", 4).unwrap(),
-        mirror = bcrypt::hash("mirror-pw", 4).unwrap(),
+        users = auth_users(&[("root", "root-pw"), ("mirror", "mirror-pw")]),
     ))
 }
 
