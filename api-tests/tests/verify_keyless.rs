@@ -839,8 +839,21 @@ async fn bundle_verdict(
     repo: &str,
     plan: &BundlePlan<'_>,
 ) -> Value {
+    tampered_bundle_verdict(c, r, w, repo, plan, |_| {}).await
+}
+
+/// As [`bundle_verdict`], with `tamper` changing the bundle before it is pushed.
+async fn tampered_bundle_verdict(
+    c: &Client,
+    r: &Registry,
+    w: &World,
+    repo: &str,
+    plan: &BundlePlan<'_>,
+    tamper: impl FnOnce(&mut Value),
+) -> Value {
     let (manifest, _) = image(c, r, repo).await;
-    let b = bundle(r, w, repo, &manifest, plan);
+    let mut b = bundle(r, w, repo, &manifest, plan);
+    tamper(&mut b);
     let referrer = push_bundle_referrer(c, r, repo, &manifest, &b).await;
     verdict(c, r, repo, "v1", &referrer).await
 }
@@ -880,70 +893,72 @@ async fn keyless_sig_valid_and_every_tampering_named() {
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "release");
 
+    // Each a genuine signature of its own image but for one thing.
     // Another identity, same issuer and CA.
-    let other = w.fulcio.issue("intruder@signet.example", ISSUER);
-    let plan_other = SigPlan {
-        leaf: &other,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/identity", &plan_other).await,
-        "identity mismatch",
-    );
-
+    let intruder = w.fulcio.issue("intruder@signet.example", ISSUER);
     // The right identity from another OIDC issuer.
-    let other = w
+    let elsewhere = w
         .fulcio
         .issue(IDENTITY, "https://accounts.elsewhere.example");
-    let plan_other = SigPlan {
-        leaf: &other,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/issuer", &plan_other).await,
-        "issuer mismatch",
-    );
-
     // A certificate from a CA the trusted root does not hold (its own chain attached).
     let rogue = Fulcio::new("rogue fulcio").issue(IDENTITY, ISSUER);
-    let plan_rogue = SigPlan {
-        leaf: &rogue,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/chain", &plan_rogue).await,
-        "does not chain to a trusted Fulcio CA",
-    );
-
     // A SET signed by another key claiming the trusted log's ID.
     let forger = Rekor::new();
-    let plan_forged = SigPlan {
-        set_signer: &forger,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/set", &plan_forged).await,
-        "bad signed entry timestamp",
-    );
-
-    // Integrated by Rekor the day after the certificate expired (a real SET).
-    let late = SigPlan {
-        integrated_time: DAY_START + 2 * 86400,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/late", &late).await,
-        "outside the certificate's validity",
-    );
-    // And before it was issued.
-    let early = SigPlan {
-        integrated_time: DAY_START - 60,
-        ..plan
-    };
-    assert_invalid(
-        &keyless_verdict(&c, &r, &w, "keyless/early", &early).await,
-        "outside the certificate's validity",
-    );
+    let cases = [
+        (
+            "keyless/identity",
+            SigPlan {
+                leaf: &intruder,
+                ..plan
+            },
+            "identity mismatch",
+        ),
+        (
+            "keyless/issuer",
+            SigPlan {
+                leaf: &elsewhere,
+                ..plan
+            },
+            "issuer mismatch",
+        ),
+        (
+            "keyless/chain",
+            SigPlan {
+                leaf: &rogue,
+                ..plan
+            },
+            "does not chain to a trusted Fulcio CA",
+        ),
+        (
+            "keyless/set",
+            SigPlan {
+                set_signer: &forger,
+                ..plan
+            },
+            "bad signed entry timestamp",
+        ),
+        // Integrated by Rekor the day after the certificate expired (a real SET).
+        (
+            "keyless/late",
+            SigPlan {
+                integrated_time: DAY_START + 2 * 86400,
+                ..plan
+            },
+            "outside the certificate's validity",
+        ),
+        // And before it was issued.
+        (
+            "keyless/early",
+            SigPlan {
+                integrated_time: DAY_START - 60,
+                ..plan
+            },
+            "outside the certificate's validity",
+        ),
+    ];
+    for (repo, tampered, reason) in &cases {
+        assert_invalid(&keyless_verdict(&c, &r, &w, repo, tampered).await, reason);
+    }
 
     // A complete, genuine signature of `good` copied onto another image.
     let (_, d) = image(&c, &r, "keyless/copied").await;
@@ -1028,12 +1043,10 @@ async fn bundle_referrers_with_inclusion_proofs() {
     );
 
     // A checkpoint signed by another key.
-    let (manifest, _) = image(&c, &r, "keyless/checkpoint").await;
-    let mut b = bundle(&r, &w, "keyless/checkpoint", &manifest, &plan);
-    resign_checkpoint(&mut b, &Rekor::new());
-    let referrer = push_bundle_referrer(&c, &r, "keyless/checkpoint", &manifest, &b).await;
+    let other_log = Rekor::new();
+    let resigned = |b: &mut Value| resign_checkpoint(b, &other_log);
     assert_invalid(
-        &verdict(&c, &r, "keyless/checkpoint", "v1", &referrer).await,
+        &tampered_bundle_verdict(&c, &r, &w, "keyless/checkpoint", &plan, resigned).await,
         "checkpoint is not signed by the trusted log key",
     );
 
@@ -1197,13 +1210,10 @@ async fn bundles_dated_by_a_timestamp_authority() {
         assert_eq!(v["verdict"], "valid", "{repo}: {v}");
     }
     // A v2 entry whose checkpoint another log signed, and one with an altered path.
-    let (manifest, _) = image(&c, &r, "keyless/v2-foreign").await;
     let v2 = BundlePlan { v2: true, ..plan };
-    let mut b = bundle(&r, &w, "keyless/v2-foreign", &manifest, &v2);
-    resign_checkpoint(&mut b, &w.rekor);
-    let referrer = push_bundle_referrer(&c, &r, "keyless/v2-foreign", &manifest, &b).await;
+    let resigned = |b: &mut Value| resign_checkpoint(b, &w.rekor);
     assert_invalid(
-        &verdict(&c, &r, "keyless/v2-foreign", "v1", &referrer).await,
+        &tampered_bundle_verdict(&c, &r, &w, "keyless/v2-foreign", &v2, resigned).await,
         "checkpoint is not signed by the trusted log key",
     );
     let bad_path = BundlePlan {
