@@ -53,6 +53,29 @@ struct Ca {
     der: Vec<u8>,
 }
 
+impl Ca {
+    /// A P-384 root CA named `cn`.
+    fn root(cn: &str) -> Ca {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let params = ca_params(cn);
+        let cert = params.self_signed(&key).unwrap();
+        Ca::new(params, key, cert)
+    }
+
+    fn new(params: CertificateParams, key: KeyPair, cert: rcgen::Certificate) -> Ca {
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            params,
+            key,
+        }
+    }
+
+    fn issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.params, &self.key)
+    }
+}
+
 fn ca_params(cn: &str) -> CertificateParams {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -73,28 +96,14 @@ struct Fulcio {
 
 impl Fulcio {
     fn new(name: &str) -> Fulcio {
-        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-        let root_params = ca_params(&format!("{name} root"));
-        let root_cert = root_params.self_signed(&root_key).unwrap();
+        let root = Ca::root(&format!("{name} root"));
         let int_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
         let mut int_params = ca_params(&format!("{name} intermediate"));
         int_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        let int_cert = int_params
-            .signed_by(&int_key, &Issuer::from_params(&root_params, &root_key))
-            .unwrap();
+        let int_cert = int_params.signed_by(&int_key, &root.issuer()).unwrap();
         Fulcio {
-            root: Ca {
-                pem: root_cert.pem(),
-                der: root_cert.der().to_vec(),
-                params: root_params,
-                key: root_key,
-            },
-            intermediate: Ca {
-                pem: int_cert.pem(),
-                der: int_cert.der().to_vec(),
-                params: int_params,
-                key: int_key,
-            },
+            intermediate: Ca::new(int_params, int_key, int_cert),
+            root,
         }
     }
 
@@ -133,12 +142,7 @@ impl Fulcio {
             ),
             CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8),
         ];
-        let cert = p
-            .signed_by(
-                &key,
-                &Issuer::from_params(&self.intermediate.params, &self.intermediate.key),
-            )
-            .unwrap();
+        let cert = p.signed_by(&key, &self.intermediate.issuer()).unwrap();
         Leaf {
             key,
             pem: cert.pem(),
@@ -306,9 +310,7 @@ struct Tsa {
 
 impl Tsa {
     fn new(name: &str) -> Tsa {
-        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-        let root_params = ca_params(&format!("{name} root"));
-        let root_cert = root_params.self_signed(&root_key).unwrap();
+        let root = Ca::root(&format!("{name} root"));
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -326,16 +328,9 @@ impl Tsa {
         );
         eku.set_criticality(true);
         p.custom_extensions = vec![eku];
-        let cert = p
-            .signed_by(&key, &Issuer::from_params(&root_params, &root_key))
-            .unwrap();
+        let cert = p.signed_by(&key, &root.issuer()).unwrap();
         Tsa {
-            root: Ca {
-                pem: root_cert.pem(),
-                der: root_cert.der().to_vec(),
-                params: root_params,
-                key: root_key,
-            },
+            root,
             signer_pem: cert.pem(),
             signer_der: cert.der().to_vec(),
             signer_key_pem: key.serialize_pem(),
