@@ -282,6 +282,20 @@ pub fn trust_root(name: &str, key: &str, repos: &[&str]) -> String {
     )
 }
 
+/// A `[[trust.roots]]` entry trusting the OpenPGP public key at `key` (atomic
+/// signatures) for `repos` (every repository when empty).
+pub fn gpg_trust_root(name: &str, key: &Path, repos: &[&str]) -> String {
+    let mut out = format!("[[trust.roots]]\nname = \"{name}\"\n");
+    if !repos.is_empty() {
+        out.push_str(&format!(
+            "repositories = {}\n",
+            serde_json::to_string(repos).unwrap()
+        ));
+    }
+    out.push_str(&format!("gpg_keys = [\"{}\"]\n", key.display()));
+    out
+}
+
 /// A `[trust]` section with `policy` and one cosign public-key root per
 /// `(name, public key path, repositories)`.
 pub fn trust_config(roots: &[(&str, &str, &[&str])], policy: &str) -> String {

@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use signet_api_tests::cosign::{sign_payload, simple_signing_payload, trust_root, Key};
+use signet_api_tests::cosign::{
+    gpg_trust_root, sign_payload, simple_signing_payload, trust_root, Key,
+};
 use signet_api_tests::gpg::{accept_anything_policy, signed_by_policy, GpgKey};
 use signet_api_tests::oci::{get, push_image, OCI_MANIFEST};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
@@ -245,21 +247,11 @@ async fn atomic_gpg_signatures_are_verified_on_ingest_and_still_verify_with_skop
     // The mirror keeps the names (no prefix): the signatures' docker-reference names
     // the same repository, on another host, which is not compared.
     let mirror = Registry::start_with_config(&format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-gpg_keys = ["{key}"]
-repositories = ["apps/**"]
-policy = "enforce"
-
-[[sync.jobs]]
-name = "gpg"
-upstream = "{up}"
-repositories = ["apps/signed", "apps/mallory"]
-"#,
-        key = alice_pub.display(),
-        up = upstream.url,
+        "[trust]\n{}policy = \"enforce\"\n\n\
+         [[sync.jobs]]\nname = \"gpg\"\nupstream = \"{}\"\n\
+         repositories = [\"apps/signed\", \"apps/mallory\"]\n",
+        gpg_trust_root("release", &alice_pub, &["apps/**"]),
+        upstream.url,
     ));
     let out = mirror.cli(&["sync", "run", "gpg"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

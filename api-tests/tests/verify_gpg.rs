@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{gpg_trust_root, trust_check};
 use signet_api_tests::gpg::{accept_anything_policy, skopeo_pull, GpgKey};
 use signet_api_tests::oci::{
     error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST,
@@ -180,15 +181,8 @@ fn keys() -> Keys {
 async fn skopeo_gpg_signatures_are_verified_and_count_for_the_policy() {
     let k = keys();
     let r = Registry::start_with_config(&format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-repositories = ["team/**"]
-gpg_keys = ["{}"]
-policy = "enforce"
-"#,
-        k.alice_pub.display()
+        "[trust]\n{}policy = \"enforce\"\n",
+        gpg_trust_root("release", &k.alice_pub, &["team/**"])
     ));
     let c = client();
     let dir = k.dir.path();
@@ -323,19 +317,9 @@ async fn docker_reference_must_name_the_repository_unless_the_root_ignores_it() 
     let binary = k.dir.path().join("alice.gpg");
     k.alice.export(&binary, false);
     let r = Registry::start_with_config(&format!(
-        r#"
-[trust]
-[[trust.roots]]
-name = "release"
-repositories = ["team/**"]
-gpg_keys = ["{0}"]
-[[trust.roots]]
-name = "mirrors"
-repositories = ["mirror/**"]
-gpg_keys = ["{0}"]
-docker_reference = "ignore"
-"#,
-        binary.display()
+        "[trust]\n{}{}docker_reference = \"ignore\"\n",
+        gpg_trust_root("release", &binary, &["team/**"]),
+        gpg_trust_root("mirrors", &binary, &["mirror/**"]),
     ));
     let c = client();
     let dir = k.dir.path();
@@ -384,9 +368,8 @@ async fn registry_names_make_the_docker_reference_host_count() {
     let k = keys();
     let dir = k.dir.path();
     let r = Registry::start_with_config(&format!(
-        "[trust]\nregistry_names = [\"registry.example.com\", \"localhost:5000\"]\n\
-         [[trust.roots]]\nname = \"release\"\ngpg_keys = [\"{}\"]\n",
-        k.alice_pub.display()
+        "[trust]\nregistry_names = [\"registry.example.com\", \"localhost:5000\"]\n{}",
+        gpg_trust_root("release", &k.alice_pub, &[])
     ));
     let c = client();
     let digest = sha256(&push_image(&c, &r, "team/app", "v1", &[&random_bytes(64)]).await);
@@ -479,9 +462,9 @@ async fn signing_subkeys_count_and_revoked_keys_do_not() {
     let by_subkey = gpg_sign_as(&carol, &format!("{subkey}!"), &payload, d);
 
     let r = Registry::start_with_config(&format!(
-        "[trust]\n[[trust.roots]]\nname = \"carol\"\ngpg_keys = [\"{}\"]\n[[trust.roots]]\nname = \"dave\"\ngpg_keys = [\"{}\"]\n",
-        carol_pub.display(),
-        dave_pub.display()
+        "[trust]\n{}{}",
+        gpg_trust_root("carol", &carol_pub, &[]),
+        gpg_trust_root("dave", &dave_pub, &[]),
     ));
     let c = client();
     push_blob(&c, &r, "team/x", config).await;
@@ -514,18 +497,18 @@ fn trust_check_reads_gpg_keys_and_refuses_secret_or_broken_ones() {
     let write = |key: &Path| {
         std::fs::write(
             &config,
-            format!(
-                "[trust]\n[[trust.roots]]\nname = \"release\"\ngpg_keys = [\"{}\"]\n",
-                key.display()
-            ),
+            format!("[trust]\n{}", gpg_trust_root("release", key, &[])),
         )
         .unwrap()
     };
     write(&k.alice_pub);
-    let out = run(Command::new(signet_api_tests::signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"]));
+    let out = trust_check(&config);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains(&k.alice.fingerprint), "{out}");
     assert!(out.contains("alice <alice@example.com>"), "{out}");
 
@@ -539,12 +522,7 @@ fn trust_check_reads_gpg_keys_and_refuses_secret_or_broken_ones() {
     assert!(exported.status.success());
     std::fs::write(&secret, exported.stdout).unwrap();
     write(&secret);
-    let out = Command::new(signet_api_tests::signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&config);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("secret key"),
@@ -559,12 +537,7 @@ fn trust_check_reads_gpg_keys_and_refuses_secret_or_broken_ones() {
     )
     .unwrap();
     write(&broken);
-    let out = Command::new(signet_api_tests::signet_binary())
-        .arg("--config")
-        .arg(&config)
-        .args(["trust", "check"])
-        .output()
-        .unwrap();
+    let out = trust_check(&config);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("OpenPGP"));
 }
