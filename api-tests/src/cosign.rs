@@ -19,7 +19,7 @@ use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::{SigStoreSigner, SigningScheme};
 use sigstore::registry::{Auth, ClientConfig, ClientProtocol, OciReference};
 
-use crate::oci::{get, push_blob, put_manifest, OCI_CONFIG, OCI_MANIFEST};
+use crate::oci::{get, push_blob, put_manifest, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use crate::{sha256, Registry};
 
 /// The layer type of a cosign signature's payload.
@@ -351,4 +351,30 @@ pub fn trust_check(config: &Path) -> std::process::Output {
         .args(["trust", "check"])
         .output()
         .expect("run signet trust check")
+}
+
+/// The digest `reference` of `repo` names, by HEAD (which a signature policy always
+/// answers); `None` when the registry has no such manifest.
+pub async fn head_digest(c: &Client, r: &Registry, repo: &str, reference: &str) -> Option<String> {
+    let resp = c
+        .head(r.v2(&format!("{repo}/manifests/{reference}")))
+        .header(
+            "Accept",
+            format!(
+                "{OCI_MANIFEST}, {OCI_INDEX}, application/vnd.docker.distribution.manifest.v2+json"
+            ),
+        )
+        .send()
+        .await
+        .expect("HEAD the manifest");
+    match resp.status() {
+        StatusCode::OK => Some(
+            resp.headers()["Docker-Content-Digest"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        ),
+        StatusCode::NOT_FOUND => None,
+        other => panic!("HEAD {repo}:{reference}: {other}"),
+    }
 }

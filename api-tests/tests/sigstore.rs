@@ -11,8 +11,8 @@ use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{
-    self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, dsse_envelope, pae,
-    push_cosign_manifest, DSSE, SIG_ANNOTATION, SIMPLESIGNING,
+    self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, dsse_envelope,
+    head_digest, pae, push_cosign_manifest, DSSE, SIG_ANNOTATION, SIMPLESIGNING,
 };
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
@@ -132,25 +132,6 @@ async fn cosign_verify(
 // ---------------------------------------------------------------------------------
 // Registry helpers
 // ---------------------------------------------------------------------------------
-
-/// The digest a tag or digest resolves to, `None` on 404.
-async fn resolve(c: &Client, r: &Registry, repo: &str, reference: &str) -> Option<String> {
-    let resp = c
-        .head(r.v2(&format!("{repo}/manifests/{reference}")))
-        .send()
-        .await
-        .unwrap();
-    match resp.status() {
-        StatusCode::OK => Some(
-            resp.headers()["Docker-Content-Digest"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ),
-        StatusCode::NOT_FOUND => None,
-        other => panic!("HEAD {repo}:{reference}: {other}"),
-    }
-}
 
 async fn manifest_json(c: &Client, r: &Registry, repo: &str, reference: &str) -> Value {
     let (status, body) = get(c, &r.v2(&format!("{repo}/manifests/{reference}"))).await;
@@ -352,7 +333,9 @@ async fn cosign_signature_and_attestation_round_trip_and_are_indexed() {
 
     // Signet indexed it: the referrers API lists the tag attachment, and coverage
     // reports it as a signature that arrived by tag.
-    let sig_digest = resolve(&c, &r, repo, &sig_tag).await.expect(".sig exists");
+    let sig_digest = head_digest(&c, &r, repo, &sig_tag)
+        .await
+        .expect(".sig exists");
     assert_eq!(
         referrers(&c, &r, repo, &digest).await,
         vec![(sig_digest.clone(), COSIGN_SIG_ARTIFACT.to_string())]
@@ -447,7 +430,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
 
     // Sign only the index.
     assert_eq!(cosign_sign(&r, repo, "v1", &key).await, index_digest);
-    let index_sig = resolve(&c, &r, repo, &attachment_tag(&index_digest, "sig"))
+    let index_sig = head_digest(&c, &r, repo, &attachment_tag(&index_digest, "sig"))
         .await
         .expect("index .sig");
     assert_eq!(cosign_verify(&r, repo, "v1", &key).await, Ok(1));
@@ -477,7 +460,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
         assert_eq!(&cosign_sign(&r, repo, child, &key).await, child);
         assert_eq!(cosign_verify(&r, repo, child, &key).await, Ok(1));
         child_sigs.push(
-            resolve(&c, &r, repo, &attachment_tag(child, "sig"))
+            head_digest(&c, &r, repo, &attachment_tag(child, "sig"))
                 .await
                 .expect("child .sig"),
         );
@@ -697,7 +680,7 @@ async fn a_second_signature_appends_under_if_match_and_a_stale_writer_gets_412()
 }
 
 async fn resp_digest_of(c: &Client, r: &Registry, repo: &str, reference: &str) -> String {
-    resolve(c, r, repo, reference)
+    head_digest(c, r, repo, reference)
         .await
         .unwrap_or_else(|| panic!("{repo}:{reference} is missing"))
 }
@@ -769,7 +752,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
         &format!("docker://{}/src/plain:v1", r.host),
         &format!("docker://{}/dst/plain:v1", r.host),
     ]));
-    assert!(resolve(&c, &r, "dst/plain", "v1").await.is_some());
+    assert!(head_digest(&c, &r, "dst/plain", "v1").await.is_some());
 
     // The signed one copies with its .sig.
     run(skopeo(dir.path()).args([
@@ -780,7 +763,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
         &format!("docker://{}/dst/app:v1", r.host),
     ]));
     assert_eq!(
-        resolve(&c, &r, "dst/app", "v1").await.as_deref(),
+        head_digest(&c, &r, "dst/app", "v1").await.as_deref(),
         Some(digest.as_str()),
         "the image is copied unchanged"
     );
@@ -800,7 +783,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
     assert!(cosign_verify(&r, "dst/app", "v1", &Key::generate())
         .await
         .is_err());
-    let dst_sig_digest = resolve(&c, &r, "dst/app", &sig_tag).await.unwrap();
+    let dst_sig_digest = head_digest(&c, &r, "dst/app", &sig_tag).await.unwrap();
     let report = coverage(&c, &r, "dst/app", &digest, false).await;
     let sigs = report["attachments"]["signature"].as_array().unwrap();
     assert_eq!(sigs.len(), 1, "{report}");
@@ -835,7 +818,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
     assert_eq!(appended["layers"][0], dst_sig["layers"][0]);
     assert_eq!(cosign_verify(&r, "dst/app", "v1", &key).await, Ok(2));
     assert_eq!(cosign_verify(&r, "dst/app", "v1", &second).await, Ok(2));
-    let moved = resolve(&c, &r, "dst/app", &sig_tag).await.unwrap();
+    let moved = head_digest(&c, &r, "dst/app", &sig_tag).await.unwrap();
     assert_ne!(moved, dst_sig_digest, "the .sig tag moved");
     let report = coverage(&c, &r, "dst/app", &digest, false).await;
     assert_eq!(
@@ -859,7 +842,7 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
     cosign_sign(&r, repo, "v2", &key).await;
     let att = cosign_attest(&c, &r, repo, &digest, &key).await;
     let other_att = cosign_attest(&c, &r, repo, &other_digest, &key).await;
-    let sig = resolve(&c, &r, repo, &attachment_tag(&digest, "sig"))
+    let sig = head_digest(&c, &r, repo, &attachment_tag(&digest, "sig"))
         .await
         .unwrap();
 
@@ -889,11 +872,11 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(
-        resolve(&c, &r, repo, "v2").await.as_deref(),
+        head_digest(&c, &r, repo, "v2").await.as_deref(),
         Some(other_digest.as_str())
     );
     assert_eq!(
-        resolve(&c, &r, repo, &attachment_tag(&other_digest, "att")).await,
+        head_digest(&c, &r, repo, &attachment_tag(&other_digest, "att")).await,
         None
     );
     assert_eq!(cosign_verify(&r, repo, "v2", &key).await, Ok(1));
@@ -908,7 +891,7 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(
-        resolve(&c, &r, repo, "v1").await.as_deref(),
+        head_digest(&c, &r, repo, "v1").await.as_deref(),
         Some(digest.as_str())
     );
     assert_eq!(referrers(&c, &r, repo, &digest).await.len(), 2);
@@ -930,7 +913,7 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(
-        resolve(&c, &r, repo, "v3").await.as_deref(),
+        head_digest(&c, &r, repo, "v3").await.as_deref(),
         Some(third_digest.as_str())
     );
     assert!(cosign_verify(&r, repo, "v3", &key).await.is_err());

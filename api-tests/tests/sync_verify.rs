@@ -9,10 +9,10 @@ use std::process::{Command, Output};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use signet_api_tests::cosign::{
-    gpg_trust_root, sign_payload, simple_signing_payload, trust_root, Key,
+    gpg_trust_root, head_digest, sign_payload, simple_signing_payload, trust_root, Key,
 };
 use signet_api_tests::gpg::{accept_anything_policy, signed_by_policy, GpgKey};
-use signet_api_tests::oci::{get, push_image, OCI_MANIFEST};
+use signet_api_tests::oci::{get, push_image};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 
 /// `cosign sign --key` by hand: the `.sig` of `subject` with one simple-signing layer
@@ -51,26 +51,6 @@ fn errors(summary: &Value) -> Vec<String> {
         .iter()
         .map(|e| e.as_str().unwrap().to_string())
         .collect()
-}
-
-/// The digest a tag of the mirror names (HEAD, which the policy always answers).
-async fn tag_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> Option<String> {
-    let resp = c
-        .head(r.v2(&format!("{repo}/manifests/{tag}")))
-        .header("Accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    match resp.status() {
-        StatusCode::OK => Some(
-            resp.headers()["Docker-Content-Digest"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        ),
-        StatusCode::NOT_FOUND => None,
-        other => panic!("HEAD {repo}:{tag}: {other}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,7 +120,7 @@ verify = true
     // The verified tag is published and pulls under enforce; the others have no tag,
     // though their manifests and signatures were mirrored (for a later verification).
     assert_eq!(
-        tag_digest(&c, &mirror, "mirror/apps/good", "v1").await,
+        head_digest(&c, &mirror, "mirror/apps/good", "v1").await,
         Some(good.clone())
     );
     let (status, _) = get(&c, &mirror.v2("mirror/apps/good/manifests/v1")).await;
@@ -150,10 +130,10 @@ verify = true
         "mirror/apps/unsigned",
         "mirror/apps/copied",
     ] {
-        assert_eq!(tag_digest(&c, &mirror, repo, "v1").await, None, "{repo}");
+        assert_eq!(head_digest(&c, &mirror, repo, "v1").await, None, "{repo}");
     }
     let sig_tag = format!("{}.sig", bad.replace(':', "-"));
-    assert!(tag_digest(&c, &mirror, "mirror/apps/bad", &sig_tag)
+    assert!(head_digest(&c, &mirror, "mirror/apps/bad", &sig_tag)
         .await
         .is_some());
 
@@ -163,7 +143,7 @@ verify = true
     assert_eq!(n(&summary, "tags_verified"), 1, "{summary}");
     assert_eq!(n(&summary, "tags_refused"), 2, "{summary}");
     assert_eq!(
-        tag_digest(&c, &mirror, "mirror/apps/bad", "v1").await,
+        head_digest(&c, &mirror, "mirror/apps/bad", "v1").await,
         Some(bad.clone())
     );
 
@@ -177,7 +157,7 @@ verify = true
         "{summary}"
     );
     assert_eq!(
-        tag_digest(&c, &mirror, "mirror/apps/good", "v1").await,
+        head_digest(&c, &mirror, "mirror/apps/good", "v1").await,
         Some(good.clone())
     );
 
@@ -186,7 +166,7 @@ verify = true
     assert!(ok, "{summary}");
     assert_eq!(n(&summary, "tags_verified"), 0);
     assert_eq!(
-        tag_digest(&c, &mirror, "plain/apps/unsigned", "v1").await,
+        head_digest(&c, &mirror, "plain/apps/unsigned", "v1").await,
         Some(unsigned.clone())
     );
     // `verify = true` checks even there (no root covers plain-checked/**).
@@ -195,7 +175,7 @@ verify = true
     assert_eq!(n(&summary, "tags_refused"), 1, "{summary}");
     assert!(errors(&summary)[0].contains("no signature"), "{summary}");
     assert_eq!(
-        tag_digest(&c, &mirror, "plain-checked/apps/unsigned", "v1").await,
+        head_digest(&c, &mirror, "plain-checked/apps/unsigned", "v1").await,
         None
     );
 }
@@ -265,8 +245,10 @@ async fn atomic_gpg_signatures_are_verified_on_ingest_and_still_verify_with_skop
         text.contains("apps/mallory:v1") && text.contains("no valid signature"),
         "{text}"
     );
-    assert!(tag_digest(&c, &mirror, "apps/signed", "v1").await.is_some());
-    assert_eq!(tag_digest(&c, &mirror, "apps/mallory", "v1").await, None);
+    assert!(head_digest(&c, &mirror, "apps/signed", "v1")
+        .await
+        .is_some());
+    assert_eq!(head_digest(&c, &mirror, "apps/mallory", "v1").await, None);
 
     // skopeo verifies the mirrored signature from the mirror with a signedBy policy
     // (the identity is the upstream's, as the signer wrote it).

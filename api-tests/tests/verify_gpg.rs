@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use signet_api_tests::cosign::{gpg_trust_root, trust_check};
+use signet_api_tests::cosign::{coverage, gpg_trust_root, head_digest, trust_check};
 use signet_api_tests::gpg::{accept_anything_policy, skopeo_pull, GpgKey};
 use signet_api_tests::oci::{
     error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST,
@@ -91,10 +91,7 @@ async fn atomic_verdicts(
     repo: &str,
     digest: &str,
 ) -> Vec<(String, Value)> {
-    let (status, body) = get(c, &r.v2(&format!("{repo}/_signet/attachments/{digest}"))).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    v["attachments"]["signature"]
+    coverage(c, r, repo, digest).await["attachments"]["signature"]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -109,22 +106,20 @@ async fn atomic_verdicts(
         .collect()
 }
 
-/// The digest a tag names, by HEAD (which the policy always answers).
-async fn head_digest(c: &Client, r: &Registry, repo: &str, tag: &str) -> String {
-    let resp = c
-        .head(r.v2(&format!("{repo}/manifests/{tag}")))
-        .header(
-            "Accept",
-            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "HEAD {repo}:{tag}");
-    resp.headers()["Docker-Content-Digest"]
-        .to_str()
-        .unwrap()
-        .to_string()
+/// The verdict on `digest`'s atomic signature whose content is `content`.
+async fn atomic_verdict(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    digest: &str,
+    content: &[u8],
+) -> Value {
+    let verdicts = atomic_verdicts(c, r, repo, digest).await;
+    verdicts
+        .into_iter()
+        .find(|(d, _)| *d == sha256(content))
+        .unwrap_or_else(|| panic!("{} is not listed", sha256(content)))
+        .1
 }
 
 /// `skopeo copy --sign-by` from one repository of `r` to another: a real client
@@ -215,7 +210,9 @@ async fn skopeo_gpg_signatures_are_verified_and_count_for_the_policy() {
     let (status, body) = get(&c, &r.v2("team/mallory/manifests/v1")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error_code(&body), "DENIED");
-    let mallory_digest = head_digest(&c, &r, "team/mallory", "v1").await;
+    let mallory_digest = head_digest(&c, &r, "team/mallory", "v1")
+        .await
+        .expect("team/mallory:v1 is tagged");
     let verdicts = atomic_verdicts(&c, &r, "team/mallory", &mallory_digest).await;
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].1["verdict"], "no-trust-root", "{verdicts:?}");
@@ -245,12 +242,7 @@ async fn skopeo_gpg_signatures_are_verified_and_count_for_the_policy() {
         + 10;
     tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
     put_signature(&c, &r, "team/app", &digest, &tampered).await;
-    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
-    let v = &verdicts
-        .iter()
-        .find(|(d, _)| *d == sha256(&tampered))
-        .expect("the tampered signature is listed")
-        .1;
+    let v = &atomic_verdict(&c, &r, "team/app", &digest, &tampered).await;
     assert_eq!(v["verdict"], "invalid", "{v}");
     assert!(
         v["reason"].as_str().unwrap().contains("bad signature"),
@@ -265,12 +257,7 @@ async fn skopeo_gpg_signatures_are_verified_and_count_for_the_policy() {
         dir,
     );
     put_signature(&c, &r, "team/app", &digest, &elsewhere).await;
-    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
-    let v = &verdicts
-        .iter()
-        .find(|(d, _)| *d == sha256(&elsewhere))
-        .unwrap()
-        .1;
+    let v = &atomic_verdict(&c, &r, "team/app", &digest, &elsewhere).await;
     assert_eq!(v["verdict"], "invalid");
     assert!(
         v["reason"].as_str().unwrap().contains("digest mismatch"),
@@ -354,12 +341,7 @@ async fn docker_reference_must_name_the_repository_unless_the_root_ignores_it() 
         dir,
     );
     put_signature(&c, &r, "team/app", &digest, &foreign_host).await;
-    let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
-    let v = &verdicts
-        .iter()
-        .find(|(d, _)| *d == sha256(&foreign_host))
-        .unwrap()
-        .1;
+    let v = &atomic_verdict(&c, &r, "team/app", &digest, &foreign_host).await;
     assert_eq!(v["verdict"], "valid", "{v}");
 }
 
