@@ -190,6 +190,11 @@ pub fn parse_manifest(
     if matches!(content_type, Some(DOCKER_SCHEMA1 | DOCKER_SCHEMA1_SIGNED)) {
         return Err(schema1_refused());
     }
+    // JSON is UTF-8 (RFC 8259), and serde_json does not check the strings it skips:
+    // without this, bytes no strict client can read would be stored and served.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(invalid(format!("manifest is not valid UTF-8: {e}")));
+    }
     let raw: RawManifest = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
     if raw.fs_layers.is_some()
@@ -304,6 +309,25 @@ mod tests {
             "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D2}","size":0}},
                       {{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{D1}","size":2}}]{extra}}}"#
         )
+    }
+
+    /// Found by the `manifest` fuzz target: invalid UTF-8 inside a string of a field
+    /// the registry does not read was accepted.
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_refused() {
+        let body = |text: &[u8]| {
+            let mut b = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+                {{"mediaType":"{OCI_MANIFEST}","digest":"{D1}","size":1,"x":"lin"#
+            )
+            .into_bytes();
+            b.extend_from_slice(text);
+            b.extend_from_slice(br#"ux"}]}"#);
+            b
+        };
+        assert!(parse_manifest(&body("é".as_bytes()), Some(OCI_INDEX)).is_ok());
+        let err = parse_manifest(&body(&[0xff, 0xfe, 0x80]), Some(OCI_INDEX)).unwrap_err();
+        assert!(format!("{err:?}").contains("UTF-8"), "{err:?}");
     }
 
     #[test]
