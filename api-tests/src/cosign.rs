@@ -313,6 +313,12 @@ pub async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> 
     serde_json::from_slice(&body).unwrap()
 }
 
+/// The coverage report of `repo` at `reference` with its children's (an index's
+/// platforms) attachments too (`?recursive=true`).
+pub async fn recursive_coverage(c: &Client, r: &Registry, repo: &str, reference: &str) -> Value {
+    coverage(c, r, repo, &format!("{reference}?recursive=true")).await
+}
+
 /// The one `kind` entry's `verification` of a coverage `attachments` object.
 pub fn verification(attachments: &Value, kind: &str) -> Value {
     let entries = attachments[kind]

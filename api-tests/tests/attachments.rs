@@ -4,6 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{coverage, recursive_coverage};
 use signet_api_tests::oci::{
     descriptor, error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_INDEX,
     OCI_MANIFEST,
@@ -47,16 +48,6 @@ async fn push_artifact(
     )
     .await;
     digest
-}
-
-async fn coverage(r: &Registry, repo: &str, reference: &str, recursive: bool) -> Value {
-    let url = r.v2(&format!(
-        "{repo}/_signet/attachments/{reference}{}",
-        if recursive { "?recursive=true" } else { "" }
-    ));
-    let (status, body) = get(&client(), &url).await;
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    serde_json::from_slice(&body).unwrap()
 }
 
 async fn referrers(r: &Registry, repo: &str, digest: &str) -> Vec<Value> {
@@ -111,7 +102,7 @@ async fn extension_is_discoverable_and_answers_unknowns_clearly() {
     let (status, body) = get(&c, &r.v2("disc/app/_signet/attachments/sha256:zz")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "DIGEST_INVALID");
-    let by_tag = coverage(&r, "disc/app", "v1", false).await;
+    let by_tag = coverage(&client(), &r, "disc/app", "v1").await;
     assert!(by_tag["coveredBy"].as_array().unwrap().is_empty());
 }
 
@@ -172,7 +163,7 @@ async fn nested_indexes_cover_their_grandchildren_and_attachments_nest() {
     )
     .await;
 
-    let report = coverage(&r, repo, &image_digest, false).await;
+    let report = coverage(&client(), &r, repo, &image_digest).await;
     assert_eq!(report["digest"], image_digest);
     assert_eq!(digests(&report["attachments"]["sbom"]), vec![sbom.clone()]);
     assert_eq!(
@@ -195,7 +186,7 @@ async fn nested_indexes_cover_their_grandchildren_and_attachments_nest() {
         vec![sha256(&sig)]
     );
 
-    let tree = coverage(&r, repo, "release", true).await;
+    let tree = recursive_coverage(&client(), &r, repo, "release").await;
     let inner_report = &tree["children"][0];
     assert_eq!(inner_report["digest"], inner_digest);
     let leaf = &inner_report["children"][0];
@@ -240,7 +231,7 @@ async fn the_referrers_fallback_tag_is_ingested_and_forgotten_with_its_tag() {
         listed[0]["artifactType"],
         "application/vnd.dev.sigstore.bundle.v0.3+json"
     );
-    let report = coverage(&r, repo, &subject, false).await;
+    let report = coverage(&client(), &r, repo, &subject).await;
     assert_eq!(
         report["attachments"]["signature"][0]["source"],
         "fallback-tag"
@@ -332,7 +323,7 @@ async fn strict_referrers_leave_out_tag_attachments() {
     put_manifest(&c, &r, repo, &tag_for(&subject, "sig"), OCI_MANIFEST, &sig).await;
     assert!(referrers(&r, repo, &subject).await.is_empty());
     // The coverage extension still knows it.
-    let report = coverage(&r, repo, &subject, false).await;
+    let report = coverage(&client(), &r, repo, &subject).await;
     assert_eq!(
         digests(&report["attachments"]["signature"]),
         vec![sha256(&sig)]

@@ -11,8 +11,9 @@ use base64::Engine as _;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{
-    self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, dsse_envelope,
-    head_digest, pae, push_cosign_manifest, DSSE, SIG_ANNOTATION, SIMPLESIGNING,
+    self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, coverage,
+    dsse_envelope, head_digest, pae, push_cosign_manifest, recursive_coverage, DSSE,
+    SIG_ANNOTATION, SIMPLESIGNING,
 };
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
@@ -143,23 +144,6 @@ async fn blob(c: &Client, r: &Registry, repo: &str, digest: &str) -> Vec<u8> {
     let (status, body) = get(c, &r.v2(&format!("{repo}/blobs/{digest}"))).await;
     assert_eq!(status, StatusCode::OK, "GET blob {digest}");
     body.to_vec()
-}
-
-/// `GET /v2/<repo>/_signet/attachments/<reference>`.
-async fn coverage(c: &Client, r: &Registry, repo: &str, reference: &str, recursive: bool) -> Value {
-    let query = if recursive { "?recursive=true" } else { "" };
-    let (status, body) = get(
-        c,
-        &r.v2(&format!("{repo}/_signet/attachments/{reference}{query}")),
-    )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "coverage of {repo}:{reference}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    serde_json::from_slice(&body).unwrap()
 }
 
 /// The attachment digests of one kind in a coverage `attachments` object.
@@ -340,7 +324,7 @@ async fn cosign_signature_and_attestation_round_trip_and_are_indexed() {
         referrers(&c, &r, repo, &digest).await,
         vec![(sig_digest.clone(), COSIGN_SIG_ARTIFACT.to_string())]
     );
-    let report = coverage(&c, &r, repo, &digest, false).await;
+    let report = coverage(&c, &r, repo, &digest).await;
     assert_eq!(report["repository"], repo);
     assert_eq!(report["digest"], digest.as_str());
     assert_eq!(report["mediaType"], OCI_MANIFEST);
@@ -354,7 +338,7 @@ async fn cosign_signature_and_attestation_round_trip_and_are_indexed() {
     assert!(digests_of(&report["attachments"], "attestation").is_empty());
     // By tag too.
     assert_eq!(
-        coverage(&c, &r, repo, "v1", false).await["attachments"],
+        coverage(&c, &r, repo, "v1").await["attachments"],
         report["attachments"]
     );
 
@@ -390,7 +374,7 @@ async fn cosign_signature_and_attestation_round_trip_and_are_indexed() {
     assert_eq!(filtered["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(filtered["manifests"][0]["digest"], att_digest.as_str());
 
-    let report = coverage(&c, &r, repo, &digest, false).await;
+    let report = coverage(&c, &r, repo, &digest).await;
     let atts = report["attachments"]["attestation"].as_array().unwrap();
     assert_eq!(atts.len(), 1, "{report}");
     assert_eq!(atts[0]["digest"], att_digest.as_str());
@@ -421,7 +405,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
 
     // Before signing: no coverage anywhere, but the index already covers its children.
     for child in &children {
-        let report = coverage(&c, &r, repo, child, false).await;
+        let report = coverage(&c, &r, repo, child).await;
         assert!(digests_of(&report["attachments"], "signature").is_empty());
         let covered = report["coveredBy"].as_array().unwrap();
         assert_eq!(covered.len(), 1, "{report}");
@@ -437,7 +421,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     for child in &children {
         // The platform itself carries no signature...
         assert!(cosign_verify(&r, repo, child, &key).await.is_err());
-        let report = coverage(&c, &r, repo, child, false).await;
+        let report = coverage(&c, &r, repo, child).await;
         assert!(
             digests_of(&report["attachments"], "signature").is_empty(),
             "{report}"
@@ -466,7 +450,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
         );
     }
     for (child, sig) in children.iter().zip(&child_sigs) {
-        let report = coverage(&c, &r, repo, child, false).await;
+        let report = coverage(&c, &r, repo, child).await;
         assert_eq!(
             digests_of(&report["attachments"], "signature"),
             vec![sig.clone()]
@@ -478,7 +462,7 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
     }
 
     // Recursive coverage of the index lists each child with its platform and signature.
-    let report = coverage(&c, &r, repo, &index_digest, true).await;
+    let report = recursive_coverage(&c, &r, repo, &index_digest).await;
     assert_eq!(report["mediaType"], OCI_INDEX);
     assert_eq!(
         digests_of(&report["attachments"], "signature"),
@@ -501,11 +485,9 @@ async fn signing_a_multi_arch_index_covers_its_platforms_and_recursive_signing_a
         );
     }
     // Without `recursive`, no children.
-    assert!(
-        coverage(&c, &r, repo, &index_digest, false).await["children"]
-            .as_array()
-            .is_none_or(|a| a.is_empty())
-    );
+    assert!(coverage(&c, &r, repo, &index_digest).await["children"]
+        .as_array()
+        .is_none_or(|a| a.is_empty()));
 
     // signet attachments --recursive, run beside the live server, names every signature.
     let out = run(&mut r.cli(&[
@@ -672,7 +654,7 @@ async fn a_second_signature_appends_under_if_match_and_a_stale_writer_gets_412()
     assert_eq!(resp_digest_of(&c, &r, repo, &sig_tag).await, sha256(&third));
 
     // Coverage still reports one signature attachment: the .sig manifest now in place.
-    let report = coverage(&c, &r, repo, &digest, false).await;
+    let report = coverage(&c, &r, repo, &digest).await;
     assert_eq!(
         digests_of(&report["attachments"], "signature"),
         vec![sha256(&third)]
@@ -784,7 +766,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
         .await
         .is_err());
     let dst_sig_digest = head_digest(&c, &r, "dst/app", &sig_tag).await.unwrap();
-    let report = coverage(&c, &r, "dst/app", &digest, false).await;
+    let report = coverage(&c, &r, "dst/app", &digest).await;
     let sigs = report["attachments"]["signature"].as_array().unwrap();
     assert_eq!(sigs.len(), 1, "{report}");
     assert_eq!(sigs[0]["digest"], dst_sig_digest.as_str());
@@ -820,7 +802,7 @@ async fn skopeo_copies_the_cosign_signature_along_and_it_still_verifies() {
     assert_eq!(cosign_verify(&r, "dst/app", "v1", &second).await, Ok(2));
     let moved = head_digest(&c, &r, "dst/app", &sig_tag).await.unwrap();
     assert_ne!(moved, dst_sig_digest, "the .sig tag moved");
-    let report = coverage(&c, &r, "dst/app", &digest, false).await;
+    let report = coverage(&c, &r, "dst/app", &digest).await;
     assert_eq!(
         digests_of(&report["attachments"], "signature"),
         vec![moved],
@@ -880,7 +862,7 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
         None
     );
     assert_eq!(cosign_verify(&r, repo, "v2", &key).await, Ok(1));
-    let report = coverage(&c, &r, repo, &other_digest, false).await;
+    let report = coverage(&c, &r, repo, &other_digest).await;
     assert!(digests_of(&report["attachments"], "attestation").is_empty());
     assert_eq!(digests_of(&report["attachments"], "signature").len(), 1);
     // Deleting the referrer by digest leaves the subject and its cosign attachments.
@@ -917,7 +899,7 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
         Some(third_digest.as_str())
     );
     assert!(cosign_verify(&r, repo, "v3", &key).await.is_err());
-    let report = coverage(&c, &r, repo, &third_digest, false).await;
+    let report = coverage(&c, &r, repo, &third_digest).await;
     assert!(
         digests_of(&report["attachments"], "signature").is_empty(),
         "an untagged .sig is no longer attached: {report}"
@@ -982,6 +964,6 @@ async fn deleting_a_subject_deletes_its_attachments_and_deleting_an_attachment_k
 
     // The other image is untouched and still verifies.
     assert_eq!(cosign_verify(&r, repo, "v2", &key).await, Ok(1));
-    let report = coverage(&c, &r, repo, "v2", false).await;
+    let report = coverage(&c, &r, repo, "v2").await;
     assert_eq!(digests_of(&report["attachments"], "signature").len(), 1);
 }
