@@ -2,23 +2,22 @@
 //! kill -9 in the middle of a monolithic upload leaves staging that `fsck` reports and
 //! `fsck --repair` removes.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::SinkExt;
 use reqwest::Body;
 use signet_api_tests::oci::{push_image, staged_upload_files};
-use signet_api_tests::{client, random_bytes, sha256, signet_binary, Registry};
+use signet_api_tests::{client, random_bytes, sha256, Registry};
 
-/// `signet fsck ARGS --data-dir DIR`, with staging treated as old at once (the upload
-/// expiry set to 0 for this command only): (exit success, stdout, stderr).
+/// `signet fsck ARGS` on the registry's stores, with staging treated as old at once
+/// (the upload expiry set to 0 for this command only): (exit success, stdout, stderr).
 fn fsck(r: &Registry, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(signet_binary())
-        .arg("fsck")
-        .args(args)
-        .arg("--data-dir")
-        .arg(&r.data_dir)
+    let mut all = vec!["fsck"];
+    all.extend_from_slice(args);
+    let out = r
+        .cli(&all)
         .env("SIGNET__UPLOADS__EXPIRE_AFTER_SECS", "0")
         .stdin(Stdio::null())
         .output()

@@ -3,8 +3,6 @@
 //! live subjects, children of live indexes, untagged manifests by default), what it
 //! removes, dry runs, and pushes racing collections with no grace period.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,48 +10,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::cosign::{attachment_tag, SIG_ANNOTATION, SIMPLESIGNING};
 use signet_api_tests::oci::{
     descriptor, get, push_blob, put_manifest, stored_blob_files, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
     OCI_MANIFEST,
 };
-use signet_api_tests::{client, random_bytes, sha256, signet_binary, Registry};
+use signet_api_tests::{client, random_bytes, sha256, Registry};
 
-/// A registry with `config` (TOML), plus the same file for `signet gc`.
-struct Setup {
-    registry: Registry,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn start(config: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gc.toml");
-    std::fs::write(&path, config).unwrap();
-    Setup {
-        registry: Registry::start_with_config(config),
-        config: path,
-        _dir: dir,
-    }
-}
-
-/// Runs `signet gc --json [args]` on the registry's data folder; the report, or the
-/// command's stderr when it failed.
-fn gc(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Result<Value, String> {
-    gc_at(&s.config, &s.registry.data_dir, args, env)
-}
-
-fn gc_at(
-    config: &Path,
-    data_dir: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> Result<Value, String> {
-    let mut cmd = Command::new(signet_binary());
-    cmd.arg("--config")
-        .arg(config)
-        .args(["gc", "--json", "--data-dir"])
-        .arg(data_dir)
-        .args(args);
+/// Runs `signet gc --json [args]` on the registry's stores with its configuration;
+/// the report, or the command's stderr when it failed.
+fn gc(r: &Registry, args: &[&str], env: &[(&str, &str)]) -> Result<Value, String> {
+    let mut all = vec!["gc", "--json"];
+    all.extend_from_slice(args);
+    let mut cmd = r.cli(&all);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -69,8 +38,8 @@ fn gc_at(
     }))
 }
 
-fn must_gc(s: &Setup, args: &[&str], env: &[(&str, &str)]) -> Value {
-    gc(s, args, env).unwrap_or_else(|e| panic!("signet gc failed: {e}"))
+fn must_gc(r: &Registry, args: &[&str], env: &[(&str, &str)]) -> Value {
+    gc(r, args, env).unwrap_or_else(|e| panic!("signet gc failed: {e}"))
 }
 
 fn digests(report: &Value, key: &str) -> Vec<String> {
@@ -143,8 +112,8 @@ async fn sign(c: &Client, r: &Registry, subject: &Pushed) -> Pushed {
     let config = Bytes::from_static(b"{}");
     push_blob(c, r, &subject.repo, &config).await;
     push_blob(c, r, &subject.repo, &payload).await;
-    let mut layer = descriptor("application/vnd.dev.cosign.simplesigning.v1+json", &payload);
-    layer["annotations"] = json!({ "dev.cosignproject.cosign/signature": "MEUCIQ..." });
+    let mut layer = descriptor(SIMPLESIGNING, &payload);
+    layer["annotations"] = json!({ SIG_ANNOTATION: "MEUCIQ..." });
     let manifest = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -152,10 +121,7 @@ async fn sign(c: &Client, r: &Registry, subject: &Pushed) -> Pushed {
         "layers": [layer],
     }))
     .unwrap();
-    let tag = format!(
-        "sha256-{}.sig",
-        subject.digest().trim_start_matches("sha256:")
-    );
+    let tag = attachment_tag(&subject.digest(), "sig");
     put_manifest(c, r, &subject.repo, &tag, OCI_MANIFEST, &manifest).await;
     Pushed {
         repo: subject.repo.clone(),
@@ -234,8 +200,7 @@ const GRACE_0: &str = "[gc]\ngrace_secs = 0\ninterval_secs = 0\n";
 
 #[tokio::test]
 async fn gc_keeps_live_content_and_collects_deleted_signed_images() {
-    let s = start(GRACE_0);
-    let r = &s.registry;
+    let r = &Registry::start_with_config(GRACE_0);
     let c = client();
     let image = push(&c, r, "gc/app", "v1", vec![random_bytes(3000)]).await;
     let sig = sign(&c, r, &image).await;
@@ -264,7 +229,7 @@ async fn gc_keeps_live_content_and_collects_deleted_signed_images() {
     age();
 
     // Default: untagged manifests are kept; only the stray blob goes.
-    let report = must_gc(&s, &[], &[]);
+    let report = must_gc(r, &[], &[]);
     assert_eq!(report["dry_run"], false);
     assert!(digests(&report, "manifests").is_empty(), "{report}");
     assert_eq!(digests(&report, "links"), vec![stray_digest.clone()]);
@@ -281,7 +246,7 @@ async fn gc_keeps_live_content_and_collects_deleted_signed_images() {
 
     // delete_untagged: the untagged image goes, its blobs with it; live ones stay.
     let untagged_env = [("SIGNET__GC__DELETE_UNTAGGED", "true")];
-    let report = must_gc(&s, &[], &untagged_env);
+    let report = must_gc(r, &[], &untagged_env);
     assert_eq!(
         digests(&report, "manifests"),
         vec![untagged.digest()],
@@ -312,7 +277,7 @@ async fn gc_keeps_live_content_and_collects_deleted_signed_images() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(manifest_status(&c, r, &sig).await, StatusCode::NOT_FOUND);
     age();
-    let report = must_gc(&s, &[], &[]);
+    let report = must_gc(r, &[], &[]);
     let mut freed = digests(&report, "blobs");
     freed.sort();
     let mut expected: Vec<String> = image
@@ -329,15 +294,16 @@ async fn gc_keeps_live_content_and_collects_deleted_signed_images() {
     for p in [&child, &index] {
         assert_pullable(&c, r, p).await;
     }
-    let again = must_gc(&s, &[], &untagged_env);
+    let again = must_gc(r, &[], &untagged_env);
     assert!(digests(&again, "blobs").is_empty(), "{again}");
     assert!(digests(&again, "manifests").is_empty(), "{again}");
 }
 
 #[tokio::test]
 async fn gc_keeps_attachments_of_live_subjects_and_drops_those_of_collected_ones() {
-    let s = start("[gc]\ngrace_secs = 0\ninterval_secs = 0\ndelete_untagged = true\n");
-    let r = &s.registry;
+    let r = &Registry::start_with_config(
+        "[gc]\ngrace_secs = 0\ninterval_secs = 0\ndelete_untagged = true\n",
+    );
     let c = client();
     let image = push(&c, r, "gc/signed", "v1", vec![random_bytes(1500)]).await;
     let sig = sign(&c, r, &image).await;
@@ -351,7 +317,7 @@ async fn gc_keeps_attachments_of_live_subjects_and_drops_those_of_collected_ones
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     age();
-    let report = must_gc(&s, &[], &[]);
+    let report = must_gc(r, &[], &[]);
     let mut gone = digests(&report, "manifests");
     gone.sort();
     let mut expected = vec![old.digest(), old_sig.digest()];
@@ -383,8 +349,9 @@ async fn gc_keeps_attachments_of_live_subjects_and_drops_those_of_collected_ones
 
 #[tokio::test]
 async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
-    let s = start("[gc]\ngrace_secs = 3600\ninterval_secs = 0\ndelete_untagged = true\n");
-    let r = &s.registry;
+    let r = &Registry::start_with_config(
+        "[gc]\ngrace_secs = 3600\ninterval_secs = 0\ndelete_untagged = true\n",
+    );
     let c = client();
     let stray_digest = push_blob(&c, r, "gc/dry", &random_bytes(700)).await;
     let image = push(&c, r, "gc/dry", "v1", vec![random_bytes(700)]).await;
@@ -392,7 +359,7 @@ async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     age();
     // Within the grace period nothing is collected.
-    let report = must_gc(&s, &[], &[]);
+    let report = must_gc(r, &[], &[]);
     assert!(
         digests(&report, "blobs").is_empty() && digests(&report, "manifests").is_empty(),
         "{report}"
@@ -400,7 +367,7 @@ async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
 
     let grace_0 = [("SIGNET__GC__GRACE_SECS", "0")];
     let before = stored_blob_files(r);
-    let dry = must_gc(&s, &["--dry-run"], &grace_0);
+    let dry = must_gc(r, &["--dry-run"], &grace_0);
     assert_eq!(dry["dry_run"], true);
     assert_eq!(digests(&dry, "manifests"), vec![image.digest()]);
     assert_eq!(digests(&dry, "blobs").len(), 3, "{dry}");
@@ -411,7 +378,7 @@ async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
         StatusCode::OK
     );
 
-    let real = must_gc(&s, &[], &grace_0);
+    let real = must_gc(r, &[], &grace_0);
     assert_eq!(real["manifests"], dry["manifests"]);
     assert_eq!(real["links"], dry["links"]);
     assert_eq!(real["blobs"], dry["blobs"]);
@@ -423,13 +390,7 @@ async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
     assert!(stored_blob_files(r).is_empty());
 
     // The text report names counts and digests.
-    let out = Command::new(signet_binary())
-        .arg("--config")
-        .arg(&s.config)
-        .args(["gc", "--dry-run", "--data-dir"])
-        .arg(&r.data_dir)
-        .output()
-        .unwrap();
+    let out = r.cli(&["gc", "--dry-run"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -445,7 +406,7 @@ async fn gc_dry_run_removes_nothing_and_grace_protects_recent_pushes() {
 /// 429), and is then retried; no accepted image ever loses a blob.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_racing_pushes_never_loses_a_pushed_blob() {
-    let s = Arc::new(start(
+    let s = Arc::new(Registry::start_with_config(
         "[gc]\ngrace_secs = 0\ninterval_secs = 1\ndelete_untagged = true\n",
     ));
     let shared: Arc<Vec<Bytes>> = Arc::new((0..4).map(|_| random_bytes(4096)).collect());
@@ -476,7 +437,7 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob() {
         let s = s.clone();
         let shared = shared.clone();
         pushers.push(tokio::spawn(async move {
-            let r = &s.registry;
+            let r = &*s;
             let c = client();
             let repo = format!("gc/race{p}");
             let mut kept = Vec::new();
@@ -542,9 +503,9 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob() {
     }
     let c = client();
     for p in &kept {
-        assert_pullable(&c, &s.registry, p).await;
+        assert_pullable(&c, &s, p).await;
     }
-    let stderr = s.registry.stderr();
+    let stderr = s.stderr();
     assert!(
         !stderr.contains("internal error"),
         "server errors:\n{stderr}"
