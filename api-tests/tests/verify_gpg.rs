@@ -114,12 +114,17 @@ async fn atomic_verdict(
     digest: &str,
     content: &[u8],
 ) -> Value {
-    let verdicts = atomic_verdicts(c, r, repo, digest).await;
+    verdict_in(&atomic_verdicts(c, r, repo, digest).await, content)
+}
+
+/// The verdict on the signature whose content is `content`, among `verdicts`.
+fn verdict_in(verdicts: &[(String, Value)], content: &[u8]) -> Value {
     verdicts
-        .into_iter()
+        .iter()
         .find(|(d, _)| *d == sha256(content))
-        .unwrap_or_else(|| panic!("{} is not listed", sha256(content)))
+        .unwrap_or_else(|| panic!("{} is not in {verdicts:?}", sha256(content)))
         .1
+        .clone()
 }
 
 /// `skopeo copy --sign-by` from one repository of `r` to another: a real client
@@ -363,14 +368,7 @@ async fn registry_names_make_the_docker_reference_host_count() {
         put_signature(&c, &r, "team/app", &digest, content).await;
     }
     let verdicts = atomic_verdicts(&c, &r, "team/app", &digest).await;
-    let of = |content: &[u8]| {
-        verdicts
-            .iter()
-            .find(|(d, _)| *d == sha256(content))
-            .unwrap_or_else(|| panic!("{verdicts:?}"))
-            .1
-            .clone()
-    };
+    let of = |content: &[u8]| verdict_in(&verdicts, content);
     assert_eq!(of(&ours)["verdict"], "valid", "{verdicts:?}");
     assert_eq!(of(&also_ours)["verdict"], "valid", "{verdicts:?}");
     let v = of(&elsewhere);
@@ -455,14 +453,7 @@ async fn signing_subkeys_count_and_revoked_keys_do_not() {
     put_signature(&c, &r, "team/x", &digest, &by_subkey).await;
     put_signature(&c, &r, "team/x", &digest, &by_dave).await;
     let verdicts = atomic_verdicts(&c, &r, "team/x", &digest).await;
-    let of = |content: &[u8]| {
-        verdicts
-            .iter()
-            .find(|(d, _)| *d == sha256(content))
-            .unwrap_or_else(|| panic!("{verdicts:?}"))
-            .1
-            .clone()
-    };
+    let of = |content: &[u8]| verdict_in(&verdicts, content);
     let v = of(&by_subkey);
     assert_eq!(v["verdict"], "valid", "{v}");
     assert_eq!(v["root"], "carol");
