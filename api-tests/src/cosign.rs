@@ -76,11 +76,13 @@ impl Key {
 
     /// `cosign verify --key`'s constraint for this key.
     pub fn verifier(&self) -> Box<dyn VerificationConstraint> {
-        Box::new(
-            PublicKeyVerifier::new(self.public_pem.as_bytes(), &SCHEME)
-                .expect("public key verifier"),
-        )
+        public_key_verifier(&self.public_pem)
     }
+}
+
+/// `cosign verify --key`'s constraint for the public key `public_pem`.
+pub fn public_key_verifier(public_pem: &str) -> Box<dyn VerificationConstraint> {
+    Box::new(PublicKeyVerifier::new(public_pem.as_bytes(), &SCHEME).expect("public key verifier"))
 }
 
 /// The tag cosign gives an attachment of `subject`: `sha256-<hex>.<suffix>`.

@@ -12,15 +12,15 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{
     self, attachment_tag, cosign_client, cosign_config, cosign_verify_with, coverage,
-    dsse_envelope, head_digest, pae, push_cosign_manifest, recursive_coverage, DSSE,
-    SIG_ANNOTATION, SIMPLESIGNING,
+    dsse_envelope, head_digest, pae, public_key_verifier, push_cosign_manifest, recursive_coverage,
+    DSSE, SIG_ANNOTATION, SIMPLESIGNING,
 };
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 use sigstore::cosign::constraint::PrivateKeySigner;
-use sigstore::cosign::verification_constraint::{PublicKeyVerifier, VerificationConstraint};
+use sigstore::cosign::verification_constraint::VerificationConstraint;
 use sigstore::cosign::{Constraint as _, CosignCapabilities as _, SignatureLayer};
 use sigstore::crypto::signing_key::SigStoreKeyPair;
 use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
@@ -44,16 +44,14 @@ struct Key {
 
 impl Key {
     fn generate() -> Key {
-        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
-            .create_signer()
-            .expect("generate a key pair");
-        let pair = signer.to_sigstore_keypair().expect("key pair");
+        let key = cosign::Key::generate();
+        let pair = key.signer.to_sigstore_keypair().expect("key pair");
         Key {
             encrypted_pem: pair
                 .private_key_to_encrypted_pem(KEY_PASSWORD)
                 .expect("encrypt the private key")
                 .to_string(),
-            public_pem: pair.public_key_to_pem().expect("public key PEM"),
+            public_pem: key.public_pem,
         }
     }
 
@@ -74,13 +72,7 @@ impl Key {
     }
 
     fn verifier(&self) -> Box<dyn VerificationConstraint> {
-        Box::new(
-            PublicKeyVerifier::new(
-                self.public_pem.as_bytes(),
-                &SigningScheme::ECDSA_P256_SHA256_ASN1,
-            )
-            .expect("public key verifier"),
-        )
+        public_key_verifier(&self.public_pem)
     }
 }
 
