@@ -497,6 +497,37 @@ impl<'a> SigPlan<'a> {
     }
 }
 
+impl SigPlan<'_> {
+    /// What keyless cosign annotates a layer with: the certificate and its chain, the
+    /// Rekor bundle of the entry `body` at `log_index` (its SET by `set_signer`), and,
+    /// with a timestamp authority, its stamp over `stamped`.
+    fn keyless_annotations(&self, w: &World, body: &[u8], log_index: u64, stamped: &[u8]) -> Value {
+        let set = self
+            .set_signer
+            .set(body, self.integrated_time, log_index, &w.rekor.log_id);
+        let bundle = json!({
+            "SignedEntryTimestamp": B64.encode(&set),
+            "Payload": {
+                "body": B64.encode(body),
+                "integratedTime": self.integrated_time,
+                "logIndex": log_index,
+                "logID": hex::encode(w.rekor.log_id),
+            },
+        });
+        let mut annotations = json!({
+            CERT_ANNOTATION: self.leaf.pem,
+            CHAIN_ANNOTATION: self.leaf.chain_pem,
+            BUNDLE_ANNOTATION: bundle.to_string(),
+        });
+        if let Some(tsa) = self.tsa {
+            annotations[TIMESTAMP_ANNOTATION] = json!(
+                json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(stamped))}).to_string()
+            );
+        }
+        annotations
+    }
+}
+
 /// A keyless `.sig` pushed as `cosign sign` writes it: the simple-signing layer with
 /// signature, certificate, chain and Rekor bundle annotations. Returns its digest.
 async fn push_keyless_sig(
@@ -510,30 +541,9 @@ async fn push_keyless_sig(
     let payload = simple_signing_payload(r, plan.reference.unwrap_or(repo), plan.names);
     let sig = plan.leaf.sign(&payload);
     let body = hashedrekord(&hex::encode(Sha256::digest(&payload)), &sig, plan.leaf);
-    let log_index = 4242u64;
-    let set = plan
-        .set_signer
-        .set(&body, plan.integrated_time, log_index, &w.rekor.log_id);
-    let bundle = json!({
-        "SignedEntryTimestamp": B64.encode(&set),
-        "Payload": {
-            "body": B64.encode(&body),
-            "integratedTime": plan.integrated_time,
-            "logIndex": log_index,
-            "logID": hex::encode(w.rekor.log_id),
-        },
-    });
-    let mut annotations = json!({
-        SIG_ANNOTATION: B64.encode(&sig),
-        CERT_ANNOTATION: plan.leaf.pem,
-        CHAIN_ANNOTATION: plan.leaf.chain_pem,
-        BUNDLE_ANNOTATION: bundle.to_string(),
-    });
-    if let Some(tsa) = plan.tsa {
-        // cosign stamps the raw signature bytes of a `.sig`.
-        annotations[TIMESTAMP_ANNOTATION] =
-            json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&sig))}).to_string());
-    }
+    // cosign stamps the raw signature bytes of a `.sig`.
+    let mut annotations = plan.keyless_annotations(w, &body, 4242, &sig);
+    annotations[SIG_ANNOTATION] = json!(B64.encode(&sig));
     let tag = attachment_tag(subject, "sig");
     push_cosign_manifest(c, r, repo, &tag, SIMPLESIGNING, &payload, annotations).await
 }
@@ -548,7 +558,7 @@ async fn push_keyless_att(
     subject: &str,
     plan: &SigPlan<'_>,
 ) -> String {
-    let (about, leaf, tsa) = (plan.names, plan.leaf, plan.tsa);
+    let (about, leaf) = (plan.names, plan.leaf);
     let statement = serde_json::to_vec(&json!({
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": PROVENANCE,
@@ -577,30 +587,10 @@ async fn push_keyless_att(
         }},
     }))
     .unwrap();
-    let set = plan
-        .set_signer
-        .set(&body, plan.integrated_time, 77, &w.rekor.log_id);
-    let bundle = json!({
-        "SignedEntryTimestamp": B64.encode(&set),
-        "Payload": {
-            "body": B64.encode(&body),
-            "integratedTime": plan.integrated_time,
-            "logIndex": 77,
-            "logID": hex::encode(w.rekor.log_id),
-        },
-    });
-    let mut annotations = json!({
-        SIG_ANNOTATION: "",
-        "predicateType": PROVENANCE,
-        CERT_ANNOTATION: leaf.pem,
-        CHAIN_ANNOTATION: leaf.chain_pem,
-        BUNDLE_ANNOTATION: bundle.to_string(),
-    });
-    if let Some(tsa) = tsa {
-        // cosign stamps an attestation's signed envelope (it has no bare signature).
-        annotations[TIMESTAMP_ANNOTATION] =
-            json!(json!({"SignedRFC3161Timestamp": B64.encode(tsa.stamp(&envelope))}).to_string());
-    }
+    // cosign stamps an attestation's signed envelope (it has no bare signature).
+    let mut annotations = plan.keyless_annotations(w, &body, 77, &envelope);
+    annotations[SIG_ANNOTATION] = json!("");
+    annotations["predicateType"] = json!(PROVENANCE);
     let tag = attachment_tag(subject, "att");
     push_cosign_manifest(c, r, repo, &tag, DSSE, &envelope, annotations).await
 }
