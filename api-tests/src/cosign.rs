@@ -31,6 +31,9 @@ pub const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// The annotation that carries a `.sig` layer's base64 signature.
 pub const SIG_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 
+/// The empty config of OCI artifacts.
+const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
 /// The one signing scheme cosign uses for generated keys.
 const SCHEME: SigningScheme = SigningScheme::ECDSA_P256_SHA256_ASN1;
 
@@ -123,6 +126,38 @@ pub async fn push_cosign_manifest(
     .unwrap();
     put_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
     sha256(&manifest)
+}
+
+/// Pushes an OCI 1.1 referrer of `subject` (a descriptor) as
+/// `oras attach` and cosign v3 push one: an empty config and one `layer` whose media
+/// type is the `artifact_type`, with the manifest `annotations` (`Value::Null` for
+/// none). Returns the referrer's digest.
+pub async fn push_referrer(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    subject: Value,
+    artifact_type: &str,
+    layer: &[u8],
+    annotations: Value,
+) -> String {
+    let layer_digest = push_blob(c, r, repo, layer).await;
+    push_blob(c, r, repo, b"{}").await;
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": OCI_EMPTY, "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": artifact_type, "digest": layer_digest, "size": layer.len()}],
+        "subject": subject,
+    });
+    if !annotations.is_null() {
+        manifest["annotations"] = annotations;
+    }
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let digest = sha256(&manifest);
+    put_manifest(c, r, repo, &digest, OCI_MANIFEST, &manifest).await;
+    digest
 }
 
 /// The simple-signing payload `cosign sign` signs: `digest` of `<host>/<repo>`.

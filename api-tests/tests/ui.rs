@@ -16,18 +16,18 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{
-    attachment_tag, push_attestation, push_cosign_manifest, simple_signing_payload, trust_config,
-    Key, SIG_ANNOTATION, SIMPLESIGNING,
+    attachment_tag, push_attestation, push_cosign_manifest, push_referrer, simple_signing_payload,
+    trust_config, Key, SIG_ANNOTATION, SIMPLESIGNING,
 };
 use signet_api_tests::oci::{
-    error_code, get, push_blob, put_manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    descriptor, error_code, get, push_blob, put_manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
+    OCI_MANIFEST,
 };
 use signet_api_tests::pki::{auth_users, write_token_key};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
 
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const SPDX: &str = "application/spdx+json";
-const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 
 // ---------------------------------------------------------------------------------
@@ -139,20 +139,16 @@ async fn attach_sbom(c: &Client, r: &Registry, repo: &str, subject: &[u8], marke
         "packages": [{"name": "busybox", "versionInfo": "1.36.1"}],
     }))
     .unwrap();
-    push_blob(c, r, repo, &document).await;
-    push_blob(c, r, repo, b"{}").await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": SPDX,
-        "config": {"mediaType": EMPTY, "digest": sha256(b"{}"), "size": 2},
-        "layers": [{"mediaType": SPDX, "digest": sha256(&document), "size": document.len()}],
-        "subject": {"mediaType": OCI_INDEX, "digest": sha256(subject), "size": subject.len()},
-    }))
-    .unwrap();
-    let digest = sha256(&manifest);
-    put_manifest(c, r, repo, &digest, OCI_MANIFEST, &manifest).await;
-    digest
+    push_referrer(
+        c,
+        r,
+        repo,
+        descriptor(OCI_INDEX, subject),
+        SPDX,
+        &document,
+        Value::Null,
+    )
+    .await
 }
 
 /// One manifest under `count` tags (`t00000`, `t00001`, …), pushed 16 at a time.

@@ -8,11 +8,10 @@ use std::process::Output;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{
-    push_attestation, sign_payload, simple_signing_payload, trust_check, trust_root, Key,
+    push_attestation, push_referrer, sign_payload, simple_signing_payload, trust_check, trust_root,
+    Key,
 };
-use signet_api_tests::oci::{
-    error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
-};
+use signet_api_tests::oci::{error_code, get, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST};
 use signet_api_tests::{client, sha256, Registry};
 
 const PROVENANCE: &str = "https://slsa.dev/provenance/v1";
@@ -40,20 +39,10 @@ async fn attest(c: &Client, r: &Registry, repo: &str, subject: &str, predicate: 
 /// An SPDX document as an OCI referrer of `subject` (what `oras attach` pushes).
 async fn attach_sbom(c: &Client, r: &Registry, repo: &str, subject: &str) {
     let doc = br#"{"spdxVersion":"SPDX-2.3","name":"app"}"#;
-    let layer = push_blob(c, r, repo, doc).await;
-    let empty = b"{}";
-    push_blob(c, r, repo, empty).await;
     let (_, subject_bytes) = get(c, &r.v2(&format!("{repo}/manifests/{subject}"))).await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": SPDX,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(empty), "size": 2},
-        "layers": [{"mediaType": SPDX, "digest": layer, "size": doc.len()}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_bytes.len()},
-    }))
-    .unwrap();
-    put_manifest(c, r, repo, &sha256(&manifest), OCI_MANIFEST, &manifest).await;
+    let subject =
+        json!({"mediaType": OCI_MANIFEST, "digest": subject, "size": subject_bytes.len()});
+    push_referrer(c, r, repo, subject, SPDX, doc, Value::Null).await;
 }
 
 async fn pull(c: &Client, r: &Registry, repo: &str, reference: &str) -> (StatusCode, String) {

@@ -19,10 +19,10 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use signet_api_tests::cosign::{
-    attachment_tag, pae, push_cosign_manifest, simple_signing_payload, trust_check, verdict_of,
-    DSSE, IN_TOTO, SIG_ANNOTATION, SIMPLESIGNING,
+    attachment_tag, pae, push_cosign_manifest, push_referrer, simple_signing_payload, trust_check,
+    verdict_of, DSSE, IN_TOTO, SIG_ANNOTATION, SIMPLESIGNING,
 };
-use signet_api_tests::oci::{error_code, get, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::oci::{descriptor, error_code, get, push_image, OCI_MANIFEST};
 use signet_api_tests::{client, require_tool, sha256, signet_binary, Registry};
 
 const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
@@ -32,7 +32,6 @@ const TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const PROVENANCE: &str = "https://slsa.dev/provenance/v0.2";
 const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
-const EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 const ISSUER: &str = "https://token.actions.example.com";
 const IDENTITY: &str = "release@signet.example";
@@ -764,24 +763,12 @@ async fn push_bundle_referrer(
     bundle: &Value,
 ) -> String {
     let bytes = serde_json::to_vec(bundle).unwrap();
-    let layer = push_blob(c, r, repo, &bytes).await;
-    push_blob(c, r, repo, b"{}").await;
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": BUNDLE_V03,
-        "config": {"mediaType": EMPTY, "digest": sha256(b"{}"), "size": 2},
-        "layers": [{"mediaType": BUNDLE_V03, "digest": layer, "size": bytes.len()}],
-        "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(subject_manifest), "size": subject_manifest.len()},
-        "annotations": {
-            "dev.sigstore.bundle.content": "dsse-envelope",
-            "dev.sigstore.bundle.predicateType": COSIGN_SIGN_PREDICATE,
-        },
-    }))
-    .unwrap();
-    let digest = sha256(&manifest);
-    put_manifest(c, r, repo, &digest, OCI_MANIFEST, &manifest).await;
-    digest
+    let annotations = json!({
+        "dev.sigstore.bundle.content": "dsse-envelope",
+        "dev.sigstore.bundle.predicateType": COSIGN_SIGN_PREDICATE,
+    });
+    let subject = descriptor(OCI_MANIFEST, subject_manifest);
+    push_referrer(c, r, repo, subject, BUNDLE_V03, &bytes, annotations).await
 }
 
 /// The verdict on one signature of a coverage report, found by its digest.
