@@ -329,7 +329,9 @@ mod tests {
     #[test]
     fn attachment_selection() {
         let all = job(|_| {});
-        assert!(AttachmentKind::ALL.iter().all(|k| all.copies_attachment(*k)));
+        assert!(AttachmentKind::ALL
+            .iter()
+            .all(|k| all.copies_attachment(*k)));
         assert!(all.copies_fallback_tag() && all.copies_atomic_signatures());
         let sigs = job(|j| j.attachments = vec!["signature".into(), "atomic".into()]);
         assert!(sigs.copies_attachment(AttachmentKind::Signature));

@@ -38,7 +38,7 @@ pub async fn verify_referrer(
         .map_err(|_| anyhow::anyhow!("bad repository"))?;
     let manifest = read_manifest(meta, &repo_name, attachment, "the bundle referrer")
         .await?
-        .ok_or_else(|| Unreadable("the bundle referrer (it is gone)".into()))?;
+        .ok_or(super::cosign::Gone)?;
     let manifest: Value = serde_json::from_slice(&manifest)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     let Some(layer) = layers

@@ -25,6 +25,12 @@ const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 #[error("could not read {0}")]
 pub struct Unreadable(pub String);
 
+/// The attachment was deleted (by a client or GC) between being listed and being read:
+/// an ordinary race, not a storage fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the attachment manifest is gone")]
+pub struct Gone;
+
 /// The verdict, and whether it may be cached (false after a storage read failure).
 pub async fn verify_attachment(
     trust: &Trust,
@@ -46,6 +52,10 @@ pub async fn verify_attachment(
             .await
             {
                 Ok(v) => (v, true),
+                Err(e) if e.is::<Gone>() => {
+                    tracing::debug!(%repo, %attachment, "verification skipped: the bundle is gone");
+                    (Verdict::invalid(e.to_string()), false)
+                }
                 Err(e) if e.is::<Unreadable>() => {
                     tracing::warn!(%repo, %attachment, error = %e, "verification could not read the bundle");
                     (Verdict::invalid(e.to_string()), false)
@@ -62,6 +72,10 @@ pub async fn verify_attachment(
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
     match verify_manifest(&roots, meta, blobs, repo, subject, attachment).await {
         Ok(v) => (v, true),
+        Err(e) if e.is::<Gone>() => {
+            tracing::debug!(%repo, %attachment, "verification skipped: the attachment is gone");
+            (Verdict::invalid(e.to_string()), false)
+        }
         Err(e) if e.is::<Unreadable>() => {
             tracing::warn!(%repo, %attachment, error = %e, "verification could not read the attachment");
             (Verdict::invalid(e.to_string()), false)
@@ -86,7 +100,7 @@ async fn verify_manifest(
         .await
         .map_err(|e| Unreadable(format!("the attachment manifest: {e}")))?
     else {
-        return Err(Unreadable("the attachment manifest (it is gone)".into()).into());
+        return Err(Gone.into());
     };
     let manifest: Value = serde_json::from_slice(&stored.content)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
