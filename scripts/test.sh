@@ -2,7 +2,7 @@
 # Signet's whole test run: installs what the tests drive, builds once (debug), checks
 # formatting, lints and the compose file, runs every unit, storage-suite and integration
 # test, the API and client suites again against two replicas on PostgreSQL and S3, the
-# benchmark harnesses in smoke mode, then the conformance runner against Signet, against
+# benchmark harnesses and the soak in smoke mode, then the conformance runner against Signet, against
 # two Signet replicas behind a load balancer, and against the reference registry.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +36,9 @@ python3 bench/bench.py --smoke --debug
 
 step "sync benchmark harness, smoke mode (the full run is python3 bench/sync_bench.py)"
 python3 bench/sync_bench.py --smoke --debug --no-build
+
+step "soak, smoke mode (the full run is python3 bench/soak.py)"
+python3 bench/soak.py --smoke --out bench/results/soak-smoke-latest.json
 
 step "conformance: Signet"
 conformance/run-against-signet.sh
