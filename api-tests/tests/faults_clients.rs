@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use signet_api_tests::oci::push_blob;
-use signet_api_tests::{client, random_bytes, sha256, Registry};
+use signet_api_tests::{random_bytes, sha256, Registry};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -164,7 +164,12 @@ async fn settle_fds(pid: u32, limit: usize) -> usize {
 async fn abandoned_uploads_and_stalled_readers_leak_nothing() {
     let r = Registry::start();
     let pid = r.pid();
-    let c = client();
+    // No idle keep-alive connections kept by the test itself: the server's sockets
+    // then count only what the misbehaving clients left behind.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let big = random_bytes(16 * 1024 * 1024);
     let big_digest = push_blob(&c, &r, "abuse/big", &big).await;
 
