@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::ResponseError;
 use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context as _;
 
 use crate::api;
 use crate::config::Config;
@@ -97,9 +98,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let mut server = if config.server.tls.enabled() {
         let certs = crate::tls::ReloadingCert::open(&config.server.tls, crate::tls::provider())?;
         certs.watch(config.server.tls.reload_check_secs);
-        server.bind_rustls_0_23(config.server.listen.as_str(), certs.server_config()?)?
+        server
+            .bind_rustls_0_23(config.server.listen.as_str(), certs.server_config()?)
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?
     } else {
-        server.bind(config.server.listen.as_str())?
+        server
+            .bind(config.server.listen.as_str())
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?
     };
     if config.server.workers > 0 {
         server = server.workers(config.server.workers);
