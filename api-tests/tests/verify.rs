@@ -442,3 +442,69 @@ fn trust_check_validates_keys_and_prints_what_each_root_covers() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// `podman pull` and `skopeo copy` under `enforce`: an unsigned image is refused with
+/// the registry's 403, the same image pulls once a trusted key signed it.
+#[tokio::test(flavor = "multi_thread")]
+async fn enforce_refuses_podman_and_skopeo_pulls_of_unsigned_images() {
+    use signet_api_tests::gpg::{accept_anything_policy, oci_layout};
+    use signet_api_tests::{require_tool, run};
+    use std::process::Command;
+    require_tool("podman");
+    require_tool("skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::generate();
+    let public = key.write_public(dir.path(), "cosign");
+    let r = Registry::start_with_config(&trust_config(
+        &[("release", &public, &["prod/**"])],
+        "enforce",
+    ));
+    let layout = oci_layout(dir.path());
+    let image = format!("{}/prod/app:v1", r.host);
+    let policy = accept_anything_policy(dir.path());
+    run(Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:v1", layout.display()))
+        .arg(format!("docker://{image}")));
+
+    let skopeo_pull = |to: &str| {
+        Command::new("skopeo")
+            .arg("--policy")
+            .arg(&policy)
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .arg(format!("dir:{}", dir.path().join(to).display()))
+            .output()
+            .unwrap()
+    };
+    let podman_pull = || {
+        Command::new("podman")
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--runroot")
+            .arg(dir.path().join("run"))
+            .args(["--storage-driver", "vfs", "pull", "--tls-verify=false"])
+            .arg(&image)
+            .output()
+            .unwrap()
+    };
+    for out in [skopeo_pull("unsigned"), podman_pull()] {
+        assert!(!out.status.success(), "an unsigned image must not pull");
+        let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(
+            stderr.contains("403") || stderr.contains("denied"),
+            "{stderr}"
+        );
+    }
+
+    cosign_sign(&r.host, "prod/app", "v1", &key).await;
+    for out in [skopeo_pull("signed"), podman_pull()] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
