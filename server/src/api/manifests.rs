@@ -147,14 +147,7 @@ async fn put_manifest(
             Reference::Tag(t) => Some(t.clone()),
             Reference::Digest(_) => None,
         },
-        manifest: ManifestRecord {
-            digest: digest.clone(),
-            media_type: parsed.media_type.clone(),
-            artifact_type: parsed.effective_artifact_type(),
-            subject: subject.clone(),
-            annotations: parsed.annotations.clone(),
-            content,
-        },
+        manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
     };
     state.meta.put_manifest(&put).await?;
     tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");

@@ -443,14 +443,7 @@ impl Run<'_> {
         children.dedup();
         let put = ManifestPut {
             repo: repo.dest.clone(),
-            manifest: ManifestRecord {
-                digest: digest.clone(),
-                media_type: parsed.media_type.clone(),
-                artifact_type: parsed.effective_artifact_type(),
-                subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-                annotations: parsed.annotations.clone(),
-                content: stored.content,
-            },
+            manifest: ManifestRecord::derived(digest.clone(), &parsed, stored.content),
             blobs: parsed.required_blobs(),
             children,
             tag: Some(tag.clone()),
@@ -535,14 +528,7 @@ impl Run<'_> {
             if !present || new_child || tag_moves {
                 let put = ManifestPut {
                     repo: repo.dest.clone(),
-                    manifest: ManifestRecord {
-                        digest: digest.clone(),
-                        media_type: parsed.media_type.clone(),
-                        artifact_type: parsed.effective_artifact_type(),
-                        subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-                        annotations: parsed.annotations.clone(),
-                        content,
-                    },
+                    manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
                     blobs,
                     children: children.clone(),
                     tag: tag.cloned(),

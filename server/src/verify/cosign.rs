@@ -46,22 +46,10 @@ pub async fn verify_attachment(
         "cosign" | "oci" => {}
         "sigstore-bundle" => {
             let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
-            return match super::bundle::verify_referrer(
-                &roots, meta, blobs, repo, subject, attachment,
-            )
-            .await
-            {
-                Ok(v) => (v, true),
-                Err(e) if e.is::<Gone>() => {
-                    tracing::debug!(%repo, %attachment, "verification skipped: the bundle is gone");
-                    (Verdict::invalid(e.to_string()), false)
-                }
-                Err(e) if e.is::<Unreadable>() => {
-                    tracing::warn!(%repo, %attachment, error = %e, "verification could not read the bundle");
-                    (Verdict::invalid(e.to_string()), false)
-                }
-                Err(e) => (Verdict::invalid(format!("malformed: {e}")), true),
-            };
+            let result =
+                super::bundle::verify_referrer(&roots, meta, blobs, repo, subject, attachment)
+                    .await;
+            return settle(result, repo, attachment);
         }
         "notation" => return unsupported("notation signatures are not verified yet".into()),
         "atomic" => {
@@ -70,7 +58,15 @@ pub async fn verify_attachment(
         other => return unsupported(format!("format {other:?} is not verified")),
     }
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
-    match verify_manifest(&roots, meta, blobs, repo, subject, attachment).await {
+    let result = verify_manifest(&roots, meta, blobs, repo, subject, attachment).await;
+    settle(result, repo, attachment)
+}
+
+/// A verification's outcome as a verdict, and whether it may be kept: not after the
+/// attachment vanished meanwhile (an ordinary race with a delete or GC) or a storage
+/// read failed (maybe transient); bytes that do not parse are `malformed` for good.
+fn settle(result: anyhow::Result<Verdict>, repo: &str, attachment: &Digest) -> (Verdict, bool) {
+    match result {
         Ok(v) => (v, true),
         Err(e) if e.is::<Gone>() => {
             tracing::debug!(%repo, %attachment, "verification skipped: the attachment is gone");

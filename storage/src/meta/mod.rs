@@ -37,6 +37,25 @@ pub struct ManifestRecord {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl ManifestRecord {
+    /// The record of `content` (which hashes to `digest` and parses as `parsed`): what
+    /// a push derives from the bytes.
+    pub fn derived(
+        digest: Digest,
+        parsed: &crate::manifest::ParsedManifest,
+        content: Bytes,
+    ) -> Self {
+        ManifestRecord {
+            digest,
+            media_type: parsed.media_type.clone(),
+            artifact_type: parsed.effective_artifact_type(),
+            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+            annotations: parsed.annotations.clone(),
+            content,
+        }
+    }
+}
+
 /// Everything one manifest PUT writes, in one transaction.
 #[derive(Debug, Clone)]
 pub struct ManifestPut {
