@@ -10,6 +10,7 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 
 /// Pushes a blob with a single `POST ?digest=`; returns its digest.
 pub async fn push_blob(c: &Client, r: &Registry, repo: &str, bytes: &[u8]) -> String {
@@ -239,4 +240,42 @@ pub async fn start_upload(c: &Client, r: &Registry, repo: &str) -> String {
 pub fn with_query(url: &str, query: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{query}")
+}
+
+/// Pushes an OCI 1.1 artifact manifest (empty config, `payload` as its one layer),
+/// with a `subject` (digest, size) when given, under `reference` (a tag) or its own
+/// digest; returns that digest.
+pub async fn push_artifact(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    reference: Option<&str>,
+    artifact_type: &str,
+    subject: Option<(&str, usize)>,
+    payload: &[u8],
+) -> String {
+    push_blob(c, r, repo, b"{}").await;
+    push_blob(c, r, repo, payload).await;
+    let mut m = json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": descriptor(OCI_EMPTY, b"{}"),
+        "layers": [descriptor("application/octet-stream", payload)],
+    });
+    if let Some((digest, size)) = subject {
+        m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size});
+    }
+    let body = serde_json::to_vec(&m).unwrap();
+    let digest = sha256(&body);
+    put_manifest(
+        c,
+        r,
+        repo,
+        reference.unwrap_or(&digest),
+        OCI_MANIFEST,
+        &body,
+    )
+    .await;
+    digest
 }

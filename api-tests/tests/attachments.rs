@@ -6,49 +6,10 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{coverage, recursive_coverage};
 use signet_api_tests::oci::{
-    descriptor, error_code, get, image_manifest, push_blob, push_image, put_manifest, OCI_INDEX,
+    error_code, get, image_manifest, push_artifact, push_blob, push_image, put_manifest, OCI_INDEX,
     OCI_MANIFEST,
 };
 use signet_api_tests::{client, sha256, Registry};
-
-const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
-
-/// Pushes an artifact manifest (empty config) with `artifact_type` and optional subject;
-/// returns its digest.
-async fn push_artifact(
-    c: &reqwest::Client,
-    r: &Registry,
-    repo: &str,
-    reference: Option<&str>,
-    artifact_type: &str,
-    subject: Option<(&str, usize)>,
-    payload: &[u8],
-) -> String {
-    push_blob(c, r, repo, b"{}").await;
-    push_blob(c, r, repo, payload).await;
-    let mut m = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": descriptor(EMPTY_CONFIG, b"{}"),
-        "layers": [descriptor("application/octet-stream", payload)],
-    });
-    if let Some((digest, size)) = subject {
-        m["subject"] = json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size});
-    }
-    let body = serde_json::to_vec(&m).unwrap();
-    let digest = sha256(&body);
-    put_manifest(
-        c,
-        r,
-        repo,
-        reference.unwrap_or(&digest),
-        OCI_MANIFEST,
-        &body,
-    )
-    .await;
-    digest
-}
 
 async fn referrers(r: &Registry, repo: &str, digest: &str) -> Vec<Value> {
     let (status, body) = get(&client(), &r.v2(&format!("{repo}/referrers/{digest}"))).await;

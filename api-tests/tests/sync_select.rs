@@ -3,7 +3,7 @@
 //! the attachment kinds copied (`attachments`).
 
 use serde_json::Value;
-use signet_api_tests::oci::push_image;
+use signet_api_tests::oci::{push_artifact, push_image};
 use signet_api_tests::pki::make_pki;
 use signet_api_tests::{random_bytes, Registry};
 
@@ -110,42 +110,6 @@ async fn mirrors_the_latest_versions_from_an_https_upstream_with_its_own_ca() {
     assert_eq!(summary["tags_unchanged"], 2, "{summary}");
 }
 
-/// Pushes an artifact manifest (one layer) to `repo` under `reference` (a tag, or its
-/// digest when empty); returns its digest.
-async fn push_artifact(
-    c: &reqwest::Client,
-    r: &Registry,
-    repo: &str,
-    reference: &str,
-    artifact_type: &str,
-    layer: &[u8],
-    subject: Option<&(String, usize)>,
-) -> String {
-    use signet_api_tests::oci::{descriptor, push_blob, put_manifest, OCI_MANIFEST};
-    push_blob(c, r, repo, b"{}").await;
-    push_blob(c, r, repo, layer).await;
-    let mut m = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "artifactType": artifact_type,
-        "config": descriptor("application/vnd.oci.empty.v1+json", b"{}"),
-        "layers": [descriptor(artifact_type, layer)],
-    });
-    if let Some((digest, size)) = subject {
-        m["subject"] =
-            serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size});
-    }
-    let body = serde_json::to_vec(&m).unwrap();
-    let digest = signet_api_tests::sha256(&body);
-    let reference = if reference.is_empty() {
-        digest.as_str()
-    } else {
-        reference
-    };
-    put_manifest(c, r, repo, reference, OCI_MANIFEST, &body).await;
-    digest
-}
-
 #[tokio::test]
 async fn copies_only_the_attachment_kinds_a_job_selects() {
     use base64::Engine as _;
@@ -159,30 +123,30 @@ async fn copies_only_the_attachment_kinds_a_job_selects() {
         &c,
         &upstream,
         repo,
-        &format!("{stem}.sig"),
+        Some(&format!("{stem}.sig")),
         "application/vnd.dev.cosign.simplesigning.v1+json",
-        b"sig",
         None,
+        b"sig",
     )
     .await;
     push_artifact(
         &c,
         &upstream,
         repo,
-        &format!("{stem}.sbom"),
+        Some(&format!("{stem}.sbom")),
         "text/spdx+json",
-        b"sbom",
         None,
+        b"sbom",
     )
     .await;
     let attestation = push_artifact(
         &c,
         &upstream,
         repo,
-        "",
+        None,
         "application/vnd.in-toto+json",
+        Some((&subject.0, subject.1)),
         b"statement",
-        Some(&subject),
     )
     .await;
     let resp = c
