@@ -100,28 +100,13 @@ async fn run_inner(
     progress: &Progress<'_>,
     control: &Control,
 ) -> anyhow::Result<SyncReport> {
-    let started = Instant::now();
     let plan = Plan::new(job)?;
     let upstream = Arc::new(Upstream::new(job)?);
     *control.report.lock().expect("report lock") = SyncReport {
         job: job.name.clone(),
         ..Default::default()
     };
-    let run = Run {
-        state,
-        upstream,
-        plan,
-        concurrency: job.concurrency.max(1),
-        transfers: Semaphore::new(job.concurrency.max(1)),
-        report: &control.report,
-        control,
-        started,
-        signatures: false,
-        progress,
-        verify: job.verify,
-        attachments_inline: true,
-    };
-    let mut run = run;
+    let mut run = Run::new(state, job, plan, upstream, control, progress);
     run.signatures = match run.upstream.supports_signatures().await {
         Ok(s) => s,
         Err(e) => {
@@ -176,20 +161,20 @@ impl OnDemand<'_> {
         attachments: bool,
         signatures: bool,
     ) -> anyhow::Result<Run<'s>> {
-        Ok(Run {
-            state: self.state,
-            upstream: self.upstream.clone(),
-            plan: Plan::new(self.job)?,
-            concurrency: self.job.concurrency.max(1),
-            transfers: Semaphore::new(self.job.concurrency.max(1)),
-            report: &control.report,
+        let plan = Plan::new(self.job)?;
+        let mut run = Run::new(
+            self.state,
+            self.job,
+            plan,
+            self.upstream.clone(),
             control,
-            started: Instant::now(),
-            signatures,
             progress,
-            verify: false,
-            attachments_inline: attachments,
-        })
+        );
+        // Verify-on-ingest holds tags back in runs; a pull is judged by the policy.
+        run.verify = false;
+        run.signatures = signatures;
+        run.attachments_inline = attachments;
+        Ok(run)
     }
 
     fn repo(&self, attachment_tags: Vec<(Digest, String)>) -> Repo {
@@ -279,6 +264,34 @@ struct Mirrored {
     new: bool,
     /// The children it now has in the repository (for an index).
     children: Vec<Digest>,
+}
+
+impl<'a> Run<'a> {
+    /// A run of `job` reporting through `control`: attachments mirrored right after
+    /// each manifest, the signatures extension not yet probed.
+    fn new(
+        state: &'a AppState,
+        job: &SyncJob,
+        plan: Plan,
+        upstream: Arc<Upstream>,
+        control: &'a Control,
+        progress: &'a Progress<'a>,
+    ) -> Run<'a> {
+        Run {
+            state,
+            upstream,
+            plan,
+            concurrency: job.concurrency.max(1),
+            transfers: Semaphore::new(job.concurrency.max(1)),
+            report: &control.report,
+            control,
+            started: Instant::now(),
+            signatures: false,
+            progress,
+            verify: job.verify,
+            attachments_inline: true,
+        }
+    }
 }
 
 impl Run<'_> {
