@@ -9,42 +9,54 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# Runs one step with a time bound far above its usual duration, so a hang fails the run
+# with the step's name instead of eating the whole budget: bounded MINUTES COMMAND...
+bounded() {
+  local minutes=$1 status=0
+  shift
+  timeout --kill-after=30s "${minutes}m" "$@" || status=$?
+  if ((status == 124 || status == 137)); then
+    echo "test.sh: step did not finish within $minutes minutes: $*" >&2
+  fi
+  return "$status"
+}
+
 step "installing test dependencies"
-scripts/install-test-deps.sh
+bounded 20 scripts/install-test-deps.sh
 
 step "formatting"
-cargo fmt --all -- --check
+bounded 5 cargo fmt --all -- --check
 
 step "building"
-cargo build --workspace --bins --tests
+bounded 45 cargo build --workspace --bins --tests
 
 step "lints"
-cargo clippy --workspace --all-targets -- -D warnings
+bounded 30 cargo clippy --workspace --all-targets -- -D warnings
 
 step "compose deployment"
-deploy/check-compose.sh
+bounded 5 deploy/check-compose.sh
 
 step "unit, storage and integration tests"
-cargo nextest run --workspace --no-fail-fast
+bounded 35 cargo nextest run --workspace --no-fail-fast
 
 step "the api tests again against two replicas on PostgreSQL and S3 behind a load balancer"
-SIGNET_TEST_REPLICAS=1 scripts/with-scaleout-services.sh \
+SIGNET_TEST_REPLICAS=1 bounded 25 scripts/with-scaleout-services.sh \
   cargo nextest run -p signet-api-tests --profile replicas
 
 step "benchmark harness, smoke mode (the full run is python3 bench/bench.py)"
-python3 bench/bench.py --smoke --debug
+bounded 10 python3 bench/bench.py --smoke --debug
 
 step "sync benchmark harness, smoke mode (the full run is python3 bench/sync_bench.py)"
-python3 bench/sync_bench.py --smoke --debug --no-build
+bounded 10 python3 bench/sync_bench.py --smoke --debug --no-build
 
 step "soak, smoke mode (the full run is python3 bench/soak.py)"
-python3 bench/soak.py --smoke --out bench/results/soak-smoke-latest.json
+bounded 10 python3 bench/soak.py --smoke --out bench/results/soak-smoke-latest.json
 
 step "conformance: Signet"
-conformance/run-against-signet.sh
+bounded 10 conformance/run-against-signet.sh
 
 step "conformance: two Signet replicas on PostgreSQL and S3 behind a load balancer"
-conformance/run-against-replicas.sh
+bounded 15 conformance/run-against-replicas.sh
 
 step "conformance: the reference registry (docker-registry)"
-conformance/run-against-reference.sh
+bounded 10 conformance/run-against-reference.sh

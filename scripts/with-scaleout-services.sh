@@ -21,8 +21,15 @@ weed_pid=""
 pg_started=""
 as_pg=()
 [[ $(id -u) == 0 ]] && as_pg=(runuser -u postgres --)
+stop_weed() {
+  [[ -n $weed_pid ]] || return 0
+  kill -9 "$weed_pid" 2>/dev/null || true
+  wait "$weed_pid" 2>/dev/null || true
+  weed_pid=""
+}
 cleanup() {
-  [[ -n $weed_pid ]] && { kill "$weed_pid" 2>/dev/null || true; wait "$weed_pid" 2>/dev/null || true; }
+  # Throwaway data: no graceful stop (weed mini sometimes ignores SIGTERM for minutes).
+  stop_weed
   if [[ -n $pg_started ]]; then
     "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate -w stop >/dev/null 2>&1 || true
   fi
@@ -47,30 +54,49 @@ read -r pg_port < <(free_ports 1)
   || fail "PostgreSQL did not start: $(cat "$work/pg/log")"
 pg_started=1
 
-# SeaweedFS, one bucket, static credentials.
+# SeaweedFS, one bucket, static credentials. `weed mini` now and then comes up unable to
+# assign volumes (every write waits out a 30 s deadline; only a restart cures it), and a
+# port free a moment ago may be taken before it binds: so each probe write is bounded,
+# and an instance not ready within 40 s is killed and started afresh on new ports.
 key=signet
 secret=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-read -r -a p < <(free_ports 10)
-mkdir -p "$work/weed"
-AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret "$weed" mini -dir="$work/weed" \
-  -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${p[0]}" -s3.port.grpc="${p[1]}" \
-  -master.port="${p[2]}" -master.port.grpc="${p[3]}" -filer.port="${p[4]}" \
-  -filer.port.grpc="${p[5]}" -volume.port="${p[6]}" -volume.port.grpc="${p[7]}" \
-  -admin.port="${p[8]}" -admin.port.grpc="${p[9]}" -webdav=false -admin.ui=false \
-  -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 -bucket=signet \
-  >"$work/weed.log" 2>&1 &
-weed_pid=$!
-s3="http://127.0.0.1:${p[0]}"
+s3_put() {
+  curl -sf -m 5 --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+}
+start_weed() {
+  local dir=$1
+  read -r -a p < <(free_ports 10)
+  mkdir -p "$dir"
+  AWS_ACCESS_KEY_ID=$key AWS_SECRET_ACCESS_KEY=$secret "$weed" mini -dir="$dir" \
+    -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="${p[0]}" -s3.port.grpc="${p[1]}" \
+    -master.port="${p[2]}" -master.port.grpc="${p[3]}" -filer.port="${p[4]}" \
+    -filer.port.grpc="${p[5]}" -volume.port="${p[6]}" -volume.port.grpc="${p[7]}" \
+    -admin.port="${p[8]}" -admin.port.grpc="${p[9]}" -webdav=false -admin.ui=false \
+    -master.telemetry=false -s3.port.iceberg=0 -s3.port.lance=0 -bucket=signet \
+    >"$dir.log" 2>&1 &
+  weed_pid=$!
+  s3="http://127.0.0.1:${p[0]}"
+  local deadline=$((SECONDS + 40))
+  while ((SECONDS < deadline)); do
+    kill -0 "$weed_pid" 2>/dev/null || return 1
+    s3_put -X PUT --data-binary ready "$s3/signet/probe" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  return 1
+}
 ready=""
-for _ in $(seq 1 120); do
-  if curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-      -X PUT --data-binary ready "$s3/signet/probe" >/dev/null 2>&1; then
-    ready=1; break
+for attempt in 1 2 3; do
+  if start_weed "$work/weed$attempt"; then
+    ready=1
+    break
   fi
-  sleep 0.5
+  echo "with-scaleout-services: SeaweedFS attempt $attempt not ready within 40 s; restarting it" >&2
+  stop_weed
 done
-[[ -n $ready ]] || fail "SeaweedFS did not start: $(tail -20 "$work/weed.log")"
-curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user "$key:$secret" -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" -X DELETE "$s3/signet/probe" >/dev/null || true
+# Its log repeats harmless admin-worker reconnection warnings: leave them out.
+[[ -n $ready ]] || fail "SeaweedFS did not start: $(grep -vE 'worker|admin server' "$work/weed3.log" | tail -20)"
+s3_put -X DELETE "$s3/signet/probe" >/dev/null || true
 
 echo "with-scaleout-services: PostgreSQL 127.0.0.1:$pg_port, SeaweedFS $s3" >&2
 status=0

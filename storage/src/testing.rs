@@ -371,12 +371,12 @@ impl TestS3 {
     }
 
     /// Creates the bucket when the server does not (moto), then writes and deletes a
-    /// probe object. `false` when the server exited or was not ready within a minute.
+    /// probe object. `false` when the server exited or was not ready within 40 s.
     async fn wait_until_ready(&mut self) -> bool {
         use object_store::{ObjectStoreExt, PutPayload};
         let store = self.blob_store();
         let probe = object_store::path::Path::from("probe");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(40);
         while Instant::now() < deadline {
             if self.child.try_wait().ok().flatten().is_some() {
                 return false;
@@ -384,11 +384,17 @@ impl TestS3 {
             if self.kind == "moto" {
                 let _ = create_bucket(&self.config.endpoint, &self.config.bucket);
             }
-            let written = store
-                .object_store()
-                .put(&probe, PutPayload::from_static(b"ready"))
-                .await;
-            if written.is_ok() && store.object_store().delete(&probe).await.is_ok() {
+            // Bounded: a `weed mini` that cannot assign volumes holds each write for 30 s,
+            // and only a restart (the caller's next attempt) cures it.
+            let probe_round_trip = async {
+                store
+                    .object_store()
+                    .put(&probe, PutPayload::from_static(b"ready"))
+                    .await?;
+                store.object_store().delete(&probe).await
+            };
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), probe_round_trip).await
+            {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
