@@ -652,6 +652,54 @@ impl BlobStore {
         UploadProgress { staging, hashes }
     }
 
+    /// What is wrong with the bytes a session's `progress` says are staged (`size` of
+    /// them), if anything: the staged file or tail object gone, or fewer bytes staged
+    /// than the session received. Parts of [`Staging::Parts`] are the caller's to check.
+    pub async fn staging_problem(
+        &self,
+        session: &str,
+        size: u64,
+        progress: &UploadProgress,
+    ) -> StorageResult<Option<String>> {
+        let staged = |key: Path| async move {
+            match self.store.head(&key).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(StorageError::from(e)),
+            }
+        };
+        match &progress.staging {
+            Staging::Parts => Ok(None),
+            // Bytes past `size` are a cut-short request's, cut off by the next one.
+            Staging::File if size == 0 => Ok(None),
+            Staging::File => {
+                let key = Self::staged_data(session);
+                Ok(match staged(key.clone()).await? {
+                    None => Some(format!("{key} is gone ({size} bytes received)")),
+                    Some(held) if held < size => {
+                        Some(format!("{key} holds {held} of the {size} bytes received"))
+                    }
+                    Some(_) => None,
+                })
+            }
+            Staging::Multipart { uploaded, tail, .. } => {
+                let tail_size = match tail {
+                    None => 0,
+                    Some(key) => match staged(Path::from(key.as_str())).await? {
+                        Some(held) => held,
+                        None => return Ok(Some(format!("the tail object {key} is gone"))),
+                    },
+                };
+                Ok((uploaded + tail_size != size).then(|| {
+                    format!(
+                        "{uploaded} bytes in parts and {tail_size} in the tail, of the {size} \
+                         bytes received"
+                    )
+                }))
+            }
+        }
+    }
+
     /// Takes the exclusive lock on a session's staged file (creating it), waiting a while
     /// for a request that holds it. `None` when the session does not stage to a file.
     pub async fn lock_staged_file(

@@ -6,7 +6,8 @@
 //! `manifest_children`) and the attachment rows it carries agree with a fresh parse of
 //! them (by the rules of a PUT, [`crate::meta::rules`]); the blobs and children it
 //! references exist; every tag points at a manifest of its repository; every upload
-//! session's staged parts exist; every staging folder under `uploads/` belongs to a
+//! session's staged bytes exist (its parts, or its staged file or multipart tail holding
+//! as many bytes as it received); every staging folder under `uploads/` belongs to a
 //! session (or is younger than the upload expiry: a push may be writing it); every
 //! stored verification verdict belongs to an attachment row.
 //!
@@ -562,14 +563,27 @@ async fn check_uploads(
                 Err(e) => return Err(e.into()),
             }
         }
-        if missing.is_empty() {
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!("staged parts are gone: {}", missing.join(", ")));
+        }
+        if let Some(progress) = &session.progress {
+            problems.extend(
+                blobs
+                    .staging_problem(&session.id, session.size, progress)
+                    .await?,
+            );
+        }
+        // A request that moved the session on (or completed it) while it was being
+        // looked at explains what looked wrong: only a session that stood still counts.
+        if problems.is_empty() || !stood_still(meta, session).await? {
             live.insert(session.id.clone());
             continue;
         }
         report.problem(
             "upload-missing-parts",
             session.id.clone(),
-            format!("staged parts are gone: {}", missing.join(", ")),
+            problems.join("; "),
         );
         if options.repair {
             meta.delete_upload(&session.id).await?;
@@ -620,6 +634,17 @@ async fn check_uploads(
         }
     }
     Ok(())
+}
+
+/// Whether the session's row is as `seen` (same size, same last update).
+async fn stood_still(
+    meta: &Arc<dyn MetadataStore>,
+    seen: &crate::meta::UploadSession,
+) -> StorageResult<bool> {
+    Ok(meta
+        .get_upload(&seen.id)
+        .await?
+        .is_some_and(|now| now.size == seen.size && now.updated_at == seen.updated_at))
 }
 
 /// The session folders under a local `uploads/` and the newest modification time of

@@ -81,6 +81,7 @@ on_both_backends!(
     corrupt_blob_bytes_are_reported_and_kept,
     lost_edges_and_attachment_rows_are_rebuilt,
     leftover_staging_is_reported_and_removed,
+    a_session_whose_staged_file_lost_bytes_is_reported_and_dropped,
 );
 
 fn repo() -> RepoName {
@@ -303,5 +304,62 @@ async fn leftover_staging_is_reported_and_removed(w: World) {
     assert_eq!(report.problems.len(), 2, "{report:#?}");
     assert!(report.is_clean(), "{report:#?}");
     assert!(!direct.exists() && !hidden.exists());
+    assert!(w.fsck(false).await.is_clean());
+}
+
+async fn a_session_whose_staged_file_lost_bytes_is_reported_and_dropped(w: World) {
+    let chunk = |bytes: &'static [u8]| {
+        stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(bytes))])
+    };
+    // Two sessions part way through a chunked push, staged in one file each.
+    let intact = w.uploads.start(&repo()).await.unwrap();
+    let intact = w
+        .uploads
+        .append(&intact, Some(0), chunk(b"first chunk"))
+        .await
+        .unwrap();
+    let damaged = w.uploads.start(&repo()).await.unwrap();
+    let damaged = w
+        .uploads
+        .append(&damaged, Some(0), chunk(b"0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(damaged.size, 10);
+    assert!(w.fsck(false).await.is_clean());
+
+    // The damaged one's staged file loses its end (a disk that did not keep it).
+    let staged = w
+        .dir
+        .path()
+        .join("blobs/uploads")
+        .join(&damaged.id)
+        .join("data");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&staged)
+        .unwrap();
+    file.set_len(4).unwrap();
+    let report = w.fsck(false).await;
+    assert_eq!(kinds(&report), ["upload-missing-parts"], "{report:#?}");
+    assert_eq!(report.problems[0].subject, damaged.id);
+    assert!(
+        report.problems[0]
+            .detail
+            .contains("holds 4 of the 10 bytes"),
+        "{report:#?}"
+    );
+
+    // Repair drops it (its client starts over); the intact one goes on and completes.
+    let report = w.fsck(true).await;
+    assert!(report.is_clean(), "{report:#?}");
+    assert!(w.uploads.get(&repo(), &damaged.id).await.unwrap().is_none());
+    assert!(!staged.exists());
+    let intact = w.uploads.get(&repo(), &intact.id).await.unwrap().unwrap();
+    let whole = w
+        .uploads
+        .append(&intact, Some(11), chunk(b" and the rest"))
+        .await
+        .unwrap();
+    assert_eq!(whole.size, 24);
     assert!(w.fsck(false).await.is_clean());
 }

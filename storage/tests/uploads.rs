@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use signet_storage::blobs::{BlobStore, Staging};
+use signet_storage::fsck::{self, FsckOptions};
 use signet_storage::meta::{PostgresMetadata, SqliteMetadata};
 use signet_storage::uploads::Uploads;
 use signet_storage::{Algorithm, Digest, MetadataStore, RepoName, StorageError};
@@ -125,6 +127,12 @@ async fn upload_suite(blobs: BlobStore, meta: Arc<dyn MetadataStore>, expect: &s
         offset += size;
         assert_eq!(session.size, offset as u64);
     }
+    // fsck finds the half-done session's staged bytes whole, however they are staged.
+    let report = fsck::check(&meta, &blobs, &FsckOptions::default())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.uploads_checked, 1);
     // A chunk that does not follow on is refused, and changes nothing.
     assert!(matches!(
         uploads.append(&session, Some(3), body(b"late")).await,
@@ -242,6 +250,59 @@ async fn local_file_uploads_append_one_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_uploads_use_the_multipart_api() {
     upload_suite(BlobStore::memory(), sqlite().await, "multipart").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_reports_a_multipart_session_whose_tail_is_gone() {
+    let blobs = BlobStore::memory();
+    let meta = sqlite().await;
+    let uploads = Uploads::new(blobs.clone(), meta.clone());
+    let repo: RepoName = "uploads/fsck".parse().unwrap();
+    // 9 MiB: one 8 MiB part uploaded, the last MiB (under the 5 MiB a part needs)
+    // waiting in the tail object.
+    let session = uploads.start(&repo).await.unwrap();
+    let session = uploads
+        .append(&session, Some(0), body(&data(9 * MIB, 8)))
+        .await
+        .unwrap();
+    let Some(Staging::Multipart {
+        tail: Some(tail),
+        uploaded,
+        ..
+    }) = session.progress.as_ref().map(|p| &p.staging)
+    else {
+        panic!("a multipart session with a tail: {session:?}");
+    };
+    assert_eq!(*uploaded, 8 * MIB as u64);
+    let options = FsckOptions::default();
+    assert!(fsck::check(&meta, &blobs, &options)
+        .await
+        .unwrap()
+        .is_clean());
+
+    let tail = object_store::path::Path::from(tail.as_str());
+    blobs.object_store().delete(&tail).await.unwrap();
+    let report = fsck::check(&meta, &blobs, &options).await.unwrap();
+    assert_eq!(report.problems.len(), 1, "{report:#?}");
+    assert_eq!(report.problems[0].kind, "upload-missing-parts");
+    assert!(
+        report.problems[0].detail.contains("tail object"),
+        "{report:#?}"
+    );
+
+    let repair = FsckOptions {
+        repair: true,
+        ..options.clone()
+    };
+    assert!(fsck::check(&meta, &blobs, &repair)
+        .await
+        .unwrap()
+        .is_clean());
+    assert!(uploads.get(&repo, &session.id).await.unwrap().is_none());
+    assert!(fsck::check(&meta, &blobs, &options)
+        .await
+        .unwrap()
+        .is_clean());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
