@@ -111,6 +111,20 @@ fn assert_server_error(status: StatusCode, body: &[u8], what: &str) {
     assert!(!code.is_empty(), "{what}: error without a code: {v}");
 }
 
+/// A push refused for want of space: 507 with an OCI error that says so.
+fn assert_storage_full(status: StatusCode, body: &[u8], what: &str) {
+    assert_server_error(status, body, what);
+    assert_eq!(
+        status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{what}: {}",
+        String::from_utf8_lossy(body)
+    );
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("storage is full"), "{what}: {v}");
+}
+
 async fn post_blob(c: &Client, r: &Registry, repo: &str, bytes: &Bytes) -> (StatusCode, Bytes) {
     let digest = sha256(bytes);
     let resp = c
@@ -198,7 +212,7 @@ fn blob_dir_config(path: &Path, extra: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_blob_store_answers_5xx_and_loses_nothing() {
+async fn a_full_blob_store_answers_507_and_loses_nothing() {
     let Some(fs) = SmallFilesystem::mount("16m") else {
         eprintln!("skipped: mounting a tmpfs is not permitted here");
         return;
@@ -238,7 +252,7 @@ async fn a_full_blob_store_answers_5xx_and_loses_nothing() {
             acknowledged.push(bytes);
             continue;
         }
-        assert_server_error(status, &body, "a push into a full blob store");
+        assert_storage_full(status, &body, "a push into a full blob store");
         failures.push(status);
         if failures.len() == 4 {
             break;
@@ -265,7 +279,7 @@ async fn a_full_blob_store_answers_5xx_and_loses_nothing() {
     // A blob that failed is not served.
     let failed = random_bytes(1_500_000);
     let (status, body) = post_blob(&c, &r, "full/filler", &failed).await;
-    assert_server_error(status, &body, "again, while full");
+    assert_storage_full(status, &body, "again, while full");
     let resp = c
         .head(r.v2(&format!("full/filler/blobs/{}", sha256(&failed))))
         .send()

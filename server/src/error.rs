@@ -63,6 +63,10 @@ pub enum ApiError {
     /// A pull-through repository's upstream could not be reached and nothing is cached.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
+    /// A store ran out of room (disk full, quota): the push can be retried once an
+    /// operator frees space (garbage collection) or grows the store.
+    #[error("the registry's storage is full; nothing was stored, retry once space is freed")]
+    StorageFull(String),
     /// Anything that is the server's fault. Logged in full, answered without detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -99,6 +103,8 @@ impl ApiError {
             RouteNotFound => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            // No OCI code names it; the status says it (RFC 4918's 507).
+            StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -128,6 +134,10 @@ impl ResponseError for ApiError {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal server error".to_string()
+            }
+            ApiError::StorageFull(detail) => {
+                tracing::error!(error = %detail, "storage full");
+                self.to_string()
             }
             other => other.to_string(),
         };
@@ -170,6 +180,7 @@ impl From<StorageError> for ApiError {
             StorageError::PreconditionFailed(msg) => ApiError::PreconditionFailed(msg),
             // Garbage collection is deleting the blob's old bytes: retry in a moment.
             StorageError::BlobBeingDeleted(_) => ApiError::TooManyRequests,
+            other if other.is_out_of_space() => ApiError::StorageFull(other.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -48,6 +48,35 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// True when a store ran out of room: a full disk or an exhausted quota under the
+    /// blob store, or a metadata database that cannot grow (SQLite's `SQLITE_FULL`,
+    /// PostgreSQL's `disk_full`). Found anywhere in the chain of causes, since
+    /// object_store and sqlx wrap the operating system's error in their own.
+    pub fn is_out_of_space(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+                if matches!(io.kind(), StorageFull | QuotaExceeded) {
+                    return true;
+                }
+            }
+            if let Some(sqlx::Error::Database(db)) = e.downcast_ref::<sqlx::Error>() {
+                // SQLITE_FULL (13, extended codes keep it in the low byte); 53100.
+                let code = db.code();
+                let sqlite_full = code
+                    .as_deref()
+                    .and_then(|c| c.parse::<u32>().ok())
+                    .is_some_and(|c| c & 0xff == 13);
+                if sqlite_full || code.as_deref() == Some("53100") {
+                    return true;
+                }
+            }
+            cause = e.source();
+        }
+        false
+    }
+
     /// True when the failure was caused by the client's request, not by the store.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound)
