@@ -219,6 +219,36 @@ async fn a_pushed_signature_is_verified_before_anyone_reads_it() {
 }
 
 #[tokio::test]
+async fn a_pushed_signature_wakes_the_verifier_before_its_interval() {
+    let key = Key::generate();
+    let keys = tempfile::tempdir().unwrap();
+    // An interval no test waits out: only the push can bring the verdict early.
+    let toml = trust_toml(Some(&key.write_public(keys.path())))
+        .replace("verify_interval_secs = 1", "verify_interval_secs = 3600");
+    let setup = start(&toml);
+    let (c, r) = (client(), &setup.registry);
+    // Let the start-up scan pass, so the wait below is the worker's long sleep.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (image, sig) = push_signed(&c, r, "team/app", &key).await;
+
+    let meta = store(&setup).await;
+    let repo = "team/app".parse().unwrap();
+    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
+    wait_for("the verdict the push woke the verifier for", || {
+        let meta = meta.clone();
+        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
+        async move {
+            meta.get_verdict(repo, image_d, sig_d)
+                .await
+                .unwrap()
+                .is_some_and(|v| v.verdict == "valid")
+        }
+    })
+    .await;
+    assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
+}
+
+#[tokio::test]
 async fn sighup_reloads_trust_and_reverifies_and_a_bad_file_keeps_the_old_one() {
     let key = Key::generate();
     let setup = start(&trust_toml(None));
@@ -365,6 +395,8 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    // GC (grace 0) takes what is older than the current second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let out = run(&mut setup.registry.cli(&["gc", "--json"]));
     assert!(out.contains(&image), "the image was collected: {out}");
     assert!(meta

@@ -162,6 +162,7 @@ async fn put_signature(
     {
         Ok(stored) => {
             if stored == SignatureStored::Created {
+                state.verifier.attachment_stored();
                 tracing::info!(repository = %repo, %digest, id = %signature.id, "atomic signature stored");
             }
             Ok(HttpResponse::Created()

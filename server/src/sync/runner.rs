@@ -552,6 +552,11 @@ impl Run<'_> {
                     .put_manifest(&put)
                     .await
                     .with_context(|| format!("storing manifest {digest}"))?;
+                if parsed.subject.is_some()
+                    || tag.is_some_and(|t| AttachmentTag::parse(t.as_str()).is_some())
+                {
+                    self.state.verifier.attachment_stored();
+                }
             }
             if present {
                 self.count(|r| r.manifests_present += 1);
@@ -630,7 +635,10 @@ impl Run<'_> {
                     .await
                     .with_context(|| format!("atomic signature of {subject}"))?;
                 match stored {
-                    SignatureStored::Created => self.count(|r| r.atomic_signatures_copied += 1),
+                    SignatureStored::Created => {
+                        self.state.verifier.attachment_stored();
+                        self.count(|r| r.atomic_signatures_copied += 1)
+                    }
                     SignatureStored::AlreadyPresent => {
                         self.count(|r| r.atomic_signatures_present += 1)
                     }

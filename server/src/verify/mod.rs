@@ -255,7 +255,8 @@ pub struct Verifier {
     pub trust: TrustHandle,
     cache: Mutex<HashMap<CacheKey, Verdict>>,
     evaluations: Mutex<HashMap<(String, String), CachedEvaluation>>,
-    /// Wakes the background verifier early (the trust configuration changed).
+    /// Wakes the background verifier early (the trust configuration changed, or an
+    /// attachment was stored by this process).
     pub(crate) wake: tokio::sync::Notify,
 }
 
@@ -265,6 +266,13 @@ impl Verifier {
             trust: TrustHandle::new(trust),
             ..Verifier::default()
         }
+    }
+
+    /// An attachment (signature, attestation, SBOM, any referrer) was just stored: the
+    /// background verifier looks for it now rather than at its next interval. Wakes
+    /// coalesce, so a burst of pushes costs one scan.
+    pub fn attachment_stored(&self) {
+        self.wake.notify_one();
     }
 
     /// Puts a reloaded configuration in force and, when verdicts depend on the change,

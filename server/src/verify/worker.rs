@@ -2,11 +2,12 @@
 //! arrive and again whenever the trust configuration's fingerprint changes, off the
 //! request path, and the verdicts stored (`verdicts` table).
 //!
-//! It works by scanning, not by being told: every `[trust] verify_interval_secs` (and at
-//! once after a reload) it asks the metadata store for attachments without a verdict
-//! under the fingerprint in force. So whatever wrote the attachment (a manifest PUT, an
-//! atomic signature, sync, another replica, `signet migrate`) it is found, and a verdict
-//! of an older configuration is found stale. The scan is a read; only when it finds
+//! It works by scanning: every `[trust] verify_interval_secs`, at once after a reload,
+//! and at once when this process stores an attachment (a manifest PUT with a subject or
+//! under an attachment tag, an atomic signature, sync), it asks the metadata store for
+//! attachments without a verdict under the fingerprint in force. So whatever wrote the
+//! attachment (another replica and `signet migrate` included, found at the next interval)
+//! it is found, and a verdict of an older configuration is found stale. The scan is a read; only when it finds
 //! work does the worker write, under a lease, so replicas sharing a database take turns
 //! instead of verifying the same attachments twice.
 //!
