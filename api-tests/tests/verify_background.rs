@@ -139,6 +139,29 @@ async fn store(setup: &Setup) -> std::sync::Arc<dyn MetadataStore> {
     signet_storage::open_metadata(&url).await.unwrap()
 }
 
+/// Waits for the background verifier's stored verdict on `sig` as a signature of
+/// `image` in `repo`, and returns it.
+async fn background_verdict(
+    meta: &std::sync::Arc<dyn MetadataStore>,
+    repo: &str,
+    image: &str,
+    sig: &str,
+) -> signet_storage::meta::StoredVerdict {
+    let repo = repo.parse().unwrap();
+    let (image, sig) = (image.parse().unwrap(), sig.parse().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(stored) = meta.get_verdict(&repo, &image, &sig).await.unwrap() {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the verdict on {sig} in {repo}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_for<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -170,24 +193,7 @@ async fn a_pushed_signature_is_verified_before_anyone_reads_it() {
 
     // Nobody reads the signature, its coverage or the image: the worker verifies it.
     let meta = store(&setup).await;
-    let repo = "team/app".parse().unwrap();
-    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
-    wait_for("the background verdict", || {
-        let meta = meta.clone();
-        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
-        async move {
-            meta.get_verdict(repo, image_d, sig_d)
-                .await
-                .unwrap()
-                .is_some()
-        }
-    })
-    .await;
-    let stored = meta
-        .get_verdict(&repo, &image_d, &sig_d)
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = background_verdict(&meta, "team/app", &image, &sig).await;
     assert_eq!(stored.verdict, "valid");
     assert_eq!(stored.root.as_deref(), Some("team"));
     assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
@@ -232,19 +238,8 @@ async fn a_pushed_signature_wakes_the_verifier_before_its_interval() {
     let (image, sig) = push_signed(&c, r, "team/app", &key).await;
 
     let meta = store(&setup).await;
-    let repo = "team/app".parse().unwrap();
-    let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
-    wait_for("the verdict the push woke the verifier for", || {
-        let meta = meta.clone();
-        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
-        async move {
-            meta.get_verdict(repo, image_d, sig_d)
-                .await
-                .unwrap()
-                .is_some_and(|v| v.verdict == "valid")
-        }
-    })
-    .await;
+    let stored = background_verdict(&meta, "team/app", &image, &sig).await;
+    assert_eq!(stored.verdict, "valid");
     assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
 }
 
@@ -311,17 +306,7 @@ async fn verdict_rows_go_with_their_attachment() {
     let meta = store(&setup).await;
     let repo = "team/app".parse().unwrap();
     let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
-    wait_for("the background verdict", || {
-        let meta = meta.clone();
-        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
-        async move {
-            meta.get_verdict(repo, image_d, sig_d)
-                .await
-                .unwrap()
-                .is_some()
-        }
-    })
-    .await;
+    background_verdict(&meta, "team/app", &image, &sig).await;
 
     // Deleting the signature manifest takes its verdict in the same transaction.
     let resp = c
@@ -342,12 +327,7 @@ async fn verdict_rows_go_with_their_attachment() {
     let (other, other_sig) = push_signed(&c, r, "team/other", &key).await;
     let other_repo = "team/other".parse().unwrap();
     let (other_d, other_sig_d) = (other.parse().unwrap(), other_sig.parse().unwrap());
-    wait_for("the second background verdict", || {
-        let meta = meta.clone();
-        let (repo, a, b) = (&other_repo, &other_d, &other_sig_d);
-        async move { meta.get_verdict(repo, a, b).await.unwrap().is_some() }
-    })
-    .await;
+    background_verdict(&meta, "team/other", &other, &other_sig).await;
     let resp = c
         .delete(r.v2(&format!("team/other/manifests/{other}")))
         .send()
@@ -376,17 +356,7 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     let meta = store(&setup).await;
     let repo = "team/app".parse().unwrap();
     let (image_d, sig_d) = (image.parse().unwrap(), sig.parse().unwrap());
-    wait_for("the background verdict", || {
-        let meta = meta.clone();
-        let (repo, image_d, sig_d) = (&repo, &image_d, &sig_d);
-        async move {
-            meta.get_verdict(repo, image_d, sig_d)
-                .await
-                .unwrap()
-                .is_some()
-        }
-    })
-    .await;
+    background_verdict(&meta, "team/app", &image, &sig).await;
 
     // Untagged, the image is collected and its signature with it: so is the verdict.
     let resp = c
