@@ -8,7 +8,7 @@
 //! are in [`super::rules`].
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -464,19 +464,79 @@ async fn describe_entries(
 }
 
 /// Which of `wanted` are absent: checked with `sql` (`$1` repository, `$2` digest).
+/// Digests sent in one statement when a list of them goes at once: each statement is a
+/// round trip (to SQLite's worker thread, or to the PostgreSQL server), so a manifest of
+/// a hundred layers costs a few statements, not hundreds; the bound stays far below both
+/// engines' limits on parameters.
+const DIGESTS_PER_STATEMENT: usize = 400;
+
+/// `$from, $from+1, …`: `n` numbered placeholders.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The digests of `wanted` that `table` (keyed by repository and `column`) lacks for
+/// repository `repo_id`, in `wanted`'s order.
 async fn missing(
     tx: &mut impl Conn,
-    sql: &'static str,
+    table: &'static str,
+    column: &'static str,
     repo_id: i64,
     wanted: &[Digest],
 ) -> StorageResult<Vec<Digest>> {
-    let mut absent = Vec::new();
-    for d in wanted {
-        if !tx.exists(query(sql).bind(repo_id).bind(d)).await? {
-            absent.push(d.clone());
+    let mut present = HashSet::new();
+    for batch in wanted.chunks(DIGESTS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {column} AS digest FROM {table} WHERE repository_id = $1 AND {column} IN ({})",
+            placeholders(2, batch.len())
+        );
+        let q = batch
+            .iter()
+            .fold(query(sql).bind(repo_id), |q, d| q.bind(d));
+        for row in tx.fetch(q).await? {
+            present.insert(row.text("digest")?);
         }
     }
-    Ok(absent)
+    Ok(wanted
+        .iter()
+        .filter(|d| !present.contains(&d.to_string()))
+        .cloned()
+        .collect())
+}
+
+/// Records the edges of manifest `put` (the blobs it needs, the children it lists), a
+/// batch of rows per statement; edges already there stay.
+async fn insert_edges(tx: &mut impl Conn, repo_id: i64, put: &ManifestPut) -> StorageResult<()> {
+    let edges = [
+        (
+            "manifest_blobs (repository_id, manifest_digest, blob_digest)",
+            &put.blobs,
+        ),
+        (
+            "manifest_children (repository_id, index_digest, child_digest)",
+            &put.children,
+        ),
+    ];
+    for (table, targets) in edges {
+        let mut targets: Vec<&Digest> = targets.iter().collect();
+        targets.sort();
+        targets.dedup();
+        for batch in targets.chunks(DIGESTS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..batch.len())
+                .map(|i| format!("($1, $2, ${})", i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {table} VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            );
+            let q = query(sql).bind(repo_id).bind(&put.manifest.digest);
+            tx.execute(batch.iter().fold(q, |q, d| q.bind(*d))).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Manifests of repository `$1` that nothing keeps: not reachable from a root (a tag,
@@ -597,22 +657,9 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         let mut tx = self.engine.begin(Access::Push).await?;
         let repo_id = ensure_repo(&mut tx, &put.repo).await?;
 
-        let mut absent = missing(
-            &mut tx,
-            "SELECT 1 AS one FROM repository_blobs WHERE repository_id = $1 AND digest = $2",
-            repo_id,
-            &put.blobs,
-        )
-        .await?;
-        absent.extend(
-            missing(
-                &mut tx,
-                "SELECT 1 AS one FROM manifests WHERE repository_id = $1 AND digest = $2",
-                repo_id,
-                &put.children,
-            )
-            .await?,
-        );
+        let mut absent =
+            missing(&mut tx, "repository_blobs", "digest", repo_id, &put.blobs).await?;
+        absent.extend(missing(&mut tx, "manifests", "digest", repo_id, &put.children).await?);
         if !absent.is_empty() {
             // Dropping the transaction rolls back the repository row it may have created.
             return Err(StorageError::MissingReferences(absent));
@@ -644,16 +691,7 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
             .bind(at),
         )
         .await?;
-        let edges = [
-            ("INSERT INTO manifest_blobs (repository_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.blobs),
-            ("INSERT INTO manifest_children (repository_id, index_digest, child_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.children),
-        ];
-        for (sql, targets) in edges {
-            for target in targets {
-                let q = query(sql).bind(repo_id).bind(&m.digest).bind(target);
-                tx.execute(q).await?;
-            }
-        }
+        insert_edges(&mut tx, repo_id, put).await?;
         let mut tag_moved = false;
         if let Some(tag) = &put.tag {
             let current = current_tag(&mut tx, repo_id, tag).await?;
@@ -1361,16 +1399,7 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         ] {
             tx.execute(query(sql).bind(repo_id).bind(&m.digest)).await?;
         }
-        let edges = [
-            ("INSERT INTO manifest_blobs (repository_id, manifest_digest, blob_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.blobs),
-            ("INSERT INTO manifest_children (repository_id, index_digest, child_digest) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", &put.children),
-        ];
-        for (sql, targets) in edges {
-            for target in targets {
-                let q = query(sql).bind(repo_id).bind(&m.digest).bind(target);
-                tx.execute(q).await?;
-            }
-        }
+        insert_edges(&mut tx, repo_id, put).await?;
         let untagged = ManifestPut {
             tag: None,
             condition: None,

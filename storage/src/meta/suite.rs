@@ -39,6 +39,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     db.ping().await.unwrap();
     blobs(&*db).await;
     manifests_and_tags(&*db).await;
+    many_references(&*db).await;
     referrers(&*db).await;
     pagination(&*db).await;
     uploads(&*db).await;
@@ -324,6 +325,47 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
             .unwrap(),
         None
     );
+}
+
+/// A manifest of more references than one statement checks or records at once (a
+/// cosign `.sig` with a thousand signatures): the missing ones are all named, in the
+/// manifest's order, and every edge is recorded once.
+async fn many_references(db: &dyn MetadataStore) {
+    let r = repo("suite/many");
+    let layers: Vec<Digest> = (0..1000)
+        .map(|i| Digest::sha256_of(format!("layer {i}").as_bytes()))
+        .collect();
+    let absent = [layers[7].clone(), layers[998].clone()];
+    for d in layers.iter().filter(|d| !absent.contains(d)) {
+        db.link_blob(&r, d, 1).await.unwrap();
+    }
+    // One layer listed twice, as a manifest may.
+    let mut listed = layers.clone();
+    listed.push(layers[500].clone());
+    let put = ManifestPut {
+        repo: r.clone(),
+        manifest: manifest("{\"many\":1}", None),
+        blobs: listed,
+        children: vec![],
+        tag: Some(tag("many")),
+        condition: None,
+    };
+    match db.put_manifest(&put).await {
+        Err(StorageError::MissingReferences(missing)) => assert_eq!(missing, absent),
+        other => panic!("expected MissingReferences, got {other:?}"),
+    }
+    for d in &absent {
+        db.link_blob(&r, d, 1).await.unwrap();
+    }
+    db.put_manifest(&put).await.unwrap();
+    db.put_manifest(&put).await.unwrap(); // idempotent
+    let export = db.export_repository(r.as_str()).await.unwrap().unwrap();
+    let edges = export
+        .tables
+        .iter()
+        .find(|t| t.table == "manifest_blobs")
+        .unwrap();
+    assert_eq!(edges.rows.len(), 1000);
 }
 
 async fn referrers(db: &dyn MetadataStore) {
