@@ -481,12 +481,22 @@ impl BlobStore {
         }
     }
 
-    /// Moves prepared bytes to their content address (the staged object is consumed).
+    /// Moves prepared bytes to their content address; when the address already holds
+    /// them the staged object is left for the caller to discard with its session.
     pub async fn place(&self, prepared: &PreparedBlob) -> StorageResult<()> {
         if prepared.placed {
             return Ok(());
         }
         let target = Self::blob_path(&prepared.digest);
+        // The bytes are already there (the same digest pushed again): addresses are
+        // content, so they are these bytes. Moving the staged copy over them would only
+        // cost a write-back (ext4 flushes a file renamed over another) or an S3 copy;
+        // the caller discards the staging.
+        match self.store.head(&target).await {
+            Ok(meta) if meta.size == prepared.size => return Ok(()),
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         match &prepared.source {
             None => {
                 self.store.put(&target, PutPayload::new()).await?;

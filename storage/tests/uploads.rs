@@ -149,6 +149,18 @@ async fn upload_suite(blobs: BlobStore, meta: Arc<dyn MetadataStore>, expect: &s
     );
     assert!(uploads.get(&repo, &session.id).await.unwrap().is_none());
 
+    // The same bytes pushed again (another repository): the stored blob stays, the new
+    // staging goes (checked with the rest at the end).
+    let again: RepoName = "uploads/again".parse().unwrap();
+    let session = other.start(&again).await.unwrap();
+    let session = other.append(&session, Some(0), body(&bytes)).await.unwrap();
+    assert_eq!(uploads.finish(&session, &want).await.unwrap(), total as u64);
+    assert!(read_all(&blobs, &want).await == bytes, "blob bytes differ");
+    assert_eq!(
+        meta.blob_in_repository(&again, &want).await.unwrap(),
+        Some(total as u64)
+    );
+
     // The wrong digest: refused, nothing stored, the session closed.
     let bytes = data(6 * MIB + 7, 2);
     let session = uploads.start(&repo).await.unwrap();
