@@ -5,7 +5,6 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
-use signet_storage::attachments::AttachmentTag;
 use signet_storage::manifest::parse_manifest;
 use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest, TagCondition};
 use signet_storage::names::InvalidReference;
@@ -152,11 +151,7 @@ async fn put_manifest(
     };
     state.meta.put_manifest(&put).await?;
     tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");
-    let attachment_tag =
-        matches!(&reference, Reference::Tag(t) if AttachmentTag::parse(t.as_str()).is_some());
-    if subject.is_some() || attachment_tag {
-        state.verifier.attachment_stored();
-    }
+    state.verifier.manifest_stored(&put);
 
     let mut response = HttpResponse::Created();
     response

@@ -552,11 +552,7 @@ impl Run<'_> {
                     .put_manifest(&put)
                     .await
                     .with_context(|| format!("storing manifest {digest}"))?;
-                if parsed.subject.is_some()
-                    || tag.is_some_and(|t| AttachmentTag::parse(t.as_str()).is_some())
-                {
-                    self.state.verifier.attachment_stored();
-                }
+                self.state.verifier.manifest_stored(&put);
             }
             if present {
                 self.count(|r| r.manifests_present += 1);

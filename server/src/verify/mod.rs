@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
-use signet_storage::meta::StoredVerdict;
+use signet_storage::meta::{ManifestPut, StoredVerdict};
 use signet_storage::{BlobStore, Digest, MetadataStore, RepoName};
 
 pub use trust::{PolicyMode, Trust};
@@ -273,6 +273,13 @@ impl Verifier {
     /// coalesce, so a burst of pushes costs one scan.
     pub fn attachment_stored(&self) {
         self.wake.notify_one();
+    }
+
+    /// A manifest was just stored: wakes the verifier when it may be an attachment.
+    pub fn manifest_stored(&self, put: &ManifestPut) {
+        if put.carries_attachments() {
+            self.attachment_stored();
+        }
     }
 
     /// Puts a reloaded configuration in force and, when verdicts depend on the change,

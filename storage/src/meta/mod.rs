@@ -72,6 +72,19 @@ pub struct ManifestPut {
     pub condition: Option<TagCondition>,
 }
 
+impl ManifestPut {
+    /// Whether storing it may index attachments: the manifest names a subject (an OCI
+    /// referrer), or it goes under an attachment tag (cosign's `.sig`/`.att`/`.sbom`,
+    /// the referrers fallback).
+    pub fn carries_attachments(&self) -> bool {
+        self.manifest.subject.is_some()
+            || self
+                .tag
+                .as_ref()
+                .is_some_and(|t| crate::attachments::AttachmentTag::parse(t.as_str()).is_some())
+    }
+}
+
 /// A precondition on where a tag points before it moves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagCondition {
