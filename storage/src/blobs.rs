@@ -250,7 +250,12 @@ impl BlobStore {
 
     /// Size of a stored blob, `None` when absent.
     pub async fn size(&self, digest: &Digest) -> StorageResult<Option<u64>> {
-        match self.store.head(&Self::blob_path(digest)).await {
+        self.object_size(&Self::blob_path(digest)).await
+    }
+
+    /// Size of the object at `key`, `None` when absent.
+    async fn object_size(&self, key: &Path) -> StorageResult<Option<u64>> {
+        match self.store.head(key).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -492,10 +497,8 @@ impl BlobStore {
         // content, so they are these bytes. Moving the staged copy over them would only
         // cost a write-back (ext4 flushes a file renamed over another) or an S3 copy;
         // the caller discards the staging.
-        match self.store.head(&target).await {
-            Ok(meta) if meta.size == prepared.size => return Ok(()),
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+        if self.object_size(&target).await? == Some(prepared.size) {
+            return Ok(());
         }
         match &prepared.source {
             None => {
@@ -662,29 +665,37 @@ impl BlobStore {
         UploadProgress { staging, hashes }
     }
 
-    /// What is wrong with the bytes a session's `progress` says are staged (`size` of
-    /// them), if anything: the staged file or tail object gone, or fewer bytes staged
-    /// than the session received. Parts of [`Staging::Parts`] are the caller's to check.
+    /// What is wrong with the bytes a session says are staged, if anything: staged parts
+    /// gone, the staged file or tail object gone, or fewer bytes staged than the session
+    /// received.
     pub async fn staging_problem(
         &self,
-        session: &str,
-        size: u64,
-        progress: &UploadProgress,
+        session: &crate::meta::UploadSession,
     ) -> StorageResult<Option<String>> {
-        let staged = |key: Path| async move {
-            match self.store.head(&key).await {
-                Ok(meta) => Ok(Some(meta.size)),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(StorageError::from(e)),
+        let mut gone = Vec::new();
+        for part in &session.parts {
+            if self
+                .object_size(&Path::from(part.key.as_str()))
+                .await?
+                .is_none()
+            {
+                gone.push(part.key.as_str());
             }
+        }
+        if !gone.is_empty() {
+            return Ok(Some(format!("staged parts are gone: {}", gone.join(", "))));
+        }
+        let Some(progress) = &session.progress else {
+            return Ok(None);
         };
+        let size = session.size;
         match &progress.staging {
             Staging::Parts => Ok(None),
             // Bytes past `size` are a cut-short request's, cut off by the next one.
             Staging::File if size == 0 => Ok(None),
             Staging::File => {
-                let key = Self::staged_data(session);
-                Ok(match staged(key.clone()).await? {
+                let key = Self::staged_data(&session.id);
+                Ok(match self.object_size(&key).await? {
                     None => Some(format!("{key} is gone ({size} bytes received)")),
                     Some(held) if held < size => {
                         Some(format!("{key} holds {held} of the {size} bytes received"))
@@ -695,7 +706,7 @@ impl BlobStore {
             Staging::Multipart { uploaded, tail, .. } => {
                 let tail_size = match tail {
                     None => 0,
-                    Some(key) => match staged(Path::from(key.as_str())).await? {
+                    Some(key) => match self.object_size(&Path::from(key.as_str())).await? {
                         Some(held) => held,
                         None => return Ok(Some(format!("the tail object {key} is gone"))),
                     },
@@ -1046,25 +1057,22 @@ impl BlobStore {
                 })?)),
                 Some(id) => {
                     let key = Self::staged_data(session);
-                    match self.store.head(&key).await {
-                        // An earlier final request completed the upload, then failed.
-                        Ok(meta) if meta.size == size => {}
-                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {
-                            let completed = self
-                                .complete_multipart(&key, id, etags, tail.as_deref())
-                                .await;
-                            if let Err(e) = completed {
-                                // Maybe an earlier final request got further.
-                                return match self
-                                    .already_placed(expected, size, running.is_some())
-                                    .await
-                                {
-                                    Ok(placed) => Ok(placed),
-                                    Err(_) => Err(e),
-                                };
-                            }
+                    // Already whole when an earlier final request completed the
+                    // upload, then failed.
+                    if self.object_size(&key).await? != Some(size) {
+                        let completed = self
+                            .complete_multipart(&key, id, etags, tail.as_deref())
+                            .await;
+                        if let Err(e) = completed {
+                            // Maybe an earlier final request got further.
+                            return match self
+                                .already_placed(expected, size, running.is_some())
+                                .await
+                            {
+                                Ok(placed) => Ok(placed),
+                                Err(_) => Err(e),
+                            };
                         }
-                        Err(e) => return Err(e.into()),
                     }
                     Some(key)
                 }

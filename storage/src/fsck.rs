@@ -22,7 +22,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::ObjectStoreExt;
 
 use crate::attachments::AttachmentSource;
 use crate::blobs::BlobStore;
@@ -555,36 +554,17 @@ async fn check_uploads(
     let mut live = BTreeSet::new();
     for session in &sessions {
         report.uploads_checked += 1;
-        let mut missing = Vec::new();
-        for part in &session.parts {
-            match store.head(&Path::from(part.key.as_str())).await {
-                Ok(_) => {}
-                Err(object_store::Error::NotFound { .. }) => missing.push(part.key.clone()),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut problems = Vec::new();
-        if !missing.is_empty() {
-            problems.push(format!("staged parts are gone: {}", missing.join(", ")));
-        }
-        if let Some(progress) = &session.progress {
-            problems.extend(
-                blobs
-                    .staging_problem(&session.id, session.size, progress)
-                    .await?,
-            );
-        }
+        let mut problem = blobs.staging_problem(session).await?;
         // A request that moved the session on (or completed it) while it was being
         // looked at explains what looked wrong: only a session that stood still counts.
-        if problems.is_empty() || !stood_still(meta, session).await? {
+        if problem.is_some() && !stood_still(meta, session).await? {
+            problem = None;
+        }
+        let Some(problem) = problem else {
             live.insert(session.id.clone());
             continue;
-        }
-        report.problem(
-            "upload-missing-parts",
-            session.id.clone(),
-            problems.join("; "),
-        );
+        };
+        report.problem("upload-missing-parts", session.id.clone(), problem);
         if options.repair {
             meta.delete_upload(&session.id).await?;
             blobs.discard_session(&session.id).await?;
