@@ -48,6 +48,18 @@ async fn pull_status(
     (status, body.to_vec())
 }
 
+/// A registry enforcing signatures by one cosign key (root `release`, its public key
+/// written into `dir`) on `prod/**`.
+fn enforcing_prod(dir: &std::path::Path) -> (Key, Registry) {
+    let key = Key::generate();
+    let public = key.write_public(dir, "cosign");
+    let r = Registry::start_with_config(&trust_config(
+        &[("release", &public, &["prod/**"])],
+        "enforce",
+    ));
+    (key, r)
+}
+
 // ---------------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------------
@@ -211,12 +223,7 @@ async fn verdicts_for_valid_wrong_key_tampered_mismatched_untrusted_and_dsse() {
 #[tokio::test]
 async fn enforce_refuses_unsigned_images_and_lets_platforms_of_a_signed_index_through() {
     let keys = tempfile::tempdir().unwrap();
-    let key = Key::generate();
-    let public = key.write_public(keys.path(), "cosign");
-    let r = Registry::start_with_config(&trust_config(
-        &[("release", &public, &["prod/**"])],
-        "enforce",
-    ));
+    let (key, r) = enforcing_prod(keys.path());
     let c = client();
 
     // Pushing is never refused; pulling an unsigned image is.
@@ -453,12 +460,7 @@ async fn enforce_refuses_podman_and_skopeo_pulls_of_unsigned_images() {
     require_tool("podman");
     require_tool("skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let key = Key::generate();
-    let public = key.write_public(dir.path(), "cosign");
-    let r = Registry::start_with_config(&trust_config(
-        &[("release", &public, &["prod/**"])],
-        "enforce",
-    ));
+    let (key, r) = enforcing_prod(dir.path());
     let layout = oci_layout(dir.path());
     let image = format!("{}/prod/app:v1", r.host);
     let policy = accept_anything_policy(dir.path());

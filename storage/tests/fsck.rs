@@ -10,7 +10,9 @@ use futures::stream;
 use serde_json::json;
 use signet_storage::blobs::BlobStore;
 use signet_storage::fsck::{check, FsckOptions, FsckReport};
-use signet_storage::meta::{ManifestPut, ManifestRecord, PostgresMetadata, SqliteMetadata};
+use signet_storage::meta::{
+    ManifestPut, ManifestRecord, PostgresMetadata, SqliteMetadata, UploadSession,
+};
 use signet_storage::testing::TestDatabase;
 use signet_storage::uploads::Uploads;
 use signet_storage::{Digest, MetadataStore, RepoName, Tag};
@@ -88,15 +90,27 @@ fn repo() -> RepoName {
     "app".parse().unwrap()
 }
 
+/// A request body of one frame.
+fn body(bytes: &[u8]) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Unpin {
+    stream::iter(vec![Ok(Bytes::copy_from_slice(bytes))])
+}
+
 impl World {
     async fn push_blob(&self, bytes: &[u8]) -> Digest {
         let d = Digest::sha256_of(bytes);
-        let body = stream::iter(vec![Ok::<_, std::io::Error>(Bytes::copy_from_slice(bytes))]);
         self.uploads
-            .put_monolithic(&repo(), &d, body)
+            .put_monolithic(&repo(), &d, body(bytes))
             .await
             .unwrap();
         d
+    }
+
+    /// A chunked upload's next request: `bytes` appended at `offset`.
+    async fn append(&self, session: &UploadSession, offset: u64, bytes: &[u8]) -> UploadSession {
+        self.uploads
+            .append(session, Some(offset), body(bytes))
+            .await
+            .unwrap()
     }
 
     async fn put(&self, body: Vec<u8>, blobs: Vec<Digest>, tag: Option<&str>) -> Digest {
@@ -308,22 +322,11 @@ async fn leftover_staging_is_reported_and_removed(w: World) {
 }
 
 async fn a_session_whose_staged_file_lost_bytes_is_reported_and_dropped(w: World) {
-    let chunk = |bytes: &'static [u8]| {
-        stream::iter(vec![Ok::<_, std::io::Error>(Bytes::from_static(bytes))])
-    };
     // Two sessions part way through a chunked push, staged in one file each.
     let intact = w.uploads.start(&repo()).await.unwrap();
-    let intact = w
-        .uploads
-        .append(&intact, Some(0), chunk(b"first chunk"))
-        .await
-        .unwrap();
+    let intact = w.append(&intact, 0, b"first chunk").await;
     let damaged = w.uploads.start(&repo()).await.unwrap();
-    let damaged = w
-        .uploads
-        .append(&damaged, Some(0), chunk(b"0123456789"))
-        .await
-        .unwrap();
+    let damaged = w.append(&damaged, 0, b"0123456789").await;
     assert_eq!(damaged.size, 10);
     assert!(w.fsck(false).await.is_clean());
 
@@ -355,11 +358,7 @@ async fn a_session_whose_staged_file_lost_bytes_is_reported_and_dropped(w: World
     assert!(w.uploads.get(&repo(), &damaged.id).await.unwrap().is_none());
     assert!(!staged.exists());
     let intact = w.uploads.get(&repo(), &intact.id).await.unwrap().unwrap();
-    let whole = w
-        .uploads
-        .append(&intact, Some(11), chunk(b" and the rest"))
-        .await
-        .unwrap();
+    let whole = w.append(&intact, 11, b" and the rest").await;
     assert_eq!(whole.size, 24);
     assert!(w.fsck(false).await.is_clean());
 }
