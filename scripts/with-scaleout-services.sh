@@ -95,7 +95,7 @@ for attempt in 1 2 3; do
   stop_weed
 done
 # Its log repeats harmless admin-worker reconnection warnings: leave them out.
-[[ -n $ready ]] || fail "SeaweedFS did not start: $(grep -vE 'worker|admin server' "$work/weed3.log" | tail -20)"
+[[ -n $ready ]] || fail "SeaweedFS did not start: $(grep -vE 'worker|admin server' "$work/weed$attempt.log" | tail -20)"
 s3_put -X DELETE "$s3/signet/probe" >/dev/null || true
 
 echo "with-scaleout-services: PostgreSQL 127.0.0.1:$pg_port, SeaweedFS $s3" >&2

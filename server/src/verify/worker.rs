@@ -6,10 +6,11 @@
 //! and at once when this process stores an attachment (a manifest PUT with a subject or
 //! under an attachment tag, an atomic signature, sync), it asks the metadata store for
 //! attachments without a verdict under the fingerprint in force. So whatever wrote the
-//! attachment (another replica and `signet migrate` included, found at the next interval)
-//! it is found, and a verdict of an older configuration is found stale. The scan is a read; only when it finds
-//! work does the worker write, under a lease, so replicas sharing a database take turns
-//! instead of verifying the same attachments twice.
+//! attachment (another replica and `signet migrate` included, found at the next
+//! interval) it is found, and a verdict of an older configuration is found stale. The
+//! scan is a read; only when it finds work does the worker write, under a lease, so
+//! replicas sharing a database take turns instead of verifying the same attachments
+//! twice.
 //!
 //! Reloading: SIGHUP reads the configuration file again and puts its `[trust]` section
 //! in force; a file that does not load (syntax, a missing key file, a bad key) is logged
