@@ -1,14 +1,15 @@
 # Signet's container image: `docker build -t signet .`
 #
-# Stage 1 builds the `signet` binary from the locked dependency set; stage 2 is a small
+# Stage 1 builds the `signet` binary from the locked dependency set, stripped (the `dist`
+# profile: the release build without line tables or symbols); stage 2 is a small
 # Debian runtime with only the binary, CA certificates (for HTTPS to S3 and PostgreSQL
 # with TLS) and curl for the health check, running as the unprivileged user `signet`.
 
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p signet-server --bin signet \
- && install -D -m 0755 target/release/signet /out/signet
+RUN cargo build --profile dist --locked -p signet-server --bin signet \
+ && install -D -m 0755 target/dist/signet /out/signet
 
 FROM debian:bookworm-slim
 RUN apt-get update \

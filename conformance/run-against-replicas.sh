@@ -18,7 +18,7 @@ for bin in "$target/signet" "$target/signet-conformance"; do
 done
 # PostgreSQL and SeaweedFS come from scripts/with-scaleout-services.sh (started here
 # unless the caller already runs under it).
-if [[ -z ${DATABASE_URL:-} || -z ${SIGNET_TEST_S3_ENDPOINT:-} ]]; then
+if [[ -z ${SIGNET_TEST_DATABASE_URL:-} || -z ${SIGNET_TEST_S3_ENDPOINT:-} ]]; then
   exec scripts/with-scaleout-services.sh "$self" "$@"
 fi
 nginx=$(command -v nginx) || fail "nginx is not installed (scripts/install-test-deps.sh)"
@@ -45,7 +45,7 @@ cat >"$work/signet.toml" <<EOF
 [gc]
 interval_secs = 0
 [storage]
-metadata_url = "$DATABASE_URL"
+metadata_url = "$SIGNET_TEST_DATABASE_URL"
 [storage.s3]
 endpoint = "$SIGNET_TEST_S3_ENDPOINT"
 bucket = "$SIGNET_TEST_S3_BUCKET"

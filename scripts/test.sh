@@ -24,6 +24,9 @@ bounded() {
 step "installing test dependencies"
 bounded 20 scripts/install-test-deps.sh
 
+step "the installer, against empty environments (a new venv, an empty node_modules, no packages)"
+bounded 10 scripts/check-installer.sh
+
 step "formatting"
 bounded 5 cargo fmt --all -- --check
 

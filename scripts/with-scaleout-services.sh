@@ -2,7 +2,7 @@
 # Runs a command with the scale-out services up: a throwaway PostgreSQL cluster and a
 # SeaweedFS bucket, on free loopback ports, files in one temporary folder, all torn down
 # at the end. The command sees
-#   DATABASE_URL              postgres://postgres@127.0.0.1:PORT/postgres
+#   SIGNET_TEST_DATABASE_URL  postgres://postgres@127.0.0.1:PORT/postgres
 #   SIGNET_TEST_S3_ENDPOINT   http://127.0.0.1:PORT (bucket SIGNET_TEST_S3_BUCKET,
 #   SIGNET_TEST_S3_KEY/SECRET  static credentials)
 # and its exit status is the script's (2 when a service is missing or fails to start).
@@ -100,7 +100,7 @@ s3_put -X DELETE "$s3/signet/probe" >/dev/null || true
 
 echo "with-scaleout-services: PostgreSQL 127.0.0.1:$pg_port, SeaweedFS $s3" >&2
 status=0
-DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres" \
+SIGNET_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$pg_port/postgres" \
 SIGNET_TEST_S3_ENDPOINT=$s3 SIGNET_TEST_S3_BUCKET=signet \
 SIGNET_TEST_S3_KEY=$key SIGNET_TEST_S3_SECRET=$secret \
   "$@" || status=$?

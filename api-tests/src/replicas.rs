@@ -4,7 +4,7 @@
 //! replica. The tests then run unchanged against it: an upload begun on one replica is
 //! continued on the other, a manifest pushed through one is read through the other.
 //!
-//! PostgreSQL is the server `DATABASE_URL` names (one database per registry), or a
+//! PostgreSQL is the server `SIGNET_TEST_DATABASE_URL` names (one database per registry), or a
 //! throwaway cluster per registry without it. S3 is the bucket `SIGNET_TEST_S3_ENDPOINT`,
 //! `_BUCKET`, `_KEY` and `_SECRET` name, shared by every registry of the run (blobs are
 //! content-addressed, so registries sharing a bucket store the same bytes under the

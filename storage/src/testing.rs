@@ -1,7 +1,7 @@
 //! Test support (feature `testing`): a fresh PostgreSQL database for one test, and
 //! throwaway S3-compatible servers (SeaweedFS, moto) for the S3 blob store.
 //!
-//! With `DATABASE_URL` set, each [`TestDatabase`] is a new database on that server.
+//! With `SIGNET_TEST_DATABASE_URL` set, each [`TestDatabase`] is a new database on that server.
 //! Otherwise it starts a throwaway cluster of its own (initdb with `-A trust`, on a free
 //! loopback port, its socket in its data folder, as the `postgres` user when run as
 //! root) and stops and removes it when dropped. PostgreSQL not installed is a failure,
@@ -24,14 +24,14 @@ pub struct TestDatabase {
     /// `postgres://...` of the database.
     pub url: String,
     name: String,
-    /// The server's own URL, to drop the database from (when `DATABASE_URL` named it).
+    /// The server's own URL, to drop the database from (when `SIGNET_TEST_DATABASE_URL` named it).
     admin_url: Option<String>,
     cluster: Option<Cluster>,
 }
 
 impl TestDatabase {
     pub async fn create() -> TestDatabase {
-        let (admin_url, cluster) = match std::env::var("DATABASE_URL") {
+        let (admin_url, cluster) = match std::env::var("SIGNET_TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => (url, None),
             _ => {
                 let cluster = Cluster::start();
@@ -60,7 +60,7 @@ impl TestDatabase {
         }
     }
 
-    /// The port of the throwaway cluster (`None` on a `DATABASE_URL` server).
+    /// The port of the throwaway cluster (`None` on a `SIGNET_TEST_DATABASE_URL` server).
     pub fn cluster_port(&self) -> Option<u16> {
         self.cluster.as_ref().map(|c| c.port)
     }
@@ -204,7 +204,7 @@ fn postgres_bin() -> PathBuf {
     versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
         panic!(
             "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb, no PG_BIN, \
-             no DATABASE_URL); run scripts/install-test-deps.sh, which installs it"
+             no SIGNET_TEST_DATABASE_URL); run scripts/install-test-deps.sh, which installs it"
         )
     })
 }
