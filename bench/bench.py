@@ -441,14 +441,15 @@ class Bench:
             return os.environ["SIGNET_BENCH_BIN"]
         profile = "debug" if self.args.debug else "release"
         if not self.args.no_build:
-            cmd = ["cargo", "build", "-p", "signet-server", "--bin", "signet"]
             if profile == "release":
-                cmd.insert(2, "--release")
-            log("building: " + " ".join(cmd))
-            subprocess.run(cmd, cwd=ROOT, check=True)
-            cmd = cmd[:-4] + ["-p", "signet-bench"]
-            log("building: " + " ".join(cmd))
-            subprocess.run(cmd, cwd=ROOT, check=True)
+                cmds = [["cargo", "build", "--release", "-p", "signet-server", "--bin", "signet"],
+                        ["cargo", "build", "--release", "-p", "signet-bench"]]
+            else:
+                # The test command's own build (see .cargo/config.toml): nothing to redo.
+                cmds = [["cargo", "build-all"]]
+            for cmd in cmds:
+                log("building: " + " ".join(cmd))
+                subprocess.run(cmd, cwd=ROOT, check=True)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         return os.path.join(target, profile, "signet")
 

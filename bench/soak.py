@@ -337,7 +337,7 @@ def main():
     args = ap.parse_args()
     seconds = 30.0 if args.smoke else args.minutes * 60
     if not os.path.exists(args.signet):
-        raise SystemExit(f"{args.signet} is missing: cargo build -p signet-server --bin signet")
+        raise SystemExit(f"{args.signet} is missing: cargo build-all")
 
     tmp = tempfile.mkdtemp(prefix="signet-soak-")
     data = os.path.join(tmp, "data")

@@ -14,7 +14,7 @@ if [[ -z "$bin" ]]; then
     target="${CARGO_TARGET_DIR:-$root/target}"
     bin="$target/debug/signet-conformance"
     # Cheap when up to date; never runs a stale runner.
-    (cd "$root" && cargo build --quiet -p signet-conformance)
+    (cd "$root" && cargo build-all --quiet)
 fi
 registry="$(command -v docker-registry || true)"
 if [[ -z "$registry" ]]; then

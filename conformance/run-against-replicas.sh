@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 target=${CARGO_TARGET_DIR:-target}/debug
 fail() { echo "run-against-replicas: $*" >&2; exit 2; }
 for bin in "$target/signet" "$target/signet-conformance"; do
-  [[ -x $bin ]] || fail "$bin is missing (cargo build -p signet-server --bin signet -p signet-conformance)"
+  [[ -x $bin ]] || fail "$bin is missing (cargo build-all)"
 done
 # PostgreSQL and SeaweedFS come from scripts/with-scaleout-services.sh (started here
 # unless the caller already runs under it).

@@ -31,7 +31,7 @@ step "formatting"
 bounded 5 cargo fmt --all -- --check
 
 step "building"
-bounded 45 cargo build --workspace --bins --tests
+bounded 45 cargo build-all
 
 step "lints"
 bounded 30 cargo clippy --workspace --all-targets -- -D warnings
@@ -44,10 +44,10 @@ bounded 35 cargo nextest run --workspace --no-fail-fast
 
 step "the api tests again against two replicas on PostgreSQL and S3 behind a load balancer"
 SIGNET_TEST_REPLICAS=1 bounded 25 scripts/with-scaleout-services.sh \
-  cargo nextest run -p signet-api-tests --profile replicas
+  cargo nextest run --workspace --profile replicas
 
 step "benchmark harness, smoke mode (the full run is python3 bench/bench.py)"
-bounded 10 python3 bench/bench.py --smoke --debug
+bounded 10 python3 bench/bench.py --smoke --debug --no-build
 
 step "sync benchmark harness, smoke mode (the full run is python3 bench/sync_bench.py)"
 bounded 10 python3 bench/sync_bench.py --smoke --debug --no-build
