@@ -79,8 +79,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
             .wrap(from_fn(crate::auth::limits::enforce))
+            // What did not read is answered here: after metrics and logs count it,
+            // before rate limits, authorisation and handlers could act on it.
+            .wrap(from_fn(crate::request::refuse_unreadable))
             .wrap(from_fn(crate::telemetry::request_span))
             .wrap(from_fn(crate::ops::metrics::track))
+            // Outermost: every layer inside reads this one reading of the request.
+            .wrap(from_fn(crate::request::read))
             .configure(crate::ops::configure)
             .configure(crate::auth::configure)
             .configure(api::configure)

@@ -103,6 +103,8 @@ pub fn redact_password(url: &str) -> String {
 pub struct LimitsConfig {
     /// Largest manifest accepted, in bytes (413 above).
     pub max_manifest_bytes: usize,
+    /// Most `?tag=` values one manifest PUT by digest may carry (414 above).
+    pub max_tags_per_push: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -237,6 +239,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_manifest_bytes: 4 * 1024 * 1024,
+            max_tags_per_push: 100,
         }
     }
 }

@@ -37,6 +37,11 @@ pub enum ApiError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     SizeInvalid(String),
+    #[error("invalid tag: {0}")]
+    TagInvalid(String),
+    /// More `?tag=` values on one manifest PUT than `[limits] max_tags_per_push`.
+    #[error("at most {limit} tags may be given in one push")]
+    TooManyTags { limit: usize },
     #[error("the operation is unsupported: {0}")]
     Unsupported(String),
     #[error("signature invalid: {0}")]
@@ -90,6 +95,8 @@ impl ApiError {
             NameUnknown => (StatusCode::NOT_FOUND, "NAME_UNKNOWN"),
             RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
             SizeInvalid(_) => (StatusCode::BAD_REQUEST, "SIZE_INVALID"),
+            TagInvalid(_) => (StatusCode::BAD_REQUEST, "TAG_INVALID"),
+            TooManyTags { .. } => (StatusCode::URI_TOO_LONG, "TAG_INVALID"),
             Unsupported(_) => (StatusCode::BAD_REQUEST, "UNSUPPORTED"),
             // Codes of the signatures extension (the core spec has none for signatures).
             SignatureInvalid(_) => (StatusCode::BAD_REQUEST, "SIGNATURE_INVALID"),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod ext;
 mod maintenance;
 pub mod ops;
+pub mod request;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

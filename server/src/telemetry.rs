@@ -31,13 +31,24 @@ pub async fn request_span(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    // Route and repository are known only once the router has matched the request.
+    // Route and repository as the request's one reading names them.
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
         route = tracing::field::Empty,
         repository = tracing::field::Empty,
     );
+    match crate::request::target_of(&req) {
+        Some(target) => {
+            span.record("route", target.pattern());
+            if let Some(repository) = target.repository() {
+                span.record("repository", repository.as_str());
+            }
+        }
+        None => {
+            span.record("route", "unreadable");
+        }
+    }
     let bytes_in = req
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -50,14 +61,6 @@ pub async fn request_span(
         _ => 0,
     };
     let status = response.status().as_u16();
-    let matched = response.request();
-    span.record(
-        "route",
-        matched.match_pattern().as_deref().unwrap_or("unmatched"),
-    );
-    if let Some(repository) = matched.match_info().get("name") {
-        span.record("repository", repository);
-    }
     span.in_scope(|| {
         tracing::info!(
             status,

@@ -18,6 +18,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ApiError;
+use crate::request::{Route, Target};
 
 /// The UI's files: path below `/ui/`, content type, bytes.
 const FILES: [(&str, &str, &[u8]); 9] = [
@@ -94,18 +95,13 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/ui")
-            .route(web::get().to(redirect))
-            .route(web::head().to(redirect)),
-    )
-    .service(
-        web::resource("/ui/{path:.*}")
+        crate::request::resource(crate::request::Kind::Ui)
             .route(web::get().to(serve))
             .route(web::head().to(serve)),
     );
 }
 
-async fn redirect() -> HttpResponse {
+fn redirect() -> HttpResponse {
     HttpResponse::PermanentRedirect()
         .insert_header((header::LOCATION, "/ui/"))
         .finish()
@@ -125,7 +121,14 @@ fn resolve(path: &str) -> Option<&'static Asset> {
     assets.iter().find(|a| a.path == "index.html")
 }
 
-async fn serve(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn serve(req: HttpRequest, target: Target) -> Result<HttpResponse, ApiError> {
+    let Route::Ui(path) = target.route else {
+        return Err(ApiError::RouteNotFound);
+    };
+    // `/ui` itself: the pages live below `/ui/`, where their relative links resolve.
+    let Some(path) = path else {
+        return Ok(redirect());
+    };
     let asset = resolve(&path).ok_or(ApiError::RouteNotFound)?;
     let fresh = req
         .headers()

@@ -393,7 +393,7 @@ async fn check_repository(
             },
             blobs: parsed.required_blobs(),
             children: parsed.required_children(),
-            tag: None,
+            tags: Vec::new(),
             condition: None,
         };
         for b in put.blobs.iter().filter(|b| !blob_rows.contains(b)) {
@@ -433,33 +433,25 @@ async fn check_repository(
         }
 
         // Attachment rows, by the rules of a PUT.
-        let mut expected = rules::put_rows(&put, false, &[]);
-        for tag in tags_of.get(&m.digest).into_iter().flatten() {
-            let Ok(tag) = tag.parse::<Tag>() else {
-                continue;
-            };
-            let tagged = ManifestPut {
-                tag: Some(tag),
-                ..put.clone()
-            };
-            let entries: Vec<EntryDescription> = rules::entries_to_describe(&tagged, true)
-                .iter()
-                .filter_map(|d| {
-                    descriptions
-                        .get(d.to_string().as_str())
-                        .map(|(a, n)| EntryDescription {
-                            digest: d.clone(),
-                            artifact_type: a.clone(),
-                            annotations: n.clone(),
-                        })
-                })
-                .collect();
-            expected.extend(
-                rules::put_rows(&tagged, true, &entries)
-                    .into_iter()
-                    .filter(|r| r.source != AttachmentSource::Subject),
-            );
-        }
+        let tags: Vec<Tag> = tags_of
+            .get(&m.digest)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.parse::<Tag>().ok())
+            .collect();
+        let entries: Vec<EntryDescription> = rules::entries_to_describe(&put, &tags)
+            .iter()
+            .filter_map(|d| {
+                descriptions
+                    .get(d.to_string().as_str())
+                    .map(|(a, n)| EntryDescription {
+                        digest: d.clone(),
+                        artifact_type: a.clone(),
+                        annotations: n.clone(),
+                    })
+            })
+            .collect();
+        let expected = rules::put_rows(&put, &tags, &entries);
         let expected: BTreeSet<AttachmentKey> = expected
             .into_iter()
             .map(|r| {

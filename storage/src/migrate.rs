@@ -179,7 +179,7 @@ mod tests {
                 },
                 blobs: vec![layer_digest.clone()],
                 children: vec![],
-                tag: Some("v1".parse::<Tag>().unwrap()),
+                tags: vec!["v1".parse::<Tag>().unwrap()],
                 condition: None,
             })
             .await

@@ -336,7 +336,7 @@ async fn postgres_replicas_racing_on_one_tag_agree() {
         },
         blobs: vec![layer.clone()],
         children: vec![],
-        tag: Some(tag.parse().unwrap()),
+        tags: vec![tag.parse().unwrap()],
         condition,
     };
     for round in 0..20 {

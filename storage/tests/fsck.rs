@@ -128,7 +128,7 @@ impl World {
             },
             blobs,
             children: Vec::new(),
-            tag: tag.map(|t| t.parse::<Tag>().unwrap()),
+            tags: tag.map(|t| t.parse::<Tag>().unwrap()).into_iter().collect(),
             condition: None,
         };
         self.meta.put_manifest(&put).await.unwrap();

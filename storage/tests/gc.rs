@@ -121,7 +121,7 @@ impl World {
             },
             blobs: blobs.iter().map(|d| (*d).clone()).collect(),
             children: children.iter().map(|d| (*d).clone()).collect(),
-            tag: tag.map(|t| t.parse::<Tag>().unwrap()),
+            tags: tag.map(|t| t.parse::<Tag>().unwrap()).into_iter().collect(),
             condition: None,
         };
         self.meta.put_manifest(&put).await.unwrap();
@@ -579,7 +579,7 @@ async fn uploads_racing_collections_never_lose_bytes(w: World) {
                         },
                         blobs: vec![d.clone()],
                         children: vec![],
-                        tag: Some(format!("keep-{i}").parse().unwrap()),
+                        tags: vec![format!("keep-{i}").parse().unwrap()],
                         condition: None,
                     };
                     match w.meta.put_manifest(&put).await {

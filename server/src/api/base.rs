@@ -2,9 +2,11 @@
 
 use actix_web::{web, HttpResponse};
 
+use crate::request::{resource, Kind};
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource(["/v2/", "/v2"])
+        resource(Kind::Base)
             .route(web::get().to(version_check))
             .route(web::head().to(version_check)),
     );

@@ -6,29 +6,37 @@ use actix_web::body::SizedStream;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use signet_storage::range::{parse_range_header, ResolvedRange};
-use signet_storage::{Digest, StorageError};
+use signet_storage::{Digest, RepoName, StorageError};
 
-use super::{parse_digest, repo_name, HeadBody, DIGEST_HEADER};
+use super::{HeadBody, DIGEST_HEADER};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v2/{name:.+}/blobs/{digest}")
+        resource(Kind::Blob)
             .route(web::get().to(get_blob))
             .route(web::head().to(head_blob))
             .route(web::delete().to(delete_blob)),
     );
 }
 
+/// The repository and digest the request names.
+fn blob_of(target: Target) -> ApiResult<(RepoName, Digest)> {
+    match target.into_repository()? {
+        (repo, Area::Blob(digest)) => Ok((repo, digest)),
+        _ => Err(ApiError::RouteNotFound),
+    }
+}
+
 /// Resolves the request's blob: its digest, size and the range asked for.
 async fn locate(
     state: &AppState,
     req: &HttpRequest,
-    path: &(String, String),
+    target: Target,
 ) -> ApiResult<(Digest, u64, Option<ResolvedRange>)> {
-    let repo = repo_name(&path.0)?;
-    let digest = parse_digest(&path.1)?;
+    let (repo, digest) = blob_of(target)?;
     let size = state
         .meta
         .blob_in_repository(&repo, &digest)
@@ -74,9 +82,9 @@ fn blob_headers(digest: &Digest, size: u64, range: Option<ResolvedRange>) -> Htt
 async fn get_blob(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    target: Target,
 ) -> ApiResult<HttpResponse> {
-    let (digest, size, range) = locate(&state, &req, &path).await?;
+    let (digest, size, range) = locate(&state, &req, target).await?;
     let body = match state.blobs.get(&digest, range).await {
         Ok(body) => body,
         Err(StorageError::NotFound) => {
@@ -92,19 +100,15 @@ async fn get_blob(
 async fn head_blob(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    target: Target,
 ) -> ApiResult<HttpResponse> {
-    let (digest, size, range) = locate(&state, &req, &path).await?;
+    let (digest, size, range) = locate(&state, &req, target).await?;
     let length = range.map_or(size, |r| r.len());
     Ok(blob_headers(&digest, size, range).body(HeadBody(length)))
 }
 
-async fn delete_blob(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let digest = parse_digest(&path.1)?;
+async fn delete_blob(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, digest) = blob_of(target)?;
     if state.meta.unlink_blob(&repo, &digest).await? {
         tracing::info!(repository = %repo, %digest, "blob deleted");
         Ok(HttpResponse::Accepted()

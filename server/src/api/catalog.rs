@@ -1,7 +1,5 @@
 //! `GET /v2/_catalog`: repositories in lexical order, paginated with `n`/`last`.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -10,19 +8,23 @@ use signet_storage::meta::Page;
 
 use super::PageQuery;
 use crate::auth::CatalogFilter;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Kind, Route, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v2/_catalog").route(web::get().to(catalog)));
+    cfg.service(resource(Kind::Catalog).route(web::get().to(catalog)));
 }
 
 async fn catalog(
     state: web::Data<AppState>,
     req: HttpRequest,
-    query: web::Query<HashMap<String, String>>,
+    target: Target,
 ) -> ApiResult<HttpResponse> {
-    let page = PageQuery::parse(&query)?;
+    let Route::Catalog(page) = &target.route else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let page = PageQuery::new(page);
     // With authentication on, only what the caller may pull.
     let filter = req.extensions().get::<CatalogFilter>().cloned();
     let mut repositories = if page.n == Some(0) {

@@ -7,16 +7,16 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use signet_storage::manifest::parse_manifest;
 use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest, TagCondition};
-use signet_storage::names::InvalidReference;
-use signet_storage::{Algorithm, Digest, Reference, RepoName};
+use signet_storage::{Algorithm, Digest, Reference, RepoName, Tag};
 
-use super::{repo_name, HeadBody, DIGEST_HEADER};
+use super::{HeadBody, DIGEST_HEADER};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v2/{name:.+}/manifests/{reference}")
+        resource(Kind::Manifest)
             .route(web::get().to(get_manifest))
             .route(web::head().to(head_manifest))
             .route(web::put().to(put_manifest))
@@ -24,30 +24,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// A reference from the URL. Malformed digests are `DIGEST_INVALID`; an invalid tag
-/// cannot name anything, so reads answer it as unknown.
-fn parse_reference(raw: &str) -> ApiResult<Reference> {
-    raw.parse().map_err(|e| match e {
-        InvalidReference::Digest(d) => ApiError::DigestInvalid(d.to_string()),
-        InvalidReference::Tag(_) => ApiError::ManifestUnknown,
-    })
+/// The repository, reference and `?tag=` values the request names.
+fn manifest_of(target: Target) -> ApiResult<(RepoName, Reference, Vec<Tag>)> {
+    match target.into_repository()? {
+        (repo, Area::Manifest { reference, tags }) => Ok((repo, reference, tags)),
+        _ => Err(ApiError::RouteNotFound),
+    }
 }
 
-async fn lookup(state: &AppState, path: &(String, String)) -> ApiResult<StoredManifest> {
-    if let Some(m) = state.manifest_cache.get(&path.0, &path.1) {
+async fn lookup(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+) -> ApiResult<StoredManifest> {
+    let key = reference.to_string();
+    if let Some(m) = state.manifest_cache.get(repo.as_str(), &key) {
         return Ok(m);
     }
-    let repo = repo_name(&path.0)?;
-    let reference = parse_reference(&path.1)?;
     // Taken before the store is read, so an answer that raced a commit is never served
     // after it (see crate::cache).
     let version = state.manifest_cache.version();
-    match state.meta.get_manifest(&repo, &reference).await? {
+    match state.meta.get_manifest(repo, reference).await? {
         Some(m) => {
-            state.manifest_cache.insert(&path.0, &path.1, version, &m);
+            state
+                .manifest_cache
+                .insert(repo.as_str(), &key, version, &m);
             Ok(m)
         }
-        None if !state.meta.repository_exists(&repo).await? => Err(ApiError::NameUnknown),
+        None if !state.meta.repository_exists(repo).await? => Err(ApiError::NameUnknown),
         None => Err(ApiError::ManifestUnknown),
     }
 }
@@ -61,19 +65,15 @@ fn manifest_headers(m: &StoredManifest) -> actix_web::HttpResponseBuilder {
     response
 }
 
-async fn get_manifest(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let m = lookup(&state, &path).await?;
+async fn get_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, reference, _) = manifest_of(target)?;
+    let m = lookup(&state, &repo, &reference).await?;
     Ok(manifest_headers(&m).body(m.content))
 }
 
-async fn head_manifest(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let m = lookup(&state, &path).await?;
+async fn head_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, reference, _) = manifest_of(target)?;
+    let m = lookup(&state, &repo, &reference).await?;
     Ok(manifest_headers(&m).body(HeadBody(m.content.len() as u64)))
 }
 
@@ -105,14 +105,11 @@ async fn read_limited(
 async fn put_manifest(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    target: Target,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let reference: Reference = path.1.parse().map_err(|e| match e {
-        InvalidReference::Digest(d) => ApiError::DigestInvalid(d.to_string()),
-        InvalidReference::Tag(t) => ApiError::ManifestInvalid(t.to_string()),
-    })?;
+    let (repo, reference, extra_tags) = manifest_of(target)?;
+    let tags = tags_to_move(&state, &reference, extra_tags)?;
     let content = read_limited(&req, body, state.config.limits.max_manifest_bytes).await?;
     let algorithm = match &reference {
         Reference::Digest(d) => d.algorithm(),
@@ -143,10 +140,7 @@ async fn put_manifest(
         repo: repo.clone(),
         blobs: parsed.required_blobs(),
         children: parsed.required_children(),
-        tag: match &reference {
-            Reference::Tag(t) => Some(t.clone()),
-            Reference::Digest(_) => None,
-        },
+        tags: tags.clone(),
         manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
     };
     state.meta.put_manifest(&put).await?;
@@ -160,30 +154,56 @@ async fn put_manifest(
     if let Some(subject) = subject {
         response.insert_header(("OCI-Subject", subject.to_string()));
     }
+    if matches!(reference, Reference::Digest(_)) {
+        for tag in &tags {
+            response.append_header(("OCI-Tag", tag.as_str()));
+        }
+    }
     Ok(response.finish())
 }
 
-async fn delete_manifest(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let repo: RepoName = repo_name(&path.0)?;
+/// The tags a PUT moves: the one it is pushed by, or the `?tag=` values of a PUT by
+/// digest (at most `[limits] max_tags_per_push`, 414 beyond; a PUT by tag takes none).
+fn tags_to_move(state: &AppState, reference: &Reference, extra: Vec<Tag>) -> ApiResult<Vec<Tag>> {
+    match reference {
+        Reference::Tag(t) if extra.is_empty() => Ok(vec![t.clone()]),
+        Reference::Tag(_) => Err(ApiError::TagInvalid(
+            "tag query parameters need a PUT by digest".into(),
+        )),
+        Reference::Digest(_) => {
+            let limit = state.config.limits.max_tags_per_push;
+            if extra.len() > limit {
+                return Err(ApiError::TooManyTags { limit });
+            }
+            let mut tags: Vec<Tag> = Vec::with_capacity(extra.len());
+            for tag in extra {
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                }
+            }
+            Ok(tags)
+        }
+    }
+}
+
+async fn delete_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, reference, _) = manifest_of(target)?;
     let with_attachments = state.config.attachments.delete_with_subject;
-    let deleted = match parse_reference(&path.1)? {
+    let deleted = match &reference {
         Reference::Digest(d) => {
             let gone = state
                 .meta
-                .delete_manifest(&repo, &d, with_attachments)
+                .delete_manifest(&repo, d, with_attachments)
                 .await?;
             if gone.len() > 1 {
                 tracing::info!(repository = %repo, digest = %d, attachments = gone.len() - 1, "attachments deleted with their subject");
             }
             !gone.is_empty()
         }
-        Reference::Tag(t) => state.meta.delete_tag(&repo, &t).await?,
+        Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
     };
     if deleted {
-        tracing::info!(repository = %repo, reference = %path.1, "manifest deleted");
+        tracing::info!(repository = %repo, %reference, "manifest deleted");
         Ok(HttpResponse::Accepted().finish())
     } else if !state.meta.repository_exists(&repo).await? {
         Err(ApiError::NameUnknown)

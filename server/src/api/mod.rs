@@ -8,25 +8,19 @@ mod referrers;
 mod tags;
 mod uploads;
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web;
 use bytes::Bytes;
-use signet_storage::digest::DigestError;
 use signet_storage::meta::Page;
-use signet_storage::{Digest, RepoName};
-
-use crate::error::{ApiError, ApiResult};
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
 pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
 pub const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
 
-/// Registers every route. Upload routes come before blob routes: both live under
-/// `/blobs/`, and the more specific must match first.
+/// Registers every route's handlers, by route kind (`crate::request`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     base::configure(cfg);
     catalog::configure(cfg);
@@ -37,16 +31,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     referrers::configure(cfg);
 }
 
-pub(crate) fn repo_name(raw: &str) -> ApiResult<RepoName> {
-    raw.parse()
-        .map_err(|e: signet_storage::names::InvalidName| ApiError::NameInvalid(e.0))
-}
-
-pub(crate) fn parse_digest(raw: &str) -> ApiResult<Digest> {
-    raw.parse()
-        .map_err(|e: DigestError| ApiError::DigestInvalid(e.to_string()))
-}
-
 /// The `Range` header of an upload: the bytes received so far, inclusive.
 pub(crate) fn upload_range(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
@@ -55,27 +39,18 @@ pub(crate) fn upload_range(size: u64) -> String {
 /// Most entries one page may hold, whatever `n` asks for.
 const MAX_PAGE: u32 = 10_000;
 
-/// `n` and `last` of a listing, parsed from the query string.
+/// `n` (capped at [`MAX_PAGE`]) and `last` of a listing.
 pub(crate) struct PageQuery {
     pub n: Option<u32>,
     pub last: Option<String>,
 }
 
 impl PageQuery {
-    pub fn parse(query: &HashMap<String, String>) -> ApiResult<Self> {
-        let n = query
-            .get("n")
-            .map(|n| {
-                n.parse::<u32>().map_err(|_| {
-                    ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}"))
-                })
-            })
-            .transpose()?
-            .map(|n| n.min(MAX_PAGE));
-        Ok(Self {
-            n,
-            last: query.get("last").filter(|l| !l.is_empty()).cloned(),
-        })
+    pub fn new(page: &crate::request::Page) -> Self {
+        Self {
+            n: page.n.map(|n| n.min(MAX_PAGE)),
+            last: page.last.clone(),
+        }
     }
 
     /// The store query: one more than asked, to know whether a next page exists.

@@ -1,41 +1,35 @@
 //! `GET /v2/<name>/referrers/<digest>`: the manifests whose `subject` is `<digest>`, as
 //! an OCI image index, optionally filtered by `artifactType`.
 
-use std::collections::HashMap;
-
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 use signet_storage::manifest::OCI_INDEX;
 
-use super::{parse_digest, repo_name};
 use crate::cache::{Listing, ListingKind};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/v2/{name:.+}/referrers/{digest}").route(web::get().to(list_referrers)),
-    );
+    cfg.service(resource(Kind::Referrers).route(web::get().to(list_referrers)));
 }
 
-async fn list_referrers(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    query: web::Query<HashMap<String, String>>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let subject = parse_digest(&path.1)?;
-    // Media types have no spaces but often a `+`, which form decoding turns into a
-    // space when a client leaves it unescaped.
-    let filter = query
-        .get("artifactType")
-        .filter(|a| !a.is_empty())
-        .map(|a| a.replace(' ', "+"));
+async fn list_referrers(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (
+        repo,
+        Area::Referrers {
+            subject,
+            artifact_type: filter,
+        },
+    ) = target.into_repository()?
+    else {
+        return Err(ApiError::RouteNotFound);
+    };
     // The response depends on the subject's attachment rows and on the filter only.
     let key = format!("{subject} {}", filter.as_deref().unwrap_or(""));
     if let Some(cached) = state
         .manifest_cache
-        .listing(ListingKind::Referrers, &path.0, &key)
+        .listing(ListingKind::Referrers, repo.as_str(), &key)
     {
         return Ok(respond(cached));
     }
@@ -80,9 +74,13 @@ async fn list_referrers(
             .into_iter()
             .collect(),
     };
-    state
-        .manifest_cache
-        .insert_listing(ListingKind::Referrers, &path.0, &key, version, &listing);
+    state.manifest_cache.insert_listing(
+        ListingKind::Referrers,
+        repo.as_str(),
+        &key,
+        version,
+        &listing,
+    );
     Ok(respond(listing))
 }
 

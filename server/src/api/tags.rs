@@ -1,29 +1,27 @@
 //! `GET /v2/<name>/tags/list`: tags in lexical order, paginated with `n`/`last`.
 
-use std::collections::HashMap;
-
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::{repo_name, PageQuery};
+use super::PageQuery;
 use crate::cache::{Listing, ListingKind};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v2/{name:.+}/tags/list").route(web::get().to(list_tags)));
+    cfg.service(resource(Kind::Tags).route(web::get().to(list_tags)));
 }
 
-async fn list_tags(
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-    query: web::Query<HashMap<String, String>>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&name)?;
-    let page = PageQuery::parse(&query)?;
+async fn list_tags(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, Area::Tags(page)) = target.into_repository()? else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let name = repo.as_str();
+    let page = PageQuery::new(&page);
     // The response depends on the repository's tags and on `n`/`last` only.
     let key = format!("n={:?}&last={:?}", page.n, page.last);
-    if let Some(cached) = state.manifest_cache.listing(ListingKind::Tags, &name, &key) {
+    if let Some(cached) = state.manifest_cache.listing(ListingKind::Tags, name, &key) {
         return Ok(respond(cached));
     }
     let version = state.manifest_cache.version();
@@ -49,7 +47,7 @@ async fn list_tags(
     };
     state
         .manifest_cache
-        .insert_listing(ListingKind::Tags, &name, &key, version, &listing);
+        .insert_listing(ListingKind::Tags, name, &key, version, &listing);
     Ok(respond(listing))
 }
 

@@ -2,33 +2,26 @@
 //! `PATCH` appends a chunk, `PUT ?digest=` verifies and commits, `GET` reports progress,
 //! `DELETE` cancels. Bodies stream straight to the blob store.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use signet_storage::meta::UploadSession;
 use signet_storage::range::parse_chunk_range;
-use signet_storage::{Algorithm, Digest, RepoName, StorageError};
+use signet_storage::{Digest, RepoName, StorageError};
 
-use super::{parse_digest, repo_name, upload_range, DIGEST_HEADER, UPLOAD_UUID_HEADER};
+use super::{upload_range, DIGEST_HEADER, UPLOAD_UUID_HEADER};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Mount, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource([
-            "/v2/{name:.+}/blobs/uploads/",
-            "/v2/{name:.+}/blobs/uploads",
-        ])
-        .route(web::post().to(start_upload)),
-    )
-    .service(
-        web::resource("/v2/{name:.+}/blobs/uploads/{id}")
-            .route(web::patch().to(append_chunk))
-            .route(web::put().to(finish_upload))
-            .route(web::get().to(upload_status))
-            .route(web::delete().to(cancel_upload)),
-    );
+    cfg.service(resource(Kind::UploadStart).route(web::post().to(start_upload)))
+        .service(
+            resource(Kind::Upload)
+                .route(web::patch().to(append_chunk))
+                .route(web::put().to(finish_upload))
+                .route(web::get().to(upload_status))
+                .route(web::delete().to(cancel_upload)),
+        );
 }
 
 fn session_location(repo: &RepoName, id: &str) -> String {
@@ -61,59 +54,40 @@ fn session_accepted(state: &AppState, session: &UploadSession) -> HttpResponse {
 
 async fn start_upload(
     state: web::Data<AppState>,
-    name: web::Path<String>,
-    query: web::Query<HashMap<String, String>>,
+    target: Target,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&name)?;
-    if let Some(mount) = query.get("mount") {
-        let digest = parse_digest(mount)?;
-        if try_mount(&state, &repo, &digest, query.get("from")).await? {
-            return Ok(blob_created(&repo, &digest));
+    let (repo, Area::UploadStart(start)) = target.into_repository()? else {
+        return Err(ApiError::RouteNotFound);
+    };
+    if let Some(mount) = &start.mount {
+        if try_mount(&state, &repo, mount).await? {
+            return Ok(blob_created(&repo, &mount.digest));
         }
         // Not mountable: the client uploads instead, into a new session.
-    } else if let Some(digest) = query.get("digest") {
-        let digest = parse_digest(digest)?;
-        let size = state.uploads.put_monolithic(&repo, &digest, body).await?;
+    } else if let Some(digest) = &start.digest {
+        let size = state.uploads.put_monolithic(&repo, digest, body).await?;
         tracing::info!(repository = %repo, %digest, size, "blob pushed");
-        return Ok(blob_created(&repo, &digest));
+        return Ok(blob_created(&repo, digest));
     }
-    let session = state
-        .uploads
-        .start_with(&repo, &session_algorithms(query.get("digest-algorithm"))?)
-        .await?;
+    let session = state.uploads.start_with(&repo, &start.algorithms).await?;
     Ok(session_accepted(&state, &session))
 }
 
-/// The hashes a new session keeps running: sha256 (the default digest), and the one the
-/// client announces with `digest-algorithm` so its final digest needs no second read.
-fn session_algorithms(announced: Option<&String>) -> ApiResult<Vec<Algorithm>> {
-    match announced.map(String::as_str) {
-        None | Some("sha256") => Ok(vec![Algorithm::Sha256]),
-        Some("sha512") => Ok(vec![Algorithm::Sha256, Algorithm::Sha512]),
-        Some(other) => Err(ApiError::Unsupported(format!(
-            "digest algorithm {:?} is not supported (sha256 and sha512 are)",
-            other.chars().take(64).collect::<String>()
-        ))),
-    }
-}
-
-/// Links a blob another repository holds into `repo`. With `from`, only that
-/// repository's blobs qualify; without it, any blob the registry holds does.
-async fn try_mount(
-    state: &AppState,
-    repo: &RepoName,
-    digest: &Digest,
-    from: Option<&String>,
-) -> ApiResult<bool> {
-    let size = match from {
-        Some(from) => match from.parse::<RepoName>() {
-            Ok(source) => state.meta.blob_in_repository(&source, digest).await?,
-            Err(_) => None,
-        },
-        None => state.meta.blob_size(digest).await?,
+/// Links a blob another repository holds into `repo`. Only the blobs of `from` qualify;
+/// a mount without `from` is an ordinary upload (searching every repository would
+/// link, and reveal, what the caller may not pull).
+async fn try_mount(state: &AppState, repo: &RepoName, mount: &Mount) -> ApiResult<bool> {
+    let Some(source) = &mount.from else {
+        return Ok(false);
     };
-    if size.is_none() {
+    let digest = &mount.digest;
+    if state
+        .meta
+        .blob_in_repository(source, digest)
+        .await?
+        .is_none()
+    {
         return Ok(false);
     }
     // Only a blob row that still exists is linked (never re-created: its bytes may be
@@ -123,15 +97,24 @@ async fn try_mount(
         Ok(None) | Err(StorageError::BlobBeingDeleted(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(repository = %repo, %digest, from = from.map(String::as_str), "blob mounted");
+    tracing::info!(repository = %repo, %digest, from = %source, "blob mounted");
     Ok(true)
 }
 
-async fn find_session(state: &AppState, path: &(String, String)) -> ApiResult<UploadSession> {
-    let repo = repo_name(&path.0)?;
+/// The repository, session id and `?digest=` the request names.
+fn session_of(target: Target) -> ApiResult<(RepoName, String, Option<Digest>)> {
+    match target.into_repository()? {
+        (repo, Area::Upload { session, digest }) => Ok((repo, session, digest)),
+        _ => Err(ApiError::RouteNotFound),
+    }
+}
+
+/// The session the request names.
+async fn find_session(state: &AppState, target: Target) -> ApiResult<UploadSession> {
+    let (repo, id, _) = session_of(target)?;
     state
         .uploads
-        .get(&repo, &path.1)
+        .get(&repo, &id)
         .await?
         .ok_or(ApiError::BlobUploadUnknown)
 }
@@ -179,10 +162,10 @@ async fn append(
 async fn append_chunk(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    target: Target,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let session = find_session(&state, &path).await?;
+    let session = find_session(&state, target).await?;
     let start = chunk_start(&req)?;
     let updated = append(&state, &session, start, body).await?;
     Ok(session_accepted(&state, &updated))
@@ -191,15 +174,17 @@ async fn append_chunk(
 async fn finish_upload(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
-    query: web::Query<HashMap<String, String>>,
+    target: Target,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let digest = query
-        .get("digest")
-        .ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))
-        .and_then(|d| parse_digest(d))?;
-    let mut session = find_session(&state, &path).await?;
+    let (repo, id, digest) = session_of(target)?;
+    let digest = digest
+        .ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?;
+    let mut session = state
+        .uploads
+        .get(&repo, &id)
+        .await?
+        .ok_or(ApiError::BlobUploadUnknown)?;
     let empty_body = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -213,11 +198,8 @@ async fn finish_upload(
     Ok(blob_created(&session.repo, &digest))
 }
 
-async fn upload_status(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let session = find_session(&state, &path).await?;
+async fn upload_status(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let session = find_session(&state, target).await?;
     Ok(HttpResponse::NoContent()
         .insert_header((
             header::LOCATION,
@@ -228,11 +210,8 @@ async fn upload_status(
         .finish())
 }
 
-async fn cancel_upload(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let session = find_session(&state, &path).await?;
+async fn cancel_upload(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let session = find_session(&state, target).await?;
     state.uploads.cancel(&session).await?;
     Ok(HttpResponse::NoContent().finish())
 }

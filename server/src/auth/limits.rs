@@ -17,8 +17,8 @@ use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use serde::{Deserialize, Serialize};
 
-use super::middleware::{classify, Area, Target};
 use crate::error::ApiError;
+use crate::request::{target_of, Area, Kind, Route};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -149,13 +149,11 @@ pub async fn enforce(
         return Ok(req.into_response(too_many(wait)).map_into_right_body());
     }
     let cap = limits.config.max_upload_sessions_per_client;
-    let area = match classify(req.match_info().as_str()) {
-        Target::Repository { area, .. } => Some(area),
-        _ => None,
-    };
+    let target = target_of(&req);
+    let kind = target.as_ref().and_then(|t| t.kind());
     let method = req.method().clone();
     if cap > 0
-        && area == Some(Area::UploadStart)
+        && kind == Some(Kind::UploadStart)
         && method == Method::POST
         && limits.open_sessions(client, now) >= cap
     {
@@ -164,20 +162,18 @@ pub async fn enforce(
             .into_response(too_many(limits.session_lifetime.as_secs().clamp(1, 60)))
             .map_into_right_body());
     }
-    let upload_id = (area == Some(Area::Upload))
-        .then(|| {
-            req.match_info()
-                .as_str()
-                .rsplit('/')
-                .next()
-                .map(str::to_string)
-        })
-        .flatten();
+    let upload_id = match target.map(|t| t.route) {
+        Some(Route::Repository {
+            area: Area::Upload { session, .. },
+            ..
+        }) => Some(session),
+        _ => None,
+    };
     let response = next.call(req).await?;
     if cap > 0 {
         let status = response.status();
-        match area {
-            Some(Area::UploadStart) if status == StatusCode::ACCEPTED => {
+        match kind {
+            Some(Kind::UploadStart) if status == StatusCode::ACCEPTED => {
                 if let Some(id) = response
                     .headers()
                     .get(crate::api::UPLOAD_UUID_HEADER)
@@ -186,7 +182,7 @@ pub async fn enforce(
                     limits.session_opened(id, client);
                 }
             }
-            Some(Area::Upload)
+            Some(Kind::Upload)
                 if (method == Method::PUT || method == Method::DELETE)
                     && (status.is_success() || status == StatusCode::NOT_FOUND) =>
             {

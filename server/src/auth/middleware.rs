@@ -1,11 +1,11 @@
-//! The gate every request passes: what it touches (`classify`), who sends it
+//! The gate every request passes: what it touches (the request's one reading,
+//! [`crate::request::Target`], seen as a [`Gate`]), who sends it
 //! (`Auth::authenticate`), whether that is allowed, and the audit line.
 //!
-//! `classify` reads the path exactly as the router matches it (`match_info`, decoded
-//! the router's way) and mirrors the route table in `api/` and `ext/` in the same
-//! order, so a request is judged on the repository its handler will act on. A path it
-//! does not know needs an authenticated caller: a route added without a line here is
-//! closed, not open.
+//! The gate reads the same `Target` the handler acts on, so a request is judged on the
+//! repository, reference and parameters its handler will use. A path no route has needs
+//! an authenticated caller (and then gets 404): a route added to the table without a
+//! gate of its own is closed, not open.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,25 +19,11 @@ use actix_web::{web, HttpMessage, ResponseError};
 use super::rules::Action;
 use super::{Auth, AuthFailure, Caller, CatalogFilter};
 use crate::error::ApiError;
+use crate::request::{target_of, Area, Kind, Route, Target};
 
-/// The API area a repository request belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Area {
-    UploadStart,
-    Upload,
-    Blob,
-    Manifest,
-    Tags,
-    Referrers,
-    Discover,
-    Attachments,
-    Signatures,
-    SignatureDelete,
-}
-
-/// What a request touches.
+/// What a request touches, as far as authorisation is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum Gate {
     /// `/v2/` and the registry-wide extension discovery: any authenticated caller.
     Base,
     Catalog,
@@ -50,114 +36,50 @@ pub enum Target {
     Static,
     /// `/metrics`: the admin role, unless `[metrics] public`.
     Metrics,
+    /// A repository route: the action it needs decides.
     Repository {
         name: String,
-        area: Area,
+        kind: Kind,
     },
     /// `/v2/_signet/sync/...` (the sync admin API): the admin role.
     Admin,
-    /// Anything else: an authenticated caller.
+    /// A path no route has: an authenticated caller (then 404).
     Other,
 }
 
-/// Mirrors the route table (see the module doc).
-pub fn classify(path: &str) -> Target {
-    match path {
-        "/v2" | "/v2/" | "/v2/_oci/ext/discover" => return Target::Base,
-        "/v2/_catalog" => return Target::Catalog,
-        "/v2/token" => return Target::TokenService,
-        "/healthz" | "/readyz" => return Target::Probe,
-        "/metrics" => return Target::Metrics,
-        "/ui" => return Target::Static,
-        _ => {}
-    }
-    if path.starts_with("/ui/") {
-        return Target::Static;
-    }
-    if path == "/v2/_signet/sync/jobs" || path.starts_with("/v2/_signet/sync/jobs/") {
-        return Target::Admin;
-    }
-    let repository = |name: &str, area| {
-        if name.is_empty() {
-            Target::Other
-        } else {
-            Target::Repository {
-                name: name.to_string(),
-                area,
-            }
-        }
-    };
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        // `/v2/{name:.+}/blobs/uploads[/]`
-        if let Some(name) = rest
-            .strip_suffix("/blobs/uploads/")
-            .or_else(|| rest.strip_suffix("/blobs/uploads"))
-        {
-            return repository(name, Area::UploadStart);
-        }
-        if let Some((head, last)) = rest.rsplit_once('/').filter(|(_, l)| !l.is_empty()) {
-            for (suffix, area) in [
-                ("/blobs/uploads", Area::Upload),
-                ("/blobs", Area::Blob),
-                ("/manifests", Area::Manifest),
-            ] {
-                if let Some(name) = head.strip_suffix(suffix).filter(|n| !n.is_empty()) {
-                    return repository(name, area);
-                }
-            }
-            if head.ends_with("/tags") && last == "list" {
-                if let Some(name) = rest.strip_suffix("/tags/list").filter(|n| !n.is_empty()) {
-                    return repository(name, Area::Tags);
-                }
-            }
-            if let Some(name) = head.strip_suffix("/referrers").filter(|n| !n.is_empty()) {
-                return repository(name, Area::Referrers);
-            }
-            if let Some(name) = rest
-                .strip_suffix("/_oci/ext/discover")
-                .filter(|n| !n.is_empty())
-            {
-                return repository(name, Area::Discover);
-            }
-            if let Some(name) = head
-                .strip_suffix("/_signet/attachments")
-                .filter(|n| !n.is_empty())
-            {
-                return repository(name, Area::Attachments);
-            }
-            if last == "tags" {
-                if let Some(name) = head.strip_suffix("/_signet").filter(|n| !n.is_empty()) {
-                    return repository(name, Area::Tags);
-                }
-            }
-        }
-        return Target::Other;
-    }
-    if let Some(rest) = path.strip_prefix("/extensions/v2/") {
-        if let Some((head, last)) = rest.rsplit_once('/').filter(|(_, l)| !l.is_empty()) {
-            if let Some(name) = head.strip_suffix("/signatures").filter(|n| !n.is_empty()) {
-                return repository(name, Area::Signatures);
-            }
-            if let Some((head, digest)) = head.rsplit_once('/') {
-                if !digest.is_empty() && !last.is_empty() {
-                    if let Some(name) = head.strip_suffix("/signatures").filter(|n| !n.is_empty()) {
-                        return repository(name, Area::SignatureDelete);
-                    }
-                }
-            }
+impl Gate {
+    pub fn of(target: &Target) -> Gate {
+        match &target.route {
+            Route::Base | Route::Discover => Gate::Base,
+            Route::Catalog(_) => Gate::Catalog,
+            Route::Token(_) => Gate::TokenService,
+            Route::Healthz | Route::Readyz => Gate::Probe,
+            Route::Ui(_) => Gate::Static,
+            Route::Metrics => Gate::Metrics,
+            Route::SyncJobs
+            | Route::SyncJob(_)
+            | Route::SyncJobRun(_)
+            | Route::SyncJobCancel(_) => Gate::Admin,
+            Route::Repository { repo, .. } => match target.kind() {
+                Some(kind) => Gate::Repository {
+                    name: repo.to_string(),
+                    kind,
+                },
+                None => Gate::Other,
+            },
+            Route::Unknown => Gate::Other,
         }
     }
-    Target::Other
 }
 
-/// The action a request on a repository area needs, and whether it also needs the
+/// The action a request on a repository route needs, and whether it also needs the
 /// admin role.
-pub fn required(area: Area, method: &Method) -> (Action, bool) {
+pub fn required(kind: Kind, method: &Method) -> (Action, bool) {
     let read = method == Method::GET || method == Method::HEAD;
-    match area {
-        Area::SignatureDelete => (Action::Delete, true),
+    match kind {
+        Kind::SignatureDelete => (Action::Delete, true),
         // Upload sessions are the push path, their status included.
-        Area::UploadStart | Area::Upload => (Action::Push, false),
+        Kind::UploadStart | Kind::Upload => (Action::Push, false),
         _ if read => (Action::Pull, false),
         _ if method == Method::DELETE => (Action::Delete, false),
         _ => (Action::Push, false),
@@ -194,7 +116,7 @@ enum Unauthenticated {
 }
 
 pub async fn authorize(
-    mut req: ServiceRequest,
+    req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(auth) = req
@@ -206,10 +128,16 @@ pub async fn authorize(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
-    let target = classify(req.match_info().as_str());
-    let open = match target {
-        Target::Probe | Target::Static => true,
-        Target::Metrics => req
+    // A request that was not read is never passed (`request::refuse_unreadable` answers
+    // it first); should one get here, it is refused.
+    let Some(target) = target_of(&req) else {
+        let response = ApiError::Internal("authorisation found no request target".into());
+        return Ok(req.error_response(response).map_into_right_body());
+    };
+    let gate = Gate::of(&target);
+    let open = match gate {
+        Gate::Probe | Gate::Static => true,
+        Gate::Metrics => req
             .app_data::<web::Data<crate::ops::Ops>>()
             .is_some_and(|ops| ops.metrics_public),
         _ => false,
@@ -219,24 +147,24 @@ pub async fn authorize(
         let authenticated = auth
             .authenticate(req.headers().get(header::AUTHORIZATION))
             .await;
-        match decide(&auth, &target, req.method(), authenticated) {
+        match decide(&auth, &gate, req.method(), authenticated) {
             Ok(allowed) => {
-                if target == Target::Catalog {
-                    req.extensions_mut().insert(CatalogFilter {
-                        auth: auth.clone(),
-                        identity: allowed.identity.clone(),
-                    });
+                if gate == Gate::Catalog {
+                    req.extensions_mut()
+                        .insert(CatalogFilter::new(auth.clone(), &allowed));
                 }
-                if let Target::Repository {
-                    area: Area::UploadStart,
-                    ..
-                } = &target
-                {
-                    restrict_mount(&auth, &allowed, &mut req);
+                if matches!(
+                    &target.route,
+                    Route::Repository {
+                        area: Area::UploadStart(_),
+                        ..
+                    }
+                ) {
+                    restrict_mount(&auth, &allowed, &req, target);
                 }
                 caller = Some(allowed);
             }
-            Err((refusal, who)) => return Ok(refuse(&auth, req, &target, refusal, &who)),
+            Err((refusal, who)) => return Ok(refuse(&auth, req, &gate, refusal, &who)),
         }
     }
     let method = req.method().clone();
@@ -244,7 +172,7 @@ pub async fn authorize(
     let peer_addr = req.peer_addr();
     let response = next.call(req).await?;
     audit_write(
-        &target,
+        &gate,
         &method,
         &path,
         response.status(),
@@ -258,7 +186,7 @@ pub async fn authorize(
 /// Allowed (with the caller) or refused (with who asked, for the audit line).
 fn decide(
     auth: &Arc<Auth>,
-    target: &Target,
+    gate: &Gate,
     method: &Method,
     authenticated: Result<Caller, AuthFailure>,
 ) -> Result<Caller, (Refusal, String)> {
@@ -271,10 +199,8 @@ fn decide(
                 AuthFailure::BadToken(super::tokens::TokenError::Expired) => "expired token",
                 AuthFailure::BadToken(_) => "invalid token",
             };
-            let scope = match target {
-                Target::Repository { name, area } => {
-                    Some(scope_for(name, required(*area, method).0))
-                }
+            let scope = match gate {
+                Gate::Repository { name, kind } => Some(scope_for(name, required(*kind, method).0)),
                 _ => None,
             };
             return Err((
@@ -300,16 +226,16 @@ fn decide(
             who.clone(),
         ))
     };
-    match target {
-        Target::TokenService | Target::Probe | Target::Static => Ok(caller),
-        Target::Metrics | Target::Admin => {
+    match gate {
+        Gate::TokenService | Gate::Probe | Gate::Static => Ok(caller),
+        Gate::Metrics | Gate::Admin => {
             if caller.identity.admin {
                 Ok(caller)
             } else if caller.presented {
                 Err((
                     Refusal {
                         status: Unauthenticated::Denied,
-                        reason: if *target == Target::Admin {
+                        reason: if *gate == Gate::Admin {
                             "the sync API needs the admin role"
                         } else {
                             "metrics need the admin role"
@@ -324,22 +250,22 @@ fn decide(
         }
         // Anonymous callers are sent to the token service even where they may pull:
         // that is how clients learn the realm.
-        Target::Base | Target::Other => {
+        Gate::Base | Gate::Other => {
             if caller.presented {
                 Ok(caller)
             } else {
                 challenge("no credentials", None)
             }
         }
-        Target::Catalog => {
+        Gate::Catalog => {
             if caller.presented {
                 Ok(caller)
             } else {
                 challenge("no credentials", Some("registry:catalog:*".into()))
             }
         }
-        Target::Repository { name, area } => {
-            let (action, admin_only) = required(*area, method);
+        Gate::Repository { name, kind } => {
+            let (action, admin_only) = required(*kind, method);
             if auth.may(&caller, name, action) && (!admin_only || caller.identity.admin) {
                 return Ok(caller);
             }
@@ -367,59 +293,47 @@ fn decide(
 }
 
 /// A cross-repository mount needs pull on the source. Without it (or without `from`,
-/// which would search every repository) the mount is dropped from the request, and
-/// the handler opens an ordinary upload session, as the spec allows.
-fn restrict_mount(auth: &Auth, caller: &Caller, req: &mut ServiceRequest) {
-    let Some(query) = req.uri().query() else {
+/// which would search every repository) the mount is dropped from the request's
+/// reading, and the handler opens an ordinary upload session, as the spec allows.
+fn restrict_mount(auth: &Auth, caller: &Caller, req: &ServiceRequest, mut target: Target) {
+    let Route::Repository {
+        area: Area::UploadStart(start),
+        ..
+    } = &mut target.route
+    else {
         return;
     };
-    let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(query) else {
+    let Some(mount) = &start.mount else {
         return;
     };
-    if !pairs.iter().any(|(k, _)| k == "mount") {
+    let from = mount.from.as_ref().map(|f| f.to_string());
+    if from
+        .as_deref()
+        .is_some_and(|from| auth.may(caller, from, Action::Pull))
+    {
         return;
     }
-    let from = pairs
-        .iter()
-        .find(|(k, _)| k == "from")
-        .map(|(_, v)| v.as_str());
-    if from.is_some_and(|from| auth.may(caller, from, Action::Pull)) {
-        return;
-    }
-    let kept: Vec<&(String, String)> = pairs
-        .iter()
-        .filter(|(k, _)| k != "mount" && k != "from")
-        .collect();
-    let query = serde_urlencoded::to_string(&kept).unwrap_or_default();
-    let path_and_query = if query.is_empty() {
-        req.path().to_string()
-    } else {
-        format!("{}?{query}", req.path())
-    };
-    let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
-    if let Ok(uri) = actix_web::http::Uri::from_parts(parts) {
-        tracing::info!(
-            target: "audit",
-            event = "mount-refused",
-            who = %caller.identity,
-            from = from.unwrap_or(""),
-            path = %req.path(),
-            "cross-repository mount without pull on the source: uploading instead"
-        );
-        req.head_mut().uri = uri;
-    }
+    tracing::info!(
+        target: "audit",
+        event = "mount-refused",
+        who = %caller.identity,
+        from = from.as_deref().unwrap_or(""),
+        path = %req.path(),
+        "cross-repository mount without pull on the source: uploading instead"
+    );
+    start.mount = None;
+    req.extensions_mut().insert(target);
 }
 
 fn refuse<B>(
     auth: &Auth,
     req: ServiceRequest,
-    target: &Target,
+    gate: &Gate,
     refusal: Refusal,
     who: &str,
 ) -> ServiceResponse<EitherBody<B>> {
-    let repository = match target {
-        Target::Repository { name, .. } => name.as_str(),
+    let repository = match gate {
+        Gate::Repository { name, .. } => name.as_str(),
         _ => "",
     };
     let status = match refusal.status {
@@ -465,7 +379,7 @@ fn refuse<B>(
             response
         }
     };
-    if *target == Target::Base {
+    if *gate == Gate::Base {
         // containers/image reads the signatures extension from the 401 too.
         let (name, value) = crate::ext::signatures::SUPPORTS_SIGNATURES_HEADER;
         if let (Ok(name), Ok(value)) = (
@@ -480,7 +394,7 @@ fn refuse<B>(
 
 /// One audit line per successful push, delete and signature write.
 fn audit_write(
-    target: &Target,
+    gate: &Gate,
     method: &Method,
     path: &str,
     status: StatusCode,
@@ -488,18 +402,18 @@ fn audit_write(
     caller: Option<&Caller>,
     peer_addr: Option<SocketAddr>,
 ) {
-    let Target::Repository { name, area } = target else {
+    let Gate::Repository { name, kind } = gate else {
         return;
     };
     if !status.is_success() {
         return;
     }
-    let event = match (area, method.as_str(), status.as_u16()) {
-        (Area::Manifest, "PUT", _) => "push-manifest",
-        (Area::UploadStart, "POST", 201) | (Area::Upload, "PUT", _) => "push-blob",
-        (Area::Manifest | Area::Blob, "DELETE", _) => "delete",
-        (Area::Signatures, "PUT", _) => "signature-write",
-        (Area::SignatureDelete, "DELETE", _) => "signature-delete",
+    let event = match (kind, method.as_str(), status.as_u16()) {
+        (Kind::Manifest, "PUT", _) => "push-manifest",
+        (Kind::UploadStart, "POST", 201) | (Kind::Upload, "PUT", _) => "push-blob",
+        (Kind::Manifest | Kind::Blob, "DELETE", _) => "delete",
+        (Kind::Signatures, "PUT", _) => "signature-write",
+        (Kind::SignatureDelete, "DELETE", _) => "signature-delete",
         _ => return,
     };
     let who = caller.map_or_else(|| "anonymous".to_string(), |c| c.identity.to_string());
@@ -524,101 +438,69 @@ fn audit_write(
 mod tests {
     use super::*;
 
-    fn repo(name: &str, area: Area) -> Target {
-        Target::Repository {
+    fn gate(path: &str) -> Gate {
+        Gate::of(&Target::read(&Method::GET, path, "").unwrap())
+    }
+
+    fn repo(name: &str, kind: Kind) -> Gate {
+        Gate::Repository {
             name: name.into(),
-            area,
+            kind,
         }
     }
 
     #[test]
-    fn classifies_like_the_router() {
-        assert_eq!(classify("/v2/"), Target::Base);
-        assert_eq!(classify("/v2"), Target::Base);
-        assert_eq!(classify("/v2/_catalog"), Target::Catalog);
-        assert_eq!(classify("/v2/token"), Target::TokenService);
+    fn gates_of_the_routes() {
+        assert_eq!(gate("/v2/"), Gate::Base);
+        assert_eq!(gate("/v2/_oci/ext/discover"), Gate::Base);
+        assert_eq!(gate("/v2/_catalog"), Gate::Catalog);
+        assert_eq!(gate("/v2/token"), Gate::TokenService);
         assert_eq!(
-            classify("/v2/a/b/blobs/uploads/"),
-            repo("a/b", Area::UploadStart)
+            gate("/v2/a/b/blobs/uploads/"),
+            repo("a/b", Kind::UploadStart)
         );
         assert_eq!(
-            classify("/v2/a/blobs/uploads"),
-            repo("a", Area::UploadStart)
+            gate("/v2/a/b/c/manifests/v1"),
+            repo("a/b/c", Kind::Manifest)
         );
-        assert_eq!(classify("/v2/a/blobs/uploads/x1"), repo("a", Area::Upload));
-        assert_eq!(classify("/v2/a/blobs/sha256:00"), repo("a", Area::Blob));
-        assert_eq!(
-            classify("/v2/a/b/c/manifests/v1"),
-            repo("a/b/c", Area::Manifest)
-        );
-        assert_eq!(classify("/v2/a/tags/list"), repo("a", Area::Tags));
-        assert_eq!(
-            classify("/v2/a/referrers/sha256:00"),
-            repo("a", Area::Referrers)
-        );
-        assert_eq!(
-            classify("/v2/a/_oci/ext/discover"),
-            repo("a", Area::Discover)
-        );
-        assert_eq!(
-            classify("/v2/a/_signet/attachments/v1"),
-            repo("a", Area::Attachments)
-        );
-        assert_eq!(
-            classify("/extensions/v2/a/b/signatures/sha256:00"),
-            repo("a/b", Area::Signatures)
-        );
-        assert_eq!(
-            classify("/extensions/v2/a/signatures/sha256:00/abc"),
-            repo("a", Area::SignatureDelete)
-        );
-        // The greedy name takes the last marker, as `{name:.+}` does.
-        assert_eq!(
-            classify("/v2/x/manifests/y/blobs/sha256:00"),
-            repo("x/manifests/y", Area::Blob)
-        );
-        assert_eq!(classify("/v2//blobs/x"), Target::Other);
-        assert_eq!(classify("/v2/a/blobs/"), Target::Other);
-        assert_eq!(classify("/metrics"), Target::Metrics);
-        assert_eq!(classify("/v2/_signet/sync/jobs"), Target::Admin);
-        assert_eq!(classify("/v2/_signet/sync/jobs/a/run"), Target::Admin);
-        assert_eq!(classify("/healthz"), Target::Probe);
-        assert_eq!(classify("/readyz"), Target::Probe);
-        assert_eq!(classify("/healthz/x"), Target::Other);
-        assert_eq!(classify("/v2/a/b/_signet/tags"), repo("a/b", Area::Tags));
-        assert_eq!(classify("/v2/_signet/tags"), Target::Other);
-        assert_eq!(classify("/ui"), Target::Static);
-        assert_eq!(classify("/ui/"), Target::Static);
-        assert_eq!(classify("/ui/image"), Target::Static);
-        assert_eq!(classify("/uix"), Target::Other);
+        assert_eq!(gate("/metrics"), Gate::Metrics);
+        assert_eq!(gate("/v2/_signet/sync/jobs"), Gate::Admin);
+        assert_eq!(gate("/v2/_signet/sync/jobs/a/run"), Gate::Admin);
+        assert_eq!(gate("/healthz"), Gate::Probe);
+        assert_eq!(gate("/readyz"), Gate::Probe);
+        assert_eq!(gate("/healthz/x"), Gate::Other);
+        assert_eq!(gate("/v2/a/b/_signet/tags"), repo("a/b", Kind::SignetTags));
+        assert_eq!(gate("/ui"), Gate::Static);
+        assert_eq!(gate("/ui/image"), Gate::Static);
+        assert_eq!(gate("/uix"), Gate::Other);
     }
 
     #[test]
     fn actions_by_method() {
         assert_eq!(
-            required(Area::Manifest, &Method::GET),
+            required(Kind::Manifest, &Method::GET),
             (Action::Pull, false)
         );
         assert_eq!(
-            required(Area::Manifest, &Method::HEAD),
+            required(Kind::Manifest, &Method::HEAD),
             (Action::Pull, false)
         );
         assert_eq!(
-            required(Area::Manifest, &Method::PUT),
+            required(Kind::Manifest, &Method::PUT),
             (Action::Push, false)
         );
         assert_eq!(
-            required(Area::Manifest, &Method::DELETE),
+            required(Kind::Manifest, &Method::DELETE),
             (Action::Delete, false)
         );
-        assert_eq!(required(Area::Upload, &Method::GET), (Action::Push, false));
-        assert_eq!(required(Area::Blob, &Method::PATCH), (Action::Push, false));
+        assert_eq!(required(Kind::Upload, &Method::GET), (Action::Push, false));
+        assert_eq!(required(Kind::Blob, &Method::PATCH), (Action::Push, false));
         assert_eq!(
-            required(Area::Signatures, &Method::PUT),
+            required(Kind::Signatures, &Method::PUT),
             (Action::Push, false)
         );
         assert_eq!(
-            required(Area::SignatureDelete, &Method::DELETE),
+            required(Kind::SignatureDelete, &Method::DELETE),
             (Action::Delete, true)
         );
     }

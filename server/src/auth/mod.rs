@@ -180,18 +180,40 @@ pub fn parse_basic(encoded: &str) -> Option<(String, Secret)> {
 }
 
 /// Left in a catalog request's extensions when authentication is on: the catalog keeps
-/// only what the caller may pull.
+/// only what the caller may pull. The account's rules always decide; a bearer token
+/// narrows that further, to the repositories it grants pull on, unless it was granted
+/// the catalog itself (`registry:catalog:*`), which lists what the account may pull.
 #[derive(Clone)]
 pub struct CatalogFilter {
     auth: Arc<Auth>,
     identity: Identity,
+    token: Option<Claims>,
 }
 
 impl CatalogFilter {
+    pub fn new(auth: Arc<Auth>, caller: &Caller) -> Self {
+        let token = caller.token.clone().filter(|t| {
+            !t.access
+                .iter()
+                .any(|a| a.kind == "registry" && a.name == "catalog")
+        });
+        CatalogFilter {
+            auth,
+            identity: caller.identity.clone(),
+            token,
+        }
+    }
+
     pub fn allows(&self, repository: &str) -> bool {
-        self.auth
+        let by_rules = self
+            .auth
             .rules
-            .allows(&self.identity, repository, Action::Pull)
+            .allows(&self.identity, repository, Action::Pull);
+        by_rules
+            && self
+                .token
+                .as_ref()
+                .is_none_or(|t| t.access.iter().any(|a| a.allows(repository, Action::Pull)))
     }
 }
 

@@ -13,13 +13,14 @@ use super::rules::{Action, Identity, Scope};
 use super::tokens::{now, Access, Claims, ISSUER};
 use super::{parse_basic, Auth};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{Route, Target};
 
 /// The largest token request body (an OAuth2 form).
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v2/token")
+        crate::request::resource(crate::request::Kind::TokenService)
             .route(web::get().to(get_token))
             .route(web::post().to(post_token)),
     );
@@ -31,14 +32,13 @@ fn auth_of(req: &HttpRequest) -> ApiResult<&web::Data<Auth>> {
         .ok_or(ApiError::RouteNotFound)
 }
 
-async fn get_token(req: HttpRequest) -> ApiResult<HttpResponse> {
+async fn get_token(req: HttpRequest, target: Target) -> ApiResult<HttpResponse> {
     let auth = auth_of(&req)?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
-        .map_err(|e| ApiError::Unsupported(format!("malformed token request: {e}")))?;
-    let scopes = scopes_of(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v));
-    let offline = pairs
-        .iter()
-        .any(|(k, v)| k == "offline_token" && v == "true");
+    let Route::Token(query) = target.route else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let scopes = scopes_of(query.scopes.iter());
+    let offline = query.offline;
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::anonymous(),
         Some(value) => {

@@ -3,29 +3,20 @@
 //! index) the same for each child. Discoverable through the OCI extensions API
 //! (`GET /v2/_oci/ext/discover`).
 
-use std::collections::HashMap;
-
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use signet_storage::coverage::coverage;
-use signet_storage::names::InvalidReference;
-use signet_storage::Reference;
 
-use crate::api::repo_name;
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub const EXTENSION: &str = "_signet";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(["/v2/_oci/ext/discover", "/v2/{name:.+}/_oci/ext/discover"])
-            .route(web::get().to(discover)),
-    )
-    .service(
-        web::resource("/v2/{name:.+}/_signet/attachments/{reference}")
-            .route(web::get().to(attachments)),
-    );
+    cfg.service(resource(Kind::Discover).route(web::get().to(discover)))
+        .service(resource(Kind::RepositoryDiscover).route(web::get().to(discover)))
+        .service(resource(Kind::Attachments).route(web::get().to(attachments)));
 }
 
 async fn discover() -> HttpResponse {
@@ -39,19 +30,17 @@ async fn discover() -> HttpResponse {
     }))
 }
 
-async fn attachments(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    query: web::Query<HashMap<String, String>>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let reference: Reference = path.1.parse().map_err(|e| match e {
-        InvalidReference::Digest(d) => ApiError::DigestInvalid(d.to_string()),
-        InvalidReference::Tag(_) => ApiError::ManifestUnknown,
-    })?;
-    let recursive = query
-        .get("recursive")
-        .is_some_and(|v| v == "true" || v == "1");
+async fn attachments(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (
+        repo,
+        Area::Attachments {
+            reference,
+            recursive,
+        },
+    ) = target.into_repository()?
+    else {
+        return Err(ApiError::RouteNotFound);
+    };
     match coverage(state.meta.as_ref(), &repo, &reference, recursive).await? {
         Some(report) => {
             let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;

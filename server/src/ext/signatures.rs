@@ -17,30 +17,31 @@ use serde_json::json;
 use signet_storage::meta::{AtomicSignature, SignatureStored};
 use signet_storage::{Digest, StorageError};
 
-use crate::api::{parse_digest, repo_name};
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub const SUPPORTS_SIGNATURES_HEADER: (&str, &str) = ("X-Registry-Supports-Signatures", "1");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/extensions/v2/{name:.+}/signatures/{digest}")
+        resource(Kind::Signatures)
             .route(web::get().to(list_signatures))
             .route(web::put().to(put_signature)),
     )
-    .service(
-        web::resource("/extensions/v2/{name:.+}/signatures/{digest}/{id}")
-            .route(web::delete().to(delete_signature)),
-    );
+    .service(resource(Kind::SignatureDelete).route(web::delete().to(delete_signature)));
 }
 
-async fn list_signatures(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let digest = parse_digest(&path.1)?;
+/// The repository and manifest digest the request names.
+fn signatures_of(target: Target) -> ApiResult<(signet_storage::RepoName, Digest)> {
+    match target.into_repository()? {
+        (repo, Area::Signatures(digest)) => Ok((repo, digest)),
+        _ => Err(ApiError::RouteNotFound),
+    }
+}
+
+async fn list_signatures(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, digest) = signatures_of(target)?;
     if !state.meta.repository_exists(&repo).await? {
         return Err(ApiError::NameUnknown);
     }
@@ -130,11 +131,10 @@ pub fn validate(
 async fn put_signature(
     state: web::Data<AppState>,
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    target: Target,
     mut payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let digest = parse_digest(&path.1)?;
+    let (repo, digest) = signatures_of(target)?;
     let max_content = state.config.signatures.max_content_bytes;
     // base64 grows content by 4/3; leave room for the JSON around it.
     let max_body = max_content / 3 * 4 + 8 * 1024;
@@ -178,18 +178,16 @@ async fn put_signature(
     }
 }
 
-async fn delete_signature(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String, String)>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&path.0)?;
-    let digest = parse_digest(&path.1)?;
+async fn delete_signature(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (repo, Area::SignatureDelete { digest, id }) = target.into_repository()? else {
+        return Err(ApiError::RouteNotFound);
+    };
     if state
         .meta
-        .delete_atomic_signature(&repo, &digest, &path.2.to_ascii_lowercase())
+        .delete_atomic_signature(&repo, &digest, &id)
         .await?
     {
-        tracing::info!(repository = %repo, %digest, id = %path.2, "atomic signature deleted");
+        tracing::info!(repository = %repo, %digest, %id, "atomic signature deleted");
         Ok(HttpResponse::Accepted().finish())
     } else {
         Err(ApiError::SignatureUnknown)

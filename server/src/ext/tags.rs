@@ -9,8 +9,6 @@
 //! looking for images does not want to page through. `n` defaults to [`DEFAULT_PAGE`] and is capped at
 //! [`MAX_PAGE`]: every entry carries a manifest read, unlike a bare tag name.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use futures::{StreamExt, TryStreamExt};
@@ -21,8 +19,8 @@ use signet_storage::manifest::{kind_of_media_type, ManifestKind};
 use signet_storage::meta::{Page, TagDetail};
 use signet_storage::{BlobStore, Digest, RepoName};
 
-use crate::api::repo_name;
 use crate::error::{ApiError, ApiResult};
+use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 /// Entries of a page when the request names no `n`.
@@ -41,7 +39,7 @@ const IMAGE_CONFIG_TYPES: [&str; 2] = [
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v2/{name:.+}/_signet/tags").route(web::get().to(list)));
+    cfg.service(resource(Kind::SignetTags).route(web::get().to(list)));
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -67,31 +65,19 @@ struct Entry {
     platforms: Vec<Platform>,
 }
 
-async fn list(
-    state: web::Data<AppState>,
-    name: web::Path<String>,
-    query: web::Query<HashMap<String, String>>,
-) -> ApiResult<HttpResponse> {
-    let repo = repo_name(&name)?;
-    let n = match query.get("n") {
-        None => DEFAULT_PAGE,
-        Some(n) => n
-            .parse::<u32>()
-            .map_err(|_| {
-                ApiError::SizeInvalid(format!("n must be a non-negative integer, not {n:?}"))
-            })?
-            .min(MAX_PAGE),
+async fn list(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+    let (
+        repo,
+        Area::SignetTags {
+            page: asked,
+            with_attachments,
+        },
+    ) = target.into_repository()?
+    else {
+        return Err(ApiError::RouteNotFound);
     };
-    let last = query.get("last").filter(|l| !l.is_empty()).cloned();
-    let with_attachments = match query.get("attachments").map(String::as_str) {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(ApiError::Unsupported(format!(
-                "attachments must be true or false, not {other:?}"
-            )))
-        }
-    };
+    let n = asked.n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+    let last = asked.last;
     let mut details = if n == 0 {
         // Only whether the repository exists.
         state

@@ -309,16 +309,12 @@ pub fn record_gc(result: Result<&signet_storage::gc::GcReport, ()>) {
     }
 }
 
-/// Is this path one of an upload session (POST, PATCH, PUT of blob bytes)?
-fn is_upload(path: &str) -> bool {
-    matches!(
-        crate::auth::middleware::classify(path),
-        crate::auth::middleware::Target::Repository {
-            area: crate::auth::middleware::Area::Upload
-                | crate::auth::middleware::Area::UploadStart,
-            ..
-        }
-    )
+/// Is this request one of an upload session (POST, PATCH, PUT of blob bytes)?
+fn is_upload(req: &ServiceRequest) -> bool {
+    use crate::request::Kind;
+    crate::request::target_of(req)
+        .and_then(|t| t.kind())
+        .is_some_and(|k| matches!(k, Kind::Upload | Kind::UploadStart))
 }
 
 /// Counts an upload request in flight for as long as it lives.
@@ -406,7 +402,13 @@ pub async fn track<B: MessageBody + 'static>(
 ) -> Result<ServiceResponse<CountingBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().as_str().to_string();
-    let _in_flight = is_upload(req.path()).then(InFlight::start);
+    let _in_flight = is_upload(&req).then(InFlight::start);
+    // Route patterns, not paths: repository names and digests would make every series
+    // its own. A request that did not read is counted under "unreadable".
+    let route = match crate::request::target_of(&req) {
+        Some(target) => target.pattern().to_string(),
+        None => "unreadable".to_string(),
+    };
     let read = Arc::new(AtomicU64::new(0));
     let payload = CountingPayload {
         inner: req.take_payload(),
@@ -416,12 +418,6 @@ pub async fn track<B: MessageBody + 'static>(
         payload: Box::pin(payload),
     });
     let response = next.call(req).await?;
-    // Route patterns, not paths: repository names and digests would make every series
-    // its own.
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_string());
     let status = response.status().as_u16().to_string();
     let m = global();
     m.counter_add(

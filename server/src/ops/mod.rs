@@ -26,9 +26,10 @@ pub struct Ops {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(metrics::serve));
+    use crate::request::{resource, Kind};
+    cfg.service(resource(Kind::Healthz).route(web::get().to(health::healthz)))
+        .service(resource(Kind::Readyz).route(web::get().to(health::readyz)))
+        .service(resource(Kind::Metrics).route(web::get().to(metrics::serve)));
 }
 
 /// Resolves when the server should stop: after a SIGTERM/SIGINT and the drain period

@@ -18,20 +18,29 @@ use serde_json::{json, Value};
 
 use super::job::SyncJob;
 use super::manager::{DeleteError, Source, StartError, SyncManager};
+use crate::request::{resource, Kind, Route, Target};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v2/_signet/sync/jobs")
+        resource(Kind::SyncJobs)
             .route(web::get().to(list))
             .route(web::post().to(create)),
     )
     .service(
-        web::resource("/v2/_signet/sync/jobs/{name}")
+        resource(Kind::SyncJob)
             .route(web::get().to(show))
             .route(web::delete().to(delete)),
     )
-    .service(web::resource("/v2/_signet/sync/jobs/{name}/run").route(web::post().to(run)))
-    .service(web::resource("/v2/_signet/sync/jobs/{name}/cancel").route(web::post().to(cancel)));
+    .service(resource(Kind::SyncJobRun).route(web::post().to(run)))
+    .service(resource(Kind::SyncJobCancel).route(web::post().to(cancel)));
+}
+
+/// The job a request's route names.
+fn job_of(target: Target) -> String {
+    match target.route {
+        Route::SyncJob(name) | Route::SyncJobRun(name) | Route::SyncJobCancel(name) => name,
+        _ => String::new(),
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> HttpResponse {
@@ -140,7 +149,8 @@ async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResp
         .json(describe(&m, &job, Source::Api))
 }
 
-async fn show(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+async fn show(m: Option<web::Data<SyncManager>>, target: Target) -> HttpResponse {
+    let path = job_of(target);
     let m = match manager(m).await {
         Ok(m) => m,
         Err(resp) => return resp,
@@ -159,7 +169,8 @@ fn unknown(name: &str) -> HttpResponse {
     )
 }
 
-async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+async fn run(m: Option<web::Data<SyncManager>>, target: Target) -> HttpResponse {
+    let path = job_of(target);
     let m = match manager(m).await {
         Ok(m) => m,
         Err(resp) => return resp,
@@ -186,7 +197,8 @@ async fn run(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> Http
     }
 }
 
-async fn cancel(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+async fn cancel(m: Option<web::Data<SyncManager>>, target: Target) -> HttpResponse {
+    let path = job_of(target);
     let m = match manager(m).await {
         Ok(m) => m,
         Err(resp) => return resp,
@@ -206,7 +218,8 @@ async fn cancel(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> H
     }
 }
 
-async fn delete(m: Option<web::Data<SyncManager>>, path: web::Path<String>) -> HttpResponse {
+async fn delete(m: Option<web::Data<SyncManager>>, target: Target) -> HttpResponse {
+    let path = job_of(target);
     let m = match manager(m).await {
         Ok(m) => m,
         Err(resp) => return resp,

@@ -31,8 +31,8 @@ use super::job::SyncJob;
 use super::plan::Plan;
 use super::runner::OnDemand;
 use super::upstream::{is_not_found, Upstream};
-use crate::auth::middleware::{classify, Area, Target};
 use crate::error::ApiError;
+use crate::request::{self, target_of, Area};
 use crate::state::AppState;
 use crate::verify::PolicyMode;
 
@@ -431,25 +431,18 @@ pub async fn fetch_on_miss(
             .filter(|p| p.is_enabled())
             .cloned()
         {
-            if let Target::Repository { name, area } = classify(req.path()) {
-                let last = req.path().rsplit('/').next().unwrap_or_default();
-                let state = req
-                    .app_data::<web::Data<AppState>>()
-                    .map(|s| s.clone().into_inner());
-                if let (Ok(repo), Some(state)) = (name.parse::<RepoName>(), state) {
-                    match area {
-                        Area::Manifest => {
-                            if let Ok(reference) = last.parse::<Reference>() {
-                                pull.manifest(&state, &repo, &reference).await?;
-                            }
-                        }
-                        Area::Blob => {
-                            if let Ok(digest) = last.parse::<Digest>() {
-                                pull.blob(&state, &repo, &digest).await?;
-                            }
-                        }
-                        _ => {}
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.clone().into_inner());
+            if let (Some(request::Route::Repository { repo, area }), Some(state)) =
+                (target_of(&req).map(|t| t.route), state)
+            {
+                match area {
+                    Area::Manifest { reference, .. } => {
+                        pull.manifest(&state, &repo, &reference).await?;
                     }
+                    Area::Blob(digest) => pull.blob(&state, &repo, &digest).await?,
+                    _ => {}
                 }
             }
         }

@@ -459,7 +459,7 @@ impl Run<'_> {
             manifest: ManifestRecord::derived(digest.clone(), &parsed, stored.content),
             blobs: parsed.required_blobs(),
             children,
-            tag: Some(tag.clone()),
+            tags: vec![tag.clone()],
             condition: None,
         };
         self.state
@@ -544,7 +544,7 @@ impl Run<'_> {
                     manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
                     blobs,
                     children: children.clone(),
-                    tag: tag.cloned(),
+                    tags: tag.cloned().into_iter().collect(),
                     condition: None,
                 };
                 self.state

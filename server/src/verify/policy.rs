@@ -19,6 +19,8 @@ use signet_storage::{Digest, Reference, RepoName};
 use super::cosign::{DSSE, SIMPLESIGNING};
 use super::requirements;
 use super::{PolicyMode, Verdict};
+use crate::error::ApiError;
+use crate::request::{target_of, Area, Route};
 use crate::state::AppState;
 
 pub async fn enforce(
@@ -36,21 +38,23 @@ pub async fn enforce(
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return pass(req).await;
     };
-    let Some((name, reference)) = req
-        .path()
-        .strip_prefix("/v2/")
-        .and_then(|p| p.rsplit_once("/manifests/"))
+    // The request's one reading: the manifest judged is the one the handler serves. A
+    // request without one never gets here (`request::refuse_unreadable`).
+    let Some(target) = target_of(&req) else {
+        let refused = ApiError::Internal("the policy found no request target".into());
+        return Ok(req.error_response(refused).map_into_right_body());
+    };
+    let Route::Repository {
+        repo,
+        area: Area::Manifest { reference, .. },
+    } = target.route
     else {
         return pass(req).await;
     };
-    let mode = state.verifier.trust.policy_for(name);
+    let mode = state.verifier.trust.policy_for(repo.as_str());
     if mode == PolicyMode::Off {
         return pass(req).await;
     }
-    let (Ok(repo), Ok(reference)) = (name.parse::<RepoName>(), reference.parse::<Reference>())
-    else {
-        return pass(req).await;
-    };
     let refusal = match evaluate(&state, &repo, &reference).await {
         Ok(Some(e)) if !e.passes => Some((e.message(mode), Some(e.digest))),
         Ok(_) => None,

@@ -65,9 +65,10 @@ pub struct ManifestPut {
     pub blobs: Vec<Digest>,
     /// Child manifests (of an index); each must be in the repository.
     pub children: Vec<Digest>,
-    /// The tag to point at this manifest, if pushed by tag.
-    pub tag: Option<Tag>,
-    /// A condition on the tag's current target (`If-Match`/`If-None-Match`), checked in
+    /// The tags to point at this manifest: the one it was pushed by, or those a PUT by
+    /// digest names (`?tag=`). All move in one transaction, or none does.
+    pub tags: Vec<Tag>,
+    /// A condition on each tag's current target (`If-Match`/`If-None-Match`), checked in
     /// the same transaction that moves it.
     pub condition: Option<TagCondition>,
 }
@@ -79,9 +80,9 @@ impl ManifestPut {
     pub fn carries_attachments(&self) -> bool {
         self.manifest.subject.is_some()
             || self
-                .tag
-                .as_ref()
-                .is_some_and(|t| crate::attachments::AttachmentTag::parse(t.as_str()).is_some())
+                .tags
+                .iter()
+                .any(|t| crate::attachments::AttachmentTag::parse(t.as_str()).is_some())
     }
 }
 
@@ -468,7 +469,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Rebuilds, in one transaction, the rows derived from a stored manifest: drops its
     /// edges and the attachment rows it carries (atomic signatures aside) and writes
     /// them again, edges from `put.blobs`/`put.children`, attachment rows by the rules
-    /// of a PUT, for each tag pointing at it as if it had just moved there (`put.tag`
+    /// of a PUT, for each tag pointing at it as if it had just moved there (`put.tags`
     /// and `put.condition` are ignored). False when the manifest is absent. The
     /// manifest row itself is left as it is.
     async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool>;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::{AttachmentRecord, ManifestPut, Referrer};
 use crate::attachments::{classify, AttachmentKind, AttachmentSource, AttachmentTag};
 use crate::digest::Digest;
+use crate::names::Tag;
 
 /// One row of the attachment index, before it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,26 +36,29 @@ pub(crate) struct EntryDescription {
 }
 
 /// The index entries [`put_rows`] needs described: those of a referrers fallback index
-/// the PUT's tag moves to. Entries absent from the repository are left undescribed.
-pub(crate) fn entries_to_describe(put: &ManifestPut, tag_moved: bool) -> &[Digest] {
-    let fallback = put
-        .tag
-        .as_ref()
-        .and_then(|t| AttachmentTag::parse(t.as_str()))
-        .is_some_and(|t| matches!(t, AttachmentTag::Fallback { .. }));
-    if tag_moved && fallback {
+/// when one of the `moved` tags is a fallback tag. Entries absent from the repository are
+/// left undescribed.
+pub(crate) fn entries_to_describe<'a>(put: &'a ManifestPut, moved: &[Tag]) -> &'a [Digest] {
+    let fallback = moved.iter().any(|t| {
+        matches!(
+            AttachmentTag::parse(t.as_str()),
+            Some(AttachmentTag::Fallback { .. })
+        )
+    });
+    if fallback {
         &put.children
     } else {
         &[]
     }
 }
 
-/// The attachment rows a manifest PUT writes: the row of its `subject` field, and when
-/// its tag moved to it (`tag_moved`) and is an attachment tag, what that tag attaches.
-/// (The rows the tag's previous target attached are removed before these are written.)
+/// The attachment rows a manifest PUT writes: the row of its `subject` field, and for
+/// each of the `moved` tags (those that moved to it) that is an attachment tag, what
+/// that tag attaches. (The rows a tag's previous target attached are removed before
+/// these are written.)
 pub(crate) fn put_rows(
     put: &ManifestPut,
-    tag_moved: bool,
+    moved: &[Tag],
     entries: &[EntryDescription],
 ) -> Vec<AttachmentRow> {
     let m = &put.manifest;
@@ -72,9 +76,16 @@ pub(crate) fn put_rows(
             carrier: m.digest.clone(),
         });
     }
-    let Some(tag) = put.tag.as_ref().filter(|_| tag_moved) else {
-        return rows;
-    };
+    for tag in moved {
+        rows.extend(tag_rows(put, tag, entries));
+    }
+    rows
+}
+
+/// What one attachment tag pointing at the PUT's manifest attaches.
+fn tag_rows(put: &ManifestPut, tag: &Tag, entries: &[EntryDescription]) -> Vec<AttachmentRow> {
+    let m = &put.manifest;
+    let mut rows = Vec::new();
     match AttachmentTag::parse(tag.as_str()) {
         Some(AttachmentTag::Cosign { subject, kind }) => rows.push(AttachmentRow {
             subject,
@@ -225,7 +236,7 @@ mod tests {
             },
             blobs: vec![],
             children: children.iter().map(|d| (*d).clone()).collect(),
-            tag: Some(tag.parse().unwrap()),
+            tags: vec![tag.parse().unwrap()],
             condition: None,
         }
     }
@@ -234,20 +245,20 @@ mod tests {
     fn a_subject_field_and_a_cosign_tag_each_make_a_row() {
         let subject = Digest::sha256_of(b"subject");
         let p = put("{}", Some(&subject), &[], "latest");
-        let rows = put_rows(&p, true, &[]);
+        let rows = put_rows(&p, &p.tags, &[]);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].source, AttachmentSource::Subject);
         assert_eq!(rows[0].kind, AttachmentKind::Sbom);
 
         let sig_tag = format!("sha256-{}.sig", subject.hex());
         let p = put("{}", None, &[], &sig_tag);
-        assert!(put_rows(&p, false, &[]).is_empty(), "the tag did not move");
-        let rows = put_rows(&p, true, &[]);
+        assert!(put_rows(&p, &[], &[]).is_empty(), "the tag did not move");
+        let rows = put_rows(&p, &p.tags, &[]);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].subject, subject);
         assert_eq!(rows[0].source, AttachmentSource::Tag);
         assert_eq!(rows[0].tag.as_deref(), Some(sig_tag.as_str()));
-        assert!(entries_to_describe(&p, true).is_empty());
+        assert!(entries_to_describe(&p, &p.tags).is_empty());
     }
 
     #[test]
@@ -260,14 +271,14 @@ mod tests {
             &[&known, &unknown],
             &format!("sha256-{}", subject.hex()),
         );
-        assert_eq!(entries_to_describe(&p, true), &[known.clone(), unknown]);
-        assert!(entries_to_describe(&p, false).is_empty());
+        assert_eq!(entries_to_describe(&p, &p.tags), &[known.clone(), unknown]);
+        assert!(entries_to_describe(&p, &[]).is_empty());
         let described = [EntryDescription {
             digest: known.clone(),
             artifact_type: Some(crate::attachments::SIGSTORE_BUNDLE.into()),
             annotations: BTreeMap::new(),
         }];
-        let rows = put_rows(&p, true, &described);
+        let rows = put_rows(&p, &p.tags, &described);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].attachment, known);
         assert_eq!(rows[0].carrier, p.manifest.digest);

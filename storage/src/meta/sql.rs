@@ -21,7 +21,6 @@ use super::{
     ManifestPut, MetadataStore, Page, Referrer, RepositoryExport, SignatureStored, StoredManifest,
     StoredVerdict, TagDetail, UnverifiedAttachment, UploadSession,
 };
-use crate::attachments::AttachmentSource;
 use crate::blobs::{StagedPart, UploadProgress};
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
@@ -665,7 +664,7 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
             return Err(StorageError::MissingReferences(absent));
         }
 
-        if put.tag.is_some() {
+        if !put.tags.is_empty() {
             // Before any row of the manifest is written, so that two PUTs of one tag
             // queue here rather than deadlock on each other's rows.
             lock_tags::<E>(&mut tx, repo_id).await?;
@@ -692,8 +691,8 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         )
         .await?;
         insert_edges(&mut tx, repo_id, put).await?;
-        let mut tag_moved = false;
-        if let Some(tag) = &put.tag {
+        let mut moved = Vec::new();
+        for tag in &put.tags {
             let current = current_tag(&mut tx, repo_id, tag).await?;
             if let Some(condition) = &put.condition {
                 condition.check(current.as_deref())?;
@@ -709,15 +708,15 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
                 .bind(at),
             )
             .await?;
-            tag_moved = current != Some(m.digest.to_string());
-            if tag_moved {
+            if current != Some(m.digest.to_string()) {
                 // Forget what the tag's previous target attached.
                 forget_tag_attachments(&mut tx, repo_id, tag).await?;
+                moved.push(tag.clone());
             }
         }
         let described =
-            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, tag_moved)).await?;
-        for row in rules::put_rows(put, tag_moved, &described) {
+            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &moved)).await?;
+        for row in rules::put_rows(put, &moved, &described) {
             insert_attachment(&mut tx, repo_id, row, at).await?;
         }
         tx.commit().await
@@ -1400,12 +1399,6 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
             tx.execute(query(sql).bind(repo_id).bind(&m.digest)).await?;
         }
         insert_edges(&mut tx, repo_id, put).await?;
-        let untagged = ManifestPut {
-            tag: None,
-            condition: None,
-            ..put.clone()
-        };
-        let mut rows = rules::put_rows(&untagged, false, &[]);
         let tags = tx
             .fetch(
                 query(
@@ -1417,24 +1410,13 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
             .await?
             .iter()
             .map(|row| row.text("name"))
-            .collect::<StorageResult<Vec<_>>>()?;
-        for name in tags {
-            let Ok(tag) = name.parse::<Tag>() else {
-                continue;
-            };
-            let tagged = ManifestPut {
-                tag: Some(tag),
-                ..untagged.clone()
-            };
-            let described =
-                describe_entries(&mut tx, repo_id, rules::entries_to_describe(&tagged, true))
-                    .await?;
-            rows.extend(
-                rules::put_rows(&tagged, true, &described)
-                    .into_iter()
-                    .filter(|r| r.source != AttachmentSource::Subject),
-            );
-        }
+            .collect::<StorageResult<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|name| name.parse::<Tag>().ok())
+            .collect::<Vec<_>>();
+        let described =
+            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &tags)).await?;
+        let rows = rules::put_rows(put, &tags, &described);
         let at = now();
         for row in rows {
             insert_attachment(&mut tx, repo_id, row, at).await?;

@@ -226,7 +226,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         manifest: m.clone(),
         blobs: vec![layer.clone()],
         children: vec![],
-        tag: Some(tag("v1")),
+        tags: vec![tag("v1")],
         condition: None,
     };
     match db.put_manifest(&put).await {
@@ -262,7 +262,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         manifest: index.clone(),
         blobs: vec![],
         children: vec![m.digest.clone()],
-        tag: Some(tag("multi")),
+        tags: vec![tag("multi")],
         condition: None,
     };
     db.put_manifest(&index_put).await.unwrap();
@@ -276,7 +276,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         Err(StorageError::MissingReferences(_))
     ));
     let moved = ManifestPut {
-        tag: Some(tag("v1")),
+        tags: vec![tag("v1")],
         ..index_put.clone()
     };
     db.put_manifest(&moved).await.unwrap();
@@ -347,7 +347,7 @@ async fn many_references(db: &dyn MetadataStore) {
         manifest: manifest("{\"many\":1}", None),
         blobs: listed,
         children: vec![],
-        tag: Some(tag("many")),
+        tags: vec![tag("many")],
         condition: None,
     };
     match db.put_manifest(&put).await {
@@ -384,7 +384,7 @@ async fn referrers(db: &dyn MetadataStore) {
             manifest: m.clone(),
             blobs: vec![],
             children: vec![],
-            tag: None,
+            tags: Vec::new(),
             condition: None,
         })
         .await
@@ -413,7 +413,7 @@ async fn pagination(db: &dyn MetadataStore) {
             manifest: m.clone(),
             blobs: vec![],
             children: vec![],
-            tag: Some(tag(t)),
+            tags: vec![tag(t)],
             condition: None,
         })
         .await
@@ -563,7 +563,7 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         manifest: m.clone(),
         blobs: vec![],
         children: vec![],
-        tag: Some(tag("signed")),
+        tags: vec![tag("signed")],
         condition: None,
     })
     .await
@@ -627,7 +627,7 @@ fn put(r: &RepoName, m: &ManifestRecord, children: &[&Digest], t: Option<&str>) 
         manifest: m.clone(),
         blobs: vec![],
         children: children.iter().map(|d| (*d).clone()).collect(),
-        tag: t.map(tag),
+        tags: t.map(tag).into_iter().collect(),
         condition: None,
     }
 }
