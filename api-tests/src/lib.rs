@@ -22,6 +22,7 @@ pub mod gpg;
 pub mod oci;
 pub mod pki;
 pub mod proxy;
+pub mod raw;
 pub mod replicas;
 
 /// A running Signet process.

@@ -34,7 +34,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::maintenance::spawn_gc(state.clone().into_inner());
     let sync = web::Data::new(crate::sync::manager::SyncManager::new(
         state.clone().into_inner(),
-    ));
+    )?);
     crate::maintenance::spawn_sync(sync.clone().into_inner());
     let pull_through = web::Data::new(crate::sync::pull_through::PullThrough::new(
         &config.sync.pull_through,

@@ -315,9 +315,11 @@ impl Config {
         Ok(config)
     }
 
-    /// The configuration as TOML, with the database password redacted.
+    /// The configuration as TOML, every credential redacted: the database password, the
+    /// S3 secret, password and token hashes, upstream passwords and keys.
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
+        shown.auth.redact();
         shown.storage.metadata_url = redact_password(&shown.storage.metadata_url);
         if !shown.storage.s3.secret_access_key.is_empty() {
             shown.storage.s3.secret_access_key = "***".into();
@@ -389,6 +391,23 @@ mod tests {
         config.storage.s3.secret_access_key = "s3cret".into();
         assert!(!format!("{config:?}").contains("s3cret"));
         assert!(!config.to_toml().contains("s3cret"));
+    }
+
+    #[test]
+    fn password_and_token_hashes_are_never_shown() {
+        let mut config = Config::default();
+        config.auth.users.push(crate::auth::config::UserConfig {
+            name: "alice".into(),
+            password_bcrypt: crate::auth::Secret::new("$2y$05$bcrypthashbcrypthash"),
+        });
+        config.auth.robots.push(crate::auth::config::RobotConfig {
+            name: "ci".into(),
+            token_sha256: crate::auth::Secret::new("ab".repeat(32)),
+        });
+        let shown = config.to_toml();
+        assert!(shown.contains("alice") && shown.contains("ci"), "{shown}");
+        assert!(!shown.contains("bcrypthash"), "{shown}");
+        assert!(!shown.contains(&"ab".repeat(32)), "{shown}");
     }
 
     #[test]

@@ -182,6 +182,7 @@ impl From<StorageError> for ApiError {
             StorageError::MissingReferences(missing) => {
                 ApiError::ManifestBlobUnknown(missing.iter().map(ToString::to_string).collect())
             }
+            e @ StorageError::SizeMismatch { .. } => ApiError::ManifestInvalid(e.to_string()),
             StorageError::RangeNotSatisfiable { size } => ApiError::RangeNotSatisfiable { size },
             StorageError::BodyRead(msg) => ApiError::BlobUploadInvalid(msg),
             StorageError::PreconditionFailed(msg) => ApiError::PreconditionFailed(msg),

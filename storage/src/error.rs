@@ -15,6 +15,13 @@ pub enum StorageError {
     /// A manifest names blobs or child manifests the repository does not hold.
     #[error("{} referenced content missing", .0.len())]
     MissingReferences(Vec<Digest>),
+    /// A manifest's descriptor declares a size the stored blob or child does not have.
+    #[error("descriptor {digest} declares {declared} bytes, the stored content has {stored}")]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        stored: u64,
+    },
     /// Someone else changed the same record first (an upload chunk raced another one).
     #[error("concurrent modification: {0}")]
     Conflict(String),

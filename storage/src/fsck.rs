@@ -29,7 +29,7 @@ use crate::digest::{Digest, DigestHasher};
 use crate::error::{StorageError, StorageResult};
 use crate::manifest::parse_manifest;
 use crate::meta::rules::{self, EntryDescription};
-use crate::meta::{ExportTable, ExportValue, ManifestPut, ManifestRecord, MetadataStore, Page};
+use crate::meta::{ExportTable, ExportValue, ManifestPut, MetadataStore, Page};
 use crate::names::{RepoName, Tag};
 
 /// What [`check`] is asked to do.
@@ -47,7 +47,7 @@ pub struct FsckOptions {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FsckProblem {
     /// `blob-missing`, `blob-corrupt`, `blob-size`, `manifest-corrupt`,
-    /// `manifest-invalid`, `manifest-missing-reference`, `manifest-edges`,
+    /// `manifest-invalid`, `manifest-missing-reference`, `manifest-descriptor-size`, `manifest-edges`,
     /// `attachment-rows`, `tag-dangling`, `upload-missing-parts`, `staging-orphaned`,
     /// `verdict-orphaned`.
     pub kind: String,
@@ -144,13 +144,14 @@ async fn check_verdicts(
     Ok(())
 }
 
-/// Streams every blob of the `blobs` table and hashes it. Returns the digests seen.
+/// Streams every blob of the `blobs` table and hashes it. Returns the digests seen, with
+/// the size each row records.
 async fn check_blobs(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
     report: &mut FsckReport,
-) -> StorageResult<BTreeSet<Digest>> {
-    let mut seen = BTreeSet::new();
+) -> StorageResult<BTreeMap<Digest, u64>> {
+    let mut seen = BTreeMap::new();
     let mut after: Option<String> = None;
     loop {
         let page = meta.export_blob_rows(after.as_deref(), BLOB_PAGE).await?;
@@ -189,7 +190,7 @@ async fn check_blobs(
                     }
                 }
             }
-            seen.insert(row.digest);
+            seen.insert(row.digest, row.size);
         }
     }
     Ok(seen)
@@ -240,7 +241,7 @@ fn bytes(row: &HashMap<&str, &ExportValue>, column: &str) -> Vec<u8> {
 
 async fn check_repositories(
     meta: &Arc<dyn MetadataStore>,
-    blob_rows: &BTreeSet<Digest>,
+    blob_rows: &BTreeMap<Digest, u64>,
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
@@ -274,7 +275,7 @@ async fn check_repository(
     meta: &Arc<dyn MetadataStore>,
     repo: &RepoName,
     tables: &[ExportTable],
-    blob_rows: &BTreeSet<Digest>,
+    blob_rows: &BTreeMap<Digest, u64>,
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
@@ -289,6 +290,10 @@ async fn check_repository(
         })
         .collect();
     let present: BTreeSet<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
+    let manifest_sizes: HashMap<&str, u64> = manifests
+        .iter()
+        .map(|m| (m.digest.as_str(), m.content.len() as u64))
+        .collect();
     let descriptions: HashMap<&str, (Option<String>, BTreeMap<String, String>)> = manifests
         .iter()
         .map(|m| {
@@ -381,22 +386,28 @@ async fn check_repository(
                 continue;
             }
         };
-        let put = ManifestPut {
-            repo: repo.clone(),
-            manifest: ManifestRecord {
-                digest: digest.clone(),
-                media_type: m.media_type.clone(),
-                content: Bytes::from(m.content.clone()),
-                artifact_type: parsed.effective_artifact_type(),
-                subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-                annotations: parsed.annotations.clone(),
-            },
-            blobs: parsed.required_blobs(),
-            children: parsed.required_children(),
-            tags: Vec::new(),
-            condition: None,
-        };
-        for b in put.blobs.iter().filter(|b| !blob_rows.contains(b)) {
+        let put = ManifestPut::derived(
+            repo.clone(),
+            digest.clone(),
+            &parsed,
+            Bytes::from(m.content.clone()),
+        );
+        for (d, declared) in &put.sizes {
+            let stored = blob_rows
+                .get(d)
+                .copied()
+                .or_else(|| manifest_sizes.get(d.to_string().as_str()).copied());
+            if let Some(stored) = stored.filter(|s| s != declared) {
+                report.problem(
+                    "manifest-descriptor-size",
+                    subject.clone(),
+                    format!(
+                        "a descriptor gives {d} {declared} bytes, the stored content has {stored}"
+                    ),
+                );
+            }
+        }
+        for b in put.blobs.iter().filter(|b| !blob_rows.contains_key(b)) {
             report.problem(
                 "manifest-missing-reference",
                 subject.clone(),

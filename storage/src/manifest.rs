@@ -111,6 +111,21 @@ impl ParsedManifest {
         out
     }
 
+    /// The size each descriptor of a blob or child declares, for the registry to check
+    /// against what it stores (foreign layers, stored elsewhere, left out).
+    pub fn declared_sizes(&self) -> Vec<(Digest, u64)> {
+        let mut out: Vec<(Digest, u64)> = self
+            .config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !is_foreign(l)))
+            .chain(self.children.iter())
+            .map(|d| (d.digest.clone(), d.size))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The artifact type a referrers listing reports: `artifactType`, falling back to
     /// the config's media type.
     pub fn effective_artifact_type(&self) -> Option<String> {
@@ -295,6 +310,67 @@ fn resolve_media_type(
     }
 }
 
+/// Config media types a container runtime starts a container from.
+const IMAGE_CONFIG_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// Layer media types of signatures, attestations and SBOMs as the clients that make them
+/// write them: cosign (simple signing, DSSE, SBOM documents), Sigstore bundles, in-toto,
+/// SPDX, CycloneDX, syft, notation (JWS, COSE) and the OCI empty descriptor. No runtime
+/// unpacks these into a file system.
+const ATTACHMENT_LAYER_TYPES: [&str; 17] = [
+    "application/vnd.dev.cosign.simplesigning.v1+json",
+    "application/vnd.dsse.envelope.v1+json",
+    "application/vnd.in-toto+json",
+    "application/vnd.oci.empty.v1+json",
+    "text/spdx",
+    "text/spdx+json",
+    "text/spdx+xml",
+    "application/spdx+json",
+    "application/vnd.spdx+json",
+    "application/vnd.cyclonedx",
+    "application/vnd.cyclonedx+json",
+    "application/vnd.cyclonedx+xml",
+    "application/vnd.syft+json",
+    "application/jose+json",
+    "application/cose",
+    "application/vnd.cncf.notary.signature",
+    "application/vnd.dev.sigstore.bundle.v0.3+json",
+];
+
+/// Whether a container runtime could run this image manifest: its config is an image
+/// config, and a layer is anything but signature, attestation or SBOM content (a tar
+/// layer in any compression, a Docker rootfs diff, a foreign or non-distributable
+/// layer, or a type no one knows, which some runtimes still unpack). An image config
+/// without layers counts as runnable too: nothing that attaches makes one. Indexes are
+/// runnable when a child is; that needs the children, so it is the caller's walk.
+pub fn image_is_runnable(parsed: &ParsedManifest) -> bool {
+    let image_config = parsed
+        .config
+        .as_ref()
+        .is_some_and(|c| IMAGE_CONFIG_TYPES.contains(&media_type_essence(&c.media_type)));
+    image_config
+        && (parsed.layers.is_empty()
+            || parsed
+                .layers
+                .iter()
+                .any(|l| !is_attachment_layer(&l.media_type)))
+}
+
+fn is_attachment_layer(media_type: &str) -> bool {
+    let essence = media_type_essence(media_type);
+    ATTACHMENT_LAYER_TYPES.contains(&essence)
+        // Bundle media types carry their version: `...bundle+json;version=0.2`, `...v0.3+json`.
+        || essence.starts_with("application/vnd.dev.sigstore.bundle")
+}
+
+/// A media type without its parameters, as compared.
+fn media_type_essence(media_type: &str) -> &str {
+    media_type.split(';').next().unwrap_or("").trim()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +404,61 @@ mod tests {
         assert!(parse_manifest(&body("é".as_bytes()), Some(OCI_INDEX)).is_ok());
         let err = parse_manifest(&body(&[0xff, 0xfe, 0x80]), Some(OCI_INDEX)).unwrap_err();
         assert!(format!("{err:?}").contains("UTF-8"), "{err:?}");
+    }
+
+    fn with(config: &str, layers: &[&str]) -> ParsedManifest {
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|t| format!(r#"{{"mediaType":"{t}","digest":"{D2}","size":0}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",
+            "config":{{"mediaType":"{config}","digest":"{D1}","size":2}},
+            "layers":[{}]}}"#,
+            layers.join(",")
+        );
+        parse_manifest(body.as_bytes(), Some(OCI_MANIFEST)).unwrap()
+    }
+
+    #[test]
+    fn runnable_is_what_a_runtime_could_start() {
+        let oci = "application/vnd.oci.image.config.v1+json";
+        let docker = "application/vnd.docker.container.image.v1+json";
+        for layer in [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            "application/octet-stream",
+        ] {
+            assert!(image_is_runnable(&with(oci, &[layer])), "{layer}");
+            assert!(image_is_runnable(&with(docker, &[layer])), "{layer}");
+            // One container layer among signatures is enough.
+            let mixed = ["application/vnd.dev.cosign.simplesigning.v1+json", layer];
+            assert!(image_is_runnable(&with(oci, &mixed)), "{layer}");
+        }
+        assert!(image_is_runnable(&with(oci, &[])), "an image config alone");
+        for layers in [
+            &["application/vnd.dev.cosign.simplesigning.v1+json"][..],
+            &["application/vnd.dsse.envelope.v1+json"],
+            &["text/spdx+json", "application/vnd.cyclonedx+json"],
+            &["application/vnd.dev.sigstore.bundle+json;version=0.2"],
+            &["application/vnd.in-toto+json"],
+        ] {
+            assert!(!image_is_runnable(&with(oci, layers)), "{layers:?}");
+        }
+        // Not an image config: no runtime starts it, whatever its layers.
+        let tar = "application/vnd.oci.image.layer.v1.tar+gzip";
+        assert!(!image_is_runnable(&with(
+            "application/vnd.oci.empty.v1+json",
+            &[tar]
+        )));
+        assert!(!image_is_runnable(&with(
+            "application/vnd.cncf.notary.signature",
+            &["application/jose+json"]
+        )));
     }
 
     #[test]

@@ -179,6 +179,7 @@ mod tests {
                 },
                 blobs: vec![layer_digest.clone()],
                 children: vec![],
+                sizes: Vec::new(),
                 tags: vec!["v1".parse::<Tag>().unwrap()],
                 condition: None,
             })

@@ -336,6 +336,7 @@ async fn postgres_replicas_racing_on_one_tag_agree() {
         },
         blobs: vec![layer.clone()],
         children: vec![],
+        sizes: Vec::new(),
         tags: vec![tag.parse().unwrap()],
         condition,
     };

@@ -10,9 +10,7 @@ use futures::stream;
 use serde_json::json;
 use signet_storage::blobs::BlobStore;
 use signet_storage::fsck::{check, FsckOptions, FsckReport};
-use signet_storage::meta::{
-    ManifestPut, ManifestRecord, PostgresMetadata, SqliteMetadata, UploadSession,
-};
+use signet_storage::meta::{ManifestPut, PostgresMetadata, SqliteMetadata, UploadSession};
 use signet_storage::testing::TestDatabase;
 use signet_storage::uploads::Uploads;
 use signet_storage::{Digest, MetadataStore, RepoName, Tag};
@@ -84,6 +82,7 @@ on_both_backends!(
     lost_edges_and_attachment_rows_are_rebuilt,
     leftover_staging_is_reported_and_removed,
     a_session_whose_staged_file_lost_bytes_is_reported_and_dropped,
+    a_descriptor_size_the_store_disagrees_with_is_reported,
 );
 
 fn repo() -> RepoName {
@@ -117,19 +116,9 @@ impl World {
         let parsed = signet_storage::manifest::parse_manifest(&body, Some(OCI_MANIFEST)).unwrap();
         let digest = Digest::sha256_of(&body);
         let put = ManifestPut {
-            repo: repo(),
-            manifest: ManifestRecord {
-                digest: digest.clone(),
-                media_type: OCI_MANIFEST.into(),
-                content: Bytes::from(body),
-                artifact_type: parsed.effective_artifact_type(),
-                subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
-                annotations: parsed.annotations.clone(),
-            },
             blobs,
-            children: Vec::new(),
             tags: tag.map(|t| t.parse::<Tag>().unwrap()).into_iter().collect(),
-            condition: None,
+            ..ManifestPut::derived(repo(), digest.clone(), &parsed, Bytes::from(body))
         };
         self.meta.put_manifest(&put).await.unwrap();
         digest
@@ -142,7 +131,7 @@ impl World {
         let layer = self.push_blob(b"layer bytes").await;
         let image = self
             .put(
-                manifest(&config, &[&layer], json!({})),
+                manifest(&config, &[(&layer, 11)], json!({})),
                 vec![config.clone(), layer.clone()],
                 Some("v1"),
             )
@@ -152,7 +141,7 @@ impl World {
             .put(
                 manifest(
                     &config,
-                    &[&sig_layer],
+                    &[(&sig_layer, 9)],
                     json!({
                         "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json",
                         "subject": {"mediaType": OCI_MANIFEST, "digest": image.to_string(), "size": 1},
@@ -164,7 +153,11 @@ impl World {
             .await;
         let cosign = self
             .put(
-                manifest(&config, &[&sig_layer], json!({"annotations": {"x": "y"}})),
+                manifest(
+                    &config,
+                    &[(&sig_layer, 9)],
+                    json!({"annotations": {"x": "y"}}),
+                ),
                 vec![config.clone(), sig_layer],
                 Some(&format!("sha256-{}.sig", image.hex())),
             )
@@ -193,12 +186,13 @@ impl World {
     }
 }
 
-fn manifest(config: &Digest, layers: &[&Digest], extra: serde_json::Value) -> Vec<u8> {
+/// An image manifest: the config (`{}`, 2 bytes) and layers of the sizes given.
+fn manifest(config: &Digest, layers: &[(&Digest, u64)], extra: serde_json::Value) -> Vec<u8> {
     let mut m = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config.to_string(), "size": 2},
-        "layers": layers.iter().map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": 1})).collect::<Vec<_>>(),
+        "layers": layers.iter().map(|(l, size)| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.to_string(), "size": size})).collect::<Vec<_>>(),
     });
     for (k, v) in extra.as_object().unwrap() {
         m[k] = v.clone();
@@ -208,6 +202,35 @@ fn manifest(config: &Digest, layers: &[&Digest], extra: serde_json::Value) -> Ve
 
 fn kinds(report: &FsckReport) -> Vec<String> {
     report.problems.iter().map(|p| p.kind.clone()).collect()
+}
+
+/// Stored before the registry checked descriptor sizes: fsck names the manifest.
+async fn a_descriptor_size_the_store_disagrees_with_is_reported(w: World) {
+    let config = w.push_blob(b"{}").await;
+    let layer = w.push_blob(b"layer bytes").await;
+    let body = manifest(&config, &[(&layer, 12)], json!({}));
+    let parsed = signet_storage::manifest::parse_manifest(&body, Some(OCI_MANIFEST)).unwrap();
+    let digest = Digest::sha256_of(&body);
+    let unchecked = ManifestPut {
+        sizes: Vec::new(),
+        ..ManifestPut::derived(repo(), digest.clone(), &parsed, Bytes::from(body))
+    };
+    w.meta.put_manifest(&unchecked).await.unwrap();
+    // The registry's own path refuses it.
+    let checked = ManifestPut::derived(
+        repo(),
+        digest.clone(),
+        &parsed,
+        unchecked.manifest.content.clone(),
+    );
+    assert!(matches!(
+        w.meta.put_manifest(&checked).await,
+        Err(signet_storage::StorageError::SizeMismatch { .. })
+    ));
+    let report = w.fsck(false).await;
+    assert_eq!(kinds(&report), ["manifest-descriptor-size"], "{report:#?}");
+    assert_eq!(report.problems[0].subject, format!("app@{digest}"));
+    assert!(report.problems[0].detail.contains(&layer.to_string()));
 }
 
 async fn a_clean_store_is_clean(w: World) {

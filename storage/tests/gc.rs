@@ -121,6 +121,7 @@ impl World {
             },
             blobs: blobs.iter().map(|d| (*d).clone()).collect(),
             children: children.iter().map(|d| (*d).clone()).collect(),
+            sizes: Vec::new(),
             tags: tag.map(|t| t.parse::<Tag>().unwrap()).into_iter().collect(),
             condition: None,
         };
@@ -579,6 +580,7 @@ async fn uploads_racing_collections_never_lose_bytes(w: World) {
                         },
                         blobs: vec![d.clone()],
                         children: vec![],
+                        sizes: Vec::new(),
                         tags: vec![format!("keep-{i}").parse().unwrap()],
                         condition: None,
                     };

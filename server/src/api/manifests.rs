@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
 use signet_storage::manifest::parse_manifest;
-use signet_storage::meta::{ManifestPut, ManifestRecord, StoredManifest, TagCondition};
+use signet_storage::meta::{ManifestPut, StoredManifest, TagCondition};
 use signet_storage::{Algorithm, Digest, Reference, RepoName, Tag};
 
 use super::{HeadBody, DIGEST_HEADER};
@@ -137,11 +137,8 @@ async fn put_manifest(
     };
     let put = ManifestPut {
         condition,
-        repo: repo.clone(),
-        blobs: parsed.required_blobs(),
-        children: parsed.required_children(),
         tags: tags.clone(),
-        manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
+        ..ManifestPut::derived(repo.clone(), digest.clone(), &parsed, content)
     };
     state.meta.put_manifest(&put).await?;
     tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");

@@ -74,20 +74,18 @@ async fn start_upload(
     Ok(session_accepted(&state, &session))
 }
 
-/// Links a blob another repository holds into `repo`. Only the blobs of `from` qualify;
-/// a mount without `from` is an ordinary upload (searching every repository would
-/// link, and reveal, what the caller may not pull).
+/// Links a blob another repository holds into `repo`. With `from`, only that
+/// repository's blobs qualify; without it, any blob the registry holds does. With
+/// authentication on, the gate has already dropped a mount whose `from` is absent or not
+/// pullable by the caller (`auth::middleware`), so a mount here only ever links from a
+/// repository the caller may pull.
 async fn try_mount(state: &AppState, repo: &RepoName, mount: &Mount) -> ApiResult<bool> {
-    let Some(source) = &mount.from else {
-        return Ok(false);
-    };
     let digest = &mount.digest;
-    if state
-        .meta
-        .blob_in_repository(source, digest)
-        .await?
-        .is_none()
-    {
+    let size = match &mount.from {
+        Some(source) => state.meta.blob_in_repository(source, digest).await?,
+        None => state.meta.blob_size(digest).await?,
+    };
+    if size.is_none() {
         return Ok(false);
     }
     // Only a blob row that still exists is linked (never re-created: its bytes may be
@@ -97,7 +95,8 @@ async fn try_mount(state: &AppState, repo: &RepoName, mount: &Mount) -> ApiResul
         Ok(None) | Err(StorageError::BlobBeingDeleted(_)) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(repository = %repo, %digest, from = %source, "blob mounted");
+    let from = mount.from.as_ref().map(RepoName::as_str);
+    tracing::info!(repository = %repo, %digest, from, "blob mounted");
     Ok(true)
 }
 

@@ -108,6 +108,19 @@ pub struct IssuerConfig {
     pub service: String,
 }
 
+impl AuthConfig {
+    /// Every credential replaced by `***`, hashes included (for `signet config`): a
+    /// bcrypt hash can be attacked offline, a token's SHA-256 names a robot's token.
+    pub fn redact(&mut self) {
+        for user in &mut self.users {
+            user.password_bcrypt = Secret::new("***");
+        }
+        for robot in &mut self.robots {
+            robot.token_sha256 = Secret::new("***");
+        }
+    }
+}
+
 /// A person, with a bcrypt password hash (`htpasswd -nbB name password`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -13,10 +13,23 @@ use super::rules::{Action, Identity, Scope};
 use super::tokens::{now, Access, Claims, ISSUER};
 use super::{parse_basic, Auth};
 use crate::error::{ApiError, ApiResult};
+use crate::request::query::{Param, Params};
 use crate::request::{Route, Target};
 
 /// The largest token request body (an OAuth2 form).
 const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// The fields of an OAuth2 token request this service reads.
+const FORM_FIELDS: [Param; 8] = [
+    Param::one("grant_type", ApiError::Unsupported),
+    Param::one("username", ApiError::Unsupported),
+    Param::one("password", ApiError::Unsupported),
+    Param::one("refresh_token", ApiError::Unsupported),
+    Param::one("service", ApiError::Unsupported),
+    Param::one("client_id", ApiError::Unsupported),
+    Param::one("access_type", ApiError::Unsupported),
+    Param::many("scope", ApiError::Unsupported),
+];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -37,7 +50,7 @@ async fn get_token(req: HttpRequest, target: Target) -> ApiResult<HttpResponse> 
     let Route::Token(query) = target.route else {
         return Err(ApiError::RouteNotFound);
     };
-    let scopes = scopes_of(query.scopes.iter());
+    let scopes = scopes_of(query.scopes.iter())?;
     let offline = query.offline;
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => Identity::anonymous(),
@@ -64,15 +77,13 @@ async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpR
         }
         form.extend_from_slice(&chunk);
     }
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&form)
-        .map_err(|e| ApiError::Unsupported(format!("malformed token request: {e}")))?;
-    let field = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let scopes = scopes_of(pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v));
+    // Read like a query string: a field given twice is refused, not first- or last-wins.
+    let form = std::str::from_utf8(&form)
+        .map_err(|_| ApiError::Unsupported("malformed token request: not UTF-8".into()))?;
+    let fields = Params::read(form, &FORM_FIELDS)?;
+    let field = |name: &str| fields.one(name);
+    let scopes: Vec<String> = fields.all("scope").map(str::to_string).collect();
+    let scopes = scopes_of(scopes.iter())?;
     let offline = field("access_type") == Some("offline");
     let identity = match field("grant_type") {
         Some("password") => {
@@ -125,12 +136,23 @@ async fn verified(
     }
 }
 
+/// Most scopes one token request may ask for: a token carries what it grants, and a
+/// client asks for a few repositories at a time.
+const MAX_SCOPES: usize = 64;
+
 /// Scopes from every `scope` value; each value may hold several, space-separated.
-fn scopes_of<'a>(values: impl Iterator<Item = &'a String>) -> Vec<Scope> {
-    values
+fn scopes_of<'a>(values: impl Iterator<Item = &'a String>) -> ApiResult<Vec<Scope>> {
+    let scopes: Vec<Scope> = values
         .flat_map(|v| v.split(' '))
+        .filter(|s| !s.is_empty())
         .filter_map(Scope::parse)
-        .collect()
+        .collect();
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::Unsupported(format!(
+            "at most {MAX_SCOPES} scopes may be asked for at once"
+        )));
+    }
+    Ok(scopes)
 }
 
 /// What the rules grant of the scopes asked for.
@@ -138,6 +160,9 @@ pub fn grant(auth: &Auth, identity: &Identity, scopes: &[Scope]) -> Vec<Access> 
     let mut granted: Vec<Access> = Vec::new();
     for scope in scopes {
         match scope.kind.as_str() {
+            // Only names a repository can have: a pattern (`team/**`) or a made-up
+            // path names nothing, and must not ride along in a token.
+            "repository" if scope.name.parse::<signet_storage::RepoName>().is_err() => {}
             "repository" => {
                 let requested = Action::parse_list(&scope.actions);
                 let actions = auth.rules.granted(identity, &scope.name, &requested);

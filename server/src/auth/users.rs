@@ -2,6 +2,10 @@
 //! and robots (long random tokens, configured as their SHA-256). Verifying a bcrypt
 //! password costs tens of milliseconds by design, so a success is remembered for
 //! `credential_cache_secs`, keyed by a hash of the credentials — never the password.
+//!
+//! A refusal costs the same whoever is named: an unknown name, or a robot's wrong token,
+//! is checked against a dummy bcrypt hash of the configured accounts' highest cost, so
+//! the time of an answer does not tell which accounts exist.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +37,8 @@ const CACHE_SWEEP_AT: usize = 10_000;
 #[derive(Debug)]
 pub struct Directory {
     accounts: HashMap<String, Account>,
+    /// Verified when no real bcrypt check runs on a refusal; `None` without bcrypt users.
+    dummy: Option<Secret>,
     cache_for: Duration,
     verified: Mutex<HashMap<[u8; 32], (Instant, Identity)>>,
 }
@@ -88,8 +94,10 @@ impl Directory {
             )?;
             add(&robot.name, Credential::TokenSha256(digest), true)?;
         }
+        let dummy = dummy_hash(&accounts)?;
         Ok(Directory {
             accounts,
+            dummy,
             cache_for: Duration::from_secs(config.credential_cache_secs),
             verified: Mutex::new(HashMap::new()),
         })
@@ -106,31 +114,38 @@ impl Directory {
 
     /// Checks a name and password (or robot token). bcrypt runs on the blocking pool.
     pub async fn verify(&self, name: &str, password: &Secret) -> Option<Identity> {
-        let account = self.accounts.get(name)?;
+        let Some(account) = self.accounts.get(name) else {
+            self.spend_a_bcrypt_check(password).await;
+            return None;
+        };
         match &account.credential {
             Credential::TokenSha256(expected) => {
                 let actual: [u8; 32] = Sha256::digest(password.expose().as_bytes()).into();
-                aws_lc_rs::constant_time::verify_slices_are_equal(&actual, expected)
-                    .ok()
-                    .map(|_| account.identity.clone())
+                let ok = aws_lc_rs::constant_time::verify_slices_are_equal(&actual, expected);
+                if ok.is_err() {
+                    self.spend_a_bcrypt_check(password).await;
+                    return None;
+                }
+                Some(account.identity.clone())
             }
             Credential::Bcrypt(hash) => {
                 let key = cache_key(name, password, hash);
                 if let Some(identity) = self.cached(&key) {
                     return Some(identity);
                 }
-                let (password, hash) = (password.clone(), hash.clone());
-                let ok = actix_web::rt::task::spawn_blocking(move || {
-                    bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
-                })
-                .await
-                .unwrap_or(false);
-                if !ok {
+                if !bcrypt_matches(password, hash).await {
                     return None;
                 }
                 self.remember(key, &account.identity);
                 Some(account.identity.clone())
             }
+        }
+    }
+
+    /// Takes as long as refusing a wrong password does.
+    async fn spend_a_bcrypt_check(&self, password: &Secret) {
+        if let Some(dummy) = &self.dummy {
+            bcrypt_matches(password, dummy).await;
         }
     }
 
@@ -156,6 +171,35 @@ impl Directory {
         }
         cache.insert(key, (now + self.cache_for, identity.clone()));
     }
+}
+
+/// bcrypt on the blocking pool (it takes tens of milliseconds on purpose).
+async fn bcrypt_matches(password: &Secret, hash: &Secret) -> bool {
+    let (password, hash) = (password.clone(), hash.clone());
+    actix_web::rt::task::spawn_blocking(move || {
+        bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A bcrypt hash no password is known for, at the highest cost of the accounts' hashes
+/// (`$2b$<cost>$...`); `None` when no account has a bcrypt password.
+fn dummy_hash(accounts: &HashMap<String, Account>) -> anyhow::Result<Option<Secret>> {
+    let cost = accounts
+        .values()
+        .filter_map(|a| match &a.credential {
+            Credential::Bcrypt(hash) => hash.expose().get(4..6)?.parse::<u32>().ok(),
+            Credential::TokenSha256(_) => None,
+        })
+        .max();
+    let Some(cost) = cost else {
+        return Ok(None);
+    };
+    let mut unguessable = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut unguessable).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let hash = bcrypt::hash(hex::encode(unguessable), cost.clamp(4, 31))?;
+    Ok(Some(Secret::new(hash)))
 }
 
 /// Name, password and the stored hash, hashed: a changed password never matches an
@@ -214,6 +258,34 @@ mod tests {
             .unwrap();
         assert!(ci.robot && !ci.admin);
         assert!(dir.verify("ci", &Secret::new("other")).await.is_none());
+    }
+
+    /// The least time of a few refusals, so a busy moment does not decide.
+    async fn least_time(dir: &Directory, name: &str) -> Duration {
+        let mut least = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            assert!(dir.verify(name, &Secret::new("wrong")).await.is_none());
+            least = least.min(started.elapsed());
+        }
+        least
+    }
+
+    #[actix_web::test]
+    async fn a_refusal_costs_the_same_for_known_and_unknown_names() {
+        let mut c = config();
+        c.users[0].password_bcrypt = Secret::new(bcrypt::hash("wonderland", 8).unwrap());
+        let dir = Directory::from_config(&c).unwrap();
+        let known = least_time(&dir, "alice").await;
+        for name in ["nobody", "ci"] {
+            let other = least_time(&dir, name).await;
+            // Without the dummy check an unknown name is refused in microseconds, a
+            // thousandth of a bcrypt check.
+            assert!(
+                other.as_secs_f64() >= 0.3 * known.as_secs_f64(),
+                "{name}: {other:?}, a wrong password: {known:?}"
+            );
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::state::AppState;
 use crate::sync::runner::{run_controlled, Control};
+use crate::sync::sealed::Sealer;
 use crate::sync::{SyncJob, SyncReport};
 
 /// Runs the job named `job`; the summary, or an error naming the failed items.
@@ -17,8 +18,11 @@ pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<Stri
     let config = match state.config.sync.job(job) {
         Some(config) => config.clone(),
         None => match stored.iter().find(|(name, _)| name == job) {
-            Some((_, text)) => serde_json::from_str::<SyncJob>(text)
-                .map_err(|e| anyhow::anyhow!("stored sync job {job:?} is unreadable: {e}"))?,
+            Some((_, text)) => {
+                let sealer = Sealer::load(&state.config.sync.secret_key_file)?;
+                SyncJob::from_stored(text, sealer.as_ref())
+                    .map_err(|e| anyhow::anyhow!("stored sync job {job:?} is unreadable: {e:#}"))?
+            }
             None => {
                 let known: Vec<&str> = state
                     .config

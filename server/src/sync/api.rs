@@ -121,9 +121,29 @@ async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResp
             "job name: letters, digits, '-', '_', '.'".into(),
         );
     }
+    // Checked before anything reads them: a file's error would tell the caller about it.
+    if !m.may_read_files() {
+        if let Some(file) = job.server_files().first() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID",
+                format!(
+                    "{file:?}: jobs created through the API may not name files on the server \
+                     ([sync] api_jobs_may_read_files)"
+                ),
+            );
+        }
+    }
     if let Err(e) = super::plan::Plan::new(&job).and_then(|_| super::upstream::Upstream::new(&job))
     {
         return error(StatusCode::BAD_REQUEST, "INVALID", format!("{e:#}"));
+    }
+    if !job.password.is_empty() && !m.seals_passwords() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID",
+            "a job with a password needs [sync] secret_key_file, which seals it at rest".into(),
+        );
     }
     let name = job.name.clone();
     match m.create(&job).await {

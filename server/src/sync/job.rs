@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sealed::Sealer;
+
 /// The `[sync]` section.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -9,6 +11,14 @@ pub struct SyncConfig {
     pub jobs: Vec<SyncJob>,
     /// Repository prefixes filled from an upstream when a pull misses.
     pub pull_through: Vec<super::pull_through::PullThroughConfig>,
+    /// The key that seals the upstream passwords of jobs created through the admin API
+    /// (a file of 64 hex characters, the same on every replica; see
+    /// [`super::sealed`]). Empty: such jobs may not carry a password.
+    pub secret_key_file: String,
+    /// Whether jobs created through the admin API may name files on the server (a
+    /// `ca_file`, a `file://` lookaside). Off: an API caller could otherwise read the
+    /// server's files, or learn which exist, through the job's errors.
+    pub api_jobs_may_read_files: bool,
 }
 
 impl SyncConfig {
@@ -28,6 +38,49 @@ impl SyncConfig {
 
     pub fn job(&self, name: &str) -> Option<&SyncJob> {
         self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+impl SyncJob {
+    /// The job as the metadata database keeps it: its password sealed.
+    pub fn to_stored(&self, sealer: Option<&Sealer>) -> anyhow::Result<String> {
+        let mut stored = self.clone();
+        if !self.password.is_empty() {
+            let sealer = sealer.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a job with a password needs [sync] secret_key_file, which seals it at rest"
+                )
+            })?;
+            stored.password = sealer.seal(&self.name, &self.password)?;
+        }
+        Ok(serde_json::to_string(&stored)?)
+    }
+
+    /// A job the metadata database keeps, its password opened.
+    pub fn from_stored(text: &str, sealer: Option<&Sealer>) -> anyhow::Result<SyncJob> {
+        let mut job: SyncJob = serde_json::from_str(text)?;
+        if super::sealed::is_sealed(&job.password) {
+            let sealer = sealer.ok_or_else(|| {
+                anyhow::anyhow!("its password is sealed and [sync] secret_key_file is not set")
+            })?;
+            job.password = sealer.open(&job.name, &job.password)?;
+        }
+        Ok(job)
+    }
+
+    /// The files on the server the job would read: its CA file, a `file://` lookaside.
+    pub fn server_files(&self) -> Vec<&str> {
+        let mut files = Vec::new();
+        if !self.ca_file.is_empty() {
+            files.push(self.ca_file.as_str());
+        }
+        if !self.lookaside.is_empty()
+            && !self.lookaside.starts_with("http://")
+            && !self.lookaside.starts_with("https://")
+        {
+            files.push(self.lookaside.as_str());
+        }
+        files
     }
 }
 

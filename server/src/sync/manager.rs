@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use super::job::{SyncJob, SyncReport};
 use super::runner::{run_controlled, Control};
+use super::sealed::Sealer;
 use crate::state::AppState;
 
 /// One run, going or finished.
@@ -140,6 +141,8 @@ struct Slot {
 
 pub struct SyncManager {
     state: Arc<AppState>,
+    /// Seals the passwords of jobs created through the API (`[sync] secret_key_file`).
+    sealer: Option<Sealer>,
     /// Jobs created through the API, as last read from the database.
     created: Mutex<Vec<SyncJob>>,
     slots: Mutex<HashMap<String, Slot>>,
@@ -149,14 +152,26 @@ pub struct SyncManager {
 }
 
 impl SyncManager {
-    pub fn new(state: Arc<AppState>) -> SyncManager {
-        SyncManager {
+    pub fn new(state: Arc<AppState>) -> anyhow::Result<SyncManager> {
+        let sealer = Sealer::load(&state.config.sync.secret_key_file)?;
+        Ok(SyncManager {
             state,
+            sealer,
             created: Mutex::default(),
             slots: Mutex::default(),
             next_id: AtomicU64::new(1),
             holder: format!("sync-{}", uuid::Uuid::new_v4().simple()),
-        }
+        })
+    }
+
+    /// Whether jobs created through the API may name files on the server.
+    pub fn may_read_files(&self) -> bool {
+        self.state.config.sync.api_jobs_may_read_files
+    }
+
+    /// Whether jobs created through the API may carry a password (sealed at rest).
+    pub fn seals_passwords(&self) -> bool {
+        self.sealer.is_some()
     }
 
     /// Every job (configuration first), with where it comes from.
@@ -189,7 +204,7 @@ impl SyncManager {
         let stored = self.state.meta.sync_jobs().await?;
         let jobs = stored
             .into_iter()
-            .filter_map(|(name, config)| match serde_json::from_str::<SyncJob>(&config) {
+            .filter_map(|(name, config)| match SyncJob::from_stored(&config, self.sealer.as_ref()) {
                 Ok(job) => Some(job),
                 Err(e) => {
                     tracing::warn!(job = %name, error = %e, "stored sync job is unreadable; skipped");
@@ -209,7 +224,7 @@ impl SyncManager {
         let created = self
             .state
             .meta
-            .sync_job_create(&job.name, &serde_json::to_string(job)?)
+            .sync_job_create(&job.name, &job.to_stored(self.sealer.as_ref())?)
             .await?;
         self.refresh().await?;
         Ok(created)

@@ -7,7 +7,8 @@
 //! - [`plan`]: which repositories, tags and platforms a job selects;
 //! - [`runner`]: one run of a job against the stores;
 //! - [`manager`]: runs inside the server (one at a time per job, schedule, cancel);
-//! - [`api`]: the admin API over the manager.
+//! - [`api`]: the admin API over the manager;
+//! - [`sealed`]: upstream passwords of API-created jobs, encrypted at rest.
 
 pub mod api;
 pub mod job;
@@ -15,6 +16,7 @@ pub mod manager;
 pub mod plan;
 pub mod pull_through;
 pub mod runner;
+pub mod sealed;
 pub mod upstream;
 
 pub use job::{SyncConfig, SyncJob, SyncReport};

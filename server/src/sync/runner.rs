@@ -28,7 +28,7 @@ use futures::{FutureExt, StreamExt};
 use signet_storage::attachments::AttachmentTag;
 use signet_storage::digest::Digest;
 use signet_storage::manifest::parse_manifest;
-use signet_storage::meta::{AtomicSignature, ManifestPut, ManifestRecord, SignatureStored};
+use signet_storage::meta::{AtomicSignature, ManifestPut, SignatureStored};
 use signet_storage::names::{Reference, RepoName, Tag};
 use tokio::sync::Semaphore;
 
@@ -455,12 +455,9 @@ impl Run<'_> {
         children.sort();
         children.dedup();
         let put = ManifestPut {
-            repo: repo.dest.clone(),
-            manifest: ManifestRecord::derived(digest.clone(), &parsed, stored.content),
-            blobs: parsed.required_blobs(),
             children,
             tags: vec![tag.clone()],
-            condition: None,
+            ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, stored.content)
         };
         self.state
             .meta
@@ -540,12 +537,10 @@ impl Run<'_> {
             };
             if !present || new_child || tag_moves {
                 let put = ManifestPut {
-                    repo: repo.dest.clone(),
-                    manifest: ManifestRecord::derived(digest.clone(), &parsed, content),
                     blobs,
                     children: children.clone(),
                     tags: tag.cloned().into_iter().collect(),
-                    condition: None,
+                    ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, content)
                 };
                 self.state
                     .meta

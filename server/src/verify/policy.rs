@@ -4,6 +4,13 @@
 //! API and blobs stay readable, so clients can still fetch signatures. `HEAD` is always
 //! answered: it tells only the digest, and signers (cosign, the `sigstore` crate)
 //! resolve what they sign with it — refusing it would make unsigned images unsignable.
+//!
+//! An attachment is what a manifest is, not what it is called: it is readable without a
+//! signature only when it is attached to a manifest of the same repository (by its
+//! `subject`, a cosign tag or the referrers fallback tag) and nothing in it could run as
+//! a container ([`signet_storage::manifest::image_is_runnable`], for an index: any
+//! child). An image pushed with a made-up subject, an `artifactType` or under a
+//! `sha256-<hex>.sig` tag needs a signature like any other.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -11,12 +18,13 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
-use serde_json::{json, Value};
-use signet_storage::attachments::{AttachmentKind, AttachmentTag};
+use serde_json::json;
+use signet_storage::attachments::AttachmentKind;
 use signet_storage::coverage::coverage;
+use signet_storage::manifest::{image_is_runnable, parse_manifest, ManifestKind};
+use signet_storage::meta::StoredManifest;
 use signet_storage::{Digest, Reference, RepoName};
 
-use super::cosign::{DSSE, SIMPLESIGNING};
 use super::requirements;
 use super::{PolicyMode, Verdict};
 use crate::error::ApiError;
@@ -189,14 +197,12 @@ async fn evaluate_uncached(
     let Some(stored) = state.meta.get_manifest(repo, reference).await? else {
         return Ok(None);
     };
-    let by_attachment_tag =
-        matches!(reference, Reference::Tag(t) if AttachmentTag::parse(t.as_str()).is_some());
     let trust = state.verifier.trust.current();
     let mut evaluation = Evaluation {
         repository: repo.to_string(),
         digest: stored.digest.clone(),
         media_type: stored.media_type.clone(),
-        is_attachment: by_attachment_tag || is_attachment(&stored.content),
+        is_attachment: is_attachment(state, repo, &stored).await?,
         inherit_from_index: trust.inherit_from_index,
         covered_by: Vec::new(),
         signed: false,
@@ -308,19 +314,54 @@ async fn evaluate_uncached(
     Ok(Some(evaluation))
 }
 
-/// A manifest that is itself an attachment (a subject, an artifact type, or only
-/// signature layers): readable under any policy.
-fn is_attachment(content: &[u8]) -> bool {
-    let Ok(m) = serde_json::from_slice::<Value>(content) else {
-        return false;
-    };
-    if m.get("subject").is_some() || m.get("artifactType").is_some() {
-        return true;
+/// Whether a manifest is an attachment the policy lets through: attached to a manifest
+/// of this repository, and not something a container runtime could run.
+async fn is_attachment(
+    state: &AppState,
+    repo: &RepoName,
+    stored: &StoredManifest,
+) -> anyhow::Result<bool> {
+    if state
+        .meta
+        .attached_to(repo, &stored.digest)
+        .await?
+        .is_empty()
+    {
+        return Ok(false);
     }
-    let layers = m["layers"].as_array();
-    layers.is_some_and(|l| {
-        !l.is_empty()
-            && l.iter()
-                .all(|x| matches!(x["mediaType"].as_str(), Some(SIMPLESIGNING) | Some(DSSE)))
+    Ok(!runnable(state, repo, &stored.content, 0).await?)
+}
+
+/// Deepest index nesting looked into; anything deeper counts as runnable.
+const MAX_NESTING: usize = 4;
+
+/// Whether a container runtime could run the manifest `content`, or (an index) any of
+/// its children. What cannot be read or found counts as runnable.
+fn runnable<'a>(
+    state: &'a AppState,
+    repo: &'a RepoName,
+    content: &'a [u8],
+    depth: usize,
+) -> futures::future::BoxFuture<'a, anyhow::Result<bool>> {
+    Box::pin(async move {
+        let Ok(parsed) = parse_manifest(content, None) else {
+            return Ok(true);
+        };
+        match parsed.kind {
+            ManifestKind::Image => Ok(image_is_runnable(&parsed)),
+            ManifestKind::Index if depth >= MAX_NESTING => Ok(true),
+            ManifestKind::Index => {
+                for child in &parsed.children {
+                    let reference = Reference::Digest(child.digest.clone());
+                    let Some(stored) = state.meta.get_manifest(repo, &reference).await? else {
+                        return Ok(true);
+                    };
+                    if runnable(state, repo, &stored.content, depth + 1).await? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
     })
 }

@@ -65,6 +65,9 @@ pub struct ManifestPut {
     pub blobs: Vec<Digest>,
     /// Child manifests (of an index); each must be in the repository.
     pub children: Vec<Digest>,
+    /// The sizes the manifest's descriptors declare (`ParsedManifest::declared_sizes`):
+    /// each of `blobs` and `children` must have the size its descriptors say.
+    pub sizes: Vec<(Digest, u64)>,
     /// The tags to point at this manifest: the one it was pushed by, or those a PUT by
     /// digest names (`?tag=`). All move in one transaction, or none does.
     pub tags: Vec<Tag>,
@@ -74,6 +77,26 @@ pub struct ManifestPut {
 }
 
 impl ManifestPut {
+    /// What a push of `content` (which hashes to `digest` and parses as `parsed`) stores
+    /// in `repo`: the manifest, its blobs, children and their declared sizes; no tag
+    /// moves and no condition until the caller sets them.
+    pub fn derived(
+        repo: RepoName,
+        digest: Digest,
+        parsed: &crate::manifest::ParsedManifest,
+        content: Bytes,
+    ) -> Self {
+        ManifestPut {
+            repo,
+            blobs: parsed.required_blobs(),
+            children: parsed.required_children(),
+            sizes: parsed.declared_sizes(),
+            manifest: ManifestRecord::derived(digest, parsed, content),
+            tags: Vec::new(),
+            condition: None,
+        }
+    }
+
     /// Whether storing it may index attachments: the manifest names a subject (an OCI
     /// referrer), or it goes under an attachment tag (cosign's `.sig`/`.att`/`.sbom`,
     /// the referrers fallback).
@@ -332,6 +355,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         repo: &RepoName,
         subject: &Digest,
     ) -> StorageResult<Vec<AttachmentRecord>>;
+    /// The manifests of the repository that `manifest` is an attachment of: subjects of
+    /// the attachment rows it makes or carries (its `subject` field, a cosign tag, a
+    /// referrers fallback index it is or holds), each of them a manifest present in the
+    /// repository. Atomic signatures, which are not manifests, are left out.
+    async fn attached_to(&self, repo: &RepoName, manifest: &Digest) -> StorageResult<Vec<Digest>>;
     /// Indexes in the repository that list `child` directly.
     async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>>;
 

@@ -236,6 +236,7 @@ mod tests {
             },
             blobs: vec![],
             children: children.iter().map(|d| (*d).clone()).collect(),
+            sizes: Vec::new(),
             tags: vec![tag.parse().unwrap()],
             condition: None,
         }

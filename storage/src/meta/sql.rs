@@ -8,7 +8,7 @@
 //! are in [`super::rules`].
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -479,31 +479,32 @@ fn placeholders(from: usize, n: usize) -> String {
 
 /// The digests of `wanted` that `table` (keyed by repository and `column`) lacks for
 /// repository `repo_id`, in `wanted`'s order.
-async fn missing(
+/// The blobs a repository holds, with their sizes (`$2...` the digests asked for).
+const BLOB_SIZES: &str = "SELECT rb.digest AS digest, b.size AS size FROM repository_blobs rb
+    JOIN blobs b ON b.digest = rb.digest WHERE rb.repository_id = $1 AND rb.digest IN";
+/// The manifests a repository holds, with their sizes.
+const MANIFEST_SIZES: &str =
+    "SELECT digest, size FROM manifests WHERE repository_id = $1 AND digest IN";
+
+/// The sizes of those of `wanted` that `select` (one of the statements above) finds, by
+/// digest, a batch of digests per statement.
+async fn stored_sizes(
     tx: &mut impl Conn,
-    table: &'static str,
-    column: &'static str,
+    select: &'static str,
     repo_id: i64,
     wanted: &[Digest],
-) -> StorageResult<Vec<Digest>> {
-    let mut present = HashSet::new();
+) -> StorageResult<HashMap<String, u64>> {
+    let mut present = HashMap::new();
     for batch in wanted.chunks(DIGESTS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT {column} AS digest FROM {table} WHERE repository_id = $1 AND {column} IN ({})",
-            placeholders(2, batch.len())
-        );
+        let sql = format!("{select} ({})", placeholders(2, batch.len()));
         let q = batch
             .iter()
             .fold(query(sql).bind(repo_id), |q, d| q.bind(d));
         for row in tx.fetch(q).await? {
-            present.insert(row.text("digest")?);
+            present.insert(row.text("digest")?, row.i64("size")? as u64);
         }
     }
-    Ok(wanted
-        .iter()
-        .filter(|d| !present.contains(&d.to_string()))
-        .cloned()
-        .collect())
+    Ok(present)
 }
 
 /// Records the edges of manifest `put` (the blobs it needs, the children it lists), a
@@ -656,12 +657,30 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         let mut tx = self.engine.begin(Access::Push).await?;
         let repo_id = ensure_repo(&mut tx, &put.repo).await?;
 
-        let mut absent =
-            missing(&mut tx, "repository_blobs", "digest", repo_id, &put.blobs).await?;
-        absent.extend(missing(&mut tx, "manifests", "digest", repo_id, &put.children).await?);
+        let mut stored = stored_sizes(&mut tx, BLOB_SIZES, repo_id, &put.blobs).await?;
+        stored.extend(stored_sizes(&mut tx, MANIFEST_SIZES, repo_id, &put.children).await?);
+        let absent: Vec<Digest> = put
+            .blobs
+            .iter()
+            .chain(&put.children)
+            .filter(|d| !stored.contains_key(&d.to_string()))
+            .cloned()
+            .collect();
         if !absent.is_empty() {
             // Dropping the transaction rolls back the repository row it may have created.
             return Err(StorageError::MissingReferences(absent));
+        }
+        for (digest, declared) in &put.sizes {
+            match stored.get(&digest.to_string()) {
+                Some(&size) if size != *declared => {
+                    return Err(StorageError::SizeMismatch {
+                        digest: digest.clone(),
+                        declared: *declared,
+                        stored: size,
+                    })
+                }
+                _ => {}
+            }
         }
 
         if !put.tags.is_empty() {
@@ -901,6 +920,23 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
         .bind(subject);
         let rows = self.engine.readers().fetch(q).await?;
         rows.iter().map(attachment_from_row).collect()
+    }
+
+    async fn attached_to(&self, repo: &RepoName, manifest: &Digest) -> StorageResult<Vec<Digest>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let q = query(
+            "SELECT DISTINCT a.subject FROM attachments a
+               JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.subject
+              WHERE a.repository_id = $1 AND (a.attachment = $2 OR a.carrier = $2)
+                AND a.source <> 'extension' AND a.subject <> $2
+              ORDER BY a.subject",
+        )
+        .bind(repo_id)
+        .bind(manifest);
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter().map(|r| r.digest("subject")).collect()
     }
 
     async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>> {

@@ -226,6 +226,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         manifest: m.clone(),
         blobs: vec![layer.clone()],
         children: vec![],
+        sizes: Vec::new(),
         tags: vec![tag("v1")],
         condition: None,
     };
@@ -238,6 +239,28 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         "a refused manifest leaves nothing behind"
     );
     db.link_blob(&r, &layer, 5).await.unwrap();
+    // A descriptor that gives the blob another size is refused, and leaves nothing.
+    let wrong_size = ManifestPut {
+        sizes: vec![(layer.clone(), 6)],
+        ..put.clone()
+    };
+    match db.put_manifest(&wrong_size).await {
+        Err(StorageError::SizeMismatch {
+            digest,
+            declared: 6,
+            stored: 5,
+        }) => assert_eq!(digest, layer),
+        other => panic!("expected SizeMismatch, got {other:?}"),
+    }
+    assert!(db
+        .get_manifest(&r, &Reference::Digest(m.digest.clone()))
+        .await
+        .unwrap()
+        .is_none());
+    let put = ManifestPut {
+        sizes: vec![(layer.clone(), 5)],
+        ..put
+    };
     db.put_manifest(&put).await.unwrap();
     db.put_manifest(&put).await.unwrap(); // idempotent
 
@@ -262,10 +285,20 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         manifest: index.clone(),
         blobs: vec![],
         children: vec![m.digest.clone()],
+        sizes: Vec::new(),
         tags: vec![tag("multi")],
         condition: None,
     };
     db.put_manifest(&index_put).await.unwrap();
+    let wrong_child_size = ManifestPut {
+        sizes: vec![(m.digest.clone(), m.content.len() as u64 + 1)],
+        manifest: manifest("{\"index\":3}", None),
+        ..index_put.clone()
+    };
+    assert!(matches!(
+        db.put_manifest(&wrong_child_size).await,
+        Err(StorageError::SizeMismatch { .. })
+    ));
     let unknown_child = ManifestPut {
         children: vec![Digest::sha256_of(b"nope")],
         manifest: manifest("{\"index\":2}", None),
@@ -347,6 +380,7 @@ async fn many_references(db: &dyn MetadataStore) {
         manifest: manifest("{\"many\":1}", None),
         blobs: listed,
         children: vec![],
+        sizes: Vec::new(),
         tags: vec![tag("many")],
         condition: None,
     };
@@ -384,6 +418,7 @@ async fn referrers(db: &dyn MetadataStore) {
             manifest: m.clone(),
             blobs: vec![],
             children: vec![],
+            sizes: Vec::new(),
             tags: Vec::new(),
             condition: None,
         })
@@ -413,6 +448,7 @@ async fn pagination(db: &dyn MetadataStore) {
             manifest: m.clone(),
             blobs: vec![],
             children: vec![],
+            sizes: Vec::new(),
             tags: vec![tag(t)],
             condition: None,
         })
@@ -563,6 +599,7 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         manifest: m.clone(),
         blobs: vec![],
         children: vec![],
+        sizes: Vec::new(),
         tags: vec![tag("signed")],
         condition: None,
     })
@@ -627,6 +664,7 @@ fn put(r: &RepoName, m: &ManifestRecord, children: &[&Digest], t: Option<&str>) 
         manifest: m.clone(),
         blobs: vec![],
         children: children.iter().map(|d| (*d).clone()).collect(),
+        sizes: Vec::new(),
         tags: t.map(tag).into_iter().collect(),
         condition: None,
     }
@@ -725,6 +763,61 @@ async fn attachment_index(db: &dyn MetadataStore) {
     assert_eq!(via_fallback.len(), 1);
     assert_eq!(via_fallback[0].attachment, bundle.digest);
     assert_eq!(via_fallback[0].kind, AttachmentKind::Signature);
+
+    // What each manifest is an attachment of: the .sig by its tag, the SBOM by its
+    // subject field, the fallback index and its entry by the fallback tag; the image
+    // and the index are attachments of nothing.
+    assert_eq!(
+        db.attached_to(&r, &sig2.digest).await.unwrap(),
+        vec![index.digest.clone()]
+    );
+    assert_eq!(
+        db.attached_to(&r, &sbom.digest).await.unwrap(),
+        vec![image.digest.clone()]
+    );
+    assert_eq!(
+        db.attached_to(&r, &att.digest).await.unwrap(),
+        vec![sbom.digest.clone()]
+    );
+    assert_eq!(
+        db.attached_to(&r, &fallback.digest).await.unwrap(),
+        vec![image.digest.clone()]
+    );
+    assert_eq!(
+        db.attached_to(&r, &bundle.digest).await.unwrap(),
+        vec![image.digest.clone()]
+    );
+    assert!(db.attached_to(&r, &image.digest).await.unwrap().is_empty());
+    assert!(db.attached_to(&r, &index.digest).await.unwrap().is_empty());
+    // A subject the repository does not hold makes nothing an attachment.
+    let elsewhere = Digest::sha256_of(b"a subject in no repository");
+    let dangling = manifest("{\"dangling\":1}", Some(&elsewhere));
+    db.put_manifest(&put(&r, &dangling, &[], None))
+        .await
+        .unwrap();
+    assert!(db
+        .attached_to(&r, &dangling.digest)
+        .await
+        .unwrap()
+        .is_empty());
+    // Nor does one held by another repository.
+    let other = repo("suite/attachments-other");
+    db.put_manifest(&put(&other, &image, &[], None))
+        .await
+        .unwrap();
+    let across = manifest("{\"across\":1}", Some(&image.digest));
+    db.put_manifest(&put(&other, &across, &[], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.attached_to(&other, &across.digest).await.unwrap(),
+        vec![image.digest.clone()]
+    );
+    assert!(db
+        .attached_to(&repo("suite/attachments-third"), &across.digest)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
         db.list_referrers(&r, &image.digest, false)
             .await
@@ -853,4 +946,36 @@ async fn tag_conditions(db: &dyn MetadataStore) {
         .unwrap()
         .unwrap();
     assert_eq!(current.digest, b.digest);
+
+    // Several tags move in one transaction, or none does: `t` no longer points at `a`,
+    // so `u` stays absent too.
+    let both = ManifestPut {
+        sizes: Vec::new(),
+        tags: vec![tag("u"), tag("t")],
+        condition: Some(TagCondition::PointsAt(vec![a.digest.clone()])),
+        ..put(&r, &a, &[], None)
+    };
+    assert!(matches!(
+        db.put_manifest(&both).await,
+        Err(StorageError::PreconditionFailed(_))
+    ));
+    assert!(db
+        .get_manifest(&r, &Reference::Tag(tag("u")))
+        .await
+        .unwrap()
+        .is_none());
+    db.put_manifest(&ManifestPut {
+        condition: None,
+        ..both
+    })
+    .await
+    .unwrap();
+    for t in ["t", "u"] {
+        let current = db
+            .get_manifest(&r, &Reference::Tag(tag(t)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(current.digest, a.digest, "{t}");
+    }
 }
