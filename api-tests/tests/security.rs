@@ -108,7 +108,11 @@ struct Tenants {
 }
 
 fn tenants_config(public_key: &str) -> String {
-    let users = [("alice", "alice-pw"), ("bob", "bob-pw"), ("root", "root-pw")];
+    let users = [
+        ("alice", "alice-pw"),
+        ("bob", "bob-pw"),
+        ("root", "root-pw"),
+    ];
     format!(
         r#"
 [auth]
@@ -157,7 +161,13 @@ fn push_blobs(r: &Registry, who: Who, repo: &str, blobs: &[&[u8]]) {
     }
 }
 
-fn put_manifest(r: &Registry, who: Who, repo: &str, reference: &str, manifest: &[u8]) -> RawResponse {
+fn put_manifest(
+    r: &Registry,
+    who: Who,
+    repo: &str,
+    reference: &str,
+    manifest: &[u8],
+) -> RawResponse {
     let target = format!("/v2/{repo}/manifests/{reference}");
     request(r, who, "PUT", &target, Some(OCI_MANIFEST), manifest)
 }
@@ -211,7 +221,14 @@ impl Tenants {
         let body = serde_json::to_vec(&upload).unwrap();
         let resp = request(&r, BOB, "PUT", &target, Some("application/json"), &body);
         assert_eq!(resp.status, 201, "{resp:?}");
-        let unsigned = sha256(&push_image(&r, ALICE, "prod/app", "v1", "prod", b"unsigned prod layer"));
+        let unsigned = sha256(&push_image(
+            &r,
+            ALICE,
+            "prod/app",
+            "v1",
+            "prod",
+            b"unsigned prod layer",
+        ));
         push_image(&r, ALICE, "alice/x", "v1", "alice", b"alice's own layer");
         Tenants {
             r,
@@ -258,14 +275,20 @@ impl Tenants {
         let m = get("/v2/bob/secret/manifests/v1");
         assert_eq!(m.status, 200, "{m:?}");
         assert_eq!(m.body, self.secret.manifest);
-        let b = get(&format!("/v2/bob/secret/blobs/{}", self.secret.layer_digest));
+        let b = get(&format!(
+            "/v2/bob/secret/blobs/{}",
+            self.secret.layer_digest
+        ));
         assert_eq!(b.body, self.secret.layer);
         let s = get(&format!(
             "/extensions/v2/bob/secret/signatures/{}",
             self.secret.manifest_digest
         ));
         assert!(String::from_utf8_lossy(&s.body).contains(&self.secret.signature_id));
-        let u = get(&format!("/v2/bob/secret/blobs/uploads/{}", self.secret.session));
+        let u = get(&format!(
+            "/v2/bob/secret/blobs/uploads/{}",
+            self.secret.session
+        ));
         assert_eq!(u.status, 204, "bob's upload session is still open: {u:?}");
     }
 
@@ -297,8 +320,13 @@ async fn every_route_of_the_table_is_served() {
         for method in methods(spec.kind) {
             let target = t.path(spec, "bob/secret");
             let resp = t.send(ROOT, spec, method, &target);
-            let unrouted = resp.status == 405 || (resp.status == 404 && resp.error_code() == "UNSUPPORTED");
-            assert!(!unrouted, "{method} {target} ({:?}) is not served: {resp:?}", spec.kind);
+            let unrouted =
+                resp.status == 405 || (resp.status == 404 && resp.error_code() == "UNSUPPORTED");
+            assert!(
+                !unrouted,
+                "{method} {target} ({:?}) is not served: {resp:?}",
+                spec.kind
+            );
         }
     }
 }
@@ -312,7 +340,8 @@ async fn anonymous_callers_are_challenged_on_every_route() {
             let resp = t.send(Who::Anonymous, spec, method, &target);
             assert_eq!(resp.status, 401, "{method} {target}: {resp:?}");
             assert!(
-                resp.header("www-authenticate").is_some_and(|c| c.starts_with("Bearer realm=")),
+                resp.header("www-authenticate")
+                    .is_some_and(|c| c.starts_with("Bearer realm=")),
                 "{method} {target}: {resp:?}"
             );
             assert!(!t.leaks(&resp));
@@ -331,11 +360,18 @@ async fn another_tenant_is_refused_on_every_route() {
             assert!(!t.leaks(&resp), "{method} {target} leaks: {resp:?}");
             let expected: &[u16] = match spec.kind {
                 _ if spec.has_repository() => &[403, 404],
-                Kind::Metrics | Kind::SyncJobs | Kind::SyncJob | Kind::SyncJobRun | Kind::SyncJobCancel => &[403],
+                Kind::Metrics
+                | Kind::SyncJobs
+                | Kind::SyncJob
+                | Kind::SyncJobRun
+                | Kind::SyncJobCancel => &[403],
                 // Registry-wide and open routes answer alice; the catalog shows her own.
                 _ => continue,
             };
-            assert!(expected.contains(&resp.status), "{method} {target}: {resp:?}");
+            assert!(
+                expected.contains(&resp.status),
+                "{method} {target}: {resp:?}"
+            );
         }
     }
     let catalog = request(&t.r, ALICE, "GET", "/v2/_catalog", None, b"");
@@ -384,12 +420,36 @@ fn tricks(path: &str, name: &str) -> Vec<Trick> {
     }
     let (first, rest) = name.split_once('/').unwrap();
     let swap = |with: &str| path.replacen(name, with, 1);
-    out.push(lower(swap(&format!("{first}%2F{rest}")), "an escaped slash in the name", false));
-    out.push(lower(swap(&format!("{first}//{rest}")), "a doubled slash", false));
-    out.push(lower(swap(&format!("{first}/./{rest}")), "a . segment", false));
-    out.push(lower(swap(&format!("alice/x/../../{name}")), "a .. walk from alice/x", false));
-    out.push(lower(swap(&format!("{first}/%2e%2e/{name}")), "an escaped .. segment", false));
-    out.push(lower(swap(&name.to_uppercase()), "an upper-case name", false));
+    out.push(lower(
+        swap(&format!("{first}%2F{rest}")),
+        "an escaped slash in the name",
+        false,
+    ));
+    out.push(lower(
+        swap(&format!("{first}//{rest}")),
+        "a doubled slash",
+        false,
+    ));
+    out.push(lower(
+        swap(&format!("{first}/./{rest}")),
+        "a . segment",
+        false,
+    ));
+    out.push(lower(
+        swap(&format!("alice/x/../../{name}")),
+        "a .. walk from alice/x",
+        false,
+    ));
+    out.push(lower(
+        swap(&format!("{first}/%2e%2e/{name}")),
+        "an escaped .. segment",
+        false,
+    ));
+    out.push(lower(
+        swap(&name.to_uppercase()),
+        "an upper-case name",
+        false,
+    ));
     if !path.ends_with('/') {
         out.push(lower(format!("{path}/"), "a trailing slash", false));
     }
@@ -413,7 +473,10 @@ async fn encoding_tricks_never_reach_another_tenant() {
             }
             // Bob reads his own things through an equivalent path as through the plain
             // one, and gets nothing through one that names something else.
-            for method in methods(spec.kind).iter().filter(|m| ["GET", "HEAD"].contains(m)) {
+            for method in methods(spec.kind)
+                .iter()
+                .filter(|m| ["GET", "HEAD"].contains(m))
+            {
                 let plain = t.send(BOB, spec, method, &canonical);
                 let tricked = t.send(BOB, spec, method, &trick.path);
                 if trick.same {
@@ -440,7 +503,10 @@ async fn encoding_tricks_never_reach_another_tenant() {
             for who in [ALICE, BOB] {
                 for method in methods(spec.kind) {
                     let resp = t.send(who, spec, method, &target);
-                    assert!(!(200..300).contains(&resp.status), "{method} {target}: {resp:?}");
+                    assert!(
+                        !(200..300).contains(&resp.status),
+                        "{method} {target}: {resp:?}"
+                    );
                     assert!(!t.leaks(&resp) || who == BOB);
                 }
             }
@@ -458,10 +524,19 @@ async fn encoding_tricks_never_serve_an_unsigned_image_under_enforce() {
         for trick in tricks(&canonical, "prod/app") {
             let resp = request(&t.r, ALICE, "GET", &trick.path, None, b"");
             if trick.same {
-                assert_eq!(resp.status, 403, "{} ({}): {resp:?}", trick.path, trick.what);
+                assert_eq!(
+                    resp.status, 403,
+                    "{} ({}): {resp:?}",
+                    trick.path, trick.what
+                );
                 assert_eq!(resp.error_code(), "DENIED");
             } else {
-                assert!((400..500).contains(&resp.status), "{} ({}): {resp:?}", trick.path, trick.what);
+                assert!(
+                    (400..500).contains(&resp.status),
+                    "{} ({}): {resp:?}",
+                    trick.path,
+                    trick.what
+                );
             }
         }
     }
@@ -476,15 +551,30 @@ async fn a_mount_links_only_from_a_repository_the_caller_may_pull() {
     let t = Tenants::start();
     let bobs = &t.secret.layer_digest;
     let mount = |query: &str| {
-        request(&t.r, ALICE, "POST", &format!("/v2/alice/x/blobs/uploads/?{query}"), None, b"")
+        request(
+            &t.r,
+            ALICE,
+            "POST",
+            &format!("/v2/alice/x/blobs/uploads/?{query}"),
+            None,
+            b"",
+        )
     };
     // The attack of the first pass: the gate read the first `from`, the handler the last.
     let resp = mount(&format!("mount={bobs}&from=alice/x&from=bob/secret"));
-    assert_eq!((resp.status, resp.error_code().as_str()), (400, "NAME_INVALID"), "{resp:?}");
+    assert_eq!(
+        (resp.status, resp.error_code().as_str()),
+        (400, "NAME_INVALID"),
+        "{resp:?}"
+    );
     let resp = mount(&format!("from=bob/secret&from=alice/x&mount={bobs}"));
     assert_eq!(resp.status, 400, "{resp:?}");
     let resp = mount(&format!("mount={bobs}&mount={bobs}&from=alice/x"));
-    assert_eq!((resp.status, resp.error_code().as_str()), (400, "DIGEST_INVALID"), "{resp:?}");
+    assert_eq!(
+        (resp.status, resp.error_code().as_str()),
+        (400, "DIGEST_INVALID"),
+        "{resp:?}"
+    );
     // From a repository alice may not pull, and without `from`: an upload session, the
     // same answer whether the digest exists or not.
     let missing = format!("sha256:{}", "e".repeat(64));
@@ -499,13 +589,27 @@ async fn a_mount_links_only_from_a_repository_the_caller_may_pull() {
         assert_eq!(resp.status, 202, "{query}: {resp:?}");
     }
     for method in ["GET", "HEAD"] {
-        let resp = request(&t.r, ALICE, method, &format!("/v2/alice/x/blobs/{bobs}"), None, b"");
+        let resp = request(
+            &t.r,
+            ALICE,
+            method,
+            &format!("/v2/alice/x/blobs/{bobs}"),
+            None,
+            b"",
+        );
         assert_eq!(resp.status, 404, "{resp:?}");
         assert!(!t.leaks(&resp));
     }
     // Her own blobs mount where she pushes.
     let own = sha256(b"alice's own layer");
-    let resp = request(&t.r, ALICE, "POST", &format!("/v2/alice/y/blobs/uploads/?mount={own}&from=alice/x"), None, b"");
+    let resp = request(
+        &t.r,
+        ALICE,
+        "POST",
+        &format!("/v2/alice/y/blobs/uploads/?mount={own}&from=alice/x"),
+        None,
+        b"",
+    );
     assert_eq!(resp.status, 201, "{resp:?}");
     t.assert_bob_intact();
 }

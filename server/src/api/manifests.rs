@@ -168,15 +168,15 @@ fn tags_to_move(state: &AppState, reference: &Reference, extra: Vec<Tag>) -> Api
             "tag query parameters need a PUT by digest".into(),
         )),
         Reference::Digest(_) => {
-            let limit = state.config.limits.max_tags_per_push;
-            if extra.len() > limit {
-                return Err(ApiError::TooManyTags { limit });
-            }
             let mut tags: Vec<Tag> = Vec::with_capacity(extra.len());
             for tag in extra {
                 if !tags.contains(&tag) {
                     tags.push(tag);
                 }
+            }
+            let limit = state.config.limits.max_tags_per_push;
+            if tags.len() > limit {
+                return Err(ApiError::TooManyTags { limit });
             }
             Ok(tags)
         }
