@@ -5,7 +5,12 @@
 // and retries with the bearer token. A password lives in this page's memory only; when
 // the registry issues refresh tokens (a configured token key), the refresh token is kept
 // in the tab's session storage instead, so a reload or a link opened anew stays signed
-// in until the tab closes or the user signs out.
+// in until the tab closes or the user signs out (which revokes it on the server).
+//
+// Names and references come from the page's URL, which anyone can write: each is checked
+// against the registry's grammar before any request and every path segment is encoded,
+// and a token is asked for the scope the page needs, never for what a 401 names, so a
+// crafted link cannot aim the signed-in user's token at another endpoint.
 
 /** The registry refused the credentials, or wants some. */
 export class AuthRequired extends Error {}
@@ -92,10 +97,17 @@ export async function signIn(user, password) {
 }
 
 export function signOut() {
+  const refresh = session.credentials?.refresh;
   forget();
   sessionStorage.removeItem(STORED);
   session.credentials = null;
   session.anonymous = false;
+  if (refresh) {
+    // The server forgets the refresh token too: a copy left anywhere stops working.
+    const form = new URLSearchParams({ token: refresh, token_type_hint: "refresh_token" });
+    fetch("/v2/token/revoke", { method: "POST", body: form, cache: "no-store", credentials: "omit" })
+      .catch(() => {});
+  }
 }
 
 function forget() {
@@ -138,11 +150,34 @@ function tokenService(challenge) {
 async function tokenRequest(challenge, scope, grant, refusal) {
   const form = new URLSearchParams(grant);
   if (challenge.service) form.set("service", challenge.service);
-  for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) form.append("scope", s);
+  for (const s of (scope || "").split(" ").filter(Boolean)) form.append("scope", s);
   const res = await fetch(tokenService(challenge), { method: "POST", body: form, cache: "no-store", credentials: "omit" });
   if (res.status === 401) throw new AuthRequired(refusal);
   if (!res.ok) throw await errorOf(res);
   return res.json();
+}
+
+/** Refreshes one at a time: each use of a refresh token returns the next one. */
+let refreshing = Promise.resolve();
+
+/** A token for `scope` from the refresh token, which is replaced by the one returned. */
+function refreshedToken(challenge, scope) {
+  const run = refreshing.then(async () => {
+    const credentials = session.credentials;
+    if (!credentials?.refresh) throw new AuthRequired("Sign in to continue");
+    const body = await tokenRequest(challenge, scope, {
+      grant_type: "refresh_token",
+      refresh_token: credentials.refresh,
+      client_id: "signet-ui",
+    }, "Your session has ended: sign in again");
+    if (body.refresh_token && session.credentials === credentials) {
+      credentials.refresh = body.refresh_token;
+      sessionStorage.setItem(STORED, JSON.stringify(credentials));
+    }
+    return body;
+  });
+  refreshing = run.catch(() => {});
+  return run;
 }
 
 async function fetchToken(challenge, scope) {
@@ -150,11 +185,7 @@ async function fetchToken(challenge, scope) {
   let body;
   if (credentials?.refresh) {
     try {
-      body = await tokenRequest(challenge, scope, {
-        grant_type: "refresh_token",
-        refresh_token: credentials.refresh,
-        client_id: "signet-ui",
-      }, "Your session has ended: sign in again");
+      body = await refreshedToken(challenge, scope);
     } catch (e) {
       if (e instanceof AuthRequired) signOut();
       throw e;
@@ -162,7 +193,7 @@ async function fetchToken(challenge, scope) {
   } else {
     const url = tokenService(challenge);
     if (challenge.service) url.searchParams.set("service", challenge.service);
-    for (const s of (challenge.scope || scope || "").split(" ").filter(Boolean)) {
+    for (const s of (scope || "").split(" ").filter(Boolean)) {
       url.searchParams.append("scope", s);
     }
     const headers = credentials ? { Authorization: basic(credentials) } : {};
@@ -189,8 +220,8 @@ async function errorOf(res) {
 }
 
 /**
- * A GET on the registry. `scope` is the token scope the request needs (the 401's own
- * scope wins when it names one); the token is reused until it expires.
+ * A GET on the registry. `scope` is the token scope the request needs, and the only one
+ * asked for (a 401 naming another is not followed); the token is reused until it expires.
  */
 export async function request(path, { scope, accept } = {}) {
   const headers = accept ? { Accept: accept } : {};
@@ -210,7 +241,46 @@ export async function request(path, { scope, accept } = {}) {
   return res;
 }
 
-function pullScope(name) { return `repository:${name}:pull`; }
+function pullScope(name) { return `repository:${repoName(name)}:pull`; }
+
+// The distribution spec's grammar: path components of lower-case letters and digits,
+// joined by ".", "_", "__" or dashes; tags; digests.
+const COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
+
+/** Whether `name` is a repository name the registry could hold. */
+export function isRepositoryName(name) {
+  return typeof name === "string" && name.length > 0 && name.length <= 255
+    && name.split("/").every((c) => COMPONENT.test(c));
+}
+
+/** `name`, checked, for a scope: a name outside the grammar never reaches a request. */
+function repoName(name) {
+  if (!isRepositoryName(name)) throw new ApiError(404, "NAME_INVALID", `Not a repository name: ${String(name).slice(0, 80)}`);
+  return name;
+}
+
+/** `name` as a URL path: checked, each segment encoded. */
+function repoPath(name) {
+  return repoName(name).split("/").map(encodeURIComponent).join("/");
+}
+
+/** A tag or a digest, checked, as one encoded path segment. */
+function referencePath(reference) {
+  if (typeof reference !== "string" || !(TAG.test(reference) || DIGEST.test(reference))) {
+    throw new ApiError(404, "MANIFEST_UNKNOWN", `Not a tag or digest: ${String(reference).slice(0, 80)}`);
+  }
+  return encodeURIComponent(reference);
+}
+
+/** A digest, checked, as one encoded path segment. */
+function digestPath(digest) {
+  if (typeof digest !== "string" || !DIGEST.test(digest)) {
+    throw new ApiError(404, "DIGEST_INVALID", `Not a digest: ${String(digest).slice(0, 80)}`);
+  }
+  return encodeURIComponent(digest);
+}
 
 /** The `last` of a `Link: <…?n=…&last=…>; rel="next"` header, or `null`. */
 export function nextLast(res) {
@@ -243,20 +313,20 @@ export async function repositories() {
 export async function tagPage(name, n, last, withAttachments) {
   const query = new URLSearchParams({ n: String(n), attachments: String(Boolean(withAttachments)) });
   if (last) query.set("last", last);
-  const res = await request(`/v2/${name}/_signet/tags?${query}`, { scope: pullScope(name) });
+  const res = await request(`/v2/${repoPath(name)}/_signet/tags?${query}`, { scope: pullScope(name) });
   const body = await res.json();
   return { tags: body.tags || [], next: nextLast(res) };
 }
 
 /** The manifest and, for an index, each child's: attachments with their verdicts. */
 export async function coverage(name, reference) {
-  const path = `/v2/${name}/_signet/attachments/${encodeURIComponent(reference)}?recursive=true`;
+  const path = `/v2/${repoPath(name)}/_signet/attachments/${referencePath(reference)}?recursive=true`;
   const res = await request(path, { scope: pullScope(name) });
   return res.json();
 }
 
 export async function manifest(name, reference) {
-  const res = await request(`/v2/${name}/manifests/${encodeURIComponent(reference)}`, {
+  const res = await request(`/v2/${repoPath(name)}/manifests/${referencePath(reference)}`, {
     scope: pullScope(name),
     accept: MANIFEST_TYPES,
   });
@@ -271,7 +341,7 @@ export async function manifest(name, reference) {
 
 /** A blob's bytes, refused above `max` bytes: the UI shows documents, not layers. */
 export async function blob(name, digest, max) {
-  const res = await request(`/v2/${name}/blobs/${digest}`, { scope: pullScope(name) });
+  const res = await request(`/v2/${repoPath(name)}/blobs/${digestPath(digest)}`, { scope: pullScope(name) });
   const length = Number(res.headers.get("Content-Length"));
   if (length > max) {
     res.body?.cancel();

@@ -23,7 +23,13 @@ use signet_api_tests::raw::{send, RawResponse};
 use signet_api_tests::{sha256, Registry};
 use signet_server::request::routes::{Kind, Spec, Var, ROUTES};
 
-const OPEN_KINDS: [Kind; 4] = [Kind::TokenService, Kind::Healthz, Kind::Readyz, Kind::Ui];
+const OPEN_KINDS: [Kind; 5] = [
+    Kind::TokenService,
+    Kind::TokenRevoke,
+    Kind::Healthz,
+    Kind::Readyz,
+    Kind::Ui,
+];
 
 /// The methods each route serves. Exhaustive: a new kind does not build until it is here.
 fn methods(kind: Kind) -> &'static [&'static str] {
@@ -41,7 +47,7 @@ fn methods(kind: Kind) -> &'static [&'static str] {
         | Kind::SignetTags => &["GET"],
         Kind::TokenService | Kind::SyncJobs => &["GET", "POST"],
         Kind::SyncJob => &["GET", "DELETE"],
-        Kind::SyncJobRun | Kind::SyncJobCancel | Kind::UploadStart => &["POST"],
+        Kind::SyncJobRun | Kind::SyncJobCancel | Kind::UploadStart | Kind::TokenRevoke => &["POST"],
         Kind::Upload => &["GET", "PATCH", "PUT", "DELETE"],
         Kind::Blob => &["GET", "HEAD", "DELETE"],
         Kind::Manifest => &["GET", "HEAD", "PUT", "DELETE"],

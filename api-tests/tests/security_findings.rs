@@ -662,3 +662,155 @@ async fn a_put_by_digest_moves_every_tag_it_names() {
         StatusCode::NOT_FOUND
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Refresh tokens: bound to their credential, rotated, revocable
+// ---------------------------------------------------------------------------------
+
+/// `[auth]` with a token key, alice (password `password`) and the robot `ci`.
+fn refresh_config(key: &std::path::Path, password: &str, with_robot: bool) -> String {
+    let robot = if with_robot {
+        format!(
+            "[[auth.robots]]\nname = \"ci\"\ntoken_sha256 = \"{}\"\n",
+            sha256(b"ci-token").trim_start_matches("sha256:")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "[auth]\nenabled = true\ntoken_key = {:?}\nrefresh_ttl_secs = 3600\n{}{robot}\n[[auth.rules]]\nrepositories = [\"team/**\"]\npush = [\"alice\", \"ci\"]\n",
+        key.display().to_string(),
+        auth_users(&[("alice", password)]),
+    )
+}
+
+/// `POST /v2/token` with an OAuth2 form: status and body.
+async fn oauth(r: &Registry, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let resp = client()
+        .post(r.v2("token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn refreshed(r: &Registry, refresh: &str) -> (StatusCode, Value) {
+    oauth(
+        r,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh),
+            ("service", "signet"),
+            ("scope", "repository:team/app:pull"),
+        ],
+    )
+    .await
+}
+
+/// docker login's identity token: `GET` with `offline_token=true`.
+async fn identity_token(r: &Registry, user: &str, password: &str) -> String {
+    let resp = client()
+        .get(r.v2("token"))
+        .query(&[
+            ("service", "signet"),
+            ("offline_token", "true"),
+            ("client_id", "docker"),
+        ])
+        .header("Authorization", basic(user, password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.unwrap();
+    body["refresh_token"].as_str().unwrap().to_string()
+}
+
+/// The OAuth2 password grant with `access_type=offline` (the web UI's sign-in).
+async fn oauth_refresh_token(r: &Registry, password: &str) -> String {
+    let (status, body) = oauth(
+        r,
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", password),
+            ("access_type", "offline"),
+            ("client_id", "signet-ui"),
+            ("service", "signet"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["refresh_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn refresh_tokens_die_with_their_credential_rotate_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("token.pem");
+    write_token_key(&key);
+    let config = dir.path().join("signet.toml");
+    std::fs::write(&config, refresh_config(&key, "first-pw", true)).unwrap();
+    let data = dir.path().join("data");
+    let mut r = Registry::start_in(&data, Some(config.clone()));
+
+    // The OAuth grant's token is good once: each use returns the next, and a replay of
+    // a used one is refused.
+    let first = oauth_refresh_token(&r, "first-pw").await;
+    let (status, body) = refreshed(&r, &first).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let second = body["refresh_token"]
+        .as_str()
+        .expect("a replacement")
+        .to_string();
+    assert_ne!(second, first);
+    assert_eq!(
+        refreshed(&r, &first).await.0,
+        StatusCode::UNAUTHORIZED,
+        "replayed"
+    );
+    let (status, body) = refreshed(&r, &second).await;
+    assert_eq!(status, StatusCode::OK);
+    let third = body["refresh_token"].as_str().unwrap().to_string();
+
+    // docker's identity token is presented as stored, again and again, until revoked.
+    let docker = identity_token(&r, "alice", "first-pw").await;
+    for _ in 0..2 {
+        let (status, body) = refreshed(&r, &docker).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.get("refresh_token").is_none(),
+            "no replacement to lose"
+        );
+    }
+    let robot = identity_token(&r, "ci", "ci-token").await;
+
+    // A password change (and a restart) ends every refresh token issued before it.
+    r.kill();
+    std::fs::write(&config, refresh_config(&key, "second-pw", true)).unwrap();
+    r = Registry::start_in(&data, Some(config.clone()));
+    assert_eq!(refreshed(&r, &third).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(refreshed(&r, &docker).await.0, StatusCode::UNAUTHORIZED);
+    // The robot's token lives on while the robot does.
+    assert_eq!(refreshed(&r, &robot).await.0, StatusCode::OK);
+
+    // Signing out revokes on the server (always 200: it tells nothing about the token).
+    let fresh = identity_token(&r, "alice", "second-pw").await;
+    for token in [fresh.as_str(), "not a token"] {
+        let resp = client()
+            .post(r.v2("token/revoke"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(refreshed(&r, &fresh).await.0, StatusCode::UNAUTHORIZED);
+
+    // A removed robot takes its tokens along.
+    r.kill();
+    std::fs::write(&config, refresh_config(&key, "second-pw", false)).unwrap();
+    let r = Registry::start_in(&data, Some(config));
+    assert_eq!(refreshed(&r, &robot).await.0, StatusCode::UNAUTHORIZED);
+}

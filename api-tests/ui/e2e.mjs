@@ -234,8 +234,43 @@ async function authScenario() {
   assert.equal(await page.getByRole("table").count(), 0, "no tags of the other repository are shown");
   await shot("04-other-refused");
 
+  if (s.persistent) {
+    // Crafted links, opened signed in, cannot aim the user's token anywhere else: a name
+    // or reference outside the registry's grammar is refused before any request.
+    const asked = [];
+    page.on("request", (r) => asked.push(new URL(r.url()).pathname));
+    for (const path of [
+      "/ui/repo?name=_signet/sync/jobs%23",
+      "/ui/repo?name=..%2F..%2Fmetrics%23",
+      `/ui/image?name=${encodeURIComponent(s.ownRepo)}&ref=..%2F..%2F..%2Fmetrics`,
+    ]) {
+      await page.goto(ui(path));
+      await page.getByRole("alert").filter({ hasText: /Not a (repository name|tag or digest)/ }).waitFor();
+    }
+    const strays = asked.filter((p) => p.startsWith("/v2/_signet/sync") || p === "/metrics" || p.includes(".."));
+    assert.deepEqual(strays, [], "no request left the pages' own API paths");
+    await shot("05-crafted-links-refused");
+  }
+
+  const refresh = await page.evaluate(() => JSON.parse(sessionStorage.getItem("signet-ui-session") || "{}").refresh || null);
+  const revoked = s.persistent
+    ? page.waitForResponse((r) => new URL(r.url()).pathname === "/v2/token/revoke")
+    : null;
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByLabel("User name").waitFor();
+  if (s.persistent) {
+    // Signing out revoked the refresh token on the server: a copy of it is worthless.
+    assert.ok(refresh, "a refresh token was kept while signed in");
+    assert.equal((await revoked).status(), 200);
+    const status = await page.evaluate(async (token) => {
+      const res = await fetch("/v2/token", {
+        method: "POST",
+        body: new URLSearchParams({ grant_type: "refresh_token", refresh_token: token, service: "signet" }),
+      });
+      return res.status;
+    }, refresh);
+    assert.equal(status, 401, "the revoked refresh token is refused");
+  }
   // Signed out stays signed out across a reload.
   await page.reload();
   await page.getByLabel("User name").waitFor();
@@ -246,7 +281,7 @@ async function authScenario() {
   const anonymous = await page.getByRole("list", { name: "Repositories" }).getByRole("link").allInnerTexts();
   assert.deepEqual(anonymous, s.anonymousVisible, "anonymous callers see only public repositories");
   await page.getByRole("button", { name: "Sign in" }).waitFor();
-  await shot("05-anonymous");
+  await shot("06-anonymous");
 }
 
 let failed = null;

@@ -52,7 +52,7 @@ impl Gate {
         match &target.route {
             Route::Base | Route::Discover => Gate::Base,
             Route::Catalog(_) => Gate::Catalog,
-            Route::Token(_) => Gate::TokenService,
+            Route::Token(_) | Route::TokenRevoke => Gate::TokenService,
             Route::Healthz | Route::Readyz => Gate::Probe,
             Route::Ui(_) => Gate::Static,
             Route::Metrics => Gate::Metrics,

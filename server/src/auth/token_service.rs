@@ -3,6 +3,16 @@
 //! OAuth2 form (`grant_type=password` or `refresh_token`). Either answers a JWT granting
 //! what the rules allow of what was asked — asking for push where only pull is allowed
 //! gives pull — or 401 for wrong credentials.
+//!
+//! Refresh tokens (only with a configured token key) are bound to the credential they
+//! were issued for: a changed password, a removed account or a revoked robot ends them.
+//! Those of the OAuth2 password grant (`access_type=offline`: the web UI, OAuth clients)
+//! are good once: using one returns its replacement and uses it up, across replicas
+//! (`revoked_tokens` in the metadata store), so a stolen copy dies at the next
+//! legitimate use and a replayed one is refused. Docker's identity token, asked for at
+//! `docker login` (`GET` with `offline_token=true`), is presented as stored on every later
+//! command, so it is reusable until it expires, its credential changes or it is revoked.
+//! `POST /v2/token/revoke` (`token=...`, RFC 7009) gives one up at sign-out.
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,6 +25,7 @@ use super::{parse_basic, Auth};
 use crate::error::{ApiError, ApiResult};
 use crate::request::query::{Param, Params};
 use crate::request::{Route, Target};
+use crate::state::AppState;
 
 /// The largest token request body (an OAuth2 form).
 const MAX_FORM_BYTES: usize = 16 * 1024;
@@ -36,6 +47,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         crate::request::resource(crate::request::Kind::TokenService)
             .route(web::get().to(get_token))
             .route(web::post().to(post_token)),
+    )
+    .service(
+        crate::request::resource(crate::request::Kind::TokenRevoke)
+            .route(web::post().to(revoke_token)),
     );
 }
 
@@ -64,11 +79,22 @@ async fn get_token(req: HttpRequest, target: Target) -> ApiResult<HttpResponse> 
             verified(auth, &req, &name, &password).await?
         }
     };
-    respond(auth, &identity, &scopes, offline, false)
+    let refresh = offline.then_some(Refresh::Reusable);
+    respond(auth, &identity, &scopes, refresh, false)
 }
 
-async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpResponse> {
-    let auth = auth_of(&req)?;
+/// The refresh token an answer carries, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// Good once: its use returns the next one.
+    Once,
+    /// Docker's identity token: reusable until it expires or is revoked.
+    Reusable,
+}
+
+/// The form of a token request or revocation, read like a query string: a field given
+/// twice is refused, not first- or last-wins.
+async fn read_form(mut body: web::Payload, fields: &[Param]) -> ApiResult<Params> {
     let mut form = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::Unsupported(format!("reading body: {e}")))?;
@@ -77,14 +103,22 @@ async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpR
         }
         form.extend_from_slice(&chunk);
     }
-    // Read like a query string: a field given twice is refused, not first- or last-wins.
     let form = std::str::from_utf8(&form)
         .map_err(|_| ApiError::Unsupported("malformed token request: not UTF-8".into()))?;
-    let fields = Params::read(form, &FORM_FIELDS)?;
+    Params::read(form, fields)
+}
+
+async fn post_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&req)?;
+    let fields = read_form(body, &FORM_FIELDS).await?;
     let field = |name: &str| fields.one(name);
     let scopes: Vec<String> = fields.all("scope").map(str::to_string).collect();
     let scopes = scopes_of(scopes.iter())?;
-    let offline = field("access_type") == Some("offline");
+    let mut refresh = (field("access_type") == Some("offline")).then_some(Refresh::Once);
     let identity = match field("grant_type") {
         Some("password") => {
             let name = field("username").unwrap_or_default();
@@ -93,16 +127,11 @@ async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpR
         }
         Some("refresh_token") => {
             let token = field("refresh_token").unwrap_or_default();
-            let claims = auth
-                .keys
-                .verify(token, &auth.config.service)
-                .ok()
-                .filter(|c| c.refresh)
-                .ok_or(ApiError::Unauthorized)?;
-            // The account must still exist; its role is read afresh.
-            auth.directory
-                .identity(&claims.sub)
-                .ok_or(ApiError::Unauthorized)?
+            let (identity, once) = use_refresh_token(auth, &state, &req, token).await?;
+            // A token good once is used up: the answer carries its replacement. A
+            // reusable one stays with its client, which keeps presenting it.
+            refresh = once.then_some(Refresh::Once);
+            identity
         }
         other => {
             return Err(ApiError::Unsupported(format!(
@@ -111,7 +140,7 @@ async fn post_token(req: HttpRequest, mut body: web::Payload) -> ApiResult<HttpR
             )))
         }
     };
-    respond(auth, &identity, &scopes, offline, true)
+    respond(auth, &identity, &scopes, refresh, true)
 }
 
 async fn verified(
@@ -139,6 +168,85 @@ async fn verified(
 /// Most scopes one token request may ask for: a token carries what it grants, and a
 /// client asks for a few repositories at a time.
 const MAX_SCOPES: usize = 64;
+
+/// The account a refresh token speaks for, and whether it was good once (now used up):
+/// signed here for this service, a refresh token, its account still there with the
+/// credential it was issued for, and not revoked — nor, for one good once, used before,
+/// on any replica.
+async fn use_refresh_token(
+    auth: &Auth,
+    state: &AppState,
+    req: &HttpRequest,
+    token: &str,
+) -> ApiResult<(Identity, bool)> {
+    let claims = auth
+        .keys
+        .verify(token, &auth.config.service)
+        .ok()
+        .filter(|c| c.refresh)
+        .ok_or(ApiError::Unauthorized)?;
+    let refuse = |reason: &'static str| {
+        tracing::warn!(
+            target: "audit",
+            event = "denied",
+            who = %claims.sub,
+            path = "/v2/token",
+            reason,
+            peer = %super::middleware::peer(req.peer_addr()),
+        );
+        ApiError::Unauthorized
+    };
+    let current = auth.directory.credential_fingerprint(&claims.sub);
+    if current.is_none() || current != claims.cred {
+        return Err(refuse("refresh token of a changed or removed credential"));
+    }
+    if claims.once {
+        let first_use = state
+            .meta
+            .revoke_token(&claims.jti, claims.exp as i64)
+            .await?;
+        if !first_use {
+            return Err(refuse("refresh token used before, or revoked"));
+        }
+    } else if state.meta.token_revoked(&claims.jti).await? {
+        return Err(refuse("refresh token revoked"));
+    }
+    // The role is read afresh.
+    let identity = auth
+        .directory
+        .identity(&claims.sub)
+        .ok_or_else(|| refuse("refresh token of a removed account"))?;
+    Ok((identity, claims.once))
+}
+
+/// `POST /v2/token/revoke` with `token=<refresh token>`: the token stops working. As RFC
+/// 7009 asks, the answer is 200 whatever the token was, so it tells nothing.
+async fn revoke_token(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let auth = auth_of(&req)?;
+    const FIELDS: [Param; 2] = [
+        Param::one("token", ApiError::Unsupported),
+        Param::one("token_type_hint", ApiError::Unsupported),
+    ];
+    let fields = read_form(body, &FIELDS).await?;
+    let claims = fields
+        .one("token")
+        .and_then(|t| auth.keys.verify(t, &auth.config.service).ok())
+        .filter(|c| c.refresh);
+    if let Some(claims) = claims {
+        state
+            .meta
+            .revoke_token(&claims.jti, claims.exp as i64)
+            .await?;
+        tracing::info!(target: "audit", event = "token-revoked", who = %claims.sub, "refresh token revoked");
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
 
 /// Scopes from every `scope` value; each value may hold several, space-separated.
 fn scopes_of<'a>(values: impl Iterator<Item = &'a String>) -> ApiResult<Vec<Scope>> {
@@ -199,7 +307,7 @@ fn respond(
     auth: &Auth,
     identity: &Identity,
     scopes: &[Scope],
-    offline: bool,
+    refresh: Option<Refresh>,
     oauth: bool,
 ) -> ApiResult<HttpResponse> {
     let access = grant(auth, identity, scopes);
@@ -217,6 +325,8 @@ fn respond(
         admin: identity.admin,
         robot: identity.robot,
         refresh: false,
+        cred: None,
+        once: false,
     };
     let token = auth.keys.sign(&claims).map_err(ApiError::internal)?;
     let issued_at = chrono::DateTime::from_timestamp(issued as i64, 0)
@@ -238,12 +348,15 @@ fn respond(
     }
     // Refresh tokens only with a configured key: a generated one dies with the process,
     // and a client holding a dead refresh token fails until it logs in again.
-    if offline && auth.keys.persistent && !identity.is_anonymous() {
+    let credential = auth.directory.credential_fingerprint(&identity.name);
+    if let (Some(kind), Some(cred), true) = (refresh, credential, auth.keys.persistent) {
         let refresh = Claims {
             exp: issued + auth.config.refresh_ttl_secs.max(1),
             jti: uuid::Uuid::new_v4().simple().to_string(),
             access: Vec::new(),
             refresh: true,
+            cred: Some(cred),
+            once: kind == Refresh::Once,
             ..claims
         };
         body["refresh_token"] = json!(auth.keys.sign(&refresh).map_err(ApiError::internal)?);

@@ -66,6 +66,15 @@ pub struct Claims {
     /// A refresh token (docker's identity token): only good for getting access tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refresh: bool,
+    /// A refresh token's credential: a fingerprint of the password hash or robot token
+    /// it was issued for, so that changing or removing it ends the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
+    /// A refresh token good once: using it returns its replacement. Those that docker
+    /// keeps from `docker login` (its identity token) are not, since docker presents the
+    /// one it stored on every later command.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
 }
 
 impl Claims {
@@ -345,6 +354,8 @@ mod tests {
             admin: false,
             robot: false,
             refresh: false,
+            cred: None,
+            once: false,
         }
     }
 

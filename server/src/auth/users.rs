@@ -112,6 +112,21 @@ impl Directory {
         self.accounts.get(name).map(|a| a.identity.clone())
     }
 
+    /// A fingerprint of the account's stored credential (its password hash or robot
+    /// token digest): refresh tokens carry it, and stop working when it changes.
+    pub fn credential_fingerprint(&self, name: &str) -> Option<String> {
+        let account = self.accounts.get(name)?;
+        let mut h = Sha256::new();
+        h.update(b"signet refresh token credential v1\0");
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        match &account.credential {
+            Credential::Bcrypt(hash) => h.update(hash.expose().as_bytes()),
+            Credential::TokenSha256(digest) => h.update(digest),
+        }
+        Some(hex::encode(&h.finalize()[..16]))
+    }
+
     /// Checks a name and password (or robot token). bcrypt runs on the blocking pool.
     pub async fn verify(&self, name: &str, password: &Secret) -> Option<Identity> {
         let Some(account) = self.accounts.get(name) else {

@@ -46,6 +46,8 @@ pub enum Route {
     Discover,
     Catalog(Page),
     Token(TokenQuery),
+    /// `POST /v2/token/revoke`: a refresh token given up (sign-out).
+    TokenRevoke,
     Healthz,
     Readyz,
     Metrics,
@@ -210,6 +212,7 @@ fn build(method: &Method, parts: Matched, params: &Params) -> ApiResult<Route> {
             scopes: params.all("scope").map(str::to_string).collect(),
             offline: params.one("offline_token") == Some("true"),
         }),
+        Kind::TokenRevoke => Route::TokenRevoke,
         Kind::Healthz => Route::Healthz,
         Kind::Readyz => Route::Readyz,
         Kind::Metrics => Route::Metrics,

@@ -19,6 +19,7 @@ pub enum Kind {
     Discover,
     Catalog,
     TokenService,
+    TokenRevoke,
     Healthz,
     Readyz,
     Metrics,
@@ -132,6 +133,12 @@ pub const ROUTES: &[Spec] = &[
             Param::one("offline_token", ApiError::Unsupported),
         ],
         pattern: "/v2/token",
+    },
+    Spec {
+        kind: Kind::TokenRevoke,
+        shape: Shape::Exact(&["/v2/token/revoke"]),
+        params: &[],
+        pattern: "/v2/token/revoke",
     },
     Spec {
         kind: Kind::Healthz,

@@ -224,8 +224,19 @@ impl OnDemand<'_> {
         let control = Control::default();
         let progress = |_: &str| {};
         let run = self.run(&control, &progress, false, false)?;
-        run.blob(&self.repo(Vec::new()), digest, None).await
+        run.blob(&self.repo(Vec::new()), digest, None, Vouched::No)
+            .await
     }
+}
+
+/// Whether upstream has said the mirrored repository holds a blob, before it is linked
+/// from a copy the registry holds elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vouched {
+    /// A manifest fetched from upstream for this repository names it.
+    ByManifest,
+    /// Nothing yet: upstream is asked (`HEAD`) first.
+    No,
 }
 
 struct Run<'a> {
@@ -526,7 +537,7 @@ impl Run<'_> {
                 // Downloads are bounded by `transfers`; the lookups before them are cheap.
                 let copies: Vec<_> = blobs
                     .iter()
-                    .map(|b| self.blob(repo, b, sizes.get(b).copied()))
+                    .map(|b| self.blob(repo, b, sizes.get(b).copied(), Vouched::ByManifest))
                     .collect();
                 futures::future::try_join_all(copies).await?;
             }
@@ -641,11 +652,27 @@ impl Run<'_> {
 
     /// Makes `digest` a blob of the repository: already there, linked from another
     /// repository, or streamed from upstream and verified on the way in.
-    async fn blob(&self, repo: &Repo, digest: &Digest, size: Option<u64>) -> anyhow::Result<()> {
+    /// Makes `digest` a blob of the destination repository: already there, linked from a
+    /// copy the registry holds for another repository, or downloaded. A copy held
+    /// elsewhere is reused only when upstream vouches that the mirrored repository holds
+    /// the digest (`vouched`), so a mirrored name never becomes a way to read a blob of
+    /// a repository the caller may not pull.
+    async fn blob(
+        &self,
+        repo: &Repo,
+        digest: &Digest,
+        size: Option<u64>,
+        vouched: Vouched,
+    ) -> anyhow::Result<()> {
         let meta = &self.state.meta;
         if meta.blob_in_repository(&repo.dest, digest).await?.is_some() {
             self.count(|r| r.blobs_present += 1);
             return Ok(());
+        }
+        if vouched == Vouched::No && !self.upstream.holds_blob(&repo.upstream, digest).await? {
+            return Err(anyhow::Error::new(super::upstream::NotUpstream(
+                digest.clone(),
+            )));
         }
         if meta.blob_size(digest).await?.is_some()
             && meta.mount_blob(&repo.dest, digest).await?.is_some()

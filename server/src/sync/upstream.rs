@@ -263,6 +263,30 @@ impl Upstream {
         Ok(bytes)
     }
 
+    /// Whether upstream's `repo` holds the blob `digest` (`HEAD`: 200 yes, 404 no).
+    /// Sync and pull-through reuse a blob stored here for another repository only once
+    /// upstream has said so: otherwise anyone who may pull a mirrored name could link any
+    /// digest the registry holds.
+    pub async fn holds_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base_url);
+        self.retrying("blob", || async {
+            let resp = self
+                .send_with_auth(
+                    reqwest::Method::HEAD,
+                    &url,
+                    &format!("repository:{repo}:pull"),
+                )
+                .await?;
+            check_transient(&resp, &url)?;
+            match resp.status() {
+                s if s.is_success() => Ok(true),
+                reqwest::StatusCode::NOT_FOUND => Ok(false),
+                s => bail!("HEAD {url}: {s}"),
+            }
+        })
+        .await
+    }
+
     /// A blob's bytes as a stream (verified by the blob store as they land). Not
     /// retried here: the caller retries the whole transfer (a stream can fail midway).
     pub async fn blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<BlobStream> {
@@ -444,12 +468,26 @@ impl Upstream {
     /// `GET url` with Basic credentials (or a bearer token remembered for `scope`); on
     /// a Bearer challenge, fetches a token from the realm and tries once more.
     async fn get_with_auth(&self, url: &str, scope: &str) -> anyhow::Result<reqwest::Response> {
+        self.send_with_auth(reqwest::Method::GET, url, scope).await
+    }
+
+    /// `method url`, authenticated as [`Upstream::get_with_auth`] is.
+    async fn send_with_auth(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        scope: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         let remembered = self.tokens.lock().unwrap().get(scope).cloned();
+        let request = || self.http.request(method.clone(), url);
         let first = match &remembered {
-            Some(token) => self.http.get(url).bearer_auth(token),
-            None => self.basic(self.http.get(url)),
+            Some(token) => request().bearer_auth(token),
+            None => self.basic(request()),
         };
-        let resp = first.send().await.with_context(|| format!("GET {url}"))?;
+        let resp = first
+            .send()
+            .await
+            .with_context(|| format!("{method} {url}"))?;
         if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
@@ -466,12 +504,11 @@ impl Upstream {
             .lock()
             .unwrap()
             .insert(scope.to_string(), token.clone());
-        self.http
-            .get(url)
+        request()
             .bearer_auth(token)
             .send()
             .await
-            .with_context(|| format!("GET {url}"))
+            .with_context(|| format!("{method} {url}"))
     }
 
     /// A token from the challenge's realm for `scope` (the challenge's own scope
@@ -637,11 +674,19 @@ fn retry_after(e: &anyhow::Error) -> Option<Duration> {
 
 /// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
 /// anything else (404, a digest mismatch, a refused credential) is not.
+/// Upstream's repository does not hold a blob asked for by digest.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream does not hold blob {0}")]
+pub struct NotUpstream(pub Digest);
+
 /// Whether upstream answered that the thing asked for does not exist (404, or an OCI
 /// `*_UNKNOWN` error), as opposed to failing.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
     e.chain().any(|cause| {
+        if cause.downcast_ref::<NotUpstream>().is_some() {
+            return true;
+        }
         if let Some(oci) = cause.downcast_ref::<E>() {
             return match oci {
                 E::ImageManifestNotFoundError(_) => true,

@@ -438,6 +438,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn sync_job_delete(&self, name: &str) -> StorageResult<bool>;
     /// Every stored job as (name, configuration JSON), by name.
     async fn sync_jobs(&self) -> StorageResult<Vec<(String, String)>>;
+
+    // Refresh tokens used up or revoked (the token service, across replicas).
+
+    /// Marks the token `jti` (valid until `expires_at`, unix seconds) as not to be used
+    /// again; true when this call did it, false when it already was. Rows of tokens
+    /// expired by now are dropped on the way.
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> StorageResult<bool>;
+    /// Whether the token `jti` was revoked or used up.
+    async fn token_revoked(&self, jti: &str) -> StorageResult<bool>;
     /// Marks and sweeps the metadata in one write transaction (rolled back for a dry
     /// run): unreachable manifests, unreferenced repository links, then unreferenced
     /// blob rows, each replaced by a tombstone (see [`MetadataStore::blob_deletions`]).

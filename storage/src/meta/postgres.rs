@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "verdicts",
         include_str!("../../migrations/postgres/0006_verdicts.sql"),
     ),
+    (
+        7,
+        "revoked tokens",
+        include_str!("../../migrations/postgres/0007_revoked_tokens.sql"),
+    ),
 ];
 
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".

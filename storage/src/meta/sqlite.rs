@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "verdicts",
         include_str!("../../migrations/sqlite/0009_verdicts.sql"),
     ),
+    (
+        10,
+        "revoked tokens",
+        include_str!("../../migrations/sqlite/0010_revoked_tokens.sql"),
+    ),
 ];
 
 /// Write transactions start with the write lock: with another process writing the same

@@ -48,6 +48,20 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     tag_conditions(&*db).await;
     sync_jobs(&*db).await;
     verdicts(&*db).await;
+    revoked_tokens(&*db).await;
+}
+
+async fn revoked_tokens(db: &dyn MetadataStore) {
+    let later = super::now() + 3600;
+    assert!(!db.token_revoked("jti-1").await.unwrap());
+    assert!(db.revoke_token("jti-1", later).await.unwrap(), "first use");
+    assert!(db.token_revoked("jti-1").await.unwrap());
+    assert!(!db.revoke_token("jti-1", later).await.unwrap(), "a replay");
+    assert!(db.revoke_token("jti-2", later).await.unwrap());
+    // Rows of expired tokens go: the same id is new again once past its expiry.
+    assert!(db.revoke_token("jti-old", 1).await.unwrap());
+    assert!(db.revoke_token("jti-3", later).await.unwrap());
+    assert!(db.revoke_token("jti-old", 1).await.unwrap());
 }
 
 fn verdict(subject: &Digest, attachment: &Digest, fingerprint: &str) -> StoredVerdict {
