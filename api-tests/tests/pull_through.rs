@@ -206,3 +206,68 @@ fn a_bad_pull_through_entry_stops_the_server() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The sum of a metric's series (those whose line holds `label`) in `/metrics`.
+async fn metric(c: &Client, r: &Registry, name: &str, label: &str) -> f64 {
+    let (_, body) = get(c, &format!("{}/metrics", r.url)).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn quotas_cap_what_a_prefix_holds_and_misses_are_remembered() {
+    let c = client();
+    let upstream = Registry::start();
+    for repo in ["team/one", "team/two"] {
+        push_index(&c, &upstream, repo, "v1").await;
+    }
+    let mirror = Registry::start_with_config(&format!(
+        "[[sync.pull_through]]\nprefix = \"hub\"\nupstream = \"{}\"\nmax_repositories = 1\nnegative_ttl_secs = 600\n",
+        upstream.url
+    ));
+    // The first repository fits; a second is refused with why, and nothing of it is kept.
+    let (status, _) = get(&c, &mirror.v2("hub/team/one/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = get(&c, &mirror.v2("hub/team/two/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&body), "DENIED");
+    assert!(
+        String::from_utf8_lossy(&body).contains("quota"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, body) = get(&c, &mirror.v2("_catalog")).await;
+    let catalog: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(catalog["repositories"], json!(["hub/team/one"]));
+    // What is cached is still served.
+    let (status, _) = get(&c, &mirror.v2("hub/team/one/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A name upstream lacks is asked for once, then answered from memory.
+    let refused = "signet_pull_through_refused_total";
+    let absent = "reason=\"absent-upstream\"";
+    assert_eq!(metric(&c, &mirror, refused, absent).await, 0.0);
+    for _ in 0..6 {
+        let (status, _) = get(&c, &mirror.v2("hub/nothing/here/manifests/v1")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        metric(&c, &mirror, refused, absent).await,
+        5.0,
+        "five answered from memory"
+    );
+    assert_eq!(metric(&c, &mirror, refused, "reason=\"quota\"").await, 1.0);
+
+    // A byte quota: reached once the first image is held.
+    let small = Registry::start_with_config(&format!(
+        "[[sync.pull_through]]\nprefix = \"hub\"\nupstream = \"{}\"\nmax_bytes = 1\n",
+        upstream.url
+    ));
+    let (status, _) = get(&c, &small.v2("hub/team/one/manifests/v1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get(&c, &small.v2("hub/team/two/manifests/v1")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -814,3 +814,195 @@ async fn refresh_tokens_die_with_their_credential_rotate_and_revoke() {
     let r = Registry::start_in(&data, Some(config));
     assert_eq!(refreshed(&r, &robot).await.0, StatusCode::UNAUTHORIZED);
 }
+
+// ---------------------------------------------------------------------------------
+// A blob reaches a repository only by upload, from its upstream, or from a repository
+// the caller may pull
+// ---------------------------------------------------------------------------------
+
+/// The value of a metric series whose line contains every one of `labels`.
+async fn metric(r: &Registry, name: &str, labels: &[&str]) -> f64 {
+    let (_, body) = get(&client_as("root", "root-pw"), &format!("{}/metrics", r.url)).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_only_another_tenant_holds_is_linked_by_no_route() {
+    let c = client();
+    let upstream = Registry::start();
+    push_image(
+        &c,
+        &upstream,
+        "team/app",
+        "v1",
+        &[b"the upstream's own layer"],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("signet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[auth]
+enabled = true
+admins = ["root"]
+{users}
+[[auth.rules]]
+repositories = ["secret/**"]
+push = ["alice"]
+
+[[auth.rules]]
+repositories = ["hub/**"]
+pull = ["bob"]
+
+[[auth.rules]]
+repositories = ["bob/**"]
+push = ["bob"]
+
+[[sync.pull_through]]
+prefix = "hub"
+upstream = "{upstream}"
+
+[[sync.jobs]]
+name = "mirror"
+upstream = "{upstream}"
+repositories = ["team/app"]
+destination_prefix = "bob/mirror"
+"#,
+            users = auth_users(&[
+                ("alice", "alice-pw"),
+                ("bob", "bob-pw"),
+                ("root", "root-pw")
+            ]),
+            upstream = upstream.url,
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let r = Registry::start_in(&data, Some(config.clone()));
+    let (alice, bob, root) = (
+        client_as("alice", "alice-pw"),
+        client_as("bob", "bob-pw"),
+        client_as("root", "root-pw"),
+    );
+    // alice's secret: a config holding a password.
+    let secret_config = br#"{"architecture":"amd64","os":"linux","config":{"Env":["DB_PASSWORD=hunter2"]},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let secret = push_blob(&alice, &r, "secret/app", secret_config).await;
+    let (status, _) = get(&bob, &r.v2(&format!("secret/app/blobs/{secret}"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Pull-through, under a made-up name and under a name upstream has: upstream is asked,
+    // says no, and nothing is linked or created. Asked again, the negative cache answers.
+    for name in ["hub/whatever/x", "hub/team/app"] {
+        for _ in 0..2 {
+            let (status, body) = get(&bob, &r.v2(&format!("{name}/blobs/{secret}"))).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+            assert!(!body.windows(7).any(|w| w == b"hunter2"));
+            let resp = bob
+                .head(r.v2(&format!("{name}/blobs/{secret}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "HEAD {name}");
+        }
+    }
+    assert!(
+        metric(
+            &r,
+            "signet_pull_through_refused_total",
+            &["reason=\"absent-upstream\""]
+        )
+        .await
+            >= 2.0
+    );
+    // Bob's mounts, from alice's repository and from nowhere: ordinary uploads.
+    for query in [
+        format!("mount={secret}&from=secret/app"),
+        format!("mount={secret}"),
+    ] {
+        let resp = bob
+            .post(r.v2(&format!("bob/x/blobs/uploads/?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED, "{query}");
+    }
+    // A sync run mirrors what upstream's manifests name, nothing else.
+    let resp = root
+        .post(r.v2("_signet/sync/jobs/mirror/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        let (_, body) = get(&root, &r.v2("_signet/sync/jobs/mirror")).await;
+        let job: Value = serde_json::from_slice(&body).unwrap();
+        if job["run"]["status"] != "running" && job["run"]["status"] != "cancelling" {
+            assert_eq!(job["run"]["status"], "succeeded", "{job}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for repo in [
+        "bob/x",
+        "bob/mirror/team/app",
+        "hub/whatever/x",
+        "hub/team/app",
+    ] {
+        let (status, _) = get(&bob, &r.v2(&format!("{repo}/blobs/{secret}"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{repo}");
+    }
+    let (_, body) = get(&root, &r.v2("_catalog")).await;
+    let catalog: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        catalog["repositories"],
+        json!(["bob/mirror/team/app", "secret/app"])
+    );
+
+    // `signet migrate` copies the links as they are: the secret stays alice's alone.
+    let mut r = r;
+    r.kill();
+    let target = dir.path().join("target");
+    let target_config = dir.path().join("target.toml");
+    std::fs::write(
+        &target_config,
+        format!("[storage]\ndata_dir = {:?}\n", target.display().to_string()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(signet_api_tests::signet_binary())
+        .args([
+            "migrate",
+            "--from-data-dir",
+            data.to_str().unwrap(),
+            "--to-config",
+            target_config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta =
+        signet_storage::open_metadata(&format!("sqlite://{}", target.join("signet.db").display()))
+            .await
+            .unwrap();
+    let digest: signet_storage::Digest = secret.parse().unwrap();
+    let page = signet_storage::meta::Page {
+        last: None,
+        limit: Some(100),
+    };
+    for name in meta.list_repositories(page).await.unwrap() {
+        let held = meta
+            .blob_in_repository(&name.parse().unwrap(), &digest)
+            .await
+            .unwrap();
+        assert_eq!(held.is_some(), name == "secret/app", "{name}");
+    }
+}

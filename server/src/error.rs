@@ -65,6 +65,9 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A fetch would take a pull-through prefix beyond its configured quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A pull-through repository's upstream could not be reached and nothing is cached.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -110,6 +113,8 @@ impl ApiError {
             RouteNotFound => (StatusCode::NOT_FOUND, "UNSUPPORTED"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
+            // As Harbor answers a quota: the client learns why, and retrying will not help.
+            QuotaExceeded(_) => (StatusCode::FORBIDDEN, "DENIED"),
             // No OCI code names it; the status says it (RFC 4918's 507).
             StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),

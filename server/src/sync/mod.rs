@@ -11,6 +11,7 @@
 //! - [`sealed`]: upstream passwords of API-created jobs, encrypted at rest.
 
 pub mod api;
+mod expiring;
 pub mod job;
 pub mod manager;
 pub mod plan;

@@ -13,6 +13,15 @@
 //!
 //! The middleware runs after authentication (only a caller who may pull triggers a
 //! fetch) and before the policy check (which then judges what was fetched).
+//!
+//! What a pull may make Signet store and ask is bounded: a blob asked for by digest is
+//! linked from a copy held for another repository only once upstream answers that the
+//! mirrored repository holds it (`HEAD`), so a made-up name under the prefix reads
+//! nothing another tenant stored; a name or tag upstream lacks is remembered for
+//! `negative_ttl_secs` and answered 404 without asking again; `max_bytes` and
+//! `max_repositories` cap what the prefix may hold (a fetch beyond them is refused,
+//! `403 DENIED`, while cached content is still served); and what a route remembers is
+//! bounded in size (`REMEMBERED` entries each).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use signet_storage::digest::Digest;
 use signet_storage::names::{Reference, RepoName};
 
+use super::expiring::Expiring;
 use super::job::SyncJob;
 use super::plan::Plan;
 use super::runner::OnDemand;
@@ -57,6 +67,12 @@ pub struct PullThroughConfig {
     pub attachments: Vec<String>,
     /// Blob downloads in flight per fetch.
     pub concurrency: usize,
+    /// Seconds a name, tag or blob upstream lacks is answered 404 without asking again.
+    pub negative_ttl_secs: u64,
+    /// Most blob bytes the repositories under the prefix may hold; 0: no limit.
+    pub max_bytes: u64,
+    /// Most repositories the prefix may hold; 0: no limit.
+    pub max_repositories: u64,
 }
 
 impl Default for PullThroughConfig {
@@ -71,6 +87,9 @@ impl Default for PullThroughConfig {
             platforms: Vec::new(),
             attachments: Vec::new(),
             concurrency: 4,
+            negative_ttl_secs: 60,
+            max_bytes: 0,
+            max_repositories: 0,
         }
     }
 }
@@ -88,6 +107,9 @@ impl std::fmt::Debug for PullThroughConfig {
             .field("tag_ttl_secs", &self.tag_ttl_secs)
             .field("platforms", &self.platforms)
             .field("attachments", &self.attachments)
+            .field("negative_ttl_secs", &self.negative_ttl_secs)
+            .field("max_bytes", &self.max_bytes)
+            .field("max_repositories", &self.max_repositories)
             .finish_non_exhaustive()
     }
 }
@@ -113,11 +135,21 @@ impl PullThroughConfig {
     }
 }
 
+/// Entries each route remembers at most, per kind (checked tags, absent names).
+const REMEMBERED: usize = 10_000;
+
+type Key = (String, String);
+
 struct Route {
     prefix: String,
     job: SyncJob,
     upstream: Arc<Upstream>,
-    ttl: Duration,
+    /// When each (repository, tag) was last resolved upstream.
+    checked: Expiring<Key>,
+    /// (repository, reference) upstream answered it does not have.
+    absent: Expiring<Key>,
+    max_bytes: u64,
+    max_repositories: u64,
 }
 
 impl Route {
@@ -138,14 +170,10 @@ impl Route {
     }
 }
 
-type Key = (String, String);
-
 /// The pull-through routes of a server, with what it remembers between pulls.
 #[derive(Default)]
 pub struct PullThrough {
     routes: Vec<Route>,
-    /// When each (repository, tag) was last resolved upstream.
-    checked: Mutex<HashMap<Key, Instant>>,
     /// One fetch per (repository, reference) at a time: concurrent pulls of one missing
     /// image wait for the first instead of downloading it again.
     inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
@@ -173,7 +201,10 @@ impl PullThrough {
                 upstream: Arc::new(Upstream::new(&job)?),
                 prefix,
                 job,
-                ttl: Duration::from_secs(config.tag_ttl_secs),
+                checked: Expiring::new(Duration::from_secs(config.tag_ttl_secs), REMEMBERED),
+                absent: Expiring::new(Duration::from_secs(config.negative_ttl_secs), REMEMBERED),
+                max_bytes: config.max_bytes,
+                max_repositories: config.max_repositories,
             });
         }
         Ok(PullThrough {
@@ -217,19 +248,48 @@ impl PullThrough {
         out
     }
 
-    fn fresh(&self, key: &Key, ttl: Duration) -> bool {
-        self.checked
-            .lock()
-            .expect("checked lock")
-            .get(key)
-            .is_some_and(|at| at.elapsed() < ttl)
-    }
-
-    fn mark_checked(&self, key: Key) {
-        self.checked
-            .lock()
-            .expect("checked lock")
-            .insert(key, Instant::now());
+    /// Refuses a fetch that would grow the prefix beyond its quota.
+    async fn within_quota(
+        &self,
+        state: &AppState,
+        route: &Route,
+        repo: &RepoName,
+    ) -> Result<(), ApiError> {
+        if route.max_bytes == 0 && route.max_repositories == 0 {
+            return Ok(());
+        }
+        let prefix: RepoName = route.prefix.parse().map_err(ApiError::internal)?;
+        let used = state
+            .meta
+            .usage_under(&prefix)
+            .await
+            .map_err(ApiError::from)?;
+        let over = if route.max_bytes > 0 && used.bytes >= route.max_bytes {
+            Some(format!("{} of {} bytes held", used.bytes, route.max_bytes))
+        } else if route.max_repositories > 0
+            && used.repositories >= route.max_repositories
+            && !state
+                .meta
+                .repository_exists(repo)
+                .await
+                .map_err(ApiError::from)?
+        {
+            Some(format!(
+                "{} of {} repositories held",
+                used.repositories, route.max_repositories
+            ))
+        } else {
+            None
+        };
+        let Some(over) = over else {
+            return Ok(());
+        };
+        count_refusal(&route.prefix, "quota");
+        tracing::warn!(repository = %repo, prefix = %route.prefix, %over, "pull-through: quota reached");
+        Err(ApiError::QuotaExceeded(format!(
+            "the pull-through quota of {} is reached ({over})",
+            route.prefix
+        )))
     }
 
     /// Makes a manifest pull of `repo` answerable: fetched from upstream when missing or
@@ -244,6 +304,10 @@ impl PullThrough {
             return Ok(());
         };
         let key = (repo.to_string(), reference.to_string());
+        if route.absent.fresh(&key) {
+            count_refusal(&route.prefix, "absent-upstream");
+            return Ok(());
+        }
         let work = self.resolve(state, route, upstream_repo, repo, reference, &key);
         self.one_at_a_time(&key, work).await
     }
@@ -271,24 +335,28 @@ impl PullThrough {
                 (d.clone(), None)
             }
             Reference::Tag(t) => {
-                if local.is_some() && self.fresh(key, route.ttl) {
+                if local.is_some() && route.checked.fresh(key) {
                     return Ok(());
                 }
                 match route.upstream.tag_digest(upstream_repo, t.as_str()).await {
                     Ok(d) if local.as_ref() == Some(&d) => {
-                        self.mark_checked(key.clone());
+                        route.checked.mark(key.clone());
                         return Ok(());
                     }
                     Ok(d) => (d, Some(t)),
                     // Unknown upstream: the cache answers (the handler's 404 if empty).
                     Err(e) if is_not_found(&e) => {
-                        self.mark_checked(key.clone());
+                        route.checked.mark(key.clone());
+                        if local.is_none() {
+                            route.absent.mark(key.clone());
+                        }
                         return Ok(());
                     }
                     Err(e) => return self.unreachable(route, repo, reference, local.is_some(), e),
                 }
             }
         };
+        self.within_quota(state, route, repo).await?;
         // Where the policy enforces, it must see the attachments when it judges this
         // pull: they come first. Elsewhere they follow in the background.
         let inline = state.verifier.trust.policy_for(repo.as_str()) == PolicyMode::Enforce;
@@ -308,10 +376,13 @@ impl PullThrough {
                     "pull-through: fetched from upstream"
                 );
                 if tag.is_some() {
-                    self.mark_checked(key.clone());
+                    route.checked.mark(key.clone());
                 }
             }
-            Err(e) if is_not_found(&e) && local.is_none() => return Ok(()),
+            Err(e) if is_not_found(&e) && local.is_none() => {
+                route.absent.mark(key.clone());
+                return Ok(());
+            }
             Err(e) => return self.unreachable(route, repo, reference, local.is_some(), e),
         }
         if !inline {
@@ -360,12 +431,20 @@ impl PullThrough {
             if present.is_some() {
                 return Ok(());
             }
+            if route.absent.fresh(&key) {
+                count_refusal(&route.prefix, "absent-upstream");
+                return Ok(());
+            }
+            self.within_quota(state, route, repo).await?;
             let outcome = route.fetcher(state, upstream_repo, repo).blob(digest).await;
             count("blob", &route.prefix, outcome.is_ok());
             match outcome {
                 Ok(()) => Ok(()),
                 // The handler answers BLOB_UNKNOWN.
-                Err(e) if is_not_found(&e) => Ok(()),
+                Err(e) if is_not_found(&e) => {
+                    route.absent.mark(key.clone());
+                    Ok(())
+                }
                 Err(e) => {
                     self.unreachable(route, repo, &Reference::Digest(digest.clone()), false, e)
                 }
@@ -373,6 +452,17 @@ impl PullThrough {
         };
         self.one_at_a_time(&key, work).await
     }
+}
+
+/// A pull answered without asking upstream: `absent-upstream` (the negative cache) or
+/// `quota`.
+fn count_refusal(prefix: &str, reason: &str) {
+    crate::ops::metrics::global().counter_add(
+        "signet_pull_through_refused_total",
+        "Pull-through misses answered without a fetch, by prefix and reason.",
+        &[("prefix", prefix), ("reason", reason)],
+        1.0,
+    );
 }
 
 fn count(kind: &str, prefix: &str, ok: bool) {

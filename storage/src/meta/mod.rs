@@ -56,6 +56,13 @@ impl ManifestRecord {
     }
 }
 
+/// What [`MetadataStore::usage_under`] counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub repositories: u64,
+    pub bytes: u64,
+}
+
 /// Everything one manifest PUT writes, in one transaction.
 #[derive(Debug, Clone)]
 pub struct ManifestPut {
@@ -297,6 +304,9 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>>;
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
+    /// What the repositories below `prefix` (`prefix/...`) hold: how many there are, and
+    /// the bytes of the distinct blobs linked into them (pull-through quotas).
+    async fn usage_under(&self, prefix: &RepoName) -> StorageResult<Usage>;
 
     /// Size of `digest` if the repository may serve it.
     async fn blob_in_repository(

@@ -19,7 +19,7 @@ use super::rules::{self, AttachmentRow, AttachmentWalk, EntryDescription};
 use super::{
     now, AtomicSignature, AttachmentRecord, BlobRow, ExportTable, ExportValue, GcPlan, GcSweep,
     ManifestPut, MetadataStore, Page, Referrer, RepositoryExport, SignatureStored, StoredManifest,
-    StoredVerdict, TagDetail, UnverifiedAttachment, UploadSession,
+    StoredVerdict, TagDetail, UnverifiedAttachment, UploadSession, Usage,
 };
 use crate::blobs::{StagedPart, UploadProgress};
 use crate::digest::Digest;
@@ -597,6 +597,42 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
 
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool> {
         Ok(repo_id(&self.engine, repo).await?.is_some())
+    }
+
+    async fn usage_under(&self, prefix: &RepoName) -> StorageResult<Usage> {
+        // `_` is the only LIKE wildcard a repository name can hold.
+        let pattern = format!("{}/%", prefix.as_str().replace('_', "\\_"));
+        let repositories = self
+            .engine
+            .readers()
+            .first(
+                query("SELECT COUNT(*) AS n FROM repositories WHERE name LIKE $1 ESCAPE '\\'")
+                    .bind(pattern.clone()),
+            )
+            .await?
+            .map(|r| r.i64("n"))
+            .transpose()?
+            .unwrap_or(0);
+        let bytes = self
+            .engine
+            .readers()
+            .first(
+                query(
+                    "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) AS n FROM blobs b WHERE b.digest IN (
+                        SELECT rb.digest FROM repository_blobs rb
+                          JOIN repositories r ON r.id = rb.repository_id
+                         WHERE r.name LIKE $1 ESCAPE '\\')",
+                )
+                .bind(pattern),
+            )
+            .await?
+            .map(|r| r.i64("n"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok(Usage {
+            repositories: repositories as u64,
+            bytes: bytes as u64,
+        })
     }
 
     async fn blob_in_repository(

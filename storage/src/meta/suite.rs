@@ -38,6 +38,7 @@ fn manifest(body: &str, subject: Option<&Digest>) -> ManifestRecord {
 pub async fn run(db: Arc<dyn MetadataStore>) {
     db.ping().await.unwrap();
     blobs(&*db).await;
+    usage(&*db).await;
     manifests_and_tags(&*db).await;
     many_references(&*db).await;
     referrers(&*db).await;
@@ -213,6 +214,28 @@ async fn sync_jobs(db: &dyn MetadataStore) {
     assert!(db.sync_job_delete("a").await.unwrap());
     assert!(!db.sync_job_delete("a").await.unwrap());
     assert_eq!(db.sync_jobs().await.unwrap().len(), 1);
+}
+
+async fn usage(db: &dyn MetadataStore) {
+    let (a, b, c) = (repo("usage/one"), repo("usage/two"), repo("usagex/three"));
+    let d1 = Digest::sha256_of(b"usage blob one");
+    let d2 = Digest::sha256_of(b"usage blob two");
+    db.link_blob(&a, &d1, 10).await.unwrap();
+    db.link_blob(&b, &d1, 10).await.unwrap();
+    db.link_blob(&b, &d2, 5).await.unwrap();
+    db.link_blob(&c, &d2, 5).await.unwrap();
+    // Distinct blobs count once; `usagex/...` is not below `usage/`.
+    let used = db.usage_under(&repo("usage")).await.unwrap();
+    assert_eq!((used.repositories, used.bytes), (2, 15));
+    assert_eq!(
+        db.usage_under(&repo("nothing")).await.unwrap(),
+        Default::default()
+    );
+    // `_` in a prefix is a character, not a wildcard.
+    db.link_blob(&repo("u_s/x"), &d1, 10).await.unwrap();
+    db.link_blob(&repo("uxs/x"), &d2, 5).await.unwrap();
+    let used = db.usage_under(&repo("u_s")).await.unwrap();
+    assert_eq!((used.repositories, used.bytes), (1, 10));
 }
 
 async fn blobs(db: &dyn MetadataStore) {
