@@ -41,14 +41,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )?);
 
     let auth = web::Data::new(crate::auth::Auth::from_config(&config.auth)?);
-    if config.auth.enabled
-        && config.auth.token_key.is_empty()
-        && config.storage.metadata_url.starts_with("postgres")
-    {
-        // PostgreSQL usually means several replicas; each would sign with its own key.
+    if config.auth.enabled && config.auth.token_key.is_empty() {
+        // Each process signs with its own key: tokens die with it, and replicas refuse
+        // each other's.
         tracing::warn!(
-            "authentication is on with a token key generated at start: replicas sharing \
-             this database refuse each other's tokens; set [auth] token_key"
+            "authentication is on with a token key generated at start: tokens end with \
+             this process, replicas refuse each other's, and no refresh tokens are issued; \
+             set [auth] token_key"
         );
     }
     let limits = web::Data::new(crate::auth::limits::Limits::new(

@@ -1,23 +1,27 @@
-//! What every request handler can reach: the stores and the configuration.
+//! What every request handler can reach: the stores, the write path over them, and the
+//! configuration.
 
 use std::sync::Arc;
 
 use signet_storage::uploads::Uploads;
-use signet_storage::{BlobStore, MetadataStore};
+use signet_storage::{BlobStore, MetadataStore, Registry};
 
 use crate::cache::ManifestCache;
 use crate::config::Config;
+use crate::verify::Verifier;
 
 pub struct AppState {
     pub blobs: BlobStore,
+    /// Reads. Writes of manifests, tags, links and signatures go through `registry`.
     pub meta: Arc<dyn MetadataStore>,
+    /// The one write path, with the server's hooks (the verifier's wake-up).
+    pub registry: Registry,
     pub uploads: Uploads,
     pub config: Arc<Config>,
-    /// Manifest lookups; see [`crate::cache`] (disabled unless opened by [`AppState::open`]).
+    /// Manifest lookups; see [`crate::cache`].
     pub manifest_cache: ManifestCache,
-    /// Trust roots and verdicts; see [`crate::verify`] (no roots unless opened by
-    /// [`AppState::open`]).
-    pub verifier: Arc<crate::verify::Verifier>,
+    /// Trust roots and verdicts; see [`crate::verify`].
+    pub verifier: Arc<Verifier>,
 }
 
 impl AppState {
@@ -29,25 +33,32 @@ impl AppState {
         } else {
             BlobStore::local(config.storage.blob_dir())?
         };
-        let url = config.storage.metadata_url();
-        let meta = signet_storage::open_metadata(&url).await?;
+        let meta = signet_storage::open_metadata(&config.storage.metadata_url()).await?;
         let trust = crate::verify::Trust::load(&config.trust)?;
-        let mut state = Self::from_parts(blobs, meta, config);
-        state.verifier = Arc::new(crate::verify::Verifier::new(trust));
-        // Only here is it known which database the metadata store reads.
-        state.manifest_cache = ManifestCache::for_metadata_url(&url);
-        Ok(state)
+        Ok(Self::assemble(blobs, meta, config, Verifier::new(trust)))
     }
 
+    /// The stores as they are, with no trust roots (the command-line tools, tests).
     pub fn from_parts(blobs: BlobStore, meta: Arc<dyn MetadataStore>, config: Arc<Config>) -> Self {
-        let uploads = Uploads::new(blobs.clone(), meta.clone());
+        Self::assemble(blobs, meta, config, Verifier::default())
+    }
+
+    fn assemble(
+        blobs: BlobStore,
+        meta: Arc<dyn MetadataStore>,
+        config: Arc<Config>,
+        verifier: Verifier,
+    ) -> Self {
+        let verifier = Arc::new(verifier);
+        let registry = Registry::new(meta.clone()).with_hook(verifier.clone());
         Self {
+            uploads: Uploads::new(blobs.clone(), meta.clone()),
+            manifest_cache: ManifestCache::new(meta.clone()),
             blobs,
             meta,
-            uploads,
+            registry,
             config,
-            manifest_cache: ManifestCache::default(),
-            verifier: Arc::default(),
+            verifier,
         }
     }
 }

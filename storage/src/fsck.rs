@@ -499,7 +499,9 @@ async fn check_repository(
         }
         if options.repair
             && !(edges_ok && attachments_ok)
-            && meta.rebuild_manifest_rows(&put).await?
+            && crate::Registry::new(meta.clone())
+                .rebuild_manifest_rows(&put)
+                .await?
         {
             let fixed = usize::from(!edges_ok) + usize::from(!attachments_ok);
             let n = report.problems.len();

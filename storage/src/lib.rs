@@ -50,6 +50,7 @@ pub mod meta;
 pub mod migrate;
 pub mod names;
 pub mod range;
+pub mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod uploads;
@@ -59,3 +60,4 @@ pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::{StorageError, StorageResult};
 pub use meta::{open_metadata, MetadataStore};
 pub use names::{Reference, RepoName, Tag};
+pub use registry::{Registry, WriteHooks};

@@ -78,6 +78,8 @@ pub async fn copy(
         );
     }
 
+    // Through the write path, as every writer.
+    let registry = crate::Registry::new(dst_meta.clone());
     let mut last: Option<String> = None;
     loop {
         let names = src_meta
@@ -92,7 +94,7 @@ pub async fn copy(
             let Some(export) = src_meta.export_repository(name).await? else {
                 continue;
             };
-            let inserted = dst_meta.import_repository(&export).await?;
+            let inserted = registry.import_repository(&export).await?;
             report.repositories += 1;
             report.rows_inserted += inserted;
             tracing::info!(repository = %name, rows = inserted, "migrate: repository");

@@ -109,7 +109,7 @@ async fn head_blob(
 
 async fn delete_blob(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
     let (repo, digest) = blob_of(target)?;
-    if state.meta.unlink_blob(&repo, &digest).await? {
+    if state.registry.unlink_blob(&repo, &digest).await? {
         tracing::info!(repository = %repo, %digest, "blob deleted");
         Ok(HttpResponse::Accepted()
             .insert_header((DIGEST_HEADER, digest.to_string()))

@@ -140,9 +140,8 @@ async fn put_manifest(
         tags: tags.clone(),
         ..ManifestPut::derived(repo.clone(), digest.clone(), &parsed, content)
     };
-    state.meta.put_manifest(&put).await?;
+    state.registry.put_manifest(&put).await?;
     tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");
-    state.verifier.manifest_stored(&put);
 
     let mut response = HttpResponse::Created();
     response
@@ -189,7 +188,7 @@ async fn delete_manifest(state: web::Data<AppState>, target: Target) -> ApiResul
     let deleted = match &reference {
         Reference::Digest(d) => {
             let gone = state
-                .meta
+                .registry
                 .delete_manifest(&repo, d, with_attachments)
                 .await?;
             if gone.len() > 1 {
@@ -197,7 +196,7 @@ async fn delete_manifest(state: web::Data<AppState>, target: Target) -> ApiResul
             }
             !gone.is_empty()
         }
-        Reference::Tag(t) => state.meta.delete_tag(&repo, t).await?,
+        Reference::Tag(t) => state.registry.delete_tag(&repo, t).await?,
     };
     if deleted {
         tracing::info!(repository = %repo, %reference, "manifest deleted");

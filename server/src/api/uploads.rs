@@ -90,7 +90,7 @@ async fn try_mount(state: &AppState, repo: &RepoName, mount: &Mount) -> ApiResul
     }
     // Only a blob row that still exists is linked (never re-created: its bytes may be
     // gone); while garbage collection deletes it, the client uploads instead.
-    match state.meta.mount_blob(repo, digest).await {
+    match state.registry.mount_blob(repo, digest).await {
         Ok(Some(_)) => {}
         Ok(None) | Err(StorageError::BlobBeingDeleted(_)) => return Ok(false),
         Err(e) => return Err(e.into()),

@@ -156,13 +156,12 @@ async fn put_signature(
     }
     let signature = validate(&body, &digest, max_content)?;
     match state
-        .meta
+        .registry
         .put_atomic_signature(&repo, &digest, &signature)
         .await
     {
         Ok(stored) => {
             if stored == SignatureStored::Created {
-                state.verifier.attachment_stored();
                 tracing::info!(repository = %repo, %digest, id = %signature.id, "atomic signature stored");
             }
             Ok(HttpResponse::Created()
@@ -183,7 +182,7 @@ async fn delete_signature(state: web::Data<AppState>, target: Target) -> ApiResu
         return Err(ApiError::RouteNotFound);
     };
     if state
-        .meta
+        .registry
         .delete_atomic_signature(&repo, &digest, &id)
         .await?
     {

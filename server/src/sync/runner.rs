@@ -471,7 +471,7 @@ impl Run<'_> {
             ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, stored.content)
         };
         self.state
-            .meta
+            .registry
             .put_manifest(&put)
             .await
             .with_context(|| format!("moving {}:{tag} to {digest}", repo.dest))?;
@@ -554,11 +554,10 @@ impl Run<'_> {
                     ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, content)
                 };
                 self.state
-                    .meta
+                    .registry
                     .put_manifest(&put)
                     .await
                     .with_context(|| format!("storing manifest {digest}"))?;
-                self.state.verifier.manifest_stored(&put);
             }
             if present {
                 self.count(|r| r.manifests_present += 1);
@@ -632,15 +631,12 @@ impl Run<'_> {
             for (id, content) in signatures {
                 let stored = self
                     .state
-                    .meta
+                    .registry
                     .put_atomic_signature(&repo.dest, subject, &AtomicSignature { id, content })
                     .await
                     .with_context(|| format!("atomic signature of {subject}"))?;
                 match stored {
-                    SignatureStored::Created => {
-                        self.state.verifier.attachment_stored();
-                        self.count(|r| r.atomic_signatures_copied += 1)
-                    }
+                    SignatureStored::Created => self.count(|r| r.atomic_signatures_copied += 1),
                     SignatureStored::AlreadyPresent => {
                         self.count(|r| r.atomic_signatures_present += 1)
                     }
@@ -675,7 +671,12 @@ impl Run<'_> {
             )));
         }
         if meta.blob_size(digest).await?.is_some()
-            && meta.mount_blob(&repo.dest, digest).await?.is_some()
+            && self
+                .state
+                .registry
+                .mount_blob(&repo.dest, digest)
+                .await?
+                .is_some()
         {
             self.count(|r| r.blobs_mounted += 1);
             return Ok(());

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
-use signet_storage::meta::{ManifestPut, StoredVerdict};
+use signet_storage::meta::{ChangeToken, ManifestPut, StoredVerdict};
 use signet_storage::{BlobStore, Digest, MetadataStore, RepoName};
 
 pub use trust::{PolicyMode, Trust};
@@ -241,12 +241,24 @@ impl TrustHandle {
 
 type CacheKey = (String, Digest, Digest, String);
 
-/// A policy evaluation and what it was read under: the database version (see
+/// A policy evaluation and what it was read under: the store's change token (see
 /// [`crate::cache`]) and the trust generation.
 struct CachedEvaluation {
-    version: [u8; 96],
+    version: ChangeToken,
     generation: u64,
     evaluation: Option<policy::Evaluation>,
+}
+
+/// Every write goes through the store's write path (`signet_storage::Registry`), which
+/// tells the verifier what it stored.
+impl signet_storage::WriteHooks for Verifier {
+    fn manifest_stored(&self, put: &ManifestPut) {
+        Verifier::manifest_stored(self, put);
+    }
+
+    fn signature_stored(&self, _: &RepoName, _: &Digest, _: &str) {
+        self.attachment_stored();
+    }
 }
 
 /// The trust configuration in force and the verdicts already reached under it.
@@ -400,7 +412,7 @@ impl Verifier {
         &self,
         repo: &str,
         reference: &str,
-        version: &[u8; 96],
+        version: &ChangeToken,
     ) -> Option<Option<policy::Evaluation>> {
         let generation = self.trust.generation();
         let map = self.evaluations.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,7 +424,7 @@ impl Verifier {
         &self,
         repo: &str,
         reference: &str,
-        version: [u8; 96],
+        version: ChangeToken,
         generation: u64,
         evaluation: &Option<policy::Evaluation>,
     ) {

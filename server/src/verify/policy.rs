@@ -155,9 +155,9 @@ impl Evaluation {
 /// Evaluates the policy's rules for `reference` in `repo`, whatever the mode;
 /// `None` when the manifest does not exist.
 ///
-/// On an on-disk SQLite database the answer is kept in memory while the database has
-/// committed nothing since it was read (the WAL-index header [`crate::cache`] reads) and
-/// the trust configuration is the same: a new attachment, a tag move or a stored verdict
+/// The answer is kept in memory while the store's change token is unchanged (it has
+/// committed nothing since it was read, see [`crate::cache`]) and the trust
+/// configuration is the same: a new attachment, a tag move or a stored verdict
 /// is a commit, so nothing is served after a change that might alter it. An evaluation
 /// that met a storage read failure is not kept.
 pub async fn evaluate(

@@ -51,10 +51,10 @@ pub fn spawn(state: Arc<AppState>) {
         let mut skipped: HashSet<Key> = HashSet::new();
         let mut skipped_under = String::new();
         let mut skipped_since = Instant::now();
-        // The database version (SQLite's WAL-index header, see `crate::cache`) and
+        // The store's change token (see `crate::cache`) and
         // fingerprint of the last scan that left nothing to do: while both stay the
         // same there is nothing new to find, and the scan query is not run.
-        let mut settled: Option<([u8; 96], String)> = None;
+        let mut settled: Option<(signet_storage::meta::ChangeToken, String)> = None;
         loop {
             let trust = scanning.verifier.trust.current();
             if trust.fingerprint != skipped_under || skipped_since.elapsed() > RETRY_AFTER {

@@ -4,11 +4,13 @@
 //! PostgreSQL), the decisions that are not SQL ([`rules`]), and one test suite
 //! ([`suite`]) that every engine must pass.
 
+mod change_token;
 mod postgres;
 pub(crate) mod rules;
 mod sql;
 mod sqlite;
 pub mod suite;
+mod wal_index;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
 use crate::names::{Reference, RepoName, Tag};
 
+pub use change_token::ChangeToken;
 pub use postgres::{PostgresEngine, PostgresMetadata};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
@@ -302,6 +305,9 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Cheap round trip to the database, for readiness checks.
     async fn ping(&self) -> StorageResult<()>;
 
+    /// A token that changes whenever the store commits (see [`ChangeToken`]); `None`
+    /// where the engine has no such signal: then nothing may be cached.
+    fn change_token(&self) -> Option<ChangeToken>;
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>>;
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
     /// What the repositories below `prefix` (`prefix/...`) hold: how many there are, and

@@ -119,4 +119,9 @@ impl Engine for PostgresEngine {
         }
         Ok(tx)
     }
+
+    /// No change feed between replicas yet: nothing is cached on PostgreSQL.
+    fn change_token(&self) -> Option<super::ChangeToken> {
+        None
+    }
 }

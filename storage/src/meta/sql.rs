@@ -183,6 +183,8 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// For single-statement writes.
     fn writer(&self) -> Self::Pool;
     async fn begin(&self, access: Access) -> StorageResult<Self::Tx>;
+    /// See [`MetadataStore::change_token`].
+    fn change_token(&self) -> Option<super::ChangeToken>;
 }
 
 /// Implements [`Conn`], [`WriteTx`] and [`RowExt`] for an sqlx engine's pools,
@@ -585,6 +587,10 @@ impl<E: Engine> MetadataStore for SqlMetadata<E> {
             .fetch(query("SELECT 1 AS one"))
             .await?;
         Ok(())
+    }
+
+    fn change_token(&self) -> Option<super::ChangeToken> {
+        self.engine.change_token()
     }
 
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>> {

@@ -4,6 +4,7 @@
 //! [`super::sql`]'s; this is the engine they run on.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::sql::{sqlx_engine_glue, Access, EmbeddedMigrations, Engine, SqlMetadata};
+use super::wal_index::WalIndex;
+use super::ChangeToken;
 use crate::error::StorageResult;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -70,11 +73,13 @@ const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 /// The metadata store on SQLite.
 pub type SqliteMetadata = SqlMetadata<SqliteEngine>;
 
-/// SQLite's connections: the one writer and the readers.
+/// SQLite's connections: the one writer and the readers; and the WAL-index header that
+/// tells of commits (`None` for an in-memory database, which has none).
 #[derive(Debug, Clone)]
 pub struct SqliteEngine {
     writer: SqlitePool,
     readers: SqlitePool,
+    changes: Option<Arc<WalIndex>>,
 }
 
 sqlx_engine_glue!(Sqlite, SqliteRow);
@@ -90,6 +95,7 @@ impl SqlMetadata<SqliteEngine> {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let changes = (!in_memory).then(|| Arc::new(WalIndex::new(base.get_filename())));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -109,7 +115,11 @@ impl SqlMetadata<SqliteEngine> {
                 .await?
         };
         Ok(Self {
-            engine: SqliteEngine { writer, readers },
+            engine: SqliteEngine {
+                writer,
+                readers,
+                changes,
+            },
         })
     }
 }
@@ -132,5 +142,9 @@ impl Engine for SqliteEngine {
 
     async fn begin(&self, _access: Access) -> StorageResult<Self::Tx> {
         Ok(self.writer.begin_with(IMMEDIATE).await?)
+    }
+
+    fn change_token(&self) -> Option<ChangeToken> {
+        self.changes.as_ref()?.token()
     }
 }

@@ -1,0 +1,264 @@
+//! The one write path. Every writer — the distribution API, sync and pull-through, the
+//! signatures extension, `signet migrate`, `signet fsck --repair` — stores and deletes
+//! manifests, tags, blob links and signatures through [`Registry`], which fires the
+//! registered [`WriteHooks`] once for each change that committed: the verifier's wake-up
+//! today, notifications next. A writer cannot forget a hook, and a new hook reaches every
+//! writer. (Zot's metadata hooks are the model.)
+//!
+//! Uploads link their verified bytes through [`crate::uploads::Uploads`], the one path
+//! by which uploaded bytes become a linked blob; a link from another repository (a
+//! mount, a mirror reusing a blob it holds) goes through [`Registry::mount_blob`].
+//!
+//! Hooks run after the commit, in the writer's task: they must be quick and never fail
+//! the write (a hook that needs I/O queues it).
+
+use std::sync::Arc;
+
+use crate::digest::Digest;
+use crate::error::StorageResult;
+use crate::meta::{AtomicSignature, ManifestPut, MetadataStore, RepositoryExport, SignatureStored};
+use crate::names::{RepoName, Tag};
+
+/// What happens after a change commits. Every method has a default that does nothing.
+pub trait WriteHooks: Send + Sync {
+    /// A manifest was stored (and its tags moved).
+    fn manifest_stored(&self, _put: &ManifestPut) {}
+    /// Manifests were deleted (a subject with its attachments: every one of them).
+    fn manifests_deleted(&self, _repo: &RepoName, _digests: &[Digest]) {}
+    fn tag_deleted(&self, _repo: &RepoName, _tag: &Tag) {}
+    /// A new atomic signature of `manifest` was stored.
+    fn signature_stored(&self, _repo: &RepoName, _manifest: &Digest, _id: &str) {}
+    fn signature_deleted(&self, _repo: &RepoName, _manifest: &Digest, _id: &str) {}
+    /// A blob was linked into `repo` from a copy held for another repository.
+    fn blob_mounted(&self, _repo: &RepoName, _digest: &Digest) {}
+    fn blob_unlinked(&self, _repo: &RepoName, _digest: &Digest) {}
+    /// Rows came in wholesale (`signet migrate`) or were rebuilt (`signet fsck --repair`):
+    /// whatever was derived from `repo` may have changed.
+    fn repository_rewritten(&self, _repo: &str) {}
+}
+
+/// The write path over a metadata store, with its hooks.
+#[derive(Clone)]
+pub struct Registry {
+    meta: Arc<dyn MetadataStore>,
+    hooks: Vec<Arc<dyn WriteHooks>>,
+}
+
+impl Registry {
+    /// The write path without hooks (the command-line tools, tests).
+    pub fn new(meta: Arc<dyn MetadataStore>) -> Self {
+        Registry {
+            meta,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// The same write path, with `hook` fired too.
+    pub fn with_hook(mut self, hook: Arc<dyn WriteHooks>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    fn fire(&self, event: impl Fn(&dyn WriteHooks)) {
+        for hook in &self.hooks {
+            event(hook.as_ref());
+        }
+    }
+
+    /// Stores a manifest, its edges and its tags in one transaction (see
+    /// [`MetadataStore::put_manifest`]).
+    pub async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
+        self.meta.put_manifest(put).await?;
+        self.fire(|h| h.manifest_stored(put));
+        Ok(())
+    }
+
+    /// Deletes a manifest (with its attachments when asked); what was deleted.
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_attachments: bool,
+    ) -> StorageResult<Vec<Digest>> {
+        let deleted = self
+            .meta
+            .delete_manifest(repo, digest, with_attachments)
+            .await?;
+        if !deleted.is_empty() {
+            self.fire(|h| h.manifests_deleted(repo, &deleted));
+        }
+        Ok(deleted)
+    }
+
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+        let deleted = self.meta.delete_tag(repo, tag).await?;
+        if deleted {
+            self.fire(|h| h.tag_deleted(repo, tag));
+        }
+        Ok(deleted)
+    }
+
+    pub async fn put_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        signature: &AtomicSignature,
+    ) -> StorageResult<SignatureStored> {
+        let stored = self
+            .meta
+            .put_atomic_signature(repo, manifest, signature)
+            .await?;
+        if stored == SignatureStored::Created {
+            self.fire(|h| h.signature_stored(repo, manifest, &signature.id));
+        }
+        Ok(stored)
+    }
+
+    pub async fn delete_atomic_signature(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        id: &str,
+    ) -> StorageResult<bool> {
+        let deleted = self
+            .meta
+            .delete_atomic_signature(repo, manifest, id)
+            .await?;
+        if deleted {
+            self.fire(|h| h.signature_deleted(repo, manifest, id));
+        }
+        Ok(deleted)
+    }
+
+    /// Links a blob the registry holds into `repo` (see [`MetadataStore::mount_blob`]).
+    /// The caller has established that the acting party may read it where it is held.
+    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<Option<u64>> {
+        let mounted = self.meta.mount_blob(repo, digest).await?;
+        if mounted.is_some() {
+            self.fire(|h| h.blob_mounted(repo, digest));
+        }
+        Ok(mounted)
+    }
+
+    pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
+        let unlinked = self.meta.unlink_blob(repo, digest).await?;
+        if unlinked {
+            self.fire(|h| h.blob_unlinked(repo, digest));
+        }
+        Ok(unlinked)
+    }
+
+    /// Rebuilds the rows derived from a stored manifest (`fsck --repair`).
+    pub async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool> {
+        let rebuilt = self.meta.rebuild_manifest_rows(put).await?;
+        if rebuilt {
+            self.fire(|h| h.repository_rewritten(put.repo.as_str()));
+        }
+        Ok(rebuilt)
+    }
+
+    /// Imports a repository's rows as exported by another store (`signet migrate`).
+    pub async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64> {
+        let inserted = self.meta.import_repository(export).await?;
+        if inserted > 0 {
+            self.fire(|h| h.repository_rewritten(&export.name));
+        }
+        Ok(inserted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::meta::ManifestRecord;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl WriteHooks for Recorder {
+        fn manifest_stored(&self, put: &ManifestPut) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("stored {}", put.manifest.digest));
+        }
+        fn manifests_deleted(&self, _: &RepoName, digests: &[Digest]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("deleted {}", digests.len()));
+        }
+        fn tag_deleted(&self, _: &RepoName, tag: &Tag) {
+            self.0.lock().unwrap().push(format!("untagged {tag}"));
+        }
+        fn signature_stored(&self, _: &RepoName, _: &Digest, id: &str) {
+            self.0.lock().unwrap().push(format!("signed {id}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_fire_once_for_each_change_that_committed() {
+        let meta = crate::open_metadata("sqlite::memory:").await.unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let registry = Registry::new(meta).with_hook(recorder.clone());
+        let repo: RepoName = "hooks/app".parse().unwrap();
+        let content = Bytes::from_static(b"{\"m\":1}");
+        let digest = Digest::sha256_of(&content);
+        let put = ManifestPut {
+            repo: repo.clone(),
+            manifest: ManifestRecord {
+                digest: digest.clone(),
+                media_type: crate::manifest::OCI_MANIFEST.into(),
+                content,
+                artifact_type: None,
+                subject: None,
+                annotations: Default::default(),
+            },
+            blobs: vec![],
+            children: vec![],
+            sizes: vec![],
+            tags: vec!["v1".parse().unwrap()],
+            condition: None,
+        };
+        registry.put_manifest(&put).await.unwrap();
+        let signature = AtomicSignature {
+            id: "a".repeat(32),
+            content: Bytes::from_static(b"sig"),
+        };
+        registry
+            .put_atomic_signature(&repo, &digest, &signature)
+            .await
+            .unwrap();
+        // The same signature again changes nothing: no hook.
+        registry
+            .put_atomic_signature(&repo, &digest, &signature)
+            .await
+            .unwrap();
+        let tag: Tag = "v1".parse().unwrap();
+        assert!(registry.delete_tag(&repo, &tag).await.unwrap());
+        assert!(!registry.delete_tag(&repo, &tag).await.unwrap());
+        registry
+            .delete_manifest(&repo, &digest, true)
+            .await
+            .unwrap();
+        // A failed write fires nothing.
+        let missing = ManifestPut {
+            blobs: vec![Digest::sha256_of(b"absent")],
+            ..put
+        };
+        assert!(registry.put_manifest(&missing).await.is_err());
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [
+                format!("stored {digest}"),
+                format!("signed {}", "a".repeat(32)),
+                "untagged v1".to_string(),
+                "deleted 1".to_string(),
+            ]
+        );
+    }
+}
