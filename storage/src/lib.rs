@@ -38,17 +38,17 @@
 //! written in one transaction.
 #![forbid(unsafe_code)]
 
-pub mod attachments;
+// The OCI vocabulary, where every crate reads it; kept at its old paths here.
+pub use signet_oci::{attachments, digest, names};
+
 pub mod blobs;
 pub mod coverage;
-pub mod digest;
 pub mod error;
 pub mod fsck;
 pub mod gc;
 pub mod manifest;
 pub mod meta;
 pub mod migrate;
-pub mod names;
 pub mod range;
 pub mod registry;
 #[cfg(feature = "testing")]

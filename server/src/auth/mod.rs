@@ -104,7 +104,7 @@ impl Auth {
         Ok(Auth {
             config: config.clone(),
             directory,
-            rules: Rules::new(&config.rules),
+            rules: Rules::new(&config.rules).map_err(|e| anyhow::anyhow!("[[auth.rules]]: {e}"))?,
             keys,
             issuers,
         })

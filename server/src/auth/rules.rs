@@ -6,6 +6,9 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use signet_oci::pattern::InvalidPattern;
+use signet_oci::RepoPattern;
+
 use super::config::RuleConfig;
 
 /// Who is asking.
@@ -81,47 +84,6 @@ impl Action {
     }
 }
 
-/// A shell-like pattern over repository names: `*` matches within one path segment,
-/// `**` across segments, `?` one character other than `/`.
-#[derive(Debug, Clone)]
-pub struct Glob(Vec<u8>);
-
-impl Glob {
-    pub fn new(pattern: &str) -> Self {
-        Glob(pattern.as_bytes().to_vec())
-    }
-
-    pub fn matches(&self, name: &str) -> bool {
-        glob_match(&self.0, name.as_bytes())
-    }
-}
-
-fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) if rest.first() == Some(&b'*') => {
-            let rest = &rest[1..];
-            if rest.first() == Some(&b'/') {
-                // `**/` stands for zero or more whole segments.
-                let after = &rest[1..];
-                glob_match(after, name)
-                    || (1..=name.len())
-                        .any(|i| name[i - 1] == b'/' && glob_match(after, &name[i..]))
-            } else {
-                (0..=name.len()).any(|i| glob_match(rest, &name[i..]))
-            }
-        }
-        Some((b'*', rest)) => {
-            let segment_end = name.iter().position(|&b| b == b'/').unwrap_or(name.len());
-            (0..=segment_end).any(|i| glob_match(rest, &name[i..]))
-        }
-        Some((b'?', rest)) => {
-            matches!(name.first(), Some(&b) if b != b'/') && glob_match(rest, &name[1..])
-        }
-        Some((&c, rest)) => name.first() == Some(&c) && glob_match(rest, &name[1..]),
-    }
-}
-
 /// The accounts one action of one rule names.
 #[derive(Debug, Clone, Default)]
 struct Who {
@@ -156,7 +118,7 @@ impl Who {
 
 #[derive(Debug, Clone)]
 struct Rule {
-    repositories: Vec<Glob>,
+    repositories: Vec<RepoPattern>,
     pull: Who,
     push: Who,
     delete: Who,
@@ -166,18 +128,25 @@ struct Rule {
 pub struct Rules(Vec<Rule>);
 
 impl Rules {
-    pub fn new(config: &[RuleConfig]) -> Self {
-        Rules(
-            config
-                .iter()
-                .map(|r| Rule {
-                    repositories: r.repositories.iter().map(|p| Glob::new(p)).collect(),
+    /// The rules of the configuration; a repository pattern that does not compile is an
+    /// error (see [`signet_oci::pattern`] for the grammar).
+    pub fn new(config: &[RuleConfig]) -> Result<Self, InvalidPattern> {
+        let rules = config
+            .iter()
+            .map(|r| {
+                Ok(Rule {
+                    repositories: r
+                        .repositories
+                        .iter()
+                        .map(|p| RepoPattern::new(p))
+                        .collect::<Result<_, _>>()?,
                     pull: Who::new(&r.pull),
                     push: Who::new(&r.push),
                     delete: Who::new(&r.delete),
                 })
-                .collect(),
-        )
+            })
+            .collect::<Result<_, InvalidPattern>>()?;
+        Ok(Rules(rules))
     }
 
     /// Every account name the rules mention (to warn about typos).
@@ -258,27 +227,6 @@ mod tests {
     }
 
     #[test]
-    fn globs() {
-        let g = Glob::new("team/*");
-        assert!(g.matches("team/app"));
-        assert!(!g.matches("team/app/sub"));
-        assert!(!g.matches("team"));
-        assert!(!g.matches("other/app"));
-        let g = Glob::new("team/**");
-        assert!(g.matches("team/app"));
-        assert!(g.matches("team/app/sub"));
-        assert!(!g.matches("teamx/app"));
-        assert!(Glob::new("**").matches("a/b/c"));
-        assert!(Glob::new("**/app").matches("a/b/app"));
-        assert!(Glob::new("**/app").matches("app"));
-        assert!(!Glob::new("**/app").matches("a/xapp"));
-        assert!(Glob::new("lib?").matches("libs"));
-        assert!(!Glob::new("lib?").matches("lib/"));
-        assert!(Glob::new("exact").matches("exact"));
-        assert!(!Glob::new("exact").matches("exact2"));
-    }
-
-    #[test]
     fn rules_add_up_and_push_includes_pull() {
         let rules = Rules::new(&[
             RuleConfig {
@@ -292,7 +240,8 @@ mod tests {
                 push: vec!["alice".into(), "ci".into()],
                 delete: vec!["alice".into()],
             },
-        ]);
+        ])
+        .unwrap();
         let anon = Identity::anonymous();
         assert!(rules.allows(&anon, "public/x", Action::Pull));
         assert!(!rules.allows(&anon, "public/x", Action::Push));

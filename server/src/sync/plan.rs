@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, Context};
 use regex::Regex;
+use signet_oci::RepoPattern;
 use signet_storage::attachments::{AttachmentKind, AttachmentTag};
 use signet_storage::manifest::Platform;
 
@@ -18,7 +19,7 @@ pub struct Plan {
     /// Attachment kinds copied; `None`: every kind.
     attachment_kinds: Option<Vec<AttachmentKind>>,
     atomic_signatures: bool,
-    repo_patterns: Vec<Regex>,
+    repo_patterns: Vec<RepoPattern>,
     repo_names: Vec<String>,
     prefix: String,
 }
@@ -32,26 +33,6 @@ struct PlatformFilter {
 
 fn whole(expr: &str) -> anyhow::Result<Regex> {
     Regex::new(&format!("^(?:{expr})$")).with_context(|| format!("regular expression {expr:?}"))
-}
-
-/// `*` matches within one path segment, `**` across segments.
-fn glob(pattern: &str) -> anyhow::Result<Regex> {
-    let mut re = String::from("^");
-    let mut rest = pattern;
-    while let Some(c) = rest.chars().next() {
-        if let Some(r) = rest.strip_prefix("**") {
-            re.push_str(".*");
-            rest = r;
-        } else if c == '*' {
-            re.push_str("[^/]*");
-            rest = &rest[1..];
-        } else {
-            re.push_str(&regex::escape(&c.to_string()));
-            rest = &rest[c.len_utf8()..];
-        }
-    }
-    re.push('$');
-    Regex::new(&re).with_context(|| format!("repository pattern {pattern:?}"))
 }
 
 impl Plan {
@@ -89,8 +70,10 @@ impl Plan {
                 })?);
             }
         }
-        let (patterns, names): (Vec<&String>, Vec<&String>) =
-            job.repositories.iter().partition(|r| r.contains('*'));
+        let (patterns, names): (Vec<&String>, Vec<&String>) = job
+            .repositories
+            .iter()
+            .partition(|r| signet_oci::pattern::is_pattern(r));
         if job.repositories.is_empty() {
             return Err(anyhow!("job {}: no repositories", job.name));
         }
@@ -111,7 +94,7 @@ impl Plan {
             atomic_signatures,
             repo_patterns: patterns
                 .into_iter()
-                .map(|p| glob(p))
+                .map(|p| RepoPattern::new(p))
                 .collect::<Result<_, _>>()?,
             repo_names: names.into_iter().cloned().collect(),
             prefix: job.destination_prefix.trim_matches('/').to_string(),
@@ -129,7 +112,7 @@ impl Plan {
         out.extend(
             catalog
                 .iter()
-                .filter(|r| self.repo_patterns.iter().any(|p| p.is_match(r)))
+                .filter(|r| self.repo_patterns.iter().any(|p| p.matches(r)))
                 .cloned(),
         );
         out.sort();

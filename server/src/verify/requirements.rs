@@ -19,7 +19,9 @@
 use serde::{Deserialize, Serialize};
 use signet_storage::attachments::AttachmentKind;
 
-use super::trust::{glob_match, PolicyMode};
+use signet_oci::RepoPattern;
+
+use super::trust::PolicyMode;
 use super::Verdict;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -53,10 +55,6 @@ pub struct AttestationRequirement {
 }
 
 impl RequirementConfig {
-    pub fn covers(&self, repo: &str) -> bool {
-        self.repositories.is_empty() || self.repositories.iter().any(|p| glob_match(p, repo))
-    }
-
     /// One line for `signet trust check`.
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -95,6 +93,43 @@ fn attestation_phrase(a: &AttestationRequirement) -> String {
 }
 
 /// Refuses requirements that could never be met or that name unknown roots.
+/// A requirement as loaded: its configuration, and its repository patterns compiled.
+#[derive(Debug, Clone)]
+pub struct Requirement {
+    pub config: RequirementConfig,
+    patterns: Vec<RepoPattern>,
+}
+
+impl Requirement {
+    pub fn covers(&self, repo: &str) -> bool {
+        self.patterns.is_empty() || self.patterns.iter().any(|p| p.matches(repo))
+    }
+}
+
+/// The requirements checked against the declared `roots`, their patterns compiled.
+pub fn load(
+    requirements: &[RequirementConfig],
+    roots: &[&str],
+) -> anyhow::Result<Vec<Requirement>> {
+    validate(requirements, roots)?;
+    requirements
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let patterns = r
+                .repositories
+                .iter()
+                .map(|p| RepoPattern::new(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("[[trust.requirements]] #{}: {e}", i + 1))?;
+            Ok(Requirement {
+                config: r.clone(),
+                patterns,
+            })
+        })
+        .collect()
+}
+
 pub fn validate(requirements: &[RequirementConfig], roots: &[&str]) -> anyhow::Result<()> {
     for (i, r) in requirements.iter().enumerate() {
         let which = format!("[[trust.requirements]] #{}", i + 1);
@@ -191,8 +226,9 @@ mod tests {
             sbom: true,
             ..Default::default()
         };
-        assert!(req.covers("prod/app"));
-        assert!(!req.covers("dev/app"));
+        let loaded = load(std::slice::from_ref(&req), &["release", "ci"]).unwrap();
+        assert!(loaded[0].covers("prod/app"));
+        assert!(!loaded[0].covers("dev/app"));
         let other_sig = valid("dev", None);
         let wrong_predicate = valid("ci", Some("https://spdx.dev/Document"));
         let evidence = [

@@ -9,7 +9,8 @@ use sigstore::crypto::CosignVerificationKey;
 
 use super::gpg::GpgKey;
 use super::reference::DockerReferenceCheck;
-use super::requirements::RequirementConfig;
+use super::requirements::{Requirement, RequirementConfig};
+use signet_oci::RepoPattern;
 
 use super::keyless::KeylessRoot;
 
@@ -165,7 +166,8 @@ pub struct TrustRoot {
     pub docker_reference: DockerReferenceCheck,
     /// `[trust] registry_names`, for the docker-reference check.
     pub registry_names: Vec<String>,
-    pub repositories: Vec<String>,
+    /// The repositories it covers; empty: every one.
+    pub repositories: Vec<RepoPattern>,
     /// The cosign public key of a key root.
     pub key: Option<CosignVerificationKey>,
     /// The trusted root and identity of a keyless root.
@@ -175,7 +177,7 @@ pub struct TrustRoot {
 
 impl TrustRoot {
     pub fn covers(&self, repo: &str) -> bool {
-        self.repositories.is_empty() || self.repositories.iter().any(|p| glob_match(p, repo))
+        self.repositories.is_empty() || self.repositories.iter().any(|p| p.matches(repo))
     }
 }
 
@@ -184,7 +186,7 @@ pub struct Trust {
     pub roots: Vec<TrustRoot>,
     pub default_policy: PolicyMode,
     pub inherit_from_index: bool,
-    pub requirements: Vec<RequirementConfig>,
+    pub requirements: Vec<Requirement>,
     /// Identifies what verdicts depend on (see [`fingerprint`]); stored with each
     /// verdict, so one reached under another configuration is known to be stale.
     pub fingerprint: String,
@@ -252,11 +254,12 @@ impl Trust {
                     root.name
                 );
             }
-            for p in &root.repositories {
-                if p.is_empty() {
-                    anyhow::bail!("trust root {:?} has an empty repository pattern", root.name);
-                }
-            }
+            let repositories = root
+                .repositories
+                .iter()
+                .map(|p| RepoPattern::new(p))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
             let mut gpg_keys = Vec::new();
             for file in &root.gpg_keys {
                 let keys = super::gpg::load_keys(file)
@@ -268,18 +271,18 @@ impl Trust {
                 gpg_keys,
                 docker_reference: root.docker_reference.unwrap_or(config.docker_reference),
                 registry_names: config.registry_names.clone(),
-                repositories: root.repositories.clone(),
+                repositories,
                 key,
                 keyless,
                 policy: root.policy.unwrap_or(config.policy),
             });
         }
-        super::requirements::validate(
+        let requirements = super::requirements::load(
             &config.requirements,
             &roots.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         )?;
         Ok(Trust {
-            requirements: config.requirements.clone(),
+            requirements,
             roots,
             default_policy: config.policy,
             inherit_from_index: config.inherit_from_index,
@@ -298,7 +301,10 @@ impl Trust {
         &'a self,
         repo: &'a str,
     ) -> impl Iterator<Item = &'a RequirementConfig> + 'a {
-        self.requirements.iter().filter(move |r| r.covers(repo))
+        self.requirements
+            .iter()
+            .filter(move |r| r.covers(repo))
+            .map(|r| &r.config)
     }
 
     /// The strictest policy among the roots and requirements covering `repo`;
@@ -324,7 +330,8 @@ impl Trust {
             let covers = if root.repositories.is_empty() {
                 "every repository".to_string()
             } else {
-                root.repositories.join(", ")
+                let names: Vec<&str> = root.repositories.iter().map(RepoPattern::as_str).collect();
+                names.join(", ")
             };
             let what = match (&root.key, &root.keyless) {
                 (Some(key), _) => format!("cosign public key ({})", key_kind(key)),
@@ -347,7 +354,7 @@ impl Trust {
             ));
         }
         for requirement in &self.requirements {
-            out.push_str(&requirement.describe());
+            out.push_str(&requirement.config.describe());
             out.push('\n');
         }
         out
@@ -400,50 +407,5 @@ fn key_kind(key: &CosignVerificationKey) -> &'static str {
         CosignVerificationKey::RSA_PSS_SHA256(_) | CosignVerificationKey::RSA_PKCS1_SHA256(_) => {
             "RSA"
         }
-    }
-}
-
-/// `*` matches within one path segment, `**` (a whole segment) any number of segments.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<&str> = pattern.split('/').collect();
-    let n: Vec<&str> = name.split('/').collect();
-    segments_match(&p, &n)
-}
-
-fn segments_match(p: &[&str], n: &[&str]) -> bool {
-    match p.split_first() {
-        None => n.is_empty(),
-        Some((&"**", rest)) => (0..=n.len()).any(|i| segments_match(rest, &n[i..])),
-        Some((first, rest)) => match n.split_first() {
-            Some((seg, nrest)) => {
-                segment_match(first.as_bytes(), seg.as_bytes()) && segments_match(rest, nrest)
-            }
-            None => false,
-        },
-    }
-}
-
-fn segment_match(p: &[u8], s: &[u8]) -> bool {
-    match p.split_first() {
-        None => s.is_empty(),
-        Some((b'*', rest)) => (0..=s.len()).any(|i| segment_match(rest, &s[i..])),
-        Some((b'?', rest)) => !s.is_empty() && segment_match(rest, &s[1..]),
-        Some((c, rest)) => s.first() == Some(c) && segment_match(rest, &s[1..]),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("team/*", "team/app"));
-        assert!(!glob_match("team/*", "team/a/b"));
-        assert!(glob_match("team/**", "team/a/b"));
-        assert!(glob_match("**", "x/y/z"));
-        assert!(glob_match("team/app-*", "team/app-1"));
-        assert!(!glob_match("team/*", "other/app"));
-        assert!(glob_match("exact", "exact"));
     }
 }
