@@ -1,33 +1,26 @@
-//! Server-side verification: the trust configuration ([`trust`]), verdicts on cosign
-//! `.sig` and DSSE `.att` attachments ([`cosign`]), on atomic GPG signatures ([`gpg`]),
-//! the docker-reference rule ([`reference`]), the verdicts in the coverage extension
-//! ([`report`]) and the pull policy with its requirements ([`policy`],
-//! [`requirements`]). Storage knows nothing of the cryptography; it keeps the verdicts
-//! (`verdicts` table), each with the fingerprint of the trust configuration that reached
-//! it. The background verifier ([`worker`]) computes them off the request path and
-//! again when a reload (SIGHUP) changes the fingerprint; a reader finding no current
-//! verdict computes and stores it itself, so answers never depend on who came first.
+//! Server-side verification: the wiring around [`signet_verify`], which holds the
+//! cryptography as pure functions over bytes. Here: reading an attachment's bytes from
+//! the stores ([`fetch`]), keeping verdicts (in memory and in the `verdicts` table, each
+//! with the fingerprint of the trust configuration that reached it), the pull policy
+//! ([`policy`]), the verdicts in the coverage extension ([`report`]) and the background
+//! verifier ([`worker`]), which computes verdicts off the request path and again when a
+//! reload (SIGHUP) changes the fingerprint; a reader finding no current verdict computes
+//! and stores it itself, so answers never depend on who came first.
 
-pub mod bundle;
-pub mod cosign;
-pub mod gpg;
-pub mod keyless;
+pub mod fetch;
 pub mod policy;
-pub mod reference;
-pub mod rekor;
 pub mod report;
-pub mod requirements;
-pub mod sct;
-pub mod timestamp;
-pub mod trust;
-pub mod trusted_root;
 pub mod worker;
+
+pub use signet_verify::{
+    bundle, cosign, gpg, keyless, reference, rekor, requirements, sct, timestamp, trust,
+    trusted_root, Verdict, VerdictKind,
+};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use serde::Serialize;
 use signet_storage::meta::{ChangeToken, ManifestPut, StoredVerdict};
 use signet_storage::{BlobStore, Digest, MetadataStore, RepoName};
 
@@ -38,148 +31,37 @@ const CACHE_CAPACITY: usize = 4096;
 /// Policy evaluations kept in memory at most; emptied when full.
 const EVALUATIONS_CAPACITY: usize = 4096;
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerdictKind {
-    Valid,
-    Invalid,
-    NoTrustRoot,
-    Unsupported,
-}
-
-impl VerdictKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Valid => "valid",
-            VerdictKind::Invalid => "invalid",
-            VerdictKind::NoTrustRoot => "no-trust-root",
-            VerdictKind::Unsupported => "unsupported",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        [
-            VerdictKind::Valid,
-            VerdictKind::Invalid,
-            VerdictKind::NoTrustRoot,
-            VerdictKind::Unsupported,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+/// A verdict as the store keeps it.
+fn to_stored(
+    verdict: &Verdict,
+    subject: &Digest,
+    attachment: &Digest,
+    fingerprint: &str,
+) -> StoredVerdict {
+    StoredVerdict {
+        subject: subject.clone(),
+        attachment: attachment.clone(),
+        root: verdict.root.clone(),
+        verdict: verdict.verdict.as_str().to_string(),
+        reason: verdict.reason.clone(),
+        predicate_type: verdict.predicate_type.clone(),
+        signer: verdict.signer.clone(),
+        fingerprint: fingerprint.to_string(),
+        checked_at: verdict.checked_at.unwrap_or_else(now),
     }
 }
 
-/// One attachment's verdict, as shown under `verification` in the coverage extension.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Verdict {
-    pub verdict: VerdictKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub root: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    #[serde(rename = "predicateType", skip_serializing_if = "Option::is_none")]
-    pub predicate_type: Option<String>,
-    /// Who signed, as the evidence names it: a keyless certificate's identity, the
-    /// fingerprint of the GPG key that signed. A cosign key root has only its name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub signer: Option<String>,
-    /// When it was reached (seconds since the epoch); `None` until it is stored.
-    #[serde(rename = "checkedAt", skip_serializing_if = "Option::is_none")]
-    pub checked_at: Option<i64>,
-}
-
-impl Verdict {
-    fn of(verdict: VerdictKind, root: Option<String>, reason: Option<String>) -> Self {
-        Verdict {
-            verdict,
-            root,
-            reason,
-            predicate_type: None,
-            signer: None,
-            checked_at: None,
-        }
-    }
-
-    pub fn valid(root: &str, predicate_type: Option<String>) -> Self {
-        Verdict {
-            predicate_type,
-            ..Verdict::of(VerdictKind::Valid, Some(root.to_string()), None)
-        }
-    }
-
-    pub fn invalid(reason: impl Into<String>) -> Self {
-        Verdict::of(VerdictKind::Invalid, None, Some(reason.into()))
-    }
-
-    pub fn no_trust_root() -> Self {
-        Verdict::of(
-            VerdictKind::NoTrustRoot,
-            None,
-            Some("no trust root applies to this repository".into()),
-        )
-    }
-
-    pub fn unsupported(reason: impl Into<String>) -> Self {
-        Verdict::of(VerdictKind::Unsupported, None, Some(reason.into()))
-    }
-
-    /// The same verdict, naming who signed.
-    pub fn signed_by(mut self, signer: Option<String>) -> Self {
-        self.signer = signer;
-        self
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.verdict == VerdictKind::Valid
-    }
-
-    /// One line for humans: `valid (root release)`, `invalid: bad signature: …`.
-    pub fn summary(&self) -> String {
-        match self.verdict {
-            VerdictKind::Valid => {
-                let mut s = format!("valid (root {}", self.root.as_deref().unwrap_or("?"));
-                if let Some(p) = &self.predicate_type {
-                    s.push_str(&format!(", predicate {p}"));
-                }
-                s.push(')');
-                if let Some(signer) = &self.signer {
-                    s.push_str(&format!(", signed by {signer}"));
-                }
-                s
-            }
-            VerdictKind::Invalid => format!("invalid: {}", self.reason.as_deref().unwrap_or("?")),
-            VerdictKind::NoTrustRoot => "no-trust-root".into(),
-            VerdictKind::Unsupported => {
-                format!("unsupported: {}", self.reason.as_deref().unwrap_or("?"))
-            }
-        }
-    }
-
-    fn to_stored(&self, subject: &Digest, attachment: &Digest, fingerprint: &str) -> StoredVerdict {
-        StoredVerdict {
-            subject: subject.clone(),
-            attachment: attachment.clone(),
-            root: self.root.clone(),
-            verdict: self.verdict.as_str().to_string(),
-            reason: self.reason.clone(),
-            predicate_type: self.predicate_type.clone(),
-            signer: self.signer.clone(),
-            fingerprint: fingerprint.to_string(),
-            checked_at: self.checked_at.unwrap_or_else(now),
-        }
-    }
-
-    /// `None` for a row this version does not understand (it is then recomputed).
-    fn from_stored(row: &StoredVerdict) -> Option<Self> {
-        Some(Verdict {
-            verdict: VerdictKind::parse(&row.verdict)?,
-            root: row.root.clone(),
-            reason: row.reason.clone(),
-            predicate_type: row.predicate_type.clone(),
-            signer: row.signer.clone(),
-            checked_at: Some(row.checked_at),
-        })
-    }
+/// A stored verdict; `None` for a row this version does not understand (it is then
+/// recomputed).
+fn from_stored(row: &StoredVerdict) -> Option<Verdict> {
+    Some(Verdict {
+        verdict: VerdictKind::parse(&row.verdict)?,
+        root: row.root.clone(),
+        reason: row.reason.clone(),
+        predicate_type: row.predicate_type.clone(),
+        signer: row.signer.clone(),
+        checked_at: Some(row.checked_at),
+    })
 }
 
 fn now() -> i64 {
@@ -336,7 +218,7 @@ impl Verifier {
         if let Ok(name) = repo.parse::<RepoName>() {
             match meta.get_verdict(&name, subject, attachment).await {
                 Ok(Some(row)) if row.fingerprint == trust.fingerprint => {
-                    if let Some(v) = Verdict::from_stored(&row) {
+                    if let Some(v) = from_stored(&row) {
                         self.remember(key, &v);
                         return v;
                     }
@@ -367,7 +249,7 @@ impl Verifier {
         format: &str,
     ) -> (Verdict, bool) {
         let (mut verdict, cacheable) =
-            cosign::verify_attachment(trust, meta, blobs, repo, subject, attachment, format).await;
+            fetch::verify_attachment(trust, meta, blobs, repo, subject, attachment, format).await;
         crate::ops::metrics::global().counter_add(
             "signet_verification_verdicts_total",
             "Verdicts reached on signatures and attestations, by verdict.",
@@ -380,7 +262,7 @@ impl Verifier {
         verdict.checked_at = Some(now());
         let stored = match repo.parse::<RepoName>() {
             Ok(name) => {
-                let row = verdict.to_stored(subject, attachment, &trust.fingerprint);
+                let row = to_stored(&verdict, subject, attachment, &trust.fingerprint);
                 meta.put_verdict(&name, &row).await.unwrap_or_else(|e| {
                     tracing::warn!(%repo, %attachment, error = %e, "could not store a verdict");
                     false
@@ -466,18 +348,14 @@ mod tests {
         let mut v = Verdict::valid("release", Some("https://slsa.dev/provenance/v1".into()))
             .signed_by(Some("ci@example.com".into()));
         v.checked_at = Some(1_700_000_000);
-        let row = v.to_stored(&subject, &attachment, "fp");
+        let row = to_stored(&v, &subject, &attachment, "fp");
         assert_eq!(row.verdict, "valid");
-        assert_eq!(Verdict::from_stored(&row), Some(v));
+        assert_eq!(from_stored(&row), Some(v));
         let unknown = StoredVerdict {
             verdict: "maybe".into(),
             ..row
         };
-        assert_eq!(
-            Verdict::from_stored(&unknown),
-            None,
-            "recomputed, not guessed"
-        );
+        assert_eq!(from_stored(&unknown), None, "recomputed, not guessed");
     }
 
     #[test]

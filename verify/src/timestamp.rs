@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use x509_cert::der::{Decode as _, Encode as _};
 use x509_cert::Certificate;
 
-use super::trusted_root::TrustedRoot;
+use crate::trusted_root::TrustedRoot;
 
 /// id-kp-timeStamping (1.3.6.1.5.5.7.3.8), DER contents.
 const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];

@@ -6,7 +6,7 @@
 //! A signature is valid when a trusted key (its primary key or one of its subkeys bound
 //! to it) verifies the message, the key had not expired when it signed, the payload is
 //! an `atomic container signature` whose `critical.image.docker-manifest-digest` is the
-//! subject, and its `docker-reference` names the repository (see [`super::reference`]).
+//! subject, and its `docker-reference` names the repository (see [`crate::reference`]).
 
 use std::io::Read as _;
 use std::path::Path;
@@ -15,11 +15,11 @@ use pgp::composed::{Message, PublicOrSecret, SignedPublicKey};
 use pgp::packet::SignatureType;
 use pgp::types::{KeyDetails as _, PublicKeyTrait as _};
 use serde_json::Value;
-use signet_storage::{Digest, MetadataStore, RepoName};
+use signet_oci::Digest;
 
-use super::reference::{self, SignatureFormat};
-use super::trust::{Trust, TrustRoot};
-use super::{Verdict, VerdictKind};
+use crate::reference::{self, SignatureFormat};
+use crate::trust::TrustRoot;
+use crate::{Verdict, VerdictKind};
 
 /// The `critical.type` containers/image writes and requires.
 pub const ATOMIC_TYPE: &str = "atomic container signature";
@@ -101,50 +101,6 @@ enum Rejection {
     UnknownSigner(String),
     Expired(String),
     Revoked(String),
-}
-
-/// The verdict on the atomic signature whose content hashes to `attachment`, on
-/// `subject` in `repo`; the bool says whether it may be cached.
-pub async fn verify_attachment(
-    trust: &Trust,
-    meta: &dyn MetadataStore,
-    repo: &str,
-    subject: &Digest,
-    attachment: &Digest,
-) -> (Verdict, bool) {
-    let roots: Vec<&TrustRoot> = trust
-        .roots_for(repo)
-        .filter(|r| !r.gpg_keys.is_empty())
-        .collect();
-    let Ok(repo_name) = repo.parse::<RepoName>() else {
-        return (Verdict::invalid("malformed: bad repository"), true);
-    };
-    let stored = match meta.list_atomic_signatures(&repo_name, subject).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%repo, %attachment, error = %e, "verification could not read the atomic signature");
-            return (
-                Verdict::invalid(format!("could not read the atomic signature: {e}")),
-                false,
-            );
-        }
-    };
-    let Some(signature) = stored
-        .iter()
-        .find(|s| Digest::sha256_of(&s.content) == *attachment)
-    else {
-        return (
-            Verdict::invalid("could not read the atomic signature (it is gone)"),
-            false,
-        );
-    };
-    if roots.is_empty() {
-        return (Verdict::no_trust_root(), true);
-    }
-    (
-        verify_content(&roots, repo, subject, &signature.content),
-        true,
-    )
 }
 
 /// The verdict on one atomic signature's bytes.

@@ -17,12 +17,12 @@
 //! ```
 
 use serde::{Deserialize, Serialize};
-use signet_storage::attachments::AttachmentKind;
+use signet_oci::attachments::AttachmentKind;
 
 use signet_oci::RepoPattern;
 
-use super::trust::PolicyMode;
-use super::Verdict;
+use crate::trust::PolicyMode;
+use crate::Verdict;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 use sigstore::crypto::Signature;
 
-use super::timestamp::{der_tlv, Reader};
-use super::trusted_root::TrustedRoot;
+use crate::timestamp::{der_tlv, Reader};
+use crate::trusted_root::TrustedRoot;
 
 /// The SCT list extension, 1.3.6.1.4.1.11129.2.4.2 (DER contents of the OID).
 const OID_SCT_LIST: &[u8] = &[0x2b, 0x06, 0x01, 0x04, 0x01, 0xd6, 0x79, 0x02, 0x04, 0x02];

@@ -9,81 +9,20 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use rustls_pki_types::CertificateDer;
 use serde_json::Value;
-use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
+use signet_oci::Digest;
 use sigstore::crypto::Signature;
 
-use super::cosign::{pae, read_blob, Unreadable};
-use super::keyless::{self, Evidence};
-use super::rekor::{Claim, Entry, Hash, InclusionProof};
-use super::trust::TrustRoot;
-use super::Verdict;
+use crate::cosign::pae;
+use crate::keyless::{self, Evidence};
+use crate::rekor::{Claim, Entry, Hash, InclusionProof};
+use crate::trust::TrustRoot;
+use crate::Verdict;
 
 pub const BUNDLE_MEDIA_TYPES: [&str; 3] = [
     "application/vnd.dev.sigstore.bundle.v0.3+json",
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
     "application/vnd.dev.sigstore.bundle+json;version=0.1",
 ];
-
-/// The verdict on the bundle referrer `attachment` of `subject`.
-pub async fn verify_referrer(
-    roots: &[&TrustRoot],
-    meta: &dyn MetadataStore,
-    blobs: &BlobStore,
-    repo: &str,
-    subject: &Digest,
-    attachment: &Digest,
-) -> anyhow::Result<Verdict> {
-    let repo_name: RepoName = repo
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad repository"))?;
-    let manifest = read_manifest(meta, &repo_name, attachment, "the bundle referrer")
-        .await?
-        .ok_or(super::cosign::Gone)?;
-    let manifest: Value = serde_json::from_slice(&manifest)?;
-    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let Some(layer) = layers
-        .iter()
-        .find(|l| BUNDLE_MEDIA_TYPES.contains(&l["mediaType"].as_str().unwrap_or_default()))
-    else {
-        return Ok(Verdict::invalid(
-            "malformed: the referrer has no Sigstore bundle layer",
-        ));
-    };
-    let digest: Digest = layer["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("layer digest"))?;
-    let bytes = read_blob(blobs, &digest).await?;
-    let bundle: Value = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(e) => return Ok(Verdict::invalid(format!("malformed: the bundle: {e}"))),
-    };
-    if roots.is_empty() {
-        return Ok(Verdict::no_trust_root());
-    }
-    if bundle.get("messageSignature").is_some() {
-        // The signed message is the subject manifest itself.
-        let signed = read_manifest(meta, &repo_name, subject, "the subject manifest")
-            .await?
-            .ok_or_else(|| Unreadable("the subject manifest (it is gone)".into()))?;
-        return Ok(verify_bundle(roots, &bundle, subject, Some(&signed)));
-    }
-    Ok(verify_bundle(roots, &bundle, subject, None))
-}
-
-async fn read_manifest(
-    meta: &dyn MetadataStore,
-    repo: &RepoName,
-    digest: &Digest,
-    what: &str,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let stored = meta
-        .get_manifest(repo, &Reference::Digest(digest.clone()))
-        .await
-        .map_err(|e| Unreadable(format!("{what}: {e}")))?;
-    Ok(stored.map(|s| s.content.to_vec()))
-}
 
 /// The verdict on a parsed bundle; `subject_bytes` is the subject manifest, the signed
 /// message of a `messageSignature` bundle.
@@ -307,8 +246,8 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::verify::trust::{Trust, TrustConfig, TrustRootConfig};
-    use crate::verify::VerdictKind;
+    use crate::trust::{Trust, TrustConfig, TrustRootConfig};
+    use crate::VerdictKind;
 
     const GITHUB: &str = "https://token.actions.githubusercontent.com";
     const KUBEWARDEN: &str = "https://github.com/kubewarden/kubewarden-controller/.github/workflows/release.yml@refs/tags/v1.34.0";

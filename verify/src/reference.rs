@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::trust::TrustRoot;
+use crate::trust::TrustRoot;
 
 /// `docker_reference` in `[trust]` or on a root (the root's wins).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]

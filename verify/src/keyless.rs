@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use signet_storage::Digest;
+use signet_oci::Digest;
 use sigstore::crypto::{CosignVerificationKey, Signature};
 use x509_cert::der::asn1::{ObjectIdentifier, Utf8StringRef};
 use x509_cert::der::{Decode as _, Encode as _};
@@ -23,14 +23,14 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::Certificate;
 
-use super::cosign::{pae, SIMPLESIGNING};
-use super::reference::{self, SignatureFormat};
-use super::rekor::{self, Claim, Entry};
-use super::sct;
-use super::timestamp;
-use super::trust::TrustRoot;
-use super::trusted_root::TrustedRoot;
-use super::Verdict;
+use crate::cosign::{pae, SIMPLESIGNING};
+use crate::reference::{self, SignatureFormat};
+use crate::rekor::{self, Claim, Entry};
+use crate::sct;
+use crate::timestamp;
+use crate::trust::TrustRoot;
+use crate::trusted_root::TrustedRoot;
+use crate::Verdict;
 
 pub const CERT_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
@@ -427,7 +427,7 @@ pub fn verify_cosign_layer(
         },
     };
     if media_type == SIMPLESIGNING {
-        let Some(sig) = annotations[super::cosign::SIG_ANNOTATION]
+        let Some(sig) = annotations[crate::cosign::SIG_ANNOTATION]
             .as_str()
             .and_then(|s| B64.decode(s.trim()).ok())
         else {

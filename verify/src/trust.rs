@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sigstore::crypto::CosignVerificationKey;
 
-use super::gpg::GpgKey;
-use super::reference::DockerReferenceCheck;
-use super::requirements::{Requirement, RequirementConfig};
+use crate::gpg::GpgKey;
+use crate::reference::DockerReferenceCheck;
+use crate::requirements::{Requirement, RequirementConfig};
 use signet_oci::RepoPattern;
 
-use super::keyless::KeylessRoot;
+use crate::keyless::KeylessRoot;
 
 /// What happens to a manifest pull without a valid signature.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -262,7 +262,7 @@ impl Trust {
                 .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
             let mut gpg_keys = Vec::new();
             for file in &root.gpg_keys {
-                let keys = super::gpg::load_keys(file)
+                let keys = crate::gpg::load_keys(file)
                     .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
                 gpg_keys.extend(keys);
             }
@@ -277,7 +277,7 @@ impl Trust {
                 policy: root.policy.unwrap_or(config.policy),
             });
         }
-        let requirements = super::requirements::load(
+        let requirements = crate::requirements::load(
             &config.requirements,
             &roots.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         )?;

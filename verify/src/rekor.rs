@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use sigstore::crypto::Signature;
 
-use super::trusted_root::{TransparencyLog, TrustedRoot};
+use crate::trusted_root::{TransparencyLog, TrustedRoot};
 
 pub type Hash = [u8; 32];
 

@@ -1,0 +1,261 @@
+//! What verification reads from the stores: an attachment's manifest and layer blobs,
+//! a bundle referrer and the subject it signs, an atomic signature's bytes. The verdicts
+//! themselves are [`signet_verify`]'s, pure functions of those bytes; here is only
+//! where the bytes come from, and what a failed read means for the verdict (not kept:
+//! it may be transient, or the attachment was deleted meanwhile).
+
+use futures::TryStreamExt;
+use serde_json::Value;
+use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
+use signet_verify::trust::{Trust, TrustRoot};
+use signet_verify::{bundle, cosign, gpg, Verdict};
+
+/// A storage read failed: the verdict says so but is not cached (it may be transient).
+#[derive(Debug, thiserror::Error)]
+#[error("could not read {0}")]
+pub struct Unreadable(pub String);
+
+/// The attachment was deleted (by a client or GC) between being listed and being read:
+/// an ordinary race, not a storage fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the attachment manifest is gone")]
+pub struct Gone;
+
+/// The verdict, and whether it may be cached (false after a storage read failure).
+pub async fn verify_attachment(
+    trust: &Trust,
+    meta: &dyn MetadataStore,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+    format: &str,
+) -> (Verdict, bool) {
+    let unsupported = |why: String| (Verdict::unsupported(why), true);
+    match format {
+        "cosign" | "oci" => {}
+        "sigstore-bundle" => {
+            let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
+            let result = verify_referrer(&roots, meta, blobs, repo, subject, attachment).await;
+            return settle(result, repo, attachment);
+        }
+        "notation" => return unsupported("notation signatures are not verified yet".into()),
+        "atomic" => return verify_atomic(trust, meta, repo, subject, attachment).await,
+        other => return unsupported(format!("format {other:?} is not verified")),
+    }
+    let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
+    let result = verify_manifest(&roots, meta, blobs, repo, subject, attachment).await;
+    settle(result, repo, attachment)
+}
+
+/// A verification's outcome as a verdict, and whether it may be kept: not after the
+/// attachment vanished meanwhile (an ordinary race with a delete or GC) or a storage
+/// read failed (maybe transient); bytes that do not parse are `malformed` for good.
+fn settle(result: anyhow::Result<Verdict>, repo: &str, attachment: &Digest) -> (Verdict, bool) {
+    match result {
+        Ok(v) => (v, true),
+        Err(e) if e.is::<Gone>() => {
+            tracing::debug!(%repo, %attachment, "verification skipped: the attachment is gone");
+            (Verdict::invalid(e.to_string()), false)
+        }
+        Err(e) if e.is::<Unreadable>() => {
+            tracing::warn!(%repo, %attachment, error = %e, "verification could not read the attachment");
+            (Verdict::invalid(e.to_string()), false)
+        }
+        Err(e) => (Verdict::invalid(format!("malformed: {e}")), true),
+    }
+}
+
+async fn verify_manifest(
+    roots: &[&TrustRoot],
+    meta: &dyn MetadataStore,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> anyhow::Result<Verdict> {
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let Some(stored) = meta
+        .get_manifest(&repo_name, &Reference::Digest(attachment.clone()))
+        .await
+        .map_err(|e| Unreadable(format!("the attachment manifest: {e}")))?
+    else {
+        return Err(Gone.into());
+    };
+    let manifest: Value = serde_json::from_slice(&stored.content)?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let mut first_invalid = None;
+    let mut recognised = false;
+    for layer in &layers {
+        let media_type = layer["mediaType"].as_str().unwrap_or_default();
+        if !cosign::is_signature_layer(media_type) {
+            continue;
+        }
+        recognised = true;
+        if roots.is_empty() {
+            continue;
+        }
+        let verdict = match verify_layer(roots, blobs, repo, subject, layer, media_type).await {
+            Ok(v) => v,
+            Err(e) if e.is::<Unreadable>() => return Err(e),
+            Err(e) => Verdict::invalid(format!("malformed: {e}")),
+        };
+        if verdict.is_valid() {
+            return Ok(verdict);
+        }
+        first_invalid.get_or_insert(verdict);
+    }
+    if !recognised {
+        return Ok(Verdict::unsupported(
+            "no cosign simple-signing or DSSE layer (other formats are not verified yet)",
+        ));
+    }
+    if roots.is_empty() {
+        return Ok(Verdict::no_trust_root());
+    }
+    Ok(first_invalid.unwrap_or_else(|| Verdict::invalid("no signature")))
+}
+
+async fn verify_layer(
+    roots: &[&TrustRoot],
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    layer: &Value,
+    media_type: &str,
+) -> anyhow::Result<Verdict> {
+    let digest: Digest = layer["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("layer digest"))?;
+    let bytes = read_blob(blobs, &digest).await?;
+    cosign::verify_layer(roots, repo, subject, layer, media_type, &bytes)
+}
+/// The verdict on the bundle referrer `attachment` of `subject`.
+async fn verify_referrer(
+    roots: &[&TrustRoot],
+    meta: &dyn MetadataStore,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> anyhow::Result<Verdict> {
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let manifest = read_manifest(meta, &repo_name, attachment, "the bundle referrer")
+        .await?
+        .ok_or(Gone)?;
+    let manifest: Value = serde_json::from_slice(&manifest)?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let Some(layer) = layers.iter().find(|l| {
+        bundle::BUNDLE_MEDIA_TYPES.contains(&l["mediaType"].as_str().unwrap_or_default())
+    }) else {
+        return Ok(Verdict::invalid(
+            "malformed: the referrer has no Sigstore bundle layer",
+        ));
+    };
+    let digest: Digest = layer["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("layer digest"))?;
+    let bytes = read_blob(blobs, &digest).await?;
+    let bundle: Value = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => return Ok(Verdict::invalid(format!("malformed: the bundle: {e}"))),
+    };
+    if roots.is_empty() {
+        return Ok(Verdict::no_trust_root());
+    }
+    if bundle.get("messageSignature").is_some() {
+        // The signed message is the subject manifest itself.
+        let signed = read_manifest(meta, &repo_name, subject, "the subject manifest")
+            .await?
+            .ok_or_else(|| Unreadable("the subject manifest (it is gone)".into()))?;
+        return Ok(bundle::verify_bundle(
+            roots,
+            &bundle,
+            subject,
+            Some(&signed),
+        ));
+    }
+    Ok(bundle::verify_bundle(roots, &bundle, subject, None))
+}
+
+async fn read_manifest(
+    meta: &dyn MetadataStore,
+    repo: &RepoName,
+    digest: &Digest,
+    what: &str,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let stored = meta
+        .get_manifest(repo, &Reference::Digest(digest.clone()))
+        .await
+        .map_err(|e| Unreadable(format!("{what}: {e}")))?;
+    Ok(stored.map(|s| s.content.to_vec()))
+}
+
+/// The verdict on the atomic signature whose content hashes to `attachment`, on
+/// `subject` in `repo`; the bool says whether it may be cached.
+async fn verify_atomic(
+    trust: &Trust,
+    meta: &dyn MetadataStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> (Verdict, bool) {
+    let roots: Vec<&TrustRoot> = trust
+        .roots_for(repo)
+        .filter(|r| !r.gpg_keys.is_empty())
+        .collect();
+    let Ok(repo_name) = repo.parse::<RepoName>() else {
+        return (Verdict::invalid("malformed: bad repository"), true);
+    };
+    let stored = match meta.list_atomic_signatures(&repo_name, subject).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%repo, %attachment, error = %e, "verification could not read the atomic signature");
+            return (
+                Verdict::invalid(format!("could not read the atomic signature: {e}")),
+                false,
+            );
+        }
+    };
+    let Some(signature) = stored
+        .iter()
+        .find(|s| Digest::sha256_of(&s.content) == *attachment)
+    else {
+        return (
+            Verdict::invalid("could not read the atomic signature (it is gone)"),
+            false,
+        );
+    };
+    if roots.is_empty() {
+        return (Verdict::no_trust_root(), true);
+    }
+    (
+        gpg::verify_content(&roots, repo, subject, &signature.content),
+        true,
+    )
+}
+
+/// A layer's bytes, refused above [`cosign::MAX_PAYLOAD`].
+async fn read_blob(blobs: &BlobStore, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+    let body = blobs
+        .get(digest, None)
+        .await
+        .map_err(|e| Unreadable(format!("layer {digest}: {e}")))?;
+    if body.size as usize > cosign::MAX_PAYLOAD {
+        anyhow::bail!("the layer {digest} is too large to verify");
+    }
+    let chunks: Vec<bytes::Bytes> = body
+        .stream
+        .try_collect()
+        .await
+        .map_err(|e| Unreadable(format!("layer {digest}: {e}")))?;
+    Ok(chunks.concat())
+}
