@@ -4,7 +4,7 @@
 //! Checked: every `blobs` row's bytes exist and hash to its address; every manifest's
 //! bytes hash to its digest, parse, and its edges (`manifest_blobs`,
 //! `manifest_children`) and the attachment rows it carries agree with a fresh parse of
-//! them (by the rules of a PUT, [`crate::meta::rules`]); the blobs and children it
+//! them (by the rules of a PUT, `meta::rules`); the blobs and children it
 //! references exist; every tag points at a manifest of its repository; every upload
 //! session's staged bytes exist (its parts, or its staged file or multipart tail holding
 //! as many bytes as it received); every staging folder under `uploads/` belongs to a
@@ -12,7 +12,7 @@
 //! stored verification verdict belongs to an attachment row.
 //!
 //! Repair only rebuilds derived rows from manifest bytes
-//! ([`MetadataStore::rebuild_manifest_rows`]) and removes orphaned staging data,
+//! ([`crate::meta::Transfer::rebuild_manifest_rows`]) and removes orphaned staging data,
 //! sessions whose parts are gone and verdicts whose attachment is gone. It never deletes a blob, a blob row or a manifest:
 //! corrupt or missing bytes, unparsable manifests and dangling tags stay reported.
 
@@ -29,7 +29,7 @@ use crate::digest::{Digest, DigestHasher};
 use crate::error::{StorageError, StorageResult};
 use crate::manifest::parse_manifest;
 use crate::meta::rules::{self, EntryDescription};
-use crate::meta::{ExportTable, ExportValue, ManifestPut, MetadataStore, Page};
+use crate::meta::{schema, ExportTable, ExportValue, ManifestPut, MetadataStore, Page};
 use crate::names::{RepoName, Tag};
 
 /// What [`check`] is asked to do.
@@ -208,10 +208,13 @@ struct ManifestRow {
 /// One attachment row as compared: (subject, attachment, source, kind, format, tag).
 type AttachmentKey = (String, String, String, String, String, Option<String>);
 
-fn rows_of<'a>(tables: &'a [ExportTable], name: &str) -> Vec<HashMap<&'a str, &'a ExportValue>> {
+fn rows_of<'a>(
+    tables: &'a [ExportTable],
+    table: &schema::Table,
+) -> Vec<HashMap<&'a str, &'a ExportValue>> {
     tables
         .iter()
-        .filter(|t| t.table == name)
+        .filter(|t| t.table == table.name)
         .flat_map(|t| {
             t.rows.iter().map(|row| {
                 t.columns
@@ -279,14 +282,14 @@ async fn check_repository(
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
-    let manifests: Vec<ManifestRow> = rows_of(tables, "manifests")
+    let manifests: Vec<ManifestRow> = rows_of(tables, &schema::MANIFESTS)
         .iter()
         .map(|r| ManifestRow {
-            digest: text(r, "digest").unwrap_or_default(),
-            media_type: text(r, "media_type").unwrap_or_default(),
-            content: bytes(r, "content"),
-            artifact_type: text(r, "artifact_type"),
-            annotations: text(r, "annotations"),
+            digest: text(r, schema::manifests::DIGEST).unwrap_or_default(),
+            media_type: text(r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
+            content: bytes(r, schema::manifests::CONTENT),
+            artifact_type: text(r, schema::manifests::ARTIFACT_TYPE),
+            annotations: text(r, schema::manifests::ANNOTATIONS),
         })
         .collect();
     let present: BTreeSet<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
@@ -307,11 +310,11 @@ async fn check_repository(
         .collect();
 
     let mut tags_of: HashMap<String, Vec<String>> = HashMap::new();
-    for t in rows_of(tables, "tags") {
+    for t in rows_of(tables, &schema::TAGS) {
         report.tags_checked += 1;
         let (tag, digest) = (
-            text(&t, "name").unwrap_or_default(),
-            text(&t, "digest").unwrap_or_default(),
+            text(&t, schema::tags::NAME).unwrap_or_default(),
+            text(&t, schema::tags::DIGEST).unwrap_or_default(),
         );
         if !present.contains(digest.as_str()) {
             report.problem(
@@ -323,36 +326,42 @@ async fn check_repository(
         tags_of.entry(digest).or_default().push(tag);
     }
     let mut edges: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for e in rows_of(tables, "manifest_blobs") {
-        let (m, b) = (text(&e, "manifest_digest"), text(&e, "blob_digest"));
+    for e in rows_of(tables, &schema::MANIFEST_BLOBS) {
+        let (m, b) = (
+            text(&e, schema::manifest_blobs::MANIFEST),
+            text(&e, schema::manifest_blobs::BLOB),
+        );
         edges
             .entry(m.unwrap_or_default())
             .or_default()
             .insert(format!("blob {}", b.unwrap_or_default()));
     }
-    for e in rows_of(tables, "manifest_children") {
-        let (m, c) = (text(&e, "index_digest"), text(&e, "child_digest"));
+    for e in rows_of(tables, &schema::MANIFEST_CHILDREN) {
+        let (m, c) = (
+            text(&e, schema::manifest_children::INDEX),
+            text(&e, schema::manifest_children::CHILD),
+        );
         edges
             .entry(m.unwrap_or_default())
             .or_default()
             .insert(format!("child {}", c.unwrap_or_default()));
     }
     let mut carried: HashMap<String, BTreeSet<AttachmentKey>> = HashMap::new();
-    for a in rows_of(tables, "attachments") {
-        let source = text(&a, "source").unwrap_or_default();
+    for a in rows_of(tables, &schema::ATTACHMENTS) {
+        let source = text(&a, schema::attachments::SOURCE).unwrap_or_default();
         if source == AttachmentSource::Extension.as_str() {
             continue;
         }
         carried
-            .entry(text(&a, "carrier").unwrap_or_default())
+            .entry(text(&a, schema::attachments::CARRIER).unwrap_or_default())
             .or_default()
             .insert((
-                text(&a, "subject").unwrap_or_default(),
-                text(&a, "attachment").unwrap_or_default(),
+                text(&a, schema::attachments::SUBJECT).unwrap_or_default(),
+                text(&a, schema::attachments::ATTACHMENT).unwrap_or_default(),
                 source,
-                text(&a, "kind").unwrap_or_default(),
-                text(&a, "format").unwrap_or_default(),
-                text(&a, "tag"),
+                text(&a, schema::attachments::KIND).unwrap_or_default(),
+                text(&a, schema::attachments::FORMAT).unwrap_or_default(),
+                text(&a, schema::attachments::TAG),
             ));
     }
     for stray in carried.keys().filter(|c| !present.contains(c.as_str())) {

@@ -66,7 +66,7 @@ impl Registry {
     }
 
     /// Stores a manifest, its edges and its tags in one transaction (see
-    /// [`MetadataStore::put_manifest`]).
+    /// [`crate::meta::Manifests::put_manifest`]).
     pub async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
         self.meta.put_manifest(put).await?;
         self.fire(|h| h.manifest_stored(put));
@@ -130,7 +130,7 @@ impl Registry {
         Ok(deleted)
     }
 
-    /// Links a blob the registry holds into `repo` (see [`MetadataStore::mount_blob`]).
+    /// Links a blob the registry holds into `repo` (see [`crate::meta::BlobLinks::mount_blob`]).
     /// The caller has established that the acting party may read it where it is held.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<Option<u64>> {
         let mounted = self.meta.mount_blob(repo, digest).await?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream;
 use signet_storage::blobs::BlobStore;
-use signet_storage::meta::{suite, PostgresMetadata, SqliteMetadata};
+use signet_storage::meta::{suite, BlobLinks, Manifests, PostgresMetadata, SqliteMetadata};
 use signet_storage::range::ResolvedRange;
 use signet_storage::{open_metadata, Algorithm, Digest, MetadataStore, StorageError};
 

@@ -1,32 +1,43 @@
-//! The metadata store: repositories, manifests, tags, edges and upload sessions.
+//! The metadata store: repositories, manifests, tags, edges, upload sessions, and what
+//! is derived from them.
 //!
-//! One trait, one SQL implementation of it ([`sql`]) that runs on each engine (SQLite,
-//! PostgreSQL), the decisions that are not SQL ([`rules`]), and one test suite
-//! ([`suite`]) that every engine must pass.
+//! One trait per concern (`store/`: [`Repositories`], [`BlobLinks`], [`Manifests`],
+//! [`AtomicSignatures`], [`UploadSessions`], [`Collection`], [`SyncJobs`],
+//! [`RevokedTokens`], [`Verdicts`], [`Transfer`]), [`MetadataStore`] all of them; one SQL
+//! implementation (`sql/`: the query layer in `sql/query.rs`, a file per trait, the
+//! exported schema in `sql/schema.rs`) that runs on each engine (SQLite, PostgreSQL); the
+//! decisions that are not SQL (`rules`); and one test suite (`suite`, with the
+//! `testing` feature) that every engine must pass.
 
 mod change_token;
 mod postgres;
 pub(crate) mod rules;
+pub(crate) mod schema;
 mod sql;
 mod sqlite;
+mod store;
+#[cfg(feature = "testing")]
 pub mod suite;
 mod wal_index;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::blobs::{StagedPart, UploadProgress};
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
-use crate::names::{Reference, RepoName, Tag};
+use crate::names::{RepoName, Tag};
 
 pub use change_token::ChangeToken;
 pub use postgres::{PostgresEngine, PostgresMetadata};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
+pub use store::{
+    AtomicSignatures, BlobLinks, Collection, Manifests, Repositories, RevokedTokens, SyncJobs,
+    Transfer, UploadSessions, Verdicts,
+};
 
 /// A manifest as stored: exact bytes plus what was derived from them at push time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +70,7 @@ impl ManifestRecord {
     }
 }
 
-/// What [`MetadataStore::usage_under`] counts.
+/// What [`Repositories::usage_under`] counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub repositories: u64,
@@ -265,7 +276,7 @@ pub struct Page<'a> {
     pub limit: Option<u32>,
 }
 
-/// A column value copied between stores ([`MetadataStore::export_repository`]).
+/// A column value copied between stores ([`Transfer::export_repository`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportValue {
     Null,
@@ -300,235 +311,39 @@ pub struct BlobRow {
     pub created_at: i64,
 }
 
-#[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
-    /// Cheap round trip to the database, for readiness checks.
-    async fn ping(&self) -> StorageResult<()>;
-
-    /// A token that changes whenever the store commits (see [`ChangeToken`]); `None`
-    /// where the engine has no such signal: then nothing may be cached.
-    fn change_token(&self) -> Option<ChangeToken>;
-    async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>>;
-    async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
-    /// What the repositories below `prefix` (`prefix/...`) hold: how many there are, and
-    /// the bytes of the distinct blobs linked into them (pull-through quotas).
-    async fn usage_under(&self, prefix: &RepoName) -> StorageResult<Usage>;
-
-    /// Size of `digest` if the repository may serve it.
-    async fn blob_in_repository(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-    ) -> StorageResult<Option<u64>>;
-    /// Size of `digest` if any repository holds it.
-    async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>>;
-    /// Records the blob and lets the repository serve it (creating the repository).
-    async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()>;
-    /// Stops the repository serving the blob. False when it did not.
-    async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool>;
-
-    /// Stores a manifest, its edges and its tag in one transaction. Fails with
-    /// [`StorageError::MissingReferences`] when referenced blobs or children are absent.
-    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()>;
-    async fn get_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> StorageResult<Option<StoredManifest>>;
-    /// Deletes a manifest, the tags pointing at it and its edges, and with
-    /// `with_attachments` its attachments (recursively), in one transaction. Returns
-    /// what was deleted: empty when the manifest was absent.
-    async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        with_attachments: bool,
-    ) -> StorageResult<Vec<Digest>>;
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;
-    /// Tags in lexical order; `None` when the repository does not exist.
-    async fn list_tags(
-        &self,
-        repo: &RepoName,
-        page: Page<'_>,
-    ) -> StorageResult<Option<Vec<String>>>;
-    /// Like [`MetadataStore::list_tags`], each tag with its manifest and push time.
-    async fn list_tag_details(
-        &self,
-        repo: &RepoName,
-        page: Page<'_>,
-    ) -> StorageResult<Option<Vec<TagDetail>>>;
-    /// Referrers of `subject`: manifests whose `subject` it is, entries of its fallback
-    /// tag, and with `include_tag_attachments` its cosign tag attachments.
-    async fn list_referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        include_tag_attachments: bool,
-    ) -> StorageResult<Vec<Referrer>>;
-    /// Every attachment of `subject`, however it arrived, oldest first.
-    async fn list_attachments(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-    ) -> StorageResult<Vec<AttachmentRecord>>;
-    /// The manifests of the repository that `manifest` is an attachment of: subjects of
-    /// the attachment rows it makes or carries (its `subject` field, a cosign tag, a
-    /// referrers fallback index it is or holds), each of them a manifest present in the
-    /// repository. Atomic signatures, which are not manifests, are left out.
-    async fn attached_to(&self, repo: &RepoName, manifest: &Digest) -> StorageResult<Vec<Digest>>;
-    /// Indexes in the repository that list `child` directly.
-    async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>>;
-
-    /// Atomic signatures of a manifest, in the order they were added.
-    async fn list_atomic_signatures(
-        &self,
-        repo: &RepoName,
-        manifest: &Digest,
-    ) -> StorageResult<Vec<AtomicSignature>>;
-    /// Stores a signature of a manifest present in the repository ([`StorageError::NotFound`]
-    /// otherwise). The same id with other content is a [`StorageError::Conflict`].
-    async fn put_atomic_signature(
-        &self,
-        repo: &RepoName,
-        manifest: &Digest,
-        signature: &AtomicSignature,
-    ) -> StorageResult<SignatureStored>;
-    async fn delete_atomic_signature(
-        &self,
-        repo: &RepoName,
-        manifest: &Digest,
-        id: &str,
-    ) -> StorageResult<bool>;
-
-    async fn create_upload(&self, session: &UploadSession) -> StorageResult<()>;
-    async fn get_upload(&self, id: &str) -> StorageResult<Option<UploadSession>>;
-    /// Appends a staged part if the session still has `expected_size` bytes; fails with
-    /// [`StorageError::Conflict`] when another request moved it first.
-    async fn append_upload_part(
-        &self,
-        id: &str,
-        expected_size: u64,
-        part: &StagedPart,
-    ) -> StorageResult<UploadSession>;
-    /// Records an append to a session that still has `expected_size` bytes: its new
-    /// size and progress in one update, so the running hashes always cover exactly the
-    /// bytes counted. [`StorageError::Conflict`] when another request moved it first.
-    async fn advance_upload(
-        &self,
-        id: &str,
-        expected_size: u64,
-        size: u64,
-        progress: &UploadProgress,
-    ) -> StorageResult<UploadSession>;
-    async fn delete_upload(&self, id: &str) -> StorageResult<bool>;
-    /// Sessions not touched since `cutoff` (unix seconds).
-    async fn uploads_idle_since(&self, cutoff: i64) -> StorageResult<Vec<UploadSession>>;
-
-    // Garbage collection and the protocol that keeps it safe beside pushes (`crate::gc`).
-
-    /// Links a blob the registry already holds into `repo` (a cross-repository mount),
-    /// touching its row and link. `None` when no blob row exists;
-    /// [`StorageError::BlobBeingDeleted`] while GC deletes it.
-    async fn mount_blob(&self, repo: &RepoName, digest: &Digest) -> StorageResult<Option<u64>>;
-    /// Pins `digest` for an upload about to move verified bytes to their address: GC
-    /// deletes no pinned blob. [`StorageError::BlobBeingDeleted`] while GC deletes it.
-    async fn pin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
-    async fn unpin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
-    /// Takes (or renews) the collector's lease for `ttl_secs`. False when another holder
-    /// has it.
-    async fn gc_acquire(&self, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
-    async fn gc_release(&self, holder: &str) -> StorageResult<()>;
-    /// Takes (or renews) the lease `name` for `ttl_secs` (other work than GC that one
-    /// replica at a time does, e.g. a scheduled sync run). False when another holder
-    /// has it.
-    async fn lease_acquire(&self, name: &str, holder: &str, ttl_secs: i64) -> StorageResult<bool>;
-    async fn lease_release(&self, name: &str, holder: &str) -> StorageResult<()>;
-
-    // Sync jobs created through the admin API, shared by every replica (jobs of the
-    // configuration file are not stored).
-
-    /// Stores a job's configuration (JSON text) under `name`; false when the name is
-    /// taken.
-    async fn sync_job_create(&self, name: &str, config: &str) -> StorageResult<bool>;
-    /// Removes a stored job; false when there was none.
-    async fn sync_job_delete(&self, name: &str) -> StorageResult<bool>;
-    /// Every stored job as (name, configuration JSON), by name.
-    async fn sync_jobs(&self) -> StorageResult<Vec<(String, String)>>;
-
-    // Refresh tokens used up or revoked (the token service, across replicas).
-
-    /// Marks the token `jti` (valid until `expires_at`, unix seconds) as not to be used
-    /// again; true when this call did it, false when it already was. Rows of tokens
-    /// expired by now are dropped on the way.
-    async fn revoke_token(&self, jti: &str, expires_at: i64) -> StorageResult<bool>;
-    /// Whether the token `jti` was revoked or used up.
-    async fn token_revoked(&self, jti: &str) -> StorageResult<bool>;
-    /// Marks and sweeps the metadata in one write transaction (rolled back for a dry
-    /// run): unreachable manifests, unreferenced repository links, then unreferenced
-    /// blob rows, each replaced by a tombstone (see [`MetadataStore::blob_deletions`]).
-    async fn gc_sweep(&self, plan: &GcPlan) -> StorageResult<GcSweep>;
-    /// Tombstones: blobs whose rows GC deleted and whose bytes may still exist.
-    async fn blob_deletions(&self) -> StorageResult<Vec<Digest>>;
-    /// Removes a tombstone once the bytes are gone.
-    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()>;
-
-    // Copying one store into another (`crate::migrate`, `signet migrate`).
-
-    /// `blobs` rows in digest order, strictly after `after`, at most `limit`.
-    async fn export_blob_rows(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> StorageResult<Vec<BlobRow>>;
-    /// Every row of one repository; `None` when it does not exist.
-    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>>;
-    /// Inserts the rows that are absent (by digest), leaving present ones alone; the
-    /// number inserted. The bytes must already be in this store's blob store.
-    async fn import_blob_rows(&self, rows: &[BlobRow]) -> StorageResult<u64>;
-    /// Inserts, in one transaction, the rows of an export that are absent (by each
-    /// table's key), leaving present ones alone; the number inserted. The `blobs` rows
-    /// its links name must exist.
-    async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64>;
-
-    // Verification verdicts, kept per attachment (a verdict row goes with the last
-    // attachment row naming it, in the same transaction).
-
-    /// The stored verdict on `attachment` as an attachment of `subject`, whatever
-    /// configuration reached it.
-    async fn get_verdict(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        attachment: &Digest,
-    ) -> StorageResult<Option<StoredVerdict>>;
-    /// Stores (or replaces) a verdict; false, storing nothing, when no attachment row
-    /// names (`subject`, `attachment`) in `repo` any more.
-    async fn put_verdict(&self, repo: &RepoName, verdict: &StoredVerdict) -> StorageResult<bool>;
-    /// Signatures and attestations with no verdict reached under `fingerprint`, at most
-    /// `limit`, by repository, subject and attachment.
-    async fn unverified_attachments(
-        &self,
-        fingerprint: &str,
-        limit: u32,
-    ) -> StorageResult<Vec<UnverifiedAttachment>>;
-    /// Verdict rows no attachment row names (none, unless something wrote around the
-    /// rule above): (repository, subject, attachment).
-    async fn orphan_verdicts(&self) -> StorageResult<Vec<(String, Digest, Digest)>>;
-    /// Deletes the rows [`MetadataStore::orphan_verdicts`] lists; how many.
-    async fn delete_orphan_verdicts(&self) -> StorageResult<u64>;
-
-    // Checking and repairing the store (`crate::fsck`, `signet fsck`).
-
-    /// Rebuilds, in one transaction, the rows derived from a stored manifest: drops its
-    /// edges and the attachment rows it carries (atomic signatures aside) and writes
-    /// them again, edges from `put.blobs`/`put.children`, attachment rows by the rules
-    /// of a PUT, for each tag pointing at it as if it had just moved there (`put.tags`
-    /// and `put.condition` are ignored). False when the manifest is absent. The
-    /// manifest row itself is left as it is.
-    async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool>;
+/// The whole metadata store: every concern's trait. Consumers take the narrow trait they
+/// need (`&dyn Manifests`, `&dyn Verdicts`, ...); `Arc<dyn MetadataStore>` upcasts to
+/// each. One SQL implementation ([`SqlMetadata`]) serves both engines.
+pub trait MetadataStore:
+    Repositories
+    + BlobLinks
+    + Manifests
+    + AtomicSignatures
+    + UploadSessions
+    + Collection
+    + SyncJobs
+    + RevokedTokens
+    + Verdicts
+    + Transfer
+{
 }
 
-/// What [`MetadataStore::gc_sweep`] is asked to do.
+impl<T> MetadataStore for T where
+    T: Repositories
+        + BlobLinks
+        + Manifests
+        + AtomicSignatures
+        + UploadSessions
+        + Collection
+        + SyncJobs
+        + RevokedTokens
+        + Verdicts
+        + Transfer
+        + ?Sized
+{
+}
+
+/// What [`Collection::gc_sweep`] is asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcPlan {
     /// Unix seconds: manifests, links and blobs created or touched at or after it are
@@ -546,7 +361,7 @@ pub struct GcPlan {
     pub dry_run: bool,
 }
 
-/// What [`MetadataStore::gc_sweep`] removed (or would remove).
+/// What [`Collection::gc_sweep`] removed (or would remove).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcSweep {
     /// (repository, manifest)

@@ -1,0 +1,162 @@
+//! [`Collection`] in SQL.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+
+use crate::digest::Digest;
+use crate::error::StorageResult;
+use crate::meta::*;
+
+use super::common::*;
+use super::query::*;
+use super::SqlMetadata;
+
+#[async_trait]
+impl<E: Engine> Collection for SqlMetadata<E> {
+    async fn gc_acquire(&self, holder: &str, ttl_secs: i64) -> StorageResult<bool> {
+        // One statement: the upsert takes the row, or renews it for its holder, or changes
+        // nothing while another holder's lease runs.
+        let at = now();
+        let q = query(
+            "INSERT INTO gc_lease (id, holder, expires_at) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+              WHERE gc_lease.holder = excluded.holder OR gc_lease.expires_at < $3",
+        )
+        .bind(holder)
+        .bind(at + ttl_secs)
+        .bind(at);
+        Ok(self.engine.writer().execute(q).await? > 0)
+    }
+
+    async fn lease_acquire(&self, name: &str, holder: &str, ttl_secs: i64) -> StorageResult<bool> {
+        let at = now();
+        let q = query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+              WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(at + ttl_secs)
+        .bind(at);
+        Ok(self.engine.writer().execute(q).await? > 0)
+    }
+
+    async fn lease_release(&self, name: &str, holder: &str) -> StorageResult<()> {
+        let q = query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder);
+        self.engine.writer().execute(q).await?;
+        Ok(())
+    }
+
+    async fn gc_release(&self, holder: &str) -> StorageResult<()> {
+        let q = query("DELETE FROM gc_lease WHERE holder = $1").bind(holder);
+        self.engine.writer().execute(q).await?;
+        Ok(())
+    }
+
+    async fn gc_sweep(&self, plan: &GcPlan) -> StorageResult<GcSweep> {
+        // One write transaction that no push interleaves with: while it runs no push can
+        // make anything it decides on reachable, and everything pushed after it sees its
+        // effects (a blob link is checked by the manifest PUT's own transaction,
+        // tombstones by every link).
+        let mut tx = self.engine.begin(Access::Sweep).await?;
+        let mut sweep = GcSweep::default();
+        let rows = tx
+            .fetch(query("SELECT id, name FROM repositories ORDER BY name"))
+            .await?;
+        let repos = rows
+            .iter()
+            .map(|r| Ok((r.i64("id")?, r.text("name")?)))
+            .collect::<StorageResult<Vec<_>>>()?;
+        let names: HashMap<i64, String> = repos.iter().cloned().collect();
+
+        if plan.delete_untagged {
+            for (repo_id, name) in &repos {
+                let q = query(UNREACHABLE_MANIFESTS)
+                    .bind(*repo_id)
+                    .bind(plan.cutoff)
+                    .bind(plan.attachments_follow_subject);
+                for row in tx.fetch(q).await? {
+                    let digest = row.text("digest")?;
+                    // Edges, attachment rows, atomic signatures and tags go with it.
+                    tx.execute(
+                        query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+                            .bind(*repo_id)
+                            .bind(digest.as_str()),
+                    )
+                    .await?;
+                    sweep.manifests.push((name.clone(), parse_digest(&digest)?));
+                }
+            }
+        }
+
+        // Links no manifest of their repository references: pushed or mounted, never used
+        // (or used by manifests since deleted).
+        let q = query(
+            "DELETE FROM repository_blobs AS rb
+              WHERE rb.created_at < $1
+                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
+                                 WHERE mb.repository_id = rb.repository_id AND mb.blob_digest = rb.digest)
+             RETURNING repository_id, digest",
+        )
+        .bind(plan.cutoff);
+        for row in tx.fetch(q).await? {
+            let name = names
+                .get(&row.i64("repository_id")?)
+                .cloned()
+                .unwrap_or_default();
+            sweep.links.push((name, row.digest("digest")?));
+        }
+        sweep.links.sort();
+
+        tx.execute(
+            query("DELETE FROM blob_pins WHERE created_at < $1").bind(plan.stale_pin_cutoff),
+        )
+        .await?;
+        // Blob rows nothing references, old enough, and not being placed by an upload:
+        // each becomes a tombstone in the same transaction.
+        let q = query(
+            "DELETE FROM blobs AS b
+              WHERE b.created_at < $1
+                AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
+                AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
+             RETURNING digest, size",
+        )
+        .bind(plan.cutoff);
+        let at = now();
+        for row in tx.fetch(q).await? {
+            let digest = row.digest("digest")?;
+            tx.execute(
+                query("INSERT INTO blob_deletions (digest, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&digest)
+                    .bind(at),
+            )
+            .await?;
+            sweep.blobs.push((digest, row.i64("size")? as u64));
+        }
+        sweep.blobs.sort();
+
+        if plan.dry_run {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(sweep)
+    }
+
+    async fn blob_deletions(&self) -> StorageResult<Vec<Digest>> {
+        let q = query("SELECT digest FROM blob_deletions ORDER BY digest");
+        let rows = self.engine.writer().fetch(q).await?;
+        rows.iter().map(|r| r.digest("digest")).collect()
+    }
+
+    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()> {
+        let q = query("DELETE FROM blob_deletions WHERE digest = $1").bind(digest);
+        self.engine.writer().execute(q).await?;
+        Ok(())
+    }
+}

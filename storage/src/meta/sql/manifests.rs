@@ -1,0 +1,318 @@
+//! [`Manifests`] in SQL.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::error::{StorageError, StorageResult};
+use crate::meta::rules::{self, AttachmentWalk};
+use crate::meta::*;
+use crate::names::{Reference, RepoName, Tag};
+
+use super::common::*;
+use super::query::*;
+use super::SqlMetadata;
+
+#[async_trait]
+impl<E: Engine> Manifests for SqlMetadata<E> {
+    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
+        let m = &put.manifest;
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let repo_id = ensure_repo(&mut tx, &put.repo).await?;
+
+        let mut stored = stored_sizes(&mut tx, BLOB_SIZES, repo_id, &put.blobs).await?;
+        stored.extend(stored_sizes(&mut tx, MANIFEST_SIZES, repo_id, &put.children).await?);
+        let absent: Vec<Digest> = put
+            .blobs
+            .iter()
+            .chain(&put.children)
+            .filter(|d| !stored.contains_key(&d.to_string()))
+            .cloned()
+            .collect();
+        if !absent.is_empty() {
+            // Dropping the transaction rolls back the repository row it may have created.
+            return Err(StorageError::MissingReferences(absent));
+        }
+        for (digest, declared) in &put.sizes {
+            match stored.get(&digest.to_string()) {
+                Some(&size) if size != *declared => {
+                    return Err(StorageError::SizeMismatch {
+                        digest: digest.clone(),
+                        declared: *declared,
+                        stored: size,
+                    })
+                }
+                _ => {}
+            }
+        }
+
+        if !put.tags.is_empty() {
+            // Before any row of the manifest is written, so that two PUTs of one tag
+            // queue here rather than deadlock on each other's rows.
+            lock_tags::<E>(&mut tx, repo_id).await?;
+        }
+        let at = now();
+        let annotations = (!m.annotations.is_empty())
+            .then(|| to_json(&m.annotations))
+            .transpose()?;
+        tx.execute(
+            query(
+                "INSERT INTO manifests (repository_id, digest, media_type, size, content, artifact_type, subject, annotations, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (repository_id, digest) DO UPDATE SET created_at = excluded.created_at",
+            )
+            .bind(repo_id)
+            .bind(&m.digest)
+            .bind(m.media_type.as_str())
+            .bind(m.content.len() as i64)
+            .bind(m.content.as_ref())
+            .bind(m.artifact_type.clone())
+            .bind(m.subject.as_ref().map(|s| s.to_string()))
+            .bind(annotations)
+            .bind(at),
+        )
+        .await?;
+        insert_edges(&mut tx, repo_id, put).await?;
+        let mut moved = Vec::new();
+        for tag in &put.tags {
+            let current = current_tag(&mut tx, repo_id, tag).await?;
+            if let Some(condition) = &put.condition {
+                condition.check(current.as_deref())?;
+            }
+            tx.execute(
+                query(
+                    "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (repository_id, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+                )
+                .bind(repo_id)
+                .bind(tag.as_str())
+                .bind(&m.digest)
+                .bind(at),
+            )
+            .await?;
+            if current != Some(m.digest.to_string()) {
+                // Forget what the tag's previous target attached.
+                forget_tag_attachments(&mut tx, repo_id, tag).await?;
+                moved.push(tag.clone());
+            }
+        }
+        let described =
+            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &moved)).await?;
+        for row in rules::put_rows(put, &moved, &described) {
+            insert_attachment(&mut tx, repo_id, row, at).await?;
+        }
+        tx.commit().await
+    }
+
+    async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> StorageResult<Option<StoredManifest>> {
+        let q = match reference {
+            Reference::Digest(d) => query(
+                "SELECT m.digest, m.media_type, m.content FROM manifests m
+                   JOIN repositories r ON r.id = m.repository_id
+                  WHERE r.name = $1 AND m.digest = $2",
+            )
+            .bind(repo.as_str())
+            .bind(d),
+            Reference::Tag(t) => query(
+                "SELECT m.digest, m.media_type, m.content FROM tags t
+                   JOIN repositories r ON r.id = t.repository_id
+                   JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+                  WHERE r.name = $1 AND t.name = $2",
+            )
+            .bind(repo.as_str())
+            .bind(t.as_str()),
+        };
+        let row = self.engine.readers().first(q).await?;
+        row.map(|row| {
+            Ok(StoredManifest {
+                digest: row.digest("digest")?,
+                media_type: row.text("media_type")?,
+                content: Bytes::from(row.bytes("content")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_attachments: bool,
+    ) -> StorageResult<Vec<Digest>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let mut walk = AttachmentWalk::new(digest, with_attachments);
+        while let Some(subject) = walk.next_subject() {
+            let q = query(
+                "SELECT DISTINCT a.attachment FROM attachments a
+                   JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
+                  WHERE a.repository_id = $1 AND a.subject = $2 AND a.source <> 'extension'",
+            )
+            .bind(repo_id)
+            .bind(subject);
+            let rows = tx.fetch(q).await?;
+            walk.attached(
+                rows.iter()
+                    .map(|r| r.text("attachment"))
+                    .collect::<StorageResult<_>>()?,
+            );
+        }
+        let doomed = walk.into_found();
+        let mut deleted = Vec::new();
+        for d in &doomed {
+            // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).
+            let q = query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(d);
+            if tx.execute(q).await? > 0 {
+                deleted.push(parse_digest(d)?);
+            } else if d == &doomed[0] {
+                return Ok(Vec::new());
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(false);
+        };
+        let mut tx = self.engine.begin(Access::Push).await?;
+        lock_tags::<E>(&mut tx, repo_id).await?;
+        let done = tx
+            .execute(
+                query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
+                    .bind(repo_id)
+                    .bind(tag.as_str()),
+            )
+            .await?;
+        forget_tag_attachments(&mut tx, repo_id, tag).await?;
+        tx.commit().await?;
+        Ok(done > 0)
+    }
+
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<String>>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(None);
+        };
+        let q = query(
+            "SELECT name FROM tags WHERE repository_id = $1 AND name > $2 ORDER BY name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page));
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| r.text("name"))
+            .collect::<StorageResult<_>>()
+            .map(Some)
+    }
+
+    async fn list_tag_details(
+        &self,
+        repo: &RepoName,
+        page: Page<'_>,
+    ) -> StorageResult<Option<Vec<TagDetail>>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(None);
+        };
+        let q = query(
+            "SELECT t.name, t.digest, t.updated_at, m.media_type, m.size, m.content
+               FROM tags t
+               JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.digest
+              WHERE t.repository_id = $1 AND t.name > $2
+              ORDER BY t.name LIMIT $3",
+        )
+        .bind(repo_id)
+        .bind(page.last.unwrap_or(""))
+        .bind(page_limit(&page));
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TagDetail {
+                    tag: r.text("name")?,
+                    digest: r.digest("digest")?,
+                    media_type: r.text("media_type")?,
+                    size: r.i64("size")? as u64,
+                    pushed_at: r.i64("updated_at")?,
+                    content: Bytes::from(r.bytes("content")?),
+                })
+            })
+            .collect::<StorageResult<_>>()
+            .map(Some)
+    }
+
+    async fn list_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        include_tag_attachments: bool,
+    ) -> StorageResult<Vec<Referrer>> {
+        let attachments = self.list_attachments(repo, subject).await?;
+        Ok(rules::referrers(&attachments, include_tag_attachments))
+    }
+
+    async fn list_attachments(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> StorageResult<Vec<AttachmentRecord>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let q = query(
+            "SELECT a.subject, a.attachment, a.kind, a.source, a.format, a.artifact_type, a.tag,
+                    a.created_at, m.media_type, m.size, m.annotations
+               FROM attachments a
+               LEFT JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
+              WHERE a.repository_id = $1 AND a.subject = $2
+              ORDER BY a.created_at, a.attachment",
+        )
+        .bind(repo_id)
+        .bind(subject);
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter().map(attachment_from_row).collect()
+    }
+
+    async fn attached_to(&self, repo: &RepoName, manifest: &Digest) -> StorageResult<Vec<Digest>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let q = query(
+            "SELECT DISTINCT a.subject FROM attachments a
+               JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.subject
+              WHERE a.repository_id = $1 AND (a.attachment = $2 OR a.carrier = $2)
+                AND a.source <> 'extension' AND a.subject <> $2
+              ORDER BY a.subject",
+        )
+        .bind(repo_id)
+        .bind(manifest);
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter().map(|r| r.digest("subject")).collect()
+    }
+
+    async fn parents_of(&self, repo: &RepoName, child: &Digest) -> StorageResult<Vec<Digest>> {
+        let Some(repo_id) = repo_id(&self.engine, repo).await? else {
+            return Ok(Vec::new());
+        };
+        let q = query(
+            "SELECT index_digest FROM manifest_children
+              WHERE repository_id = $1 AND child_digest = $2 ORDER BY index_digest",
+        )
+        .bind(repo_id)
+        .bind(child);
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter().map(|r| r.digest("index_digest")).collect()
+    }
+}

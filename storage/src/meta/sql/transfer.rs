@@ -1,0 +1,232 @@
+//! [`Transfer`] in SQL.
+
+use async_trait::async_trait;
+
+use crate::error::{StorageError, StorageResult};
+use crate::meta::rules::{self};
+use crate::meta::*;
+use crate::names::Tag;
+
+use super::common::*;
+use super::query::*;
+use super::SqlMetadata;
+use crate::meta::schema::{Kind, EXPORTED};
+
+#[async_trait]
+impl<E: Engine> Transfer for SqlMetadata<E> {
+    async fn export_blob_rows(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StorageResult<Vec<BlobRow>> {
+        let q = query(
+            "SELECT digest, size, created_at FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit));
+        let rows = self.engine.readers().fetch(q).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BlobRow {
+                    digest: r.digest("digest")?,
+                    size: r.i64("size")? as u64,
+                    created_at: r.i64("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>> {
+        // One read transaction: the export is a consistent snapshot of the repository.
+        let mut tx = self.engine.begin(Access::Write).await?;
+        let Some(repo) = tx
+            .first(query("SELECT id, created_at FROM repositories WHERE name = $1").bind(name))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (id, created_at) = (repo.i64("id")?, repo.i64("created_at")?);
+        let mut tables = Vec::new();
+        for schema in EXPORTED {
+            let names: Vec<&str> = schema.columns.iter().map(|(c, _)| *c).collect();
+            let sql = format!(
+                "SELECT {} FROM {} WHERE repository_id = $1 ORDER BY {}",
+                names.join(", "),
+                schema.name,
+                schema.order
+            );
+            let rows = tx.fetch(query(sql).bind(id)).await?;
+            let rows = rows
+                .iter()
+                .map(|row| {
+                    schema
+                        .columns
+                        .iter()
+                        .map(|(c, kind)| read_column(row, c, *kind))
+                        .collect::<StorageResult<Vec<_>>>()
+                })
+                .collect::<StorageResult<Vec<_>>>()?;
+            tables.push(ExportTable {
+                table: schema.name.to_string(),
+                columns: names.iter().map(|c| c.to_string()).collect(),
+                rows,
+            });
+        }
+        tx.rollback().await?;
+        Ok(Some(RepositoryExport {
+            name: name.to_string(),
+            created_at,
+            tables,
+        }))
+    }
+
+    async fn import_blob_rows(&self, rows: &[BlobRow]) -> StorageResult<u64> {
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let mut inserted = 0;
+        for row in rows {
+            inserted += tx
+                .execute(
+                    query(
+                        "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(&row.digest)
+                    .bind(row.size as i64)
+                    .bind(row.created_at),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn import_repository(&self, export: &RepositoryExport) -> StorageResult<u64> {
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let mut inserted = tx
+            .execute(
+                query(
+                    "INSERT INTO repositories (name, created_at) VALUES ($1, $2)
+                     ON CONFLICT (name) DO NOTHING",
+                )
+                .bind(export.name.as_str())
+                .bind(export.created_at),
+            )
+            .await?;
+        let repo_id = tx
+            .first(query("SELECT id FROM repositories WHERE name = $1").bind(export.name.as_str()))
+            .await?
+            .ok_or_else(|| StorageError::Other(format!("repository {} vanished", export.name)))?
+            .i64("id")?;
+        for table in &export.tables {
+            // Only the tables and columns this module exports: names go into SQL text.
+            let known = EXPORTED
+                .iter()
+                .find(|schema| schema.name == table.table)
+                .filter(|schema| {
+                    schema.columns.len() == table.columns.len()
+                        && schema
+                            .columns
+                            .iter()
+                            .zip(&table.columns)
+                            .all(|((c, _), t)| c == t)
+                });
+            if known.is_none() {
+                return Err(StorageError::Other(format!(
+                    "cannot import table {} with columns {:?}",
+                    table.table, table.columns
+                )));
+            }
+            let placeholders: Vec<String> = (2..table.columns.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} (repository_id, {}) VALUES ($1, {}) ON CONFLICT DO NOTHING",
+                table.table,
+                table.columns.join(", "),
+                placeholders.join(", ")
+            );
+            for row in &table.rows {
+                let q = row.iter().fold(query(sql.clone()).bind(repo_id), |q, v| {
+                    q.bind(match v {
+                        ExportValue::Null => Arg::Text(None),
+                        ExportValue::Int(i) => Arg::I64(*i),
+                        ExportValue::Text(t) => Arg::Text(Some(t.clone())),
+                        ExportValue::Bytes(b) => Arg::Bytes(b.clone()),
+                    })
+                });
+                inserted += tx.execute(q).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn rebuild_manifest_rows(&self, put: &ManifestPut) -> StorageResult<bool> {
+        let m = &put.manifest;
+        let mut tx = self.engine.begin(Access::Push).await?;
+        let Some(repo) = tx
+            .first(query("SELECT id FROM repositories WHERE name = $1").bind(put.repo.as_str()))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let repo_id = repo.i64("id")?;
+        // Tags do not move while the rows they imply are rebuilt.
+        lock_tags::<E>(&mut tx, repo_id).await?;
+        let present = tx
+            .exists(
+                query("SELECT 1 AS one FROM manifests WHERE repository_id = $1 AND digest = $2")
+                    .bind(repo_id)
+                    .bind(&m.digest),
+            )
+            .await?;
+        if !present {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM manifest_blobs WHERE repository_id = $1 AND manifest_digest = $2",
+            "DELETE FROM manifest_children WHERE repository_id = $1 AND index_digest = $2",
+            "DELETE FROM attachments WHERE repository_id = $1 AND carrier = $2 AND source <> 'extension'",
+        ] {
+            tx.execute(query(sql).bind(repo_id).bind(&m.digest)).await?;
+        }
+        insert_edges(&mut tx, repo_id, put).await?;
+        let tags = tx
+            .fetch(
+                query(
+                    "SELECT name FROM tags WHERE repository_id = $1 AND digest = $2 ORDER BY name",
+                )
+                .bind(repo_id)
+                .bind(&m.digest),
+            )
+            .await?
+            .iter()
+            .map(|row| row.text("name"))
+            .collect::<StorageResult<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|name| name.parse::<Tag>().ok())
+            .collect::<Vec<_>>();
+        let described =
+            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &tags)).await?;
+        let rows = rules::put_rows(put, &tags, &described);
+        let at = now();
+        for row in rows {
+            insert_attachment(&mut tx, repo_id, row, at).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// One column of a row, read the way its schema says.
+fn read_column(row: &impl RowExt, column: &str, kind: Kind) -> StorageResult<ExportValue> {
+    Ok(match kind {
+        Kind::Int => ExportValue::Int(row.i64(column)?),
+        Kind::Text => ExportValue::Text(row.text(column)?),
+        Kind::OptText => row
+            .opt_text(column)?
+            .map_or(ExportValue::Null, ExportValue::Text),
+        Kind::Bytes => ExportValue::Bytes(row.bytes(column)?),
+    })
+}
