@@ -7,7 +7,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step's name, and the time the one before it took (the run's profile, for the
+# README's figures and for finding what grew).
+started=$SECONDS
+last_step=""
+step() {
+  if [[ -n $last_step ]]; then
+    printf '== %s: %d s\n' "$last_step" $((SECONDS - step_started))
+  fi
+  last_step=$*
+  step_started=$SECONDS
+  printf '\n== %s\n' "$*"
+}
+finish() {
+  local status=$?
+  [[ -n $last_step ]] && printf '== %s: %d s\n' "$last_step" $((SECONDS - step_started))
+  printf '== total: %d s (exit %d)\n' $((SECONDS - started)) "$status"
+}
+trap finish EXIT
 
 # Runs one step with a time bound far above its usual duration, so a hang fails the run
 # with the step's name instead of eating the whole budget: bounded MINUTES COMMAND...

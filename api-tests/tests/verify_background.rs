@@ -194,7 +194,7 @@ async fn a_pushed_signature_is_verified_before_anyone_reads_it() {
     // Nobody reads the signature, its coverage or the image: the worker verifies it.
     let meta = store(&setup).await;
     let stored = background_verdict(&meta, "team/app", &image, &sig).await;
-    assert_eq!(stored.verdict, "valid");
+    assert_eq!(stored.verdict.as_str(), "valid");
     assert_eq!(stored.root.as_deref(), Some("team"));
     assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
 
@@ -239,7 +239,7 @@ async fn a_pushed_signature_wakes_the_verifier_before_its_interval() {
 
     let meta = store(&setup).await;
     let stored = background_verdict(&meta, "team/app", &image, &sig).await;
-    assert_eq!(stored.verdict, "valid");
+    assert_eq!(stored.verdict.as_str(), "valid");
     assert_eq!(metric(&c, r, VALID_VERDICTS).await, 1.0);
 }
 

@@ -96,6 +96,92 @@ impl FromStr for AttachmentSource {
     }
 }
 
+/// The format an attachment is written in, which says how it is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachmentFormat {
+    /// cosign's `.sig`/`.att`/`.sbom` manifests (simple signing, DSSE, SBOM documents).
+    Cosign,
+    /// A Sigstore bundle as an OCI referrer (cosign v3, sigstore-js).
+    SigstoreBundle,
+    /// A Notary Project (notation) signature.
+    Notation,
+    /// A containers/image "simple signing" signature of the signatures extension.
+    Atomic,
+    /// Any other OCI artifact.
+    Oci,
+}
+
+impl AttachmentFormat {
+    pub const ALL: [AttachmentFormat; 5] = [
+        AttachmentFormat::Cosign,
+        AttachmentFormat::SigstoreBundle,
+        AttachmentFormat::Notation,
+        AttachmentFormat::Atomic,
+        AttachmentFormat::Oci,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachmentFormat::Cosign => "cosign",
+            AttachmentFormat::SigstoreBundle => "sigstore-bundle",
+            AttachmentFormat::Notation => "notation",
+            AttachmentFormat::Atomic => "atomic",
+            AttachmentFormat::Oci => "oci",
+        }
+    }
+}
+
+impl fmt::Display for AttachmentFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttachmentFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AttachmentFormat::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("unknown attachment format {s:?}"))
+    }
+}
+
+/// What verifying an attachment concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerdictKind {
+    Valid,
+    Invalid,
+    NoTrustRoot,
+    Unsupported,
+}
+
+impl VerdictKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictKind::Valid => "valid",
+            VerdictKind::Invalid => "invalid",
+            VerdictKind::NoTrustRoot => "no-trust-root",
+            VerdictKind::Unsupported => "unsupported",
+        }
+    }
+
+    /// The kind named `s` (as [`VerdictKind::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            VerdictKind::Valid,
+            VerdictKind::Invalid,
+            VerdictKind::NoTrustRoot,
+            VerdictKind::Unsupported,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
 pub const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 pub const COSIGN_ATT_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.att.v1+json";
 pub const COSIGN_SBOM_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sbom.v1+json";
@@ -156,9 +242,10 @@ impl AttachmentTag {
 pub fn classify(
     artifact_type: Option<&str>,
     annotations: &BTreeMap<String, String>,
-) -> (AttachmentKind, &'static str) {
+) -> (AttachmentKind, AttachmentFormat) {
+    use AttachmentFormat::{Cosign, Notation, Oci, SigstoreBundle};
     let Some(t) = artifact_type else {
-        return (AttachmentKind::Other, "oci");
+        return (AttachmentKind::Other, Oci);
     };
     let lower = t.to_ascii_lowercase();
     match t {
@@ -171,23 +258,23 @@ pub fn classify(
             } else {
                 AttachmentKind::Signature
             };
-            (kind, "sigstore-bundle")
+            (kind, SigstoreBundle)
         }
-        NOTARY_SIGNATURE => (AttachmentKind::Signature, "notation"),
-        COSIGN_SIG_ARTIFACT => (AttachmentKind::Signature, "cosign"),
-        COSIGN_ATT_ARTIFACT => (AttachmentKind::Attestation, "cosign"),
-        COSIGN_SBOM_ARTIFACT => (AttachmentKind::Sbom, "cosign"),
+        NOTARY_SIGNATURE => (AttachmentKind::Signature, Notation),
+        COSIGN_SIG_ARTIFACT => (AttachmentKind::Signature, Cosign),
+        COSIGN_ATT_ARTIFACT => (AttachmentKind::Attestation, Cosign),
+        COSIGN_SBOM_ARTIFACT => (AttachmentKind::Sbom, Cosign),
         _ if lower.contains("spdx") || lower.contains("cyclonedx") || lower.contains("syft") => {
-            (AttachmentKind::Sbom, "oci")
+            (AttachmentKind::Sbom, Oci)
         }
         _ if lower.contains("in-toto")
             || lower.contains("dsse")
             || lower.contains("provenance") =>
         {
-            (AttachmentKind::Attestation, "oci")
+            (AttachmentKind::Attestation, Oci)
         }
-        _ if lower.contains("signature") => (AttachmentKind::Signature, "oci"),
-        _ => (AttachmentKind::Other, "oci"),
+        _ if lower.contains("signature") => (AttachmentKind::Signature, Oci),
+        _ => (AttachmentKind::Other, Oci),
     }
 }
 

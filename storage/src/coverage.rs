@@ -23,7 +23,7 @@ pub struct Attachment {
     /// How it arrived: subject | tag | fallback-tag | extension.
     pub source: &'static str,
     /// cosign | sigstore-bundle | notation | atomic | oci
-    pub format: String,
+    pub format: crate::attachments::AttachmentFormat,
     #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
     #[serde(rename = "mediaType", skip_serializing_if = "Option::is_none")]

@@ -27,39 +27,8 @@ pub mod trusted_root;
 
 use serde::Serialize;
 
+pub use signet_oci::attachments::VerdictKind;
 pub use trust::{PolicyMode, Trust, TrustConfig, TrustRoot};
-
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum VerdictKind {
-    Valid,
-    Invalid,
-    NoTrustRoot,
-    Unsupported,
-}
-
-impl VerdictKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerdictKind::Valid => "valid",
-            VerdictKind::Invalid => "invalid",
-            VerdictKind::NoTrustRoot => "no-trust-root",
-            VerdictKind::Unsupported => "unsupported",
-        }
-    }
-
-    /// The kind named `s` (as [`VerdictKind::as_str`] writes it).
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            VerdictKind::Valid,
-            VerdictKind::Invalid,
-            VerdictKind::NoTrustRoot,
-            VerdictKind::Unsupported,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-    }
-}
 
 /// One attachment's verdict, as shown under `verification` in the coverage extension.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -170,7 +170,7 @@ mod tests {
             digest: Digest::sha256_of(seed),
             kind,
             source: "tag",
-            format: "cosign".into(),
+            format: signet_storage::attachments::AttachmentFormat::Cosign,
             artifact_type: None,
             media_type: None,
             size: None,

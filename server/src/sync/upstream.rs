@@ -232,13 +232,20 @@ impl Upstream {
 
     /// The digest `repo:tag` points at (a HEAD request).
     pub async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Digest> {
-        let r = self.tag_ref(repo, tag);
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.base_url);
+        let scope = format!("repository:{repo}:pull");
+        let accept = SUPPORTED_MEDIA_TYPES.join(", ");
         let d = self
             .retrying("tag", || async {
-                self.client
-                    .fetch_manifest_digest(&r, &self.auth)
-                    .await
-                    .with_context(|| format!("upstream HEAD {repo}:{tag}"))
+                let resp = self
+                    .send_with_auth(reqwest::Method::HEAD, &url, &scope, Some(&accept))
+                    .await?;
+                check_status(&resp, &url)?;
+                resp.headers()
+                    .get("Docker-Content-Digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow!("HEAD {url}: no Docker-Content-Digest"))
             })
             .await?;
         d.parse()
@@ -275,6 +282,7 @@ impl Upstream {
                     reqwest::Method::HEAD,
                     &url,
                     &format!("repository:{repo}:pull"),
+                    None,
                 )
                 .await?;
             check_transient(&resp, &url)?;
@@ -468,18 +476,27 @@ impl Upstream {
     /// `GET url` with Basic credentials (or a bearer token remembered for `scope`); on
     /// a Bearer challenge, fetches a token from the realm and tries once more.
     async fn get_with_auth(&self, url: &str, scope: &str) -> anyhow::Result<reqwest::Response> {
-        self.send_with_auth(reqwest::Method::GET, url, scope).await
+        self.send_with_auth(reqwest::Method::GET, url, scope, None)
+            .await
     }
 
-    /// `method url`, authenticated as [`Upstream::get_with_auth`] is.
+    /// `method url` (with `accept` as its `Accept` header), authenticated as
+    /// [`Upstream::get_with_auth`] is.
     async fn send_with_auth(
         &self,
         method: reqwest::Method,
         url: &str,
         scope: &str,
+        accept: Option<&str>,
     ) -> anyhow::Result<reqwest::Response> {
         let remembered = self.tokens.lock().unwrap().get(scope).cloned();
-        let request = || self.http.request(method.clone(), url);
+        let request = || {
+            let req = self.http.request(method.clone(), url);
+            match accept {
+                Some(accept) => req.header(reqwest::header::ACCEPT, accept),
+                None => req,
+            }
+        };
         let first = match &remembered {
             Some(token) => request().bearer_auth(token),
             None => self.basic(request()),
@@ -536,11 +553,10 @@ impl Upstream {
             .send()
             .await
             .with_context(|| format!("token request to {realm}"))?;
-        check_transient(&resp, realm)?;
-        let status = resp.status();
-        if !status.is_success() {
-            bail!("token request to {realm}: {status} (credentials refused?)");
-        }
+        check_status(
+            &resp,
+            &format!("token request to {realm} (credentials refused?)"),
+        )?;
         let body: TokenResponse = resp
             .json()
             .await
@@ -607,104 +623,213 @@ fn parse_bearer_challenge(header: &str) -> Option<BearerChallenge> {
     })
 }
 
-/// A transient status (5xx, 429) as an error the retry loop recognises.
-fn check_transient(resp: &reqwest::Response, what: &str) -> anyhow::Result<()> {
-    let status = resp.status();
-    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        let after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        return Err(anyhow::Error::new(Transient {
-            status: status.as_u16(),
-            retry_after: after.map(Duration::from_secs),
-        })
-        .context(what.to_string()));
-    }
-    Ok(())
-}
-
-/// An upstream answer worth retrying, with its `Retry-After`.
+/// An upstream answer that is no success, with its status and `Retry-After`: the one
+/// error type this client makes of a status, which [`failure`] reads.
 #[derive(Debug)]
-struct Transient {
-    status: u16,
-    retry_after: Option<Duration>,
+pub struct UpstreamStatus {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
 }
 
-impl std::fmt::Display for Transient {
+impl std::fmt::Display for UpstreamStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "upstream answered {}", self.status)
     }
 }
 
-impl std::error::Error for Transient {}
+impl std::error::Error for UpstreamStatus {}
+
+fn status_error(resp: &reqwest::Response, what: &str) -> anyhow::Error {
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    anyhow::Error::new(UpstreamStatus {
+        status: resp.status().as_u16(),
+        retry_after,
+    })
+    .context(what.to_string())
+}
+
+/// A transient status (5xx, 429) as an error the retry loop recognises; other statuses
+/// are the caller's to judge.
+fn check_transient(resp: &reqwest::Response, what: &str) -> anyhow::Result<()> {
+    let status = resp.status();
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(status_error(resp, what));
+    }
+    Ok(())
+}
+
+/// Any status but a success as an error.
+fn check_status(resp: &reqwest::Response, what: &str) -> anyhow::Result<()> {
+    if resp.status().is_success() {
+        Ok(())
+    } else {
+        Err(status_error(resp, what))
+    }
+}
+
+/// What a failure talking to upstream means, told once from the error's causes (their
+/// types, never their text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Upstream answered that the thing asked for does not exist (404, an OCI
+    /// `*_UNKNOWN` error, a blob upstream does not hold).
+    NotFound,
+    /// Upstream refused the credentials, or their absence (401, a refused token).
+    Refused,
+    /// Upstream asked to slow down (429).
+    Throttled,
+    /// Worth retrying: a 5xx, a connection that failed or broke off, a timeout.
+    Unavailable,
+    /// A certificate upstream's CA does not vouch for: it stays so, no retry.
+    Certificate,
+    /// Anything else (a digest mismatch, a malformed answer).
+    Other,
+}
+
+/// The meaning of `e` (see [`Failure`]).
+pub fn failure(e: &anyhow::Error) -> Failure {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    let mut io = false;
+    for cause in e.chain() {
+        if cause.downcast_ref::<NotUpstream>().is_some() {
+            return Failure::NotFound;
+        }
+        if let Some(s) = cause.downcast_ref::<UpstreamStatus>() {
+            return by_status(s.status);
+        }
+        if let Some(oci) = cause.downcast_ref::<E>() {
+            match oci {
+                E::ImageManifestNotFoundError(_) => return Failure::NotFound,
+                E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => {
+                    return Failure::Refused
+                }
+                E::ServerError { code, .. } => return by_status(*code),
+                E::RegistryError { envelope, .. } => {
+                    let unknown = envelope.errors.iter().any(|err| {
+                        matches!(
+                            err.code,
+                            C::ManifestUnknown | C::BlobUnknown | C::NameUnknown
+                        )
+                    });
+                    if unknown {
+                        return Failure::NotFound;
+                    }
+                }
+                E::RequestError(r) => return by_request(r),
+                E::IoError(_) => io = true,
+                _ => {}
+            }
+        }
+        if let Some(r) = cause.downcast_ref::<reqwest::Error>() {
+            if untrusted_certificate(r) {
+                return Failure::Certificate;
+            }
+            return by_request(r);
+        }
+        if let Some(inner) = cause.downcast_ref::<std::io::Error>() {
+            if inner
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some_and(|t| matches!(t, rustls::Error::InvalidCertificate(_)))
+            {
+                return Failure::Certificate;
+            }
+            io = true;
+        }
+        if matches!(
+            cause.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return Failure::Certificate;
+        }
+    }
+    if io {
+        Failure::Unavailable
+    } else {
+        Failure::Other
+    }
+}
+
+fn by_status(status: u16) -> Failure {
+    match status {
+        404 => Failure::NotFound,
+        401 | 403 => Failure::Refused,
+        429 => Failure::Throttled,
+        500..=599 => Failure::Unavailable,
+        _ => Failure::Other,
+    }
+}
+
+fn by_request(r: &reqwest::Error) -> Failure {
+    if let Some(status) = r.status() {
+        return by_status(status.as_u16());
+    }
+    if untrusted_certificate(r) {
+        return Failure::Certificate;
+    }
+    if r.is_connect() || r.is_timeout() || r.is_body() || r.is_request() {
+        Failure::Unavailable
+    } else {
+        Failure::Other
+    }
+}
+
+/// Whether a request failed on a certificate the configured CAs do not vouch for
+/// (rustls's error, somewhere below reqwest's).
+fn untrusted_certificate(r: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(r);
+    while let Some(c) = cause {
+        if matches!(
+            c.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::InvalidCertificate(_))
+        ) {
+            return true;
+        }
+        if let Some(inner) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if matches!(
+                inner.downcast_ref::<rustls::Error>(),
+                Some(rustls::Error::InvalidCertificate(_))
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
 
 fn throttled(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<Transient>()
-            .is_some_and(|t| t.status == 429)
-            || matches!(
-                c.downcast_ref::<oci_client::errors::OciDistributionError>(),
-                Some(oci_client::errors::OciDistributionError::ServerError { code: 429, .. })
-            )
-    }) || format!("{e:#}").contains("429 Too Many Requests")
+    failure(e) == Failure::Throttled
 }
 
 /// Whether upstream refused the credentials (or their absence).
 fn refused(e: &anyhow::Error) -> bool {
-    use oci_client::errors::OciDistributionError as E;
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<E>(),
-            Some(E::UnauthorizedError { .. } | E::AuthenticationFailure(_))
-                | Some(E::ServerError { code: 401, .. })
-        ) || c
-            .downcast_ref::<reqwest::Error>()
-            .and_then(|r| r.status())
-            .is_some_and(|s| s.as_u16() == 401)
-    }) || format!("{e:#}").contains("(credentials refused?)")
+    failure(e) == Failure::Refused
 }
 
 fn retry_after(e: &anyhow::Error) -> Option<Duration> {
     e.chain()
-        .find_map(|c| c.downcast_ref::<Transient>())
+        .find_map(|c| c.downcast_ref::<UpstreamStatus>())
         .and_then(|t| t.retry_after)
 }
 
-/// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
-/// anything else (404, a digest mismatch, a refused credential) is not.
 /// Upstream's repository does not hold a blob asked for by digest.
 #[derive(Debug, thiserror::Error)]
 #[error("upstream does not hold blob {0}")]
 pub struct NotUpstream(pub Digest);
 
-/// Whether upstream answered that the thing asked for does not exist (404, or an OCI
-/// `*_UNKNOWN` error), as opposed to failing.
+/// Whether upstream answered that the thing asked for does not exist, as opposed to
+/// failing.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
-    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
-    e.chain().any(|cause| {
-        if cause.downcast_ref::<NotUpstream>().is_some() {
-            return true;
-        }
-        if let Some(oci) = cause.downcast_ref::<E>() {
-            return match oci {
-                E::ImageManifestNotFoundError(_) => true,
-                E::ServerError { code, .. } => *code == 404,
-                E::RegistryError { envelope, .. } => envelope.errors.iter().any(|err| {
-                    matches!(
-                        err.code,
-                        C::ManifestUnknown | C::BlobUnknown | C::NameUnknown
-                    )
-                }),
-                _ => false,
-            };
-        }
-        cause
-            .downcast_ref::<reqwest::Error>()
-            .and_then(|r| r.status())
-            .is_some_and(|s| s == reqwest::StatusCode::NOT_FOUND)
-    })
+    failure(e) == Failure::NotFound
 }
 
 /// Signatures read per manifest from a lookaside store at most (a store that answers
@@ -729,53 +854,11 @@ fn lookaside_base(job: &SyncJob) -> anyhow::Result<Option<String>> {
     Ok(Some(base.to_string()))
 }
 
+/// Connection errors, timeouts, broken streams, 5xx and 429 are worth retrying;
+/// anything else (404, a digest mismatch, a refused credential, an untrusted
+/// certificate) is not.
 pub fn is_transient(e: &anyhow::Error) -> bool {
-    // A certificate the upstream's CA does not vouch for stays so: no retry (rustls
-    // reports it inside an I/O error that would otherwise count as transient).
-    if format!("{e:#}").contains("invalid peer certificate") {
-        return false;
-    }
-    for cause in e.chain() {
-        if cause.downcast_ref::<Transient>().is_some() {
-            return true;
-        }
-        if let Some(oci) = cause.downcast_ref::<oci_client::errors::OciDistributionError>() {
-            use oci_client::errors::OciDistributionError as E;
-            match oci {
-                E::ServerError { code, .. } => return *code >= 500 || *code == 429,
-                E::RequestError(r) => {
-                    return r.is_connect() || r.is_timeout() || r.is_body() || r.is_request()
-                }
-                E::IoError(_) => return true,
-                _ => {}
-            }
-        }
-        if let Some(r) = cause.downcast_ref::<reqwest::Error>() {
-            if r.is_connect() || r.is_timeout() || r.is_body() || r.is_request() {
-                return true;
-            }
-            if let Some(status) = r.status() {
-                return status.is_server_error() || status.as_u16() == 429;
-            }
-        }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
-            return true;
-        }
-    }
-    // oci-client reports some statuses only as text (a HEAD has no error body).
-    let text = format!("{e:#}");
-    [
-        "500 Internal Server Error",
-        "502 Bad Gateway",
-        "503 Service Unavailable",
-        "504 Gateway Timeout",
-        "429 Too Many Requests",
-        "connection closed",
-        "connection reset",
-        "error sending request",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
+    matches!(failure(e), Failure::Unavailable | Failure::Throttled)
 }
 
 #[cfg(test)]
@@ -795,7 +878,7 @@ mod tests {
     }
 
     fn transient(status: u16) -> anyhow::Error {
-        anyhow::Error::new(Transient {
+        anyhow::Error::new(UpstreamStatus {
             status,
             retry_after: None,
         })

@@ -6,6 +6,7 @@
 
 use futures::TryStreamExt;
 use serde_json::Value;
+use signet_storage::attachments::AttachmentFormat;
 use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
 use signet_verify::trust::{Trust, TrustRoot};
 use signet_verify::{bundle, cosign, gpg, Verdict};
@@ -29,19 +30,22 @@ pub async fn verify_attachment(
     repo: &str,
     subject: &Digest,
     attachment: &Digest,
-    format: &str,
+    format: AttachmentFormat,
 ) -> (Verdict, bool) {
     let unsupported = |why: String| (Verdict::unsupported(why), true);
     match format {
-        "cosign" | "oci" => {}
-        "sigstore-bundle" => {
+        AttachmentFormat::Cosign | AttachmentFormat::Oci => {}
+        AttachmentFormat::SigstoreBundle => {
             let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
             let result = verify_referrer(&roots, meta, blobs, repo, subject, attachment).await;
             return settle(result, repo, attachment);
         }
-        "notation" => return unsupported("notation signatures are not verified yet".into()),
-        "atomic" => return verify_atomic(trust, meta, repo, subject, attachment).await,
-        other => return unsupported(format!("format {other:?} is not verified")),
+        AttachmentFormat::Notation => {
+            return unsupported("notation signatures are not verified yet".into())
+        }
+        AttachmentFormat::Atomic => {
+            return verify_atomic(trust, meta, repo, subject, attachment).await
+        }
     }
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
     let result = verify_manifest(&roots, meta, blobs, repo, subject, attachment).await;

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use signet_storage::attachments::AttachmentFormat;
 use signet_storage::meta::{ChangeToken, ManifestPut, StoredVerdict};
 use signet_storage::{BlobStore, Digest, MetadataStore, RepoName};
 
@@ -42,7 +43,7 @@ fn to_stored(
         subject: subject.clone(),
         attachment: attachment.clone(),
         root: verdict.root.clone(),
-        verdict: verdict.verdict.as_str().to_string(),
+        verdict: verdict.verdict,
         reason: verdict.reason.clone(),
         predicate_type: verdict.predicate_type.clone(),
         signer: verdict.signer.clone(),
@@ -51,17 +52,17 @@ fn to_stored(
     }
 }
 
-/// A stored verdict; `None` for a row this version does not understand (it is then
-/// recomputed).
-fn from_stored(row: &StoredVerdict) -> Option<Verdict> {
-    Some(Verdict {
-        verdict: VerdictKind::parse(&row.verdict)?,
+/// A stored verdict. (A row this version does not understand fails to read, and the
+/// verdict is computed again.)
+fn from_stored(row: &StoredVerdict) -> Verdict {
+    Verdict {
+        verdict: row.verdict,
         root: row.root.clone(),
         reason: row.reason.clone(),
         predicate_type: row.predicate_type.clone(),
         signer: row.signer.clone(),
         checked_at: Some(row.checked_at),
-    })
+    }
 }
 
 fn now() -> i64 {
@@ -203,7 +204,7 @@ impl Verifier {
         repo: &str,
         subject: &Digest,
         attachment: &Digest,
-        format: &str,
+        format: AttachmentFormat,
     ) -> Verdict {
         let trust = self.trust.current();
         let key = (
@@ -218,10 +219,9 @@ impl Verifier {
         if let Ok(name) = repo.parse::<RepoName>() {
             match meta.get_verdict(&name, subject, attachment).await {
                 Ok(Some(row)) if row.fingerprint == trust.fingerprint => {
-                    if let Some(v) = from_stored(&row) {
-                        self.remember(key, &v);
-                        return v;
-                    }
+                    let v = from_stored(&row);
+                    self.remember(key, &v);
+                    return v;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -246,7 +246,7 @@ impl Verifier {
         repo: &str,
         subject: &Digest,
         attachment: &Digest,
-        format: &str,
+        format: AttachmentFormat,
     ) -> (Verdict, bool) {
         let (mut verdict, cacheable) =
             fetch::verify_attachment(trust, meta, blobs, repo, subject, attachment, format).await;
@@ -349,13 +349,8 @@ mod tests {
             .signed_by(Some("ci@example.com".into()));
         v.checked_at = Some(1_700_000_000);
         let row = to_stored(&v, &subject, &attachment, "fp");
-        assert_eq!(row.verdict, "valid");
-        assert_eq!(from_stored(&row), Some(v));
-        let unknown = StoredVerdict {
-            verdict: "maybe".into(),
-            ..row
-        };
-        assert_eq!(from_stored(&unknown), None, "recomputed, not guessed");
+        assert_eq!(row.verdict, VerdictKind::Valid);
+        assert_eq!(from_stored(&row), v);
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct Evidence {
     pub via_index: bool,
     pub attachment: Digest,
     pub kind: AttachmentKind,
-    pub format: String,
+    pub format: signet_storage::attachments::AttachmentFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verdict>,
 }
@@ -244,7 +244,7 @@ async fn evaluate_uncached(
                                 repo.as_str(),
                                 &subject,
                                 &a.digest,
-                                &a.format,
+                                a.format,
                             )
                             .await,
                     )
@@ -254,7 +254,7 @@ async fn evaluate_uncached(
                     via_index,
                     attachment: a.digest.clone(),
                     kind,
-                    format: a.format.clone(),
+                    format: a.format,
                     verification,
                 });
             }

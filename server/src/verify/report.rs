@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use signet_storage::attachments::AttachmentFormat;
 use signet_storage::Digest;
 
 use super::Verdict;
@@ -77,12 +78,16 @@ pub async fn verdicts(state: &AppState, repo: &str, report: &Value) -> Verdicts 
     });
     let mut verdicts = HashMap::new();
     for (subject, attachment, format) in jobs {
-        let (Ok(s), Ok(a)) = (subject.parse::<Digest>(), attachment.parse::<Digest>()) else {
+        let (Ok(s), Ok(a), Ok(format)) = (
+            subject.parse::<Digest>(),
+            attachment.parse::<Digest>(),
+            format.parse::<AttachmentFormat>(),
+        ) else {
             continue;
         };
         let verdict = state
             .verifier
-            .verdict(state.meta.as_ref(), &state.blobs, repo, &s, &a, &format)
+            .verdict(state.meta.as_ref(), &state.blobs, repo, &s, &a, format)
             .await;
         verdicts.insert((subject, attachment), verdict);
     }

@@ -138,7 +138,7 @@ async fn scan(
                     &u.repo,
                     &u.subject,
                     &u.attachment,
-                    &u.format,
+                    u.format,
                 )
                 .await;
             if kept {

@@ -167,8 +167,7 @@ pub struct AttachmentRecord {
     pub attachment: Digest,
     pub kind: crate::attachments::AttachmentKind,
     pub source: crate::attachments::AttachmentSource,
-    /// cosign | sigstore-bundle | notation | atomic | oci
-    pub format: String,
+    pub format: crate::attachments::AttachmentFormat,
     pub artifact_type: Option<String>,
     pub tag: Option<String>,
     pub created_at: i64,
@@ -249,7 +248,7 @@ pub struct StoredVerdict {
     /// The trust root the verdict names; `None` when no root decided it.
     pub root: Option<String>,
     /// `valid`, `invalid`, `no-trust-root` or `unsupported`.
-    pub verdict: String,
+    pub verdict: crate::attachments::VerdictKind,
     pub reason: Option<String>,
     pub predicate_type: Option<String>,
     /// Who signed, as the evidence names it (a certificate identity, a key fingerprint).
@@ -265,8 +264,7 @@ pub struct UnverifiedAttachment {
     pub repo: String,
     pub subject: Digest,
     pub attachment: Digest,
-    /// As in [`AttachmentRecord::format`].
-    pub format: String,
+    pub format: crate::attachments::AttachmentFormat,
 }
 
 /// A page request: entries strictly after `last`, at most `limit` of them.

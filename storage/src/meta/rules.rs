@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{AttachmentRecord, ManifestPut, Referrer};
-use crate::attachments::{classify, AttachmentKind, AttachmentSource, AttachmentTag};
+use crate::attachments::{
+    classify, AttachmentFormat, AttachmentKind, AttachmentSource, AttachmentTag,
+};
 use crate::digest::Digest;
 use crate::names::Tag;
 
@@ -20,7 +22,7 @@ pub(crate) struct AttachmentRow {
     pub attachment: Digest,
     pub kind: AttachmentKind,
     pub source: AttachmentSource,
-    pub format: &'static str,
+    pub format: AttachmentFormat,
     pub artifact_type: Option<String>,
     pub tag: Option<String>,
     /// The manifest whose presence keeps the row.
@@ -92,7 +94,7 @@ fn tag_rows(put: &ManifestPut, tag: &Tag, entries: &[EntryDescription]) -> Vec<A
             attachment: m.digest.clone(),
             kind,
             source: AttachmentSource::Tag,
-            format: "cosign",
+            format: AttachmentFormat::Cosign,
             artifact_type: Some(AttachmentTag::cosign_artifact_type(kind).to_string()),
             tag: Some(tag.to_string()),
             carrier: m.digest.clone(),
@@ -129,7 +131,7 @@ pub(crate) fn atomic_signature_row(manifest: &Digest, content: &[u8]) -> Attachm
         attachment: Digest::sha256_of(content),
         kind: AttachmentKind::Signature,
         source: AttachmentSource::Extension,
-        format: "atomic",
+        format: AttachmentFormat::Atomic,
         artifact_type: None,
         tag: None,
         carrier: manifest.clone(),
@@ -284,7 +286,7 @@ mod tests {
         assert_eq!(rows[0].attachment, known);
         assert_eq!(rows[0].carrier, p.manifest.digest);
         assert_eq!(rows[0].kind, AttachmentKind::Signature);
-        assert_eq!(rows[0].format, "sigstore-bundle");
+        assert_eq!(rows[0].format, AttachmentFormat::SigstoreBundle);
     }
 
     #[test]

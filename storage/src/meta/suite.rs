@@ -70,7 +70,7 @@ fn verdict(subject: &Digest, attachment: &Digest, fingerprint: &str) -> StoredVe
         subject: subject.clone(),
         attachment: attachment.clone(),
         root: Some("release".into()),
-        verdict: "valid".into(),
+        verdict: crate::attachments::VerdictKind::Valid,
         reason: None,
         predicate_type: None,
         signer: Some("signer@example.com".into()),
@@ -99,7 +99,7 @@ async fn verdicts(db: &dyn MetadataStore) {
     assert_eq!(mine.len(), 1, "{waiting:?}");
     assert_eq!(mine[0].attachment, sig1.digest);
     assert_eq!(mine[0].subject, image.digest);
-    assert_eq!(mine[0].format, "cosign");
+    assert_eq!(mine[0].format, crate::attachments::AttachmentFormat::Cosign);
 
     assert!(db
         .get_verdict(&r, &image.digest, &sig1.digest)
@@ -128,7 +128,7 @@ async fn verdicts(db: &dyn MetadataStore) {
     // Replaced, not duplicated.
     let v2 = StoredVerdict {
         root: None,
-        verdict: "no-trust-root".into(),
+        verdict: crate::attachments::VerdictKind::NoTrustRoot,
         reason: Some("none".into()),
         signer: None,
         fingerprint: "fp2".into(),
@@ -888,7 +888,10 @@ async fn attachment_index(db: &dyn MetadataStore) {
         .filter(|a| a.source == AttachmentSource::Extension)
         .collect();
     assert_eq!(atomic.len(), 1);
-    assert_eq!(atomic[0].format, "atomic");
+    assert_eq!(
+        atomic[0].format,
+        crate::attachments::AttachmentFormat::Atomic
+    );
     assert_eq!(atomic[0].attachment, Digest::sha256_of(b"gpg"));
     assert_eq!(
         db.list_referrers(&r, &image.digest, true)

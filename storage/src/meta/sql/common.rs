@@ -67,7 +67,7 @@ pub(super) fn attachment_from_row(row: &impl RowExt) -> StorageResult<Attachment
         attachment: row.digest("attachment")?,
         kind: row.text("kind")?.parse().map_err(corrupt)?,
         source: row.text("source")?.parse().map_err(corrupt)?,
-        format: row.text("format")?,
+        format: row.text("format")?.parse().map_err(corrupt)?,
         artifact_type: row.opt_text("artifact_type")?,
         tag: row.opt_text("tag")?,
         created_at: row.i64("created_at")?,
@@ -145,7 +145,7 @@ pub(super) async fn insert_attachment(
         .bind(&row.attachment)
         .bind(row.kind.as_str())
         .bind(row.source.as_str())
-        .bind(row.format)
+        .bind(row.format.as_str())
         .bind(row.artifact_type)
         .bind(row.tag)
         .bind(&row.carrier)

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::attachments::VerdictKind;
+
 use crate::digest::Digest;
 use crate::error::StorageResult;
 use crate::meta::*;
@@ -34,7 +36,11 @@ impl<E: Engine> Verdicts for SqlMetadata<E> {
             subject: row.digest("subject")?,
             attachment: row.digest("attachment")?,
             root: Some(row.text("root")?).filter(|r| !r.is_empty()),
-            verdict: row.text("verdict")?,
+            verdict: {
+                let text = row.text("verdict")?;
+                VerdictKind::parse(&text)
+                    .ok_or_else(|| StorageError::Corrupt(format!("unknown verdict {text:?}")))?
+            },
             reason: row.opt_text("reason")?,
             predicate_type: row.opt_text("predicate_type")?,
             signer: row.opt_text("signer")?,
@@ -96,7 +102,7 @@ impl<E: Engine> Verdicts for SqlMetadata<E> {
                     repo: row.text("repository")?,
                     subject: row.digest("subject")?,
                     attachment: row.digest("attachment")?,
-                    format: row.text("format")?,
+                    format: row.text("format")?.parse().map_err(StorageError::Corrupt)?,
                 })
             })
             .collect()
