@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::path::Path;
 
 use crate::attachments::AttachmentSource;
 use crate::blobs::BlobStore;
@@ -562,7 +561,6 @@ async fn check_uploads(
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
-    let store = blobs.object_store();
     // Every session (`updated_at` is before the end of time).
     let sessions = meta.uploads_idle_since(i64::MAX).await?;
     let mut live = BTreeSet::new();
@@ -587,27 +585,7 @@ async fn check_uploads(
     }
 
     // Staging folders and the time of their last write (unix seconds).
-    let mut folders: BTreeMap<String, i64> = BTreeMap::new();
-    let mut listing = store.list(Some(&Path::from("uploads")));
-    while let Some(meta) = listing.next().await {
-        let meta = match meta {
-            Ok(m) => m,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let mut parts = meta.location.parts();
-        let (Some(_), Some(session)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let at = meta.last_modified.timestamp();
-        let entry = folders.entry(session.as_ref().to_string()).or_insert(at);
-        *entry = (*entry).max(at);
-    }
-    // A local store also holds what its listing hides: the temporary files of writes
-    // a crash cut short.
-    if let Some(root) = blobs.local_root() {
-        local_folders(&root.join("uploads"), &mut folders)?;
-    }
+    let folders = blobs.staging_folders().await?;
     let cutoff = crate::meta::now() - options.staging_grace_secs.min(i64::MAX as u64) as i64;
     for (session, last_write) in folders {
         report.staging_folders_checked += 1;
@@ -619,7 +597,7 @@ async fn check_uploads(
         }
         report.problem(
             "staging-orphaned",
-            format!("uploads/{session}"),
+            crate::blobs::paths::session(&session).to_string(),
             "staged data that belongs to no upload session",
         );
         if options.repair {
@@ -639,40 +617,4 @@ async fn stood_still(
         .get_upload(&seen.id)
         .await?
         .is_some_and(|now| now.size == seen.size && now.updated_at == seen.updated_at))
-}
-
-/// The session folders under a local `uploads/` and the newest modification time of
-/// anything in each (hidden files included).
-fn local_folders(
-    uploads: &std::path::Path,
-    folders: &mut BTreeMap<String, i64>,
-) -> StorageResult<()> {
-    let entries = match std::fs::read_dir(uploads) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mtime = |m: &std::fs::Metadata| -> i64 {
-        m.modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs() as i64)
-    };
-    for entry in entries {
-        let entry = entry?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        let meta = entry.metadata()?;
-        let mut newest = mtime(&meta);
-        if meta.is_dir() {
-            for inner in std::fs::read_dir(entry.path())? {
-                let inner = inner?;
-                newest = newest.max(mtime(&inner.metadata()?));
-            }
-        }
-        let slot = folders.entry(name).or_insert(newest);
-        *slot = (*slot).max(newest);
-    }
-    Ok(())
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
-use signet_storage::blobs::{BlobStore, Staging};
+use signet_storage::blobs::{BlobStore, MultipartState, Staging};
 use signet_storage::fsck::{self, FsckOptions};
 use signet_storage::meta::{PostgresMetadata, SqliteMetadata};
 use signet_storage::uploads::Uploads;
@@ -100,7 +100,7 @@ async fn upload_suite(blobs: BlobStore, meta: Arc<dyn MetadataStore>, expect: &s
     let mut session = uploads.start(&repo).await.unwrap();
     let staging = match session.progress.as_ref().map(|p| &p.staging) {
         Some(Staging::File) => "file",
-        Some(Staging::Multipart { .. }) => "multipart",
+        Some(Staging::Multipart(_)) => "multipart",
         None | Some(Staging::Parts) => "parts",
     };
     assert_eq!(staging, expect);
@@ -277,11 +277,11 @@ async fn fsck_reports_a_multipart_session_whose_tail_is_gone() {
         .append(&session, Some(0), body(&data(9 * MIB, 8)))
         .await
         .unwrap();
-    let Some(Staging::Multipart {
+    let Some(Staging::Multipart(MultipartState {
         tail: Some(tail),
         uploaded,
         ..
-    }) = session.progress.as_ref().map(|p| &p.staging)
+    })) = session.progress.as_ref().map(|p| &p.staging)
     else {
         panic!("a multipart session with a tail: {session:?}");
     };

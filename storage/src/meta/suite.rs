@@ -580,14 +580,14 @@ async fn uploads(db: &dyn MetadataStore) {
 
 /// A session's size and progress move together, only from the size the writer saw.
 async fn upload_progress(db: &dyn MetadataStore) {
-    use crate::blobs::{Staging, UploadProgress};
+    use crate::blobs::{MultipartState, Staging, UploadProgress};
     let progress = |etags: &[&str], hash: &str| UploadProgress {
-        staging: Staging::Multipart {
+        staging: Staging::Multipart(MultipartState {
             upload_id: Some("mp-1".into()),
             etags: etags.iter().map(|e| e.to_string()).collect(),
             uploaded: 8,
             tail: Some("uploads/suite-upload-2/tail-8-1".into()),
-        },
+        }),
         hashes: [("sha256".to_string(), hash.to_string())].into(),
     };
     let session = UploadSession {
