@@ -82,7 +82,8 @@ async fn probes_answer_and_metrics_count_real_traffic() {
     );
     let manifests_put = series(
         &text,
-        "signet_http_requests_total{route=\"/v2/{name:.+}/manifests/{reference}\",method=\"PUT\",status=\"201\"}",
+        // (The exposition lists labels in name order.)
+        "signet_http_requests_total{method=\"PUT\",route=\"/v2/{name:.+}/manifests/{reference}\",status=\"201\"}",
     );
     assert_eq!(manifests_put, Some(1.0), "{text}");
     let blob_route = "route=\"/v2/{name:.+}/blobs/{digest}\"";

@@ -10,7 +10,7 @@ use crate::attachments::AttachmentKind;
 use crate::digest::Digest;
 use crate::error::StorageResult;
 use crate::manifest::{parse_manifest, Platform};
-use crate::meta::{AttachmentRecord, MetadataStore};
+use crate::meta::{AttachmentRecord, Manifests};
 use crate::names::{Reference, RepoName};
 
 /// How deep attachments of attachments, and indexes of indexes, are followed.
@@ -133,7 +133,7 @@ impl std::fmt::Display for PlatformName {
 
 /// The coverage of `reference` in `repo`; `None` when the manifest does not exist.
 pub async fn coverage(
-    meta: &dyn MetadataStore,
+    meta: &dyn Manifests,
     repo: &RepoName,
     reference: &Reference,
     recursive: bool,
@@ -147,7 +147,7 @@ pub async fn coverage(
 }
 
 fn manifest_coverage<'a>(
-    meta: &'a dyn MetadataStore,
+    meta: &'a dyn Manifests,
     repo: &'a RepoName,
     digest: Digest,
     media_type: String,
@@ -196,7 +196,7 @@ fn manifest_coverage<'a>(
 
 /// Attachments of `subject`, and theirs, grouped by kind.
 fn attachments_of<'a>(
-    meta: &'a dyn MetadataStore,
+    meta: &'a dyn Manifests,
     repo: &'a RepoName,
     subject: &'a Digest,
     seen: &'a mut HashSet<Digest>,
@@ -245,7 +245,7 @@ fn dedupe(records: Vec<AttachmentRecord>) -> Vec<AttachmentRecord> {
 
 /// Every index that lists `digest`, directly or through nested indexes, with the path.
 async fn covering_indexes(
-    meta: &dyn MetadataStore,
+    meta: &dyn Manifests,
     repo: &RepoName,
     digest: &Digest,
 ) -> StorageResult<Vec<CoveringIndex>> {

@@ -4,11 +4,19 @@
 //! keep bcrypt busy.
 //!
 //! The counts live in this process: with several replicas each enforces its own share.
+//! The rate is `governor`'s keyed GCRA limiter (a token bucket without a timer); the
+//! session cap, which no rate limiter models, is counted here.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -49,14 +57,47 @@ pub struct Limits {
     config: RateLimitConfig,
     /// How long an upload session counts against its client if never finished.
     session_lifetime: Duration,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    rate: Option<Rate>,
     sessions: Mutex<HashMap<String, (IpAddr, Instant)>>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+/// Requests per client: `burst` at once, then one per `1 / requests_per_sec`.
+struct Rate<C: Clock = DefaultClock> {
+    limiter: RateLimiter<IpAddr, HashMapStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for Rate<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rate").finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock + Clone> Rate<C> {
+    fn new(config: &RateLimitConfig, clock: C) -> Option<Self> {
+        let rate = config.requests_per_sec;
+        if !(rate > 0.0 && rate.is_finite()) {
+            return None;
+        }
+        let burst = NonZeroU32::new(config.burst.max(1)).expect("at least one");
+        let quota = Quota::with_period(Duration::from_secs_f64(1.0 / rate))?.allow_burst(burst);
+        Some(Rate {
+            limiter: RateLimiter::hashmap_with_clock(quota, clock.clone()),
+            clock,
+        })
+    }
+
+    /// Takes one request's token; `Err(seconds to wait)` when the client has none.
+    fn take(&self, client: IpAddr) -> Result<(), u64> {
+        if self.limiter.len() >= SWEEP_AT {
+            // A client idle long enough to have its whole burst back loses nothing.
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
 }
 
 impl Limits {
@@ -64,41 +105,13 @@ impl Limits {
         Limits {
             config: config.clone(),
             session_lifetime,
-            buckets: Mutex::new(HashMap::new()),
+            rate: Rate::new(config, DefaultClock::default()),
             sessions: Mutex::new(HashMap::new()),
         }
     }
 
     fn active(&self) -> bool {
-        self.config.requests_per_sec > 0.0 || self.config.max_upload_sessions_per_client > 0
-    }
-
-    /// Takes one token; `Err(seconds to wait)` when the bucket is empty.
-    fn take(&self, client: IpAddr, now: Instant) -> Result<(), u64> {
-        let rate = self.config.requests_per_sec;
-        if rate <= 0.0 {
-            return Ok(());
-        }
-        let capacity = f64::from(self.config.burst.max(1));
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= SWEEP_AT {
-            // A client idle long enough to have refilled its bucket loses nothing.
-            let full_after = Duration::from_secs_f64(capacity / rate);
-            buckets.retain(|_, b| now.duration_since(b.at) < full_after);
-        }
-        let bucket = buckets.entry(client).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * rate;
-        bucket.tokens = (bucket.tokens + refill).min(capacity);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
-        }
+        self.rate.is_some() || self.config.max_upload_sessions_per_client > 0
     }
 
     fn open_sessions(&self, client: IpAddr, now: Instant) -> usize {
@@ -144,7 +157,7 @@ pub async fn enforce(
         .peer_addr()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
     let now = Instant::now();
-    if let Err(wait) = limits.take(client, now) {
+    if let Err(wait) = limits.rate.as_ref().map_or(Ok(()), |r| r.take(client)) {
         tracing::warn!(target: "audit", event = "denied", reason = "rate limit", method = %req.method(), path = %req.path(), status = 429, peer = %client);
         return Ok(req.into_response(too_many(wait)).map_into_right_body());
     }
@@ -201,29 +214,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_bucket_refills() {
-        let limits = Limits::new(
-            &RateLimitConfig {
-                requests_per_sec: 2.0,
-                burst: 3,
-                max_upload_sessions_per_client: 0,
-            },
-            Duration::from_secs(60),
-        );
+    fn each_client_has_its_burst_then_its_rate() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let config = RateLimitConfig {
+            requests_per_sec: 2.0,
+            burst: 3,
+            max_upload_sessions_per_client: 0,
+        };
+        let rate = Rate::new(&config, clock.clone()).unwrap();
         let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(limits.take(client, t0).is_ok());
+            assert!(rate.take(client).is_ok());
         }
-        assert_eq!(limits.take(client, t0), Err(1));
+        assert_eq!(rate.take(client), Err(1));
         // Another client has its own bucket.
-        assert!(limits
-            .take(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), t0)
-            .is_ok());
-        assert!(limits.take(client, t0 + Duration::from_millis(600)).is_ok());
-        assert!(limits
-            .take(client, t0 + Duration::from_millis(600))
-            .is_err());
+        assert!(rate.take(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))).is_ok());
+        clock.advance(Duration::from_millis(600));
+        assert!(rate.take(client).is_ok());
+        assert!(rate.take(client).is_err());
+        // No rate configured, or one that is not a number: no limiter.
+        for off in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let config = RateLimitConfig {
+                requests_per_sec: off,
+                ..config.clone()
+            };
+            assert!(Rate::new(&config, clock.clone()).is_none(), "{off}");
+        }
     }
 
     #[test]

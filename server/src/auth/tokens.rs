@@ -1,20 +1,21 @@
 //! Bearer tokens: Signet is its own token service. `GET /v2/token` (Basic credentials
 //! or none, `scope` repeatable) and `POST /v2/token` (OAuth2 password and refresh-token
 //! grants, as docker uses) answer a short-lived JWT signed with ES256, carrying only the
-//! scopes the rules grant. Signing uses aws-lc-rs, the crypto provider rustls already
-//! runs on: no second crypto library.
+//! scopes the rules grant. Tokens are made and checked by `jsonwebtoken` on its
+//! aws-lc-rs backend, the crypto provider rustls already runs on: no second crypto
+//! library, and no JWT code of our own.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair, ParsedPublicKey, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    EcdsaKeyPair, KeyPair, ParsedPublicKey, ECDSA_P256_SHA256_FIXED,
     ECDSA_P256_SHA256_FIXED_SIGNING, RSA_PKCS1_2048_8192_SHA256,
 };
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::rules::{Action, Identity};
@@ -51,11 +52,18 @@ impl Access {
 pub struct Claims {
     pub iss: String,
     /// The account; empty for an anonymous token.
+    #[serde(default)]
     pub sub: String,
+    /// Other issuers may send a list; [`verify_token`] checked it names us.
+    #[serde(default, deserialize_with = "one_audience")]
     pub aud: String,
     pub exp: u64,
+    // Other issuers may omit `nbf`, `iat` and `jti`.
+    #[serde(default)]
     pub nbf: u64,
+    #[serde(default)]
     pub iat: u64,
+    #[serde(default)]
     pub jti: String,
     #[serde(default)]
     pub access: Vec<Access>,
@@ -110,9 +118,9 @@ pub fn now() -> u64 {
 
 /// Signs and verifies tokens with one P-256 key.
 pub struct TokenKeys {
-    key: EcdsaKeyPair,
+    signing: EncodingKey,
+    verifying: DecodingKey,
     kid: String,
-    rng: SystemRandom,
     /// Whether the key outlives the process (configured, not generated).
     pub persistent: bool,
 }
@@ -129,12 +137,12 @@ impl std::fmt::Debug for TokenKeys {
 impl TokenKeys {
     /// A fresh key, valid for this process only.
     pub fn generate() -> anyhow::Result<Self> {
-        let rng = SystemRandom::new();
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| anyhow::anyhow!("cannot generate a token signing key"))?;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot generate a token signing key"))?;
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .map_err(|_| anyhow::anyhow!("cannot load the generated token signing key"))?;
-        Ok(Self::with_key(key, false))
+        Self::with_key(&key, false)
     }
 
     /// A P-256 private key from a PEM file (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
@@ -152,44 +160,33 @@ impl TokenKeys {
                         path.display()
                     )
                 })?;
-        Ok(Self::with_key(key, true))
+        Self::with_key(&key, true)
     }
 
-    fn with_key(key: EcdsaKeyPair, persistent: bool) -> Self {
-        let kid = hex::encode(&Sha256::digest(key.public_key().as_ref())[..8]);
-        TokenKeys {
-            key,
-            kid,
-            rng: SystemRandom::new(),
+    fn with_key(key: &EcdsaKeyPair, persistent: bool) -> anyhow::Result<Self> {
+        // jsonwebtoken reads PKCS#8 only: a SEC1 key is re-encoded.
+        let pkcs8 = key
+            .to_pkcs8v1()
+            .map_err(|_| anyhow::anyhow!("cannot encode the token signing key"))?;
+        let public = key.public_key().as_ref();
+        Ok(TokenKeys {
+            signing: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            verifying: DecodingKey::from_ec_der(public),
+            kid: hex::encode(&Sha256::digest(public)[..8]),
             persistent,
-        }
+        })
     }
 
     pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
-        let signing_input = format!(
-            "{}.{}",
-            B64URL.encode(serde_json::to_vec(&header)?),
-            B64URL.encode(serde_json::to_vec(claims)?)
-        );
-        let signature = self
-            .key
-            .sign(&self.rng, signing_input.as_bytes())
-            .map_err(|_| anyhow::anyhow!("signing a token failed"))?;
-        Ok(format!(
-            "{signing_input}.{}",
-            B64URL.encode(signature.as_ref())
-        ))
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.signing)
+            .map_err(|e| anyhow::anyhow!("signing a token failed: {e}"))
     }
 
     /// Checks signature, expiry and audience; returns the claims.
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, TokenError> {
-        verify_token(token, ISSUER, audience, |alg, input, signature| {
-            alg == "ES256"
-                && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_key().as_ref())
-                    .verify(input, signature)
-                    .is_ok()
-        })
+        verify_token(token, &self.verifying, Algorithm::ES256, ISSUER, audience)
     }
 }
 
@@ -197,8 +194,8 @@ impl TokenKeys {
 pub struct Issuer {
     pub name: String,
     pub audience: String,
-    alg: &'static str,
-    key: ParsedPublicKey,
+    alg: Algorithm,
+    key: DecodingKey,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -214,32 +211,36 @@ impl std::fmt::Debug for Issuer {
 impl Issuer {
     /// Reads a PEM `PUBLIC KEY` (SubjectPublicKeyInfo): P-256 (ES256) or RSA (RS256).
     pub fn load(name: &str, path: &Path, audience: &str) -> anyhow::Result<Self> {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::SubjectPublicKeyInfoDer;
         if name.is_empty() {
             anyhow::bail!("[[auth.issuers]] needs a name (the tokens' iss)");
         }
-        let der = SubjectPublicKeyInfoDer::from_pem_file(path).map_err(|e| {
+        let pem = std::fs::read(path).map_err(|e| {
             anyhow::anyhow!(
-                "[[auth.issuers]] {name}: public_key {}: no public key: {e}",
+                "[[auth.issuers]] {name}: public_key {}: {e}",
                 path.display()
             )
         })?;
-        Self::from_spki(name, der.as_ref(), audience).map_err(|_| {
+        Self::from_pem(name, &pem, audience).map_err(|e| {
             anyhow::anyhow!(
-                "[[auth.issuers]] {name}: public_key {}: neither a P-256 nor an RSA public key",
+                "[[auth.issuers]] {name}: public_key {}: {e}",
                 path.display()
             )
         })
     }
 
-    pub fn from_spki(name: &str, spki: &[u8], audience: &str) -> Result<Self, TokenError> {
-        let (alg, key) = if let Ok(key) = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, spki) {
-            ("ES256", key)
-        } else if let Ok(key) = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki) {
-            ("RS256", key)
+    /// The issuer of a PEM `PUBLIC KEY`: its kind (P-256 or RSA) is read first, so that
+    /// a key of any other kind is refused here rather than by every token later.
+    pub fn from_pem(name: &str, pem: &[u8], audience: &str) -> anyhow::Result<Self> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::SubjectPublicKeyInfoDer;
+        let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem)
+            .map_err(|e| anyhow::anyhow!("no public key: {e}"))?;
+        let (alg, key) = if ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, spki.as_ref()).is_ok() {
+            (Algorithm::ES256, DecodingKey::from_ec_pem(pem)?)
+        } else if ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, spki.as_ref()).is_ok() {
+            (Algorithm::RS256, DecodingKey::from_rsa_pem(pem)?)
         } else {
-            return Err(TokenError::Malformed);
+            anyhow::bail!("neither a P-256 nor an RSA public key");
         };
         Ok(Issuer {
             name: name.into(),
@@ -252,9 +253,7 @@ impl Issuer {
     /// Checks signature, expiry, issuer and audience. The claims come back with the
     /// subject qualified by the issuer and without the admin, robot and refresh marks.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let mut claims = verify_token(token, &self.name, &self.audience, |alg, input, sig| {
-            alg == self.alg && self.key.verify_sig(input, sig).is_ok()
-        })?;
+        let mut claims = verify_token(token, &self.key, self.alg, &self.name, &self.audience)?;
         claims.sub = format!("{}:{}", self.name, claims.sub);
         claims.admin = false;
         claims.robot = false;
@@ -265,81 +264,70 @@ impl Issuer {
 
 /// The `iss` of a token, unverified: which key to check it with.
 pub fn unverified_issuer(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let value: serde_json::Value = serde_json::from_slice(&B64URL.decode(payload).ok()?).ok()?;
-    value.get("iss")?.as_str().map(str::to_string)
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+        .ok()
+        .map(|c| c.iss)
 }
 
-/// Parses a JWT, checks its signature with `check(alg, signing_input, signature)`, then
-/// expiry, issuer and audience (a string or a list containing `audience`).
+/// How long before its `nbf` a token is taken: clocks differ between issuers.
+const NOT_BEFORE_LEEWAY: u64 = 60;
+
+/// Checks a JWT's algorithm and signature, then expiry, issuer and audience (a string
+/// or a list containing `audience`).
 fn verify_token(
     token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
     issuer: &str,
     audience: &str,
-    check: impl FnOnce(&str, &[u8], &[u8]) -> bool,
 ) -> Result<Claims, TokenError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(TokenError::Malformed);
-    };
-    let header: serde_json::Value = B64URL
-        .decode(header)
-        .ok()
-        .and_then(|h| serde_json::from_slice(&h).ok())
-        .ok_or(TokenError::Malformed)?;
-    let Some(alg) = header.get("alg").and_then(|a| a.as_str()) else {
-        return Err(TokenError::Malformed);
-    };
-    if alg != "ES256" && alg != "RS256" {
-        return Err(TokenError::Malformed);
-    }
-    let signature = B64URL
-        .decode(signature)
-        .map_err(|_| TokenError::Malformed)?;
-    let signing_input = &token[..header_and_payload_len(token)];
-    if !check(alg, signing_input.as_bytes(), &signature) {
-        return Err(TokenError::BadSignature);
-    }
-    let mut value: serde_json::Value = B64URL
-        .decode(payload)
-        .ok()
-        .and_then(|p| serde_json::from_slice(&p).ok())
-        .ok_or(TokenError::Malformed)?;
-    // Other issuers may send `aud` as a list, and omit `jti`, `iat`, `nbf` or `sub`.
-    let obj = value.as_object_mut().ok_or(TokenError::Malformed)?;
-    let aud_ok = match obj.get("aud") {
-        Some(serde_json::Value::String(a)) => a == audience,
-        Some(serde_json::Value::Array(list)) => list.iter().any(|a| a == audience),
-        _ => false,
-    };
-    obj.insert("aud".into(), serde_json::Value::String(audience.into()));
-    for key in ["sub", "jti"] {
-        obj.entry(key).or_insert_with(|| "".into());
-    }
-    for key in ["iat", "nbf"] {
-        obj.entry(key).or_insert_with(|| 0.into());
-    }
-    let claims: Claims = serde_json::from_value(value).map_err(|_| TokenError::Malformed)?;
-    let now = now();
-    if claims.exp <= now || claims.nbf > now + 60 {
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    // Expiry is exact; `nbf` has its own leeway below.
+    validation.leeway = 0;
+    validation.validate_nbf = false;
+    let mut claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => TokenError::Expired,
+            ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => TokenError::WrongAudience,
+            ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => TokenError::WrongAudience,
+            _ => TokenError::Malformed,
+        })?
+        .claims;
+    if claims.nbf > now() + NOT_BEFORE_LEEWAY {
         return Err(TokenError::Expired);
     }
-    if claims.iss != issuer || !aud_ok {
-        return Err(TokenError::WrongAudience);
-    }
+    claims.aud = audience.to_string();
     Ok(claims)
 }
 
-/// Length of `header.payload` in a token known to have three parts.
-fn header_and_payload_len(token: &str) -> usize {
-    token.rfind('.').unwrap_or(0)
+/// An `aud` claim as one string: the first of a list (the validation checked that the
+/// list names us; the claims then carry our audience).
+fn one_audience<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Audience {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Audience::deserialize(d)? {
+        Audience::One(a) => a,
+        Audience::Many(list) => list.into_iter().next().unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+    use base64::Engine as _;
 
     fn claims(exp: u64) -> Claims {
         Claims {

@@ -2,9 +2,7 @@
 //! progress on stderr, a summary (or JSON) on stdout.
 
 use std::fmt::Write;
-use std::io::{IsTerminal, Write as _};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::io::IsTerminal;
 
 use crate::state::AppState;
 use crate::sync::runner::{run_controlled, Control};
@@ -123,66 +121,50 @@ pub fn render(r: &SyncReport) -> String {
     out
 }
 
-/// The live status line of `signet sync run` on a terminal: items done of those known,
-/// bytes copied, the rate, retries and errors; progress lines scroll above it.
+/// The live status line of `signet sync run` on a terminal (an `indicatif` bar): items
+/// done of those known, bytes copied, the rate, retries and errors; progress lines
+/// scroll above it.
 struct ProgressBar {
     job: String,
-    started: Instant,
-    /// The status last drawn, redrawn under each progress line.
-    shown: Mutex<String>,
+    bar: indicatif::ProgressBar,
 }
 
 impl ProgressBar {
-    const WIDTH: usize = 24;
-
     fn new(job: &str) -> ProgressBar {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("[{bar:24}] {pos}/{len} items  {msg}")
+                .expect("a valid template")
+                .progress_chars("#-"),
+        );
         ProgressBar {
             job: job.to_string(),
-            started: Instant::now(),
-            shown: Mutex::default(),
+            bar,
         }
     }
 
-    fn status(&self, r: &SyncReport) -> String {
-        let filled = if r.items_total == 0 {
-            0
-        } else {
-            (r.items_done.min(r.items_total) as usize * Self::WIDTH) / r.items_total as usize
-        };
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        format!(
-            "[{}{}] {}/{} items  {:.1} MiB  {:.1} MiB/s  {} retried  {} error(s)",
-            "#".repeat(filled),
-            "-".repeat(Self::WIDTH - filled),
-            r.items_done,
-            r.items_total,
-            r.bytes_copied as f64 / 1048576.0,
-            r.bytes_copied as f64 / 1048576.0 / secs,
+    fn draw(&self, r: &SyncReport) {
+        let secs = self.bar.elapsed().as_secs_f64().max(0.001);
+        let mib = r.bytes_copied as f64 / 1048576.0;
+        self.bar.set_length(r.items_total);
+        self.bar.set_position(r.items_done.min(r.items_total));
+        self.bar.set_message(format!(
+            "{mib:.1} MiB  {:.1} MiB/s  {} retried  {} error(s)",
+            mib / secs,
             r.retries,
             r.errors.len(),
-        )
-    }
-
-    fn draw(&self, r: &SyncReport) {
-        let status = self.status(r);
-        let mut shown = self.shown.lock().expect("bar lock");
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{status}");
-        let _ = err.flush();
-        *shown = status;
+        ));
     }
 
     /// A progress line above the status line.
     fn line(&self, line: &str) {
-        let shown = self.shown.lock().expect("bar lock");
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2Ksync {}: {line}\n{shown}", self.job);
-        let _ = err.flush();
+        self.bar.println(format!("sync {}: {line}", self.job));
     }
 
     fn clear(&self) {
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K");
-        let _ = err.flush();
+        self.bar.finish_and_clear();
     }
 }

@@ -1,26 +1,18 @@
-//! Prometheus metrics: a small registry written here (no client crate), the one
-//! middleware that feeds the request series, and `GET /metrics` in the text exposition
-//! format (version 0.0.4).
+//! Prometheus metrics on the `prometheus` crate: every family Signet feeds, declared
+//! once in [`Metrics`]; the one middleware that feeds the request series; and
+//! `GET /metrics` in the text exposition format (version 0.0.4).
 //!
-//! Only series that something feeds exist: a family appears on its first observation.
-//! Features that come later (sync progress, verification verdicts) use the same
-//! process-wide registry, [`global`]:
+//! A labelled family appears on its first observation. Names follow Prometheus
+//! conventions: `signet_` prefix, counters end in `_total`, units in the name
+//! (`_seconds`, `_bytes`). A new series is a field here, fed where it happens:
 //!
 //! ```ignore
-//! let m = signet_server::ops::metrics::global();
-//! m.counter_add("signet_sync_blobs_copied_total", "Blobs copied by sync.", &[("peer", "eu")], 1.0);
-//! m.gauge_set("signet_sync_lag_seconds", "Age of the oldest unsynced change.", &[], 4.0);
-//! m.observe("signet_verify_seconds", "Time to verify a signature.", SECONDS, &[], 0.02);
+//! crate::ops::metrics::global().sync_items.with_label_values(&[job, "ok"]).inc();
 //! ```
-//!
-//! Names follow Prometheus conventions: `signet_` prefix, counters end in `_total`,
-//! units in the name (`_seconds`, `_bytes`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -30,282 +22,202 @@ use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpResponse, Responder};
 use futures::Stream;
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Latency buckets, in seconds: API calls are milliseconds, blob transfers minutes.
 pub const SECONDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
+/// Every series Signet exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    pub http_request_bytes: IntCounterVec,
+    pub http_response_bytes: IntCounterVec,
+    pub uploads_in_flight: IntGauge,
+    pub gc_runs: IntCounterVec,
+    pub gc_removed: IntCounterVec,
+    pub gc_freed_bytes: IntCounterVec,
+    pub sync_running: IntGaugeVec,
+    pub sync_items: IntCounterVec,
+    pub sync_bytes: IntCounterVec,
+    pub pull_through_fetches: IntCounterVec,
+    pub pull_through_refused: IntCounterVec,
+    pub trust_reloads: IntCounterVec,
+    pub verification_verdicts: IntCounterVec,
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
+/// The process-wide set `/metrics` serves.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+    GLOBAL.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        Metrics {
+            http_requests: counters(
+                r,
+                "signet_http_requests_total",
+                "HTTP requests answered, by route, method and status.",
+                &["route", "method", "status"],
+            ),
+            http_request_duration: histograms(
+                r,
+                "signet_http_request_duration_seconds",
+                "Time to the response head, by route and method.",
+                SECONDS,
+                &["route", "method"],
+            ),
+            http_request_bytes: counters(
+                r,
+                "signet_http_request_bytes_total",
+                "Request body bytes received, by route.",
+                &["route"],
+            ),
+            http_response_bytes: counters(
+                r,
+                "signet_http_response_bytes_total",
+                "Response body bytes sent, by route.",
+                &["route"],
+            ),
+            uploads_in_flight: register(
+                r,
+                IntGauge::new("signet_uploads_in_flight", "Upload requests being served."),
+            ),
+            gc_runs: counters(
+                r,
+                "signet_gc_runs_total",
+                "Garbage collections run by the server, by outcome.",
+                &["outcome"],
+            ),
+            gc_removed: counters(
+                r,
+                "signet_gc_removed_total",
+                "Objects garbage collection removed, by kind.",
+                &["kind"],
+            ),
+            // Unlabelled, but a vector all the same: it appears once GC runs.
+            gc_freed_bytes: counters(
+                r,
+                "signet_gc_freed_bytes_total",
+                "Bytes of blobs garbage collection deleted.",
+                &[],
+            ),
+            sync_running: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "signet_sync_running",
+                        "1 while a run of the sync job is in progress.",
+                    ),
+                    &["job"],
+                ),
+            ),
+            sync_items: counters(
+                r,
+                "signet_sync_items_total",
+                "Items (selected tags) sync runs finished, by job and outcome.",
+                &["job", "outcome"],
+            ),
+            sync_bytes: counters(
+                r,
+                "signet_sync_bytes_total",
+                "Blob bytes sync runs copied from upstream, by job.",
+                &["job"],
+            ),
+            pull_through_fetches: counters(
+                r,
+                "signet_pull_through_fetches_total",
+                "Pull-through fetches from upstream, by prefix, kind and outcome.",
+                &["prefix", "kind", "outcome"],
+            ),
+            pull_through_refused: counters(
+                r,
+                "signet_pull_through_refused_total",
+                "Pull-through misses answered without a fetch, by prefix and reason.",
+                &["prefix", "reason"],
+            ),
+            trust_reloads: counters(
+                r,
+                "signet_trust_reloads_total",
+                "Reloads of the trust configuration (SIGHUP), by result.",
+                &["result"],
+            ),
+            verification_verdicts: counters(
+                r,
+                "signet_verification_verdicts_total",
+                "Verdicts reached on signatures and attestations, by verdict.",
+                &["verdict"],
+            ),
+            registry,
         }
-    }
-}
-
-#[derive(Debug, Clone)]
-enum Series {
-    Value(f64),
-    Histogram {
-        bounds: Vec<f64>,
-        /// Per bucket (not cumulative), plus one for +Inf.
-        counts: Vec<u64>,
-        sum: f64,
-        count: u64,
-    },
-}
-
-type Labels = Vec<(String, String)>;
-
-#[derive(Debug)]
-struct Family {
-    help: String,
-    kind: Kind,
-    series: BTreeMap<Labels, Series>,
-}
-
-/// A set of metric families, rendered by [`Registry::render`].
-#[derive(Debug, Default)]
-pub struct Registry {
-    families: Mutex<BTreeMap<String, Family>>,
-}
-
-/// The process-wide registry `/metrics` serves.
-pub fn global() -> &'static Registry {
-    static GLOBAL: OnceLock<Registry> = OnceLock::new();
-    GLOBAL.get_or_init(Registry::default)
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-impl Registry {
-    fn with_series(
-        &self,
-        name: &str,
-        help: &str,
-        kind: Kind,
-        pairs: &[(&str, &str)],
-        init: impl FnOnce() -> Series,
-        update: impl FnOnce(&mut Series),
-    ) {
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let family = families.entry(name.to_string()).or_insert_with(|| Family {
-            help: help.to_string(),
-            kind,
-            series: BTreeMap::new(),
-        });
-        if family.kind != kind {
-            tracing::warn!(metric = name, "metric used with two types; ignored");
-            return;
-        }
-        update(family.series.entry(labels(pairs)).or_insert_with(init));
-    }
-
-    /// Adds `by` (≥ 0) to a counter.
-    pub fn counter_add(&self, name: &str, help: &str, labels: &[(&str, &str)], by: f64) {
-        self.with_series(
-            name,
-            help,
-            Kind::Counter,
-            labels,
-            || Series::Value(0.0),
-            |s| {
-                if let Series::Value(v) = s {
-                    *v += by.max(0.0);
-                }
-            },
-        );
-    }
-
-    pub fn gauge_set(&self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-        self.with_series(
-            name,
-            help,
-            Kind::Gauge,
-            labels,
-            || Series::Value(0.0),
-            |s| *s = Series::Value(value),
-        );
-    }
-
-    pub fn gauge_add(&self, name: &str, help: &str, labels: &[(&str, &str)], delta: f64) {
-        self.with_series(
-            name,
-            help,
-            Kind::Gauge,
-            labels,
-            || Series::Value(0.0),
-            |s| {
-                if let Series::Value(v) = s {
-                    *v += delta;
-                }
-            },
-        );
-    }
-
-    /// Records one observation in a histogram with upper bounds `buckets` (ascending;
-    /// the first use of a series fixes them).
-    pub fn observe(
-        &self,
-        name: &str,
-        help: &str,
-        buckets: &[f64],
-        labels: &[(&str, &str)],
-        value: f64,
-    ) {
-        self.with_series(
-            name,
-            help,
-            Kind::Histogram,
-            labels,
-            || Series::Histogram {
-                bounds: buckets.to_vec(),
-                counts: vec![0; buckets.len() + 1],
-                sum: 0.0,
-                count: 0,
-            },
-            |s| {
-                if let Series::Histogram {
-                    bounds,
-                    counts,
-                    sum,
-                    count,
-                } = s
-                {
-                    let i = bounds
-                        .iter()
-                        .position(|b| value <= *b)
-                        .unwrap_or(bounds.len());
-                    counts[i] += 1;
-                    *sum += value;
-                    *count += 1;
-                }
-            },
-        );
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::new();
-        for (name, family) in families.iter() {
-            if family.series.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(&family.help));
-            let _ = writeln!(out, "# TYPE {name} {}", family.kind.name());
-            for (labels, series) in &family.series {
-                match series {
-                    Series::Value(v) => {
-                        let _ = writeln!(out, "{name}{} {}", render_labels(labels, None), num(*v));
-                    }
-                    Series::Histogram {
-                        bounds,
-                        counts,
-                        sum,
-                        count,
-                    } => {
-                        let mut cumulative = 0;
-                        for (i, n) in counts.iter().enumerate() {
-                            cumulative += n;
-                            let le = bounds.get(i).map_or("+Inf".to_string(), |b| num(*b));
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {cumulative}",
-                                render_labels(labels, Some(&le))
-                            );
-                        }
-                        let l = render_labels(labels, None);
-                        let _ = writeln!(out, "{name}_sum{l} {}", num(*sum));
-                        let _ = writeln!(out, "{name}_count{l} {count}");
-                    }
-                }
-            }
-        }
-        out
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "metrics could not be rendered");
+                String::new()
+            })
     }
 }
 
-fn num(v: f64) -> String {
-    if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
+/// Registers a collector whose name and labels are fixed here (a bad one is a bug
+/// that the tests meet first).
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("a valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("each metric registered once");
+    metric
 }
 
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
+fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
-fn render_labels(labels: &Labels, le: Option<&str>) -> String {
-    if labels.is_empty() && le.is_none() {
-        return String::new();
-    }
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    format!("{{{}}}", parts.join(","))
+fn histograms(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, HistogramVec::new(opts, labels))
 }
 
 // ---------------------------------------------------------------------------------
-// What Signet itself feeds.
-
-const UPLOADS_IN_FLIGHT: &str = "signet_uploads_in_flight";
+// What the server's own paths feed.
 
 /// One garbage collection's outcome (`maintenance.rs`, the scheduled collector).
 pub fn record_gc(result: Result<&signet_storage::gc::GcReport, ()>) {
     let m = global();
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    m.counter_add(
-        "signet_gc_runs_total",
-        "Garbage collections run by the server, by outcome.",
-        &[("outcome", outcome)],
-        1.0,
-    );
+    m.gc_runs.with_label_values(&[outcome]).inc();
     if let Ok(report) = result {
-        let removed = "Objects garbage collection removed, by kind.";
-        let total = "signet_gc_removed_total";
         for (kind, count) in [
             ("manifest", report.manifests.len()),
             ("link", report.links.len()),
             ("blob", report.blobs.len()),
         ] {
-            m.counter_add(total, removed, &[("kind", kind)], count as f64);
+            m.gc_removed.with_label_values(&[kind]).inc_by(count as u64);
         }
-        m.counter_add(
-            "signet_gc_freed_bytes_total",
-            "Bytes of blobs garbage collection deleted.",
-            &[],
-            report.bytes_freed as f64,
-        );
+        m.gc_freed_bytes
+            .with_label_values::<&str>(&[])
+            .inc_by(report.bytes_freed);
     }
 }
 
@@ -322,19 +234,14 @@ struct InFlight;
 
 impl InFlight {
     fn start() -> Self {
-        global().gauge_add(UPLOADS_IN_FLIGHT, "Upload requests being served.", &[], 1.0);
+        global().uploads_in_flight.inc();
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        global().gauge_add(
-            UPLOADS_IN_FLIGHT,
-            "Upload requests being served.",
-            &[],
-            -1.0,
-        );
+        global().uploads_in_flight.dec();
     }
 }
 
@@ -366,12 +273,10 @@ pub struct CountingBody {
 
 impl Drop for CountingBody {
     fn drop(&mut self) {
-        global().counter_add(
-            "signet_http_response_bytes_total",
-            "Response body bytes sent, by route.",
-            &[("route", &self.route)],
-            self.sent as f64,
-        );
+        global()
+            .http_response_bytes
+            .with_label_values(&[&self.route])
+            .inc_by(self.sent);
     }
 }
 
@@ -420,25 +325,15 @@ pub async fn track<B: MessageBody + 'static>(
     let response = next.call(req).await?;
     let status = response.status().as_u16().to_string();
     let m = global();
-    m.counter_add(
-        "signet_http_requests_total",
-        "HTTP requests answered, by route, method and status.",
-        &[("route", &route), ("method", &method), ("status", &status)],
-        1.0,
-    );
-    m.observe(
-        "signet_http_request_duration_seconds",
-        "Time to the response head, by route and method.",
-        SECONDS,
-        &[("route", &route), ("method", &method)],
-        started.elapsed().as_secs_f64(),
-    );
-    m.counter_add(
-        "signet_http_request_bytes_total",
-        "Request body bytes received, by route.",
-        &[("route", &route)],
-        read.load(Ordering::Relaxed) as f64,
-    );
+    m.http_requests
+        .with_label_values(&[&route, &method, &status])
+        .inc();
+    m.http_request_duration
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    m.http_request_bytes
+        .with_label_values(&[&route])
+        .inc_by(read.load(Ordering::Relaxed));
     Ok(response.map_body(move |_, inner| CountingBody {
         inner: BoxBody::new(inner),
         route,
@@ -458,41 +353,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_the_text_format() {
-        let r = Registry::default();
-        r.counter_add(
-            "t_requests_total",
-            "Requests.",
-            &[("route", "/v2/\"x\"")],
-            2.0,
-        );
-        r.counter_add(
-            "t_requests_total",
-            "Requests.",
-            &[("route", "/v2/\"x\"")],
-            1.0,
-        );
-        r.gauge_set("t_up", "Up.", &[], 1.0);
-        r.observe("t_seconds", "Latency.", &[0.1, 1.0], &[], 0.5);
-        r.observe("t_seconds", "Latency.", &[0.1, 1.0], &[], 5.0);
-        let text = r.render();
-        assert!(text.contains("# TYPE t_requests_total counter\n"), "{text}");
+    fn every_family_registers_and_renders_once_fed() {
+        // Constructing them checks every name, help and label set.
+        let m = Metrics::new();
+        m.http_requests
+            .with_label_values(&["/v2/\"x\"", "GET", "200"])
+            .inc_by(3);
+        m.http_request_duration
+            .with_label_values(&["/v2/", "GET"])
+            .observe(0.2);
+        let text = m.render();
         assert!(
-            text.contains("t_requests_total{route=\"/v2/\\\"x\\\"\"} 3\n"),
+            text.contains("# TYPE signet_http_requests_total counter\n"),
             "{text}"
         );
-        assert!(text.contains("t_up 1\n"), "{text}");
-        assert!(text.contains("t_seconds_bucket{le=\"0.1\"} 0\n"), "{text}");
-        assert!(text.contains("t_seconds_bucket{le=\"1\"} 1\n"), "{text}");
-        assert!(text.contains("t_seconds_bucket{le=\"+Inf\"} 2\n"), "{text}");
         assert!(
-            text.contains("t_seconds_sum 5.5\nt_seconds_count 2\n"),
+            text.contains(
+                "signet_http_requests_total{method=\"GET\",route=\"/v2/\\\"x\\\"\",status=\"200\"} 3\n"
+            ),
             "{text}"
         );
-    }
-
-    #[test]
-    fn families_without_series_are_not_exported() {
-        assert_eq!(Registry::default().render(), "");
+        assert!(
+            text.contains(
+                "signet_http_request_duration_seconds_bucket{method=\"GET\",route=\"/v2/\",le=\"0.25\"} 1\n"
+            ),
+            "{text}"
+        );
+        // A labelled family nobody fed is not exported.
+        assert!(!text.contains("signet_sync_items_total"), "{text}");
     }
 }

@@ -16,8 +16,10 @@ pub mod job;
 pub mod manager;
 pub mod plan;
 pub mod pull_through;
+pub mod retry;
 pub mod runner;
 pub mod sealed;
+pub mod source;
 pub mod upstream;
 
 pub use job::{SyncConfig, SyncJob, SyncReport};

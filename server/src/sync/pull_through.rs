@@ -40,7 +40,8 @@ use super::expiring::Expiring;
 use super::job::SyncJob;
 use super::plan::Plan;
 use super::runner::OnDemand;
-use super::upstream::{is_not_found, Upstream};
+use super::source::{self, Source};
+use super::upstream::is_not_found;
 use crate::error::ApiError;
 use crate::request::{self, target_of, Area};
 use crate::state::AppState;
@@ -143,7 +144,7 @@ type Key = (String, String);
 struct Route {
     prefix: String,
     job: SyncJob,
-    upstream: Arc<Upstream>,
+    upstream: Arc<dyn Source>,
     /// When each (repository, tag) was last resolved upstream.
     checked: Expiring<Key>,
     /// (repository, reference) upstream answered it does not have.
@@ -198,7 +199,7 @@ impl PullThrough {
             let job = config.as_job();
             Plan::new(&job)?;
             routes.push(Route {
-                upstream: Arc::new(Upstream::new(&job)?),
+                upstream: source::open(&job)?,
                 prefix,
                 job,
                 checked: Expiring::new(Duration::from_secs(config.tag_ttl_secs), REMEMBERED),
@@ -457,25 +458,17 @@ impl PullThrough {
 /// A pull answered without asking upstream: `absent-upstream` (the negative cache) or
 /// `quota`.
 fn count_refusal(prefix: &str, reason: &str) {
-    crate::ops::metrics::global().counter_add(
-        "signet_pull_through_refused_total",
-        "Pull-through misses answered without a fetch, by prefix and reason.",
-        &[("prefix", prefix), ("reason", reason)],
-        1.0,
-    );
+    crate::ops::metrics::global()
+        .pull_through_refused
+        .with_label_values(&[prefix, reason])
+        .inc();
 }
 
 fn count(kind: &str, prefix: &str, ok: bool) {
-    crate::ops::metrics::global().counter_add(
-        "signet_pull_through_fetches_total",
-        "Pull-through fetches from upstream, by prefix, kind and outcome.",
-        &[
-            ("prefix", prefix),
-            ("kind", kind),
-            ("outcome", if ok { "ok" } else { "error" }),
-        ],
-        1.0,
-    );
+    crate::ops::metrics::global()
+        .pull_through_fetches
+        .with_label_values(&[prefix, kind, if ok { "ok" } else { "error" }])
+        .inc();
 }
 
 /// Fetches the attachments of `digest` (and of its children) after the pull is answered.

@@ -34,7 +34,7 @@ use tokio::sync::Semaphore;
 
 use super::job::{SyncJob, SyncReport};
 use super::plan::Plan;
-use super::upstream::Upstream;
+use super::source::{self, Source};
 use crate::state::AppState;
 
 /// How deep attachments of attachments are followed.
@@ -83,16 +83,14 @@ pub async fn run_controlled(
     progress: &Progress<'_>,
     control: &Control,
 ) -> anyhow::Result<SyncReport> {
-    let metrics = crate::ops::metrics::global();
-    let labels = [("job", job.name.as_str())];
-    metrics.gauge_set(RUNNING, RUNNING_HELP, &labels, 1.0);
+    let running = crate::ops::metrics::global()
+        .sync_running
+        .with_label_values(&[&job.name]);
+    running.set(1);
     let result = run_inner(state, job, progress, control).await;
-    metrics.gauge_set(RUNNING, RUNNING_HELP, &labels, 0.0);
+    running.set(0);
     result
 }
-
-const RUNNING: &str = "signet_sync_running";
-const RUNNING_HELP: &str = "1 while a run of the sync job is in progress.";
 
 async fn run_inner(
     state: &AppState,
@@ -101,7 +99,7 @@ async fn run_inner(
     control: &Control,
 ) -> anyhow::Result<SyncReport> {
     let plan = Plan::new(job)?;
-    let upstream = Arc::new(Upstream::new(job)?);
+    let upstream = source::open(job)?;
     *control.report.lock().expect("report lock") = SyncReport {
         job: job.name.clone(),
         ..Default::default()
@@ -148,7 +146,7 @@ pub struct OnDemand<'a> {
     pub state: &'a AppState,
     /// The upstream's settings (platforms, attachments, concurrency, retries).
     pub job: &'a SyncJob,
-    pub upstream: Arc<Upstream>,
+    pub upstream: Arc<dyn Source>,
     pub upstream_repo: &'a str,
     pub dest: &'a RepoName,
 }
@@ -241,7 +239,7 @@ enum Vouched {
 
 struct Run<'a> {
     state: &'a AppState,
-    upstream: Arc<Upstream>,
+    upstream: Arc<dyn Source>,
     plan: Plan,
     concurrency: usize,
     /// Bounds blob downloads in flight.
@@ -284,7 +282,7 @@ impl<'a> Run<'a> {
         state: &'a AppState,
         job: &SyncJob,
         plan: Plan,
-        upstream: Arc<Upstream>,
+        upstream: Arc<dyn Source>,
         control: &'a Control,
         progress: &'a Progress<'a>,
     ) -> Run<'a> {
@@ -310,7 +308,7 @@ impl Run<'_> {
     fn count(&self, f: impl FnOnce(&mut SyncReport)) {
         let mut r = self.report.lock().expect("report lock");
         f(&mut r);
-        r.retries = self.upstream.retried();
+        r.retries = self.upstream.retry().retried();
         r.seconds = self.started.elapsed().as_secs_f64();
         r.bytes_per_second = if r.seconds > 0.0 {
             r.bytes_copied as f64 / r.seconds
@@ -322,15 +320,10 @@ impl Run<'_> {
     /// One selected tag finished (`ok` or not): the report and the metrics.
     fn item_done(&self, ok: bool) {
         self.count(|r| r.items_done += 1);
-        crate::ops::metrics::global().counter_add(
-            "signet_sync_items_total",
-            "Items (selected tags) sync runs finished, by job and outcome.",
-            &[
-                ("job", self.report_job().as_str()),
-                ("outcome", if ok { "ok" } else { "error" }),
-            ],
-            1.0,
-        );
+        crate::ops::metrics::global()
+            .sync_items
+            .with_label_values(&[self.report_job().as_str(), if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     fn report_job(&self) -> String {
@@ -686,7 +679,8 @@ impl Run<'_> {
         // nothing of a failed one).
         let stored = self
             .upstream
-            .retrying("blob", || async {
+            .retry()
+            .run("blob", || async {
                 let body = self.upstream.blob(&repo.upstream, digest).await?;
                 self.state
                     .uploads
@@ -702,12 +696,10 @@ impl Run<'_> {
             r.blobs_copied += 1;
             r.bytes_copied += stored;
         });
-        crate::ops::metrics::global().counter_add(
-            "signet_sync_bytes_total",
-            "Blob bytes sync runs copied from upstream, by job.",
-            &[("job", self.report_job().as_str())],
-            stored as f64,
-        );
+        crate::ops::metrics::global()
+            .sync_bytes
+            .with_label_values(&[self.report_job().as_str()])
+            .inc_by(stored);
         (self.progress)(&format!("{}: blob {digest} ({stored} bytes)", repo.dest));
         Ok(())
     }

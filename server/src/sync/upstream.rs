@@ -9,10 +9,10 @@
 //! (fetched with the Basic credentials, or anonymously), remembered per scope.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
+use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -26,9 +26,8 @@ use signet_storage::digest::Digest;
 use signet_storage::manifest::SUPPORTED_MEDIA_TYPES;
 
 use super::job::SyncJob;
-
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+use super::retry::Retry;
+use super::source::Source;
 
 pub struct Upstream {
     client: Client,
@@ -40,11 +39,7 @@ pub struct Upstream {
     base_url: String,
     /// The lookaside base of atomic signatures, without a trailing `/`.
     lookaside: Option<String>,
-    /// Retries per request of a transient failure, and the first backoff.
-    retries: u32,
-    retry_base: Duration,
-    /// Requests retried so far.
-    retried: AtomicU64,
+    retry: Retry,
     /// Bearer tokens for the extension calls, by scope.
     tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
@@ -113,6 +108,12 @@ impl Upstream {
             }
         }
         let http = http.build()?;
+        let refusal = match &auth {
+            RegistryAuth::Basic(user, _) => {
+                format!("upstream refused the job's credentials (username {user:?})")
+            }
+            _ => "upstream requires credentials (the job has none)".to_string(),
+        };
         Ok(Self {
             client,
             http,
@@ -120,66 +121,21 @@ impl Upstream {
             registry: registry.to_string(),
             base_url: url.to_string(),
             lookaside: lookaside_base(job)?,
-            retries: job.retries,
-            retry_base: Duration::from_millis(job.retry_base_ms.max(1)),
-            retried: AtomicU64::new(0),
+            retry: Retry::new(
+                job.retries,
+                Duration::from_millis(job.retry_base_ms),
+                refusal,
+            ),
             tokens: Default::default(),
         })
     }
 
-    /// Requests retried so far (after a transient failure).
-    pub fn retried(&self) -> u64 {
-        self.retried.load(Ordering::Relaxed)
-    }
-
-    /// Runs `attempt` until it succeeds, fails for good, or has been retried
-    /// `retries` times; waits `retry_base * 2^n` (at most [`MAX_BACKOFF`], or what a
-    /// 429's `Retry-After` asks where the answer is visible) between attempts.
-    pub async fn retrying<T, F, Fut>(&self, what: &str, mut attempt: F) -> anyhow::Result<T>
+    async fn retrying<T, F, Fut>(&self, what: &str, attempt: F) -> anyhow::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
-        let mut n = 0u32;
-        loop {
-            match attempt().await {
-                Ok(v) => return Ok(v),
-                Err(e) if n < self.retries && is_transient(&e) => {
-                    let backoff = self
-                        .retry_base
-                        .saturating_mul(1u32 << n.min(16))
-                        .min(MAX_BACKOFF);
-                    // A 429 whose Retry-After oci-client does not pass on waits at
-                    // least a second.
-                    let wait = retry_after(&e).unwrap_or(if throttled(&e) {
-                        backoff.max(Duration::from_secs(1))
-                    } else {
-                        backoff
-                    });
-                    n += 1;
-                    self.retried.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(what, attempt = n, wait_ms = wait.as_millis() as u64, error = %format!("{e:#}"), "sync: retrying a transient upstream failure");
-                    tokio::time::sleep(wait.min(MAX_BACKOFF)).await;
-                }
-                Err(e) if n > 0 => {
-                    return Err(self.explain(e.context(format!("after {n} retries"))))
-                }
-                Err(e) => return Err(self.explain(e)),
-            }
-        }
-    }
-
-    /// A refused credential says so, naming the account (never the password).
-    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
-        if !refused(&e) {
-            return e;
-        }
-        match &self.auth {
-            RegistryAuth::Basic(user, _) => e.context(format!(
-                "upstream refused the job's credentials (username {user:?})"
-            )),
-            _ => e.context("upstream requires credentials (the job has none)"),
-        }
+        self.retry.run(what, attempt).await
     }
 
     fn tag_ref(&self, repo: &str, tag: &str) -> Reference {
@@ -189,9 +145,16 @@ impl Upstream {
     fn digest_ref(&self, repo: &str, digest: &Digest) -> Reference {
         Reference::with_digest(self.registry.clone(), repo.to_string(), digest.to_string())
     }
+}
+
+#[async_trait]
+impl Source for Upstream {
+    fn retry(&self) -> &Retry {
+        &self.retry
+    }
 
     /// Every repository of the upstream catalog.
-    pub async fn catalog(&self) -> anyhow::Result<Vec<String>> {
+    async fn catalog(&self) -> anyhow::Result<Vec<String>> {
         let any = self.tag_ref("library/any", "latest");
         let mut out: Vec<String> = Vec::new();
         loop {
@@ -217,7 +180,7 @@ impl Upstream {
     }
 
     /// Every tag of `repo`.
-    pub async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
+    async fn tags(&self, repo: &str) -> anyhow::Result<Vec<String>> {
         let r = self.tag_ref(repo, "latest");
         let list = self
             .retrying("tags", || async {
@@ -231,7 +194,7 @@ impl Upstream {
     }
 
     /// The digest `repo:tag` points at (a HEAD request).
-    pub async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Digest> {
+    async fn tag_digest(&self, repo: &str, tag: &str) -> anyhow::Result<Digest> {
         let url = format!("{}/v2/{repo}/manifests/{tag}", self.base_url);
         let scope = format!("repository:{repo}:pull");
         let accept = SUPPORTED_MEDIA_TYPES.join(", ");
@@ -253,7 +216,7 @@ impl Upstream {
     }
 
     /// The manifest `digest` exactly as upstream serves it, checked against the digest.
-    pub async fn manifest(&self, repo: &str, digest: &Digest) -> anyhow::Result<Bytes> {
+    async fn manifest(&self, repo: &str, digest: &Digest) -> anyhow::Result<Bytes> {
         let r = self.digest_ref(repo, digest);
         let (bytes, _) = self
             .retrying("manifest", || async {
@@ -274,7 +237,7 @@ impl Upstream {
     /// Sync and pull-through reuse a blob stored here for another repository only once
     /// upstream has said so: otherwise anyone who may pull a mirrored name could link any
     /// digest the registry holds.
-    pub async fn holds_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
+    async fn holds_blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<bool> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base_url);
         self.retrying("blob", || async {
             let resp = self
@@ -297,7 +260,7 @@ impl Upstream {
 
     /// A blob's bytes as a stream (verified by the blob store as they land). Not
     /// retried here: the caller retries the whole transfer (a stream can fail midway).
-    pub async fn blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<BlobStream> {
+    async fn blob(&self, repo: &str, digest: &Digest) -> anyhow::Result<BlobStream> {
         let d = digest.to_string();
         let sized = self
             .client
@@ -310,7 +273,7 @@ impl Upstream {
     /// Referrers of `digest` through the referrers API, or — where upstream has none —
     /// the entries of its fallback tag `<alg>-<hex>`; each with its kind, told from the
     /// artifact type and annotations the listing carries.
-    pub async fn referrers(
+    async fn referrers(
         &self,
         repo: &str,
         digest: &Digest,
@@ -341,7 +304,7 @@ impl Upstream {
 
     /// Whether `GET /v2/` advertises the signatures extension
     /// (`X-Registry-Supports-Signatures: 1`, on a 200 or a 401).
-    pub async fn supports_signatures(&self) -> anyhow::Result<bool> {
+    async fn supports_signatures(&self) -> anyhow::Result<bool> {
         let resp = self
             .retrying("base", || async {
                 let resp = self
@@ -360,7 +323,7 @@ impl Upstream {
     }
 
     /// Atomic signatures of `repo@digest`: (id, content).
-    pub async fn atomic_signatures(
+    async fn atomic_signatures(
         &self,
         repo: &str,
         digest: &Digest,
@@ -417,15 +380,10 @@ impl Upstream {
         Ok(out)
     }
 
-    /// Whether atomic signatures can be read from a lookaside store.
-    pub fn has_lookaside(&self) -> bool {
-        self.lookaside.is_some()
-    }
-
     /// The atomic signatures of `repo@digest` in the lookaside store: `signature-1`,
     /// `signature-2`, ... until one is missing. Each is named by its content's hash, so
     /// a rerun finds the ones it copied.
-    pub async fn lookaside_signatures(
+    async fn lookaside_signatures(
         &self,
         repo: &str,
         digest: &Digest,
@@ -472,7 +430,9 @@ impl Upstream {
         }
         Ok(out)
     }
+}
 
+impl Upstream {
     /// `GET url` with Basic credentials (or a bearer token remembered for `scope`); on
     /// a Bearer challenge, fetches a token from the realm and tries once more.
     async fn get_with_auth(&self, url: &str, scope: &str) -> anyhow::Result<reqwest::Response> {
@@ -806,16 +766,8 @@ fn untrusted_certificate(r: &reqwest::Error) -> bool {
     false
 }
 
-fn throttled(e: &anyhow::Error) -> bool {
-    failure(e) == Failure::Throttled
-}
-
-/// Whether upstream refused the credentials (or their absence).
-fn refused(e: &anyhow::Error) -> bool {
-    failure(e) == Failure::Refused
-}
-
-fn retry_after(e: &anyhow::Error) -> Option<Duration> {
+/// How long a 429 asked to wait, where its answer is visible.
+pub(super) fn retry_after(e: &anyhow::Error) -> Option<Duration> {
     e.chain()
         .find_map(|c| c.downcast_ref::<UpstreamStatus>())
         .and_then(|t| t.retry_after)
@@ -864,6 +816,7 @@ pub fn is_transient(e: &anyhow::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
 
     fn upstream(retries: u32) -> Upstream {
         Upstream::new(&SyncJob {
@@ -889,7 +842,7 @@ mod tests {
     fn transient_failures_are_recognised() {
         use oci_client::errors::OciDistributionError as E;
         assert!(is_transient(&transient(503)));
-        assert!(throttled(&transient(429)));
+        assert_eq!(failure(&transient(429)), Failure::Throttled);
         let server = |code| {
             anyhow::Error::new(E::ServerError {
                 code,
@@ -1051,7 +1004,7 @@ mod tests {
             .await;
         assert!(format!("{:#}", r.unwrap_err()).contains("after 3 retries"));
         assert_eq!(calls, 4);
-        assert_eq!(u.retried(), 3);
+        assert_eq!(u.retry.retried(), 3);
 
         let mut calls = 0;
         let r: anyhow::Result<u32> = u
@@ -1068,7 +1021,7 @@ mod tests {
             })
             .await;
         assert_eq!(r.unwrap(), 3);
-        assert_eq!(u.retried(), 5);
+        assert_eq!(u.retry.retried(), 5);
 
         // Permanent failures are not retried.
         let mut calls = 0;

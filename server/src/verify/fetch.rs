@@ -7,6 +7,7 @@
 use futures::TryStreamExt;
 use serde_json::Value;
 use signet_storage::attachments::AttachmentFormat;
+use signet_storage::meta::{AtomicSignatures, Manifests};
 use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
 use signet_verify::trust::{Trust, TrustRoot};
 use signet_verify::{bundle, cosign, gpg, Verdict};
@@ -72,7 +73,7 @@ fn settle(result: anyhow::Result<Verdict>, repo: &str, attachment: &Digest) -> (
 
 async fn verify_manifest(
     roots: &[&TrustRoot],
-    meta: &dyn MetadataStore,
+    meta: &dyn Manifests,
     blobs: &BlobStore,
     repo: &str,
     subject: &Digest,
@@ -141,7 +142,7 @@ async fn verify_layer(
 /// The verdict on the bundle referrer `attachment` of `subject`.
 async fn verify_referrer(
     roots: &[&TrustRoot],
-    meta: &dyn MetadataStore,
+    meta: &dyn Manifests,
     blobs: &BlobStore,
     repo: &str,
     subject: &Digest,
@@ -191,7 +192,7 @@ async fn verify_referrer(
 }
 
 async fn read_manifest(
-    meta: &dyn MetadataStore,
+    meta: &dyn Manifests,
     repo: &RepoName,
     digest: &Digest,
     what: &str,
@@ -207,7 +208,7 @@ async fn read_manifest(
 /// `subject` in `repo`; the bool says whether it may be cached.
 async fn verify_atomic(
     trust: &Trust,
-    meta: &dyn MetadataStore,
+    meta: &dyn AtomicSignatures,
     repo: &str,
     subject: &Digest,
     attachment: &Digest,

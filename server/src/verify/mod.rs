@@ -250,12 +250,10 @@ impl Verifier {
     ) -> (Verdict, bool) {
         let (mut verdict, cacheable) =
             fetch::verify_attachment(trust, meta, blobs, repo, subject, attachment, format).await;
-        crate::ops::metrics::global().counter_add(
-            "signet_verification_verdicts_total",
-            "Verdicts reached on signatures and attestations, by verdict.",
-            &[("verdict", verdict.verdict.as_str())],
-            1.0,
-        );
+        crate::ops::metrics::global()
+            .verification_verdicts
+            .with_label_values(&[verdict.verdict.as_str()])
+            .inc();
         if !cacheable {
             return (verdict, false);
         }

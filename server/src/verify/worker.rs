@@ -190,14 +190,13 @@ pub fn reload(state: &AppState, file: &Path) -> bool {
     let loaded = Config::load(Some(file), &CliOverrides::default())
         .map_err(|e| anyhow::anyhow!("{e}"))
         .and_then(|config| Trust::load(&config.trust));
-    let metrics = crate::ops::metrics::global();
-    let help = "Reloads of the trust configuration (SIGHUP), by result.";
+    let reloads = &crate::ops::metrics::global().trust_reloads;
     match loaded {
         Ok(trust) => {
             let roots = trust.roots.len();
             let fingerprint = trust.fingerprint.clone();
             let changed = state.verifier.reload(trust);
-            metrics.counter_add("signet_trust_reloads_total", help, &[("result", "ok")], 1.0);
+            reloads.with_label_values(&["ok"]).inc();
             tracing::info!(
                 file = %file.display(),
                 roots,
@@ -208,12 +207,7 @@ pub fn reload(state: &AppState, file: &Path) -> bool {
             true
         }
         Err(e) => {
-            metrics.counter_add(
-                "signet_trust_reloads_total",
-                help,
-                &[("result", "error")],
-                1.0,
-            );
+            reloads.with_label_values(&["error"]).inc();
             tracing::error!(
                 file = %file.display(),
                 error = %e,
