@@ -8,8 +8,8 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signet_api_tests::oci::{
-    descriptor, get, header, image_manifest, push_blob, push_image, put_manifest, OCI_CONFIG,
-    OCI_LAYER, OCI_MANIFEST,
+    descriptor, get, header, image_manifest, push_artifact, push_blob, push_image, put_manifest,
+    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, signet_binary, Registry};
 use signet_storage::testing::{TestDatabase, TestS3};
@@ -344,4 +344,84 @@ async fn gc_runs_beside_a_serving_replica_one_collector_at_a_time() {
     let (status, body) = get(&c, &d.a.v2("replicas/gc/manifests/v1")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body.as_ref(), manifest.as_slice());
+}
+
+/// The tags `r` lists for `repo`, and the digests of the referrers of `subject`.
+async fn listings(c: &reqwest::Client, r: &Registry, repo: &str, subject: &str) -> (Value, Value) {
+    let (status, tags) = get(c, &r.v2(&format!("{repo}/tags/list"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, index) = get(c, &r.v2(&format!("{repo}/referrers/{subject}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let referrers = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].clone())
+        .collect();
+    (
+        serde_json::from_slice::<Value>(&tags).unwrap()["tags"].clone(),
+        referrers,
+    )
+}
+
+/// Replica B caches its answers (the change feed vouches for them), yet once the feed's
+/// bound has passed after replica A's writes, B never serves what A replaced: the
+/// manifest a tag names, the tags list, the referrers list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_serves_what_another_wrote_once_the_bound_has_passed() {
+    let d = deployment("").await;
+    let (a, b) = (&d.a, &d.b);
+    let c = client();
+    let repo = "feed/app";
+    let m1 = push_image(&c, a, repo, "latest", &[b"one"]).await;
+    let v1 = sha256(&m1);
+    for _ in 0..3 {
+        assert_eq!(digest_of(&c, b, repo, "latest").await, v1);
+        assert_eq!(
+            listings(&c, b, repo, &v1).await,
+            (json!(["latest"]), json!([]))
+        );
+    }
+
+    for round in 0..3 {
+        let layer = format!("round {round}");
+        let moved = sha256(&push_image(&c, a, repo, "latest", &[layer.as_bytes()]).await);
+        let tag = format!("r{round}");
+        push_image(&c, a, repo, &tag, &[layer.as_bytes()]).await;
+        let referrer = push_artifact(
+            &c,
+            a,
+            repo,
+            None,
+            "application/x.feed",
+            Some((&v1, m1.len())),
+            layer.as_bytes(),
+        )
+        .await;
+        let written = std::time::Instant::now();
+        let fresh = loop {
+            let served = digest_of(&c, b, repo, "latest").await;
+            let (tags, referrers) = listings(&c, b, repo, &v1).await;
+            let tags: Vec<&str> = tags
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if served == moved
+                && tags.contains(&tag.as_str())
+                && referrers.as_array().unwrap().contains(&json!(referrer))
+            {
+                break written.elapsed();
+            }
+            assert!(
+                written.elapsed() < signet_storage::meta::STALE_BOUND + std::time::Duration::from_millis(500),
+                "round {round}: B still serves {served}, tags {tags:?}, referrers {referrers} after {:?}",
+                written.elapsed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        eprintln!("round {round}: B served A's writes {fresh:?} after they were acknowledged");
+    }
 }

@@ -31,13 +31,20 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> TestDatabase {
-        let (admin_url, cluster) = match std::env::var("SIGNET_TEST_DATABASE_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
-                let cluster = Cluster::start();
-                (cluster.url.clone(), Some(cluster))
-            }
-        };
+        match std::env::var("SIGNET_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Self::create_on(url, None).await,
+            _ => Self::create_in_own_cluster().await,
+        }
+    }
+
+    /// A database in a throwaway cluster of its own, whatever `SIGNET_TEST_DATABASE_URL`
+    /// says: for tests that stop or restart the server ([`TestDatabase::restart`]).
+    pub async fn create_in_own_cluster() -> TestDatabase {
+        let cluster = Cluster::start();
+        Self::create_on(cluster.url.clone(), Some(cluster)).await
+    }
+
+    async fn create_on(admin_url: String, cluster: Option<Cluster>) -> TestDatabase {
         let name = format!(
             "signet_test_{}_{}",
             std::process::id(),
@@ -63,6 +70,29 @@ impl TestDatabase {
     /// The port of the throwaway cluster (`None` on a `SIGNET_TEST_DATABASE_URL` server).
     pub fn cluster_port(&self) -> Option<u16> {
         self.cluster.as_ref().map(|c| c.port)
+    }
+
+    /// Restarts the server as a crash would (`pg_ctl -m immediate`): every connection
+    /// drops. Only a database made by [`TestDatabase::create_in_own_cluster`] can.
+    pub fn restart(&self) {
+        let cluster = self
+            .cluster
+            .as_ref()
+            .expect("restart needs a cluster of the test's own");
+        let out = pg(is_root(), &cluster.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&cluster.data)
+            // A log file, or the server would keep pg_ctl's output open.
+            .arg("-l")
+            .arg(cluster.data.join("log"))
+            .args(["-m", "immediate", "-w", "restart"])
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -10,6 +10,10 @@
 //! `testing` feature) that every engine must pass.
 
 mod change_token;
+/// The migrations of each engine, embedded by `build.rs` from `storage/migrations/`.
+mod migrations {
+    include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
+}
 mod postgres;
 pub(crate) mod rules;
 pub(crate) mod schema;
@@ -31,7 +35,7 @@ use crate::error::{StorageError, StorageResult};
 use crate::names::{RepoName, Tag};
 
 pub use change_token::ChangeToken;
-pub use postgres::{PostgresEngine, PostgresMetadata};
+pub use postgres::{PostgresEngine, PostgresMetadata, STALE_BOUND};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
 pub use store::{

@@ -15,54 +15,11 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
+use super::migrations;
 use super::sql::{sqlx_engine_glue, Access, EmbeddedMigrations, Engine, SqlMetadata};
 use super::wal_index::WalIndex;
 use super::ChangeToken;
 use crate::error::StorageResult;
-
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        2,
-        "atomic signatures",
-        include_str!("../../migrations/sqlite/0002_atomic_signatures.sql"),
-    ),
-    (
-        3,
-        "attachments",
-        include_str!("../../migrations/sqlite/0003_attachments.sql"),
-    ),
-    (4, "gc", include_str!("../../migrations/sqlite/0004_gc.sql")),
-    (
-        5,
-        "leases",
-        include_str!("../../migrations/sqlite/0005_leases.sql"),
-    ),
-    (
-        7,
-        "upload progress",
-        include_str!("../../migrations/sqlite/0007_upload_progress.sql"),
-    ),
-    (
-        8,
-        "sync jobs",
-        include_str!("../../migrations/sqlite/0008_sync_jobs.sql"),
-    ),
-    (
-        9,
-        "verdicts",
-        include_str!("../../migrations/sqlite/0009_verdicts.sql"),
-    ),
-    (
-        10,
-        "revoked tokens",
-        include_str!("../../migrations/sqlite/0010_revoked_tokens.sql"),
-    ),
-];
 
 /// Write transactions start with the write lock: with another process writing the same
 /// database (`signet gc` beside the server), a deferred one that reads before it writes
@@ -101,7 +58,7 @@ impl SqlMetadata<SqliteEngine> {
             .min_connections(1)
             .connect_with(base.clone())
             .await?;
-        Migrator::new(EmbeddedMigrations(MIGRATIONS))
+        Migrator::new(EmbeddedMigrations(migrations::SQLITE))
             .await?
             .run(&writer)
             .await?;

@@ -14,49 +14,26 @@
 //!   the holder and expiry the GC protocol relies on (renewal, take-over of a lease a
 //!   dead collector left). A session-level advisory lock would belong to one pooled
 //!   connection rather than to the collector, and would not expire.
+//! - Replicas learn of each other's commits through the change feed
+//!   ([`change_feed`]), which is what lets them cache.
+
+mod change_feed;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Transaction};
 
-use super::sql::{query, sqlx_engine_glue, Access, Conn, EmbeddedMigrations, Engine, SqlMetadata};
+use super::migrations;
+use super::sql::{
+    query, sqlx_engine_glue, Access, Conn, EmbeddedMigrations, Engine, Query, SqlMetadata, WriteTx,
+};
 use crate::error::StorageResult;
-
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../../migrations/postgres/0001_init.sql"),
-    ),
-    (
-        2,
-        "leases",
-        include_str!("../../migrations/postgres/0002_leases.sql"),
-    ),
-    (
-        4,
-        "upload progress",
-        include_str!("../../migrations/postgres/0004_upload_progress.sql"),
-    ),
-    (
-        5,
-        "sync jobs",
-        include_str!("../../migrations/postgres/0005_sync_jobs.sql"),
-    ),
-    (
-        6,
-        "verdicts",
-        include_str!("../../migrations/postgres/0006_verdicts.sql"),
-    ),
-    (
-        7,
-        "revoked tokens",
-        include_str!("../../migrations/postgres/0007_revoked_tokens.sql"),
-    ),
-];
+use change_feed::ChangeFeed;
+pub use change_feed::STALE_BOUND;
 
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".
 const SWEEP_LOCK: i64 = 0x5349_474E_4554_4743;
@@ -64,10 +41,11 @@ const SWEEP_LOCK: i64 = 0x5349_474E_4554_4743;
 /// The metadata store on PostgreSQL.
 pub type PostgresMetadata = SqlMetadata<PostgresEngine>;
 
-/// PostgreSQL's connections.
+/// PostgreSQL's connections, and this process's view of the change feed.
 #[derive(Debug, Clone)]
 pub struct PostgresEngine {
     pool: PgPool,
+    feed: Arc<ChangeFeed>,
 }
 
 sqlx_engine_glue!(Postgres, PgRow);
@@ -81,12 +59,15 @@ impl SqlMetadata<PostgresEngine> {
             .max_connections(16)
             .connect_with(options)
             .await?;
-        Migrator::new(EmbeddedMigrations(MIGRATIONS))
+        Migrator::new(EmbeddedMigrations(migrations::POSTGRES))
             .await?
             .run(&pool)
             .await?;
         Ok(Self {
-            engine: PostgresEngine { pool },
+            engine: PostgresEngine {
+                feed: Arc::new(ChangeFeed::new(pool.clone())),
+                pool,
+            },
         })
     }
 }
@@ -94,17 +75,23 @@ impl SqlMetadata<PostgresEngine> {
 #[async_trait]
 impl Engine for PostgresEngine {
     type Row = PgRow;
-    type Pool = PgPool;
-    type Tx = Transaction<'static, Postgres>;
+    type Pool = PgConn;
+    type Tx = PgTx;
 
     const LOCK_ROWS: &'static str = " FOR NO KEY UPDATE";
 
-    fn readers(&self) -> PgPool {
-        self.pool.clone()
+    fn readers(&self) -> PgConn {
+        PgConn {
+            pool: self.pool.clone(),
+            feed: None,
+        }
     }
 
-    fn writer(&self) -> PgPool {
-        self.pool.clone()
+    fn writer(&self) -> PgConn {
+        PgConn {
+            pool: self.pool.clone(),
+            feed: Some(self.feed.clone()),
+        }
     }
 
     async fn begin(&self, access: Access) -> StorageResult<Self::Tx> {
@@ -117,11 +104,73 @@ impl Engine for PostgresEngine {
         if let Some(lock) = lock {
             tx.execute(query(lock).bind(SWEEP_LOCK)).await?;
         }
-        Ok(tx)
+        Ok(PgTx {
+            tx,
+            feed: self.feed.clone(),
+        })
     }
 
-    /// No change feed between replicas yet: nothing is cached on PostgreSQL.
     fn change_token(&self) -> Option<super::ChangeToken> {
-        None
+        self.feed.token()
+    }
+}
+
+/// The pool as the SQL code sees it: the writer's tells the change feed of each write
+/// once it has run (committed, or failed and changed nothing).
+pub(crate) struct PgConn {
+    pool: PgPool,
+    feed: Option<Arc<ChangeFeed>>,
+}
+
+#[async_trait]
+impl Conn for PgConn {
+    type Row = PgRow;
+
+    async fn fetch(&mut self, q: Query) -> StorageResult<Vec<PgRow>> {
+        let rows = self.pool.fetch(q).await;
+        if let Some(feed) = &self.feed {
+            feed.committed();
+        }
+        rows
+    }
+
+    async fn execute(&mut self, q: Query) -> StorageResult<u64> {
+        let changed = self.pool.execute(q).await;
+        if let Some(feed) = &self.feed {
+            feed.committed();
+        }
+        changed
+    }
+}
+
+/// A write transaction that tells the change feed when it has committed.
+pub(crate) struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    feed: Arc<ChangeFeed>,
+}
+
+#[async_trait]
+impl Conn for PgTx {
+    type Row = PgRow;
+
+    async fn fetch(&mut self, q: Query) -> StorageResult<Vec<PgRow>> {
+        self.tx.fetch(q).await
+    }
+
+    async fn execute(&mut self, q: Query) -> StorageResult<u64> {
+        self.tx.execute(q).await
+    }
+}
+
+#[async_trait]
+impl WriteTx for PgTx {
+    async fn commit(self) -> StorageResult<()> {
+        let committed = WriteTx::commit(self.tx).await;
+        self.feed.committed();
+        committed
+    }
+
+    async fn rollback(self) -> StorageResult<()> {
+        WriteTx::rollback(self.tx).await
     }
 }

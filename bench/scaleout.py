@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Scaled out against embedded: Signet on PostgreSQL, one process and two replicas behind
+nginx, against Signet on SQLite, side by side, in one run.
+
+    python3 bench/scaleout.py                 # full: builds Signet in release mode
+    python3 bench/scaleout.py --smoke --debug # seconds, debug binary (CI)
+
+Three deployments serve the same content (an image tagged `latest` in bench/app, 100
+tags in bench/tags):
+
+- sqlite: one Signet process on its embedded SQLite (the default);
+- postgres: one Signet process on a throwaway PostgreSQL cluster;
+- 2 replicas: two Signet processes on that database behind a round-robin nginx
+  (keep-alive upstream connections), sharing one blob folder.
+
+Each answers the same wrk loads (64 connections): manifest GET by tag, and one page of
+the tags list (n=100). Prints req/s and the ratios to SQLite, with the targets (on
+PostgreSQL >= 0.5x SQLite for both; two replicas >= 0.8x one SQLite process), and writes
+bench/results/scaleout[-smoke]-latest.json. Everything runs on 127.0.0.1 and is bounded
+in time (wrk -d, subprocess timeouts).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the shared servers, client, wrk and content helpers)
+
+FULL = dict(dur=5, conns=64, tags=100)
+SMOKE = dict(dur=1, conns=64, tags=100)
+TARGETS = {"postgres": 0.5, "2 replicas": 0.8}
+
+
+def pg_bin():
+    """The newest /usr/lib/postgresql/*/bin (or PG_BIN)."""
+    if os.environ.get("PG_BIN"):
+        return os.environ["PG_BIN"]
+    root = "/usr/lib/postgresql"
+    versions = sorted((int(v), v) for v in os.listdir(root) if v.isdigit()) if \
+        os.path.isdir(root) else []
+    if not versions:
+        raise SystemExit("scaleout bench: PostgreSQL is not installed "
+                         "(scripts/install-test-deps.sh installs it)")
+    return os.path.join(root, versions[-1][1], "bin")
+
+
+class Postgres:
+    """A throwaway cluster in `folder`, on a free loopback port."""
+
+    def __init__(self, folder):
+        self.bin, self.data = pg_bin(), os.path.join(folder, "pg")
+        self.port = bench.free_port()
+        os.makedirs(self.data)
+        self.as_root = os.geteuid() == 0
+        if self.as_root:
+            shutil.chown(self.data, "postgres")
+
+    def run(self, *argv):
+        cmd = [os.path.join(self.bin, argv[0]), *argv[1:]]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=120)
+
+    def start(self):
+        self.run("initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync")
+        self.run("pg_ctl", "-D", self.data, "-l", os.path.join(self.data, "log"), "-w", "-o",
+                 f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1", "start")
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self):
+        try:
+            self.run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass
+
+
+def signet(b, folder, name, metadata_url=None, blob_dir=None):
+    d = os.path.join(folder, name)
+    os.makedirs(d)
+    config = os.path.join(d, "signet.toml")
+    with open(config, "w") as f:
+        f.write("[storage]\n")
+        f.write(f'data_dir = "{d}/data"\n')
+        if metadata_url:
+            f.write(f'metadata_url = "{metadata_url}"\n')
+        if blob_dir:
+            f.write(f'blob_dir = "{blob_dir}"\n')
+    port = bench.free_port()
+    return bench.Server(name, port, [b.signet_bin, "serve", "--config", config, "--listen",
+                                     f"127.0.0.1:{port}"],
+                        env=dict(os.environ, SIGNET_LOG="warn"), log_path=d + "/log")
+
+
+def balancer(folder, replicas):
+    d = os.path.join(folder, "nginx")
+    os.makedirs(d + "/logs")
+    port = bench.free_port()
+    upstreams = "\n".join(f"    server 127.0.0.1:{r.port};" for r in replicas)
+    with open(d + "/nginx.conf", "w") as f:
+        f.write(f"""daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp_body;
+  proxy_temp_path {d}/tmp_proxy;
+  fastcgi_temp_path {d}/tmp_fcgi;
+  uwsgi_temp_path {d}/tmp_uwsgi;
+  scgi_temp_path {d}/tmp_scgi;
+  upstream signet {{
+{upstreams}
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://signet;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }}
+  }}
+}}
+""")
+    return bench.Server("nginx", port, ["nginx", "-p", d, "-c", d + "/nginx.conf"],
+                        log_path=d + "/logs/stderr.log")
+
+
+def load(base, tags):
+    """The content every deployment serves: one image, tagged `latest` in bench/app and
+    `t00000`... in bench/tags."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(4096)
+    manifest = bench.image_manifest(bench.descriptor(bench.OCI_CONFIG, config),
+                                    [bench.descriptor(bench.OCI_LAYER, layer)])
+    c = bench.Client(base)
+    for repo in ("bench/app", "bench/tags"):
+        c.push_blob(repo, config)
+        c.push_blob(repo, layer)
+    c.put_manifest("bench/app", "latest", manifest)
+    bench.parallel(lambda i: c.put_manifest("bench/tags", f"t{i:05d}", manifest),
+                   range(tags))
+
+
+def measure(base, p, work):
+    """req/s of each load against `base`."""
+    loads = {
+        "manifest GET by tag": ("/v2/bench/app/manifests/latest", {"Accept": bench.ACCEPT}),
+        f"tags/list, {p['tags']} tags (n=100)": ("/v2/bench/tags/tags/list?n=100", None),
+    }
+    out = {}
+    for label, (path, headers) in loads.items():
+        r = bench.wrk(base + path, p["conns"], p["dur"], headers=headers, workdir=work)
+        if r["errors"] or not r["requests"]:
+            raise RuntimeError(f"{label} on {base}: {r}")
+        out[label] = r["rps"]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds (CI)")
+    ap.add_argument("--debug", action="store_true", help="the debug build of signet")
+    ap.add_argument("--no-build", action="store_true", help="use the binary already built")
+    ap.add_argument("--results", default=os.path.join(bench.ROOT, "bench", "results"))
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool):
+            raise SystemExit(f"scaleout bench: {tool} is not installed")
+    p = SMOKE if args.smoke else FULL
+    b = bench.Bench(argparse.Namespace(smoke=args.smoke, debug=args.debug,
+                                       no_build=args.no_build, keep=False))
+    b.signet_bin = b.signet_binary()
+    work = tempfile.mkdtemp(prefix="signet-scaleout-bench-")
+    os.chmod(work, 0o755)
+    b.work = work
+    servers, pg = [], Postgres(work)
+    results = {}
+    t0 = time.monotonic()
+    try:
+        url = pg.start()
+        shared_blobs = os.path.join(work, "blobs")
+
+        def up(srv):
+            srv.start()
+            servers.append(srv)
+            return srv
+
+        bench.log("sqlite: one process")
+        s = up(signet(b, work, "sqlite"))
+        load(s.base, p["tags"])
+        results["sqlite"] = measure(s.base, p, work)
+        s.stop()
+
+        bench.log("postgres: one process")
+        s = up(signet(b, work, "postgres", url, shared_blobs))
+        load(s.base, p["tags"])
+        results["postgres"] = measure(s.base, p, work)
+        s.stop()
+
+        bench.log("postgres: two replicas behind nginx")
+        replicas = [up(signet(b, work, f"replica-{i}", url, shared_blobs)) for i in (1, 2)]
+        lb = up(balancer(work, replicas))
+        results["2 replicas"] = measure(lb.base, p, work)
+    finally:
+        for s in servers:
+            s.stop()
+        pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = []
+    for label in results["sqlite"]:
+        base = results["sqlite"][label]
+        row = {"load": label, "sqlite": round(base)}
+        for deployment, target in TARGETS.items():
+            v = results[deployment][label]
+            ratio = v / base
+            row[deployment] = round(v)
+            row[f"{deployment}/sqlite"] = round(ratio, 2)
+            row[f"{deployment} target"] = f">= {target}x"
+            row[f"{deployment} met"] = ratio >= target
+        rows.append(row)
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": bench.machine(),
+        "smoke": args.smoke,
+        "binary": "debug" if args.debug else "release",
+        "params": p,
+        "elapsed_s": round(time.monotonic() - t0, 1),
+        "rows": rows,
+    }
+    print(f"\nscaled out vs embedded, wrk c={p['conns']} d={p['dur']}s (req/s):")
+    print(f"  {'':34} {'sqlite':>9} {'postgres':>9} {'ratio':>7} {'2 replicas':>11} {'ratio':>7}")
+    for r in rows:
+        print(f"  {r['load']:34} {r['sqlite']:>9} {r['postgres']:>9} "
+              f"{r['postgres/sqlite']:>6.2f}x {r['2 replicas']:>11} "
+              f"{r['2 replicas/sqlite']:>6.2f}x")
+    print("  targets: postgres >= 0.5x sqlite, two replicas >= 0.8x sqlite; met: " +
+          ", ".join(f"{r['load']}: {r['postgres met'] and r['2 replicas met']}" for r in rows))
+    os.makedirs(args.results, exist_ok=True)
+    name = "scaleout-smoke-latest.json" if args.smoke else "scaleout-latest.json"
+    with open(os.path.join(args.results, name), "w") as f:
+        json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
