@@ -11,11 +11,14 @@ tags in bench/tags):
 - sqlite: one Signet process on its embedded SQLite (the default);
 - postgres: one Signet process on a throwaway PostgreSQL cluster;
 - 2 replicas: two Signet processes on that database behind a round-robin nginx
-  (keep-alive upstream connections), sharing one blob folder.
+  (keep-alive upstream connections), sharing one blob folder, with the default
+  `replica_consistency = "read-after-write"`;
+- 2 replicas, bounded: the same with `replica_consistency = "bounded"`.
 
 Each answers the same wrk loads (64 connections): manifest GET by tag, and one page of
 the tags list (n=100). Prints req/s and the ratios to SQLite, with the targets (on
-PostgreSQL >= 0.5x SQLite for both; two replicas >= 0.8x one SQLite process), and writes
+PostgreSQL >= 0.5x SQLite for both; two replicas >= 0.8x one SQLite process, judged in
+each consistency mode), and writes
 bench/results/scaleout[-smoke]-latest.json. Everything runs on 127.0.0.1 and is bounded
 in time (wrk -d, subprocess timeouts).
 """
@@ -34,7 +37,7 @@ import bench  # noqa: E402  (the shared servers, client, wrk and content helpers
 
 FULL = dict(dur=5, conns=64, tags=100)
 SMOKE = dict(dur=1, conns=64, tags=100)
-TARGETS = {"postgres": 0.5, "2 replicas": 0.8}
+TARGETS = {"postgres": 0.5, "2 replicas": 0.8, "2 replicas, bounded": 0.8}
 
 
 def pg_bin():
@@ -81,7 +84,7 @@ class Postgres:
             pass
 
 
-def signet(b, folder, name, metadata_url=None, blob_dir=None):
+def signet(b, folder, name, metadata_url=None, blob_dir=None, consistency=None):
     d = os.path.join(folder, name)
     os.makedirs(d)
     config = os.path.join(d, "signet.toml")
@@ -92,14 +95,16 @@ def signet(b, folder, name, metadata_url=None, blob_dir=None):
             f.write(f'metadata_url = "{metadata_url}"\n')
         if blob_dir:
             f.write(f'blob_dir = "{blob_dir}"\n')
+        if consistency:
+            f.write(f'replica_consistency = "{consistency}"\n')
     port = bench.free_port()
     return bench.Server(name, port, [b.signet_bin, "serve", "--config", config, "--listen",
                                      f"127.0.0.1:{port}"],
                         env=dict(os.environ, SIGNET_LOG="warn"), log_path=d + "/log")
 
 
-def balancer(folder, replicas):
-    d = os.path.join(folder, "nginx")
+def balancer(folder, replicas, tag):
+    d = os.path.join(folder, f"nginx-{tag}")
     os.makedirs(d + "/logs")
     port = bench.free_port()
     upstreams = "\n".join(f"    server 127.0.0.1:{r.port};" for r in replicas)
@@ -208,10 +213,15 @@ def main():
         results["postgres"] = measure(s.base, p, work)
         s.stop()
 
-        bench.log("postgres: two replicas behind nginx")
-        replicas = [up(signet(b, work, f"replica-{i}", url, shared_blobs)) for i in (1, 2)]
-        lb = up(balancer(work, replicas))
-        results["2 replicas"] = measure(lb.base, p, work)
+        for label, consistency in (("2 replicas", None), ("2 replicas, bounded", "bounded")):
+            bench.log(f"postgres: {label} behind nginx")
+            tag = consistency or "raw"
+            replicas = [up(signet(b, work, f"replica-{tag}-{i}", url, shared_blobs, consistency))
+                        for i in (1, 2)]
+            lb = up(balancer(work, replicas, tag))
+            results[label] = measure(lb.base, p, work)
+            for s in (lb, *replicas):
+                s.stop()
     finally:
         for s in servers:
             s.stop()
@@ -240,13 +250,13 @@ def main():
         "rows": rows,
     }
     print(f"\nscaled out vs embedded, wrk c={p['conns']} d={p['dur']}s (req/s):")
-    print(f"  {'':34} {'sqlite':>9} {'postgres':>9} {'ratio':>7} {'2 replicas':>11} {'ratio':>7}")
+    print(f"  {'':34} {'sqlite':>8}" + "".join(f" {d:>21} {'ratio':>6}" for d in TARGETS))
     for r in rows:
-        print(f"  {r['load']:34} {r['sqlite']:>9} {r['postgres']:>9} "
-              f"{r['postgres/sqlite']:>6.2f}x {r['2 replicas']:>11} "
-              f"{r['2 replicas/sqlite']:>6.2f}x")
+        print(f"  {r['load']:34} {r['sqlite']:>8}" + "".join(
+            f" {r[d]:>21} {r[d + '/sqlite']:>5.2f}x" for d in TARGETS))
     print("  targets: postgres >= 0.5x sqlite, two replicas >= 0.8x sqlite; met: " +
-          ", ".join(f"{r['load']}: {r['postgres met'] and r['2 replicas met']}" for r in rows))
+          "; ".join(f"{r['load']}: " + ", ".join(f"{d} {r[d + ' met']}" for d in TARGETS)
+                    for r in rows))
     os.makedirs(args.results, exist_ok=True)
     name = "scaleout-smoke-latest.json" if args.smoke else "scaleout-latest.json"
     with open(os.path.join(args.results, name), "w") as f:

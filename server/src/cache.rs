@@ -75,27 +75,40 @@ struct Entries {
 pub struct ManifestCache {
     /// The store whose change token validates entries; `None` disables the cache.
     store: Option<Arc<dyn MetadataStore>>,
+    /// Whether a version must have seen every commit made before it was asked, by any
+    /// process (`[storage] replica_consistency = "read-after-write"`).
+    read_after_write: bool,
     entries: Mutex<Entries>,
 }
 
 impl ManifestCache {
-    /// A cache of answers from `store`, valid while its change token is unchanged.
-    pub fn new(store: Arc<dyn MetadataStore>) -> Self {
+    /// A cache of answers from `store`, valid while its change token is unchanged; with
+    /// `read_after_write`, a version has seen every commit acknowledged before it was
+    /// asked ([`signet_storage::meta::Repositories::fresh_change_token`]), else the plain
+    /// token (exact in one process, bounded between replicas).
+    pub fn new(store: Arc<dyn MetadataStore>, read_after_write: bool) -> Self {
         Self {
             store: Some(store),
+            read_after_write,
             entries: Mutex::default(),
         }
     }
 
-    /// The store's current version; read it before querying the store.
-    pub fn version(&self) -> Version {
-        self.store.as_ref()?.change_token()
+    /// The store's current version. Read it once per request, before querying the
+    /// store, and look entries up under it.
+    pub async fn version(&self) -> Version {
+        let store = self.store.as_ref()?;
+        if self.read_after_write {
+            store.fresh_change_token().await
+        } else {
+            store.change_token()
+        }
     }
 
     /// The manifest `reference` (tag or digest, as in the URL) of `repo`, if cached and
-    /// nothing was committed since it was read.
-    pub fn get(&self, repo: &str, reference: &str) -> Option<StoredManifest> {
-        match self.lookup(Kind::Manifest, repo, reference)? {
+    /// nothing was committed between its reading and `now`.
+    pub fn get(&self, now: &Version, repo: &str, reference: &str) -> Option<StoredManifest> {
+        match self.lookup(now, Kind::Manifest, repo, reference)? {
             Value::Manifest(m) => Some(m),
             Value::Listing(_) => None,
         }
@@ -114,8 +127,14 @@ impl ManifestCache {
 
     /// The response of a listing of `repo` (`query`: everything else it depends on), if
     /// cached and nothing was committed since it was read.
-    pub fn listing(&self, kind: ListingKind, repo: &str, query: &str) -> Option<Listing> {
-        match self.lookup(Kind::Listing(kind), repo, query)? {
+    pub fn listing(
+        &self,
+        now: &Version,
+        kind: ListingKind,
+        repo: &str,
+        query: &str,
+    ) -> Option<Listing> {
+        match self.lookup(now, Kind::Listing(kind), repo, query)? {
             Value::Listing(l) => Some(l),
             Value::Manifest(_) => None,
         }
@@ -134,11 +153,11 @@ impl ManifestCache {
         self.store(Kind::Listing(kind), repo, query, version, value);
     }
 
-    fn lookup(&self, kind: Kind, repo: &str, key: &str) -> Option<Value> {
-        let now = self.version()?;
+    fn lookup(&self, now: &Version, kind: Kind, repo: &str, key: &str) -> Option<Value> {
+        let now = now.as_ref()?;
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let entry = entries.map.get(&(kind, repo.to_owned(), key.to_owned()))?;
-        if entry.version != now {
+        if entry.version != *now {
             return None;
         }
         Some(match &entry.value {
@@ -193,7 +212,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("m.db").display());
         let store = signet_storage::open_metadata(&url).await.unwrap();
-        let cache = ManifestCache::new(store.clone());
+        let cache = ManifestCache::new(store.clone(), true);
         (dir, store, cache)
     }
 
@@ -208,17 +227,18 @@ mod tests {
     #[actix_web::test]
     async fn serves_until_the_store_commits() {
         let (_dir, store, cache) = on_disk().await;
-        let v = cache.version();
+        let v = cache.version().await;
         assert!(v.is_some());
         cache.insert("a/b", "latest", v.clone(), &manifest());
-        assert_eq!(cache.get("a/b", "latest"), Some(manifest()));
-        assert_eq!(cache.get("a/b", "other"), None);
+        assert_eq!(cache.get(&v, "a/b", "latest"), Some(manifest()));
+        assert_eq!(cache.get(&v, "a/b", "other"), None);
         // a commit invalidates every entry
         commit(&store, 1).await;
-        assert_eq!(cache.get("a/b", "latest"), None);
+        let now = cache.version().await;
+        assert_eq!(cache.get(&now, "a/b", "latest"), None);
         // an answer read before that commit is never served after it
         cache.insert("a/b", "latest", v, &manifest());
-        assert_eq!(cache.get("a/b", "latest"), None);
+        assert_eq!(cache.get(&now, "a/b", "latest"), None);
     }
 
     #[actix_web::test]
@@ -231,17 +251,21 @@ mod tests {
                 "</v2/a/b/tags/list?n=1&last=x>; rel=\"next\"".into(),
             )],
         };
-        let v = cache.version();
-        cache.insert_listing(ListingKind::Tags, "a/b", "n=1", v, &listing);
+        let v = cache.version().await;
+        cache.insert_listing(ListingKind::Tags, "a/b", "n=1", v.clone(), &listing);
         assert_eq!(
-            cache.listing(ListingKind::Tags, "a/b", "n=1"),
+            cache.listing(&v, ListingKind::Tags, "a/b", "n=1"),
             Some(listing.clone())
         );
-        assert_eq!(cache.listing(ListingKind::Tags, "a/b", "n=2"), None);
-        assert_eq!(cache.listing(ListingKind::Referrers, "a/b", "n=1"), None);
-        assert_eq!(cache.get("a/b", "n=1"), None);
+        assert_eq!(cache.listing(&v, ListingKind::Tags, "a/b", "n=2"), None);
+        assert_eq!(
+            cache.listing(&v, ListingKind::Referrers, "a/b", "n=1"),
+            None
+        );
+        assert_eq!(cache.get(&v, "a/b", "n=1"), None);
         commit(&store, 2).await;
-        assert_eq!(cache.listing(ListingKind::Tags, "a/b", "n=1"), None);
+        let now = cache.version().await;
+        assert_eq!(cache.listing(&now, ListingKind::Tags, "a/b", "n=1"), None);
     }
 
     #[actix_web::test]
@@ -249,9 +273,10 @@ mod tests {
         let memory = signet_storage::open_metadata("sqlite::memory:")
             .await
             .unwrap();
-        for cache in [ManifestCache::default(), ManifestCache::new(memory)] {
-            cache.insert("a/b", "latest", cache.version(), &manifest());
-            assert_eq!(cache.get("a/b", "latest"), None);
+        for cache in [ManifestCache::default(), ManifestCache::new(memory, true)] {
+            let v = cache.version().await;
+            cache.insert("a/b", "latest", v.clone(), &manifest());
+            assert_eq!(cache.get(&v, "a/b", "latest"), None);
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct Config {
     pub sync: crate::sync::SyncConfig,
     /// Trust roots and the signature policy (`[trust]`, `[[trust.roots]]`).
     pub trust: crate::verify::trust::TrustConfig,
+    /// Immutable tags (`[[retention.immutable]]`).
+    pub retention: crate::retention::RetentionConfig,
     /// The file this configuration was read from (`--config`): what SIGHUP reads again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -67,6 +69,20 @@ pub struct StorageConfig {
     /// Blobs in an S3-compatible bucket instead of `blob_dir`: on when `bucket` is set.
     /// Replicas sharing one bucket and one PostgreSQL database serve the same registry.
     pub s3: signet_storage::S3Config,
+    /// What a cached answer promises between replicas on PostgreSQL. `read-after-write`:
+    /// a write one replica acknowledged is served by every other at once (each cached
+    /// answer waits for one small read of the database's change counters, shared by all
+    /// requests that arrive meanwhile). `bounded`: served within 1 s, with no database
+    /// round trip on a cached answer. One process, or SQLite, is always exact.
+    pub replica_consistency: ReplicaConsistency,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaConsistency {
+    #[default]
+    ReadAfterWrite,
+    Bounded,
 }
 
 /// The metadata URL may carry a database password: it never shows in `Debug` output.
@@ -78,6 +94,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("blob_dir", &self.blob_dir)
             // Its `Debug` redacts the secret key.
             .field("s3", &self.s3)
+            .field("replica_consistency", &self.replica_consistency)
             .finish_non_exhaustive()
     }
 }
@@ -231,6 +248,7 @@ impl Default for StorageConfig {
             metadata_url: String::new(),
             blob_dir: String::new(),
             s3: Default::default(),
+            replica_consistency: ReplicaConsistency::default(),
         }
     }
 }

@@ -68,6 +68,10 @@ pub enum ApiError {
     /// A fetch would take a pull-through prefix beyond its configured quota.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A push would move, or a delete remove, a tag an immutable-tag rule protects; or a
+    /// caller without the admin role asked to override the rules.
+    #[error("{0}")]
+    TagImmutable(String),
     /// A pull-through repository's upstream could not be reached and nothing is cached.
     #[error("upstream unavailable: {0}")]
     UpstreamUnavailable(String),
@@ -115,6 +119,7 @@ impl ApiError {
             UpstreamUnavailable(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             // As Harbor answers a quota: the client learns why, and retrying will not help.
             QuotaExceeded(_) => (StatusCode::FORBIDDEN, "DENIED"),
+            TagImmutable(_) => (StatusCode::FORBIDDEN, "DENIED"),
             // No OCI code names it; the status says it (RFC 4918's 507).
             StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
@@ -191,6 +196,7 @@ impl From<StorageError> for ApiError {
             StorageError::RangeNotSatisfiable { size } => ApiError::RangeNotSatisfiable { size },
             StorageError::BodyRead(msg) => ApiError::BlobUploadInvalid(msg),
             StorageError::PreconditionFailed(msg) => ApiError::PreconditionFailed(msg),
+            e @ StorageError::TagImmutable { .. } => ApiError::TagImmutable(e.to_string()),
             // Garbage collection is deleting the blob's old bytes: retry in a moment.
             StorageError::BlobBeingDeleted(_) => ApiError::TooManyRequests,
             other if other.is_out_of_space() => ApiError::StorageFull(other.to_string()),

@@ -16,6 +16,7 @@ pub mod ext;
 mod maintenance;
 pub mod ops;
 pub mod request;
+pub mod retention;
 pub mod state;
 pub mod sync;
 pub mod telemetry;

@@ -7,7 +7,7 @@ use signet_storage::uploads::Uploads;
 use signet_storage::{BlobStore, MetadataStore, Registry};
 
 use crate::cache::ManifestCache;
-use crate::config::Config;
+use crate::config::{Config, ReplicaConsistency};
 use crate::verify::Verifier;
 
 pub struct AppState {
@@ -50,10 +50,16 @@ impl AppState {
         verifier: Verifier,
     ) -> Self {
         let verifier = Arc::new(verifier);
-        let registry = Registry::new(meta.clone()).with_hook(verifier.clone());
+        let mut registry = Registry::new(meta.clone()).with_hook(verifier.clone());
+        if let Some(rules) = crate::retention::ImmutableTags::of(&config.retention) {
+            registry = registry.with_tag_rules(Arc::new(rules));
+        }
         Self {
             uploads: Uploads::new(blobs.clone(), meta.clone()),
-            manifest_cache: ManifestCache::new(meta.clone()),
+            manifest_cache: ManifestCache::new(
+                meta.clone(),
+                config.storage.replica_consistency == ReplicaConsistency::ReadAfterWrite,
+            ),
             blobs,
             meta,
             registry,

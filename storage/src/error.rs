@@ -52,6 +52,11 @@ pub enum StorageError {
     /// until that is done (an upload waits and retries; a mount falls back to an upload).
     #[error("blob {0} is being deleted by garbage collection")]
     BlobBeingDeleted(Digest),
+    /// A push would move, or a delete would remove, a tag an immutable-tag rule protects;
+    /// nothing was changed. `rule` names the rule (the store leaves it empty; the
+    /// [`crate::registry::Registry`] that applied the rules fills it in).
+    #[error("tag {tag} is immutable (rule {rule:?}): it cannot be moved or deleted")]
+    TagImmutable { tag: String, rule: String },
 }
 
 impl StorageError {

@@ -184,6 +184,7 @@ mod tests {
                 sizes: Vec::new(),
                 tags: vec!["v1".parse::<Tag>().unwrap()],
                 condition: None,
+                immutable: Vec::new(),
             })
             .await
             .unwrap();

@@ -11,11 +11,16 @@
 //!
 //! Hooks run after the commit, in the writer's task: they must be quick and never fail
 //! the write (a hook that needs I/O queues it).
+//!
+//! The immutable-tag rules ([`TagRules`]) are applied here too, so that no writer moves
+//! or deletes a protected tag; the check itself runs in the store's transaction, so a
+//! concurrent push cannot slip a tag past it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::digest::Digest;
-use crate::error::StorageResult;
+use crate::error::{StorageError, StorageResult};
 use crate::meta::{AtomicSignature, ManifestPut, MetadataStore, RepositoryExport, SignatureStored};
 use crate::names::{RepoName, Tag};
 
@@ -37,19 +42,58 @@ pub trait WriteHooks: Send + Sync {
     fn repository_rewritten(&self, _repo: &str) {}
 }
 
-/// The write path over a metadata store, with its hooks.
+/// Which tags may be created but never moved or deleted.
+pub trait TagRules: Send + Sync {
+    /// The name of the rule that makes `tag` of `repo` immutable, if one does.
+    fn immutable(&self, repo: &RepoName, tag: &str) -> Option<String>;
+}
+
+/// The write path over a metadata store, with its hooks and tag rules.
 #[derive(Clone)]
 pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     hooks: Vec<Arc<dyn WriteHooks>>,
+    tag_rules: Option<Arc<dyn TagRules>>,
 }
 
 impl Registry {
-    /// The write path without hooks (the command-line tools, tests).
+    /// The write path without hooks or tag rules (the command-line tools, tests).
     pub fn new(meta: Arc<dyn MetadataStore>) -> Self {
         Registry {
             meta,
             hooks: Vec::new(),
+            tag_rules: None,
+        }
+    }
+
+    /// The same write path, refusing to move or delete the tags `rules` protect.
+    pub fn with_tag_rules(mut self, rules: Arc<dyn TagRules>) -> Self {
+        self.tag_rules = Some(rules);
+        self
+    }
+
+    /// The same write path without the tag rules: for an administrator who explicitly
+    /// overrides them.
+    pub fn overriding_tag_rules(&self) -> Self {
+        Registry {
+            tag_rules: None,
+            ..self.clone()
+        }
+    }
+
+    /// The rule protecting `tag` of `repo`, if any.
+    fn rule_for(&self, repo: &RepoName, tag: &str) -> Option<String> {
+        self.tag_rules.as_ref()?.immutable(repo, tag)
+    }
+
+    /// The store's refusal, with the rule that caused it named.
+    fn named(&self, repo: &RepoName, e: StorageError) -> StorageError {
+        match e {
+            StorageError::TagImmutable { tag, rule } if rule.is_empty() => {
+                let rule = self.rule_for(repo, &tag).unwrap_or_default();
+                StorageError::TagImmutable { tag, rule }
+            }
+            other => other,
         }
     }
 
@@ -68,8 +112,25 @@ impl Registry {
     /// Stores a manifest, its edges and its tags in one transaction (see
     /// [`crate::meta::Manifests::put_manifest`]).
     pub async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
-        self.meta.put_manifest(put).await?;
-        self.fire(|h| h.manifest_stored(put));
+        let immutable: Vec<Tag> = put
+            .tags
+            .iter()
+            .filter(|t| self.rule_for(&put.repo, t.as_str()).is_some())
+            .cloned()
+            .collect();
+        let put = if immutable.is_empty() {
+            Cow::Borrowed(put)
+        } else {
+            Cow::Owned(ManifestPut {
+                immutable,
+                ..put.clone()
+            })
+        };
+        self.meta
+            .put_manifest(&put)
+            .await
+            .map_err(|e| self.named(&put.repo, e))?;
+        self.fire(|h| h.manifest_stored(&put));
         Ok(())
     }
 
@@ -80,10 +141,12 @@ impl Registry {
         digest: &Digest,
         with_attachments: bool,
     ) -> StorageResult<Vec<Digest>> {
+        let protected = |tag: &str| self.rule_for(repo, tag).is_some();
         let deleted = self
             .meta
-            .delete_manifest(repo, digest, with_attachments)
-            .await?;
+            .delete_manifest(repo, digest, with_attachments, &protected)
+            .await
+            .map_err(|e| self.named(repo, e))?;
         if !deleted.is_empty() {
             self.fire(|h| h.manifests_deleted(repo, &deleted));
         }
@@ -91,6 +154,12 @@ impl Registry {
     }
 
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+        if let Some(rule) = self.rule_for(repo, tag.as_str()) {
+            return Err(StorageError::TagImmutable {
+                tag: tag.to_string(),
+                rule,
+            });
+        }
         let deleted = self.meta.delete_tag(repo, tag).await?;
         if deleted {
             self.fire(|h| h.tag_deleted(repo, tag));
@@ -223,6 +292,7 @@ mod tests {
             sizes: vec![],
             tags: vec!["v1".parse().unwrap()],
             condition: None,
+            immutable: Vec::new(),
         };
         registry.put_manifest(&put).await.unwrap();
         let signature = AtomicSignature {

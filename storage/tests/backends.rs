@@ -339,6 +339,7 @@ async fn postgres_replicas_racing_on_one_tag_agree() {
         sizes: Vec::new(),
         tags: vec![tag.parse().unwrap()],
         condition,
+        immutable: Vec::new(),
     };
     for round in 0..20 {
         let (ra, rb) = tokio::join!(a.link_blob(&repo, &layer, 5), b.link_blob(&repo, &layer, 5));

@@ -28,6 +28,7 @@ fn put(body: &str) -> ManifestPut {
         sizes: Vec::new(),
         tags: vec!["latest".parse().unwrap()],
         condition: None,
+        immutable: Vec::new(),
     }
 }
 
@@ -94,6 +95,26 @@ async fn a_commit_moves_both_replicas_tokens() {
         .expect("stored");
     tokio::time::sleep(STALE_BOUND / 2).await;
     assert_eq!(b.change_token(), Some(quiet));
+}
+
+/// The fresh token has seen every commit acknowledged before it was asked, at once:
+/// no notification or poll is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fresh_token_sees_an_acknowledged_commit_at_once() {
+    let db = TestDatabase::create().await;
+    let (a, b) = replicas(&db).await;
+    for n in 0..20 {
+        let before = b.fresh_change_token().await.expect("a fresh token");
+        a.put_manifest(&put(&format!("{{\"fresh\":{n}}}")))
+            .await
+            .unwrap();
+        let after = b.fresh_change_token().await.expect("a fresh token");
+        assert_ne!(before, after, "commit {n}");
+    }
+    // With nothing written, it stays.
+    tokio::time::sleep(STALE_BOUND / 2).await;
+    let quiet = b.fresh_change_token().await;
+    assert_eq!(b.fresh_change_token().await, quiet);
 }
 
 /// A commit whose notification never comes (the counter moved by hand, as a lost

@@ -124,6 +124,7 @@ impl World {
             sizes: Vec::new(),
             tags: tag.map(|t| t.parse::<Tag>().unwrap()).into_iter().collect(),
             condition: None,
+            immutable: Vec::new(),
         };
         self.meta.put_manifest(&put).await.unwrap();
         digest
@@ -218,7 +219,10 @@ async fn gc_keeps_live_content_and_removes_the_rest(w: World) {
             Some("x"),
         )
         .await;
-    w.meta.delete_manifest(&repo(a), &gone, true).await.unwrap();
+    w.meta
+        .delete_manifest(&repo(a), &gone, true, &|_| false)
+        .await
+        .unwrap();
     age().await;
 
     // Untagged kept by default: only the stray blob goes, and the deleted image's link.
@@ -583,6 +587,7 @@ async fn uploads_racing_collections_never_lose_bytes(w: World) {
                         sizes: Vec::new(),
                         tags: vec![format!("keep-{i}").parse().unwrap()],
                         condition: None,
+                        immutable: Vec::new(),
                     };
                     match w.meta.put_manifest(&put).await {
                         Ok(()) => kept.push(d),

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use signet_storage::manifest::parse_manifest;
 use signet_storage::meta::{ManifestPut, StoredManifest, TagCondition};
-use signet_storage::{Algorithm, Digest, Reference, RepoName, Tag};
+use signet_storage::{Algorithm, Digest, Reference, Registry, RepoName, Tag};
 
 use super::{HeadBody, DIGEST_HEADER};
 use crate::error::{ApiError, ApiResult};
@@ -24,11 +24,44 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// The repository, reference and `?tag=` values the request names.
-fn manifest_of(target: Target) -> ApiResult<(RepoName, Reference, Vec<Tag>)> {
+/// What a manifest request names.
+struct ManifestTarget {
+    repo: RepoName,
+    reference: Reference,
+    /// `?tag=` values.
+    tags: Vec<Tag>,
+    /// `?override_immutable=true`, which authorisation let through only for an
+    /// administrator.
+    override_immutable: bool,
+}
+
+fn manifest_of(target: Target) -> ApiResult<ManifestTarget> {
     match target.into_repository()? {
-        (repo, Area::Manifest { reference, tags }) => Ok((repo, reference, tags)),
+        (
+            repo,
+            Area::Manifest {
+                reference,
+                tags,
+                override_immutable,
+            },
+        ) => Ok(ManifestTarget {
+            repo,
+            reference,
+            tags,
+            override_immutable,
+        }),
         _ => Err(ApiError::RouteNotFound),
+    }
+}
+
+/// The write path a manifest request goes through: without the immutable-tag rules when
+/// an administrator overrides them.
+fn registry_for(state: &AppState, target: &ManifestTarget) -> Registry {
+    if target.override_immutable {
+        tracing::info!(target: "audit", event = "immutable-override", repository = %target.repo, reference = %target.reference, "an administrator overrides the immutable-tag rules");
+        state.registry.overriding_tag_rules()
+    } else {
+        state.registry.clone()
     }
 }
 
@@ -38,12 +71,12 @@ async fn lookup(
     reference: &Reference,
 ) -> ApiResult<StoredManifest> {
     let key = reference.to_string();
-    if let Some(m) = state.manifest_cache.get(repo.as_str(), &key) {
-        return Ok(m);
-    }
     // Taken before the store is read, so an answer that raced a commit is never served
     // after it (see crate::cache).
-    let version = state.manifest_cache.version();
+    let version = state.manifest_cache.version().await;
+    if let Some(m) = state.manifest_cache.get(&version, repo.as_str(), &key) {
+        return Ok(m);
+    }
     match state.meta.get_manifest(repo, reference).await? {
         Some(m) => {
             state
@@ -66,13 +99,17 @@ fn manifest_headers(m: &StoredManifest) -> actix_web::HttpResponseBuilder {
 }
 
 async fn get_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
-    let (repo, reference, _) = manifest_of(target)?;
+    let ManifestTarget {
+        repo, reference, ..
+    } = manifest_of(target)?;
     let m = lookup(&state, &repo, &reference).await?;
     Ok(manifest_headers(&m).body(m.content))
 }
 
 async fn head_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
-    let (repo, reference, _) = manifest_of(target)?;
+    let ManifestTarget {
+        repo, reference, ..
+    } = manifest_of(target)?;
     let m = lookup(&state, &repo, &reference).await?;
     Ok(manifest_headers(&m).body(HeadBody(m.content.len() as u64)))
 }
@@ -108,7 +145,14 @@ async fn put_manifest(
     target: Target,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let (repo, reference, extra_tags) = manifest_of(target)?;
+    let named = manifest_of(target)?;
+    let registry = registry_for(&state, &named);
+    let ManifestTarget {
+        repo,
+        reference,
+        tags: extra_tags,
+        ..
+    } = named;
     let tags = tags_to_move(&state, &reference, extra_tags)?;
     let content = read_limited(&req, body, state.config.limits.max_manifest_bytes).await?;
     let algorithm = match &reference {
@@ -140,7 +184,7 @@ async fn put_manifest(
         tags: tags.clone(),
         ..ManifestPut::derived(repo.clone(), digest.clone(), &parsed, content)
     };
-    state.registry.put_manifest(&put).await?;
+    registry.put_manifest(&put).await?;
     tracing::info!(repository = %repo, reference = %reference, %digest, media_type = %parsed.media_type, "manifest pushed");
 
     let mut response = HttpResponse::Created();
@@ -183,20 +227,21 @@ fn tags_to_move(state: &AppState, reference: &Reference, extra: Vec<Tag>) -> Api
 }
 
 async fn delete_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
-    let (repo, reference, _) = manifest_of(target)?;
+    let named = manifest_of(target)?;
+    let registry = registry_for(&state, &named);
+    let ManifestTarget {
+        repo, reference, ..
+    } = named;
     let with_attachments = state.config.attachments.delete_with_subject;
     let deleted = match &reference {
         Reference::Digest(d) => {
-            let gone = state
-                .registry
-                .delete_manifest(&repo, d, with_attachments)
-                .await?;
+            let gone = registry.delete_manifest(&repo, d, with_attachments).await?;
             if gone.len() > 1 {
                 tracing::info!(repository = %repo, digest = %d, attachments = gone.len() - 1, "attachments deleted with their subject");
             }
             !gone.is_empty()
         }
-        Reference::Tag(t) => state.registry.delete_tag(&repo, t).await?,
+        Reference::Tag(t) => registry.delete_tag(&repo, t).await?,
     };
     if deleted {
         tracing::info!(repository = %repo, %reference, "manifest deleted");

@@ -27,13 +27,14 @@ async fn list_referrers(state: web::Data<AppState>, target: Target) -> ApiResult
     };
     // The response depends on the subject's attachment rows and on the filter only.
     let key = format!("{subject} {}", filter.as_deref().unwrap_or(""));
-    if let Some(cached) = state
-        .manifest_cache
-        .listing(ListingKind::Referrers, repo.as_str(), &key)
+    let version = state.manifest_cache.version().await;
+    if let Some(cached) =
+        state
+            .manifest_cache
+            .listing(&version, ListingKind::Referrers, repo.as_str(), &key)
     {
         return Ok(respond(cached));
     }
-    let version = state.manifest_cache.version();
     let with_tags = state.config.attachments.tag_attachments_in_referrers;
     let referrers = state
         .meta

@@ -21,10 +21,13 @@ async fn list_tags(state: web::Data<AppState>, target: Target) -> ApiResult<Http
     let page = PageQuery::new(&page);
     // The response depends on the repository's tags and on `n`/`last` only.
     let key = format!("n={:?}&last={:?}", page.n, page.last);
-    if let Some(cached) = state.manifest_cache.listing(ListingKind::Tags, name, &key) {
+    let version = state.manifest_cache.version().await;
+    if let Some(cached) = state
+        .manifest_cache
+        .listing(&version, ListingKind::Tags, name, &key)
+    {
         return Ok(respond(cached));
     }
-    let version = state.manifest_cache.version();
     let store_page = if page.n == Some(0) {
         signet_storage::meta::Page {
             last: Some("\u{10FFFF}"),

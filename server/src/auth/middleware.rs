@@ -161,6 +161,12 @@ pub async fn authorize(
                     }
                 ) {
                     restrict_mount(&auth, &allowed, &req, target);
+                } else if overrides_immutable(&target) && !allowed.identity.admin {
+                    tracing::info!(target: "audit", event = "immutable-override-refused", who = %allowed.identity, path = %req.path(), "override of the immutable-tag rules without the admin role");
+                    let refusal = ApiError::TagImmutable(
+                        "overriding the immutable-tag rules needs the admin role".into(),
+                    );
+                    return Ok(req.error_response(refusal).map_into_right_body());
                 }
                 caller = Some(allowed);
             }
@@ -290,6 +296,20 @@ fn decide(
             ))
         }
     }
+}
+
+/// Whether the request asks to move or delete a tag past the immutable-tag rules.
+fn overrides_immutable(target: &Target) -> bool {
+    matches!(
+        &target.route,
+        Route::Repository {
+            area: Area::Manifest {
+                override_immutable: true,
+                ..
+            },
+            ..
+        }
+    )
 }
 
 /// A cross-repository mount needs pull on the source. Without it (or without `from`,

@@ -79,6 +79,9 @@ pub enum Area {
         reference: Reference,
         /// `?tag=` (repeatable): more tags for a PUT by digest.
         tags: Vec<Tag>,
+        /// `?override_immutable=true`: an administrator moves or deletes a tag the
+        /// immutable-tag rules protect.
+        override_immutable: bool,
     },
     Tags(Page),
     Referrers {
@@ -285,7 +288,11 @@ fn repository_area(
                         .map_err(|e| ApiError::TagInvalid(e.to_string()))
                 })
                 .collect::<ApiResult<Vec<_>>>()?;
-            Area::Manifest { reference, tags }
+            Area::Manifest {
+                reference,
+                tags,
+                override_immutable: flag(params, "override_immutable", false)?,
+            }
         }
         Kind::Tags => Area::Tags(page(params)?),
         Kind::Referrers => Area::Referrers {

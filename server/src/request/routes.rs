@@ -239,7 +239,10 @@ pub const ROUTES: &[Spec] = &[
             prefix: V2,
             suffix: &[L("manifests"), V(Var::Reference)],
         },
-        params: &[Param::many("tag", ApiError::TagInvalid)],
+        params: &[
+            Param::many("tag", ApiError::TagInvalid),
+            Param::one("override_immutable", ApiError::Unsupported),
+        ],
         pattern: "/v2/{name:.+}/manifests/{reference}",
     },
     Spec {

@@ -166,7 +166,7 @@ pub async fn evaluate(
     reference: &Reference,
 ) -> anyhow::Result<Option<Evaluation>> {
     // Both read before the evaluation, so a change during it makes the entry stale.
-    let version = state.manifest_cache.version();
+    let version = state.manifest_cache.version().await;
     let generation = state.verifier.trust.generation();
     let key = reference.to_string();
     if let Some(v) = &version {

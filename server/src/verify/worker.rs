@@ -62,7 +62,7 @@ pub fn spawn(state: Arc<AppState>) {
                 skipped_under = trust.fingerprint.clone();
                 skipped_since = Instant::now();
             }
-            let version = scanning.manifest_cache.version();
+            let version = scanning.manifest_cache.version().await;
             let idle = matches!((&settled, &version), (Some((v, f)), Some(now))
                 if v == now && *f == trust.fingerprint);
             if !idle {

@@ -39,8 +39,8 @@ pub use postgres::{PostgresEngine, PostgresMetadata, STALE_BOUND};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
 pub use store::{
-    AtomicSignatures, BlobLinks, Collection, Manifests, Repositories, RevokedTokens, SyncJobs,
-    Transfer, UploadSessions, Verdicts,
+    AtomicSignatures, BlobLinks, Collection, Manifests, ProtectedTags, Repositories, RevokedTokens,
+    SyncJobs, Transfer, UploadSessions, Verdicts,
 };
 
 /// A manifest as stored: exact bytes plus what was derived from them at push time.
@@ -99,6 +99,10 @@ pub struct ManifestPut {
     /// A condition on each tag's current target (`If-Match`/`If-None-Match`), checked in
     /// the same transaction that moves it.
     pub condition: Option<TagCondition>,
+    /// Those of `tags` an immutable-tag rule protects: each may be created, or pushed
+    /// again at this same manifest, but not moved ([`StorageError::TagImmutable`]),
+    /// checked in the same transaction.
+    pub immutable: Vec<Tag>,
 }
 
 impl ManifestPut {
@@ -119,6 +123,7 @@ impl ManifestPut {
             manifest: ManifestRecord::derived(digest, parsed, content),
             tags: Vec::new(),
             condition: None,
+            immutable: Vec::new(),
         }
     }
 

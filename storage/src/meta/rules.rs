@@ -241,6 +241,7 @@ mod tests {
             sizes: Vec::new(),
             tags: vec![tag.parse().unwrap()],
             condition: None,
+            immutable: Vec::new(),
         }
     }
 

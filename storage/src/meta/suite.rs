@@ -47,6 +47,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     atomic_signatures(&*db).await;
     attachment_index(&*db).await;
     tag_conditions(&*db).await;
+    immutable_tags(&*db).await;
     sync_jobs(&*db).await;
     verdicts(&*db).await;
     revoked_tokens(&*db).await;
@@ -186,7 +187,9 @@ async fn verdicts(db: &dyn MetadataStore) {
         .is_none());
 
     // Deleting the subject takes its attachments' rows and so their verdicts.
-    db.delete_manifest(&r, &image.digest, true).await.unwrap();
+    db.delete_manifest(&r, &image.digest, true, &|_| false)
+        .await
+        .unwrap();
     assert!(db
         .get_verdict(&r, &image.digest, &sig2.digest)
         .await
@@ -266,6 +269,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         sizes: Vec::new(),
         tags: vec![tag("v1")],
         condition: None,
+        immutable: Vec::new(),
     };
     match db.put_manifest(&put).await {
         Err(StorageError::MissingReferences(missing)) => assert_eq!(missing, vec![layer.clone()]),
@@ -325,6 +329,7 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         sizes: Vec::new(),
         tags: vec![tag("multi")],
         condition: None,
+        immutable: Vec::new(),
     };
     db.put_manifest(&index_put).await.unwrap();
     let wrong_child_size = ManifestPut {
@@ -371,11 +376,13 @@ async fn manifests_and_tags(db: &dyn MetadataStore) {
         "deleting a tag keeps the manifest"
     );
     assert_eq!(
-        db.delete_manifest(&r, &index.digest, true).await.unwrap(),
+        db.delete_manifest(&r, &index.digest, true, &|_| false)
+            .await
+            .unwrap(),
         vec![index.digest.clone()]
     );
     assert!(db
-        .delete_manifest(&r, &index.digest, true)
+        .delete_manifest(&r, &index.digest, true, &|_| false)
         .await
         .unwrap()
         .is_empty());
@@ -420,6 +427,7 @@ async fn many_references(db: &dyn MetadataStore) {
         sizes: Vec::new(),
         tags: vec![tag("many")],
         condition: None,
+        immutable: Vec::new(),
     };
     match db.put_manifest(&put).await {
         Err(StorageError::MissingReferences(missing)) => assert_eq!(missing, absent),
@@ -458,6 +466,7 @@ async fn referrers(db: &dyn MetadataStore) {
             sizes: Vec::new(),
             tags: Vec::new(),
             condition: None,
+            immutable: Vec::new(),
         })
         .await
         .unwrap();
@@ -469,7 +478,9 @@ async fn referrers(db: &dyn MetadataStore) {
     assert_eq!(one.size, sbom.content.len() as u64);
     assert_eq!(one.artifact_type.as_deref(), Some("application/x-test"));
     assert_eq!(one.annotations.get("k").map(String::as_str), Some("v"));
-    db.delete_manifest(&r, &sig.digest, true).await.unwrap();
+    db.delete_manifest(&r, &sig.digest, true, &|_| false)
+        .await
+        .unwrap();
     assert_eq!(
         db.list_referrers(&r, &subject, true).await.unwrap().len(),
         1
@@ -488,6 +499,7 @@ async fn pagination(db: &dyn MetadataStore) {
             sizes: Vec::new(),
             tags: vec![tag(t)],
             condition: None,
+            immutable: Vec::new(),
         })
         .await
         .unwrap();
@@ -639,6 +651,7 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         sizes: Vec::new(),
         tags: vec![tag("signed")],
         condition: None,
+        immutable: Vec::new(),
     })
     .await
     .unwrap();
@@ -685,7 +698,9 @@ async fn atomic_signatures(db: &dyn MetadataStore) {
         db.list_atomic_signatures(&r, &m.digest).await.unwrap(),
         vec![second]
     );
-    db.delete_manifest(&r, &m.digest, true).await.unwrap();
+    db.delete_manifest(&r, &m.digest, true, &|_| false)
+        .await
+        .unwrap();
     assert!(
         db.list_atomic_signatures(&r, &m.digest)
             .await
@@ -704,6 +719,7 @@ fn put(r: &RepoName, m: &ManifestRecord, children: &[&Digest], t: Option<&str>) 
         sizes: Vec::new(),
         tags: t.map(tag).into_iter().collect(),
         condition: None,
+        immutable: Vec::new(),
     }
 }
 
@@ -903,7 +919,10 @@ async fn attachment_index(db: &dyn MetadataStore) {
     );
 
     // Deleting the image deletes its attachments, and theirs.
-    let deleted = db.delete_manifest(&r, &image.digest, true).await.unwrap();
+    let deleted = db
+        .delete_manifest(&r, &image.digest, true, &|_| false)
+        .await
+        .unwrap();
     assert!(deleted.contains(&image.digest));
     assert!(deleted.contains(&sbom.digest));
     assert!(deleted.contains(&att.digest));
@@ -914,7 +933,9 @@ async fn attachment_index(db: &dyn MetadataStore) {
         .is_empty());
     // Deleting an attachment never touches its subject; keeping attachments is possible.
     assert_eq!(
-        db.delete_manifest(&r, &sig2.digest, true).await.unwrap(),
+        db.delete_manifest(&r, &sig2.digest, true, &|_| false)
+            .await
+            .unwrap(),
         vec![sig2.digest.clone()]
     );
     assert!(db
@@ -927,7 +948,9 @@ async fn attachment_index(db: &dyn MetadataStore) {
         .await
         .unwrap();
     assert_eq!(
-        db.delete_manifest(&r, &index.digest, false).await.unwrap(),
+        db.delete_manifest(&r, &index.digest, false, &|_| false)
+            .await
+            .unwrap(),
         vec![index.digest.clone()]
     );
     assert!(db
@@ -993,6 +1016,7 @@ async fn tag_conditions(db: &dyn MetadataStore) {
         sizes: Vec::new(),
         tags: vec![tag("u"), tag("t")],
         condition: Some(TagCondition::PointsAt(vec![a.digest.clone()])),
+        immutable: Vec::new(),
         ..put(&r, &a, &[], None)
     };
     assert!(matches!(
@@ -1006,6 +1030,7 @@ async fn tag_conditions(db: &dyn MetadataStore) {
         .is_none());
     db.put_manifest(&ManifestPut {
         condition: None,
+        immutable: Vec::new(),
         ..both
     })
     .await
@@ -1018,4 +1043,87 @@ async fn tag_conditions(db: &dyn MetadataStore) {
             .unwrap();
         assert_eq!(current.digest, a.digest, "{t}");
     }
+}
+
+/// A tag the push marks immutable is created, pushed again at the same manifest, never
+/// moved; a delete that would remove a protected tag removes nothing.
+async fn immutable_tags(db: &dyn MetadataStore) {
+    let r = repo("suite/immutable");
+    let a = manifest("{\"immutable\":\"a\"}", None);
+    let b = manifest("{\"immutable\":\"b\"}", None);
+    let protected = |m: &ManifestRecord, tags: &[&str]| ManifestPut {
+        tags: tags.iter().map(|t| tag(t)).collect(),
+        immutable: vec![tag("v1")],
+        ..put(&r, m, &[], None)
+    };
+    db.put_manifest(&protected(&a, &["v1", "latest"]))
+        .await
+        .unwrap();
+    db.put_manifest(&protected(&a, &["v1"])).await.unwrap();
+    let refused = db.put_manifest(&protected(&b, &["latest", "v1"])).await;
+    assert!(
+        matches!(&refused, Err(StorageError::TagImmutable { tag, .. }) if tag == "v1"),
+        "{refused:?}"
+    );
+    for t in ["v1", "latest"] {
+        let current = db
+            .get_manifest(&r, &Reference::Tag(tag(t)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            current.digest, a.digest,
+            "a refused push moves no tag ({t})"
+        );
+    }
+    assert!(
+        db.get_manifest(&r, &Reference::Digest(b.digest.clone()))
+            .await
+            .unwrap()
+            .is_none(),
+        "nor stores the manifest"
+    );
+    // Unprotected tags move as ever.
+    db.put_manifest(&protected(&b, &["latest"])).await.unwrap();
+
+    let refused = db
+        .delete_manifest(&r, &a.digest, true, &|t| t == "v1")
+        .await;
+    assert!(
+        matches!(&refused, Err(StorageError::TagImmutable { tag, .. }) if tag == "v1"),
+        "{refused:?}"
+    );
+    assert!(db
+        .get_manifest(&r, &Reference::Tag(tag("v1")))
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        db.delete_manifest(&r, &b.digest, true, &|t| t == "v1")
+            .await
+            .unwrap(),
+        vec![b.digest.clone()]
+    );
+
+    // Two pushes creating one protected tag at once: one creates it, the other moves
+    // nothing.
+    let c = manifest("{\"immutable\":\"c\"}", None);
+    let d = manifest("{\"immutable\":\"d\"}", None);
+    let racing = |m: &ManifestRecord| ManifestPut {
+        immutable: vec![tag("v2")],
+        ..put(&r, m, &[], Some("v2"))
+    };
+    let (put_c, put_d) = (racing(&c), racing(&d));
+    let (first, second) = tokio::join!(db.put_manifest(&put_c), db.put_manifest(&put_d));
+    let won = match (first, second) {
+        (Ok(()), Err(StorageError::TagImmutable { .. })) => &c,
+        (Err(StorageError::TagImmutable { .. }), Ok(())) => &d,
+        other => panic!("exactly one creation must win: {other:?}"),
+    };
+    let current = db
+        .get_manifest(&r, &Reference::Tag(tag("v2")))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.digest, won.digest);
 }

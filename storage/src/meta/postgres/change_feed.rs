@@ -6,16 +6,23 @@
 //! generation number, and its token is that number. The number moves:
 //! - when this process commits a write (read-after-write on one replica is exact);
 //! - when a notification arrives (another replica committed; milliseconds later);
-//! - when a poll, every [`POLL_EVERY`], finds the counters moved: a notification lost
-//!   with a dropped connection or a restarted database is caught there;
+//! - when a read of the counters finds them moved: one runs every [`POLL_EVERY`], so a
+//!   notification lost with a dropped connection or a restarted database is caught;
 //! - when the listening connection comes back, for what it missed while down.
 //!
-//! There is no token (callers cache nothing) while the listening connection is down, or
-//! while no poll has succeeded for [`STALE_BOUND`]. So a commit made at time `t` is never
-//! hidden from a process after `t + STALE_BOUND`: by then it has a poll that began after
-//! `t` and saw the commit, or it caches nothing.
+//! The plain token ([`ChangeFeed::token`]) is missing (callers cache nothing) while the
+//! listening connection is down, or while no read of the counters has succeeded for
+//! [`STALE_BOUND`]. So a commit made at time `t` is never hidden from it after
+//! `t + STALE_BOUND`.
 //!
-//! The listener and the poller start with the first question for a token (a command
+//! A request path needs more: a client that had a write acknowledged by one replica
+//! and then asks another must see it, however soon it asks. The fresh token
+//! ([`ChangeFeed::fresh_token`]) waits for a read of the counters that began after it was
+//! asked, so it has seen every commit acknowledged before. One read answers every
+//! question asked while the one before ran: under load the database sees one small
+//! query per round trip, not one per request.
+//!
+//! The listener and the reader start with the first question for a token (a command
 //! that never caches never starts them), and stop when the store is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::meta::ChangeToken;
 
@@ -45,6 +52,18 @@ pub(crate) struct ChangeFeed {
     /// Dropped with the feed, which ends its tasks.
     stop: watch::Sender<()>,
     started: OnceLock<()>,
+    reads: Arc<Reads>,
+}
+
+/// The reads of the counters, in rounds.
+#[derive(Debug)]
+struct Reads {
+    /// The number of the last round begun.
+    begun: AtomicU64,
+    /// The last round finished, and whether its read succeeded.
+    finished: watch::Sender<(u64, bool)>,
+    /// Asks the reader for a round now.
+    wanted: Notify,
 }
 
 #[derive(Debug)]
@@ -69,7 +88,36 @@ impl ChangeFeed {
             pool,
             stop: watch::channel(()).0,
             started: OnceLock::new(),
+            reads: Arc::new(Reads {
+                begun: AtomicU64::new(0),
+                finished: watch::channel((0, false)).0,
+                wanted: Notify::new(),
+            }),
         }
+    }
+
+    /// A token that has seen every commit made before it was asked (see the module's
+    /// doc); `None` when the counters cannot be read.
+    pub(crate) async fn fresh_token(&self) -> Option<ChangeToken> {
+        self.started.get_or_init(|| self.start());
+        // A round that begins after this load begins after the question.
+        let wanted = self.reads.begun.load(Ordering::SeqCst) + 1;
+        let mut finished = self.reads.finished.subscribe();
+        self.reads.wanted.notify_one();
+        let answered = async {
+            loop {
+                let (round, read) = *finished.borrow_and_update();
+                if round >= wanted {
+                    return read.then(|| self.state.current());
+                }
+                finished.changed().await.ok()?;
+            }
+        };
+        // A read bounded by STALE_BOUND is over well within twice that.
+        tokio::time::timeout(STALE_BOUND * 2, answered)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The current token; `None` until the feed runs, and whenever it cannot vouch for
@@ -84,9 +132,7 @@ impl ChangeFeed {
         if polled == 0 || state.now() - polled > STALE_BOUND.as_millis() as u64 {
             return None;
         }
-        Some(ChangeToken::new(
-            &state.generation.load(Ordering::SeqCst).to_le_bytes(),
-        ))
+        Some(state.current())
     }
 
     /// This process committed a write: answers read before it are stale.
@@ -104,8 +150,9 @@ impl ChangeFeed {
             self.pool.clone(),
             self.stop.subscribe(),
         ));
-        runtime.spawn(poll(
+        runtime.spawn(read(
             self.state.clone(),
+            self.reads.clone(),
             self.pool.clone(),
             self.stop.subscribe(),
         ));
@@ -115,6 +162,10 @@ impl ChangeFeed {
 impl FeedState {
     fn bump(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn current(&self) -> ChangeToken {
+        ChangeToken::new(&self.generation.load(Ordering::SeqCst).to_le_bytes())
     }
 
     fn now(&self) -> u64 {
@@ -167,31 +218,45 @@ async fn listen_once(state: &FeedState, pool: &PgPool) -> sqlx::Error {
     }
 }
 
-/// Reads the counters every [`POLL_EVERY`]; a change moves the generation.
-async fn poll(state: Arc<FeedState>, pool: PgPool, mut stop: watch::Receiver<()>) {
+/// Reads the counters every [`POLL_EVERY`], and whenever a fresh token is wanted; a
+/// change moves the generation.
+async fn read(
+    state: Arc<FeedState>,
+    reads: Arc<Reads>,
+    pool: PgPool,
+    mut stop: watch::Receiver<()>,
+) {
     let mut seen: Option<i64> = None;
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tick.tick() => {}
+            _ = reads.wanted.notified() => {}
+            _ = tokio::time::sleep(POLL_EVERY) => {}
         }
+        let round = reads.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let began = state.now();
-        let read = sqlx::query_scalar::<_, i64>(
+        let total = sqlx::query_scalar::<_, i64>(
             "SELECT COALESCE(SUM(changes), 0)::BIGINT FROM change_feed",
         )
         .fetch_one(&pool);
-        match tokio::time::timeout(STALE_BOUND, read).await {
+        let read = match tokio::time::timeout(STALE_BOUND, total).await {
             Ok(Ok(total)) => {
                 if seen.is_some_and(|s| s != total) {
                     state.bump();
                 }
                 seen = Some(total);
                 state.polled.store(began, Ordering::SeqCst);
+                true
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "the change feed's poll failed"),
-            Err(_) => tracing::debug!("the change feed's poll timed out"),
-        }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "reading the change counters failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("reading the change counters timed out");
+                false
+            }
+        };
+        reads.finished.send_replace((round, read));
     }
 }

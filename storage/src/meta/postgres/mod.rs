@@ -113,6 +113,10 @@ impl Engine for PostgresEngine {
     fn change_token(&self) -> Option<super::ChangeToken> {
         self.feed.token()
     }
+
+    async fn fresh_change_token(&self) -> Option<super::ChangeToken> {
+        self.feed.fresh_token().await
+    }
 }
 
 /// The pool as the SQL code sees it: the writer's tells the change feed of each write

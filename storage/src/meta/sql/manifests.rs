@@ -79,6 +79,15 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
             if let Some(condition) = &put.condition {
                 condition.check(current.as_deref())?;
             }
+            if put.immutable.contains(tag)
+                && current.as_ref().is_some_and(|c| *c != m.digest.to_string())
+            {
+                // Dropping the transaction rolls back everything written above.
+                return Err(StorageError::TagImmutable {
+                    tag: tag.to_string(),
+                    rule: String::new(),
+                });
+            }
             tx.execute(
                 query(
                     "INSERT INTO tags (repository_id, name, digest, updated_at) VALUES ($1, $2, $3, $4)
@@ -142,11 +151,14 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         repo: &RepoName,
         digest: &Digest,
         with_attachments: bool,
+        protected: ProtectedTags<'_>,
     ) -> StorageResult<Vec<Digest>> {
         let Some(repo_id) = repo_id(&self.engine, repo).await? else {
             return Ok(Vec::new());
         };
         let mut tx = self.engine.begin(Access::Push).await?;
+        // No tag moves onto what is deleted while its tags are checked.
+        lock_tags::<E>(&mut tx, repo_id).await?;
         let mut walk = AttachmentWalk::new(digest, with_attachments);
         while let Some(subject) = walk.next_subject() {
             let q = query(
@@ -164,6 +176,20 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
             );
         }
         let doomed = walk.into_found();
+        for d in &doomed {
+            let q = query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2")
+                .bind(repo_id)
+                .bind(d);
+            for row in tx.fetch(q).await? {
+                let tag = row.text("name")?;
+                if protected(&tag) {
+                    return Err(StorageError::TagImmutable {
+                        tag,
+                        rule: String::new(),
+                    });
+                }
+            }
+        }
         let mut deleted = Vec::new();
         for d in &doomed {
             // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).

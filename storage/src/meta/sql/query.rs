@@ -172,6 +172,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn begin(&self, access: Access) -> StorageResult<Self::Tx>;
     /// See [`crate::meta::Repositories::change_token`].
     fn change_token(&self) -> Option<crate::meta::ChangeToken>;
+    /// See [`crate::meta::Repositories::fresh_change_token`]; the plain token where it
+    /// never lags.
+    async fn fresh_change_token(&self) -> Option<crate::meta::ChangeToken> {
+        self.change_token()
+    }
 }
 
 /// Implements [`Conn`], [`WriteTx`] and [`RowExt`] for an sqlx engine's pools,

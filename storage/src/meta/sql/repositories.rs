@@ -24,6 +24,10 @@ impl<E: Engine> Repositories for SqlMetadata<E> {
         self.engine.change_token()
     }
 
+    async fn fresh_change_token(&self) -> Option<crate::meta::ChangeToken> {
+        self.engine.fresh_change_token().await
+    }
+
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>> {
         let q = query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
             .bind(page.last.unwrap_or(""))

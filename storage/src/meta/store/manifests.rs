@@ -5,6 +5,10 @@ use async_trait::async_trait;
 use crate::meta::{AttachmentRecord, ManifestPut, Page, Referrer, StoredManifest, TagDetail};
 use crate::{Digest, Reference, RepoName, StorageResult, Tag};
 
+/// Which tags a delete must not remove (the immutable-tag rules' answer for one
+/// repository); `&|_| false` protects none.
+pub type ProtectedTags<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
+
 /// Manifests, their tags and edges, and the attachment index derived from them.
 #[async_trait]
 pub trait Manifests: Send + Sync {
@@ -20,12 +24,15 @@ pub trait Manifests: Send + Sync {
 
     /// Deletes a manifest, the tags pointing at it and its edges, and with
     /// `with_attachments` its attachments (recursively), in one transaction. Returns
-    /// what was deleted: empty when the manifest was absent.
+    /// what was deleted: empty when the manifest was absent. Nothing is deleted, and
+    /// the answer is [`crate::StorageError::TagImmutable`], when a tag that would go
+    /// is `protected`.
     async fn delete_manifest(
         &self,
         repo: &RepoName,
         digest: &Digest,
         with_attachments: bool,
+        protected: ProtectedTags<'_>,
     ) -> StorageResult<Vec<Digest>>;
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;

@@ -15,7 +15,7 @@ mod verdicts;
 pub use atomic_signatures::AtomicSignatures;
 pub use blob_links::BlobLinks;
 pub use collection::Collection;
-pub use manifests::Manifests;
+pub use manifests::{Manifests, ProtectedTags};
 pub use repositories::Repositories;
 pub use revoked_tokens::RevokedTokens;
 pub use sync_jobs::SyncJobs;

@@ -15,6 +15,12 @@ pub trait Repositories: Send + Sync {
     /// where the engine has no such signal: then nothing may be cached.
     fn change_token(&self) -> Option<ChangeToken>;
 
+    /// A change token that also vouches for every commit made, by any process, before
+    /// it was asked: a replica serving a cached answer under it never serves one older
+    /// than a write another replica has acknowledged. Where the plain token may lag
+    /// (PostgreSQL), this waits for one read of the database's change counters.
+    async fn fresh_change_token(&self) -> Option<ChangeToken>;
+
     async fn list_repositories(&self, page: Page<'_>) -> StorageResult<Vec<String>>;
 
     async fn repository_exists(&self, repo: &RepoName) -> StorageResult<bool>;
