@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use sqlx::postgres::{PgListener, PgPool};
+use sqlx::postgres::{PgConnection, PgListener, PgPool};
+use sqlx::Connection;
 use tokio::sync::{watch, Notify};
 
 use crate::meta::ChangeToken;
@@ -227,6 +228,9 @@ async fn read(
     mut stop: watch::Receiver<()>,
 ) {
     let mut seen: Option<i64> = None;
+    // A connection of its own: one round trip a read, where a pooled connection would
+    // add its health check's.
+    let mut connection: Option<PgConnection> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -235,11 +239,23 @@ async fn read(
         }
         let round = reads.begun.fetch_add(1, Ordering::SeqCst) + 1;
         let began = state.now();
-        let total = sqlx::query_scalar::<_, i64>(
-            "SELECT COALESCE(SUM(changes), 0)::BIGINT FROM change_feed",
-        )
-        .fetch_one(&pool);
-        let read = match tokio::time::timeout(STALE_BOUND, total).await {
+        let total = async {
+            if connection.is_none() {
+                connection = Some(PgConnection::connect_with(&pool.connect_options()).await?);
+            }
+            let conn = connection.as_mut().expect("connected above");
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COALESCE(SUM(changes), 0)::BIGINT FROM change_feed",
+            )
+            .fetch_one(conn)
+            .await
+        };
+        let total = tokio::time::timeout(STALE_BOUND, total).await;
+        if !matches!(total, Ok(Ok(_))) {
+            // Whatever went wrong, the next read starts on a new connection.
+            connection = None;
+        }
+        let read = match total {
             Ok(Ok(total)) => {
                 if seen.is_some_and(|s| s != total) {
                     state.bump();
