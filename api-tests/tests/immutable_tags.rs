@@ -212,3 +212,46 @@ async fn only_an_administrator_overrides_the_rules() {
     let resp = as_root(put(&c, &r, repo, "v1", &a)).send().await.unwrap();
     refused(resp, "v1").await;
 }
+
+/// A mirror keeps the rules too: when the upstream moves a release tag, the sync job
+/// reports it and leaves the mirror's tag where it was; other tags follow upstream.
+#[tokio::test]
+async fn a_sync_job_does_not_move_a_protected_tag() {
+    let upstream = Registry::start();
+    let c = client();
+    let repo = "prod/app";
+    let a = image(&c, &upstream, repo).await;
+    put_manifest(&c, &upstream, repo, "v1.0", OCI_MANIFEST, &a).await;
+    put_manifest(&c, &upstream, repo, "latest", OCI_MANIFEST, &a).await;
+    let mirror = Registry::start_with_config(&format!(
+        "{RULE}\n[[sync.jobs]]\nname = \"up\"\nupstream = \"{}\"\nrepositories = [\"{repo}\"]\n",
+        upstream.url
+    ));
+    let sync = || {
+        let out = mirror
+            .cli(&["sync", "run", "up", "--json"])
+            .output()
+            .expect("run signet sync");
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), summary)
+    };
+    let (ok, first) = sync();
+    assert!(ok, "{first}");
+    assert_eq!(digest_at(&c, &mirror, repo, "v1.0").await, Some(sha256(&a)));
+
+    let b = image(&c, &upstream, repo).await;
+    put_manifest(&c, &upstream, repo, "v1.0", OCI_MANIFEST, &b).await;
+    put_manifest(&c, &upstream, repo, "latest", OCI_MANIFEST, &b).await;
+    let (ok, second) = sync();
+    assert!(!ok, "the run is not complete: {second}");
+    assert!(
+        second.to_string().contains("immutable"),
+        "the summary says why: {second}"
+    );
+    assert_eq!(digest_at(&c, &mirror, repo, "v1.0").await, Some(sha256(&a)));
+    assert_eq!(
+        digest_at(&c, &mirror, repo, "latest").await,
+        Some(sha256(&b))
+    );
+}
