@@ -469,8 +469,36 @@ impl Guard for IsKind {
 
 /// The resource that serves one route kind of the table: every path, guarded by the
 /// reading, so actix's own path matching never decides which handler runs.
-pub fn resource(kind: Kind) -> actix_web::Resource {
-    web::resource("/{path:.*}").guard(IsKind(kind))
+pub fn resource(kind: Kind) -> KindResource {
+    KindResource {
+        kind,
+        routes: web::resource("{path:.*}"),
+    }
+}
+
+/// One route kind's handlers, by method ([`resource`]), registered inside a scope with the
+/// root prefix (a plain string comparison) whose guard is the reading. Actix then runs the
+/// resource's every-path pattern (a regular expression) once a request, for the kind it
+/// is, rather than once for each kind registered before it.
+pub struct KindResource {
+    kind: Kind,
+    routes: actix_web::Resource,
+}
+
+impl KindResource {
+    pub fn route(mut self, route: actix_web::Route) -> Self {
+        self.routes = self.routes.route(route);
+        self
+    }
+}
+
+impl actix_web::dev::HttpServiceFactory for KindResource {
+    fn register(self, config: &mut actix_web::dev::AppService) {
+        web::scope("")
+            .guard(IsKind(self.kind))
+            .service(self.routes)
+            .register(config)
+    }
 }
 
 impl FromRequest for Target {
