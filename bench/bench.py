@@ -1114,6 +1114,27 @@ def format_table(out):
     return "\n".join(text)
 
 
+def harness(name, doc, tools):
+    """What a companion harness (sync_bench.py, scaleout.py) shares with this one: its
+    command line (--smoke, --debug, --no-build, --results), the tools it needs, a Bench
+    that builds or finds the signet binary, and a fresh work folder (removed by the
+    caller). Returns (args, bench, work)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds, tiny counts (CI)")
+    ap.add_argument("--debug", action="store_true", help="the debug build of signet")
+    ap.add_argument("--no-build", action="store_true", help="use the binary already built")
+    ap.add_argument("--results", default=os.path.join(ROOT, "bench", "results"))
+    args = ap.parse_args()
+    for tool in tools:
+        if not shutil.which(tool):
+            raise SystemExit(f"{name}: {tool} is not installed")
+    b = Bench(argparse.Namespace(smoke=args.smoke, debug=args.debug,
+                                 no_build=args.no_build, keep=False))
+    b.signet_bin = b.signet_binary()
+    b.work = tempfile.mkdtemp(prefix=f"signet-{name.replace(' ', '-')}-")
+    return args, b, b.work
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="seconds, tiny counts (CI)")

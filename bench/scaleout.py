@@ -23,13 +23,11 @@ bench/results/scaleout[-smoke]-latest.json. Everything runs on 127.0.0.1 and is 
 in time (wrk -d, subprocess timeouts).
 """
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -173,22 +171,10 @@ def measure(base, p, work):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="seconds (CI)")
-    ap.add_argument("--debug", action="store_true", help="the debug build of signet")
-    ap.add_argument("--no-build", action="store_true", help="use the binary already built")
-    ap.add_argument("--results", default=os.path.join(bench.ROOT, "bench", "results"))
-    args = ap.parse_args()
-    for tool in ("wrk", "nginx"):
-        if not shutil.which(tool):
-            raise SystemExit(f"scaleout bench: {tool} is not installed")
-    p = SMOKE if args.smoke else FULL
-    b = bench.Bench(argparse.Namespace(smoke=args.smoke, debug=args.debug,
-                                       no_build=args.no_build, keep=False))
-    b.signet_bin = b.signet_binary()
-    work = tempfile.mkdtemp(prefix="signet-scaleout-bench-")
+    args, b, work = bench.harness("scaleout bench", __doc__, ("wrk", "nginx"))
+    # PostgreSQL runs as its own user: it must reach its folder inside.
     os.chmod(work, 0o755)
-    b.work = work
+    p = SMOKE if args.smoke else FULL
     servers, pg = [], Postgres(work)
     results = {}
     t0 = time.monotonic()

@@ -18,13 +18,11 @@ incremental case a scheduled mirror lives in). Prints the times and the ratios
 skopeo/Signet (higher is better for Signet) and writes bench/results/sync-latest.json.
 """
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -110,21 +108,8 @@ def signet_sync(dest, job):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="seconds, tiny counts (CI)")
-    ap.add_argument("--debug", action="store_true", help="the debug build of signet")
-    ap.add_argument("--no-build", action="store_true", help="use the binary already built")
-    ap.add_argument("--results", default=os.path.join(bench.ROOT, "bench", "results"))
-    args = ap.parse_args()
-    for tool in ("docker-registry", "skopeo"):
-        if not shutil.which(tool):
-            raise SystemExit(f"sync bench: {tool} is not installed")
+    args, b, work = bench.harness("sync bench", __doc__, ("docker-registry", "skopeo"))
     p = SMOKE if args.smoke else FULL
-    b = bench.Bench(argparse.Namespace(smoke=args.smoke, debug=args.debug,
-                                       no_build=args.no_build, keep=False))
-    b.signet_bin = b.signet_binary()
-    work = tempfile.mkdtemp(prefix="signet-sync-bench-")
-    b.work = work
     servers = []
     try:
         up = b.make_distribution()

@@ -88,6 +88,24 @@ pub async fn put_manifest(
     resp
 }
 
+/// The digest `r` answers for `repo:reference` (a `HEAD` accepting an OCI manifest);
+/// `None` for any status but 200.
+pub async fn manifest_digest(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    reference: &str,
+) -> Option<String> {
+    let resp = c
+        .head(r.v2(&format!("{repo}/manifests/{reference}")))
+        .header("Accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    (resp.status() == StatusCode::OK)
+        .then(|| header(resp.headers(), "docker-content-digest").to_string())
+}
+
 /// GET a URL and return status and body.
 pub async fn get(c: &Client, url: &str) -> (StatusCode, Bytes) {
     let resp = c.get(url).send().await.unwrap();

@@ -5,7 +5,8 @@
 
 use reqwest::{Client, RequestBuilder, StatusCode};
 use signet_api_tests::oci::{
-    assert_error_body, image_manifest, push_artifact, push_blob, put_manifest, OCI_MANIFEST,
+    assert_error_body, image_manifest, manifest_digest, push_artifact, push_blob, put_manifest,
+    OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
@@ -29,22 +30,6 @@ fn put(c: &Client, r: &Registry, repo: &str, reference: &str, body: &[u8]) -> Re
     c.put(r.v2(&format!("{repo}/manifests/{reference}")))
         .header("Content-Type", OCI_MANIFEST)
         .body(body.to_vec())
-}
-
-/// The digest `repo:reference` names, if it exists.
-async fn digest_at(c: &Client, r: &Registry, repo: &str, reference: &str) -> Option<String> {
-    let resp = c
-        .head(r.v2(&format!("{repo}/manifests/{reference}")))
-        .header("Accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    (resp.status() == StatusCode::OK).then(|| {
-        resp.headers()["docker-content-digest"]
-            .to_str()
-            .unwrap()
-            .to_string()
-    })
 }
 
 /// A 403 DENIED whose message names the tag and the rule.
@@ -76,9 +61,12 @@ async fn a_protected_tag_is_never_moved_or_deleted() {
     refused(put(&c, &r, repo, "v1.0", &b).send().await.unwrap(), "v1.0").await;
     let by_digest = put(&c, &r, repo, &format!("{db}?tag=latest&tag=v1.0"), &b);
     refused(by_digest.send().await.unwrap(), "v1.0").await;
-    assert_eq!(digest_at(&c, &r, repo, "v1.0").await.as_deref(), Some(&*da));
-    assert_eq!(digest_at(&c, &r, repo, "latest").await, None);
-    assert_eq!(digest_at(&c, &r, repo, &db).await, None, "nor stored");
+    assert_eq!(
+        manifest_digest(&c, &r, repo, "v1.0").await.as_deref(),
+        Some(&*da)
+    );
+    assert_eq!(manifest_digest(&c, &r, repo, "latest").await, None);
+    assert_eq!(manifest_digest(&c, &r, repo, &db).await, None, "nor stored");
 
     // Deleting it, by tag or by the manifest it names, changes nothing either.
     for reference in ["v1.0", &da] {
@@ -89,7 +77,10 @@ async fn a_protected_tag_is_never_moved_or_deleted() {
             .unwrap();
         refused(resp, "v1.0").await;
     }
-    assert_eq!(digest_at(&c, &r, repo, "v1.0").await.as_deref(), Some(&*da));
+    assert_eq!(
+        manifest_digest(&c, &r, repo, "v1.0").await.as_deref(),
+        Some(&*da)
+    );
 
     // Other tags, other repositories and cosign's signature tag move as ever: a
     // signature appended to the release replaces its `.sig` manifest.
@@ -121,14 +112,17 @@ async fn a_protected_tag_is_never_moved_or_deleted() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-    assert_eq!(digest_at(&c, &r, repo, "v1.0").await.as_deref(), Some(&*db));
+    assert_eq!(
+        manifest_digest(&c, &r, repo, "v1.0").await.as_deref(),
+        Some(&*db)
+    );
     let resp = c
         .delete(r.v2(&format!("{repo}/manifests/v1.0?override_immutable=true")))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(digest_at(&c, &r, repo, "v1.0").await, None);
+    assert_eq!(manifest_digest(&c, &r, repo, "v1.0").await, None);
 
     // The parameter is read once, and only as a boolean.
     for query in [
@@ -188,6 +182,13 @@ async fn only_an_administrator_overrides_the_rules() {
     let body = resp.bytes().await.unwrap();
     assert_error_body(&body, "DENIED");
     assert!(String::from_utf8_lossy(&body).contains("admin"));
+    // Encoded, the parameter is the same parameter: still refused.
+    let resp = as_alice(put(&c, &r, repo, "v1?override%5Fimmutable=%74rue", &b))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&resp.bytes().await.unwrap()).contains("admin"));
     let resp = as_alice(c.delete(r.v2(&format!("{repo}/manifests/v1?override_immutable=true"))))
         .send()
         .await
@@ -238,7 +239,10 @@ async fn a_sync_job_does_not_move_a_protected_tag() {
     };
     let (ok, first) = sync();
     assert!(ok, "{first}");
-    assert_eq!(digest_at(&c, &mirror, repo, "v1.0").await, Some(sha256(&a)));
+    assert_eq!(
+        manifest_digest(&c, &mirror, repo, "v1.0").await,
+        Some(sha256(&a))
+    );
 
     let b = image(&c, &upstream, repo).await;
     put_manifest(&c, &upstream, repo, "v1.0", OCI_MANIFEST, &b).await;
@@ -249,9 +253,12 @@ async fn a_sync_job_does_not_move_a_protected_tag() {
         second.to_string().contains("immutable"),
         "the summary says why: {second}"
     );
-    assert_eq!(digest_at(&c, &mirror, repo, "v1.0").await, Some(sha256(&a)));
     assert_eq!(
-        digest_at(&c, &mirror, repo, "latest").await,
+        manifest_digest(&c, &mirror, repo, "v1.0").await,
+        Some(sha256(&a))
+    );
+    assert_eq!(
+        manifest_digest(&c, &mirror, repo, "latest").await,
         Some(sha256(&b))
     );
 }

@@ -8,8 +8,8 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signet_api_tests::oci::{
-    descriptor, get, header, image_manifest, push_artifact, push_blob, push_image, put_manifest,
-    OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
+    descriptor, get, header, image_manifest, manifest_digest, push_artifact, push_blob, push_image,
+    put_manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, signet_binary, Registry};
 use signet_storage::testing::{TestDatabase, TestS3};
@@ -71,19 +71,9 @@ async fn patch(c: &reqwest::Client, url: &str, start: usize, chunk: &[u8]) -> St
 
 /// The digest a replica answers for `repo:reference`.
 async fn digest_of(c: &reqwest::Client, r: &Registry, repo: &str, reference: &str) -> String {
-    let resp = c
-        .head(r.v2(&format!("{repo}/manifests/{reference}")))
-        .header("Accept", OCI_MANIFEST)
-        .send()
+    manifest_digest(c, r, repo, reference)
         .await
-        .unwrap();
-    assert_eq!(
-        resp.status(),
-        StatusCode::OK,
-        "{repo}:{reference} on {}",
-        r.url
-    );
-    header(resp.headers(), "docker-content-digest").to_string()
+        .unwrap_or_else(|| panic!("{repo}:{reference} on {} is not 200", r.url))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,8 @@
 //! `HEAD`/`GET`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`. Manifests are answered
 //! from the metadata store, byte for byte as they were pushed.
 
+use std::borrow::Cow;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
@@ -56,12 +58,12 @@ fn manifest_of(target: Target) -> ApiResult<ManifestTarget> {
 
 /// The write path a manifest request goes through: without the immutable-tag rules when
 /// an administrator overrides them.
-fn registry_for(state: &AppState, target: &ManifestTarget) -> Registry {
+fn registry_for<'a>(state: &'a AppState, target: &ManifestTarget) -> Cow<'a, Registry> {
     if target.override_immutable {
         tracing::info!(target: "audit", event = "immutable-override", repository = %target.repo, reference = %target.reference, "an administrator overrides the immutable-tag rules");
-        state.registry.overriding_tag_rules()
+        Cow::Owned(state.registry.overriding_tag_rules())
     } else {
-        state.registry.clone()
+        Cow::Borrowed(&state.registry)
     }
 }
 

@@ -79,18 +79,7 @@ async fn verify_manifest(
     subject: &Digest,
     attachment: &Digest,
 ) -> anyhow::Result<Verdict> {
-    let repo_name: RepoName = repo
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad repository"))?;
-    let Some(stored) = meta
-        .get_manifest(&repo_name, &Reference::Digest(attachment.clone()))
-        .await
-        .map_err(|e| Unreadable(format!("the attachment manifest: {e}")))?
-    else {
-        return Err(Gone.into());
-    };
-    let manifest: Value = serde_json::from_slice(&stored.content)?;
-    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let (_, layers) = attachment_layers(meta, repo, attachment, "the attachment manifest").await?;
     let mut first_invalid = None;
     let mut recognised = false;
     for layer in &layers {
@@ -131,12 +120,7 @@ async fn verify_layer(
     layer: &Value,
     media_type: &str,
 ) -> anyhow::Result<Verdict> {
-    let digest: Digest = layer["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("layer digest"))?;
-    let bytes = read_blob(blobs, &digest).await?;
+    let bytes = read_blob(blobs, &layer_digest(layer)?).await?;
     cosign::verify_layer(roots, repo, subject, layer, media_type, &bytes)
 }
 /// The verdict on the bundle referrer `attachment` of `subject`.
@@ -148,14 +132,8 @@ async fn verify_referrer(
     subject: &Digest,
     attachment: &Digest,
 ) -> anyhow::Result<Verdict> {
-    let repo_name: RepoName = repo
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad repository"))?;
-    let manifest = read_manifest(meta, &repo_name, attachment, "the bundle referrer")
-        .await?
-        .ok_or(Gone)?;
-    let manifest: Value = serde_json::from_slice(&manifest)?;
-    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let (repo_name, layers) =
+        attachment_layers(meta, repo, attachment, "the bundle referrer").await?;
     let Some(layer) = layers.iter().find(|l| {
         bundle::BUNDLE_MEDIA_TYPES.contains(&l["mediaType"].as_str().unwrap_or_default())
     }) else {
@@ -163,12 +141,7 @@ async fn verify_referrer(
             "malformed: the referrer has no Sigstore bundle layer",
         ));
     };
-    let digest: Digest = layer["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("layer digest"))?;
-    let bytes = read_blob(blobs, &digest).await?;
+    let bytes = read_blob(blobs, &layer_digest(layer)?).await?;
     let bundle: Value = match serde_json::from_slice(&bytes) {
         Ok(b) => b,
         Err(e) => return Ok(Verdict::invalid(format!("malformed: the bundle: {e}"))),
@@ -189,6 +162,34 @@ async fn verify_referrer(
         ));
     }
     Ok(bundle::verify_bundle(roots, &bundle, subject, None))
+}
+
+/// The layers of the attachment manifest `attachment` in `repo` (`what` names it in a
+/// read failure), with the parsed repository name; [`Gone`] when it was deleted.
+async fn attachment_layers(
+    meta: &dyn Manifests,
+    repo: &str,
+    attachment: &Digest,
+    what: &str,
+) -> anyhow::Result<(RepoName, Vec<Value>)> {
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let manifest = read_manifest(meta, &repo_name, attachment, what)
+        .await?
+        .ok_or(Gone)?;
+    let manifest: Value = serde_json::from_slice(&manifest)?;
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    Ok((repo_name, layers))
+}
+
+/// A layer descriptor's digest.
+fn layer_digest(layer: &Value) -> anyhow::Result<Digest> {
+    layer["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("layer digest"))
 }
 
 async fn read_manifest(
