@@ -23,6 +23,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub server: actix_web::dev::Server,
+    /// The stores, for what is left to write once the server stops.
+    pub state: web::Data<AppState>,
 }
 
 /// Binds the listener and starts the HTTP workers and background maintenance. The
@@ -32,6 +34,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let state = web::Data::new(AppState::open(config.clone()).await?);
     crate::maintenance::spawn(state.clone().into_inner());
     crate::maintenance::spawn_gc(state.clone().into_inner());
+    crate::maintenance::spawn_retention(state.clone().into_inner());
+    crate::maintenance::spawn_pull_writer(state.clone().into_inner());
     let sync = web::Data::new(crate::sync::manager::SyncManager::new(
         state.clone().into_inner(),
     )?);
@@ -122,6 +126,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         addr,
         handle: server.handle(),
         server,
+        state,
     })
 }
 

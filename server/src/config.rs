@@ -386,6 +386,35 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_retention_example_loads() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("### Retention rules").expect("the section")..];
+        let start = section.find("```toml\n").expect("its example") + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signet.toml");
+        std::fs::write(&file, example).unwrap();
+        let cfg = Config::load(Some(&file), &CliOverrides::default()).unwrap();
+        let names: Vec<&str> = cfg
+            .retention
+            .rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["last-ten", "releases", "signed", "untagged-after-a-week"]
+        );
+        assert_eq!(
+            cfg.retention.rules[0].keep,
+            crate::retention::Keep::MostRecentlyPushed(10)
+        );
+        assert_eq!(cfg.retention.rules[1].keep, crate::retention::Keep::Always);
+        assert!(cfg.retention.rules[3].selects_untagged());
+        assert_eq!(cfg.retention.interval_secs, 86_400);
+    }
+
+    #[test]
     fn database_passwords_are_never_shown() {
         assert_eq!(
             redact_password("postgres://signet:s3cret@db:5432/signet"),

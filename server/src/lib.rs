@@ -13,7 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod ext;
-mod maintenance;
+pub mod maintenance;
 pub mod ops;
 pub mod request;
 pub mod retention;

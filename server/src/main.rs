@@ -80,6 +80,18 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Apply the `[[retention.rules]]` once: delete the manifests no rule keeps (with
+    /// their attachments; GC then reclaims their blobs). Safe while the server runs.
+    Retention {
+        /// Report what would be deleted, and the rules' answers; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Check every invariant of the stores (blob bytes against their addresses,
     /// manifests against their derived rows, tags, upload sessions and staging) and
     /// print a report; exits non-zero when problems remain.
@@ -194,6 +206,13 @@ fn main() -> anyhow::Result<()> {
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::gc::run(&state, dry_run, json).await
         }),
+        Command::Retention {
+            dry_run,
+            json,
+            data_dir,
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::retention::run(&state, dry_run, json).await
+        }),
         Command::Fsck {
             repair,
             json,
@@ -287,6 +306,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(addr = %running.addr, "signet is serving");
     running.server.await?;
+    signet_server::maintenance::write_pulls(&running.state).await;
     tracing::info!("signet stopped");
     Ok(())
 }

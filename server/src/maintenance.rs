@@ -65,3 +65,59 @@ pub fn spawn_sync(manager: Arc<crate::sync::manager::SyncManager>) {
         }
     });
 }
+
+/// Writes the pulls noted since the last time every `[retention] record_pulls_every_secs`.
+pub fn spawn_pull_writer(state: Arc<AppState>) {
+    let every = Duration::from_secs(state.config.retention.record_pulls_every_secs.max(1));
+    actix_web::rt::spawn(async move {
+        let mut ticker = actix_web::rt::time::interval(every);
+        loop {
+            ticker.tick().await;
+            write_pulls(&state).await;
+        }
+    });
+}
+
+/// Writes the pulls noted so far (also at shutdown).
+pub async fn write_pulls(state: &AppState) {
+    match state.pulls.write(state.meta.as_ref()).await {
+        Ok(n) => crate::ops::metrics::record_pulls(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not record manifest pulls; kept for the next write")
+        }
+    }
+}
+
+/// Runs retention every `[retention] interval_secs` (none when 0 or without rules), the
+/// first one interval after start. A run finding another replica's under way skips.
+pub fn spawn_retention(state: Arc<AppState>) {
+    let every = state.config.retention.interval_secs;
+    if every == 0 || state.config.retention.rules.is_empty() {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        let mut ticker = actix_web::rt::time::interval(Duration::from_secs(every));
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            // This process's pulls count in the run.
+            write_pulls(&state).await;
+            let result = crate::retention::run::run(&state, false).await;
+            if matches!(&result, Err(e) if e.is::<crate::retention::run::Busy>()) {
+                tracing::debug!("retention runs elsewhere");
+                continue;
+            }
+            crate::ops::metrics::record_retention_run(result.is_ok());
+            match result {
+                Ok(report) => tracing::info!(
+                    repositories = report.repositories.len(),
+                    deleted = report.deleted.len(),
+                    skipped = report.skipped.len(),
+                    kept = report.kept.len(),
+                    "scheduled retention"
+                ),
+                Err(e) => tracing::warn!(error = %e, "scheduled retention failed"),
+            }
+        }
+    });
+}

@@ -8,6 +8,7 @@ use signet_storage::{BlobStore, MetadataStore, Registry};
 
 use crate::cache::ManifestCache;
 use crate::config::{Config, ReplicaConsistency};
+use crate::retention::pulls::PullLog;
 use crate::verify::Verifier;
 
 pub struct AppState {
@@ -22,6 +23,8 @@ pub struct AppState {
     pub manifest_cache: ManifestCache,
     /// Trust roots and verdicts; see [`crate::verify`].
     pub verifier: Arc<Verifier>,
+    /// Manifest pulls not yet written; see [`crate::retention::pulls`].
+    pub pulls: PullLog,
 }
 
 impl AppState {
@@ -65,6 +68,7 @@ impl AppState {
             registry,
             config,
             verifier,
+            pulls: PullLog::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The one write path. Every writer — the distribution API, sync and pull-through, the
-//! signatures extension, `signet migrate`, `signet fsck --repair` — stores and deletes
+//! signatures extension, retention, `signet migrate`, `signet fsck --repair` — stores and deletes
 //! manifests, tags, blob links and signatures through [`Registry`], which fires the
 //! registered [`WriteHooks`] once for each change that committed: the verifier's wake-up
 //! today, notifications next. A writer cannot forget a hook, and a new hook reaches every
@@ -21,7 +21,10 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
-use crate::meta::{AtomicSignature, ManifestPut, MetadataStore, RepositoryExport, SignatureStored};
+use crate::meta::{
+    AtomicSignature, ManifestPut, ManifestSeen, MetadataStore, RepositoryExport, Retired,
+    SignatureStored,
+};
 use crate::names::{RepoName, Tag};
 
 /// What happens after a change commits. Every method has a default that does nothing.
@@ -151,6 +154,27 @@ impl Registry {
             self.fire(|h| h.manifests_deleted(repo, &deleted));
         }
         Ok(deleted)
+    }
+
+    /// Deletes a manifest with its attachments if it is still as retention `seen` it
+    /// (see [`crate::meta::Retention::retire_manifest`]); the tag rules hold as for any
+    /// delete.
+    pub async fn retire_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        seen: &ManifestSeen,
+    ) -> StorageResult<Retired> {
+        let protected = |tag: &str| self.rule_for(repo, tag).is_some();
+        let retired = self
+            .meta
+            .retire_manifest(repo, digest, seen, &protected)
+            .await
+            .map_err(|e| self.named(repo, e))?;
+        if let Retired::Deleted(deleted) = &retired {
+            self.fire(|h| h.manifests_deleted(repo, deleted));
+        }
+        Ok(retired)
     }
 
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {

@@ -210,6 +210,7 @@ async fn every_table_a_cache_reads_feeds_the_counter() {
             "change_feed",
             "gc_lease",
             "leases",
+            "manifest_pulls",
             "repository_blobs",
             "revoked_tokens",
             "sync_jobs",

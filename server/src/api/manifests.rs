@@ -105,6 +105,7 @@ async fn get_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<H
         repo, reference, ..
     } = manifest_of(target)?;
     let m = lookup(&state, &repo, &reference).await?;
+    state.pulls.note(repo.as_str(), &m.digest);
     Ok(manifest_headers(&m).body(m.content))
 }
 

@@ -4,5 +4,6 @@ pub mod attachments;
 pub mod fsck;
 pub mod gc;
 pub mod migrate;
+pub mod retention;
 pub mod sync;
 pub mod verify;

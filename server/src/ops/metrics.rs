@@ -42,6 +42,9 @@ pub struct Metrics {
     pub gc_runs: IntCounterVec,
     pub gc_removed: IntCounterVec,
     pub gc_freed_bytes: IntCounterVec,
+    pub retention_runs: IntCounterVec,
+    pub retention_manifests: IntCounterVec,
+    pub pulls_recorded: IntCounterVec,
     pub sync_running: IntGaugeVec,
     pub sync_items: IntCounterVec,
     pub sync_bytes: IntCounterVec,
@@ -108,6 +111,24 @@ impl Metrics {
                 r,
                 "signet_gc_freed_bytes_total",
                 "Bytes of blobs garbage collection deleted.",
+                &[],
+            ),
+            retention_runs: counters(
+                r,
+                "signet_retention_runs_total",
+                "Scheduled retention runs, by outcome.",
+                &["outcome"],
+            ),
+            retention_manifests: counters(
+                r,
+                "signet_retention_manifests_total",
+                "Manifests retention deleted (with their attachments), or skipped because they changed after it read them.",
+                &["outcome"],
+            ),
+            pulls_recorded: counters(
+                r,
+                "signet_pulls_recorded_total",
+                "Manifest pulls written to the metadata store (the last of each manifest in each batch).",
                 &[],
             ),
             sync_running: register(
@@ -219,6 +240,36 @@ pub fn record_gc(result: Result<&signet_storage::gc::GcReport, ()>) {
             .with_label_values::<&str>(&[])
             .inc_by(report.bytes_freed);
     }
+}
+
+/// A scheduled retention run ended.
+pub fn record_retention_run(ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    global().retention_runs.with_label_values(&[outcome]).inc();
+}
+
+/// Retention deleted `n` manifests (one with its attachments).
+pub fn record_retention_deleted(n: usize) {
+    global()
+        .retention_manifests
+        .with_label_values(&["deleted"])
+        .inc_by(n as u64);
+}
+
+/// Retention left a manifest alone that changed after it was read.
+pub fn record_retention_skipped() {
+    global()
+        .retention_manifests
+        .with_label_values(&["skipped"])
+        .inc();
+}
+
+/// A batch of `n` pulls was written.
+pub fn record_pulls(n: usize) {
+    global()
+        .pulls_recorded
+        .with_label_values::<&str>(&[])
+        .inc_by(n as u64);
 }
 
 /// Is this request one of an upload session (POST, PATCH, PUT of blob bytes)?

@@ -3,7 +3,7 @@
 //!
 //! One trait per concern (`store/`: [`Repositories`], [`BlobLinks`], [`Manifests`],
 //! [`AtomicSignatures`], [`UploadSessions`], [`Collection`], [`SyncJobs`],
-//! [`RevokedTokens`], [`Verdicts`], [`Transfer`]), [`MetadataStore`] all of them; one SQL
+//! [`RevokedTokens`], [`Verdicts`], [`Transfer`], [`Retention`]), [`MetadataStore`] all of them; one SQL
 //! implementation (`sql/`: the query layer in `sql/query.rs`, a file per trait, the
 //! exported schema in `sql/schema.rs`) that runs on each engine (SQLite, PostgreSQL); the
 //! decisions that are not SQL (`rules`); and one test suite (`suite`, with the
@@ -39,8 +39,9 @@ pub use postgres::{PostgresEngine, PostgresMetadata, STALE_BOUND};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
 pub use store::{
-    AtomicSignatures, BlobLinks, Collection, Manifests, ProtectedTags, Repositories, RevokedTokens,
-    SyncJobs, Transfer, UploadSessions, Verdicts,
+    AtomicSignatures, BlobLinks, Collection, Inventory, InventoryManifest, ManifestSeen, Manifests,
+    ProtectedTags, Repositories, Retention, Retired, RevokedTokens, SyncJobs, TagSeen, Transfer,
+    UploadSessions, Verdicts,
 };
 
 /// A manifest as stored: exact bytes plus what was derived from them at push time.
@@ -332,6 +333,7 @@ pub trait MetadataStore:
     + RevokedTokens
     + Verdicts
     + Transfer
+    + Retention
 {
 }
 
@@ -346,6 +348,7 @@ impl<T> MetadataStore for T where
         + RevokedTokens
         + Verdicts
         + Transfer
+        + Retention
         + ?Sized
 {
 }
@@ -395,6 +398,7 @@ pub async fn open_metadata(url: &str) -> StorageResult<Arc<dyn MetadataStore>> {
     }
 }
 
-pub(crate) fn now() -> i64 {
+/// Unix seconds: the clock every stored time is written by.
+pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }

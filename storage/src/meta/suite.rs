@@ -51,6 +51,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     sync_jobs(&*db).await;
     verdicts(&*db).await;
     revoked_tokens(&*db).await;
+    retention(&*db).await;
 }
 
 async fn revoked_tokens(db: &dyn MetadataStore) {
@@ -1126,4 +1127,126 @@ async fn immutable_tags(db: &dyn MetadataStore) {
         .unwrap()
         .unwrap();
     assert_eq!(current.digest, won.digest);
+}
+
+/// What retention reads, and its delete that refuses whatever changed since it was read.
+async fn retention(db: &dyn MetadataStore) {
+    use super::Retired;
+    let r = repo("suite/retention");
+    let image = manifest("{\"retention\":\"image\"}", None);
+    let index = manifest("{\"retention\":\"index\"}", None);
+    let old = manifest("{\"retention\":\"old\"}", None);
+    let sig = manifest("{\"retention\":\"sig\"}", None);
+    db.put_manifest(&put(&r, &image, &[], None)).await.unwrap();
+    db.put_manifest(&put(&r, &index, &[&image.digest], Some("v1")))
+        .await
+        .unwrap();
+    db.put_manifest(&put(&r, &old, &[], Some("old")))
+        .await
+        .unwrap();
+    db.put_manifest(&put(&r, &sig, &[], Some(&cosign_tag(&old.digest, "sig"))))
+        .await
+        .unwrap();
+    assert!(db.inventory(&repo("suite/absent")).await.unwrap().is_none());
+
+    let at = super::now();
+    db.record_pulls(&[
+        (r.to_string(), old.digest.clone(), at - 10),
+        (r.to_string(), old.digest.clone(), at - 20),
+        (r.to_string(), Digest::sha256_of(b"absent"), at),
+        ("suite/absent".into(), old.digest.clone(), at),
+    ])
+    .await
+    .unwrap();
+    db.record_pulls(&[(r.to_string(), old.digest.clone(), at - 30)])
+        .await
+        .unwrap();
+
+    let inventory = db.inventory(&r).await.unwrap().unwrap();
+    let of = |d: &Digest| {
+        inventory
+            .manifests
+            .iter()
+            .find(|m| &m.digest == d)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(inventory.manifests.len(), 4);
+    assert_eq!(of(&index.digest).children, vec![image.digest.clone()]);
+    assert_eq!(of(&index.digest).tags[0].name, "v1");
+    assert!(of(&image.digest).tags.is_empty());
+    assert_eq!(
+        of(&old.digest).pulled_at,
+        Some(at - 10),
+        "the latest pull counts"
+    );
+    assert_eq!(of(&image.digest).pulled_at, None);
+    assert!(of(&sig.digest).is_attachment);
+    assert!(!of(&old.digest).is_attachment);
+    assert_eq!(of(&old.digest).attachments, vec![sig.digest.to_string()]);
+
+    // A child of an index is not deleted while the index lists it.
+    let refused = db
+        .retire_manifest(&r, &image.digest, &of(&image.digest).seen(), &|_| false)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Retired::Changed(_)), "{refused:?}");
+
+    // Tagged again since it was seen: left alone.
+    let seen = of(&old.digest).seen();
+    let mut moved = seen.clone();
+    moved.tags[0].updated_at -= 1;
+    let refused = db
+        .retire_manifest(&r, &old.digest, &moved, &|_| false)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Retired::Changed(_)), "{refused:?}");
+    let mut signed = seen.clone();
+    signed.attachments.clear();
+    let refused = db
+        .retire_manifest(&r, &old.digest, &signed, &|_| false)
+        .await
+        .unwrap();
+    assert!(matches!(refused, Retired::Changed(_)), "{refused:?}");
+    let refused = db
+        .retire_manifest(&r, &old.digest, &seen, &|t| t == "old")
+        .await;
+    assert!(
+        matches!(&refused, Err(StorageError::TagImmutable { tag, .. }) if tag == "old"),
+        "{refused:?}"
+    );
+
+    // As seen: deleted, with its signature.
+    let retired = db
+        .retire_manifest(&r, &old.digest, &seen, &|_| false)
+        .await
+        .unwrap();
+    assert_eq!(
+        retired,
+        Retired::Deleted(vec![old.digest.clone(), sig.digest.clone()])
+    );
+    let again = db
+        .retire_manifest(&r, &old.digest, &seen, &|_| false)
+        .await
+        .unwrap();
+    assert!(matches!(again, Retired::Changed(_)), "{again:?}");
+
+    // The index first, then its child.
+    let retired = db
+        .retire_manifest(&r, &index.digest, &of(&index.digest).seen(), &|_| false)
+        .await
+        .unwrap();
+    assert_eq!(retired, Retired::Deleted(vec![index.digest.clone()]));
+    let retired = db
+        .retire_manifest(&r, &image.digest, &of(&image.digest).seen(), &|_| false)
+        .await
+        .unwrap();
+    assert_eq!(retired, Retired::Deleted(vec![image.digest.clone()]));
+    assert!(db
+        .inventory(&r)
+        .await
+        .unwrap()
+        .unwrap()
+        .manifests
+        .is_empty());
 }

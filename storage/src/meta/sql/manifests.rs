@@ -159,50 +159,11 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         let mut tx = self.engine.begin(Access::Push).await?;
         // No tag moves onto what is deleted while its tags are checked.
         lock_tags::<E>(&mut tx, repo_id).await?;
-        let mut walk = AttachmentWalk::new(digest, with_attachments);
-        while let Some(subject) = walk.next_subject() {
-            let q = query(
-                "SELECT DISTINCT a.attachment FROM attachments a
-                   JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
-                  WHERE a.repository_id = $1 AND a.subject = $2 AND a.source <> 'extension'",
-            )
-            .bind(repo_id)
-            .bind(subject);
-            let rows = tx.fetch(q).await?;
-            walk.attached(
-                rows.iter()
-                    .map(|r| r.text("attachment"))
-                    .collect::<StorageResult<_>>()?,
-            );
+        let deleted =
+            delete_walk::<E>(&mut tx, repo_id, digest, with_attachments, protected).await?;
+        if !deleted.is_empty() {
+            tx.commit().await?;
         }
-        let doomed = walk.into_found();
-        for d in &doomed {
-            let q = query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(d);
-            for row in tx.fetch(q).await? {
-                let tag = row.text("name")?;
-                if protected(&tag) {
-                    return Err(StorageError::TagImmutable {
-                        tag,
-                        rule: String::new(),
-                    });
-                }
-            }
-        }
-        let mut deleted = Vec::new();
-        for d in &doomed {
-            // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).
-            let q = query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
-                .bind(repo_id)
-                .bind(d);
-            if tx.execute(q).await? > 0 {
-                deleted.push(parse_digest(d)?);
-            } else if d == &doomed[0] {
-                return Ok(Vec::new());
-            }
-        }
-        tx.commit().await?;
         Ok(deleted)
     }
 
@@ -341,4 +302,61 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         let rows = self.engine.readers().fetch(q).await?;
         rows.iter().map(|r| r.digest("index_digest")).collect()
     }
+}
+
+/// Deletes `digest`, the tags pointing at it and its edges, and with `with_attachments`
+/// its attachments (recursively), in `tx` (which holds [`lock_tags`]). Empty when the
+/// manifest is absent; [`StorageError::TagImmutable`] when a tag that would go is
+/// `protected`.
+pub(super) async fn delete_walk<E: Engine>(
+    tx: &mut E::Tx,
+    repo_id: i64,
+    digest: &Digest,
+    with_attachments: bool,
+    protected: ProtectedTags<'_>,
+) -> StorageResult<Vec<Digest>> {
+    let mut walk = AttachmentWalk::new(digest, with_attachments);
+    while let Some(subject) = walk.next_subject() {
+        let q = query(
+            "SELECT DISTINCT a.attachment FROM attachments a
+               JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
+              WHERE a.repository_id = $1 AND a.subject = $2 AND a.source <> 'extension'",
+        )
+        .bind(repo_id)
+        .bind(subject);
+        let rows = tx.fetch(q).await?;
+        walk.attached(
+            rows.iter()
+                .map(|r| r.text("attachment"))
+                .collect::<StorageResult<_>>()?,
+        );
+    }
+    let doomed = walk.into_found();
+    for d in &doomed {
+        let q = query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(d);
+        for row in tx.fetch(q).await? {
+            let tag = row.text("name")?;
+            if protected(&tag) {
+                return Err(StorageError::TagImmutable {
+                    tag,
+                    rule: String::new(),
+                });
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for d in &doomed {
+        // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).
+        let q = query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
+            .bind(repo_id)
+            .bind(d);
+        if tx.execute(q).await? > 0 {
+            deleted.push(parse_digest(d)?);
+        } else if d == &doomed[0] {
+            return Ok(Vec::new());
+        }
+    }
+    Ok(deleted)
 }

@@ -14,6 +14,7 @@ mod common;
 mod manifests;
 pub(crate) mod query;
 mod repositories;
+mod retention;
 mod revoked_tokens;
 mod sync_jobs;
 mod transfer;

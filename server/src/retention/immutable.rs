@@ -9,22 +9,12 @@
 //! rule that says `attachment_tags = true`, so cosign can keep appending signatures to
 //! a released image.
 
-use std::fmt;
-
-use regex::Regex;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use signet_oci::attachments::AttachmentTag;
-use signet_oci::RepoPattern;
 use signet_storage::registry::TagRules;
 use signet_storage::RepoName;
 
-/// `[retention]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// `[[retention.immutable]]`: the first rule that matches a tag protects it.
-    pub immutable: Vec<ImmutableRule>,
-}
+use super::{Pattern, RetentionConfig, TagRegex};
 
 /// One `[[retention.immutable]]` rule.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,70 +52,10 @@ impl TagRules for ImmutableTags {
             .iter()
             .find(|r| {
                 (r.attachment_tags || !attachment)
-                    && r.repositories.iter().any(|p| p.0.matches(repo.as_str()))
-                    && r.tags.regex.is_match(tag)
+                    && r.repositories.iter().any(|p| p.matches(repo.as_str()))
+                    && r.tags.is_match(tag)
             })
             .map(|r| r.name.clone())
-    }
-}
-
-/// A repository pattern, checked when the configuration is read.
-#[derive(Clone, PartialEq)]
-pub struct Pattern(RepoPattern);
-
-impl fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl Serialize for Pattern {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Pattern {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        RepoPattern::new(&text)
-            .map(Pattern)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A tag regular expression that must match the whole tag, compiled when the
-/// configuration is read.
-#[derive(Clone)]
-pub struct TagRegex {
-    text: String,
-    regex: Regex,
-}
-
-impl PartialEq for TagRegex {
-    fn eq(&self, other: &Self) -> bool {
-        self.text == other.text
-    }
-}
-
-impl fmt::Debug for TagRegex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TagRegex({:?})", self.text)
-    }
-}
-
-impl Serialize for TagRegex {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text)
-    }
-}
-
-impl<'de> Deserialize<'de> for TagRegex {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let regex = Regex::new(&format!("^(?:{text})$"))
-            .map_err(|e| serde::de::Error::custom(format!("tags {text:?}: {e}")))?;
-        Ok(TagRegex { text, regex })
     }
 }
 
