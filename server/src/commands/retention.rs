@@ -25,7 +25,7 @@ pub fn render(report: &RetentionReport) -> String {
     let mut out = String::new();
     let verb = if report.dry_run {
         out.push_str("dry run: nothing was deleted\n");
-        "would delete"
+        "to delete"
     } else {
         "deleted"
     };
@@ -67,4 +67,51 @@ pub fn render(report: &RetentionReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use signet_storage::meta::ManifestSeen;
+    use signet_storage::Digest;
+
+    use super::*;
+    use crate::retention::plan::{Deletion, Kept};
+
+    #[test]
+    fn the_text_names_each_deletion_with_its_reasons_and_each_kept_artifact() {
+        let gone = Digest::sha256_of(b"gone");
+        let stays = Digest::sha256_of(b"stays");
+        let report = RetentionReport {
+            dry_run: true,
+            repositories: vec!["ci/app".into()],
+            deleted: vec![Deletion {
+                repository: "ci/app".into(),
+                digest: gone.clone(),
+                tags: vec![],
+                why: vec![r#"rule "r": untagged, which it does not look at"#.into()],
+                attachments: vec![Digest::sha256_of(b"sig")],
+                seen: ManifestSeen {
+                    pushed_at: 0,
+                    tags: vec![],
+                    attachments: vec![],
+                },
+            }],
+            kept: vec![Kept {
+                repository: "ci/app".into(),
+                digest: stays.clone(),
+                tags: vec!["v1".into()],
+                why: "written within the grace period".into(),
+            }],
+            skipped: vec![],
+        };
+        let text = render(&report);
+        assert_eq!(
+            text,
+            format!(
+                "dry run: nothing was deleted\nrepositories governed: 1\nmanifests to delete: 1\n  \
+                 ci/app@{gone} (untagged)\n    rule \"r\": untagged, which it does not look at\n    \
+                 with 1 attachment(s)\nkept: 1\n  ci/app@{stays} (v1): written within the grace period\n"
+            )
+        );
+    }
 }
