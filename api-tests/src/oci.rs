@@ -297,3 +297,26 @@ pub async fn push_artifact(
     .await;
     digest
 }
+
+/// A two-platform (linux/amd64, linux/arm64) OCI index tagged `tag` in `repo`, its
+/// children pushed by digest first; the index's bytes.
+pub async fn push_two_platform_index(c: &Client, r: &Registry, repo: &str, tag: &str) -> Vec<u8> {
+    let mut children = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
+        let layer = crate::random_bytes(2048);
+        push_blob(c, r, repo, config.as_bytes()).await;
+        push_blob(c, r, repo, &layer).await;
+        let child = image_manifest(config.as_bytes(), &[&layer], json!({}));
+        put_manifest(c, r, repo, &crate::sha256(&child), OCI_MANIFEST, &child).await;
+        let mut d = descriptor(OCI_MANIFEST, &child);
+        d["platform"] = json!({"os": "linux", "architecture": arch});
+        children.push(d);
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children,
+    }))
+    .unwrap();
+    put_manifest(c, r, repo, tag, OCI_INDEX, &index).await;
+    index
+}

@@ -9,31 +9,10 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::{
-    descriptor, error_code, get, image_manifest, push_blob, put_manifest, OCI_INDEX, OCI_MANIFEST,
+    descriptor, error_code, get, push_blob, push_two_platform_index as push_index, put_manifest,
+    OCI_INDEX, OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
-
-/// A two-platform index tagged `tag` in `repo`; its bytes.
-async fn push_index(c: &Client, r: &Registry, repo: &str, tag: &str) -> Vec<u8> {
-    let mut children = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
-        let layer = random_bytes(2048);
-        push_blob(c, r, repo, config.as_bytes()).await;
-        push_blob(c, r, repo, &layer).await;
-        let child = image_manifest(config.as_bytes(), &[&layer], json!({}));
-        put_manifest(c, r, repo, &sha256(&child), OCI_MANIFEST, &child).await;
-        let mut d = descriptor(OCI_MANIFEST, &child);
-        d["platform"] = json!({"os": "linux", "architecture": arch});
-        children.push(d);
-    }
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children,
-    }))
-    .unwrap();
-    put_manifest(c, r, repo, tag, OCI_INDEX, &index).await;
-    index
-}
 
 /// A cosign-style `.sig` of `subject` in `repo`.
 async fn push_signature(c: &Client, r: &Registry, repo: &str, subject: &str) -> String {

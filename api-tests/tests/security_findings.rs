@@ -531,6 +531,14 @@ async fn api_sync_jobs_read_no_server_files_and_seal_their_passwords() {
             "a plain path lookaside",
             json!({"name": "path", "lookaside": "/etc"}),
         ),
+        (
+            "a layout folder",
+            json!({"name": "layout", "upstream": "oci:/etc"}),
+        ),
+        (
+            "a layout tar",
+            json!({"name": "archive", "upstream": "oci-archive:/etc/shadow"}),
+        ),
     ] {
         let (status, body) = create_job(&r, job(extra)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod ext;
+pub mod layout;
 pub mod maintenance;
 pub mod ops;
 pub mod request;

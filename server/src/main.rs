@@ -80,6 +80,39 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write images, every platform and every attachment (cosign tags, referrers,
+    /// atomic signatures), into an OCI image layout: a tar when OUT ends in `.tar`, a
+    /// folder otherwise (only new blobs are written to an existing one).
+    Export {
+        /// `repo` (every tag), `repo:tag` or `repo@digest`.
+        #[arg(required = true)]
+        images: Vec<String>,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Store what an OCI image layout holds (a folder or a tar, from `signet export`,
+    /// `skopeo copy ... oci:` or `oci-archive:`): every digest checked before anything
+    /// is stored; a rerun copies only what is missing.
+    Import {
+        /// The layout: a folder or a tar.
+        path: PathBuf,
+        /// Put every repository under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// The repository of entries that name only a tag (`skopeo copy ... oci:DIR:v1`).
+        #[arg(long, default_value = "")]
+        repository: String,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Apply the `[[retention.rules]]` once: delete the manifests no rule keeps (with
     /// their attachments; GC then reclaims their blobs). Safe while the server runs.
     Retention {
@@ -205,6 +238,24 @@ fn main() -> anyhow::Result<()> {
             data_dir,
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::gc::run(&state, dry_run, json).await
+        }),
+        Command::Export {
+            images,
+            output,
+            json,
+            data_dir,
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::transfer::export(&state, &images, &output, json).await
+        }),
+        Command::Import {
+            path,
+            prefix,
+            repository,
+            json,
+            data_dir,
+        } => print_with_stores(cli_config, data_dir, |state| async move {
+            signet_server::commands::transfer::import(&state, &path, &prefix, &repository, json)
+                .await
         }),
         Command::Retention {
             dry_run,

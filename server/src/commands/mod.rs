@@ -6,4 +6,5 @@ pub mod gc;
 pub mod migrate;
 pub mod retention;
 pub mod sync;
+pub mod transfer;
 pub mod verify;

@@ -34,6 +34,13 @@ pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<Stri
             }
         },
     };
+    run_job(state, &config, json).await
+}
+
+/// Runs `config` once (a configured job, or one made for `signet import`), progress on
+/// stderr; the summary, or an error naming the failed items.
+pub async fn run_job(state: &AppState, config: &SyncJob, json: bool) -> anyhow::Result<String> {
+    let job = config.name.as_str();
     let control = Control::default();
     let bar = std::io::stderr()
         .is_terminal()
@@ -44,7 +51,7 @@ pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<Stri
     };
     let report = match &bar {
         Some(bar) => {
-            let run = run_controlled(state, &config, &progress, &control);
+            let run = run_controlled(state, config, &progress, &control);
             tokio::pin!(run);
             let mut ticker = tokio::time::interval(std::time::Duration::from_millis(200));
             loop {
@@ -54,7 +61,7 @@ pub async fn run(state: &AppState, job: &str, json: bool) -> anyhow::Result<Stri
                 }
             }
         }
-        None => run_controlled(state, &config, &progress, &control).await,
+        None => run_controlled(state, config, &progress, &control).await,
     };
     if let Some(bar) = &bar {
         bar.clear();

@@ -134,7 +134,7 @@ async fn create(m: Option<web::Data<SyncManager>>, body: web::Bytes) -> HttpResp
             );
         }
     }
-    if let Err(e) = super::plan::Plan::new(&job).and_then(|_| super::source::open(&job)) {
+    if let Err(e) = super::plan::Plan::new(&job).and_then(|_| super::source::check(&job)) {
         return error(StatusCode::BAD_REQUEST, "INVALID", format!("{e:#}"));
     }
     if !job.password.is_empty() && !m.seals_passwords() {

@@ -71,6 +71,13 @@ impl SyncJob {
     /// The files on the server the job would read: its CA file, a `file://` lookaside.
     pub fn server_files(&self) -> Vec<&str> {
         let mut files = Vec::new();
+        if let Some(layout) = self
+            .upstream
+            .strip_prefix("oci:")
+            .or_else(|| self.upstream.strip_prefix("oci-archive:"))
+        {
+            files.push(layout);
+        }
         if !self.ca_file.is_empty() {
             files.push(self.ca_file.as_str());
         }
@@ -89,8 +96,12 @@ impl SyncJob {
 #[serde(default, deny_unknown_fields)]
 pub struct SyncJob {
     pub name: String,
-    /// `http://host:port` or `https://host`.
+    /// `http://host:port` or `https://host`; or an OCI layout on disk, `oci:/path` (a
+    /// folder) or `oci-archive:/path.tar` (what `signet export` writes).
     pub upstream: String,
+    /// For a layout upstream: the repository of entries that name none (a layout
+    /// `skopeo copy ... oci:DIR:TAG` wrote).
+    pub layout_repository: String,
     /// A PEM file of CA certificates trusted for an `https` upstream, besides the
     /// system's roots (an internal registry with its own CA).
     pub ca_file: String,
@@ -144,6 +155,7 @@ impl std::fmt::Debug for SyncJob {
         f.debug_struct("SyncJob")
             .field("name", &shown.name)
             .field("upstream", &shown.upstream)
+            .field("layout_repository", &shown.layout_repository)
             .field("ca_file", &shown.ca_file)
             .field("lookaside", &shown.lookaside)
             .field("username", &shown.username)
@@ -169,6 +181,7 @@ impl Default for SyncJob {
         Self {
             name: String::new(),
             upstream: String::new(),
+            layout_repository: String::new(),
             ca_file: String::new(),
             lookaside: String::new(),
             username: String::new(),

@@ -199,7 +199,7 @@ impl PullThrough {
             let job = config.as_job();
             Plan::new(&job)?;
             routes.push(Route {
-                upstream: source::open(&job)?,
+                upstream: source::open_registry(&job)?,
                 prefix,
                 job,
                 checked: Expiring::new(Duration::from_secs(config.tag_ttl_secs), REMEMBERED),

@@ -99,7 +99,7 @@ async fn run_inner(
     control: &Control,
 ) -> anyhow::Result<SyncReport> {
     let plan = Plan::new(job)?;
-    let upstream = source::open(job)?;
+    let upstream = source::open(job).await?;
     *control.report.lock().expect("report lock") = SyncReport {
         job: job.name.clone(),
         ..Default::default()

@@ -1,7 +1,7 @@
 //! Where sync reads from: what the runner and pull-through ask of a source, whatever
-//! it is. Today the one source is an upstream registry ([`super::upstream::Upstream`]);
-//! another (an OCI layout on disk, say) is a type implementing [`Source`] and its
-//! arm in [`open`].
+//! it is: an upstream registry ([`super::upstream::Upstream`]) or an OCI layout on disk
+//! ([`crate::layout::source::LayoutSource`], `oci:` and `oci-archive:` upstreams).
+//! Another is a type implementing [`Source`] and its arm in [`open`].
 
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use signet_storage::digest::Digest;
 use super::job::SyncJob;
 use super::retry::Retry;
 use super::upstream::{BlobStream, Upstream};
+use crate::layout::source::LayoutSource;
+use crate::layout::Location;
 
 #[async_trait]
 pub trait Source: Send + Sync {
@@ -65,7 +67,28 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// The source a job names.
-pub fn open(job: &SyncJob) -> anyhow::Result<Arc<dyn Source>> {
+/// The source a job names: a registry, or a layout on disk.
+pub async fn open(job: &SyncJob) -> anyhow::Result<Arc<dyn Source>> {
+    if let Some(location) = Location::from_upstream(&job.upstream) {
+        let layout = LayoutSource::open(&location, &job.layout_repository).await?;
+        return Ok(Arc::new(layout));
+    }
+    open_registry(job)
+}
+
+/// The registry a job names (pull-through fills from registries only).
+pub fn open_registry(job: &SyncJob) -> anyhow::Result<Arc<dyn Source>> {
+    if Location::from_upstream(&job.upstream).is_some() {
+        anyhow::bail!("{}: a registry is needed here, not a layout", job.upstream);
+    }
     Ok(Arc::new(Upstream::new(job)?))
+}
+
+/// Checks what a job names as its source without reading it (a layout is read when
+/// the job runs).
+pub fn check(job: &SyncJob) -> anyhow::Result<()> {
+    if Location::from_upstream(&job.upstream).is_some() {
+        return Ok(());
+    }
+    Upstream::new(job).map(|_| ())
 }

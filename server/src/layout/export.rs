@@ -1,0 +1,390 @@
+//! `signet export`: images, every platform and every attachment, into a layout.
+//!
+//! For each selected manifest: its blobs, its children (each platform manifest), then
+//! everything attached to any of them, transitively: cosign tags and referrers
+//! fallback tags (entries named by their tag), OCI referrers (entries of the
+//! repository), atomic signatures (`signet-signatures.json`). Each blob is written once.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use signet_storage::attachments::AttachmentTag;
+use signet_storage::manifest::parse_manifest;
+use signet_storage::meta::Page;
+use signet_storage::{Digest, Reference, RepoName};
+
+use super::sink::Sink;
+use super::{AtomicEntry, Location, KIND, REF_NAME, REPOSITORY, SIGNATURES_FILE};
+use crate::state::AppState;
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ExportReport {
+    /// Entries of index.json: tags, referrers, manifests selected by digest.
+    pub entries: usize,
+    pub manifests: usize,
+    /// Blobs written (those already in a folder layout are not counted).
+    pub blobs: usize,
+    pub bytes: u64,
+    pub atomic_signatures: usize,
+}
+
+/// One selection on the command line: `repo`, `repo:tag` or `repo@digest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub repo: RepoName,
+    pub reference: Option<Reference>,
+}
+
+impl Selection {
+    pub fn parse(text: &str) -> anyhow::Result<Selection> {
+        let (repo, reference) = if let Some((repo, digest)) = text.split_once('@') {
+            (
+                repo,
+                Some(Reference::Digest(
+                    digest.parse().map_err(|e| anyhow!("{text}: {e}"))?,
+                )),
+            )
+        } else if let Some((repo, tag)) = text.rsplit_once(':') {
+            (
+                repo,
+                Some(Reference::Tag(
+                    tag.parse().map_err(|e| anyhow!("{text}: {e}"))?,
+                )),
+            )
+        } else {
+            (text, None)
+        };
+        Ok(Selection {
+            repo: repo.parse().map_err(|e| anyhow!("{text}: {e}"))?,
+            reference,
+        })
+    }
+}
+
+/// The export in progress.
+struct Export<'a> {
+    state: &'a AppState,
+    sink: Sink,
+    report: ExportReport,
+    /// index.json's entries, keyed so each is listed once.
+    entries: BTreeMap<(String, String, String), Value>,
+    /// Manifests written, per repository.
+    written: HashSet<(String, Digest)>,
+    signatures: Vec<AtomicEntry>,
+    progress: &'a (dyn Fn(&ExportReport) + Sync),
+}
+
+/// Writes the selected images with their attachments to `to`.
+pub async fn export(
+    state: &AppState,
+    selections: &[Selection],
+    to: &Location,
+    progress: &(dyn Fn(&ExportReport) + Sync),
+) -> anyhow::Result<ExportReport> {
+    let mut export = Export {
+        state,
+        sink: Sink::create(to).await?,
+        report: ExportReport::default(),
+        entries: BTreeMap::new(),
+        written: HashSet::new(),
+        signatures: Vec::new(),
+        progress,
+    };
+    for selection in selections {
+        export.selection(selection).await?;
+    }
+    let Export {
+        sink,
+        mut report,
+        entries,
+        signatures,
+        ..
+    } = export;
+    let mut sink = sink;
+    if !signatures.is_empty() {
+        sink.file(
+            SIGNATURES_FILE,
+            Bytes::from(serde_json::to_vec_pretty(&signatures)?),
+        )
+        .await?;
+    }
+    report.entries = entries.len();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries.into_values().collect::<Vec<_>>(),
+    });
+    sink.finish(Bytes::from(serde_json::to_vec_pretty(&index)?))
+        .await?;
+    Ok(report)
+}
+
+impl Export<'_> {
+    async fn selection(&mut self, selection: &Selection) -> anyhow::Result<()> {
+        let repo = &selection.repo;
+        let attachment_tags = self.attachment_tags(repo).await?;
+        let roots: Vec<(Option<String>, Digest)> = match &selection.reference {
+            Some(Reference::Tag(tag)) => vec![(
+                Some(tag.to_string()),
+                self.resolve(repo, tag.as_str()).await?,
+            )],
+            Some(Reference::Digest(d)) => vec![(None, d.clone())],
+            None => {
+                let mut roots = Vec::new();
+                for tag in self.all_tags(repo).await? {
+                    if AttachmentTag::parse(&tag).is_none() {
+                        let digest = self.resolve(repo, &tag).await?;
+                        roots.push((Some(tag), digest));
+                    }
+                }
+                if roots.is_empty() {
+                    bail!("{repo}: no tags to export");
+                }
+                roots
+            }
+        };
+        // Manifests whose attachments are yet to be looked at.
+        let mut queue: VecDeque<Digest> = VecDeque::new();
+        for (tag, digest) in roots {
+            let media_type = self.manifest_tree(repo, &digest, &mut queue).await?;
+            let kind = image_kind(&media_type);
+            self.entry(repo, tag.as_deref(), &digest, &media_type, Some(kind))
+                .await?;
+        }
+        let mut looked: HashSet<Digest> = HashSet::new();
+        while let Some(subject) = queue.pop_front() {
+            if !looked.insert(subject.clone()) {
+                continue;
+            }
+            // Cosign tags and referrers fallback tags naming it.
+            for (tag, target) in attachment_tags.get(&subject).into_iter().flatten() {
+                let media_type = self.manifest_tree(repo, target, &mut queue).await?;
+                self.entry(repo, Some(tag), target, &media_type, tag_kind(tag))
+                    .await?;
+            }
+            // OCI referrers.
+            for referrer in self
+                .state
+                .meta
+                .list_referrers(repo, &subject, false)
+                .await?
+            {
+                let media_type = self
+                    .manifest_tree(repo, &referrer.digest, &mut queue)
+                    .await?;
+                self.entry(repo, None, &referrer.digest, &media_type, None)
+                    .await?;
+            }
+            // Atomic signatures.
+            for signature in self
+                .state
+                .meta
+                .list_atomic_signatures(repo, &subject)
+                .await?
+            {
+                let digest = Digest::sha256_of(&signature.content);
+                let size = signature.content.len() as u64;
+                if !self.sink.has_blob(&digest, size).await {
+                    let content = signature.content.clone();
+                    self.sink
+                        .blob(&digest, size, futures::stream::iter([Ok(content)]))
+                        .await?;
+                }
+                self.signatures.push(AtomicEntry {
+                    repository: repo.to_string(),
+                    manifest: subject.clone(),
+                    id: signature.id,
+                    digest,
+                });
+                self.report.atomic_signatures += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every tag of `repo`.
+    async fn all_tags(&self, repo: &RepoName) -> anyhow::Result<Vec<String>> {
+        let mut tags = Vec::new();
+        loop {
+            let page = Page {
+                last: tags.last().map(String::as_str),
+                limit: Some(1000),
+            };
+            let Some(more) = self.state.meta.list_tags(repo, page).await? else {
+                bail!("{repo}: no such repository");
+            };
+            if more.is_empty() {
+                return Ok(tags);
+            }
+            tags.extend(more);
+        }
+    }
+
+    /// The attachment tags of `repo` by the subject they name: (tag, manifest).
+    async fn attachment_tags(
+        &self,
+        repo: &RepoName,
+    ) -> anyhow::Result<BTreeMap<Digest, Vec<(String, Digest)>>> {
+        let mut by_subject: BTreeMap<Digest, Vec<(String, Digest)>> = BTreeMap::new();
+        for tag in self.all_tags(repo).await? {
+            if let Some(parsed) = AttachmentTag::parse(&tag) {
+                let target = self.resolve(repo, &tag).await?;
+                by_subject
+                    .entry(parsed.subject().clone())
+                    .or_default()
+                    .push((tag, target));
+            }
+        }
+        Ok(by_subject)
+    }
+
+    async fn resolve(&self, repo: &RepoName, tag: &str) -> anyhow::Result<Digest> {
+        let reference = Reference::Tag(tag.parse().map_err(|e| anyhow!("{tag}: {e}"))?);
+        Ok(self
+            .state
+            .meta
+            .get_manifest(repo, &reference)
+            .await?
+            .ok_or_else(|| anyhow!("{repo}:{tag}: no such tag"))?
+            .digest)
+    }
+
+    /// Writes a manifest, its blobs and its children (recursively), each once; each of
+    /// them is queued for its attachments. Its media type.
+    async fn manifest_tree(
+        &mut self,
+        repo: &RepoName,
+        root: &Digest,
+        queue: &mut VecDeque<Digest>,
+    ) -> anyhow::Result<String> {
+        let mut root_type = None;
+        let mut pending = vec![root.clone()];
+        while let Some(digest) = pending.pop() {
+            let stored = self
+                .state
+                .meta
+                .get_manifest(repo, &Reference::Digest(digest.clone()))
+                .await?
+                .ok_or_else(|| anyhow!("{repo}@{digest}: no such manifest"))?;
+            if root_type.is_none() {
+                root_type = Some(stored.media_type.clone());
+            }
+            queue.push_back(digest.clone());
+            if !self.written.insert((repo.to_string(), digest.clone())) {
+                continue;
+            }
+            let parsed = parse_manifest(&stored.content, Some(&stored.media_type))
+                .map_err(|e| anyhow!("{repo}@{digest}: {e}"))?;
+            for blob in parsed.required_blobs() {
+                self.blob(&blob).await?;
+            }
+            pending.extend(parsed.children.iter().map(|c| c.digest.clone()));
+            let size = stored.content.len() as u64;
+            if !self.sink.has_blob(&digest, size).await {
+                self.sink
+                    .blob(&digest, size, futures::stream::iter([Ok(stored.content)]))
+                    .await?;
+            }
+            self.report.manifests += 1;
+            (self.progress)(&self.report);
+        }
+        Ok(root_type.unwrap_or_default())
+    }
+
+    /// Copies a blob from the store, unless the layout has it.
+    async fn blob(&mut self, digest: &Digest) -> anyhow::Result<()> {
+        let size = self
+            .state
+            .blobs
+            .size(digest)
+            .await?
+            .ok_or_else(|| anyhow!("blob {digest}: missing from the store"))?;
+        if self.sink.has_blob(digest, size).await {
+            return Ok(());
+        }
+        let body = self
+            .state
+            .blobs
+            .get(digest, None)
+            .await
+            .with_context(|| format!("blob {digest}"))?;
+        self.sink.blob(digest, size, body.stream).await?;
+        self.report.blobs += 1;
+        self.report.bytes += size;
+        (self.progress)(&self.report);
+        Ok(())
+    }
+
+    /// Lists a manifest in index.json: by `repo:tag`, or (no tag) by its repository;
+    /// `kind` is cosign save's annotation.
+    async fn entry(
+        &mut self,
+        repo: &RepoName,
+        tag: Option<&str>,
+        digest: &Digest,
+        media_type: &str,
+        kind: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let size = self.manifest_size(repo, digest).await?;
+        let mut annotations = Map::new();
+        annotations.insert(REPOSITORY.into(), json!(repo.as_str()));
+        if let Some(tag) = tag {
+            annotations.insert(REF_NAME.into(), json!(format!("{repo}:{tag}")));
+        }
+        if let Some(kind) = kind {
+            annotations.insert(KIND.into(), json!(kind));
+        }
+        let key = (
+            repo.to_string(),
+            tag.unwrap_or_default().to_string(),
+            digest.to_string(),
+        );
+        self.entries.insert(
+            key,
+            json!({
+                "mediaType": media_type,
+                "digest": digest.to_string(),
+                "size": size,
+                "annotations": annotations,
+            }),
+        );
+        Ok(())
+    }
+
+    async fn manifest_size(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<u64> {
+        Ok(self
+            .state
+            .meta
+            .get_manifest(repo, &Reference::Digest(digest.clone()))
+            .await?
+            .ok_or_else(|| anyhow!("{repo}@{digest}: no such manifest"))?
+            .content
+            .len() as u64)
+    }
+}
+
+/// cosign save's `kind` of an image or an index.
+fn image_kind(media_type: &str) -> &'static str {
+    match media_type {
+        "application/vnd.oci.image.index.v1+json"
+        | "application/vnd.docker.distribution.manifest.list.v2+json" => {
+            "dev.cosignproject.cosign/imageIndex"
+        }
+        _ => "dev.cosignproject.cosign/image",
+    }
+}
+
+/// cosign save's `kind` of a signature or attestation tag.
+fn tag_kind(tag: &str) -> Option<&'static str> {
+    if tag.ends_with(".sig") {
+        Some("dev.cosignproject.cosign/sigs")
+    } else if tag.ends_with(".att") {
+        Some("dev.cosignproject.cosign/atts")
+    } else {
+        None
+    }
+}
