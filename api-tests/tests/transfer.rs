@@ -366,3 +366,58 @@ async fn a_sync_job_reads_a_tar_and_verifies_on_ingest() {
         "the unsigned one is not"
     );
 }
+
+#[tokio::test]
+async fn the_next_trip_carries_only_new_blobs() {
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let source = Registry::start();
+    let shared = random_bytes(8192);
+    push_image(&c, &source, "team/app", "v1", &[&shared]).await;
+    let first = dir.path().join("first.tar");
+    succeeded(&cli(
+        &source,
+        &["export", "team/app", "-o", first.to_str().unwrap()],
+    ));
+    let target = Registry::start();
+    succeeded(&cli(&target, &["import", first.to_str().unwrap()]));
+
+    let fresh = random_bytes(8192);
+    let v2 = push_image(&c, &source, "team/app", "v2", &[&shared, &fresh]).await;
+    let delta = dir.path().join("delta");
+    let report: Value = serde_json::from_str(&succeeded(&cli(
+        &source,
+        &[
+            "export",
+            "team/app",
+            "-o",
+            delta.to_str().unwrap(),
+            "--since",
+            first.to_str().unwrap(),
+            "--json",
+        ],
+    )))
+    .unwrap();
+    assert!(report["blobs_left_out"].as_u64().unwrap() >= 1, "{report}");
+    let shared_path = format!(
+        "blobs/sha256/{}",
+        sha256(&shared).trim_start_matches("sha256:")
+    );
+    assert!(
+        !delta.join(&shared_path).exists(),
+        "the shared layer stays behind"
+    );
+
+    succeeded(&cli(&target, &["import", delta.to_str().unwrap()]));
+    assert_eq!(
+        manifest(&c, &target, "team/app", "v2").await,
+        (StatusCode::OK, v2)
+    );
+
+    // Alone, the delta lacks what only the first trip carried.
+    let elsewhere = Registry::start();
+    let out = cli(&elsewhere, &["import", delta.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&shared_path));
+    assert_eq!(catalog(&c, &elsewhere).await, json!([]), "nothing stored");
+}

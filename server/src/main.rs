@@ -89,6 +89,10 @@ enum Command {
         images: Vec<String>,
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// An earlier export (folder or tar): leave out the blobs it holds, for a
+        /// destination that imported it (manifests are always written).
+        #[arg(long)]
+        since: Option<PathBuf>,
         /// The report as JSON.
         #[arg(long)]
         json: bool,
@@ -242,10 +246,18 @@ fn main() -> anyhow::Result<()> {
         Command::Export {
             images,
             output,
+            since,
             json,
             data_dir,
         } => print_with_stores(cli_config, data_dir, |state| async move {
-            signet_server::commands::transfer::export(&state, &images, &output, json).await
+            signet_server::commands::transfer::export(
+                &state,
+                &images,
+                &output,
+                since.as_deref(),
+                json,
+            )
+            .await
         }),
         Command::Import {
             path,

@@ -4,18 +4,24 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
+use crate::layout::archive::Archive;
 use crate::layout::export::{export as write_layout, ExportReport, Selection};
 use crate::layout::source::LayoutSource;
 use crate::layout::Location;
 use crate::state::AppState;
 use crate::sync::SyncJob;
+use signet_storage::RepoName;
 
-/// `signet export <repo>[:tag|@digest]... -o PATH`: a tar when PATH ends in `.tar`,
-/// a folder otherwise (exporting into the same folder again writes only new blobs).
+/// `signet export <repo>[:tag|@digest]... -o PATH [--since PREVIOUS]`: a tar when PATH
+/// ends in `.tar`, a folder otherwise (exporting into the same folder again writes only
+/// new blobs). With `--since`, the layout holds only the blobs PREVIOUS (an earlier
+/// export) lacks, besides every manifest: the next trip across the gap, for a
+/// destination that imported PREVIOUS.
 pub async fn export(
     state: &AppState,
     selections: &[String],
     out: &Path,
+    since: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<String> {
     if selections.is_empty() {
@@ -45,7 +51,11 @@ pub async fn export(
             ));
         }
     };
-    let report = write_layout(state, &selections, &location, &progress).await;
+    let previous = match since {
+        Some(path) => Some(Archive::open(&Location::from_path(path)).await?),
+        None => None,
+    };
+    let report = write_layout(state, &selections, &location, previous.as_ref(), &progress).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -54,13 +64,18 @@ pub async fn export(
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
         format!(
-            "exported to {}: {} entries, {} manifests, {} blobs ({} bytes), {} atomic signatures\n",
+            "exported to {}: {} entries, {} manifests, {} blobs ({} bytes), {} atomic signatures{}\n",
             out.display(),
             report.entries,
             report.manifests,
             report.blobs,
             report.bytes,
-            report.atomic_signatures
+            report.atomic_signatures,
+            if since.is_some() {
+                format!(", {} blobs left out (the earlier export holds them)", report.blobs_left_out)
+            } else {
+                String::new()
+            }
         )
     })
 }
@@ -78,7 +93,24 @@ pub async fn import(
 ) -> anyhow::Result<String> {
     let location = Location::from_path(path);
     let layout = LayoutSource::open(&location, repository).await?;
-    layout.verify_all().await?;
+    let prefix = prefix.trim_matches('/');
+    layout
+        .verify_all(|repo, digest| async move {
+            let dest = if prefix.is_empty() {
+                repo
+            } else {
+                format!("{prefix}/{repo}")
+            };
+            let Ok(dest) = dest.parse::<RepoName>() else {
+                return Ok(false);
+            };
+            Ok(state
+                .meta
+                .blob_in_repository(&dest, &digest)
+                .await?
+                .is_some())
+        })
+        .await?;
     drop(layout);
     let job = SyncJob {
         name: "import".into(),

@@ -16,8 +16,9 @@ use signet_storage::manifest::parse_manifest;
 use signet_storage::meta::Page;
 use signet_storage::{Digest, Reference, RepoName};
 
+use super::archive::Archive;
 use super::sink::Sink;
-use super::{AtomicEntry, Location, KIND, REF_NAME, REPOSITORY, SIGNATURES_FILE};
+use super::{blob_path, AtomicEntry, Location, KIND, REF_NAME, REPOSITORY, SIGNATURES_FILE};
 use crate::state::AppState;
 
 /// What an export wrote.
@@ -30,6 +31,8 @@ pub struct ExportReport {
     pub blobs: usize,
     pub bytes: u64,
     pub atomic_signatures: usize,
+    /// Blobs left out because the previous export (`--since`) holds them.
+    pub blobs_left_out: usize,
 }
 
 /// One selection on the command line: `repo`, `repo:tag` or `repo@digest`.
@@ -75,6 +78,8 @@ struct Export<'a> {
     /// Manifests written, per repository.
     written: HashSet<(String, Digest)>,
     signatures: Vec<AtomicEntry>,
+    /// An earlier export: blobs it holds are left out (manifests never are).
+    previous: Option<&'a Archive>,
     progress: &'a (dyn Fn(&ExportReport) + Sync),
 }
 
@@ -83,6 +88,7 @@ pub async fn export(
     state: &AppState,
     selections: &[Selection],
     to: &Location,
+    previous: Option<&Archive>,
     progress: &(dyn Fn(&ExportReport) + Sync),
 ) -> anyhow::Result<ExportReport> {
     let mut export = Export {
@@ -92,6 +98,7 @@ pub async fn export(
         entries: BTreeMap::new(),
         written: HashSet::new(),
         signatures: Vec::new(),
+        previous,
         progress,
     };
     for selection in selections {
@@ -295,8 +302,14 @@ impl Export<'_> {
         Ok(root_type.unwrap_or_default())
     }
 
-    /// Copies a blob from the store, unless the layout has it.
+    /// Copies a blob from the store, unless the layout (or the previous one) has it.
     async fn blob(&mut self, digest: &Digest) -> anyhow::Result<()> {
+        if let Some(previous) = self.previous {
+            if previous.size(&blob_path(digest)).await?.is_some() {
+                self.report.blobs_left_out += 1;
+                return Ok(());
+            }
+        }
         let size = self
             .state
             .blobs

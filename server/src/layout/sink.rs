@@ -16,9 +16,17 @@ use tokio::io::AsyncWriteExt;
 use super::{blob_path, Location, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION};
 
 const TAR_BLOCK: usize = 512;
+const FLUSHES_IN_FLIGHT: usize = 4;
 
 pub enum Sink {
-    Dir(PathBuf),
+    Dir {
+        root: PathBuf,
+        /// Blobs written and being flushed, each renamed to its name once on disk (the
+        /// flush of one overlaps the writing of the next).
+        flushing: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+        /// Blobs this export wrote (some perhaps not yet renamed).
+        written: HashSet<Digest>,
+    },
     Tar {
         file: tokio::io::BufWriter<tokio::fs::File>,
         written: HashSet<Digest>,
@@ -33,7 +41,11 @@ impl Sink {
                 tokio::fs::create_dir_all(path.join("blobs"))
                     .await
                     .with_context(|| format!("{}", path.display()))?;
-                Sink::Dir(path.clone())
+                Sink::Dir {
+                    root: path.clone(),
+                    flushing: Vec::new(),
+                    written: HashSet::new(),
+                }
             }
             Location::Archive(path) => {
                 let file = tokio::fs::File::create(path)
@@ -53,9 +65,12 @@ impl Sink {
     /// Whether the blob is already in the layout (no need to read it again).
     pub async fn has_blob(&self, digest: &Digest, size: u64) -> bool {
         match self {
-            Sink::Dir(root) => tokio::fs::metadata(root.join(blob_path(digest)))
-                .await
-                .is_ok_and(|m| m.len() == size),
+            Sink::Dir { root, written, .. } => {
+                written.contains(digest)
+                    || tokio::fs::metadata(root.join(blob_path(digest)))
+                        .await
+                        .is_ok_and(|m| m.len() == size)
+            }
             Sink::Tar { written, .. } => written.contains(digest),
         }
     }
@@ -67,12 +82,18 @@ impl Sink {
     {
         let name = blob_path(digest);
         match self {
-            Sink::Dir(root) => {
+            Sink::Dir {
+                root,
+                flushing,
+                written,
+            } => {
+                written.insert(digest.clone());
                 let path = root.join(&name);
                 if let Some(parent) = path.parent() {
                     tokio::fs::create_dir_all(parent).await?;
                 }
-                // Beside its final name, then renamed: a blob of the folder is whole.
+                // Beside its final name, renamed once flushed: a blob of the folder is
+                // whole on disk, even after a crash.
                 let partial = path.with_extension("partial");
                 let mut file = tokio::io::BufWriter::with_capacity(
                     1 << 20,
@@ -80,11 +101,18 @@ impl Sink {
                 );
                 let copied = copy(stream, &mut file, &name).await?;
                 file.flush().await?;
-                file.get_ref().sync_all().await?;
                 if copied != size {
                     bail!("{name}: {copied} bytes read, {size} expected");
                 }
-                tokio::fs::rename(&partial, &path).await?;
+                let file = file.into_inner();
+                flushing.push(tokio::spawn(async move {
+                    file.sync_all().await?;
+                    tokio::fs::rename(&partial, &path).await
+                }));
+                // A few flushes in flight at most.
+                if flushing.len() >= FLUSHES_IN_FLIGHT {
+                    flushing.remove(0).await??;
+                }
             }
             Sink::Tar { file, written } => {
                 file.write_all(&tar_header(&name, size)?).await?;
@@ -102,10 +130,16 @@ impl Sink {
     /// Writes a small file of the layout (oci-layout, index.json, the signatures list).
     pub async fn file(&mut self, name: &str, bytes: Bytes) -> anyhow::Result<()> {
         match self {
-            Sink::Dir(root) => {
+            Sink::Dir { root, flushing, .. } => {
+                // The blobs first: index.json never lists one not yet on disk.
+                for flush in flushing.drain(..) {
+                    flush.await??;
+                }
                 let path = root.join(name);
                 let partial = path.with_extension("partial");
-                tokio::fs::write(&partial, &bytes).await?;
+                let mut file = tokio::fs::File::create(&partial).await?;
+                file.write_all(&bytes).await?;
+                file.sync_all().await?;
                 tokio::fs::rename(&partial, &path).await?;
             }
             Sink::Tar { file, .. } => {

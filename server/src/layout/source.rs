@@ -94,32 +94,42 @@ impl LayoutSource {
 
     /// Checks every blob the entries reach before anything is stored: present, of the
     /// size its descriptor says, and hashing to its digest. The first that is not is
-    /// named.
-    pub async fn verify_all(&self) -> anyhow::Result<u64> {
-        let mut pending: Vec<Digest> = self
-            .tags
-            .values()
-            .flat_map(|tags| tags.values().cloned())
-            .chain(
-                self.referrers
+    /// named. A blob a delta layout (`signet export --since`) left out passes when
+    /// `stored(repository, digest)` says the destination already holds it there.
+    pub async fn verify_all<F, Fut>(&self, stored: F) -> anyhow::Result<u64>
+    where
+        F: Fn(String, Digest) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<bool>>,
+    {
+        let mut pending: Vec<(String, Digest)> = Vec::new();
+        for (repo, tags) in &self.tags {
+            pending.extend(tags.values().map(|d| (repo.clone(), d.clone())));
+        }
+        for (repo, by_subject) in &self.referrers {
+            pending.extend(
+                by_subject
                     .values()
-                    .flat_map(|by_subject| by_subject.values().flatten().map(|(d, _)| d.clone())),
-            )
-            .chain(self.signatures.values().flatten().map(|(_, d)| d.clone()))
-            .collect();
-        let mut checked: BTreeSet<Digest> = BTreeSet::new();
+                    .flatten()
+                    .map(|(d, _)| (repo.clone(), d.clone())),
+            );
+        }
+        for ((repo, _), signatures) in &self.signatures {
+            pending.extend(signatures.iter().map(|(_, d)| (repo.clone(), d.clone())));
+        }
+        let mut checked: BTreeSet<(String, Digest)> = BTreeSet::new();
         let mut bytes = 0;
         let mut sizes: HashMap<Digest, u64> = HashMap::new();
-        while let Some(digest) = pending.pop() {
-            if !checked.insert(digest.clone()) {
+        while let Some((repo, digest)) = pending.pop() {
+            if !checked.insert((repo.clone(), digest.clone())) {
                 continue;
             }
             let name = blob_path(&digest);
-            let size = self
-                .archive
-                .size(&name)
-                .await?
-                .ok_or_else(|| anyhow!("{name}: missing from the layout"))?;
+            let Some(size) = self.archive.size(&name).await? else {
+                if stored(repo.clone(), digest.clone()).await? {
+                    continue;
+                }
+                bail!("{name}: missing from the layout (and not already stored in {repo})");
+            };
             if let Some(&declared) = sizes.get(&digest) {
                 if declared != size {
                     bail!("{name}: {size} bytes, its descriptor says {declared}");
@@ -150,7 +160,7 @@ impl LayoutSource {
                     .filter(|d| d.urls.is_empty())
                 {
                     sizes.insert(d.digest.clone(), d.size);
-                    pending.push(d.digest.clone());
+                    pending.push((repo.clone(), d.digest.clone()));
                 }
             }
         }
