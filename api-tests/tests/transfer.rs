@@ -421,3 +421,53 @@ async fn the_next_trip_carries_only_new_blobs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&shared_path));
     assert_eq!(catalog(&c, &elsewhere).await, json!([]), "nothing stored");
 }
+
+#[tokio::test]
+async fn a_sync_job_writes_to_a_layout_instead_of_the_store() {
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Registry::start();
+    let image = push_image(&c, &upstream, "team/app", "v1", &[&random_bytes(1024)]).await;
+    let digest = sha256(&image);
+    let key = Key::generate();
+    let payload = simple_signing_payload(&upstream, "team/app", &digest);
+    sign_payload(&c, &upstream, "team/app", &digest, &payload, &key).await;
+    let carry = dir.path().join("carry");
+
+    let outside = Registry::start_with_config(&format!(
+        "[sync]\n[[sync.jobs]]\nname = \"carry\"\nupstream = \"{}\"\nrepositories = [\"team/app\"]\ndestination_layout = \"{}\"\n",
+        upstream.url,
+        carry.display()
+    ));
+    let first: Value = serde_json::from_str(&succeeded(&cli(
+        &outside,
+        &["sync", "run", "carry", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        first["manifests_copied"], 2,
+        "the image and its signature: {first}"
+    );
+    assert_eq!(
+        catalog(&c, &outside).await,
+        json!([]),
+        "nothing in the store"
+    );
+    let again: Value = serde_json::from_str(&succeeded(&cli(
+        &outside,
+        &["sync", "run", "carry", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(again["blobs_copied"], 0, "the folder had them: {again}");
+
+    let inside = Registry::start();
+    succeeded(&cli(&inside, &["import", carry.to_str().unwrap()]));
+    assert_eq!(
+        manifest(&c, &inside, "team/app", "v1").await,
+        (StatusCode::OK, image)
+    );
+    assert_eq!(
+        cosign_verify_with(&inside.host, "team/app", "v1", key.verifier()).await,
+        Ok(1)
+    );
+}

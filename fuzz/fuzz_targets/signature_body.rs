@@ -3,22 +3,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use signet_server::ext::signatures::validate;
-use signet_storage::digest::Digest;
 
-const MAX_CONTENT: usize = 4096;
-
-fuzz_target!(|data: &[u8]| {
-    let digest: Digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-        .parse()
-        .unwrap();
-    if let Ok(signature) = validate(data, &digest, MAX_CONTENT) {
-        assert_eq!(signature.id.len(), 32);
-        assert!(signature
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        assert!(!signature.content.is_empty());
-        assert!(signature.content.len() <= MAX_CONTENT);
-    }
-});
+fuzz_target!(|data: &[u8]| signet_fuzz_checks::signature_body(data));

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::layout::archive::Archive;
 use crate::layout::export::{export as write_layout, ExportReport, Selection};
+use crate::layout::holdings::Stores;
 use crate::layout::source::LayoutSource;
 use crate::layout::Location;
 use crate::state::AppState;
@@ -55,7 +56,15 @@ pub async fn export(
         Some(path) => Some(Archive::open(&Location::from_path(path)).await?),
         None => None,
     };
-    let report = write_layout(state, &selections, &location, previous.as_ref(), &progress).await;
+    let stores = Stores(state);
+    let report = write_layout(
+        &stores,
+        &selections,
+        &location,
+        previous.as_ref(),
+        &progress,
+    )
+    .await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }

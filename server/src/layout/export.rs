@@ -7,19 +7,18 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use signet_storage::attachments::AttachmentTag;
 use signet_storage::manifest::parse_manifest;
-use signet_storage::meta::Page;
 use signet_storage::{Digest, Reference, RepoName};
 
 use super::archive::Archive;
+use super::holdings::Holdings;
 use super::sink::Sink;
 use super::{blob_path, AtomicEntry, Location, KIND, REF_NAME, REPOSITORY, SIGNATURES_FILE};
-use crate::state::AppState;
 
 /// What an export wrote.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -70,7 +69,7 @@ impl Selection {
 
 /// The export in progress.
 struct Export<'a> {
-    state: &'a AppState,
+    from: &'a dyn Holdings,
     sink: Sink,
     report: ExportReport,
     /// index.json's entries, keyed so each is listed once.
@@ -85,14 +84,14 @@ struct Export<'a> {
 
 /// Writes the selected images with their attachments to `to`.
 pub async fn export(
-    state: &AppState,
+    from: &dyn Holdings,
     selections: &[Selection],
     to: &Location,
     previous: Option<&Archive>,
     progress: &(dyn Fn(&ExportReport) + Sync),
 ) -> anyhow::Result<ExportReport> {
     let mut export = Export {
-        state,
+        from,
         sink: Sink::create(to).await?,
         report: ExportReport::default(),
         entries: BTreeMap::new(),
@@ -137,14 +136,14 @@ impl Export<'_> {
         let roots: Vec<(Option<String>, Digest)> = match &selection.reference {
             Some(Reference::Tag(tag)) => vec![(
                 Some(tag.to_string()),
-                self.resolve(repo, tag.as_str()).await?,
+                self.from.resolve(repo, tag.as_str()).await?,
             )],
             Some(Reference::Digest(d)) => vec![(None, d.clone())],
             None => {
                 let mut roots = Vec::new();
-                for tag in self.all_tags(repo).await? {
+                for tag in self.from.tags(repo).await? {
                     if AttachmentTag::parse(&tag).is_none() {
-                        let digest = self.resolve(repo, &tag).await?;
+                        let digest = self.from.resolve(repo, &tag).await?;
                         roots.push((Some(tag), digest));
                     }
                 }
@@ -174,29 +173,15 @@ impl Export<'_> {
                     .await?;
             }
             // OCI referrers.
-            for referrer in self
-                .state
-                .meta
-                .list_referrers(repo, &subject, false)
-                .await?
-            {
-                let media_type = self
-                    .manifest_tree(repo, &referrer.digest, &mut queue)
-                    .await?;
-                self.entry(repo, None, &referrer.digest, &media_type, None)
-                    .await?;
+            for referrer in self.from.referrers(repo, &subject).await? {
+                let media_type = self.manifest_tree(repo, &referrer, &mut queue).await?;
+                self.entry(repo, None, &referrer, &media_type, None).await?;
             }
             // Atomic signatures.
-            for signature in self
-                .state
-                .meta
-                .list_atomic_signatures(repo, &subject)
-                .await?
-            {
-                let digest = Digest::sha256_of(&signature.content);
-                let size = signature.content.len() as u64;
+            for (id, content) in self.from.atomic_signatures(repo, &subject).await? {
+                let digest = Digest::sha256_of(&content);
+                let size = content.len() as u64;
                 if !self.sink.has_blob(&digest, size).await {
-                    let content = signature.content.clone();
                     self.sink
                         .blob(&digest, size, futures::stream::iter([Ok(content)]))
                         .await?;
@@ -204,7 +189,7 @@ impl Export<'_> {
                 self.signatures.push(AtomicEntry {
                     repository: repo.to_string(),
                     manifest: subject.clone(),
-                    id: signature.id,
+                    id,
                     digest,
                 });
                 self.report.atomic_signatures += 1;
@@ -213,33 +198,15 @@ impl Export<'_> {
         Ok(())
     }
 
-    /// Every tag of `repo`.
-    async fn all_tags(&self, repo: &RepoName) -> anyhow::Result<Vec<String>> {
-        let mut tags = Vec::new();
-        loop {
-            let page = Page {
-                last: tags.last().map(String::as_str),
-                limit: Some(1000),
-            };
-            let Some(more) = self.state.meta.list_tags(repo, page).await? else {
-                bail!("{repo}: no such repository");
-            };
-            if more.is_empty() {
-                return Ok(tags);
-            }
-            tags.extend(more);
-        }
-    }
-
     /// The attachment tags of `repo` by the subject they name: (tag, manifest).
     async fn attachment_tags(
         &self,
         repo: &RepoName,
     ) -> anyhow::Result<BTreeMap<Digest, Vec<(String, Digest)>>> {
         let mut by_subject: BTreeMap<Digest, Vec<(String, Digest)>> = BTreeMap::new();
-        for tag in self.all_tags(repo).await? {
+        for tag in self.from.tags(repo).await? {
             if let Some(parsed) = AttachmentTag::parse(&tag) {
-                let target = self.resolve(repo, &tag).await?;
+                let target = self.from.resolve(repo, &tag).await?;
                 by_subject
                     .entry(parsed.subject().clone())
                     .or_default()
@@ -247,17 +214,6 @@ impl Export<'_> {
             }
         }
         Ok(by_subject)
-    }
-
-    async fn resolve(&self, repo: &RepoName, tag: &str) -> anyhow::Result<Digest> {
-        let reference = Reference::Tag(tag.parse().map_err(|e| anyhow!("{tag}: {e}"))?);
-        Ok(self
-            .state
-            .meta
-            .get_manifest(repo, &reference)
-            .await?
-            .ok_or_else(|| anyhow!("{repo}:{tag}: no such tag"))?
-            .digest)
     }
 
     /// Writes a manifest, its blobs and its children (recursively), each once; each of
@@ -271,29 +227,31 @@ impl Export<'_> {
         let mut root_type = None;
         let mut pending = vec![root.clone()];
         while let Some(digest) = pending.pop() {
-            let stored = self
-                .state
-                .meta
-                .get_manifest(repo, &Reference::Digest(digest.clone()))
-                .await?
-                .ok_or_else(|| anyhow!("{repo}@{digest}: no such manifest"))?;
+            let (content, media_type) = self.from.manifest(repo, &digest).await?;
             if root_type.is_none() {
-                root_type = Some(stored.media_type.clone());
+                root_type = Some(media_type.clone());
             }
             queue.push_back(digest.clone());
             if !self.written.insert((repo.to_string(), digest.clone())) {
                 continue;
             }
-            let parsed = parse_manifest(&stored.content, Some(&stored.media_type))
+            let parsed = parse_manifest(&content, Some(&media_type))
                 .map_err(|e| anyhow!("{repo}@{digest}: {e}"))?;
-            for blob in parsed.required_blobs() {
-                self.blob(&blob).await?;
+            let blobs: BTreeMap<Digest, u64> = parsed
+                .config
+                .iter()
+                .chain(&parsed.layers)
+                .filter(|d| d.urls.is_empty())
+                .map(|d| (d.digest.clone(), d.size))
+                .collect();
+            for (blob, size) in blobs {
+                self.blob(repo, &blob, size).await?;
             }
             pending.extend(parsed.children.iter().map(|c| c.digest.clone()));
-            let size = stored.content.len() as u64;
+            let size = content.len() as u64;
             if !self.sink.has_blob(&digest, size).await {
                 self.sink
-                    .blob(&digest, size, futures::stream::iter([Ok(stored.content)]))
+                    .blob(&digest, size, futures::stream::iter([Ok(content)]))
                     .await?;
             }
             self.report.manifests += 1;
@@ -302,30 +260,19 @@ impl Export<'_> {
         Ok(root_type.unwrap_or_default())
     }
 
-    /// Copies a blob from the store, unless the layout (or the previous one) has it.
-    async fn blob(&mut self, digest: &Digest) -> anyhow::Result<()> {
+    /// Copies a blob of `size` bytes, unless the layout (or the previous one) has it.
+    async fn blob(&mut self, repo: &RepoName, digest: &Digest, size: u64) -> anyhow::Result<()> {
         if let Some(previous) = self.previous {
             if previous.size(&blob_path(digest)).await?.is_some() {
                 self.report.blobs_left_out += 1;
                 return Ok(());
             }
         }
-        let size = self
-            .state
-            .blobs
-            .size(digest)
-            .await?
-            .ok_or_else(|| anyhow!("blob {digest}: missing from the store"))?;
         if self.sink.has_blob(digest, size).await {
             return Ok(());
         }
-        let body = self
-            .state
-            .blobs
-            .get(digest, None)
-            .await
-            .with_context(|| format!("blob {digest}"))?;
-        self.sink.blob(digest, size, body.stream).await?;
+        let stream = self.from.blob(repo, digest, size).await?;
+        self.sink.blob(digest, size, stream).await?;
         self.report.blobs += 1;
         self.report.bytes += size;
         (self.progress)(&self.report);
@@ -342,7 +289,7 @@ impl Export<'_> {
         media_type: &str,
         kind: Option<&str>,
     ) -> anyhow::Result<()> {
-        let size = self.manifest_size(repo, digest).await?;
+        let size = self.from.manifest(repo, digest).await?.0.len() as u64;
         let mut annotations = Map::new();
         annotations.insert(REPOSITORY.into(), json!(repo.as_str()));
         if let Some(tag) = tag {
@@ -366,17 +313,6 @@ impl Export<'_> {
             }),
         );
         Ok(())
-    }
-
-    async fn manifest_size(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<u64> {
-        Ok(self
-            .state
-            .meta
-            .get_manifest(repo, &Reference::Digest(digest.clone()))
-            .await?
-            .ok_or_else(|| anyhow!("{repo}@{digest}: no such manifest"))?
-            .content
-            .len() as u64)
     }
 }
 

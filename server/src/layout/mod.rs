@@ -20,6 +20,8 @@
 
 pub mod archive;
 pub mod export;
+pub mod holdings;
+pub mod job;
 pub mod sink;
 pub mod source;
 

@@ -130,6 +130,11 @@ pub struct SyncJob {
     /// tags and OCI referrers of that kind) and `atomic` (simple-signing signatures of
     /// the signatures extension); empty means all of them.
     pub attachments: Vec<String>,
+    /// An OCI layout folder to write to instead of the store: each run adds what the
+    /// folder lacks (every platform and attachment of the selected tags, under the
+    /// upstream's repository names) and rewrites its index.json, for `signet import` on
+    /// the other side of a gap. Empty: the job writes to the store.
+    pub destination_layout: String,
     /// Prefix of the mirrored repositories' names (`mirror` puts `library/x` at
     /// `mirror/library/x`); empty keeps the upstream names.
     pub destination_prefix: String,
@@ -167,6 +172,7 @@ impl std::fmt::Debug for SyncJob {
             .field("platforms", &shown.platforms)
             .field("attachments", &shown.attachments)
             .field("destination_prefix", &shown.destination_prefix)
+            .field("destination_layout", &shown.destination_layout)
             .field("interval_secs", &shown.interval_secs)
             .field("concurrency", &shown.concurrency)
             .field("retries", &shown.retries)
@@ -193,6 +199,7 @@ impl Default for SyncJob {
             platforms: Vec::new(),
             attachments: Vec::new(),
             destination_prefix: String::new(),
+            destination_layout: String::new(),
             interval_secs: 0,
             concurrency: 4,
             retries: 5,

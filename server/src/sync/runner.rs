@@ -98,6 +98,11 @@ async fn run_inner(
     progress: &Progress<'_>,
     control: &Control,
 ) -> anyhow::Result<SyncReport> {
+    if !job.destination_layout.is_empty() {
+        let report = crate::layout::job::run(job, progress).await?;
+        *control.report.lock().expect("report lock") = report.clone();
+        return Ok(report);
+    }
     let plan = Plan::new(job)?;
     let upstream = source::open(job).await?;
     *control.report.lock().expect("report lock") = SyncReport {
