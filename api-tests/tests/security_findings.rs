@@ -539,6 +539,10 @@ async fn api_sync_jobs_read_no_server_files_and_seal_their_passwords() {
             "a layout tar",
             json!({"name": "archive", "upstream": "oci-archive:/etc/shadow"}),
         ),
+        (
+            "a destination layout",
+            json!({"name": "dest", "destination_layout": "/etc/signet-layout"}),
+        ),
     ] {
         let (status, body) = create_job(&r, job(extra)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");

@@ -68,7 +68,8 @@ impl SyncJob {
         Ok(job)
     }
 
-    /// The files on the server the job would read: its CA file, a `file://` lookaside.
+    /// The files on the server the job would read or write: its CA file, a `file://`
+    /// lookaside, a layout it reads or writes.
     pub fn server_files(&self) -> Vec<&str> {
         let mut files = Vec::new();
         if let Some(layout) = self
@@ -77,6 +78,9 @@ impl SyncJob {
             .or_else(|| self.upstream.strip_prefix("oci-archive:"))
         {
             files.push(layout);
+        }
+        if !self.destination_layout.is_empty() {
+            files.push(self.destination_layout.as_str());
         }
         if !self.ca_file.is_empty() {
             files.push(self.ca_file.as_str());
