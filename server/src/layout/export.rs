@@ -5,7 +5,7 @@
 //! fallback tags (entries named by their tag), OCI referrers (entries of the
 //! repository), atomic signatures (`signet-signatures.json`). Each blob is written once.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use anyhow::{anyhow, bail};
 use bytes::Bytes;
@@ -74,8 +74,8 @@ struct Export<'a> {
     report: ExportReport,
     /// index.json's entries, keyed so each is listed once.
     entries: BTreeMap<(String, String, String), Value>,
-    /// Manifests written, per repository.
-    written: HashSet<(String, Digest)>,
+    /// Manifests written, per repository, with what index.json says of them.
+    written: HashMap<(String, Digest), Described>,
     signatures: Vec<AtomicEntry>,
     /// An earlier export: blobs it holds are left out (manifests never are).
     previous: Option<&'a Archive>,
@@ -95,7 +95,7 @@ pub async fn export(
         sink: Sink::create(to).await?,
         report: ExportReport::default(),
         entries: BTreeMap::new(),
-        written: HashSet::new(),
+        written: HashMap::new(),
         signatures: Vec::new(),
         previous,
         progress,
@@ -156,9 +156,9 @@ impl Export<'_> {
         // Manifests whose attachments are yet to be looked at.
         let mut queue: VecDeque<Digest> = VecDeque::new();
         for (tag, digest) in roots {
-            let media_type = self.manifest_tree(repo, &digest, &mut queue).await?;
-            let kind = image_kind(&media_type);
-            self.entry(repo, tag.as_deref(), &digest, &media_type, Some(kind))
+            let described = self.manifest_tree(repo, &digest, &mut queue).await?;
+            let kind = image_kind(&described.media_type);
+            self.entry(repo, tag.as_deref(), &digest, &described, Some(kind))
                 .await?;
         }
         let mut looked: HashSet<Digest> = HashSet::new();
@@ -168,14 +168,14 @@ impl Export<'_> {
             }
             // Cosign tags and referrers fallback tags naming it.
             for (tag, target) in attachment_tags.get(&subject).into_iter().flatten() {
-                let media_type = self.manifest_tree(repo, target, &mut queue).await?;
-                self.entry(repo, Some(tag), target, &media_type, tag_kind(tag))
+                let described = self.manifest_tree(repo, target, &mut queue).await?;
+                self.entry(repo, Some(tag), target, &described, tag_kind(tag))
                     .await?;
             }
             // OCI referrers.
             for referrer in self.from.referrers(repo, &subject).await? {
-                let media_type = self.manifest_tree(repo, &referrer, &mut queue).await?;
-                self.entry(repo, None, &referrer, &media_type, None).await?;
+                let described = self.manifest_tree(repo, &referrer, &mut queue).await?;
+                self.entry(repo, None, &referrer, &described, None).await?;
             }
             // Atomic signatures.
             for (id, content) in self.from.atomic_signatures(repo, &subject).await? {
@@ -216,25 +216,25 @@ impl Export<'_> {
         Ok(by_subject)
     }
 
-    /// Writes a manifest, its blobs and its children (recursively), each once; each of
-    /// them is queued for its attachments. Its media type.
+    /// Writes a manifest, its blobs and its children (recursively), each once (and
+    /// read once); each of them is queued for its attachments. The root's media type
+    /// and size.
     async fn manifest_tree(
         &mut self,
         repo: &RepoName,
         root: &Digest,
         queue: &mut VecDeque<Digest>,
-    ) -> anyhow::Result<String> {
-        let mut root_type = None;
+    ) -> anyhow::Result<Described> {
+        let mut described_root = None;
         let mut pending = vec![root.clone()];
         while let Some(digest) = pending.pop() {
-            let (content, media_type) = self.from.manifest(repo, &digest).await?;
-            if root_type.is_none() {
-                root_type = Some(media_type.clone());
-            }
             queue.push_back(digest.clone());
-            if !self.written.insert((repo.to_string(), digest.clone())) {
+            let key = (repo.to_string(), digest.clone());
+            if let Some(known) = self.written.get(&key) {
+                described_root.get_or_insert_with(|| known.clone());
                 continue;
             }
+            let (content, media_type) = self.from.manifest(repo, &digest).await?;
             let parsed = parse_manifest(&content, Some(&media_type))
                 .map_err(|e| anyhow!("{repo}@{digest}: {e}"))?;
             let blobs: BTreeMap<Digest, u64> = parsed
@@ -254,10 +254,13 @@ impl Export<'_> {
                     .blob(&digest, size, futures::stream::iter([Ok(content)]))
                     .await?;
             }
+            let described = Described { media_type, size };
+            described_root.get_or_insert_with(|| described.clone());
+            self.written.insert(key, described);
             self.report.manifests += 1;
             (self.progress)(&self.report);
         }
-        Ok(root_type.unwrap_or_default())
+        described_root.ok_or_else(|| anyhow!("{repo}@{root}: nothing written"))
     }
 
     /// Copies a blob of `size` bytes, unless the layout (or the previous one) has it.
@@ -286,10 +289,9 @@ impl Export<'_> {
         repo: &RepoName,
         tag: Option<&str>,
         digest: &Digest,
-        media_type: &str,
+        described: &Described,
         kind: Option<&str>,
     ) -> anyhow::Result<()> {
-        let size = self.from.manifest(repo, digest).await?.0.len() as u64;
         let mut annotations = Map::new();
         annotations.insert(REPOSITORY.into(), json!(repo.as_str()));
         if let Some(tag) = tag {
@@ -306,14 +308,21 @@ impl Export<'_> {
         self.entries.insert(
             key,
             json!({
-                "mediaType": media_type,
+                "mediaType": described.media_type,
                 "digest": digest.to_string(),
-                "size": size,
+                "size": described.size,
                 "annotations": annotations,
             }),
         );
         Ok(())
     }
+}
+
+/// What index.json says of a manifest besides its digest.
+#[derive(Debug, Clone)]
+struct Described {
+    media_type: String,
+    size: u64,
 }
 
 /// cosign save's `kind` of an image or an index.

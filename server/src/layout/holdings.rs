@@ -126,20 +126,35 @@ impl Holdings for Stores<'_> {
 }
 
 /// A sync source: an upstream registry, read as a sync job reads it.
-pub struct Upstream(pub Arc<dyn Source>);
+pub struct Upstream {
+    source: Arc<dyn Source>,
+    /// The source serves the signatures extension (asked once; otherwise its
+    /// lookaside, if any, is read).
+    signatures_extension: bool,
+}
+
+impl Upstream {
+    pub async fn new(source: Arc<dyn Source>) -> anyhow::Result<Upstream> {
+        let signatures_extension = source.supports_signatures().await?;
+        Ok(Upstream {
+            source,
+            signatures_extension,
+        })
+    }
+}
 
 #[async_trait]
 impl Holdings for Upstream {
     async fn tags(&self, repo: &RepoName) -> anyhow::Result<Vec<String>> {
-        self.0.tags(repo.as_str()).await
+        self.source.tags(repo.as_str()).await
     }
 
     async fn resolve(&self, repo: &RepoName, tag: &str) -> anyhow::Result<Digest> {
-        self.0.tag_digest(repo.as_str(), tag).await
+        self.source.tag_digest(repo.as_str(), tag).await
     }
 
     async fn manifest(&self, repo: &RepoName, digest: &Digest) -> anyhow::Result<(Bytes, String)> {
-        let bytes = self.0.manifest(repo.as_str(), digest).await?;
+        let bytes = self.source.manifest(repo.as_str(), digest).await?;
         let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["mediaType"].as_str().map(str::to_string))
@@ -149,7 +164,7 @@ impl Holdings for Upstream {
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> anyhow::Result<Vec<Digest>> {
         Ok(self
-            .0
+            .source
             .referrers(repo.as_str(), subject)
             .await?
             .into_iter()
@@ -162,10 +177,13 @@ impl Holdings for Upstream {
         repo: &RepoName,
         subject: &Digest,
     ) -> anyhow::Result<Vec<(String, Bytes)>> {
-        if !self.0.supports_signatures().await? {
-            return self.0.lookaside_signatures(repo.as_str(), subject).await;
+        if !self.signatures_extension {
+            return self
+                .source
+                .lookaside_signatures(repo.as_str(), subject)
+                .await;
         }
-        self.0.atomic_signatures(repo.as_str(), subject).await
+        self.source.atomic_signatures(repo.as_str(), subject).await
     }
 
     async fn blob(
@@ -174,7 +192,10 @@ impl Holdings for Upstream {
         digest: &Digest,
         _size: u64,
     ) -> anyhow::Result<BlobStream> {
-        Ok(verified(digest, self.0.blob(repo.as_str(), digest).await?))
+        Ok(verified(
+            digest,
+            self.source.blob(repo.as_str(), digest).await?,
+        ))
     }
 }
 

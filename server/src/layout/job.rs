@@ -49,8 +49,14 @@ pub async fn run(job: &SyncJob, progress: &(dyn Fn(&str) + Sync)) -> anyhow::Res
         }
     }
     let folder = Location::Dir(PathBuf::from(&job.destination_layout));
-    let written: ExportReport =
-        export(&Upstream(upstream), &selections, &folder, None, &|_| {}).await?;
+    let written: ExportReport = export(
+        &Upstream::new(upstream).await?,
+        &selections,
+        &folder,
+        None,
+        &|_| {},
+    )
+    .await?;
     report.items_total = selections.len() as u64;
     report.items_done = selections.len() as u64;
     report.manifests_copied = written.manifests as u64;
