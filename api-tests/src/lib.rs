@@ -23,6 +23,7 @@ pub mod oci;
 pub mod pki;
 pub mod proxy;
 pub mod raw;
+pub mod receiver;
 pub mod replicas;
 
 /// A running Signet process.

@@ -36,6 +36,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     crate::maintenance::spawn_gc(state.clone().into_inner());
     crate::maintenance::spawn_retention(state.clone().into_inner());
     crate::maintenance::spawn_pull_writer(state.clone().into_inner());
+    let endpoints = crate::notify::worker::prepare(&state).await?;
+    crate::notify::worker::spawn(state.clone().into_inner(), endpoints);
     let sync = web::Data::new(crate::sync::manager::SyncManager::new(
         state.clone().into_inner(),
     )?);

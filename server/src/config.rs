@@ -27,6 +27,8 @@ pub struct Config {
     pub trust: crate::verify::trust::TrustConfig,
     /// Immutable tags (`[[retention.immutable]]`).
     pub retention: crate::retention::RetentionConfig,
+    #[serde(default)]
+    pub notifications: crate::notify::NotificationsConfig,
     /// The file this configuration was read from (`--config`): what SIGHUP reads again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -343,6 +345,14 @@ impl Config {
             shown.storage.s3.secret_access_key = "***".into();
         }
         shown.sync.redact();
+        // Endpoint headers carry tokens (an Authorization header); secrets are never
+        // serialized at all.
+        for endpoint in &mut shown.notifications.endpoints {
+            endpoint.url = redact_password(&endpoint.url);
+            for value in endpoint.headers.values_mut() {
+                *value = "***".into();
+            }
+        }
         toml::to_string_pretty(&shown).expect("the configuration always serialises")
     }
 }
@@ -412,6 +422,33 @@ mod tests {
         assert_eq!(cfg.retention.rules[1].keep, crate::retention::Keep::Always);
         assert!(cfg.retention.rules[3].selects_untagged());
         assert_eq!(cfg.retention.interval_secs, 86_400);
+    }
+
+    #[test]
+    fn the_readme_notifications_example_loads() {
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("## Notifications").expect("the section")..];
+        let start = section.find("```toml\n").expect("its example") + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signet.toml");
+        std::fs::write(&file, example).unwrap();
+        let config = Config::load(Some(&file), &CliOverrides::default()).unwrap();
+        config.notifications.validate().unwrap();
+        let names: Vec<&str> = config
+            .notifications
+            .endpoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
+        assert_eq!(names, ["deployer", "legacy-audit"]);
+        assert_eq!(
+            config.notifications.endpoints[1].format,
+            crate::notify::Format::Distribution
+        );
+        assert_eq!(config.notifications.max_attempts, 8);
+        let shown = config.to_toml();
+        assert!(!shown.contains("3xampl3"), "{shown}");
     }
 
     #[test]

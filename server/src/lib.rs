@@ -15,6 +15,7 @@ pub mod error;
 pub mod ext;
 pub mod layout;
 pub mod maintenance;
+pub mod notify;
 pub mod ops;
 pub mod request;
 pub mod retention;

@@ -168,6 +168,53 @@ enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// The notifications outbox: recent events, where each endpoint stands, the events
+    /// endpoints gave up on, and their redelivery.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Recent events, oldest first.
+    List {
+        /// Events after this sequence number (default: the newest `limit`).
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Each configured endpoint: its place in the events, its backlog, its dead letters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Events an endpoint gave up on after `max_attempts` tries.
+    Dead {
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Ask for dead letters to be delivered again (all of them, or those of `--endpoint`,
+    /// or the sequence numbers given).
+    Redeliver {
+        #[arg(long)]
+        endpoint: Option<String>,
+        ids: Vec<i64>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -303,6 +350,35 @@ fn main() -> anyhow::Result<()> {
         } => print_with_stores(cli_config, data_dir, |state| async move {
             signet_server::commands::sync::run(&state, &job, json).await
         }),
+        Command::Events { command } => match command {
+            EventsCommand::List {
+                after,
+                limit,
+                json,
+                data_dir,
+            } => print_with_stores(cli_config, data_dir, |state| async move {
+                signet_server::commands::events::list(&state, after, limit, json).await
+            }),
+            EventsCommand::Status { json, data_dir } => {
+                print_with_stores(cli_config, data_dir, |state| async move {
+                    signet_server::commands::events::status(&state, json).await
+                })
+            }
+            EventsCommand::Dead {
+                endpoint,
+                json,
+                data_dir,
+            } => print_with_stores(cli_config, data_dir, |state| async move {
+                signet_server::commands::events::dead(&state, endpoint.as_deref(), json).await
+            }),
+            EventsCommand::Redeliver {
+                endpoint,
+                ids,
+                data_dir,
+            } => print_with_stores(cli_config, data_dir, |state| async move {
+                signet_server::commands::events::redeliver(&state, endpoint.as_deref(), &ids).await
+            }),
+        },
         Command::Migrate {
             from_config,
             from_data_dir,

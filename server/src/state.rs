@@ -25,6 +25,8 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Manifest pulls not yet written; see [`crate::retention::pulls`].
     pub pulls: PullLog,
+    /// Events outside the write path; see [`crate::notify`].
+    pub events: crate::notify::EventLog,
 }
 
 impl AppState {
@@ -50,12 +52,20 @@ impl AppState {
         blobs: BlobStore,
         meta: Arc<dyn MetadataStore>,
         config: Arc<Config>,
-        verifier: Verifier,
+        mut verifier: Verifier,
     ) -> Self {
+        let events =
+            crate::notify::EventLog::new(config.notifications.enabled().then(|| meta.clone()));
+        verifier.events = events.clone();
         let verifier = Arc::new(verifier);
         let mut registry = Registry::new(meta.clone()).with_hook(verifier.clone());
         if let Some(rules) = crate::retention::ImmutableTags::of(&config.retention) {
             registry = registry.with_tag_rules(Arc::new(rules));
+        }
+        if events.enabled() {
+            registry = registry
+                .recording_events()
+                .with_hook(Arc::new(crate::notify::log::WakeOnWrite(events.wake())));
         }
         Self {
             uploads: Uploads::new(blobs.clone(), meta.clone()),
@@ -69,6 +79,18 @@ impl AppState {
             config,
             verifier,
             pulls: PullLog::default(),
+            events,
+        }
+    }
+}
+
+impl AppState {
+    /// The write path naming `actor` in the events it records.
+    pub fn registry_as(&self, actor: &crate::auth::Actor) -> std::borrow::Cow<'_, Registry> {
+        if self.registry.records_events() {
+            std::borrow::Cow::Owned(self.registry.acting_as(&actor.0))
+        } else {
+            std::borrow::Cow::Borrowed(&self.registry)
         }
     }
 }

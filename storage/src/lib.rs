@@ -31,6 +31,8 @@
 //!   blob_pins         uploads moving verified bytes to their address; GC skips them
 //!   gc_lease          the one running collector
 //!   leases            named leases (`sync:<job>`: one replica runs a sync job)
+//!   events            the notifications outbox, numbered in commit order
+//!                     (event_counter), with each endpoint's cursor and dead letters
 //! ```
 //!
 //! Invariants: a blob is visible under its address only after its bytes hashed to it;
@@ -44,6 +46,7 @@ pub use signet_oci::{attachments, digest, names};
 pub mod blobs;
 pub mod coverage;
 pub mod error;
+pub mod events;
 pub mod fsck;
 pub mod gc;
 pub mod manifest;

@@ -12,6 +12,10 @@
 //! Hooks run after the commit, in the writer's task: they must be quick and never fail
 //! the write (a hook that needs I/O queues it).
 //!
+//! With events on ([`Registry::recording_events`]), each write also appends the events
+//! describing it to the notifications outbox, in its own transaction (see
+//! [`crate::events`]), naming the actor the writer set with [`Registry::acting_as`].
+//!
 //! The immutable-tag rules ([`TagRules`]) are applied here too, so that no writer moves
 //! or deletes a protected tag; the check itself runs in the store's transaction, so a
 //! concurrent push cannot slip a tag past it.
@@ -21,6 +25,7 @@ use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
+use crate::events::Journal;
 use crate::meta::{
     AtomicSignature, ManifestPut, ManifestSeen, MetadataStore, RepositoryExport, Retired,
     SignatureStored,
@@ -57,6 +62,8 @@ pub struct Registry {
     meta: Arc<dyn MetadataStore>,
     hooks: Vec<Arc<dyn WriteHooks>>,
     tag_rules: Option<Arc<dyn TagRules>>,
+    record_events: bool,
+    actor: Arc<str>,
 }
 
 impl Registry {
@@ -66,6 +73,35 @@ impl Registry {
             meta,
             hooks: Vec::new(),
             tag_rules: None,
+            record_events: false,
+            actor: Arc::from("signet"),
+        }
+    }
+
+    /// The same write path, appending events to the outbox with every change.
+    pub fn recording_events(mut self) -> Self {
+        self.record_events = true;
+        self
+    }
+
+    /// The same write path, naming `actor` in the events it records.
+    pub fn acting_as(&self, actor: &str) -> Self {
+        Registry {
+            actor: Arc::from(actor),
+            ..self.clone()
+        }
+    }
+
+    /// Whether writes append events.
+    pub fn records_events(&self) -> bool {
+        self.record_events
+    }
+
+    fn journal(&self) -> Journal<'_> {
+        if self.record_events {
+            Journal::by(&self.actor)
+        } else {
+            Journal::OFF
         }
     }
 
@@ -130,7 +166,7 @@ impl Registry {
             })
         };
         self.meta
-            .put_manifest(&put)
+            .put_manifest_journaled(&put, self.journal())
             .await
             .map_err(|e| self.named(&put.repo, e))?;
         self.fire(|h| h.manifest_stored(&put));
@@ -147,7 +183,7 @@ impl Registry {
         let protected = |tag: &str| self.rule_for(repo, tag).is_some();
         let deleted = self
             .meta
-            .delete_manifest(repo, digest, with_attachments, &protected)
+            .delete_manifest_journaled(repo, digest, with_attachments, &protected, self.journal())
             .await
             .map_err(|e| self.named(repo, e))?;
         if !deleted.is_empty() {
@@ -168,7 +204,7 @@ impl Registry {
         let protected = |tag: &str| self.rule_for(repo, tag).is_some();
         let retired = self
             .meta
-            .retire_manifest(repo, digest, seen, &protected)
+            .retire_manifest_journaled(repo, digest, seen, &protected, self.journal())
             .await
             .map_err(|e| self.named(repo, e))?;
         if let Retired::Deleted(deleted) = &retired {
@@ -184,7 +220,10 @@ impl Registry {
                 rule,
             });
         }
-        let deleted = self.meta.delete_tag(repo, tag).await?;
+        let deleted = self
+            .meta
+            .delete_tag_journaled(repo, tag, self.journal())
+            .await?;
         if deleted {
             self.fire(|h| h.tag_deleted(repo, tag));
         }
@@ -199,7 +238,7 @@ impl Registry {
     ) -> StorageResult<SignatureStored> {
         let stored = self
             .meta
-            .put_atomic_signature(repo, manifest, signature)
+            .put_atomic_signature_journaled(repo, manifest, signature, self.journal())
             .await?;
         if stored == SignatureStored::Created {
             self.fire(|h| h.signature_stored(repo, manifest, &signature.id));
@@ -354,5 +393,96 @@ mod tests {
                 "deleted 1".to_string(),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn events_are_appended_with_each_committed_change_in_order() {
+        use crate::events::EventType::*;
+
+        let meta = crate::open_metadata("sqlite::memory:").await.unwrap();
+        let repo: RepoName = "events/app".parse().unwrap();
+        let put_of = |content: &'static [u8], subject: Option<Digest>, tag: &str| {
+            let content = Bytes::from_static(content);
+            ManifestPut {
+                repo: repo.clone(),
+                manifest: ManifestRecord {
+                    digest: Digest::sha256_of(&content),
+                    media_type: crate::manifest::OCI_MANIFEST.into(),
+                    content,
+                    artifact_type: subject.as_ref().map(|_| "application/spdx+json".into()),
+                    subject,
+                    annotations: Default::default(),
+                },
+                blobs: vec![],
+                children: vec![],
+                sizes: vec![],
+                tags: vec![tag.parse().unwrap()],
+                condition: None,
+                immutable: Vec::new(),
+            }
+        };
+        // Without events on, nothing is recorded.
+        Registry::new(meta.clone())
+            .put_manifest(&put_of(b"{\"quiet\":1}", None, "quiet"))
+            .await
+            .unwrap();
+        assert_eq!(meta.latest_event_id().await.unwrap(), 0);
+
+        let registry = Registry::new(meta.clone())
+            .recording_events()
+            .acting_as("alice");
+        let first = put_of(b"{\"m\":1}", None, "v1");
+        let second = put_of(b"{\"m\":2}", None, "v1");
+        registry.put_manifest(&first).await.unwrap();
+        registry.put_manifest(&second).await.unwrap();
+        let sbom = put_of(b"{\"sbom\":1}", Some(second.manifest.digest.clone()), "s");
+        registry.put_manifest(&sbom).await.unwrap();
+        // A failed write records nothing.
+        let missing = ManifestPut {
+            blobs: vec![Digest::sha256_of(b"absent")],
+            ..put_of(b"{\"m\":3}", None, "v3")
+        };
+        assert!(registry.put_manifest(&missing).await.is_err());
+        registry
+            .delete_manifest(&repo, &second.manifest.digest, true)
+            .await
+            .unwrap();
+
+        let events = meta.events_after(0, 100).await.unwrap();
+        let types: Vec<_> = events.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            types,
+            [
+                ManifestPushed,
+                TagMoved,
+                ManifestPushed,
+                TagMoved,
+                ManifestPushed,
+                TagMoved,
+                SbomStored,
+                TagDeleted,
+                TagDeleted,
+                ManifestDeleted,
+                ManifestDeleted,
+            ]
+        );
+        let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, (1..=11).collect::<Vec<_>>());
+        // The second push moved v1 from the first manifest.
+        assert_eq!(
+            events[3].data.previous,
+            Some(first.manifest.digest.to_string())
+        );
+        assert_eq!(events[1].data.previous, None);
+        assert!(events
+            .iter()
+            .all(|e| e.data.actor.as_deref() == Some("alice")));
+        assert_eq!(
+            events[6].data.subject,
+            Some(second.manifest.digest.to_string())
+        );
+        let ids: std::collections::HashSet<_> = events.iter().map(|e| &e.event_id).collect();
+        assert_eq!(ids.len(), events.len(), "every event has its own id");
+        assert_eq!(meta.events_after(10, 100).await.unwrap().len(), 1);
     }
 }

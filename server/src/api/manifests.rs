@@ -12,6 +12,7 @@ use signet_storage::meta::{ManifestPut, StoredManifest, TagCondition};
 use signet_storage::{Algorithm, Digest, Reference, Registry, RepoName, Tag};
 
 use super::{HeadBody, DIGEST_HEADER};
+use crate::auth::Actor;
 use crate::error::{ApiError, ApiResult};
 use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
@@ -58,12 +59,17 @@ fn manifest_of(target: Target) -> ApiResult<ManifestTarget> {
 
 /// The write path a manifest request goes through: without the immutable-tag rules when
 /// an administrator overrides them.
-fn registry_for<'a>(state: &'a AppState, target: &ManifestTarget) -> Cow<'a, Registry> {
+fn registry_for<'a>(
+    state: &'a AppState,
+    target: &ManifestTarget,
+    actor: &Actor,
+) -> Cow<'a, Registry> {
+    let registry = state.registry_as(actor);
     if target.override_immutable {
         tracing::info!(target: "audit", event = "immutable-override", repository = %target.repo, reference = %target.reference, "an administrator overrides the immutable-tag rules");
-        Cow::Owned(state.registry.overriding_tag_rules())
+        Cow::Owned(registry.overriding_tag_rules())
     } else {
-        Cow::Borrowed(&state.registry)
+        registry
     }
 }
 
@@ -146,10 +152,11 @@ async fn put_manifest(
     state: web::Data<AppState>,
     req: HttpRequest,
     target: Target,
+    actor: Actor,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let named = manifest_of(target)?;
-    let registry = registry_for(&state, &named);
+    let registry = registry_for(&state, &named, &actor);
     let ManifestTarget {
         repo,
         reference,
@@ -229,9 +236,13 @@ fn tags_to_move(state: &AppState, reference: &Reference, extra: Vec<Tag>) -> Api
     }
 }
 
-async fn delete_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
+async fn delete_manifest(
+    state: web::Data<AppState>,
+    target: Target,
+    actor: Actor,
+) -> ApiResult<HttpResponse> {
     let named = manifest_of(target)?;
-    let registry = registry_for(&state, &named);
+    let registry = registry_for(&state, &named, &actor);
     let ManifestTarget {
         repo, reference, ..
     } = named;

@@ -168,6 +168,8 @@ pub async fn authorize(
                     );
                     return Ok(req.error_response(refusal).map_into_right_body());
                 }
+                req.extensions_mut()
+                    .insert(super::Actor(allowed.identity.to_string()));
                 caller = Some(allowed);
             }
             Err((refusal, who)) => return Ok(refuse(&auth, req, &gate, refusal, &who)),

@@ -58,6 +58,23 @@ pub struct Caller {
     pub presented: bool,
 }
 
+/// Who a request acts for, as events name them: the authenticated identity, or
+/// `anonymous` (authentication off, or an anonymous pull). Left on the request by the
+/// authorisation middleware; a handler takes it as an extractor.
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+impl actix_web::FromRequest for Actor {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        use actix_web::HttpMessage;
+        let actor = req.extensions().get::<Actor>().cloned();
+        std::future::ready(Ok(actor.unwrap_or_else(|| Actor("anonymous".into()))))
+    }
+}
+
 /// Why credentials were refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {

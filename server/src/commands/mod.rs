@@ -1,6 +1,7 @@
 //! Subcommands of `signet` other than `serve`: they work on the stores directly.
 
 pub mod attachments;
+pub mod events;
 pub mod fsck;
 pub mod gc;
 pub mod migrate;

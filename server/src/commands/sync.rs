@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::io::IsTerminal;
 
 use crate::state::AppState;
+use crate::sync::manager::{finished_event, status_of};
 use crate::sync::runner::{run_controlled, Control};
 use crate::sync::sealed::Sealer;
 use crate::sync::{SyncJob, SyncReport};
@@ -66,6 +67,11 @@ pub async fn run_job(state: &AppState, config: &SyncJob, json: bool) -> anyhow::
     if let Some(bar) = &bar {
         bar.clear();
     }
+    let event = match &report {
+        Ok(r) => finished_event(config, "cli", status_of(r), Some(r), None),
+        Err(e) => finished_event(config, "cli", "failed", None, Some(&format!("{e:#}"))),
+    };
+    state.events.append(event).await;
     let report = report?;
     let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"

@@ -132,6 +132,7 @@ async fn put_signature(
     state: web::Data<AppState>,
     req: HttpRequest,
     target: Target,
+    actor: crate::auth::Actor,
     mut payload: web::Payload,
 ) -> ApiResult<HttpResponse> {
     let (repo, digest) = signatures_of(target)?;
@@ -156,7 +157,7 @@ async fn put_signature(
     }
     let signature = validate(&body, &digest, max_content)?;
     match state
-        .registry
+        .registry_as(&actor)
         .put_atomic_signature(&repo, &digest, &signature)
         .await
     {

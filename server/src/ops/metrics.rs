@@ -52,6 +52,11 @@ pub struct Metrics {
     pub pull_through_refused: IntCounterVec,
     pub trust_reloads: IntCounterVec,
     pub verification_verdicts: IntCounterVec,
+    pub events_delivered: IntCounterVec,
+    pub event_delivery_failures: IntCounterVec,
+    pub events_dead: IntCounterVec,
+    pub events_dropped: IntCounterVec,
+    pub event_backlog: IntGaugeVec,
 }
 
 /// The process-wide set `/metrics` serves.
@@ -176,6 +181,40 @@ impl Metrics {
                 "signet_verification_verdicts_total",
                 "Verdicts reached on signatures and attestations, by verdict.",
                 &["verdict"],
+            ),
+            events_delivered: counters(
+                r,
+                "signet_events_delivered_total",
+                "Events a notification endpoint acknowledged (2xx), by endpoint.",
+                &["endpoint"],
+            ),
+            event_delivery_failures: counters(
+                r,
+                "signet_event_delivery_failures_total",
+                "Failed tries at delivering an event (an error, a timeout or a non-2xx answer), by endpoint.",
+                &["endpoint"],
+            ),
+            events_dead: counters(
+                r,
+                "signet_events_dead_total",
+                "Events an endpoint gave up on after their tries (dead letters), by endpoint.",
+                &["endpoint"],
+            ),
+            events_dropped: counters(
+                r,
+                "signet_events_dropped_total",
+                "Pull-refused events dropped because the queue to the outbox was full.",
+                &[],
+            ),
+            event_backlog: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "signet_event_backlog",
+                        "Events recorded after an endpoint's cursor (not yet delivered or passed over).",
+                    ),
+                    &["endpoint"],
+                ),
             ),
             registry,
         }

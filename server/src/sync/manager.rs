@@ -364,13 +364,7 @@ impl SyncManager {
             }
             let outcome = match result {
                 Ok(report) => Outcome {
-                    status: if report.cancelled {
-                        "cancelled"
-                    } else if report.errors.is_empty() {
-                        "succeeded"
-                    } else {
-                        "failed"
-                    },
+                    status: status_of(&report),
                     finished_at: Utc::now(),
                     report: Some(report),
                     error: None,
@@ -383,6 +377,14 @@ impl SyncManager {
                 },
             };
             tracing::info!(job = %job.name, run = %run.id, status = outcome.status, "sync run finished");
+            let event = finished_event(
+                &job,
+                &run.id,
+                outcome.status,
+                outcome.report.as_ref(),
+                outcome.error.as_deref(),
+            );
+            state.events.append(event).await;
             *run.outcome.lock().expect("outcome lock") = Some(outcome);
         });
         Ok(handle)
@@ -438,4 +440,49 @@ impl SyncManager {
             }
         }
     }
+}
+
+/// How a run that returned a report ended.
+pub fn status_of(report: &SyncReport) -> &'static str {
+    if report.cancelled {
+        "cancelled"
+    } else if report.errors.is_empty() {
+        "succeeded"
+    } else {
+        "failed"
+    }
+}
+
+/// The `sync.finished` event of a run (`run` names it: its id, or `cli`): its status
+/// and counters, and how many items failed (the list is in the admin API).
+pub fn finished_event(
+    job: &SyncJob,
+    run: &str,
+    status: &str,
+    report: Option<&SyncReport>,
+    error: Option<&str>,
+) -> Vec<signet_storage::events::NewEvent> {
+    use signet_storage::events::{EventData, EventType, NewEvent};
+    let mut counters = report
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or(serde_json::Value::Null);
+    if let Some(map) = counters.as_object_mut() {
+        let errors = report.map_or(0, |r| r.errors.len());
+        map.insert("errors".into(), serde_json::json!(errors));
+    }
+    vec![NewEvent::new(
+        EventType::SyncFinished,
+        EventData {
+            repository: job.destination_prefix.clone(),
+            actor: Some(format!("sync:{}", job.name)),
+            reason: error.map(str::to_string),
+            detail: Some(serde_json::json!({
+                "job": job.name,
+                "run": run,
+                "status": status,
+                "report": counters,
+            })),
+            ..EventData::default()
+        },
+    )]
 }

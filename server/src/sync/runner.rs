@@ -244,6 +244,8 @@ enum Vouched {
 
 struct Run<'a> {
     state: &'a AppState,
+    /// The write path, naming the job (`sync:<name>`) in the events it records.
+    registry: std::borrow::Cow<'a, signet_storage::registry::Registry>,
     upstream: Arc<dyn Source>,
     plan: Plan,
     concurrency: usize,
@@ -293,6 +295,7 @@ impl<'a> Run<'a> {
     ) -> Run<'a> {
         Run {
             state,
+            registry: state.registry_as(&crate::auth::Actor(format!("sync:{}", job.name))),
             upstream,
             plan,
             concurrency: job.concurrency.max(1),
@@ -468,8 +471,7 @@ impl Run<'_> {
             tags: vec![tag.clone()],
             ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, stored.content)
         };
-        self.state
-            .registry
+        self.registry
             .put_manifest(&put)
             .await
             .with_context(|| format!("moving {}:{tag} to {digest}", repo.dest))?;
@@ -551,8 +553,7 @@ impl Run<'_> {
                     tags: tag.cloned().into_iter().collect(),
                     ..ManifestPut::derived(repo.dest.clone(), digest.clone(), &parsed, content)
                 };
-                self.state
-                    .registry
+                self.registry
                     .put_manifest(&put)
                     .await
                     .with_context(|| format!("storing manifest {digest}"))?;

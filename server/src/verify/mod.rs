@@ -153,6 +153,8 @@ pub struct Verifier {
     /// Wakes the background verifier early (the trust configuration changed, or an
     /// attachment was stored by this process).
     pub(crate) wake: tokio::sync::Notify,
+    /// Where a verdict that changed is recorded (`verdict.changed`).
+    pub(crate) events: crate::notify::EventLog,
 }
 
 impl Verifier {
@@ -261,10 +263,24 @@ impl Verifier {
         let stored = match repo.parse::<RepoName>() {
             Ok(name) => {
                 let row = to_stored(&verdict, subject, attachment, &trust.fingerprint);
-                meta.put_verdict(&name, &row).await.unwrap_or_else(|e| {
+                let previous = if self.events.enabled() {
+                    meta.get_verdict(&name, subject, attachment)
+                        .await
+                        .ok()
+                        .flatten()
+                } else {
+                    None
+                };
+                let stored = meta.put_verdict(&name, &row).await.unwrap_or_else(|e| {
                     tracing::warn!(%repo, %attachment, error = %e, "could not store a verdict");
                     false
-                })
+                });
+                if stored && previous.as_ref().map(|p| p.verdict) != Some(row.verdict) {
+                    self.events
+                        .append(vec![verdict_changed(repo, &row, previous.as_ref())])
+                        .await;
+                }
+                stored
             }
             Err(_) => false,
         };
@@ -326,6 +342,34 @@ impl Verifier {
     fn cached(&self) -> usize {
         self.cache.lock().unwrap().len()
     }
+}
+
+/// The `verdict.changed` event: an attachment's first verdict, or one that differs from
+/// the verdict stored before (a trust reload turned it invalid, say).
+fn verdict_changed(
+    repo: &str,
+    row: &signet_storage::meta::StoredVerdict,
+    previous: Option<&signet_storage::meta::StoredVerdict>,
+) -> signet_storage::events::NewEvent {
+    use signet_storage::events::{EventData, EventType, NewEvent};
+    NewEvent::new(
+        EventType::VerdictChanged,
+        EventData {
+            repository: repo.to_string(),
+            digest: Some(row.attachment.to_string()),
+            subject: Some(row.subject.to_string()),
+            verdict: Some(row.verdict.as_str().to_string()),
+            previous: previous.map(|p| p.verdict.as_str().to_string()),
+            root: row.root.clone(),
+            reason: row.reason.clone(),
+            actor: Some("signet".into()),
+            detail: row
+                .signer
+                .as_ref()
+                .map(|s| serde_json::json!({ "signer": s })),
+            ..EventData::default()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -90,6 +90,29 @@ pub async fn enforce(
     if mode == PolicyMode::Audit {
         return pass(req).await;
     }
+    if state.events.enabled() {
+        use actix_web::HttpMessage;
+        use signet_storage::events::{EventData, EventType, NewEvent};
+        let actor = req
+            .extensions()
+            .get::<crate::auth::Actor>()
+            .map(|a| a.0.clone());
+        state.events.note(NewEvent::new(
+            EventType::PullRefused,
+            EventData {
+                repository: repo.to_string(),
+                digest: Some(digest.clone()).filter(|d| !d.is_empty()),
+                tag: match &reference {
+                    signet_storage::names::Reference::Tag(t) => Some(t.to_string()),
+                    signet_storage::names::Reference::Digest(_) => None,
+                },
+                actor: Some(actor.unwrap_or_else(|| "anonymous".into())),
+                reason: Some(message.clone()),
+                detail: Some(json!({"policy": "enforce"})),
+                ..EventData::default()
+            },
+        ));
+    }
     let body = json!({"errors": [{
         "code": "DENIED",
         "message": message,

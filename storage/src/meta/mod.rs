@@ -39,9 +39,9 @@ pub use postgres::{PostgresEngine, PostgresMetadata, STALE_BOUND};
 pub use sql::SqlMetadata;
 pub use sqlite::{SqliteEngine, SqliteMetadata};
 pub use store::{
-    AtomicSignatures, BlobLinks, Collection, Inventory, InventoryManifest, ManifestSeen, Manifests,
-    ProtectedTags, Repositories, Retention, Retired, RevokedTokens, SyncJobs, TagSeen, Transfer,
-    UploadSessions, Verdicts,
+    AtomicSignatures, BlobLinks, Collection, Events, Inventory, InventoryManifest, ManifestSeen,
+    Manifests, ProtectedTags, Repositories, Retention, Retired, RevokedTokens, SyncJobs, TagSeen,
+    Transfer, UploadSessions, Verdicts,
 };
 
 /// A manifest as stored: exact bytes plus what was derived from them at push time.
@@ -334,6 +334,7 @@ pub trait MetadataStore:
     + Verdicts
     + Transfer
     + Retention
+    + Events
 {
 }
 
@@ -349,6 +350,7 @@ impl<T> MetadataStore for T where
         + Verdicts
         + Transfer
         + Retention
+        + Events
         + ?Sized
 {
 }

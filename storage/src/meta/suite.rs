@@ -52,6 +52,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     verdicts(&*db).await;
     revoked_tokens(&*db).await;
     retention(&*db).await;
+    events(db.clone()).await;
 }
 
 async fn revoked_tokens(db: &dyn MetadataStore) {
@@ -1249,4 +1250,98 @@ async fn retention(db: &dyn MetadataStore) {
         .unwrap()
         .manifests
         .is_empty());
+}
+
+/// The outbox: appended events numbered without gaps (concurrent appenders too),
+/// cursors that never move back, dead letters requeued and removed, pruning that keeps
+/// what a dead letter names.
+async fn events(db: Arc<dyn MetadataStore>) {
+    use crate::events::{EventData, EventType, NewEvent};
+
+    let start = db.latest_event_id().await.unwrap();
+    let event = |n: usize| {
+        NewEvent::new(
+            EventType::SyncFinished,
+            EventData {
+                repository: format!("suite/events-{n}"),
+                ..EventData::default()
+            },
+        )
+    };
+    db.append_events(&[event(0), event(1)]).await.unwrap();
+    db.append_events(&[]).await.unwrap();
+    let writers: Vec<_> = (2..12)
+        .map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move { db.append_events(&[event(n)]).await.unwrap() })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let all = db.events_after(start, 100).await.unwrap();
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, ((start + 1)..=(start + 12)).collect::<Vec<_>>());
+    assert_eq!(db.latest_event_id().await.unwrap(), start + 12);
+    assert_eq!(all[1].data.repository, "suite/events-1");
+    assert_eq!(db.events_after(start, 3).await.unwrap().len(), 3);
+
+    assert_eq!(db.event_cursor("hook").await.unwrap(), None);
+    db.set_event_cursor("hook", start + 5).await.unwrap();
+    db.set_event_cursor("hook", start + 2).await.unwrap();
+    assert_eq!(db.event_cursor("hook").await.unwrap(), Some(start + 5));
+
+    db.put_dead_letter("hook", start + 3, 5, "HTTP 500")
+        .await
+        .unwrap();
+    db.put_dead_letter("other", start + 4, 2, "timed out")
+        .await
+        .unwrap();
+    let dead = db.dead_letters(Some("hook")).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (
+            dead[0].event.id,
+            dead[0].attempts,
+            dead[0].error.as_str(),
+            dead[0].requeued
+        ),
+        (start + 3, 5, "HTTP 500", false)
+    );
+    assert_eq!(db.dead_letters(None).await.unwrap().len(), 2);
+    assert_eq!(db.requeue_dead_letters(Some("hook"), &[]).await.unwrap(), 1);
+    assert_eq!(db.requeue_dead_letters(Some("hook"), &[]).await.unwrap(), 0);
+    assert_eq!(
+        db.requeue_dead_letters(None, &[start + 4, start + 99])
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(db
+        .dead_letters(None)
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| d.requeued));
+
+    // Pruning keeps what a dead letter names, and what is newer than asked.
+    let future = super::now() + 10;
+    let pruned = db.prune_events(start + 6, future).await.unwrap();
+    assert_eq!(pruned, 4, "events 1, 2, 5, 6 of this run");
+    let left: Vec<i64> = db
+        .events_after(start, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left[..2], [start + 3, start + 4]);
+    db.remove_dead_letter("hook", start + 3).await.unwrap();
+    db.remove_dead_letter("other", start + 4).await.unwrap();
+    assert!(db.dead_letters(None).await.unwrap().is_empty());
+    db.prune_events(start + 12, future).await.unwrap();
+    assert!(db.events_after(start, 100).await.unwrap().is_empty());
+    // Numbers are never reused after a prune.
+    db.append_events(&[event(12)]).await.unwrap();
+    assert_eq!(db.latest_event_id().await.unwrap(), start + 13);
 }

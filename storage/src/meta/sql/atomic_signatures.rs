@@ -1,6 +1,8 @@
 //! [`AtomicSignatures`] in SQL.
 
 use async_trait::async_trait;
+
+use crate::events::{EventData, EventType, Journal, NewEvent};
 use bytes::Bytes;
 
 use crate::digest::Digest;
@@ -10,6 +12,7 @@ use crate::meta::*;
 use crate::names::RepoName;
 
 use super::common::*;
+use super::events::journal_in_tx;
 use super::query::*;
 use super::SqlMetadata;
 
@@ -38,11 +41,12 @@ impl<E: Engine> AtomicSignatures for SqlMetadata<E> {
             .collect()
     }
 
-    async fn put_atomic_signature(
+    async fn put_atomic_signature_journaled(
         &self,
         repo: &RepoName,
         manifest: &Digest,
         signature: &AtomicSignature,
+        journal: Journal<'_>,
     ) -> StorageResult<SignatureStored> {
         let mut tx = self.engine.begin(Access::Push).await?;
         let q = query(
@@ -96,6 +100,23 @@ impl<E: Engine> AtomicSignatures for SqlMetadata<E> {
         }
         let row = rules::atomic_signature_row(manifest, &signature.content);
         insert_attachment(&mut tx, repo_id, row, at).await?;
+        journal_in_tx(&mut tx, journal, || {
+            vec![NewEvent::new(
+                EventType::SignatureStored,
+                EventData {
+                    repository: repo.to_string(),
+                    subject: Some(manifest.to_string()),
+                    digest: Some(manifest.to_string()),
+                    detail: Some(serde_json::json!({
+                        "format": "simple-signing",
+                        "signatureId": signature.id,
+                    })),
+                    actor: journal.actor().map(str::to_string),
+                    ..EventData::default()
+                },
+            )]
+        })
+        .await?;
         tx.commit().await?;
         Ok(SignatureStored::Created)
     }

@@ -5,17 +5,23 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
+use crate::events::{deletion_events, Journal, PutEvents};
 use crate::meta::rules::{self, AttachmentWalk};
 use crate::meta::*;
 use crate::names::{Reference, RepoName, Tag};
 
 use super::common::*;
+use super::events::journal_in_tx;
 use super::query::*;
 use super::SqlMetadata;
 
 #[async_trait]
 impl<E: Engine> Manifests for SqlMetadata<E> {
-    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
+    async fn put_manifest_journaled(
+        &self,
+        put: &ManifestPut,
+        journal: Journal<'_>,
+    ) -> StorageResult<()> {
         let m = &put.manifest;
         let mut tx = self.engine.begin(Access::Push).await?;
         let repo_id = ensure_repo(&mut tx, &put.repo).await?;
@@ -74,6 +80,7 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         .await?;
         insert_edges(&mut tx, repo_id, put).await?;
         let mut moved = Vec::new();
+        let mut previous = Vec::new();
         for tag in &put.tags {
             let current = current_tag(&mut tx, repo_id, tag).await?;
             if let Some(condition) = &put.condition {
@@ -103,13 +110,32 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
                 // Forget what the tag's previous target attached.
                 forget_tag_attachments(&mut tx, repo_id, tag).await?;
                 moved.push(tag.clone());
+                previous.push(current);
             }
         }
         let described =
             describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &moved)).await?;
+        let mut attached = Vec::new();
         for row in rules::put_rows(put, &moved, &described) {
+            if row.attachment == m.digest {
+                attached.push((row.kind, row.subject.clone()));
+            }
             insert_attachment(&mut tx, repo_id, row, at).await?;
         }
+        journal_in_tx(&mut tx, journal, || {
+            PutEvents {
+                repository: put.repo.as_str(),
+                digest: &m.digest,
+                media_type: &m.media_type,
+                size: m.content.len() as u64,
+                artifact_type: m.artifact_type.as_deref(),
+                tags: put.tags.iter().map(|t| t.to_string()).collect(),
+                moved: moved.iter().map(|t| t.to_string()).zip(previous).collect(),
+                attached,
+            }
+            .events(journal)
+        })
+        .await?;
         tx.commit().await
     }
 
@@ -146,12 +172,13 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         .transpose()
     }
 
-    async fn delete_manifest(
+    async fn delete_manifest_journaled(
         &self,
         repo: &RepoName,
         digest: &Digest,
         with_attachments: bool,
         protected: ProtectedTags<'_>,
+        journal: Journal<'_>,
     ) -> StorageResult<Vec<Digest>> {
         let Some(repo_id) = repo_id(&self.engine, repo).await? else {
             return Ok(Vec::new());
@@ -159,20 +186,34 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         let mut tx = self.engine.begin(Access::Push).await?;
         // No tag moves onto what is deleted while its tags are checked.
         lock_tags::<E>(&mut tx, repo_id).await?;
-        let deleted =
-            delete_walk::<E>(&mut tx, repo_id, digest, with_attachments, protected).await?;
+        let deleted = delete_walk::<E>(
+            &mut tx,
+            repo,
+            repo_id,
+            digest,
+            with_attachments,
+            protected,
+            journal,
+        )
+        .await?;
         if !deleted.is_empty() {
             tx.commit().await?;
         }
         Ok(deleted)
     }
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+    async fn delete_tag_journaled(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        journal: Journal<'_>,
+    ) -> StorageResult<bool> {
         let Some(repo_id) = repo_id(&self.engine, repo).await? else {
             return Ok(false);
         };
         let mut tx = self.engine.begin(Access::Push).await?;
         lock_tags::<E>(&mut tx, repo_id).await?;
+        let pointed = current_tag(&mut tx, repo_id, tag).await?;
         let done = tx
             .execute(
                 query("DELETE FROM tags WHERE repository_id = $1 AND name = $2")
@@ -181,6 +222,13 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
             )
             .await?;
         forget_tag_attachments(&mut tx, repo_id, tag).await?;
+        if let Some(digest) = pointed.filter(|_| done > 0) {
+            let digest = parse_digest(&digest)?;
+            journal_in_tx(&mut tx, journal, || {
+                deletion_events(journal, repo.as_str(), &[], &[(tag.to_string(), digest)])
+            })
+            .await?;
+        }
         tx.commit().await?;
         Ok(done > 0)
     }
@@ -307,13 +355,15 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
 /// Deletes `digest`, the tags pointing at it and its edges, and with `with_attachments`
 /// its attachments (recursively), in `tx` (which holds [`lock_tags`]). Empty when the
 /// manifest is absent; [`StorageError::TagImmutable`] when a tag that would go is
-/// `protected`.
+/// `protected`. The events of the delete are appended last, when `journal` records them.
 pub(super) async fn delete_walk<E: Engine>(
     tx: &mut E::Tx,
+    repo: &RepoName,
     repo_id: i64,
     digest: &Digest,
     with_attachments: bool,
     protected: ProtectedTags<'_>,
+    journal: Journal<'_>,
 ) -> StorageResult<Vec<Digest>> {
     let mut walk = AttachmentWalk::new(digest, with_attachments);
     while let Some(subject) = walk.next_subject() {
@@ -332,6 +382,7 @@ pub(super) async fn delete_walk<E: Engine>(
         );
     }
     let doomed = walk.into_found();
+    let mut tags = Vec::new();
     for d in &doomed {
         let q = query("SELECT name FROM tags WHERE repository_id = $1 AND digest = $2")
             .bind(repo_id)
@@ -344,19 +395,26 @@ pub(super) async fn delete_walk<E: Engine>(
                     rule: String::new(),
                 });
             }
+            tags.push((tag, parse_digest(d)?));
         }
     }
     let mut deleted = Vec::new();
     for d in &doomed {
         // Tags, edges and the attachment rows it carries go with it (ON DELETE CASCADE).
-        let q = query("DELETE FROM manifests WHERE repository_id = $1 AND digest = $2")
-            .bind(repo_id)
-            .bind(d);
-        if tx.execute(q).await? > 0 {
-            deleted.push(parse_digest(d)?);
+        let q = query(
+            "DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 RETURNING media_type",
+        )
+        .bind(repo_id)
+        .bind(d);
+        if let Some(row) = tx.first(q).await? {
+            deleted.push((parse_digest(d)?, row.text("media_type")?));
         } else if d == &doomed[0] {
             return Ok(Vec::new());
         }
     }
-    Ok(deleted)
+    journal_in_tx(tx, journal, || {
+        deletion_events(journal, repo.as_str(), &deleted, &tags)
+    })
+    .await?;
+    Ok(deleted.into_iter().map(|(d, _)| d).collect())
 }

@@ -11,6 +11,7 @@ mod atomic_signatures;
 mod blob_links;
 mod collection;
 mod common;
+mod events;
 mod manifests;
 pub(crate) mod query;
 mod repositories;

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use crate::events::Journal;
+
 use crate::digest::Digest;
 use crate::error::StorageResult;
 use crate::meta::*;
@@ -91,12 +93,13 @@ impl<E: Engine> Retention for SqlMetadata<E> {
         Ok(Some(Inventory { manifests }))
     }
 
-    async fn retire_manifest(
+    async fn retire_manifest_journaled(
         &self,
         repo: &RepoName,
         digest: &Digest,
         seen: &ManifestSeen,
         protected: ProtectedTags<'_>,
+        journal: Journal<'_>,
     ) -> StorageResult<Retired> {
         let Some(repo_id) = repo_id(&self.engine, repo).await? else {
             return Ok(Retired::Changed("the repository is gone".into()));
@@ -154,7 +157,8 @@ impl<E: Engine> Retention for SqlMetadata<E> {
         if attachments != seen.attachments {
             return Ok(Retired::Changed("something was attached to it".into()));
         }
-        let deleted = delete_walk::<E>(&mut tx, repo_id, digest, true, protected).await?;
+        let deleted =
+            delete_walk::<E>(&mut tx, repo, repo_id, digest, true, protected, journal).await?;
         if deleted.is_empty() {
             return Ok(Retired::Changed("already deleted".into()));
         }

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 
+use crate::events::Journal;
+
 use crate::meta::{AtomicSignature, SignatureStored};
 use crate::{Digest, RepoName, StorageResult};
 
@@ -22,6 +24,19 @@ pub trait AtomicSignatures: Send + Sync {
         repo: &RepoName,
         manifest: &Digest,
         signature: &AtomicSignature,
+    ) -> StorageResult<SignatureStored> {
+        self.put_atomic_signature_journaled(repo, manifest, signature, Journal::OFF)
+            .await
+    }
+
+    /// [`AtomicSignatures::put_atomic_signature`], appending a `signature.stored` event in
+    /// its transaction when `journal` records events and the signature is new.
+    async fn put_atomic_signature_journaled(
+        &self,
+        repo: &RepoName,
+        manifest: &Digest,
+        signature: &AtomicSignature,
+        journal: Journal<'_>,
     ) -> StorageResult<SignatureStored>;
 
     async fn delete_atomic_signature(

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::events::Journal;
 use crate::meta::{AttachmentRecord, ManifestPut, Page, Referrer, StoredManifest, TagDetail};
 use crate::{Digest, Reference, RepoName, StorageResult, Tag};
 
@@ -14,7 +15,17 @@ pub type ProtectedTags<'a> = &'a (dyn Fn(&str) -> bool + Send + Sync);
 pub trait Manifests: Send + Sync {
     /// Stores a manifest, its edges and its tag in one transaction. Fails with
     /// [`crate::StorageError::MissingReferences`] when referenced blobs or children are absent.
-    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()>;
+    async fn put_manifest(&self, put: &ManifestPut) -> StorageResult<()> {
+        self.put_manifest_journaled(put, Journal::OFF).await
+    }
+
+    /// [`Manifests::put_manifest`], appending the events it makes when `journal` records
+    /// them, in the same transaction.
+    async fn put_manifest_journaled(
+        &self,
+        put: &ManifestPut,
+        journal: Journal<'_>,
+    ) -> StorageResult<()>;
 
     async fn get_manifest(
         &self,
@@ -33,9 +44,32 @@ pub trait Manifests: Send + Sync {
         digest: &Digest,
         with_attachments: bool,
         protected: ProtectedTags<'_>,
+    ) -> StorageResult<Vec<Digest>> {
+        self.delete_manifest_journaled(repo, digest, with_attachments, protected, Journal::OFF)
+            .await
+    }
+
+    /// [`Manifests::delete_manifest`], appending its events as a put does.
+    async fn delete_manifest_journaled(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        with_attachments: bool,
+        protected: ProtectedTags<'_>,
+        journal: Journal<'_>,
     ) -> StorageResult<Vec<Digest>>;
 
-    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool>;
+    async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StorageResult<bool> {
+        self.delete_tag_journaled(repo, tag, Journal::OFF).await
+    }
+
+    /// [`Manifests::delete_tag`], appending its event as a put does.
+    async fn delete_tag_journaled(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        journal: Journal<'_>,
+    ) -> StorageResult<bool>;
 
     /// Tags in lexical order; `None` when the repository does not exist.
     async fn list_tags(

@@ -4,6 +4,7 @@
 mod atomic_signatures;
 mod blob_links;
 mod collection;
+mod events;
 mod manifests;
 mod repositories;
 mod retention;
@@ -16,6 +17,7 @@ mod verdicts;
 pub use atomic_signatures::AtomicSignatures;
 pub use blob_links::BlobLinks;
 pub use collection::Collection;
+pub use events::Events;
 pub use manifests::{Manifests, ProtectedTags};
 pub use repositories::Repositories;
 pub use retention::{Inventory, InventoryManifest, ManifestSeen, Retention, Retired, TagSeen};

@@ -1,6 +1,8 @@
 //! What retention reads of a repository, and how it deletes without losing a push.
 
 use async_trait::async_trait;
+
+use crate::events::Journal;
 use serde::Serialize;
 
 use crate::meta::ProtectedTags;
@@ -92,6 +94,20 @@ pub trait Retention: Send + Sync {
         digest: &Digest,
         seen: &ManifestSeen,
         protected: ProtectedTags<'_>,
+    ) -> StorageResult<Retired> {
+        self.retire_manifest_journaled(repo, digest, seen, protected, Journal::OFF)
+            .await
+    }
+
+    /// [`Retention::retire_manifest`], appending the events of the delete in its
+    /// transaction when `journal` records them.
+    async fn retire_manifest_journaled(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        seen: &ManifestSeen,
+        protected: ProtectedTags<'_>,
+        journal: Journal<'_>,
     ) -> StorageResult<Retired>;
 
     /// Records pulls (repository, manifest, unix seconds); a later time replaces an
