@@ -78,6 +78,9 @@ bounded 5 python3 bench/transfer_bench.py --smoke --debug --no-build
 step "soak, smoke mode (the full run is python3 bench/soak.py)"
 bounded 10 python3 bench/soak.py --smoke --out bench/results/soak-smoke-latest.json
 
+step "faults across replicas under load, smoke mode (the full run is python3 bench/chaos.py)"
+bounded 10 python3 bench/chaos.py --smoke --debug --no-build
+
 step "conformance: Signet"
 bounded 10 conformance/run-against-signet.sh
 

@@ -228,6 +228,50 @@ async fn put_with_final_chunk_with_and_without_content_range() {
     }
 }
 
+/// A final PUT sent again after its body was appended (a balancer resends a PUT to
+/// another replica when the first died before answering) stores the blob once, instead
+/// of appending the chunk twice and refusing the digest.
+#[tokio::test]
+async fn a_final_put_resent_after_its_body_was_appended_stores_the_blob() {
+    let r = Registry::start();
+    let c = client();
+    for with_range in [true, false] {
+        let bytes = random_bytes(777);
+        let digest = sha256(&bytes);
+        let url = start_upload(&c, &r, "resent").await;
+        // What the first attempt left: every byte appended, the blob not yet stored.
+        let resp = patch(&c, &url, &bytes, 0).await;
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let url = absolute(&r, header(resp.headers(), "location"));
+        let mut put = c
+            .put(with_query(&url, &format!("digest={digest}")))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes[500..].to_vec());
+        if with_range {
+            put = put.header("Content-Range", "500-776");
+        }
+        let resp = put.send().await.unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::CREATED,
+            "with_range={with_range}"
+        );
+        assert_blob(&c, &r, "resent", &digest, &bytes).await;
+    }
+    // Bytes that hash to another digest are still refused.
+    let bytes = random_bytes(100);
+    let url = start_upload(&c, &r, "resent").await;
+    let resp = patch(&c, &url, &bytes, 0).await;
+    let url = absolute(&r, header(resp.headers(), "location"));
+    let resp = c
+        .put(with_query(&url, &format!("digest={}", sha256(b"other"))))
+        .body(bytes[50..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn out_of_order_chunks_are_refused_with_416() {
     let r = Registry::start();

@@ -177,7 +177,25 @@ impl Uploads {
                     &appended.progress,
                 )
                 .await;
-            self.blobs.settle(&appended, recorded.is_ok()).await;
+            // An error may come after the commit (the connection cut, the database
+            // restarted, before its answer arrived): then the row, read again, says
+            // which tail it names. Unknown, both stay (staging the expiry removes).
+            let mut recorded = recorded;
+            let committed = match &recorded {
+                Ok(_) => Some(true),
+                Err(_) => match self.meta.get_upload(&current.id).await {
+                    Ok(Some(s)) if s.size == current.size + appended.added => {
+                        // It committed: the client is told so.
+                        recorded = Ok(s);
+                        Some(true)
+                    }
+                    Ok(Some(s)) if s.size == current.size => Some(false),
+                    _ => None,
+                },
+            };
+            if let Some(committed) = committed {
+                self.blobs.settle(&appended, committed).await;
+            }
             match recorded {
                 Err(StorageError::Conflict(_)) => Err(StorageError::OutOfOrder {
                     start: current.size,
@@ -193,6 +211,19 @@ impl Uploads {
 
     async fn current_size(&self, id: &str) -> StorageResult<u64> {
         Ok(self.meta.get_upload(id).await?.map_or(0, |s| s.size))
+    }
+
+    /// Whether the bytes `session` holds already hash to `digest` (by its running hash;
+    /// false where it keeps none, or holds nothing). A final PUT whose body an earlier
+    /// attempt of the same request appended finds them so: a balancer resends a PUT to
+    /// another replica when the first died before answering. Appending the body again
+    /// would make the content other than `digest` says; the bytes already staged are
+    /// the blob, and `finish` verifies them as ever.
+    pub fn already_holds(&self, session: &UploadSession, digest: &Digest) -> bool {
+        session.size > 0
+            && running(session)
+                .and_then(|p| crate::blobs::running_digest(p, digest.algorithm()))
+                .is_some_and(|d| &d == digest)
     }
 
     /// Verifies everything received against `digest`, stores the blob in the repository

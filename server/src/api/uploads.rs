@@ -188,7 +188,7 @@ async fn finish_upload(
         .headers()
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");
-    if !empty_body {
+    if !empty_body && !state.uploads.already_holds(&session, &digest) {
         let start = chunk_start(&req)?;
         session = append(&state, &session, start, body).await?;
     }

@@ -38,6 +38,9 @@ pub use change_feed::STALE_BOUND;
 /// The advisory lock between pushes (shared) and the GC sweep (exclusive): "SIGNETGC".
 const SWEEP_LOCK: i64 = 0x5349_474E_4554_4743;
 
+/// How long a request waits for a database connection before it fails.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The metadata store on PostgreSQL.
 pub type PostgresMetadata = SqlMetadata<PostgresEngine>;
 
@@ -57,6 +60,10 @@ impl SqlMetadata<PostgresEngine> {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // A replica cut off from the database answers 5xx within this, and the
+            // client's retry goes to another replica, rather than holding requests for
+            // sqlx's default 30 s.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         Migrator::new(EmbeddedMigrations(migrations::POSTGRES))
