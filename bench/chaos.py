@@ -17,7 +17,8 @@ The load, each worker a client that retries as skopeo and podman do (a reset, a 
 429 is tried again, with backoff, for up to 90 s): monolithic pushes, chunked pushes
 (each request of an upload may land on another replica), cosign signatures appended to
 pushed images, pulls checked byte for byte (of pushed, mirrored and pulled-through
-images), pushes deleted again, and real `skopeo copy --retry-times` pushes.
+images), pushes deleted again, and real `skopeo copy --retry-times` and `podman push`
+pushes (podman retries as containers/image does).
 
 The faults, one at a time, each followed by a quiet gap:
 
@@ -475,11 +476,32 @@ def op_delete(w):
     w.pending = None
 
 
+def tar_layer(rng):
+    """A real tar layer (podman unpacks what it pulls): one file of random bytes."""
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        data = rng.randbytes(4096)
+        info = tarfile.TarInfo("chaos/data")
+        info.size, info.mtime = len(data), 0
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
 def skopeo_layout(folder):
-    """An OCI layout skopeo copies from: one small image."""
+    """An OCI layout skopeo copies from (and podman pulls once): one small image."""
     d = os.path.join(folder, "layout")
     os.makedirs(os.path.join(d, "blobs", "sha256"))
-    config, layer, manifest = image(random.Random(7))
+    layer = tar_layer(random.Random(7))
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": [sha256(layer)]}}).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": bench.OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+        "layers": [{"mediaType": bench.OCI_LAYER, "digest": sha256(layer), "size": len(layer)}],
+    }).encode()
     for data in (config, layer, manifest):
         with open(os.path.join(d, "blobs", "sha256", sha256(data)[7:]), "wb") as f:
             f.write(data)
@@ -492,10 +514,47 @@ def skopeo_layout(folder):
     return d, sha256(manifest)
 
 
+def podman_store(folder, layout):
+    """podman with a store of its own (vfs), the layout's image pulled into it."""
+    d = os.path.join(folder, "podman")
+    argv = ["podman", "--root", f"{d}/root", "--runroot", f"{d}/run",
+            "--storage-driver", "vfs"]
+    for attempt in range(3):
+        pulled = subprocess.run(argv + ["pull", "-q", f"oci:{layout}:v1"],
+                                capture_output=True, text=True, timeout=120)
+        if pulled.returncode == 0:
+            break
+        log(f"podman pull, try {attempt + 1}: {pulled.stderr.strip()[-300:]}")
+        time.sleep(1)
+    else:
+        raise RuntimeError(f"podman pull: {pulled.stderr.strip()[-500:]}")
+    listed = subprocess.run(argv + ["images", "-q"], check=True, capture_output=True,
+                            text=True, timeout=60)
+    return argv, listed.stdout.split()[0]
+
+
+def op_podman(argv, image_id, folder):
+    def op(w):
+        n = len(w.journal.copies)
+        tag = f"p{w.name}-{n}"
+        digestfile = os.path.join(folder, f"digest-{w.name}")
+        r = subprocess.run(
+            argv + ["push", "--tls-verify=false", "--digestfile", digestfile, image_id,
+                    f"docker://127.0.0.1:{w.port}/chaos/podman:{tag}"],
+            capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise Retry(f"podman push: {r.stderr.strip()[-200:]}")
+        with open(digestfile) as f:
+            digest = f.read().strip()
+        with w.journal.lock:
+            w.journal.copies.append(("chaos/podman", tag, digest))
+    return op
+
+
 def op_skopeo(layout, digest):
     def op(w):
         n = len(w.journal.copies)
-        tag = f"s{n}"
+        tag = f"s{w.name}-{n}"
         r = subprocess.run(
             ["skopeo", "copy", "--retry-times", "5", "--dest-tls-verify=false",
              "--preserve-digests", f"oci:{layout}:v1",
@@ -556,7 +615,7 @@ def verify(lb_port, journal):
     for repo, tag, digest in journal.copies:
         status, h, _ = get(f"/v2/{repo}/manifests/{tag}")
         if status != 200 or h.get("Docker-Content-Digest") != digest:
-            failures.append(f"skopeo {repo}:{tag}: {status}")
+            failures.append(f"{repo}:{tag}: {status}")
     return failures, present
 
 
@@ -571,7 +630,8 @@ def percentile(values, p):
 # ---------------------------------------------------------------- main
 
 def main():
-    args, b, work = bench.harness("chaos", __doc__, ("nginx", "weed", "skopeo", "curl"))
+    args, b, work = bench.harness("chaos", __doc__,
+                                  ("nginx", "weed", "skopeo", "podman", "curl"))
     os.chmod(work, 0o755)
     p = SMOKE if args.smoke else FULL
     t_start = time.monotonic()
@@ -618,9 +678,11 @@ def main():
             f"{weed.endpoint}")
 
         layout, layout_digest = skopeo_layout(work)
+        podman, podman_image = podman_store(work, layout)
         ops = [("mono", op_push(False)), ("chunked", op_push(True)), ("sign", op_sign),
                ("pull", op_pull), ("delete", op_delete),
-               ("skopeo", op_skopeo(layout, layout_digest))]
+               ("skopeo", op_skopeo(layout, layout_digest)),
+               ("podman", op_podman(podman, podman_image, work))]
         for kind, op in ops:
             for n in range(p["workers"]):
                 w = Worker(f"{kind}-{n}", lb.port, journal, stop, op)
@@ -668,7 +730,7 @@ def main():
             w.join(timeout=150)
         log(f"load stopped: {len(journal.images)} images, {len(journal.signatures)} "
             f"signatures, {len(journal.deleted)} deletes, {len(journal.copies)} skopeo "
-            f"copies acknowledged")
+            f"and podman pushes acknowledged")
 
     try:
         if not failures:
@@ -735,7 +797,8 @@ def main():
         "params": p,
         "elapsed_s": round(time.monotonic() - t_start, 1),
         "acknowledged": dict(images=len(journal.images), signatures=len(journal.signatures),
-                             deletes=len(journal.deleted), skopeo_copies=len(journal.copies),
+                             deletes=len(journal.deleted),
+                             skopeo_and_podman_pushes=len(journal.copies),
                              operations=len(journal.successes)),
         "faults": rows,
         "errors_outside_windows": len(outside),

@@ -385,7 +385,7 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     );
     let status = Command::new("sqlite3")
         .arg(&db)
-        .arg(insert)
+        .arg(&insert)
         .status()
         .unwrap();
     assert!(status.success());
@@ -406,6 +406,19 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     assert_eq!(problems[0]["subject"], format!("team/app@{stray}"));
     let (_, repaired) = fsck(true);
     assert_eq!(repaired["problems"][0]["repaired"], true, "{repaired}");
+    let (clean, report) = fsck(false);
+    assert!(clean, "{report}");
+    // A garbage collection removes one too.
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg(&insert)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(!fsck(false).0);
+    let out = run(&mut setup.registry.cli(&["gc", "--json"]));
+    let gc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(gc["orphan_verdicts"], 1, "{out}");
     let (clean, report) = fsck(false);
     assert!(clean, "{report}");
 }

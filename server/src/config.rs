@@ -348,7 +348,7 @@ impl Config {
         // Endpoint headers carry tokens (an Authorization header); secrets are never
         // serialized at all.
         for endpoint in &mut shown.notifications.endpoints {
-            endpoint.url = redact_password(&endpoint.url);
+            endpoint.url = endpoint.shown_url();
             for value in endpoint.headers.values_mut() {
                 *value = "***".into();
             }

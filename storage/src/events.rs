@@ -219,11 +219,14 @@ impl PutEvents<'_> {
             },
         )];
         for (tag, previous) in self.moved {
+            // No artifact type: a tag event names its manifest, and a push of many tags
+            // must not copy a long field into each.
             events.push(NewEvent::new(
                 EventType::TagMoved,
                 EventData {
                     tag: Some(tag),
                     previous,
+                    artifact_type: None,
                     ..base.clone()
                 },
             ));

@@ -555,6 +555,27 @@ fn diff(what: &str, expected: &BTreeSet<String>, stored: &BTreeSet<String>) -> S
     out.join("; ")
 }
 
+/// Whether a session's bytes are at their address already: a final request placed them
+/// (moving the staging) and then failed before the session was closed, the database
+/// gone. Its staging is gone by design: a final PUT again finds the blob there, and
+/// expiry closes the session.
+async fn bytes_placed(
+    blobs: &BlobStore,
+    session: &crate::meta::UploadSession,
+) -> StorageResult<bool> {
+    let Some(progress) = &session.progress else {
+        return Ok(false);
+    };
+    for algorithm in [crate::Algorithm::Sha256, crate::Algorithm::Sha512] {
+        if let Some(digest) = crate::blobs::running_digest(progress, algorithm) {
+            if blobs.size(&digest).await? == Some(session.size) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
 async fn check_uploads(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
@@ -570,6 +591,9 @@ async fn check_uploads(
         // A request that moved the session on (or completed it) while it was being
         // looked at explains what looked wrong: only a session that stood still counts.
         if problem.is_some() && !stood_still(meta, session).await? {
+            problem = None;
+        }
+        if problem.is_some() && bytes_placed(blobs, session).await? {
             problem = None;
         }
         let Some(problem) = problem else {

@@ -99,6 +99,9 @@ pub struct GcReport {
     pub uploads_expired: usize,
     /// Tombstones of an earlier, interrupted collection finished now.
     pub leftover_deletions: usize,
+    /// Verdict rows no attachment names any more (a verdict stored while a tag move
+    /// removed its attachment row), deleted (a dry run: found).
+    pub orphan_verdicts: u64,
     /// Blobs whose rows were removed but whose bytes could not be deleted: their
     /// tombstones stay, and the next collection retries.
     pub failed_deletions: Vec<String>,
@@ -190,6 +193,13 @@ async fn run(
             delete_bytes(meta, blobs, holder, options, &blob.digest, &mut report).await?;
         }
     }
+    // A verdict written while its attachment row went (on PostgreSQL, the two
+    // transactions do not see each other) outlives it: harmless, and collected here.
+    report.orphan_verdicts = if options.dry_run {
+        meta.orphan_verdicts().await?.len() as u64
+    } else {
+        meta.delete_orphan_verdicts().await?
+    };
     tracing::info!(
         dry_run = options.dry_run,
         manifests = report.manifests.len(),

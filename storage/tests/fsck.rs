@@ -82,6 +82,7 @@ on_both_backends!(
     lost_edges_and_attachment_rows_are_rebuilt,
     leftover_staging_is_reported_and_removed,
     a_session_whose_staged_file_lost_bytes_is_reported_and_dropped,
+    a_session_whose_bytes_were_placed_before_it_closed_is_no_problem,
     a_descriptor_size_the_store_disagrees_with_is_reported,
 );
 
@@ -384,4 +385,43 @@ async fn a_session_whose_staged_file_lost_bytes_is_reported_and_dropped(w: World
     let whole = w.append(&intact, 11, b" and the rest").await;
     assert_eq!(whole.size, 24);
     assert!(w.fsck(false).await.is_clean());
+}
+
+/// A final PUT that placed the session's bytes at their address and then failed before
+/// the session was closed (the database went) leaves no staging behind: that is no
+/// problem, and the PUT sent again completes.
+async fn a_session_whose_bytes_were_placed_before_it_closed_is_no_problem(w: World) {
+    let bytes = b"placed, never closed";
+    let digest = Digest::sha256_of(bytes);
+    let session = w.uploads.start(&repo()).await.unwrap();
+    let session = w.append(&session, 0, bytes).await;
+    // What the failed final request did: the bytes moved to their address.
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]);
+    w.blobs.put_verified(&digest, body).await.unwrap();
+    let staged = w
+        .dir
+        .path()
+        .join("blobs/uploads")
+        .join(&session.id)
+        .join("data");
+    std::fs::remove_file(&staged).unwrap();
+
+    let report = w.fsck(false).await;
+    assert!(report.is_clean(), "{report:#?}");
+    let size = w.uploads.finish(&session, &digest).await.unwrap();
+    assert_eq!(size, bytes.len() as u64);
+    assert!(w.uploads.get(&repo(), &session.id).await.unwrap().is_none());
+
+    // Bytes at no address are still a problem.
+    let lost = w.uploads.start(&repo()).await.unwrap();
+    let lost = w.append(&lost, 0, b"these go nowhere").await;
+    std::fs::remove_file(
+        w.dir
+            .path()
+            .join("blobs/uploads")
+            .join(&lost.id)
+            .join("data"),
+    )
+    .unwrap();
+    assert_eq!(kinds(&w.fsck(false).await), ["upload-missing-parts"]);
 }

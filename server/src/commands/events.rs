@@ -88,7 +88,7 @@ pub async fn status(state: &AppState, json: bool) -> anyhow::Result<String> {
         let dead_here = dead.iter().filter(|d| d.endpoint == e.name).count();
         rows.push(json!({
             "endpoint": e.name,
-            "url": e.url,
+            "url": e.shown_url(),
             "cursor": cursor,
             "backlog": cursor.map(|c| latest - c),
             "deadLetters": dead_here,

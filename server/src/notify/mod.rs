@@ -110,7 +110,7 @@ pub enum Format {
 }
 
 /// `[[notifications.endpoints]]`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Names the endpoint's place in the outbox: renaming it starts it afresh.
@@ -138,6 +138,40 @@ pub struct EndpointConfig {
     pub timeout_secs: u64,
     #[serde(default)]
     pub format: Format,
+}
+
+impl EndpointConfig {
+    /// The URL as shown to operators and logs: scheme, host and port, no credentials,
+    /// path or query (a webhook URL often carries its token there).
+    pub fn shown_url(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) => format!(
+                "{}://{}{}/…",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default()
+            ),
+            Err(_) => "(unreadable url)".into(),
+        }
+    }
+}
+
+/// Without the secret, the header values or more of the URL than its host.
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointConfig")
+            .field("name", &self.name)
+            .field("url", &self.shown_url())
+            .field("ca_file", &self.ca_file)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("secret_file", &self.secret_file)
+            .field("events", &self.events)
+            .field("repositories", &self.repositories)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -178,6 +212,16 @@ mod tests {
         assert_eq!(e.format, Format::Distribution);
         assert_eq!(e.timeout_secs, 10);
         assert!(config.enabled());
+        let shown = format!("{e:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("Bearer t"),
+            "{shown}"
+        );
+        let hook = EndpointConfig {
+            url: "https://user:pw@hooks.example.com:8443/services/T0K3N?key=k".into(),
+            ..e.clone()
+        };
+        assert_eq!(hook.shown_url(), "https://hooks.example.com:8443/…");
     }
 
     #[test]

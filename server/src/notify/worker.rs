@@ -7,8 +7,10 @@
 //! an event only after that, so a process killed mid-delivery leaves the event to be
 //! sent again: at least once, with the event id for the receiver to deduplicate on.
 //!
-//! A lease lost mid-walk (this replica stalled) stops the walk before its next try; the
-//! new holder may send the event in flight again, which at-least-once allows.
+//! The walk goes on only while the lease is surely held: until the start of the last
+//! successful acquire plus the lease's length (less a second), however late the next
+//! renewal. So a stalled replica stops before another can take over; the new holder
+//! may send the event that was in flight again, which at-least-once allows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +28,8 @@ const LEASE: &str = "notifications";
 const BATCH: u32 = 64;
 /// How often an idle endpoint looks for other replicas' events.
 const POLL: Duration = Duration::from_millis(500);
+/// How often an endpoint looks for dead letters asked to be redelivered.
+const REDELIVERY_CHECK: Duration = Duration::from_secs(2);
 /// How often the lease holder deletes events every endpoint has finished with.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
@@ -53,7 +57,7 @@ pub fn spawn(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) {
         return;
     }
     let holder = format!("notify-{}", uuid::Uuid::new_v4().simple());
-    let (held_tx, held) = watch::channel(false);
+    let (held_tx, held) = watch::channel(None);
     actix_web::rt::spawn(hold_lease(
         state.clone(),
         holder,
@@ -66,37 +70,51 @@ pub fn spawn(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) {
             config: state.config.notifications.clone(),
             endpoint,
             held: held.clone(),
+            redeliveries_checked: None,
         };
         let wake = state.events.wake().subscribe();
         actix_web::rt::spawn(walker.run(wake));
     }
 }
 
-/// Takes and renews the lease, publishing whether this replica holds it; the holder
-/// also prunes.
+/// Until when this replica holds the lease, if it does: the time its last successful
+/// acquire began plus the lease's length, less a margin. A walker stops when it passes,
+/// however late a renewal is, so two replicas never walk at once.
+type Held = Option<tokio::time::Instant>;
+
+/// Takes and renews the lease, publishing until when this replica holds it; the holder
+/// also prunes (beside the renewals, never delaying one).
 async fn hold_lease(
     state: Arc<AppState>,
     holder: String,
-    held: watch::Sender<bool>,
+    held: watch::Sender<Held>,
     endpoints: Vec<Arc<Endpoint>>,
 ) {
     let ttl = state.config.notifications.lease_secs.max(3) as i64;
     let mut last_prune: Option<tokio::time::Instant> = None;
     loop {
-        let holds = match state.meta.lease_acquire(LEASE, &holder, ttl).await {
-            Ok(holds) => holds,
+        let asked = tokio::time::Instant::now();
+        let until = match state.meta.lease_acquire(LEASE, &holder, ttl).await {
+            Ok(true) => Some(asked + Duration::from_secs(ttl as u64 - 1)),
+            Ok(false) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew the notifications lease");
-                false
+                None
             }
         };
-        held.send_if_modified(|h| std::mem::replace(h, holds) != holds);
-        if holds && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+        held.send_replace(until);
+        if until.is_some() && last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(tokio::time::Instant::now());
-            prune(&state, &endpoints).await;
+            let (state, endpoints) = (state.clone(), endpoints.clone());
+            actix_web::rt::spawn(async move { prune(&state, &endpoints).await });
         }
         tokio::time::sleep(Duration::from_secs((ttl / 3).max(1) as u64)).await;
     }
+}
+
+fn holds(held: &watch::Receiver<Held>) -> bool {
+    held.borrow()
+        .is_some_and(|until| tokio::time::Instant::now() < until)
 }
 
 /// Deletes the events every configured endpoint has finished with, once `keep_secs` old.
@@ -128,14 +146,24 @@ struct Walker {
     meta: Arc<dyn MetadataStore>,
     config: NotificationsConfig,
     endpoint: Arc<Endpoint>,
-    held: watch::Receiver<bool>,
+    held: watch::Receiver<Held>,
+    /// When requeued dead letters were last looked for.
+    redeliveries_checked: Option<tokio::time::Instant>,
 }
 
 impl Walker {
     async fn run(mut self, mut wake: watch::Receiver<()>) {
         loop {
-            if !*self.held.borrow_and_update() {
-                let _ = self.held.changed().await;
+            if !holds(&self.held) {
+                // Until the renewal loop says otherwise (or the lease it saw lapses).
+                tokio::select! {
+                    changed = self.held.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = tokio::time::sleep(POLL) => {}
+                }
                 continue;
             }
             wake.borrow_and_update();
@@ -158,7 +186,17 @@ impl Walker {
     /// Redeliveries, then one batch from the cursor. Whether there may be more.
     async fn step(&mut self) -> anyhow::Result<bool> {
         let name = self.endpoint.name.clone();
-        for dead in self.meta.dead_letters(Some(&name)).await? {
+        // Requeued dead letters, looked for now and then: the list may be long.
+        let look = self
+            .redeliveries_checked
+            .is_none_or(|at| at.elapsed() >= REDELIVERY_CHECK);
+        let dead_letters = if look {
+            self.redeliveries_checked = Some(tokio::time::Instant::now());
+            self.meta.dead_letters(Some(&name)).await?
+        } else {
+            Vec::new()
+        };
+        for dead in dead_letters {
             if !dead.requeued {
                 continue;
             }
@@ -198,7 +236,7 @@ impl Walker {
         let mut wait = Duration::from_millis(self.config.initial_backoff_ms.max(1));
         let longest = Duration::from_secs(self.config.max_backoff_secs.max(1));
         for attempt in 1..=self.config.max_attempts {
-            if !*self.held.borrow() {
+            if !holds(&self.held) {
                 return Ok(Outcome::Abandoned);
             }
             let error = match self.endpoint.send(&self.config.source, event).await {
