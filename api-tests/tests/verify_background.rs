@@ -383,12 +383,15 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     let insert = format!(
         "INSERT INTO verdicts SELECT id, '{stray}', '{stray}', '', 'valid', NULL, NULL, NULL, 'old', 0 FROM repositories WHERE name = 'team/app'"
     );
-    let status = Command::new("sqlite3")
-        .arg(&db)
-        .arg(&insert)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let write_stray = || {
+        let status = Command::new("sqlite3")
+            .arg(&db)
+            .arg(&insert)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    write_stray();
     let fsck = |repair: bool| {
         let mut cmd = setup.registry.cli(&["fsck", "--json"]);
         if repair {
@@ -409,12 +412,7 @@ async fn gc_takes_verdicts_with_their_attachments_and_fsck_repairs_a_stray_one()
     let (clean, report) = fsck(false);
     assert!(clean, "{report}");
     // A garbage collection removes one too.
-    let status = Command::new("sqlite3")
-        .arg(&db)
-        .arg(&insert)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    write_stray();
     assert!(!fsck(false).0);
     let out = run(&mut setup.registry.cli(&["gc", "--json"]));
     let gc: Value = serde_json::from_str(&out).unwrap();
