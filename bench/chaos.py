@@ -41,7 +41,6 @@ written to bench/results/chaos[-smoke]-latest.json. Exits non-zero when a check 
 Everything runs on 127.0.0.1, bounded in time.
 """
 
-import hashlib
 import http.client
 import json
 import os
@@ -49,7 +48,6 @@ import random
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -57,7 +55,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (servers, free ports, the signet binary)
-import scaleout  # noqa: E402  (the throwaway PostgreSQL cluster)
+import scaleout  # noqa: E402  (the throwaway PostgreSQL cluster, the balancer)
 
 FULL = dict(window=20, gap=15, warmup=10, settle=10, workers=2)
 SMOKE = dict(window=4, gap=4, warmup=4, settle=10, workers=1)
@@ -65,8 +63,7 @@ OCI_MANIFEST = bench.OCI_MANIFEST
 RETRY_FOR = 90.0
 
 
-def sha256(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+sha256 = bench.digest_of
 
 
 def log(msg):
@@ -193,46 +190,13 @@ class Proxy(threading.Thread):
 
 
 def nginx(folder, replicas):
-    d = os.path.join(folder, "nginx")
-    os.makedirs(d + "/logs")
-    port = bench.free_port()
-    upstreams = "\n".join(f"    server 127.0.0.1:{r.port} max_fails=1 fail_timeout=2s;"
-                          for r in replicas)
-    with open(d + "/nginx.conf", "w") as f:
-        f.write(f"""daemon off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/logs/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp_body;
-  proxy_temp_path {d}/tmp_proxy;
-  fastcgi_temp_path {d}/tmp_fcgi;
-  uwsgi_temp_path {d}/tmp_uwsgi;
-  scgi_temp_path {d}/tmp_scgi;
-  client_max_body_size 0;
-  upstream signet {{
-{upstreams}
-    keepalive 64;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://signet;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
-      proxy_request_buffering off;
-      proxy_buffering off;
-      proxy_connect_timeout 2s;
-      proxy_read_timeout 120s;
-    }}
-  }}
-}}
-""")
-    return bench.Server("nginx", port, ["nginx", "-p", d, "-c", d + "/nginx.conf"],
-                        log_path=d + "/logs/stderr.log")
+    """The balancer: a replica that fails to connect is passed over for 2 s; bodies are
+    streamed both ways."""
+    return scaleout.balancer(
+        folder, replicas, "chaos", server_params=" max_fails=1 fail_timeout=2s",
+        http_extra="\n  client_max_body_size 0;",
+        location_extra="\n      proxy_request_buffering off;\n      proxy_buffering off;"
+                       "\n      proxy_connect_timeout 2s;\n      proxy_read_timeout 120s;")
 
 
 def replica_config(folder, name, metadata_url, weed, upstream):
@@ -384,16 +348,16 @@ class Worker(threading.Thread):
                  ok=(201,))
 
 
+def image_manifest(config, layer):
+    return bench.image_manifest(bench.descriptor(bench.OCI_CONFIG, config),
+                                [bench.descriptor(bench.OCI_LAYER, layer)])
+
+
 def image(rng):
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": rng.random(),
                          "rootfs": {"type": "layers", "diff_ids": []}}).encode()
     layer = os.urandom(rng.randint(2048, 65536))
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": bench.OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": bench.OCI_LAYER, "digest": sha256(layer), "size": len(layer)}],
-    }).encode()
-    return config, layer, manifest
+    return config, layer, image_manifest(config, layer)
 
 
 def op_push(chunked):
@@ -424,13 +388,10 @@ def op_sign(w):
                                        "type": "cosign container image signature"},
                           "optional": {"nonce": w.rng.random()}}).encode()
     config = b"{}"
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": bench.OCI_CONFIG, "digest": sha256(config), "size": 2},
-        "layers": [{"mediaType": bench.COSIGN_LAYER, "digest": sha256(payload),
-                    "size": len(payload),
-                    "annotations": {"dev.cosignproject.cosign/signature": "c2ln"}}],
-    }).encode()
+    manifest = bench.image_manifest(
+        bench.descriptor(bench.OCI_CONFIG, config),
+        [bench.descriptor(bench.COSIGN_LAYER, payload,
+                          annotations={"dev.cosignproject.cosign/signature": "c2ln"})])
     tag = digest.replace(":", "-") + ".sig"
     w.push_blob(repo, config)
     w.push_blob(repo, payload)
@@ -497,11 +458,7 @@ def skopeo_layout(folder):
     config = json.dumps({"architecture": "amd64", "os": "linux",
                          "rootfs": {"type": "layers",
                                     "diff_ids": [sha256(layer)]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": bench.OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-        "layers": [{"mediaType": bench.OCI_LAYER, "digest": sha256(layer), "size": len(layer)}],
-    }).encode()
+    manifest = image_manifest(config, layer)
     for data in (config, layer, manifest):
         with open(os.path.join(d, "blobs", "sha256", sha256(data)[7:]), "wb") as f:
             f.write(data)

@@ -101,11 +101,13 @@ def signet(b, folder, name, metadata_url=None, blob_dir=None, consistency=None):
                         env=dict(os.environ, SIGNET_LOG="warn"), log_path=d + "/log")
 
 
-def balancer(folder, replicas, tag):
+def balancer(folder, replicas, tag, server_params="", http_extra="", location_extra=""):
+    """nginx round robin over `replicas`; the extras add to the server lines, the
+    http block and the location (chaos.py: fail over fast, stream bodies)."""
     d = os.path.join(folder, f"nginx-{tag}")
     os.makedirs(d + "/logs")
     port = bench.free_port()
-    upstreams = "\n".join(f"    server 127.0.0.1:{r.port};" for r in replicas)
+    upstreams = "\n".join(f"    server 127.0.0.1:{r.port}{server_params};" for r in replicas)
     with open(d + "/nginx.conf", "w") as f:
         f.write(f"""daemon off;
 worker_processes 1;
@@ -118,7 +120,7 @@ http {{
   proxy_temp_path {d}/tmp_proxy;
   fastcgi_temp_path {d}/tmp_fcgi;
   uwsgi_temp_path {d}/tmp_uwsgi;
-  scgi_temp_path {d}/tmp_scgi;
+  scgi_temp_path {d}/tmp_scgi;{http_extra}
   upstream signet {{
 {upstreams}
     keepalive 128;
@@ -129,7 +131,7 @@ http {{
       proxy_pass http://signet;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Host $http_host;
+      proxy_set_header Host $http_host;{location_extra}
     }}
   }}
 }}

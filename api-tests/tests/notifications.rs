@@ -29,7 +29,12 @@ fn events(received: &[Received]) -> Vec<Value> {
 }
 
 fn types(received: &[Received]) -> Vec<String> {
-    events(received)
+    type_names(&events(received))
+}
+
+/// Each event's type without the `io.signet.` prefix.
+fn type_names(events: &[Value]) -> Vec<String> {
+    events
         .iter()
         .map(|e| {
             e["type"]
@@ -123,16 +128,7 @@ async fn changes_arrive_signed_in_order_and_filtered() {
     let got = all
         .wait_for(WAIT, "15 events", |r| changes(r).len() >= 15)
         .await;
-    let got_types: Vec<String> = changes(&got)
-        .iter()
-        .map(|e| {
-            e["type"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("io.signet.")
-                .to_string()
-        })
-        .collect();
+    let got_types = type_names(&changes(&got));
     assert_eq!(
         got_types,
         [

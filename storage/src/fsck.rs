@@ -567,7 +567,7 @@ async fn bytes_placed(
         return Ok(false);
     };
     for algorithm in [crate::Algorithm::Sha256, crate::Algorithm::Sha512] {
-        if let Some(digest) = crate::blobs::running_digest(progress, algorithm) {
+        if let Some(digest) = progress.running_digest(algorithm).ok().flatten() {
             if blobs.size(&digest).await? == Some(session.size) {
                 return Ok(true);
             }

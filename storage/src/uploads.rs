@@ -222,7 +222,7 @@ impl Uploads {
     pub fn already_holds(&self, session: &UploadSession, digest: &Digest) -> bool {
         session.size > 0
             && running(session)
-                .and_then(|p| crate::blobs::running_digest(p, digest.algorithm()))
+                .and_then(|p| p.running_digest(digest.algorithm()).ok().flatten())
                 .is_some_and(|d| &d == digest)
     }
 

@@ -5,18 +5,11 @@
 
 use std::fmt::Write;
 
-use chrono::{TimeZone, Utc};
 use serde_json::json;
 use signet_storage::events::{DeadLetter, StoredEvent};
 
+use crate::notify::envelope::rfc3339 as when;
 use crate::state::AppState;
-
-fn when(seconds: i64) -> String {
-    Utc.timestamp_opt(seconds, 0)
-        .single()
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
 
 fn event_json(e: &StoredEvent) -> serde_json::Value {
     json!({

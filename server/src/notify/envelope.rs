@@ -44,11 +44,16 @@ pub fn render(format: Format, source: &str, event: &StoredEvent) -> Option<Body>
     })
 }
 
-fn time_of(event: &StoredEvent) -> String {
-    Utc.timestamp_opt(event.created_at, 0)
+/// Seconds since the epoch as RFC 3339 (`2026-12-06T14:12:45Z`), as events show times.
+pub fn rfc3339(seconds: i64) -> String {
+    Utc.timestamp_opt(seconds, 0)
         .single()
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn time_of(event: &StoredEvent) -> String {
+    rfc3339(event.created_at)
 }
 
 /// `<repository>@<digest>`, `<repository>:<tag>` for tag events, or the repository.

@@ -214,19 +214,30 @@ impl Walker {
             .with_label_values(&[&name])
             .set(latest - cursor);
         let full = batch.len() == BATCH as usize;
+        // Events the filters pass over move the cursor in one write, with the next
+        // delivered event's or at the end (a crash in between looks at them again).
+        let mut passed = None;
+        let mut abandoned = false;
         for event in &batch {
             if !self.endpoint.wants(event) {
-                self.meta.set_event_cursor(&name, event.id).await?;
+                passed = Some(event.id);
                 continue;
             }
             match self.deliver(event).await? {
                 Outcome::Delivered | Outcome::Dead => {
+                    passed = None;
                     self.meta.set_event_cursor(&name, event.id).await?
                 }
-                Outcome::Abandoned => return Ok(false),
+                Outcome::Abandoned => {
+                    abandoned = true;
+                    break;
+                }
             }
         }
-        Ok(full)
+        if let Some(id) = passed {
+            self.meta.set_event_cursor(&name, id).await?;
+        }
+        Ok(full && !abandoned)
     }
 
     /// Tries `event` until it is delivered or out of tries (then a dead letter).

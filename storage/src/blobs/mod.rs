@@ -431,10 +431,3 @@ fn check(expected: &Digest, actual: Digest) -> StorageResult<()> {
         })
     }
 }
-
-/// What the bytes a session's `progress` counts hash to under `algorithm`, by its running
-/// hash; `None` where it keeps none.
-pub fn running_digest(progress: &UploadProgress, algorithm: crate::Algorithm) -> Option<Digest> {
-    let state = progress.hashes.get(algorithm.name())?;
-    hash_state::load(algorithm, state).ok().map(|h| h.finish())
-}

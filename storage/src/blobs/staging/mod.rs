@@ -66,6 +66,17 @@ pub struct UploadProgress {
     pub hashes: BTreeMap<String, String>,
 }
 
+impl UploadProgress {
+    /// What the bytes counted so far hash to under `algorithm`, by the running hash;
+    /// `None` where the session keeps none for it.
+    pub fn running_digest(&self, algorithm: crate::Algorithm) -> StorageResult<Option<Digest>> {
+        self.hashes
+            .get(algorithm.name())
+            .map(|state| hash_state::load(algorithm, state).map(|h| h.finish()))
+            .transpose()
+    }
+}
+
 /// The outcome of appending one request body to a session's staging.
 #[derive(Debug)]
 pub struct Appended {
@@ -304,10 +315,7 @@ impl BlobStore {
         lock: Option<&mut FileLock>,
         expected: &Digest,
     ) -> StorageResult<PreparedBlob> {
-        let running = match progress.hashes.get(expected.algorithm().name()) {
-            Some(state) => Some(hash_state::load(expected.algorithm(), state)?.finish()),
-            None => None,
-        };
+        let running = progress.running_digest(expected.algorithm())?;
         if let Some(actual) = &running {
             check(expected, actual.clone())?;
         }
