@@ -311,7 +311,7 @@ export async function repositories() {
  * `withAttachments`, tags that only carry signatures and other attachments are left out.
  */
 export async function tagPage(name, n, last, withAttachments) {
-  const query = new URLSearchParams({ n: String(n), attachments: String(Boolean(withAttachments)) });
+  const query = new URLSearchParams({ n: String(n), attachments: String(Boolean(withAttachments)), signatures: "true" });
   if (last) query.set("last", last);
   const res = await request(`/v2/${repoPath(name)}/_signet/tags?${query}`, { scope: pullScope(name) });
   const body = await res.json();

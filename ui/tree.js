@@ -29,6 +29,7 @@ export function verdictView(verification) {
     invalid: "Invalid",
     "no-trust-root": "No trust root",
     unsupported: "Not verifiable",
+    unsigned: "Unsigned statement",
   };
   const parts = [h("span", { class: `verdict verdict-${verdict}` }, labels[verdict] || verdict)];
   const signer = verification.identity || verification.subject || verification.signer;
@@ -48,7 +49,7 @@ export function verdictView(verification) {
 
 /** Counts of verdicts over signatures (own or covering) of a coverage node. */
 export function signatureSummary(node) {
-  const count = { valid: 0, invalid: 0, "no-trust-root": 0, unsupported: 0, unverified: 0 };
+  const count = { valid: 0, invalid: 0, "no-trust-root": 0, unsupported: 0, unsigned: 0, unverified: 0 };
   const add = (entries) => {
     for (const e of entries || []) count[e.verification?.verdict ?? "unverified"] += 1;
   };
@@ -75,7 +76,8 @@ function attachmentItem(entry, kind, ctx, covering) {
         onclick: () => ctx.view(entry, kind),
       }, "View"),
     ),
-    verdictView(entry.verification));
+    verdictView(entry.verification),
+    statementLine(entry));
   if ((kind === "signature" || kind === "attestation") && entry.format === "cosign" && ctx.signer) {
     // Keyless signatures name their signer in a certificate on the attachment.
     ctx.signer(entry).then((signer) => {
@@ -87,6 +89,16 @@ function attachmentItem(entry, kind, ctx, covering) {
   }
   if (nested) item.append(h("ul", { class: "atts" }, attachmentItems(entry.attachments, ctx)));
   return item;
+}
+
+/** What an attestation manifest of in-toto statements (BuildKit's) states, and the index that carries it. */
+function statementLine(entry) {
+  const types = entry.predicateTypes || [];
+  if (!types.length && !entry.carriedBy) return null;
+  return h("div", { class: "statement-line" },
+    types.length ? [h("span", {}, types.length > 1 ? "Predicate types " : "Predicate type "),
+      types.map((t, i) => [i ? ", " : "", h("code", { class: "mono break" }, t)])] : null,
+    entry.carriedBy ? h("span", { class: "muted" }, ` · in index ${shortDigest(entry.carriedBy)}, whose signatures vouch for it`) : null);
 }
 
 function attachmentItems(byKind, ctx, covering) {

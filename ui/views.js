@@ -108,6 +108,21 @@ export async function repositories(main, params) {
 // Tags of a repository
 // ---------------------------------------------------------------------------------
 
+/** A tag's signature status at a glance (the `signature` of `_signet/tags?signatures=true`). */
+function signatureCell(signature) {
+  if (!signature || signature.status === "attachment") return h("span", { class: "muted" }, "—");
+  const labels = {
+    verified: ["valid", signature.roots?.length ? `Verified (${signature.roots.join(", ")})` : "Verified"],
+    invalid: ["invalid", "Invalid"],
+    unverified: ["no-trust-root", "Signed, not verified"],
+    unsigned: ["none", "Unsigned"],
+  };
+  const [style, text] = labels[signature.status] || ["none", signature.status];
+  const platforms = signature.platforms;
+  return [h("span", { class: `verdict verdict-${style}` }, text),
+    platforms ? h("span", { class: "muted" }, ` ${platforms.covered} of ${platforms.total} platforms covered`) : null];
+}
+
 export async function repository(main, params) {
   const name = params.get("name");
   if (!name) throw new api.ApiError(400, "NAME_INVALID", "No repository named in the address");
@@ -121,6 +136,7 @@ export async function repository(main, params) {
     h("td", { "data-label": "Type" }, t.artifactType ? `${mediaTypeName(t.mediaType)} (${t.artifactType})` : mediaTypeName(t.mediaType)),
     h("td", { "data-label": "Size", class: "num" }, formatBytes(t.size)),
     h("td", { "data-label": "Platforms" }, t.platforms.length ? t.platforms.map(platformName).join(", ") : h("span", { class: "muted" }, "—")),
+    h("td", { "data-label": "Signature" }, signatureCell(t.signature)),
     h("td", { "data-label": "Pushed" }, h("time", { datetime: t.pushedAt }, formatTime(t.pushedAt)))));
   const pager = h("nav", { class: "pager", "aria-label": "Tag pages" },
     last ? nav(link.repo(name, null, all), "First page") : null,
@@ -139,7 +155,7 @@ export async function repository(main, params) {
     page.tags.length
       ? h("div", { class: "table-wrap" }, h("table", { class: "tags" },
         h("caption", {}, last ? `Tags after “${last}”` : "Tags"),
-        h("thead", {}, h("tr", {}, ["Tag", "Digest", "Type", "Size", "Platforms", "Pushed"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Tag", "Digest", "Type", "Size", "Platforms", "Signature", "Pushed"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, rows)))
       : h("p", { class: "muted" }, "No tags."),
     pager);
@@ -278,6 +294,8 @@ async function viewerContent(name, entry) {
     h("dt", {}, "Format"), h("dd", {}, entry.format),
     entry.artifactType ? [h("dt", {}, "Artifact type"), h("dd", {}, entry.artifactType)] : null,
     entry.tag ? [h("dt", {}, "Tag"), h("dd", {}, entry.tag)] : null,
+    entry.predicateTypes?.length ? [h("dt", {}, "Predicate types"), h("dd", { class: "mono break" }, entry.predicateTypes.join(", "))] : null,
+    entry.carriedBy ? [h("dt", {}, "Carried by index"), h("dd", {}, h("code", { class: "mono break" }, entry.carriedBy))] : null,
     h("dt", {}, "Attached"), h("dd", {}, formatTime(entry.created)));
   const verdict = entry.verification ? h("p", {}, verdictView(entry.verification)) : null;
   if (!entry.mediaType) {

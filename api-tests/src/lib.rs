@@ -263,6 +263,28 @@ pub fn run(cmd: &mut Command) -> String {
     }
 }
 
+/// skopeo with its own permissive policy and an empty registries.d under `dir`, so that
+/// no system configuration changes what it does.
+pub fn skopeo(dir: &Path) -> Command {
+    require_tool("skopeo");
+    let policy = dir.join("policy.json");
+    let registries_d = dir.join("registries.d");
+    if !policy.exists() {
+        std::fs::create_dir_all(&registries_d).expect("registries.d");
+        std::fs::write(
+            &policy,
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .expect("policy.json");
+    }
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("--policy")
+        .arg(&policy)
+        .arg("--registries.d")
+        .arg(&registries_d);
+    cmd
+}
+
 /// Panics with a clear message when a Python module a test drives is missing.
 pub fn require_python_module(module: &str) {
     require_tool("python3");

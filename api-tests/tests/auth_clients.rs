@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 use sha2::{Digest as _, Sha256};
 use signet_api_tests::docker::DockerDaemon;
 use signet_api_tests::pki::{auth_users, make_pki, write_token_key, TestPki};
-use signet_api_tests::{random_bytes, require_tool, Registry};
+use signet_api_tests::{random_bytes, require_tool, skopeo, Registry};
 
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 const ROBOT_TOKEN: &str = "signet-robot-0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071";
@@ -139,25 +139,6 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
         let _ = pipe.read_to_end(&mut buf);
         String::from_utf8_lossy(&buf).into_owned()
     })
-}
-
-fn skopeo(dir: &Path) -> Command {
-    require_tool("skopeo");
-    let policy = dir.join("policy.json");
-    if !policy.exists() {
-        std::fs::write(
-            &policy,
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        std::fs::create_dir_all(dir.join("registries.d")).unwrap();
-    }
-    let mut cmd = Command::new("skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(dir.join("registries.d"));
-    cmd
 }
 
 fn podman(dir: &Path) -> Command {

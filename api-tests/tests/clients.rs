@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use signet_api_tests::docker::DockerDaemon;
 use signet_api_tests::oci::{self, OCI_INDEX, OCI_MANIFEST};
-use signet_api_tests::{client, random_bytes, require_tool, run, sha256, Registry};
+use signet_api_tests::{client, random_bytes, require_tool, run, sha256, skopeo, Registry};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -43,28 +43,6 @@ fn plain_log(registry: &Registry) -> String {
 // ---------------------------------------------------------------------------------
 // Client command builders
 // ---------------------------------------------------------------------------------
-
-/// skopeo with its own permissive policy and an empty registries.d, so that no system
-/// configuration changes what it does.
-fn skopeo(dir: &Path) -> Command {
-    require_tool("skopeo");
-    let policy = dir.join("policy.json");
-    let registries_d = dir.join("registries.d");
-    if !policy.exists() {
-        std::fs::write(
-            &policy,
-            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-        )
-        .unwrap();
-        std::fs::create_dir_all(&registries_d).unwrap();
-    }
-    let mut cmd = Command::new("skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(&registries_d);
-    cmd
-}
 
 /// podman or buildah on a private vfs store under `dir`.
 fn containers_tool(tool: &str, dir: &Path) -> Command {

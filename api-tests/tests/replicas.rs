@@ -11,7 +11,7 @@ use signet_api_tests::oci::{
     descriptor, get, header, image_manifest, manifest_digest, push_artifact, push_blob, push_image,
     put_manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
 };
-use signet_api_tests::{client, random_bytes, require_tool, run, sha256, signet_binary, Registry};
+use signet_api_tests::{client, random_bytes, run, sha256, signet_binary, skopeo, Registry};
 use signet_storage::testing::{TestDatabase, TestS3};
 
 /// The shared services and the configuration every replica (and `signet gc`) reads.
@@ -196,24 +196,6 @@ fn oci_layout(dir: &Path) -> String {
     let index = json!({ "schemaVersion": 2, "manifests": [desc] });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     digest
-}
-
-fn skopeo(dir: &Path) -> Command {
-    require_tool("skopeo");
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .unwrap();
-    let registries_d = dir.join("registries.d");
-    std::fs::create_dir_all(&registries_d).unwrap();
-    let mut cmd = Command::new("skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(&registries_d);
-    cmd
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

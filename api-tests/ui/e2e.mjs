@@ -65,7 +65,7 @@ async function signedScenario() {
   const row = page.getByRole("row").filter({ has: page.getByRole("link", { name: s.tag, exact: true }) });
   await row.waitFor();
   const rowText = await row.innerText();
-  for (const expected of ["OCI index", "linux/amd64, linux/arm64", s.indexDigest.slice(0, 19)]) {
+  for (const expected of ["OCI index", "linux/amd64, linux/arm64", s.indexDigest.slice(0, 19), "Verified (release-key)", "2 of 2 platforms covered"]) {
     assert.ok(rowText.includes(expected), `tag row shows ${expected}: ${rowText}`);
   }
   // Tags that only carry attachments are hidden until asked for.

@@ -4,7 +4,9 @@
 //! - a cosign tag `<alg>-<hex>.sig`, `.att` or `.sbom`, which names its subject;
 //! - an OCI 1.1 `subject` field (cosign v3 bundles, notation, oras, ...);
 //! - an entry of the referrers fallback tag `<alg>-<hex>`, an OCI index;
-//! - an atomic ("simple signing") signature stored through the signatures extension.
+//! - an atomic ("simple signing") signature stored through the signatures extension;
+//! - an entry of an image index that BuildKit marks as the attestation manifest of
+//!   another entry (`vnd.docker.reference.type: attestation-manifest`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,6 +69,9 @@ pub enum AttachmentSource {
     FallbackTag,
     /// The signatures extension (atomic signatures).
     Extension,
+    /// An attestation-manifest entry of an image index (BuildKit's attestation storage):
+    /// the index carries it, the entry it names is its subject.
+    Buildkit,
 }
 
 impl AttachmentSource {
@@ -76,6 +81,7 @@ impl AttachmentSource {
             AttachmentSource::Tag => "tag",
             AttachmentSource::FallbackTag => "fallback-tag",
             AttachmentSource::Extension => "extension",
+            AttachmentSource::Buildkit => "buildkit",
         }
     }
 }
@@ -89,6 +95,7 @@ impl FromStr for AttachmentSource {
             AttachmentSource::Tag,
             AttachmentSource::FallbackTag,
             AttachmentSource::Extension,
+            AttachmentSource::Buildkit,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -108,16 +115,21 @@ pub enum AttachmentFormat {
     Notation,
     /// A containers/image "simple signing" signature of the signatures extension.
     Atomic,
+    /// Unsigned in-toto statements as layers (BuildKit's attestation manifests): no
+    /// signature of their own; they count through a signature on the index that
+    /// carries them.
+    InToto,
     /// Any other OCI artifact.
     Oci,
 }
 
 impl AttachmentFormat {
-    pub const ALL: [AttachmentFormat; 5] = [
+    pub const ALL: [AttachmentFormat; 6] = [
         AttachmentFormat::Cosign,
         AttachmentFormat::SigstoreBundle,
         AttachmentFormat::Notation,
         AttachmentFormat::Atomic,
+        AttachmentFormat::InToto,
         AttachmentFormat::Oci,
     ];
 
@@ -127,6 +139,7 @@ impl AttachmentFormat {
             AttachmentFormat::SigstoreBundle => "sigstore-bundle",
             AttachmentFormat::Notation => "notation",
             AttachmentFormat::Atomic => "atomic",
+            AttachmentFormat::InToto => "in-toto",
             AttachmentFormat::Oci => "oci",
         }
     }
@@ -157,6 +170,8 @@ pub enum VerdictKind {
     Invalid,
     NoTrustRoot,
     Unsupported,
+    /// Evidence with no signature of its own (an in-toto statement BuildKit stored).
+    Unsigned,
 }
 
 impl VerdictKind {
@@ -166,6 +181,7 @@ impl VerdictKind {
             VerdictKind::Invalid => "invalid",
             VerdictKind::NoTrustRoot => "no-trust-root",
             VerdictKind::Unsupported => "unsupported",
+            VerdictKind::Unsigned => "unsigned",
         }
     }
 
@@ -176,6 +192,7 @@ impl VerdictKind {
             VerdictKind::Invalid,
             VerdictKind::NoTrustRoot,
             VerdictKind::Unsupported,
+            VerdictKind::Unsigned,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -191,6 +208,50 @@ pub const NOTARY_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
 /// attestation, or cosign's own type for a plain signature.
 const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+
+/// BuildKit's attestation storage: an index entry annotated with this type is the
+/// attestation manifest of the entry whose digest [`BUILDKIT_REFERENCE_DIGEST`] names.
+pub const BUILDKIT_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+pub const BUILDKIT_REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+pub const BUILDKIT_ATTESTATION_MANIFEST: &str = "attestation-manifest";
+/// The artifact type BuildKit gives an attestation manifest it stores as an OCI artifact.
+pub const BUILDKIT_ATTESTATION_ARTIFACT: &str =
+    "application/vnd.docker.attestation.manifest.v1+json";
+/// A layer holding one in-toto statement, and the annotation naming its predicate type.
+pub const IN_TOTO_LAYER: &str = "application/vnd.in-toto+json";
+pub const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
+
+/// The entry an index entry's annotations name as the one it attests (BuildKit's
+/// attestation storage); `None` for any other entry.
+pub fn buildkit_subject(annotations: &BTreeMap<String, String>) -> Option<Digest> {
+    if annotations.get(BUILDKIT_REFERENCE_TYPE).map(String::as_str)
+        != Some(BUILDKIT_ATTESTATION_MANIFEST)
+    {
+        return None;
+    }
+    annotations.get(BUILDKIT_REFERENCE_DIGEST)?.parse().ok()
+}
+
+/// Whether an in-toto predicate type is a software bill of materials (SPDX, CycloneDX).
+pub fn is_sbom_predicate(predicate_type: &str) -> bool {
+    let p = predicate_type.to_ascii_lowercase();
+    p.starts_with("https://spdx.dev/") || p.starts_with("https://cyclonedx.org/")
+}
+
+/// The kind of an attestation manifest holding statements of these predicate types: an
+/// SBOM when every statement is one, else an attestation (BuildKit puts a platform's
+/// provenance and SBOM in one manifest; its predicate types say what each statement is).
+pub fn kind_of_statements<S: AsRef<str>>(predicate_types: &[S]) -> AttachmentKind {
+    if !predicate_types.is_empty()
+        && predicate_types
+            .iter()
+            .all(|p| is_sbom_predicate(p.as_ref()))
+    {
+        AttachmentKind::Sbom
+    } else {
+        AttachmentKind::Attestation
+    }
+}
 
 /// A tag that names a subject digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +325,7 @@ pub fn classify(
         COSIGN_SIG_ARTIFACT => (AttachmentKind::Signature, Cosign),
         COSIGN_ATT_ARTIFACT => (AttachmentKind::Attestation, Cosign),
         COSIGN_SBOM_ARTIFACT => (AttachmentKind::Sbom, Cosign),
+        BUILDKIT_ATTESTATION_ARTIFACT => (AttachmentKind::Attestation, AttachmentFormat::InToto),
         _ if lower.contains("spdx") || lower.contains("cyclonedx") || lower.contains("syft") => {
             (AttachmentKind::Sbom, Oci)
         }
@@ -358,5 +420,44 @@ mod tests {
             AttachmentKind::Other
         );
         assert_eq!(classify(None, &none).0, AttachmentKind::Other);
+        assert_eq!(
+            classify(Some(BUILDKIT_ATTESTATION_ARTIFACT), &none),
+            (AttachmentKind::Attestation, AttachmentFormat::InToto)
+        );
+    }
+
+    #[test]
+    fn buildkit_entries_and_their_statements() {
+        let subject: Digest = format!("sha256:{HEX}").parse().unwrap();
+        let entry = |kind: &str, digest: &str| {
+            BTreeMap::from([
+                (BUILDKIT_REFERENCE_TYPE.to_string(), kind.to_string()),
+                (BUILDKIT_REFERENCE_DIGEST.to_string(), digest.to_string()),
+            ])
+        };
+        assert_eq!(
+            buildkit_subject(&entry(BUILDKIT_ATTESTATION_MANIFEST, &subject.to_string())),
+            Some(subject.clone())
+        );
+        assert_eq!(
+            buildkit_subject(&entry("other", &subject.to_string())),
+            None
+        );
+        assert_eq!(
+            buildkit_subject(&entry(BUILDKIT_ATTESTATION_MANIFEST, "sha256:zz")),
+            None
+        );
+        assert_eq!(buildkit_subject(&BTreeMap::new()), None);
+
+        let spdx = "https://spdx.dev/Document";
+        let slsa = "https://slsa.dev/provenance/v0.2";
+        assert_eq!(kind_of_statements(&[spdx]), AttachmentKind::Sbom);
+        assert_eq!(
+            kind_of_statements(&[spdx, slsa]),
+            AttachmentKind::Attestation
+        );
+        assert_eq!(kind_of_statements(&[slsa]), AttachmentKind::Attestation);
+        assert_eq!(kind_of_statements::<&str>(&[]), AttachmentKind::Attestation);
+        assert!(is_sbom_predicate("https://cyclonedx.org/bom"));
     }
 }

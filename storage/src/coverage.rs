@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 
-use crate::attachments::AttachmentKind;
+use crate::attachments::{AttachmentFormat, AttachmentKind, AttachmentSource};
 use crate::digest::Digest;
 use crate::error::StorageResult;
-use crate::manifest::{parse_manifest, Platform};
+use crate::manifest::{buildkit_attestations, parse_manifest, statement_predicate_types, Platform};
 use crate::meta::{AttachmentRecord, Manifests};
 use crate::names::{Reference, RepoName};
 
@@ -20,9 +20,9 @@ const MAX_DEPTH: usize = 8;
 pub struct Attachment {
     pub digest: Digest,
     pub kind: AttachmentKind,
-    /// How it arrived: subject | tag | fallback-tag | extension.
+    /// How it arrived: subject | tag | fallback-tag | extension | buildkit.
     pub source: &'static str,
-    /// cosign | sigstore-bundle | notation | atomic | oci
+    /// cosign | sigstore-bundle | notation | atomic | in-toto | oci
     pub format: crate::attachments::AttachmentFormat,
     #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -33,6 +33,13 @@ pub struct Attachment {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub created: i64,
+    /// In-toto statements (a BuildKit attestation manifest): each one's predicate type.
+    #[serde(rename = "predicateTypes", skip_serializing_if = "Vec::is_empty")]
+    pub predicate_types: Vec<String>,
+    /// The image index that carries it, when that is not the attachment itself (a
+    /// BuildKit attestation: it counts through the index's signatures).
+    #[serde(rename = "carriedBy", skip_serializing_if = "Option::is_none")]
+    pub carried_by: Option<Digest>,
     /// Attachments of this attachment (a signature on an SBOM).
     #[serde(skip_serializing_if = "ByKind::is_empty")]
     pub attachments: ByKind,
@@ -165,7 +172,16 @@ fn manifest_coverage<'a>(
                 .await?
             {
                 if let Ok(parsed) = parse_manifest(&stored.content, Some(&stored.media_type)) {
+                    // BuildKit's attestation manifests are no platforms: each shows as an
+                    // attestation of the entry it names.
+                    let attestations: HashSet<Digest> = buildkit_attestations(&parsed)
+                        .into_iter()
+                        .map(|(entry, _)| entry)
+                        .collect();
                     for child in parsed.children {
+                        if attestations.contains(&child.digest) {
+                            continue;
+                        }
                         let platform = child.platform.as_ref().map(PlatformName::from);
                         children.push(
                             manifest_coverage(
@@ -209,7 +225,20 @@ fn attachments_of<'a>(
         }
         for record in dedupe(meta.list_attachments(repo, subject).await?) {
             let nested = attachments_of(meta, repo, &record.attachment, seen, depth + 1).await?;
+            let predicate_types = if record.format == AttachmentFormat::InToto {
+                meta.get_manifest(repo, &Reference::Digest(record.attachment.clone()))
+                    .await?
+                    .map(|m| statement_predicate_types(&m.content))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let carried_by = (record.carrier != record.attachment
+                && record.source == AttachmentSource::Buildkit)
+                .then_some(record.carrier);
             by_kind.push(Attachment {
+                predicate_types,
+                carried_by,
                 digest: record.attachment,
                 kind: record.kind,
                 source: record.source.as_str(),

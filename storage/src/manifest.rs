@@ -340,6 +340,40 @@ const ATTACHMENT_LAYER_TYPES: [&str; 17] = [
     "application/vnd.dev.sigstore.bundle.v0.3+json",
 ];
 
+/// The predicate types of the in-toto statements a manifest holds as layers (BuildKit's
+/// attestation manifests name each in the layer's `in-toto.io/predicate-type`), in layer
+/// order; empty for anything else, or bytes that do not parse.
+pub fn statement_predicate_types(content: &[u8]) -> Vec<String> {
+    use crate::attachments::{IN_TOTO_LAYER, PREDICATE_TYPE_ANNOTATION};
+    let Ok(parsed) = parse_manifest(content, None) else {
+        return Vec::new();
+    };
+    parsed
+        .layers
+        .iter()
+        .filter(|l| media_type_essence(&l.media_type) == IN_TOTO_LAYER)
+        .filter_map(|l| l.annotations.get(PREDICATE_TYPE_ANNOTATION).cloned())
+        .collect()
+}
+
+/// BuildKit's attestation manifests in an index: each attestation-manifest entry with
+/// the entry it attests, when that entry is in the same index (as BuildKit writes it:
+/// an index's signature then covers both).
+pub fn buildkit_attestations(parsed: &ParsedManifest) -> Vec<(Digest, Digest)> {
+    parsed
+        .children
+        .iter()
+        .filter_map(|entry| {
+            let subject = crate::attachments::buildkit_subject(&entry.annotations)?;
+            let listed = parsed
+                .children
+                .iter()
+                .any(|c| c.digest == subject && c.digest != entry.digest);
+            listed.then(|| (entry.digest.clone(), subject))
+        })
+        .collect()
+}
+
 /// Whether a container runtime could run this image manifest: its config is an image
 /// config, and a layer is anything but signature, attestation or SBOM content (a tar
 /// layer in any compression, a Docker rootfs diff, a foreign or non-distributable

@@ -84,6 +84,19 @@ impl Verdict {
         Verdict::of(VerdictKind::Unsupported, None, Some(reason.into()))
     }
 
+    /// Evidence with no signature of its own: an in-toto statement BuildKit stored in an
+    /// image index. `predicate_type` names what it states (the first, when several).
+    pub fn unsigned(predicate_type: Option<String>) -> Self {
+        Verdict {
+            predicate_type,
+            ..Verdict::of(
+                VerdictKind::Unsigned,
+                None,
+                Some("an unsigned in-toto statement: it counts through a valid signature on the index that carries it".into()),
+            )
+        }
+    }
+
     /// The same verdict, naming who signed.
     pub fn signed_by(mut self, signer: Option<String>) -> Self {
         self.signer = signer;
@@ -113,6 +126,10 @@ impl Verdict {
             VerdictKind::Unsupported => {
                 format!("unsupported: {}", self.reason.as_deref().unwrap_or("?"))
             }
+            VerdictKind::Unsigned => match &self.predicate_type {
+                Some(p) => format!("unsigned (predicate {p})"),
+                None => "unsigned".into(),
+            },
         }
     }
 }

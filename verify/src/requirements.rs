@@ -14,7 +14,12 @@
 //! [[trust.requirements.attestations]]
 //! predicate_type = "https://slsa.dev/provenance/v1"
 //! signed_by = ["ci"]               # empty: any root covering the repository
+//! accept_unsigned = false          # true: an unsigned BuildKit statement counts too
 //! ```
+//!
+//! A BuildKit attestation (an unsigned in-toto statement in the image index) counts as
+//! signed by the roots whose valid signatures are on the index that carries it: the
+//! caller hands it in once per such root, as a valid verdict of that root.
 
 use serde::{Deserialize, Serialize};
 use signet_oci::attachments::AttachmentKind;
@@ -52,6 +57,10 @@ pub struct AttestationRequirement {
     /// repository).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub signed_by: Vec<String>,
+    /// Evidence without a signature counts too: a BuildKit statement in an index that
+    /// nobody signed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub accept_unsigned: bool,
 }
 
 impl RequirementConfig {
@@ -81,11 +90,16 @@ impl RequirementConfig {
 }
 
 fn attestation_phrase(a: &AttestationRequirement) -> String {
+    let unsigned = if a.accept_unsigned {
+        " (unsigned accepted)"
+    } else {
+        ""
+    };
     if a.signed_by.is_empty() {
-        format!("an attestation of {}", a.predicate_type)
+        format!("an attestation of {}{unsigned}", a.predicate_type)
     } else {
         format!(
-            "an attestation of {} signed by {}",
+            "an attestation of {} signed by {}{unsigned}",
             a.predicate_type,
             a.signed_by.join(" or ")
         )
@@ -158,7 +172,8 @@ pub fn validate(requirements: &[RequirementConfig], roots: &[&str]) -> anyhow::R
 }
 
 /// One attachment counted as evidence: its kind and, for signatures and attestations,
-/// its verdict.
+/// its verdict (an unsigned statement: [`crate::VerdictKind::Unsigned`] with its
+/// predicate type).
 pub struct Evidence<'a> {
     pub kind: AttachmentKind,
     pub verdict: Option<&'a Verdict>,
@@ -189,11 +204,20 @@ pub fn missing<'a>(
             ));
         }
         for a in &r.attestations {
-            let found = valid(
-                AttachmentKind::Attestation,
-                &a.signed_by,
-                Some(&a.predicate_type),
-            );
+            let unsigned = a.accept_unsigned
+                && evidence.iter().any(|e| {
+                    e.kind == AttachmentKind::Attestation
+                        && e.verdict.is_some_and(|v| {
+                            v.verdict == crate::VerdictKind::Unsigned
+                                && v.predicate_type.as_deref() == Some(a.predicate_type.as_str())
+                        })
+                });
+            let found = unsigned
+                || valid(
+                    AttachmentKind::Attestation,
+                    &a.signed_by,
+                    Some(&a.predicate_type),
+                );
             if !found {
                 out.push(format!("missing {} (valid)", attestation_phrase(a)));
             }
@@ -222,6 +246,7 @@ mod tests {
             attestations: vec![AttestationRequirement {
                 predicate_type: "https://slsa.dev/provenance/v1".into(),
                 signed_by: vec!["ci".into()],
+                ..Default::default()
             }],
             sbom: true,
             ..Default::default()
@@ -268,6 +293,32 @@ mod tests {
             },
         ];
         assert!(missing(std::iter::once(&req), &evidence).is_empty());
+    }
+
+    #[test]
+    fn an_unsigned_statement_counts_only_where_the_rule_accepts_it() {
+        let provenance = "https://slsa.dev/provenance/v0.2";
+        let mut req = RequirementConfig {
+            attestations: vec![AttestationRequirement {
+                predicate_type: provenance.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let statement = Verdict::unsigned(Some(provenance.into()));
+        let evidence = [Evidence {
+            kind: AttachmentKind::Attestation,
+            verdict: Some(&statement),
+        }];
+        assert_eq!(missing(std::iter::once(&req), &evidence).len(), 1);
+        req.attestations[0].accept_unsigned = true;
+        assert!(missing(std::iter::once(&req), &evidence).is_empty());
+        let other = Verdict::unsigned(Some("https://spdx.dev/Document".into()));
+        let evidence = [Evidence {
+            kind: AttachmentKind::Attestation,
+            verdict: Some(&other),
+        }];
+        assert_eq!(missing(std::iter::once(&req), &evidence).len(), 1);
     }
 
     #[test]

@@ -120,10 +120,16 @@ fn render_attachment(
     v: &Verdicts,
 ) {
     let (branch, next) = branches(last);
-    let via = match &a.tag {
+    let mut via = match &a.tag {
         Some(tag) => format!("{}, {} {tag}", a.format, a.source),
         None => format!("{}, {}", a.format, a.source),
     };
+    if let Some(index) = &a.carried_by {
+        via.push_str(&format!(" in index {index}"));
+    }
+    if !a.predicate_types.is_empty() {
+        via.push_str(&format!("; {}", a.predicate_types.join(", ")));
+    }
     let verdict = v
         .get(&(subject.to_string(), a.digest.to_string()))
         .map(|v| format!(" — {}", v.summary()))
@@ -176,6 +182,8 @@ mod tests {
             size: None,
             tag: Some("sha256-x.sig".into()),
             created: 0,
+            predicate_types: Vec::new(),
+            carried_by: None,
             attachments: ByKind::default(),
         }
     }

@@ -180,5 +180,18 @@ fn evidence_line(item: &Evidence, inherit: bool) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
-    format!("{kind} {} ({}) {on}{verdict}", item.attachment, item.format)
+    let states = if item.predicate_types.is_empty() {
+        String::new()
+    } else {
+        format!(" stating {}", item.predicate_types.join(", "))
+    };
+    let carried = item
+        .carried_by
+        .as_ref()
+        .map(|i| format!(", carried by index {i}"))
+        .unwrap_or_default();
+    format!(
+        "{kind} {} ({}{carried}) {on}{states}{verdict}",
+        item.attachment, item.format
+    )
 }

@@ -8,20 +8,29 @@
 //! attachments (cosign's `.sig`/`.att`/`.sbom`, the referrers fallback), which a person
 //! looking for images does not want to page through. `n` defaults to [`DEFAULT_PAGE`] and is capped at
 //! [`MAX_PAGE`]: every entry carries a manifest read, unlike a bare tag name.
+//!
+//! `signatures=true` adds each tag's signature status at a glance (the policy's
+//! evaluation, whatever the mode, kept while the store is unchanged): verified and by
+//! which roots, invalid, unverified, unsigned, or an attachment; for an index, how many
+//! of its platforms a valid signature covers.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use signet_storage::attachments::AttachmentTag;
-use signet_storage::manifest::{kind_of_media_type, ManifestKind};
+use signet_storage::attachments::{AttachmentKind, AttachmentTag, VerdictKind};
+use signet_storage::manifest::{
+    buildkit_attestations, kind_of_media_type, parse_manifest, ManifestKind,
+};
 use signet_storage::meta::{Page, TagDetail};
-use signet_storage::{BlobStore, Digest, RepoName};
+use signet_storage::{BlobStore, Digest, Reference, RepoName};
 
 use crate::error::{ApiError, ApiResult};
 use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
+use crate::verify::policy::{self, Evaluation};
+use crate::verify::Verdict;
 
 /// Entries of a page when the request names no `n`.
 pub const DEFAULT_PAGE: u32 = 100;
@@ -63,6 +72,28 @@ struct Entry {
     #[serde(rename = "pushedAt")]
     pushed_at: String,
     platforms: Vec<Platform>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<SignatureStatus>,
+}
+
+/// A tag's signature status, from the policy's evaluation of its manifest.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct SignatureStatus {
+    /// `verified`, `invalid`, `unverified` (signed, but no root could say), `unsigned`,
+    /// or `attachment` (a signature, attestation or SBOM itself).
+    status: &'static str,
+    /// The roots of the valid signatures (own, or an index's where inherited).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roots: Vec<String>,
+    /// For an index: its platforms, and how many of them a valid signature covers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platforms: Option<PlatformsCovered>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct PlatformsCovered {
+    covered: usize,
+    total: usize,
 }
 
 async fn list(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
@@ -71,6 +102,7 @@ async fn list(state: web::Data<AppState>, target: Target) -> ApiResult<HttpRespo
         Area::SignetTags {
             page: asked,
             with_attachments,
+            with_signatures,
         },
     ) = target.into_repository()?
     else {
@@ -97,19 +129,23 @@ async fn list(state: web::Data<AppState>, target: Target) -> ApiResult<HttpRespo
     } else {
         "&attachments=false"
     };
+    let signatures = if with_signatures {
+        "&signatures=true"
+    } else {
+        ""
+    };
     let link = next.then(|| details.last()).flatten().map(|d| {
         format!(
-            "</v2/{repo}/_signet/tags?n={n}{filter}&last={}>; rel=\"next\"",
+            "</v2/{repo}/_signet/tags?n={n}{filter}{signatures}&last={}>; rel=\"next\"",
             d.tag
         )
     });
 
-    let blobs = &state.blobs;
     let entries: Vec<Entry> = futures::stream::iter(details)
-        .map(|d| entry(blobs, d))
+        .map(|d| entry(&state, &repo, d, with_signatures))
         .buffered(CONFIG_READS)
-        .collect()
-        .await;
+        .try_collect()
+        .await?;
     let mut response = HttpResponse::Ok();
     if let Some(link) = link {
         response.insert_header((header::LINK, link));
@@ -160,18 +196,32 @@ async fn page(
     }
 }
 
-async fn entry(blobs: &BlobStore, d: TagDetail) -> Entry {
+async fn entry(
+    state: &AppState,
+    repo: &RepoName,
+    d: TagDetail,
+    with_signatures: bool,
+) -> ApiResult<Entry> {
     let manifest: Value = serde_json::from_slice(&d.content).unwrap_or(Value::Null);
+    let index = kind_of_media_type(&d.media_type) == Some(ManifestKind::Index);
     let platforms = match kind_of_media_type(&d.media_type) {
         Some(ManifestKind::Index) => index_platforms(&manifest),
-        Some(ManifestKind::Image) => image_platform(blobs, &manifest).await.into_iter().collect(),
+        Some(ManifestKind::Image) => image_platform(&state.blobs, &manifest)
+            .await
+            .into_iter()
+            .collect(),
         None => Vec::new(),
+    };
+    let signature = if with_signatures {
+        signature_status(state, repo, &d.digest, index.then_some(&d.content[..])).await?
+    } else {
+        None
     };
     let artifact_type = manifest["artifactType"]
         .as_str()
         .filter(|a| !a.is_empty())
         .map(str::to_string);
-    Entry {
+    Ok(Entry {
         tag: d.tag,
         digest: d.digest.to_string(),
         media_type: d.media_type,
@@ -181,7 +231,89 @@ async fn entry(blobs: &BlobStore, d: TagDetail) -> Entry {
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         platforms,
+        signature,
+    })
+}
+
+/// The signature status of the manifest `digest`; `index` is its bytes when it is an
+/// index, whose platforms are counted. `None` when it is gone meanwhile.
+async fn signature_status(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    index: Option<&[u8]>,
+) -> ApiResult<Option<SignatureStatus>> {
+    let judge = |d: Digest| async move {
+        policy::evaluate(state, repo, &Reference::Digest(d))
+            .await
+            .map_err(|e| ApiError::Internal(format!("signature status: {e:#}")))
+    };
+    let Some(evaluation) = judge(digest.clone()).await? else {
+        return Ok(None);
+    };
+    let mut status = status_of(&evaluation);
+    if let Some(content) = index.filter(|_| !evaluation.is_attachment) {
+        let Ok(parsed) = parse_manifest(content, None) else {
+            return Ok(Some(status));
+        };
+        let attestations: Vec<Digest> = buildkit_attestations(&parsed)
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect();
+        let (mut covered, mut total) = (0, 0);
+        for child in parsed.children {
+            if attestations.contains(&child.digest) {
+                continue;
+            }
+            total += 1;
+            if judge(child.digest).await?.is_some_and(|e| e.signed) {
+                covered += 1;
+            }
+        }
+        status.platforms = Some(PlatformsCovered { covered, total });
     }
+    Ok(Some(status))
+}
+
+/// What an evaluation says of the manifest's signatures: those it counts (its own,
+/// and its indexes' where inherited).
+fn status_of(e: &Evaluation) -> SignatureStatus {
+    let mut status = SignatureStatus {
+        status: "unsigned",
+        roots: Vec::new(),
+        platforms: None,
+    };
+    if e.is_attachment {
+        status.status = "attachment";
+        return status;
+    }
+    let verdicts: Vec<Option<&Verdict>> = e
+        .evidence
+        .iter()
+        .filter(|x| x.kind == AttachmentKind::Signature && (!x.via_index || e.inherit_from_index))
+        .map(|x| x.verification.as_ref())
+        .collect();
+    for v in verdicts.iter().flatten().filter(|v| v.is_valid()) {
+        if let Some(root) = &v.root {
+            if !status.roots.contains(root) {
+                status.roots.push(root.clone());
+            }
+        }
+    }
+    status.status = if verdicts.iter().flatten().any(|v| v.is_valid()) {
+        "verified"
+    } else if verdicts
+        .iter()
+        .flatten()
+        .any(|v| v.verdict == VerdictKind::Invalid)
+    {
+        "invalid"
+    } else if !verdicts.is_empty() {
+        "unverified"
+    } else {
+        "unsigned"
+    };
+    status
 }
 
 fn platform_of(value: &Value) -> Option<Platform> {
@@ -266,6 +398,65 @@ mod tests {
             ]
         );
         assert!(index_platforms(&json!({})).is_empty());
+    }
+
+    fn evaluation(signatures: &[(bool, Option<Verdict>)], inherit: bool) -> Evaluation {
+        let d = Digest::sha256_of(b"image");
+        Evaluation {
+            repository: "a".into(),
+            digest: d.clone(),
+            media_type: signet_storage::manifest::OCI_MANIFEST.into(),
+            is_attachment: false,
+            inherit_from_index: inherit,
+            covered_by: Vec::new(),
+            signed: false,
+            passes: false,
+            missing: Vec::new(),
+            evidence: signatures
+                .iter()
+                .enumerate()
+                .map(|(i, (via_index, v))| policy::Evidence {
+                    subject: d.clone(),
+                    via_index: *via_index,
+                    attachment: Digest::sha256_of(&[i as u8]),
+                    kind: AttachmentKind::Signature,
+                    format: signet_storage::attachments::AttachmentFormat::Cosign,
+                    verification: v.clone(),
+                    predicate_types: Vec::new(),
+                    carried_by: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_tag_status_names_the_roots_of_the_signatures_that_count() {
+        let valid = |root: &str| Some(Verdict::valid(root, None));
+        let bad = Some(Verdict::invalid("bad signature"));
+        let untrusted = Some(Verdict::no_trust_root());
+        let status =
+            |sigs: &[(bool, Option<Verdict>)], inherit| status_of(&evaluation(sigs, inherit));
+
+        let s = status(
+            &[
+                (false, valid("release")),
+                (true, valid("ci")),
+                (false, bad.clone()),
+            ],
+            true,
+        );
+        assert_eq!(
+            (s.status, s.roots),
+            ("verified", vec!["release".to_string(), "ci".to_string()])
+        );
+        // The index's signature does not count without inheritance.
+        let s = status(&[(true, valid("ci")), (false, bad.clone())], false);
+        assert_eq!((s.status, s.roots.len()), ("invalid", 0));
+        assert_eq!(status(&[(false, untrusted)], true).status, "unverified");
+        assert_eq!(status(&[], true).status, "unsigned");
+        let mut attachment = evaluation(&[], true);
+        attachment.is_attachment = true;
+        assert_eq!(status_of(&attachment).status, "attachment");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub enum Area {
     SignetTags {
         page: Page,
         with_attachments: bool,
+        /// Each tag's signature status too (`signatures=true`).
+        with_signatures: bool,
     },
     Signatures(Digest),
     SignatureDelete {
@@ -312,6 +314,7 @@ fn repository_area(
         Kind::SignetTags => Area::SignetTags {
             page: page(params)?,
             with_attachments: flag(params, "attachments", true)?,
+            with_signatures: flag(params, "signatures", false)?,
         },
         Kind::Signatures => Area::Signatures(digest_var()?),
         Kind::SignatureDelete => {

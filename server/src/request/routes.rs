@@ -291,6 +291,7 @@ pub const ROUTES: &[Spec] = &[
             Param::one("n", ApiError::SizeInvalid),
             Param::one("last", ApiError::SizeInvalid),
             Param::one("attachments", ApiError::Unsupported),
+            Param::one("signatures", ApiError::Unsupported),
         ],
         pattern: "/v2/{name:.+}/_signet/tags",
     },

@@ -461,7 +461,7 @@ impl Run<'_> {
         let mut children: Vec<Digest> = parsed
             .children
             .iter()
-            .filter(|c| self.plan.selects_platform(c.platform.as_ref()))
+            .filter(|c| self.plan.selects_entry(&parsed, c))
             .map(|c| c.digest.clone())
             .collect();
         children.sort();
@@ -515,7 +515,7 @@ impl Run<'_> {
             let mut children = Vec::new();
             let mut new_child = false;
             for child in &parsed.children {
-                if !self.plan.selects_platform(child.platform.as_ref()) {
+                if !self.plan.selects_entry(&parsed, child) {
                     self.count(|r| r.platforms_skipped += 1);
                     continue;
                 }

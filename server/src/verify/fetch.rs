@@ -47,6 +47,10 @@ pub async fn verify_attachment(
         AttachmentFormat::Atomic => {
             return verify_atomic(trust, meta, repo, subject, attachment).await
         }
+        AttachmentFormat::InToto => {
+            let result = statements(meta, repo, attachment).await;
+            return settle(result, repo, attachment);
+        }
     }
     let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
     let result = verify_manifest(&roots, meta, blobs, repo, subject, attachment).await;
@@ -181,6 +185,24 @@ async fn attachment_layers(
     let manifest: Value = serde_json::from_slice(&manifest)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     Ok((repo_name, layers))
+}
+
+/// An attestation manifest of unsigned in-toto statements (BuildKit's): nothing to
+/// verify; the verdict says so and names what the first statement states. (The policy
+/// counts it through the signatures of the index that carries it.)
+async fn statements(
+    meta: &dyn Manifests,
+    repo: &str,
+    attachment: &Digest,
+) -> anyhow::Result<Verdict> {
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let content = read_manifest(meta, &repo_name, attachment, "the attestation manifest")
+        .await?
+        .ok_or(Gone)?;
+    let predicate_types = signet_storage::manifest::statement_predicate_types(&content);
+    Ok(Verdict::unsigned(predicate_types.into_iter().next()))
 }
 
 /// A layer descriptor's digest.

@@ -19,9 +19,14 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
-use signet_storage::attachments::AttachmentKind;
+use signet_storage::attachments::{
+    is_sbom_predicate, kind_of_statements, AttachmentFormat, AttachmentKind,
+};
 use signet_storage::coverage::coverage;
-use signet_storage::manifest::{image_is_runnable, parse_manifest, ManifestKind};
+use signet_storage::manifest::{
+    buildkit_attestations, image_is_runnable, parse_manifest, statement_predicate_types,
+    ManifestKind,
+};
 use signet_storage::meta::StoredManifest;
 use signet_storage::{Digest, Reference, RepoName};
 
@@ -136,6 +141,12 @@ pub struct Evidence {
     pub format: signet_storage::attachments::AttachmentFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verdict>,
+    /// Unsigned in-toto statements (BuildKit): what each states.
+    #[serde(rename = "predicateTypes", skip_serializing_if = "Vec::is_empty")]
+    pub predicate_types: Vec<String>,
+    /// The index carrying unsigned statements: its valid signatures vouch for them.
+    #[serde(rename = "carriedBy", skip_serializing_if = "Option::is_none")]
+    pub carried_by: Option<Digest>,
 }
 
 /// The policy's view of one manifest: the evidence found and what is missing.
@@ -279,9 +290,20 @@ async fn evaluate_uncached(
                     kind,
                     format: a.format,
                     verification,
+                    predicate_types: a.predicate_types.clone(),
+                    carried_by: a.carried_by.clone(),
                 });
             }
         }
+    }
+    // An index carries its platforms' BuildKit statements: they are its evidence too (a
+    // pull reads the index first, then each platform is judged on its own).
+    if parse_manifest(&stored.content, Some(&stored.media_type))
+        .is_ok_and(|p| p.kind == ManifestKind::Index)
+    {
+        evaluation
+            .evidence
+            .extend(carried_statements(state, repo, &stored).await?);
     }
     // What counts: the manifest's own evidence, and its indexes' when inherited.
     let counted: Vec<&Evidence> = evaluation
@@ -324,17 +346,96 @@ async fn evaluate_uncached(
             ));
         }
     }
+    let vouched = statement_verdicts(&evaluation.evidence);
     let facts: Vec<requirements::Evidence<'_>> = counted
         .iter()
+        .filter(|e| e.format != AttachmentFormat::InToto)
         .map(|e| requirements::Evidence {
             kind: e.kind,
             verdict: e.verification.as_ref(),
         })
+        .chain(
+            vouched
+                .iter()
+                .map(|(kind, verdict)| requirements::Evidence {
+                    kind: *kind,
+                    verdict: verdict.as_ref(),
+                }),
+        )
         .collect();
     let unmet = requirements::missing(trust.requirements_for(repo.as_str()), &facts);
     evaluation.missing.extend(unmet);
     evaluation.passes = evaluation.missing.is_empty();
     Ok(Some(evaluation))
+}
+
+/// What unsigned in-toto statements (BuildKit's) count as: an SBOM statement as an SBOM;
+/// any other as an unsigned attestation of its predicate type (met where a rule accepts
+/// unsigned evidence) and, for each valid signature on the index that carries it, as an
+/// attestation of that predicate type signed by that signature's root.
+fn statement_verdicts(evidence: &[Evidence]) -> Vec<(AttachmentKind, Option<Verdict>)> {
+    let mut out = Vec::new();
+    for e in evidence
+        .iter()
+        .filter(|e| e.format == AttachmentFormat::InToto)
+    {
+        let roots: Vec<&str> = evidence
+            .iter()
+            .filter(|s| {
+                s.kind == AttachmentKind::Signature && Some(&s.subject) == e.carried_by.as_ref()
+            })
+            .filter_map(|s| s.verification.as_ref().filter(|v| v.is_valid()))
+            .filter_map(|v| v.root.as_deref())
+            .collect();
+        for p in &e.predicate_types {
+            if is_sbom_predicate(p) {
+                out.push((AttachmentKind::Sbom, None));
+                continue;
+            }
+            out.push((
+                AttachmentKind::Attestation,
+                Some(Verdict::unsigned(Some(p.clone()))),
+            ));
+            for root in &roots {
+                out.push((
+                    AttachmentKind::Attestation,
+                    Some(Verdict::valid(root, Some(p.clone()))),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The BuildKit statements an index carries, as its own evidence.
+async fn carried_statements(
+    state: &AppState,
+    repo: &RepoName,
+    index: &StoredManifest,
+) -> anyhow::Result<Vec<Evidence>> {
+    let Ok(parsed) = parse_manifest(&index.content, Some(&index.media_type)) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (entry, _) in buildkit_attestations(&parsed) {
+        let reference = Reference::Digest(entry.clone());
+        let Some(stored) = state.meta.get_manifest(repo, &reference).await? else {
+            continue;
+        };
+        let predicate_types = statement_predicate_types(&stored.content);
+        out.push(Evidence {
+            subject: index.digest.clone(),
+            via_index: false,
+            attachment: entry,
+            kind: kind_of_statements(&predicate_types),
+            format: AttachmentFormat::InToto,
+            // Nothing to verify: the predicate types are what counts.
+            verification: None,
+            predicate_types,
+            carried_by: Some(index.digest.clone()),
+        });
+    }
+    Ok(out)
 }
 
 /// Whether a manifest is an attachment the policy lets through: attached to a manifest

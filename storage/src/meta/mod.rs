@@ -180,6 +180,8 @@ pub struct AttachmentRecord {
     pub format: crate::attachments::AttachmentFormat,
     pub artifact_type: Option<String>,
     pub tag: Option<String>,
+    /// The manifest whose presence keeps the row (a BuildKit attestation's: its index).
+    pub carrier: Digest,
     pub created_at: i64,
     /// Of the attachment manifest; `None` for an atomic signature.
     pub media_type: Option<String>,

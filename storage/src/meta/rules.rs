@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::{AttachmentRecord, ManifestPut, Referrer};
 use crate::attachments::{
-    classify, AttachmentFormat, AttachmentKind, AttachmentSource, AttachmentTag,
+    classify, kind_of_statements, AttachmentFormat, AttachmentKind, AttachmentSource,
+    AttachmentTag, BUILDKIT_ATTESTATION_ARTIFACT,
 };
 use crate::digest::Digest;
+use crate::manifest::{buildkit_attestations, kind_of_media_type, parse_manifest, ManifestKind};
 use crate::names::Tag;
 
 /// One row of the attachment index, before it is written.
@@ -35,12 +37,15 @@ pub(crate) struct EntryDescription {
     pub digest: Digest,
     pub artifact_type: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// The predicate types of the in-toto statements it holds as layers
+    /// ([`crate::manifest::statement_predicate_types`]).
+    pub predicate_types: Vec<String>,
 }
 
 /// The index entries [`put_rows`] needs described: those of a referrers fallback index
-/// when one of the `moved` tags is a fallback tag. Entries absent from the repository are
-/// left undescribed.
-pub(crate) fn entries_to_describe<'a>(put: &'a ManifestPut, moved: &[Tag]) -> &'a [Digest] {
+/// when one of the `moved` tags is a fallback tag, and BuildKit's attestation manifests.
+/// Entries absent from the repository are left undescribed.
+pub(crate) fn entries_to_describe(put: &ManifestPut, moved: &[Tag]) -> Vec<Digest> {
     let fallback = moved.iter().any(|t| {
         matches!(
             AttachmentTag::parse(t.as_str()),
@@ -48,10 +53,24 @@ pub(crate) fn entries_to_describe<'a>(put: &'a ManifestPut, moved: &[Tag]) -> &'
         )
     });
     if fallback {
-        &put.children
+        put.children.clone()
     } else {
-        &[]
+        buildkit_entries(put)
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect()
     }
+}
+
+/// The attestation-manifest entries of an index PUT, each with the entry it attests.
+fn buildkit_entries(put: &ManifestPut) -> Vec<(Digest, Digest)> {
+    let m = &put.manifest;
+    if kind_of_media_type(&m.media_type) != Some(ManifestKind::Index) {
+        return Vec::new();
+    }
+    parse_manifest(&m.content, Some(&m.media_type))
+        .map(|parsed| buildkit_attestations(&parsed))
+        .unwrap_or_default()
 }
 
 /// The attachment rows a manifest PUT writes: the row of its `subject` field, and for
@@ -80,6 +99,29 @@ pub(crate) fn put_rows(
     }
     for tag in moved {
         rows.extend(tag_rows(put, tag, entries));
+    }
+    // BuildKit's attestation manifests: attestations of the entry they name, kept by
+    // the index (it is what a signature on the image covers).
+    // Only what the index's edges hold: a mirror that left a platform out stores the
+    // index with fewer children than its bytes list.
+    for (entry, subject) in buildkit_entries(put) {
+        let Some(described) = entries.iter().find(|e| e.digest == entry) else {
+            continue;
+        };
+        if !put.children.contains(&entry) || !put.children.contains(&subject) {
+            continue;
+        }
+        let predicate_types = &described.predicate_types;
+        rows.push(AttachmentRow {
+            subject,
+            attachment: entry,
+            kind: kind_of_statements(predicate_types),
+            source: AttachmentSource::Buildkit,
+            format: AttachmentFormat::InToto,
+            artifact_type: Some(BUILDKIT_ATTESTATION_ARTIFACT.to_string()),
+            tag: None,
+            carrier: m.digest.clone(),
+        });
     }
     rows
 }
@@ -182,7 +224,9 @@ impl AttachmentWalk {
 }
 
 /// The referrers listing of a subject from its attachment rows: attachments that are
-/// manifests, cosign tag attachments only with `include_tag_attachments`, each once (the
+/// manifests, cosign tag attachments and BuildKit's attestation manifests (no `subject`
+/// field: known by a convention, as cosign's tags are) only with
+/// `include_tag_attachments`, each once (the
 /// subject-field row, when present, says best what it is), by digest.
 pub(crate) fn referrers(
     attachments: &[AttachmentRecord],
@@ -192,7 +236,7 @@ pub(crate) fn referrers(
         .iter()
         .filter(|a| match a.source {
             AttachmentSource::Extension => false,
-            AttachmentSource::Tag => include_tag_attachments,
+            AttachmentSource::Tag | AttachmentSource::Buildkit => include_tag_attachments,
             _ => true,
         })
         .collect();
@@ -275,12 +319,16 @@ mod tests {
             &[&known, &unknown],
             &format!("sha256-{}", subject.hex()),
         );
-        assert_eq!(entries_to_describe(&p, &p.tags), &[known.clone(), unknown]);
+        assert_eq!(
+            entries_to_describe(&p, &p.tags),
+            vec![known.clone(), unknown]
+        );
         assert!(entries_to_describe(&p, &[]).is_empty());
         let described = [EntryDescription {
             digest: known.clone(),
             artifact_type: Some(crate::attachments::SIGSTORE_BUNDLE.into()),
             annotations: BTreeMap::new(),
+            predicate_types: Vec::new(),
         }];
         let rows = put_rows(&p, &p.tags, &described);
         assert_eq!(rows.len(), 1);
@@ -288,6 +336,68 @@ mod tests {
         assert_eq!(rows[0].carrier, p.manifest.digest);
         assert_eq!(rows[0].kind, AttachmentKind::Signature);
         assert_eq!(rows[0].format, AttachmentFormat::SigstoreBundle);
+    }
+
+    #[test]
+    fn buildkit_attestation_entries_attest_the_entry_they_name() {
+        let (image, attestation, stray) = (
+            Digest::sha256_of(b"image"),
+            Digest::sha256_of(b"attestation"),
+            Digest::sha256_of(b"stray"),
+        );
+        let entry = |d: &Digest, platform: &str, names: Option<&Digest>| {
+            let (os, arch) = platform.split_once('/').unwrap();
+            let annotations = names
+                .map(|n| {
+                    format!(
+                        r#","annotations":{{"vnd.docker.reference.digest":"{n}","vnd.docker.reference.type":"attestation-manifest"}}"#
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                r#"{{"mediaType":"{}","digest":"{d}","size":5,"platform":{{"architecture":"{arch}","os":"{os}"}}{annotations}}}"#,
+                crate::manifest::OCI_MANIFEST
+            )
+        };
+        // An attestation naming an entry the index does not list attests nothing.
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{},{},{}]}}"#,
+            crate::manifest::OCI_INDEX,
+            entry(&image, "linux/amd64", None),
+            entry(&attestation, "unknown/unknown", Some(&image)),
+            entry(
+                &stray,
+                "unknown/unknown",
+                Some(&Digest::sha256_of(b"elsewhere"))
+            ),
+        );
+        let mut p = put(&body, None, &[&image, &attestation, &stray], "latest");
+        p.manifest.media_type = crate::manifest::OCI_INDEX.into();
+        p.manifest.artifact_type = None;
+        assert_eq!(entries_to_describe(&p, &p.tags), vec![attestation.clone()]);
+        let described = |predicates: &[&str]| EntryDescription {
+            digest: attestation.clone(),
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+            predicate_types: predicates.iter().map(|s| s.to_string()).collect(),
+        };
+        let rows = put_rows(
+            &p,
+            &p.tags,
+            &[described(&[
+                "https://slsa.dev/provenance/v0.2",
+                "https://spdx.dev/Document",
+            ])],
+        );
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].subject, image);
+        assert_eq!(rows[0].attachment, attestation);
+        assert_eq!(rows[0].carrier, p.manifest.digest);
+        assert_eq!(rows[0].source, AttachmentSource::Buildkit);
+        assert_eq!(rows[0].format, AttachmentFormat::InToto);
+        assert_eq!(rows[0].kind, AttachmentKind::Attestation);
+        let rows = put_rows(&p, &p.tags, &[described(&["https://spdx.dev/Document"])]);
+        assert_eq!(rows[0].kind, AttachmentKind::Sbom);
     }
 
     #[test]

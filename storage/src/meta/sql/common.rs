@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
+use crate::manifest::statement_predicate_types;
 use crate::meta::rules::{AttachmentRow, EntryDescription};
 use crate::meta::*;
 use crate::names::{RepoName, Tag};
@@ -70,6 +71,7 @@ pub(super) fn attachment_from_row(row: &impl RowExt) -> StorageResult<Attachment
         format: row.text("format")?.parse().map_err(corrupt)?,
         artifact_type: row.opt_text("artifact_type")?,
         tag: row.opt_text("tag")?,
+        carrier: row.digest("carrier")?,
         created_at: row.i64("created_at")?,
         media_type: row.opt_text("media_type")?,
         size: row.opt_i64("size")?.map(|s| s as u64),
@@ -165,7 +167,7 @@ pub(super) async fn describe_entries(
     let mut described = Vec::new();
     for digest in entries {
         let q = query(
-            "SELECT artifact_type, annotations FROM manifests WHERE repository_id = $1 AND digest = $2",
+            "SELECT artifact_type, annotations, content FROM manifests WHERE repository_id = $1 AND digest = $2",
         )
         .bind(repo_id)
         .bind(digest);
@@ -174,6 +176,7 @@ pub(super) async fn describe_entries(
                 digest: digest.clone(),
                 artifact_type: row.opt_text("artifact_type")?,
                 annotations: parse_annotations(row.opt_text("annotations")?)?,
+                predicate_types: statement_predicate_types(&row.bytes("content")?),
             });
         }
     }
@@ -285,7 +288,8 @@ WITH RECURSIVE live(digest) AS (
        AND NOT ($3 AND EXISTS (
            SELECT 1 FROM attachments a
              JOIN manifests s ON s.repository_id = a.repository_id AND s.digest = a.subject
-            WHERE a.repository_id = $1 AND (a.attachment = m.digest OR a.carrier = m.digest)))
+            WHERE a.repository_id = $1
+              AND (a.attachment = m.digest OR (a.carrier = m.digest AND a.source <> 'buildkit'))))
     UNION
     SELECT e.target FROM (
         SELECT c.index_digest AS source, c.child_digest AS target
@@ -293,7 +297,8 @@ WITH RECURSIVE live(digest) AS (
         UNION ALL
         SELECT a.subject, a.attachment FROM attachments a WHERE a.repository_id = $1
         UNION ALL
-        SELECT a.subject, a.carrier FROM attachments a WHERE a.repository_id = $1
+        SELECT a.subject, a.carrier FROM attachments a
+         WHERE a.repository_id = $1 AND a.source <> 'buildkit'
     ) e JOIN live l ON e.source = l.digest
 )
 SELECT digest FROM manifests

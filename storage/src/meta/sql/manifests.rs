@@ -114,7 +114,7 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
             }
         }
         let described =
-            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &moved)).await?;
+            describe_entries(&mut tx, repo_id, &rules::entries_to_describe(put, &moved)).await?;
         let mut attached = Vec::new();
         for row in rules::put_rows(put, &moved, &described) {
             if row.attachment == m.digest {
@@ -308,7 +308,7 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         };
         let q = query(
             "SELECT a.subject, a.attachment, a.kind, a.source, a.format, a.artifact_type, a.tag,
-                    a.created_at, m.media_type, m.size, m.annotations
+                    a.carrier, a.created_at, m.media_type, m.size, m.annotations
                FROM attachments a
                LEFT JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.attachment
               WHERE a.repository_id = $1 AND a.subject = $2
@@ -327,7 +327,8 @@ impl<E: Engine> Manifests for SqlMetadata<E> {
         let q = query(
             "SELECT DISTINCT a.subject FROM attachments a
                JOIN manifests m ON m.repository_id = a.repository_id AND m.digest = a.subject
-              WHERE a.repository_id = $1 AND (a.attachment = $2 OR a.carrier = $2)
+              WHERE a.repository_id = $1
+                AND (a.attachment = $2 OR (a.carrier = $2 AND a.source <> 'buildkit'))
                 AND a.source <> 'extension' AND a.subject <> $2
               ORDER BY a.subject",
         )

@@ -79,8 +79,14 @@ impl<E: Engine> Retention for SqlMetadata<E> {
         .bind(repo_id);
         for r in db.fetch(q).await? {
             let source = r.text("source")?;
+            // A BuildKit row's carrier is the image index: it carries, it is not attached.
             if source != "extension" {
-                for column in ["attachment", "carrier"] {
+                let columns: &[&str] = if source == "buildkit" {
+                    &["attachment"]
+                } else {
+                    &["attachment", "carrier"]
+                };
+                for &column in columns {
                     if let Some(&i) = at.get(&r.text(column)?) {
                         manifests[i].is_attachment = true;
                     }

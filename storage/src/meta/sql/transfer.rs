@@ -208,7 +208,7 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
             .filter_map(|name| name.parse::<Tag>().ok())
             .collect::<Vec<_>>();
         let described =
-            describe_entries(&mut tx, repo_id, rules::entries_to_describe(put, &tags)).await?;
+            describe_entries(&mut tx, repo_id, &rules::entries_to_describe(put, &tags)).await?;
         let rows = rules::put_rows(put, &tags, &described);
         let at = now();
         for row in rows {
