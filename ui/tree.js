@@ -32,6 +32,11 @@ export function verdictView(verification) {
     unsigned: "Unsigned statement",
   };
   const parts = [h("span", { class: `verdict verdict-${verdict}` }, labels[verdict] || verdict)];
+  // A BuildKit statement: nothing wrong, nothing to verify; its predicate types follow.
+  if (verdict === "unsigned") {
+    parts.push(h("span", { class: "muted" }, "no signature of its own: a valid signature on the index that carries it vouches for it"));
+    return h("span", { class: "verdict-line" }, parts);
+  }
   const signer = verification.identity || verification.subject || verification.signer;
   if (verdict === "valid") {
     parts.push(h("span", { class: "signer" }, signer ? `signed by ${signer}` : "", root ? ` verified with trust root “${root}”` : ""));
@@ -98,7 +103,7 @@ function statementLine(entry) {
   return h("div", { class: "statement-line" },
     types.length ? [h("span", {}, types.length > 1 ? "Predicate types " : "Predicate type "),
       types.map((t, i) => [i ? ", " : "", h("code", { class: "mono break" }, t)])] : null,
-    entry.carriedBy ? h("span", { class: "muted" }, ` · in index ${shortDigest(entry.carriedBy)}, whose signatures vouch for it`) : null);
+    entry.carriedBy ? h("span", { class: "muted" }, ` · in index ${shortDigest(entry.carriedBy)}`) : null);
 }
 
 function attachmentItems(byKind, ctx, covering) {

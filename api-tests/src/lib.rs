@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
+pub mod buildkit;
 pub mod cosign;
 pub mod distribution;
 pub mod docker;

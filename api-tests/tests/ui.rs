@@ -15,6 +15,7 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
+use signet_api_tests::buildkit::{self, buildkit_image, push_all, Layout};
 use signet_api_tests::cosign::{
     attachment_tag, push_attestation, push_cosign_manifest, push_referrer, simple_signing_payload,
     trust_config, Key, SIG_ANNOTATION, SIMPLESIGNING,
@@ -538,6 +539,11 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
         push_platform_image(&c, &r, other, "amd64").await;
     }
     push_many_tags(&c, &r, "prod/many", 120).await;
+    // An image built with BuildKit's provenance and SBOM attestations.
+    let work = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&work.path().join("layout"));
+    let built = buildkit_image(&layout);
+    push_all(work.path(), &layout, &r, "prod/built");
 
     // What the UI will show, checked on the API first.
     let (status, body) = get(
@@ -580,6 +586,12 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
             "sbomMarker": "web-sbom-document",
             "sbomSignature": sbom_signature,
             "manyTagsRepo": "prod/many",
+            "built": {
+                "repo": "prod/built",
+                "platforms": built.platforms.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+                "attestations": built.attestations,
+                "predicateTypes": [buildkit::SPDX, buildkit::PROVENANCE],
+            },
         }),
     );
 }

@@ -160,6 +160,32 @@ async function signedScenario() {
   assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 360px`);
   await shot("07-narrow-360");
 
+  // BuildKit's attestations: no platforms of their own, each under the platform it
+  // attests with its predicate types, and readable in the viewer.
+  await page.setViewportSize({ width: 1280, height: 900 });
+  const b = s.built;
+  await page.goto(ui(`/ui/image?name=${encodeURIComponent(b.repo)}&ref=v1`));
+  const builtSummary = page.getByRole("table", { name: /Platforms and their signatures/ });
+  await builtSummary.waitFor();
+  assert.equal(await builtSummary.locator("tbody tr").count(), 2, "two platforms, no unknown/unknown");
+  assert.ok(!(await builtSummary.innerText()).includes("unknown"), "attestation entries are no platforms");
+  await page.getByRole("button", { name: "Expand all" }).click();
+  const builtTree = page.getByRole("list", { name: "Signature tree" });
+  for (const [i, platform] of b.platforms.entries()) {
+    const node = builtTree.locator("li.platform").filter({ has: page.locator(`code[title="${platform}"]`) });
+    const item = node.locator(`li.att[data-digest="${b.attestations[i]}"]`);
+    const text = await item.innerText();
+    for (const p of b.predicateTypes) assert.ok(text.includes(p), `the predicate types are shown: ${text}`);
+    assert.match(text, /Unsigned statement/, text);
+  }
+  await shot("08-buildkit");
+  await builtTree.locator(`li.att[data-digest="${b.attestations[0]}"]`).getByRole("button", { name: /^View attestation/ }).click();
+  await dialog.getByText("Predicate types").waitFor();
+  const statementText = await dialog.innerText();
+  assert.ok(statementText.includes("spdxVersion") && statementText.includes("buildType"), "both statements are shown");
+  await shot("09-buildkit-statement");
+  await dialog.getByRole("button", { name: "Close" }).click();
+
   // Many tags: one page at a time.
   await page.setViewportSize({ width: 1280, height: 900 });
   await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.manyTagsRepo)}`));
@@ -167,7 +193,7 @@ async function signedScenario() {
   assert.equal(await page.locator("table.tags tbody tr").count(), 50, "a page holds 50 tags");
   await page.getByRole("link", { name: "Next page" }).click();
   await page.getByRole("link", { name: "First page" }).waitFor();
-  await shot("08-tag-pages");
+  await shot("10-tag-pages");
 
   // The other pages at 360 px too.
   await page.setViewportSize({ width: 360, height: 800 });
@@ -178,7 +204,7 @@ async function signedScenario() {
     const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert.ok(wide <= 0, `${path} scrolls sideways by ${wide}px at 360px`);
   }
-  await shot("09-narrow-repositories");
+  await shot("11-narrow-repositories");
 }
 
 async function authScenario() {

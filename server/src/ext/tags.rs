@@ -12,7 +12,8 @@
 //! `signatures=true` adds each tag's signature status at a glance (the policy's
 //! evaluation, whatever the mode, kept while the store is unchanged): verified and by
 //! which roots, invalid, unverified, unsigned, or an attachment; for an index, how many
-//! of its platforms a valid signature covers.
+//! of its platforms a valid signature covers. Such a page holds at most
+//! [`MAX_PAGE_WITH_SIGNATURES`] entries.
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
@@ -36,6 +37,9 @@ use crate::verify::Verdict;
 pub const DEFAULT_PAGE: u32 = 100;
 /// Most entries one page holds, whatever `n` asks for.
 pub const MAX_PAGE: u32 = 1000;
+/// Most entries a page holds with `signatures=true`: each costs a policy evaluation (and
+/// an index one per platform), which may verify signatures the first time.
+pub const MAX_PAGE_WITH_SIGNATURES: u32 = 100;
 /// Image configs larger than this are not read for their platform.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Config reads in flight for one page.
@@ -108,7 +112,12 @@ async fn list(state: web::Data<AppState>, target: Target) -> ApiResult<HttpRespo
     else {
         return Err(ApiError::RouteNotFound);
     };
-    let n = asked.n.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
+    let cap = if with_signatures {
+        MAX_PAGE_WITH_SIGNATURES
+    } else {
+        MAX_PAGE
+    };
+    let n = asked.n.unwrap_or(DEFAULT_PAGE).min(cap);
     let last = asked.last;
     let mut details = if n == 0 {
         // Only whether the repository exists.
