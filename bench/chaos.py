@@ -211,6 +211,9 @@ metadata_url = "{metadata_url}"
 [gc]
 interval_secs = 10
 grace_secs = 120
+# A replica killed during a collection holds its lease until the lease lapses: short
+# here, so the closing GC is not refused for the default ten minutes.
+lease_secs = 15
 
 [[sync.jobs]]
 name = "mirror"
@@ -705,8 +708,8 @@ def main():
                 cmd += ["gc"] if stage == "gc" else ["fsck", "--json"]
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
                 # A replica killed during its own collection holds the lease until it
-                # lapses.
-                deadline = time.monotonic() + 90
+                # lapses (`lease_secs` above).
+                deadline = time.monotonic() + 60
                 while (stage == "gc" and r.returncode != 0 and time.monotonic() < deadline
                        and "another garbage collection is running" in r.stderr):
                     time.sleep(2)
