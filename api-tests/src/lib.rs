@@ -264,6 +264,18 @@ pub fn run(cmd: &mut Command) -> String {
     }
 }
 
+/// The Prometheus exposition of the server at `base`.
+pub async fn metrics(base: &str) -> String {
+    client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
 /// skopeo with its own permissive policy and an empty registries.d under `dir`, so that
 /// no system configuration changes what it does.
 pub fn skopeo(dir: &Path) -> Command {

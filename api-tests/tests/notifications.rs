@@ -12,7 +12,7 @@ use serde_json::Value;
 use signet_api_tests::cosign::{sign_payload, simple_signing_payload, trust_config, Key};
 use signet_api_tests::oci::{get, push_image};
 use signet_api_tests::receiver::{Answer, Received, Receiver};
-use signet_api_tests::{client, random_bytes, sha256, Registry};
+use signet_api_tests::{client, metrics, random_bytes, sha256, Registry};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -273,15 +273,8 @@ async fn a_receiver_down_for_a_while_gets_everything_afterwards_in_order() {
     // Counted by the replica that delivers (behind a balancer, ask each in turn).
     let mut counted = false;
     for _ in 0..4 {
-        let metrics = client()
-            .get(format!("{}/metrics", r.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        counted |= metrics.contains("signet_event_delivery_failures_total{endpoint=\"ci\"}");
+        let exposition = metrics(&r.url).await;
+        counted |= exposition.contains("signet_event_delivery_failures_total{endpoint=\"ci\"}");
     }
     assert!(counted, "failures counted");
 }

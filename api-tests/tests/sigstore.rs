@@ -18,7 +18,7 @@ use signet_api_tests::cosign::{
 use signet_api_tests::oci::{
     error_code, get, push_blob, push_image, put_manifest, OCI_INDEX, OCI_MANIFEST,
 };
-use signet_api_tests::{client, require_tool, run, sha256, Registry};
+use signet_api_tests::{client, run, sha256, Registry};
 use sigstore::cosign::constraint::PrivateKeySigner;
 use sigstore::cosign::verification_constraint::VerificationConstraint;
 use sigstore::cosign::{Constraint as _, CosignCapabilities as _, SignatureLayer};
@@ -659,9 +659,9 @@ async fn resp_digest_of(c: &Client, r: &Registry, repo: &str, reference: &str) -
         .unwrap_or_else(|| panic!("{repo}:{reference} is missing"))
 }
 
-/// registries.d telling containers/image to read and write sigstore attachments.
+/// skopeo with a registries.d telling containers/image to read and write sigstore
+/// attachments.
 fn skopeo(dir: &Path) -> Command {
-    require_tool("skopeo");
     let registries_d = dir.join("registries.d");
     std::fs::create_dir_all(&registries_d).unwrap();
     std::fs::write(
@@ -669,18 +669,7 @@ fn skopeo(dir: &Path) -> Command {
         "default-docker:\n  use-sigstore-attachments: true\n",
     )
     .unwrap();
-    let policy = dir.join("policy.json");
-    std::fs::write(
-        &policy,
-        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
-    )
-    .unwrap();
-    let mut cmd = Command::new("skopeo");
-    cmd.arg("--policy")
-        .arg(&policy)
-        .arg("--registries.d")
-        .arg(&registries_d);
-    cmd
+    signet_api_tests::skopeo(dir)
 }
 
 /// `(mediaType, digest, annotations)` of each layer of a manifest.

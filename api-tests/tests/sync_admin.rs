@@ -12,7 +12,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::oci::push_image;
 use signet_api_tests::proxy::Proxy;
-use signet_api_tests::{client, random_bytes, Registry};
+use signet_api_tests::{client, metrics, random_bytes, Registry};
 
 const JOBS: &str = "/v2/_signet/sync/jobs";
 
@@ -123,14 +123,7 @@ async fn run_now_reports_live_progress_refuses_a_second_run_and_feeds_metrics() 
     assert_eq!(live["run"]["trigger"], "api");
     assert_eq!(live["run"]["status"], "running", "{live}");
     assert!(live["run"]["finished_at"].is_null());
-    let running = c
-        .get(format!("{m}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let running = metrics(m).await;
     assert!(
         running.contains("signet_sync_running{job=\"api\"} 1"),
         "{running}"
@@ -147,14 +140,7 @@ async fn run_now_reports_live_progress_refuses_a_second_run_and_feeds_metrics() 
     assert!(!run["last"].as_str().unwrap().is_empty());
     assert_eq!(tags(&c, m, repo).await, tags(&c, &upstream.url, repo).await);
 
-    let metrics = c
-        .get(format!("{m}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(m).await;
     assert!(
         metrics.contains("signet_sync_items_total{job=\"api\",outcome=\"ok\"} 4"),
         "{metrics}"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream;
 use serde_json::json;
-use signet_storage::blobs::BlobStore;
+use signet_storage::blobs::{paths, BlobStore};
 use signet_storage::fsck::{check, FsckOptions, FsckReport};
 use signet_storage::meta::{ManifestPut, PostgresMetadata, SqliteMetadata, UploadSession};
 use signet_storage::testing::TestDatabase;
@@ -96,6 +96,11 @@ fn body(bytes: &[u8]) -> impl futures::Stream<Item = std::io::Result<Bytes>> + U
 }
 
 impl World {
+    /// The local file a chunked session appends to.
+    fn staged_data(&self, session: &str) -> std::path::PathBuf {
+        paths::local(&self.dir.path().join("blobs"), &paths::data(session))
+    }
+
     async fn push_blob(&self, bytes: &[u8]) -> Digest {
         let d = Digest::sha256_of(bytes);
         self.uploads
@@ -355,12 +360,7 @@ async fn a_session_whose_staged_file_lost_bytes_is_reported_and_dropped(w: World
     assert!(w.fsck(false).await.is_clean());
 
     // The damaged one's staged file loses its end (a disk that did not keep it).
-    let staged = w
-        .dir
-        .path()
-        .join("blobs/uploads")
-        .join(&damaged.id)
-        .join("data");
+    let staged = w.staged_data(&damaged.id);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&staged)
@@ -398,12 +398,7 @@ async fn a_session_whose_bytes_were_placed_before_it_closed_is_no_problem(w: Wor
     // What the failed final request did: the bytes moved to their address.
     let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(bytes))]);
     w.blobs.put_verified(&digest, body).await.unwrap();
-    let staged = w
-        .dir
-        .path()
-        .join("blobs/uploads")
-        .join(&session.id)
-        .join("data");
+    let staged = w.staged_data(&session.id);
     std::fs::remove_file(&staged).unwrap();
 
     let report = w.fsck(false).await;
@@ -415,13 +410,6 @@ async fn a_session_whose_bytes_were_placed_before_it_closed_is_no_problem(w: Wor
     // Bytes at no address are still a problem.
     let lost = w.uploads.start(&repo()).await.unwrap();
     let lost = w.append(&lost, 0, b"these go nowhere").await;
-    std::fs::remove_file(
-        w.dir
-            .path()
-            .join("blobs/uploads")
-            .join(&lost.id)
-            .join("data"),
-    )
-    .unwrap();
+    std::fs::remove_file(w.staged_data(&lost.id)).unwrap();
     assert_eq!(kinds(&w.fsck(false).await), ["upload-missing-parts"]);
 }

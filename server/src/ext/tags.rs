@@ -212,8 +212,9 @@ async fn entry(
     with_signatures: bool,
 ) -> ApiResult<Entry> {
     let manifest: Value = serde_json::from_slice(&d.content).unwrap_or(Value::Null);
-    let index = kind_of_media_type(&d.media_type) == Some(ManifestKind::Index);
-    let platforms = match kind_of_media_type(&d.media_type) {
+    let kind = kind_of_media_type(&d.media_type);
+    let index = kind == Some(ManifestKind::Index);
+    let platforms = match kind {
         Some(ManifestKind::Index) => index_platforms(&manifest),
         Some(ManifestKind::Image) => image_platform(&state.blobs, &manifest)
             .await

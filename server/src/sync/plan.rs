@@ -5,8 +5,8 @@
 use anyhow::{anyhow, Context};
 use regex::Regex;
 use signet_oci::RepoPattern;
-use signet_storage::attachments::{buildkit_subject, AttachmentKind, AttachmentTag};
-use signet_storage::manifest::{Descriptor, ParsedManifest, Platform};
+use signet_storage::attachments::{AttachmentKind, AttachmentTag};
+use signet_storage::manifest::{buildkit_attestations, Descriptor, ParsedManifest, Platform};
 
 use super::job::SyncJob;
 
@@ -201,13 +201,13 @@ impl Plan {
     /// An entry of `index` the job mirrors: by its platform, except BuildKit's
     /// attestation manifests (`unknown/unknown`), which go with the entry they attest.
     pub fn selects_entry(&self, index: &ParsedManifest, entry: &Descriptor) -> bool {
-        let attested = buildkit_subject(&entry.annotations)
-            .and_then(|s| index.children.iter().find(|c| c.digest == s));
+        let attested = buildkit_attestations(index)
+            .into_iter()
+            .find(|(attestation, _)| attestation == &entry.digest)
+            .and_then(|(_, subject)| index.children.iter().find(|c| c.digest == subject));
         match attested {
-            Some(subject) if subject.digest != entry.digest => {
-                self.selects_platform(subject.platform.as_ref())
-            }
-            _ => self.selects_platform(entry.platform.as_ref()),
+            Some(subject) => self.selects_platform(subject.platform.as_ref()),
+            None => self.selects_platform(entry.platform.as_ref()),
         }
     }
 }

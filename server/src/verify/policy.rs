@@ -24,8 +24,8 @@ use signet_storage::attachments::{
 };
 use signet_storage::coverage::coverage;
 use signet_storage::manifest::{
-    buildkit_attestations, image_is_runnable, parse_manifest, statement_predicate_types,
-    ManifestKind,
+    buildkit_attestations, image_is_runnable, kind_of_media_type, parse_manifest,
+    statement_predicate_types, ManifestKind,
 };
 use signet_storage::meta::StoredManifest;
 use signet_storage::{Digest, Reference, RepoName};
@@ -298,9 +298,7 @@ async fn evaluate_uncached(
     }
     // An index carries its platforms' BuildKit statements: they are its evidence too (a
     // pull reads the index first, then each platform is judged on its own).
-    if parse_manifest(&stored.content, Some(&stored.media_type))
-        .is_ok_and(|p| p.kind == ManifestKind::Index)
-    {
+    if kind_of_media_type(&stored.media_type) == Some(ManifestKind::Index) {
         evaluation
             .evidence
             .extend(carried_statements(state, repo, &stored).await?);
