@@ -235,6 +235,12 @@ function decodeBase64(text) {
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
 
+/** base64url without padding (JWS) as text. */
+function decodeBase64Url(text) {
+  const std = text.replace(/-/g, "+").replace(/_/g, "/");
+  return new TextDecoder().decode(decodeBase64(std + "=".repeat((4 - (std.length % 4)) % 4)));
+}
+
 function pretty(text) {
   try { return JSON.stringify(JSON.parse(text), null, 2); } catch { return null; }
 }
@@ -253,6 +259,17 @@ function readable(bytes) {
   if (envelope?.payload) {
     const payload = new TextDecoder().decode(decodeBase64(envelope.payload));
     return { label: `DSSE payload (${envelope.payloadType})`, text: pretty(payload) || payload };
+  }
+  // A Notary Project JWS envelope: its signed header and payload, decoded.
+  if (typeof json?.protected === "string" && typeof json?.payload === "string" && json?.signature) {
+    try {
+      const header = decodeBase64Url(json.protected);
+      const payload = decodeBase64Url(json.payload);
+      return {
+        label: "Notary Project JWS envelope: protected header and payload",
+        text: `${pretty(header) || header}\n\n${pretty(payload) || payload}`,
+      };
+    } catch { /* not base64url: shown as JSON */ }
   }
   if (json) return { label: "JSON", text: JSON.stringify(json, null, 2) };
   return { label: "Text", text };

@@ -20,6 +20,7 @@ pub mod cosign;
 pub mod distribution;
 pub mod docker;
 pub mod gpg;
+pub mod notation;
 pub mod oci;
 pub mod pki;
 pub mod proxy;

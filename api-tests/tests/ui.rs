@@ -20,9 +20,12 @@ use signet_api_tests::cosign::{
     attachment_tag, push_attestation, push_cosign_manifest, push_referrer, simple_signing_payload,
     trust_config, Key, SIG_ANNOTATION, SIMPLESIGNING,
 };
+use signet_api_tests::notation::{
+    acme, envelope, notation_root, push_signature, write, TestCa, ID, JWS_MEDIA_TYPE,
+};
 use signet_api_tests::oci::{
-    descriptor, error_code, get, push_blob, put_manifest, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
-    OCI_MANIFEST,
+    descriptor, error_code, get, push_blob, push_image, put_manifest, OCI_CONFIG, OCI_INDEX,
+    OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::pki::{auth_users, write_token_key};
 use signet_api_tests::{client, require_tool, run, sha256, Registry};
@@ -510,13 +513,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampered_one_invalid() {
     let keys = tempfile::tempdir().unwrap();
     let key = Key::generate();
-    let r = Registry::start_with_config(&trust_config(
-        &[(
-            "release-key",
-            &key.write_public(keys.path(), "cosign"),
-            &["prod/**"],
-        )],
-        "off",
+    let notation_ca = TestCa::new("Acme Root");
+    let notation_ca_file = write(keys.path(), "notation-ca.pem", &notation_ca.pem);
+    let r = Registry::start_with_config(&format!(
+        "{}{}",
+        trust_config(
+            &[(
+                "release-key",
+                &key.write_public(keys.path(), "cosign"),
+                &["prod/**"],
+            )],
+            "off",
+        ),
+        notation_root("notation-release", &notation_ca_file, ID, &["prod/notary"])
     ));
     let c = client();
     let repo = "prod/web";
@@ -544,6 +553,18 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
     let layout = Layout::new(&work.path().join("layout"));
     let built = buildkit_image(&layout);
     push_all(work.path(), &layout, &r, "prod/built");
+    // An image with a Notary Project signature (JWS).
+    let notary = push_image(&c, &r, "prod/notary", "v1", &[b"notary layer"]).await;
+    let notary_envelope = envelope(&acme(&notation_ca), JWS_MEDIA_TYPE, &notary);
+    let notary_signature = push_signature(
+        &c,
+        &r,
+        "prod/notary",
+        &notary,
+        JWS_MEDIA_TYPE,
+        &notary_envelope,
+    )
+    .await;
 
     // What the UI will show, checked on the API first.
     let (status, body) = get(
@@ -591,6 +612,12 @@ async fn browser_shows_the_index_signature_covering_both_platforms_and_a_tampere
                 "platforms": built.platforms.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(),
                 "attestations": built.attestations,
                 "predicateTypes": [buildkit::SPDX, buildkit::PROVENANCE],
+            },
+            "notary": {
+                "repo": "prod/notary",
+                "signature": notary_signature,
+                "root": "notation-release",
+                "signer": "CN=release",
             },
         }),
     );

@@ -186,6 +186,24 @@ async function signedScenario() {
   await shot("09-buildkit-statement");
   await dialog.getByRole("button", { name: "Close" }).click();
 
+  // A Notary Project signature: verified, its signer's subject shown, and its JWS
+  // envelope decoded in the viewer.
+  const n = s.notary;
+  await page.goto(ui(`/ui/image?name=${encodeURIComponent(n.repo)}&ref=v1`));
+  await page.getByRole("button", { name: "Expand all" }).click();
+  const notaryItem = page.getByRole("list", { name: "Signature tree" }).locator(`li.att[data-digest="${n.signature}"]`);
+  await notaryItem.waitFor();
+  const notaryText = await notaryItem.innerText();
+  assert.match(notaryText, /notation/, notaryText);
+  assert.match(notaryText, /Valid/, notaryText);
+  assert.ok(notaryText.includes(n.signer) && notaryText.includes(n.root), `signer and root are shown: ${notaryText}`);
+  await notaryItem.getByRole("button", { name: /^View signature/ }).click();
+  await dialog.getByText("Notary Project JWS envelope", { exact: false }).waitFor();
+  const envelopeText = await dialog.innerText();
+  assert.ok(envelopeText.includes("notary.x509") && envelopeText.includes("targetArtifact"), "the envelope is decoded");
+  await shot("09b-notation");
+  await dialog.getByRole("button", { name: "Close" }).click();
+
   // Many tags: one page at a time.
   await page.setViewportSize({ width: 1280, height: 900 });
   await page.goto(ui(`/ui/repo?name=${encodeURIComponent(s.manyTagsRepo)}`));

@@ -16,12 +16,13 @@ use signet_storage::range::{parse_chunk_range, parse_range_header};
 pub type Check = fn(&[u8]);
 
 /// Every target: its name (the folder of its corpus) and its check.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("manifest", manifest),
     ("digest_reference", digest_reference),
     ("attachment_tag", attachment_tag),
     ("range", range),
     ("signature_body", signature_body),
+    ("notation_envelope", notation_envelope),
 ];
 
 const CONTENT_TYPES: [Option<&str>; 7] = [
@@ -164,4 +165,30 @@ pub fn signature_body(data: &[u8]) {
         assert!(!signature.content.is_empty());
         assert!(signature.content.len() <= MAX_CONTENT);
     }
+}
+
+/// Notary Project envelopes (the first byte picks JWS or COSE): reading and verifying
+/// any bytes never panics, and what is read has signed bytes and a signature.
+pub fn notation_envelope(data: &[u8]) {
+    use signet_verify::notation::{self, envelope, COSE_MEDIA_TYPE, JWS_MEDIA_TYPE};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let media_type = if selector % 2 == 0 {
+        JWS_MEDIA_TYPE
+    } else {
+        COSE_MEDIA_TYPE
+    };
+    if let Ok(parsed) = envelope::parse(media_type, body) {
+        assert!(!parsed.signed.is_empty(), "an envelope signs something");
+    }
+    let digest: Digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+        .parse()
+        .expect("a digest");
+    let subject = notation::Subject {
+        digest: &digest,
+        descriptor: Some((1, "application/vnd.oci.image.manifest.v1+json")),
+    };
+    let verdict = notation::verify(&[], media_type, body, &subject, chrono::Utc::now());
+    assert!(!verdict.is_valid(), "no root, no valid verdict");
 }

@@ -17,6 +17,7 @@ pub mod bundle;
 pub mod cosign;
 pub mod gpg;
 pub mod keyless;
+pub mod notation;
 pub mod reference;
 pub mod rekor;
 pub mod requirements;

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use x509_cert::der::{Decode as _, Encode as _};
 use x509_cert::Certificate;
 
-use crate::trusted_root::TrustedRoot;
+use crate::trusted_root::{Authority, TrustedRoot};
 
 /// id-kp-timeStamping (1.3.6.1.5.5.7.3.8), DER contents.
 const EKU_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
@@ -137,6 +137,16 @@ fn algorithm(alg_id: Tlv<'_>) -> Result<&[u8], String> {
 
 /// The time the token proves, once everything about it verified.
 pub fn verify(token: &[u8], signature: &[u8], root: &TrustedRoot) -> Result<DateTime<Utc>, String> {
+    verify_against(token, signature, &root.timestamp_authorities)
+}
+
+/// [`verify`] against a list of timestamp authorities (a Notary Project `tsa` trust
+/// store gives each of its certificates as one, unbounded in time).
+pub fn verify_against(
+    token: &[u8],
+    signature: &[u8],
+    timestamp_authorities: &[Authority],
+) -> Result<DateTime<Utc>, String> {
     // A TimeStampResp (status, token) or the token (a ContentInfo) alone.
     let mut outer = Reader::new(Reader::new(token).expect(0x30, "timestamp")?.value);
     let first = outer.next()?;
@@ -238,14 +248,13 @@ pub fn verify(token: &[u8], signature: &[u8], root: &TrustedRoot) -> Result<Date
         }
         _ => return Err("the timestamp names its signer by key identifier".into()),
     };
-    let authorities: Vec<_> = root
-        .timestamp_authorities
+    let authorities: Vec<_> = timestamp_authorities
         .iter()
         .filter(|a| a.valid_for.contains(gen_time))
         .collect();
     if authorities.is_empty() {
         return Err(format!(
-            "no timestamp authority of the trusted root was valid at {gen_time}"
+            "no timestamp authority trusted here was valid at {gen_time}"
         ));
     }
     let candidates: Vec<Vec<u8>> = embedded
@@ -400,6 +409,6 @@ mod tests {
         bare.timestamp_authorities.clear();
         assert!(verify(&token, &sig, &bare)
             .unwrap_err()
-            .contains("no timestamp authority"));
+            .contains("no timestamp authority trusted here"));
     }
 }

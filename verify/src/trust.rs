@@ -13,6 +13,9 @@ use crate::requirements::{Requirement, RequirementConfig};
 use signet_oci::RepoPattern;
 
 use crate::keyless::KeylessRoot;
+use crate::notation::identity::TrustedIdentities;
+pub use crate::notation::Level as NotationLevel;
+use crate::notation::NotationRoot;
 
 /// What happens to a manifest pull without a valid signature.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +65,25 @@ pub struct TrustConfig {
     /// How often the server looks for signatures and attestations without a verdict
     /// under the current configuration and verifies them (seconds, at least 1).
     pub verify_interval_secs: u64,
+    /// A notation trust policy and trust store (`[trust.notation]`): each policy
+    /// statement becomes a root for Notary Project signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notation: Option<NotationTrustPolicyConfig>,
+}
+
+/// `[trust.notation]`: the files the notation CLI verifies with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NotationTrustPolicyConfig {
+    /// `trustpolicy.json` (or `trustpolicy.oci.json`), version 1.0.
+    pub trust_policy: PathBuf,
+    /// The trust store folder: the one holding `x509/`.
+    pub trust_store: PathBuf,
+    /// The pull policy of the repositories the statements scope (default: `[trust]
+    /// policy`); a statement of level `audit` serves and logs, one of `skip` asks for
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyMode>,
 }
 
 impl Default for TrustConfig {
@@ -74,15 +96,17 @@ impl Default for TrustConfig {
             registry_names: Vec::new(),
             requirements: Vec::new(),
             verify_interval_secs: 2,
+            notation: None,
         }
     }
 }
 
 /// What a verdict depends on, hashed: every root's name, scope, settings and the bytes
-/// of its key files, and the docker-reference settings. The policy modes and the
-/// requirements are left out: they decide what a verdict means for a pull, not the
-/// verdict, so changing them re-verifies nothing.
-fn fingerprint(config: &TrustConfig) -> anyhow::Result<String> {
+/// of its key files, each root's Notary Project trust material (`notation`, already
+/// read), and the docker-reference settings. The policy modes and the requirements
+/// are left out: they decide what a verdict means for a pull, not the verdict, so
+/// changing them re-verifies nothing.
+fn fingerprint(config: &TrustConfig, notation: &[String]) -> anyhow::Result<String> {
     use sha2::{Digest as _, Sha256};
     let file = |p: &std::path::Path| -> anyhow::Result<String> {
         if p.as_os_str().is_empty() {
@@ -113,6 +137,7 @@ fn fingerprint(config: &TrustConfig) -> anyhow::Result<String> {
     }
     let material = serde_json::json!({
         "roots": roots,
+        "notation": notation,
         "docker_reference": config.docker_reference,
         "registry_names": config.registry_names,
     });
@@ -152,6 +177,22 @@ pub struct TrustRootConfig {
     /// The policy for the repositories this root covers (default: `[trust] policy`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyMode>,
+    /// Notary Project signatures: CA certificate files (PEM or DER) for the
+    /// `notary.x509` scheme (a trust store of type `ca`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notation_ca: Vec<PathBuf>,
+    /// Certificate files for `notary.x509.signingAuthority` (type `signingAuthority`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notation_signing_authority: Vec<PathBuf>,
+    /// Timestamp authority certificate files for RFC 3161 countersignatures (`tsa`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notation_tsa: Vec<PathBuf>,
+    /// Who may sign: `x509.subject: C=.., ST=.., O=.., CN=..` entries, or `*`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notation_identities: Vec<String>,
+    /// The verification level (default `strict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notation_level: Option<NotationLevel>,
 }
 
 fn path_is_empty(p: &std::path::Path) -> bool {
@@ -172,12 +213,18 @@ pub struct TrustRoot {
     pub key: Option<CosignVerificationKey>,
     /// The trusted root and identity of a keyless root.
     pub keyless: Option<KeylessRoot>,
+    /// What it trusts for Notary Project signatures.
+    pub notation: Option<NotationRoot>,
+    /// Repositories left out although `repositories` covers them: a trust policy's
+    /// `*` statement leaves out what the other statements scope.
+    pub excludes: Vec<RepoPattern>,
     pub policy: PolicyMode,
 }
 
 impl TrustRoot {
     pub fn covers(&self, repo: &str) -> bool {
-        self.repositories.is_empty() || self.repositories.iter().any(|p| p.matches(repo))
+        (self.repositories.is_empty() || self.repositories.iter().any(|p| p.matches(repo)))
+            && !self.excludes.iter().any(|p| p.matches(repo))
     }
 }
 
@@ -202,7 +249,7 @@ impl Default for Trust {
             roots: Vec::new(),
             default_policy: PolicyMode::Off,
             inherit_from_index: true,
-            fingerprint: fingerprint(&config).expect("no files to read"),
+            fingerprint: fingerprint(&config, &[]).expect("no files to read"),
             verify_interval_secs: config.verify_interval_secs,
         }
     }
@@ -234,9 +281,9 @@ impl Trust {
                     .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
                     (None, Some(k))
                 }
-                (true, true) if !root.gpg_keys.is_empty() => (None, None),
+                (true, true) if !root.gpg_keys.is_empty() || has_notation(root) => (None, None),
                 (true, true) => anyhow::bail!(
-                    "trust root {:?} has neither public_key, trusted_root nor gpg_keys",
+                    "trust root {:?} has neither public_key, trusted_root, gpg_keys nor notation_ca/notation_signing_authority",
                     root.name
                 ),
                 (false, false) => anyhow::bail!(
@@ -266,6 +313,9 @@ impl Trust {
                     .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
                 gpg_keys.extend(keys);
             }
+            let notation = notation_root(root)
+                .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
+            let policy = root.policy.unwrap_or(config.policy);
             roots.push(TrustRoot {
                 name: root.name.clone(),
                 gpg_keys,
@@ -274,9 +324,29 @@ impl Trust {
                 repositories,
                 key,
                 keyless,
-                policy: root.policy.unwrap_or(config.policy),
+                policy: notation.as_ref().map_or(policy, |n| n.pull_policy(policy)),
+                notation,
+                excludes: Vec::new(),
             });
         }
+        if let Some(notation) = &config.notation {
+            for root in trust_policy_roots(config, notation)? {
+                if config.roots.iter().any(|r| r.name == root.name) {
+                    anyhow::bail!(
+                        "trust policy {:?} has the name of a [[trust.roots]] entry",
+                        root.name
+                    );
+                }
+                roots.push(root);
+            }
+        }
+        let notation_material: Vec<String> = roots
+            .iter()
+            .map(|r| match &r.notation {
+                Some(n) => format!("{}:{}", r.name, n.material()),
+                None => String::new(),
+            })
+            .collect();
         let requirements = crate::requirements::load(
             &config.requirements,
             &roots.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
@@ -286,7 +356,7 @@ impl Trust {
             roots,
             default_policy: config.policy,
             inherit_from_index: config.inherit_from_index,
-            fingerprint: fingerprint(config)?,
+            fingerprint: fingerprint(config, &notation_material)?,
             verify_interval_secs: config.verify_interval_secs.max(1),
         })
     }
@@ -333,10 +403,11 @@ impl Trust {
                 let names: Vec<&str> = root.repositories.iter().map(RepoPattern::as_str).collect();
                 names.join(", ")
             };
-            let what = match (&root.key, &root.keyless) {
-                (Some(key), _) => format!("cosign public key ({})", key_kind(key)),
-                (None, Some(k)) => k.describe(),
-                (None, None) => String::new(),
+            let what = match (&root.key, &root.keyless, &root.notation) {
+                (Some(key), _, _) => format!("cosign public key ({})", key_kind(key)),
+                (None, Some(k), _) => k.describe(),
+                (None, None, Some(n)) => n.describe(),
+                (None, None, None) => String::new(),
             };
             let what = with_gpg_keys(what, &root.gpg_keys);
             let what = if root.docker_reference == DockerReferenceCheck::Default {
@@ -379,6 +450,90 @@ fn with_gpg_keys(what: String, keys: &[GpgKey]) -> String {
     } else {
         format!("{what} and {gpg}")
     }
+}
+
+fn has_notation(root: &TrustRootConfig) -> bool {
+    !root.notation_ca.is_empty() || !root.notation_signing_authority.is_empty()
+}
+
+/// The Notary Project trust of a `[[trust.roots]]` entry, if it has any.
+fn notation_root(root: &TrustRootConfig) -> anyhow::Result<Option<NotationRoot>> {
+    if !has_notation(root) {
+        if !root.notation_tsa.is_empty()
+            || !root.notation_identities.is_empty()
+            || root.notation_level.is_some()
+        {
+            anyhow::bail!("notation_tsa, notation_identities and notation_level need notation_ca or notation_signing_authority");
+        }
+        return Ok(None);
+    }
+    let read = |files: &[PathBuf]| -> anyhow::Result<Vec<_>> {
+        let mut certs = Vec::new();
+        for file in files {
+            certs.extend(crate::notation::read_certificates(file)?);
+        }
+        Ok(certs)
+    };
+    let identities = TrustedIdentities::parse(&root.notation_identities)
+        .map_err(|e| anyhow::anyhow!("notation_identities: {e}"))?;
+    let level = root.notation_level.unwrap_or_default();
+    let checks =
+        crate::notation::Checks::of(level, &Default::default()).map_err(anyhow::Error::msg)?;
+    Ok(Some(NotationRoot::new(
+        read(&root.notation_ca)?,
+        read(&root.notation_signing_authority)?,
+        read(&root.notation_tsa)?,
+        identities,
+        level,
+        checks,
+        Default::default(),
+    )))
+}
+
+/// One root per statement of a notation trust policy; a statement none of whose
+/// scopes names this registry (see `[trust] registry_names`) makes none.
+fn trust_policy_roots(
+    config: &TrustConfig,
+    notation: &NotationTrustPolicyConfig,
+) -> anyhow::Result<Vec<TrustRoot>> {
+    let policies =
+        crate::notation::trust_policy::load(&notation.trust_policy, &notation.trust_store)?;
+    let pattern = |repo: &str| {
+        RepoPattern::new(repo).map_err(|e| anyhow::anyhow!("trust policy scope {repo:?}: {e}"))
+    };
+    let mut scoped = Vec::new();
+    for policy in policies.iter().filter(|p| !p.wildcard) {
+        for repo in policy.repositories(&config.registry_names) {
+            scoped.push(pattern(&repo)?);
+        }
+    }
+    let mut roots = Vec::new();
+    for policy in policies {
+        let (repositories, excludes) = if policy.wildcard {
+            (Vec::new(), scoped.clone())
+        } else {
+            let repos = policy.repositories(&config.registry_names);
+            if repos.is_empty() {
+                continue;
+            }
+            let repos = repos.iter().map(|r| pattern(r)).collect::<Result<_, _>>()?;
+            (repos, Vec::new())
+        };
+        let default = notation.policy.unwrap_or(config.policy);
+        roots.push(TrustRoot {
+            name: policy.name,
+            gpg_keys: Vec::new(),
+            docker_reference: config.docker_reference,
+            registry_names: config.registry_names.clone(),
+            repositories,
+            key: None,
+            keyless: None,
+            policy: policy.root.pull_policy(default),
+            notation: Some(policy.root),
+            excludes,
+        });
+    }
+    Ok(roots)
 }
 
 fn load_key(root: &TrustRootConfig) -> anyhow::Result<CosignVerificationKey> {

@@ -10,7 +10,7 @@ use signet_storage::attachments::AttachmentFormat;
 use signet_storage::meta::{AtomicSignatures, Manifests};
 use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
 use signet_verify::trust::{Trust, TrustRoot};
-use signet_verify::{bundle, cosign, gpg, Verdict};
+use signet_verify::{bundle, cosign, gpg, notation, Verdict};
 
 /// A storage read failed: the verdict says so but is not cached (it may be transient).
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,6 @@ pub async fn verify_attachment(
     attachment: &Digest,
     format: AttachmentFormat,
 ) -> (Verdict, bool) {
-    let unsupported = |why: String| (Verdict::unsupported(why), true);
     match format {
         AttachmentFormat::Cosign | AttachmentFormat::Oci => {}
         AttachmentFormat::SigstoreBundle => {
@@ -42,7 +41,9 @@ pub async fn verify_attachment(
             return settle(result, repo, attachment);
         }
         AttachmentFormat::Notation => {
-            return unsupported("notation signatures are not verified yet".into())
+            let roots: Vec<&TrustRoot> = trust.roots_for(repo).collect();
+            let result = verify_notation(&roots, meta, blobs, repo, subject, attachment).await;
+            return settle(result, repo, attachment);
         }
         AttachmentFormat::Atomic => {
             return verify_atomic(trust, meta, repo, subject, attachment).await
@@ -185,6 +186,54 @@ async fn attachment_layers(
     let manifest: Value = serde_json::from_slice(&manifest)?;
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     Ok((repo_name, layers))
+}
+
+/// The verdict on the Notary Project signature `attachment` of `subject`: its one
+/// envelope layer (JWS or COSE), verified by [`notation::verify`].
+async fn verify_notation(
+    roots: &[&TrustRoot],
+    meta: &dyn Manifests,
+    blobs: &BlobStore,
+    repo: &str,
+    subject: &Digest,
+    attachment: &Digest,
+) -> anyhow::Result<Verdict> {
+    let (_, layers) = attachment_layers(meta, repo, attachment, "the notation signature").await?;
+    let mut envelopes = layers.iter().filter(|l| {
+        matches!(
+            l["mediaType"].as_str(),
+            Some(notation::JWS_MEDIA_TYPE | notation::COSE_MEDIA_TYPE)
+        )
+    });
+    let (Some(layer), None) = (envelopes.next(), envelopes.next()) else {
+        return Ok(Verdict::invalid(
+            "malformed: a notation signature has exactly one JWS or COSE envelope layer",
+        ));
+    };
+    let media_type = layer["mediaType"].as_str().unwrap_or_default();
+    let bytes = read_blob(blobs, &layer_digest(layer)?).await?;
+    // The payload must describe the subject as stored: its size and media type.
+    let repo_name: RepoName = repo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad repository"))?;
+    let manifest = read_manifest(meta, &repo_name, subject, "the signed manifest")
+        .await?
+        .ok_or(Gone)?;
+    let subject_media_type = serde_json::from_slice::<Value>(&manifest)
+        .ok()
+        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let subject = notation::Subject {
+        digest: subject,
+        descriptor: Some((manifest.len() as u64, &subject_media_type)),
+    };
+    Ok(notation::verify(
+        roots,
+        media_type,
+        &bytes,
+        &subject,
+        chrono::Utc::now(),
+    ))
 }
 
 /// An attestation manifest of unsigned in-toto statements (BuildKit's): nothing to
