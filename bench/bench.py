@@ -236,18 +236,27 @@ class Client:
         headers = dict(headers or {})
         if body is None and method in ("PUT", "POST", "PATCH"):
             headers.setdefault("Content-Length", "0")
-        for attempt in range(2):
+        for attempt in range(6):
             c = self.conn()
             try:
                 c.request(method, path, body=body, headers=headers)
                 r = c.getresponse()
                 data = r.read()
-                break
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 c.close()
                 self.local.c = None
                 if attempt or (body is not None and not isinstance(body, (bytes, str))):
                     raise
+                continue
+            # A busy server says when to come back (503/429 with Retry-After), as
+            # docker and containerd honour it; a streamed body cannot be sent twice.
+            retry = r.getheader("Retry-After")
+            if r.status in (429, 503) and retry and attempt < 5 and \
+                    (body is None or isinstance(body, (bytes, str))):
+                self.retries = getattr(self, "retries", 0) + 1
+                time.sleep(min(float(retry), 5.0))
+                continue
+            break
         if expect and r.status not in expect:
             raise RuntimeError(f"{method} {path} -> {r.status}: {data[:300]!r}")
         return r.status, r.headers, data
@@ -410,6 +419,33 @@ def blob_streams(url, streams, expect_size):
     if any(s != expect_size for s in sizes):
         raise RuntimeError(f"short blob download from {url}: {sizes}")
     return sum(sizes) / wall / MIB
+
+
+def walk(c, first, max_pages=10_000):
+    """Follows Link headers from `first` to the end; returns (pages, entries)."""
+    path, pages, entries = first, 0, 0
+    while path:
+        _, h, body = c.req("GET", path, expect=(200,))
+        pages += 1
+        doc = json.loads(body)
+        entries += len(doc.get("tags") or doc.get("repositories") or [])
+        link = h.get("Link")
+        path = c.path_of(link.split(";")[0].strip().strip("<>")) if link else None
+        if pages > max_pages:
+            raise RuntimeError("pagination does not end")
+    return pages, entries
+
+
+def run_record(args, params, started, **fields):
+    """The head every harness's JSON result starts with, then its own `fields`."""
+    return dict({
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "smoke": args.smoke,
+        "binary": "debug" if args.debug else "release",
+        "params": params,
+        "elapsed_s": round(time.monotonic() - started, 1),
+    }, **fields)
 
 
 # ---------------------------------------------------------------- the peers
@@ -747,20 +783,7 @@ http {{
                  "16 parallel (repos/s)", srv.name, p["repos"] / secs, "repos/s")
 
     def walk(self, c, first):
-        """Follows Link headers; returns (pages, entries)."""
-        path, pages, entries = first, 0, 0
-        while path:
-            _, h, body = c.req("GET", path, expect=(200,))
-            pages += 1
-            doc = json.loads(body)
-            entries += len(doc.get("tags") or doc.get("repositories") or [])
-            link = h.get("Link")
-            path = None
-            if link:
-                path = c.path_of(link.split(";")[0].strip().strip("<>"))
-            if pages > 10_000:
-                raise RuntimeError("pagination does not end")
-        return pages, entries
+        return walk(c, first)
 
     def w_lists(self, srv, c):
         p = self.p

@@ -760,22 +760,17 @@ def main():
         failures.append(f"{len(outside)} errors outside the fault windows: "
                         f"{[e[2] for e in outside[:5]]}")
     failures += journal.unretried
-    out = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": bench.machine(),
-        "smoke": args.smoke,
-        "binary": "debug" if args.debug else "release",
-        "params": p,
-        "elapsed_s": round(time.monotonic() - t_start, 1),
-        "acknowledged": dict(images=len(journal.images), signatures=len(journal.signatures),
-                             deletes=len(journal.deleted),
-                             skopeo_and_podman_pushes=len(journal.copies),
-                             operations=len(journal.successes)),
-        "faults": rows,
-        "errors_outside_windows": len(outside),
-        "fsck": fsck_reports,
-        "failures": failures[:50],
-    }
+    out = bench.run_record(
+        args, p, t_start,
+        acknowledged=dict(images=len(journal.images), signatures=len(journal.signatures),
+                          deletes=len(journal.deleted),
+                          skopeo_and_podman_pushes=len(journal.copies),
+                          operations=len(journal.successes)),
+        faults=rows,
+        errors_outside_windows=len(outside),
+        fsck=fsck_reports,
+        failures=failures[:50],
+    )
     print(f"\nfaults across 3 replicas (PostgreSQL, SeaweedFS, nginx), {p['window']} s each:")
     print(f"  {'fault':42} {'acked':>6} {'errors':>7} {'recovery p50':>13} {'p99':>6}")
     for r in rows:

@@ -228,15 +228,7 @@ def main():
             row[f"{deployment} target"] = f">= {target}x"
             row[f"{deployment} met"] = ratio >= target
         rows.append(row)
-    out = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": bench.machine(),
-        "smoke": args.smoke,
-        "binary": "debug" if args.debug else "release",
-        "params": p,
-        "elapsed_s": round(time.monotonic() - t0, 1),
-        "rows": rows,
-    }
+    out = bench.run_record(args, p, t0, rows=rows)
     print(f"\nscaled out vs embedded, wrk c={p['conns']} d={p['dur']}s (req/s):")
     print(f"  {'':34} {'sqlite':>8}" + "".join(f" {d:>21} {'ratio':>6}" for d in TARGETS))
     for r in rows:

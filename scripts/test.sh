@@ -72,6 +72,9 @@ bounded 10 python3 bench/sync_bench.py --smoke --debug --no-build
 step "scale-out benchmark harness, smoke mode (the full run is python3 bench/scaleout.py)"
 bounded 5 python3 bench/scaleout.py --smoke --debug --no-build
 
+step "cost-growth benchmark harness, smoke mode (the full run is python3 bench/growth.py)"
+bounded 5 python3 bench/growth.py --smoke --debug --no-build
+
 step "export/import benchmark harness, smoke mode (the full run is python3 bench/transfer_bench.py)"
 bounded 5 python3 bench/transfer_bench.py --smoke --debug --no-build
 

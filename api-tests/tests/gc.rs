@@ -486,7 +486,12 @@ async fn gc_racing_pushes_never_loses_a_pushed_blob() {
     stop.store(true, Ordering::Relaxed);
     let (runs, freed, busy) = collector.await.unwrap();
     eprintln!("gc runs {runs} (busy {busy}), blobs freed {freed}, pushes refused {refused}, images kept {}", kept.len());
-    assert!(runs >= 3, "signet gc ran {runs} times");
+    // `busy`: the server's own collection (every second) held the lease, so a
+    // collection ran then too; under a loaded machine the CLI gets fewer turns.
+    assert!(
+        runs >= 1 && runs + busy >= 3,
+        "signet gc ran {runs} times, found the server collecting {busy} times"
+    );
     assert!(freed > 0, "collections removed blobs while pushes ran");
     assert!(kept.len() >= 20, "most pushes succeed: {}", kept.len());
 

@@ -79,6 +79,10 @@ pub enum ApiError {
     /// operator frees space (garbage collection) or grows the store.
     #[error("the registry's storage is full; nothing was stored, retry once space is freed")]
     StorageFull(String),
+    /// Every database connection stayed busy for the whole acquire timeout: the
+    /// request did nothing and can be retried (here in a moment, or on another replica).
+    #[error("the registry is busy; nothing was changed, retry in a moment")]
+    Busy(String),
     /// Anything that is the server's fault. Logged in full, answered without detail.
     #[error("internal error: {0}")]
     Internal(String),
@@ -122,6 +126,7 @@ impl ApiError {
             TagImmutable(_) => (StatusCode::FORBIDDEN, "DENIED"),
             // No OCI code names it; the status says it (RFC 4918's 507).
             StorageFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN"),
+            Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
     }
@@ -156,6 +161,10 @@ impl ResponseError for ApiError {
                 tracing::error!(error = %detail, "storage full");
                 self.to_string()
             }
+            ApiError::Busy(detail) => {
+                tracing::warn!(error = %detail, "busy: answered 503");
+                self.to_string()
+            }
             other => other.to_string(),
         };
         let mut error = json!({ "code": code, "message": message });
@@ -172,7 +181,7 @@ impl ResponseError for ApiError {
             ApiError::RangeNotSatisfiable { size } => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
-            ApiError::TooManyRequests => {
+            ApiError::TooManyRequests | ApiError::Busy(_) => {
                 response.insert_header((header::RETRY_AFTER, "1"));
             }
             _ => {}
@@ -200,7 +209,24 @@ impl From<StorageError> for ApiError {
             // Garbage collection is deleting the blob's old bytes: retry in a moment.
             StorageError::BlobBeingDeleted(_) => ApiError::TooManyRequests,
             other if other.is_out_of_space() => ApiError::StorageFull(other.to_string()),
+            other if other.is_busy() => ApiError::Busy(other.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_store_answers_503_with_retry_after() {
+        let response = ApiError::Busy("pool timed out".into()).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert_eq!(
+            ApiError::Busy(String::new()).status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        );
     }
 }

@@ -89,6 +89,12 @@ impl StorageError {
         false
     }
 
+    /// True when every metadata connection stayed busy for the pool's whole acquire
+    /// timeout: nothing was done, and the request can be retried.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StorageError::Metadata(sqlx::Error::PoolTimedOut))
+    }
+
     /// True when the failure was caused by the client's request, not by the store.
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound)
@@ -96,5 +102,17 @@ impl StorageError {
                 self,
                 StorageError::Blobs(object_store::Error::NotFound { .. })
             )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pool_timeout_is_busy() {
+        assert!(StorageError::Metadata(sqlx::Error::PoolTimedOut).is_busy());
+        assert!(!StorageError::Metadata(sqlx::Error::PoolClosed).is_busy());
+        assert!(!StorageError::Other("x".into()).is_busy());
     }
 }

@@ -316,6 +316,17 @@ impl Trust {
             let notation = notation_root(root)
                 .map_err(|e| anyhow::anyhow!("trust root {:?}: {e}", root.name))?;
             let policy = root.policy.unwrap_or(config.policy);
+            // A notation level that serves unverified or skips applies to a root of
+            // its own: it must not relax the root's cosign or GPG keys.
+            let relaxed = notation
+                .as_ref()
+                .is_some_and(|n| n.pull_policy(PolicyMode::Enforce) != PolicyMode::Enforce);
+            if relaxed && (key.is_some() || keyless.is_some() || !gpg_keys.is_empty()) {
+                anyhow::bail!(
+                    "trust root {:?}: notation_level audit or skip needs a root of its own, without public_key, trusted_root or gpg_keys",
+                    root.name
+                );
+            }
             roots.push(TrustRoot {
                 name: root.name.clone(),
                 gpg_keys,
@@ -340,10 +351,15 @@ impl Trust {
                 roots.push(root);
             }
         }
+        // A trust policy's roots get their scopes from its file: they count too.
         let notation_material: Vec<String> = roots
             .iter()
             .map(|r| match &r.notation {
-                Some(n) => format!("{}:{}", r.name, n.material()),
+                Some(n) => {
+                    let scope: Vec<&str> = r.repositories.iter().map(RepoPattern::as_str).collect();
+                    let excludes: Vec<&str> = r.excludes.iter().map(RepoPattern::as_str).collect();
+                    format!("{}:{}:{scope:?}:{excludes:?}", r.name, n.material())
+                }
                 None => String::new(),
             })
             .collect();
@@ -502,8 +518,17 @@ fn trust_policy_roots(
         RepoPattern::new(repo).map_err(|e| anyhow::anyhow!("trust policy scope {repo:?}: {e}"))
     };
     let mut scoped = Vec::new();
+    let mut owner: std::collections::HashMap<String, &str> = Default::default();
     for policy in policies.iter().filter(|p| !p.wildcard) {
         for repo in policy.repositories(&config.registry_names) {
+            // Two registries' scopes may name one repository here (with no
+            // `registry_names`, every host is this registry): one policy must apply.
+            if let Some(other) = owner.insert(repo.clone(), &policy.name) {
+                anyhow::bail!(
+                    "trust policies {other:?} and {:?} both scope repository {repo:?} of this registry; set [trust] registry_names",
+                    policy.name
+                );
+            }
             scoped.push(pattern(&repo)?);
         }
     }

@@ -199,33 +199,31 @@ async fn verify_notation(
     attachment: &Digest,
 ) -> anyhow::Result<Verdict> {
     let (_, layers) = attachment_layers(meta, repo, attachment, "the notation signature").await?;
-    let mut envelopes = layers.iter().filter(|l| {
-        matches!(
-            l["mediaType"].as_str(),
-            Some(notation::JWS_MEDIA_TYPE | notation::COSE_MEDIA_TYPE)
-        )
-    });
-    let (Some(layer), None) = (envelopes.next(), envelopes.next()) else {
+    // A signature manifest holds its envelope and nothing else.
+    let [layer] = layers.as_slice() else {
         return Ok(Verdict::invalid(
-            "malformed: a notation signature has exactly one JWS or COSE envelope layer",
+            "malformed: a notation signature has exactly one layer, its envelope",
         ));
     };
     let media_type = layer["mediaType"].as_str().unwrap_or_default();
+    if media_type != notation::JWS_MEDIA_TYPE && media_type != notation::COSE_MEDIA_TYPE {
+        return Ok(Verdict::invalid(format!(
+            "malformed: {media_type:?} is not a JWS or COSE envelope"
+        )));
+    }
     let bytes = read_blob(blobs, &layer_digest(layer)?).await?;
     // The payload must describe the subject as stored: its size and media type.
     let repo_name: RepoName = repo
         .parse()
         .map_err(|_| anyhow::anyhow!("bad repository"))?;
-    let manifest = read_manifest(meta, &repo_name, subject, "the signed manifest")
-        .await?
+    let stored = meta
+        .get_manifest(&repo_name, &Reference::Digest(subject.clone()))
+        .await
+        .map_err(|e| Unreadable(format!("the signed manifest: {e}")))?
         .ok_or(Gone)?;
-    let subject_media_type = serde_json::from_slice::<Value>(&manifest)
-        .ok()
-        .and_then(|m| m["mediaType"].as_str().map(str::to_string))
-        .unwrap_or_default();
     let subject = notation::Subject {
         digest: subject,
-        descriptor: Some((manifest.len() as u64, &subject_media_type)),
+        descriptor: Some((stored.content.len() as u64, &stored.media_type)),
     };
     Ok(notation::verify(
         roots,

@@ -31,17 +31,27 @@ impl DistinguishedName {
         Ok(DistinguishedName(pairs))
     }
 
-    /// The subject of a certificate.
-    pub fn of(name: &Name) -> Self {
-        let pairs = name
-            .iter()
-            .filter_map(|atv| {
+    /// The subject of a certificate. A multi-valued RDN or an attribute given twice
+    /// is refused: with `O=Evil, O=Acme` a subset match would be ambiguous.
+    pub fn of(name: &Name) -> Result<Self, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for rdn in name.iter_rdn() {
+            if rdn.len() != 1 {
+                return Err("the certificate's subject has a multi-valued RDN".into());
+            }
+            for atv in rdn.iter() {
                 let text = atv.to_string();
-                let (key, value) = text.split_once('=')?;
-                Some((key.to_ascii_uppercase(), unescape(value)))
-            })
-            .collect();
-        DistinguishedName(pairs)
+                let (key, value) = text
+                    .split_once('=')
+                    .ok_or("the certificate's subject has an unreadable attribute")?;
+                let key = key.to_ascii_uppercase();
+                if pairs.iter().any(|(k, _)| *k == key) {
+                    return Err(format!("the certificate's subject names {key} twice"));
+                }
+                pairs.push((key, unescape(value)));
+            }
+        }
+        Ok(DistinguishedName(pairs))
     }
 
     /// Whether every attribute of `self` is in `subject`, with the same value.
@@ -145,6 +155,7 @@ fn unescape(value: &str) -> String {
         if bytes[i] == b'\\' && i + 1 < bytes.len() {
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
@@ -180,6 +191,9 @@ mod tests {
         assert!(!ids.admits(&other));
         let escaped = DistinguishedName::parse(r"C=US, ST=WA, O=Acme\, Inc., CN=x").unwrap();
         assert!(escaped.0.contains(&("O".into(), "Acme, Inc.".into())));
+        // `\+4` is an escaped plus and a 4, not a byte.
+        let plus = DistinguishedName::parse(r"C=US, ST=WA, O=a\+4").unwrap();
+        assert!(plus.0.contains(&("O".into(), "a+4".into())));
     }
 
     #[test]

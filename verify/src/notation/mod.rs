@@ -35,7 +35,7 @@ use chrono::{DateTime, Utc};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use x509_cert::der::Decode as _;
-use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
 use x509_cert::spki::ObjectIdentifier;
 use x509_cert::Certificate;
 
@@ -118,12 +118,15 @@ impl Checks {
             return Err("the skip level takes no overrides".into());
         }
         for (name, action) in overrides {
+            if *action == Skip && name != "revocation" {
+                return Err(format!("{name} can be enforced or logged, not skipped"));
+            }
             match name.as_str() {
                 "authenticity" => checks.authenticity = *action,
                 "authenticTimestamp" => checks.authentic_timestamp = *action,
                 "expiry" => checks.expiry = *action,
                 // Offline: revocation is never checked, whatever is asked.
-                "revocation" => {}
+                "revocation" => continue,
                 "integrity" => return Err("integrity cannot be overridden".into()),
                 other => return Err(format!("{other:?} is not a validation to override")),
             }
@@ -345,7 +348,8 @@ fn integrity(envelope: &Envelope, subject: &Subject<'_>) -> Result<Signer, Strin
             ));
         }
     }
-    let subject_dn = DistinguishedName::of(cert.tbs_certificate().subject());
+    let subject_dn = DistinguishedName::of(cert.tbs_certificate().subject())
+        .map_err(|e| format!("malformed: {e}"))?;
     Ok(Signer {
         cert,
         subject: subject_dn,
@@ -444,10 +448,15 @@ fn trusted(
         ),
         SigningScheme::X509 => {
             let wanted = envelope.timestamp.is_some()
-                && !notation.tsa.is_empty()
                 && (notation.verify_timestamp == VerifyTimestamp::Always
                     || chain_at(anchors, envelope, now).is_err());
-            if wanted {
+            if wanted && notation.tsa.is_empty() {
+                outcome(
+                    notation.checks.authentic_timestamp,
+                    "authentic timestamp: the signature is timestamped but the root has no tsa trust store".into(),
+                )?;
+                (now, "now")
+            } else if wanted {
                 let token = envelope.timestamp.as_deref().unwrap_or_default();
                 match crate::timestamp::verify_against(token, &envelope.signature, &notation.tsa) {
                     Ok(t) => (t, "the timestamp"),
@@ -482,7 +491,7 @@ fn trusted(
         }
     }
     if let Some(expiry) = envelope.expiry {
-        if expiry < now {
+        if expiry <= now {
             outcome(
                 notation.checks.expiry,
                 format!("expiry: the signature expired at {expiry}"),
@@ -492,13 +501,22 @@ fn trusted(
     Ok(logged)
 }
 
-/// A signing certificate must be for digital signatures and, when it lists extended
-/// key usages, for code signing.
+/// A signing certificate is no CA, says it is for digital signatures (and not for
+/// signing certificates), and, when it lists extended key usages, for code signing.
 fn leaf_usage(cert: &Certificate) -> Result<(), String> {
     let tbs = cert.tbs_certificate();
-    if let Ok(Some((_, usage))) = tbs.get_extension::<KeyUsage>() {
-        if !usage.digital_signature() {
-            return Err("the signing certificate is not for digital signatures".into());
+    if let Ok(Some((_, constraints))) = tbs.get_extension::<BasicConstraints>() {
+        if constraints.ca {
+            return Err("the signing certificate is a CA certificate".into());
+        }
+    }
+    match tbs.get_extension::<KeyUsage>() {
+        Ok(Some((_, usage))) if usage.digital_signature() && !usage.key_cert_sign() => {}
+        _ => {
+            return Err(
+                "the signing certificate's key usage must be digital signature, not certificate signing"
+                    .into(),
+            )
         }
     }
     if let Ok(Some((_, ExtendedKeyUsage(usages)))) = tbs.get_extension::<ExtendedKeyUsage>() {
@@ -536,14 +554,7 @@ fn chain_at(
         UnixTime::since_unix_epoch(std::time::Duration::from_secs(at.timestamp().max(0) as u64));
     // A self-signed signing certificate placed in the trust store as it is.
     if anchors.iter().any(|a| a.as_ref() == leaf.as_slice()) {
-        let cert = Certificate::from_der(leaf).map_err(|e| ChainError::Untrusted(e.to_string()))?;
-        let validity = cert.tbs_certificate().validity();
-        let (from, to) = (
-            validity.not_before.to_unix_duration().as_secs(),
-            validity.not_after.to_unix_duration().as_secs(),
-        );
-        let t = at.timestamp().max(0) as u64;
-        return if from <= t && t <= to {
+        return if valid_at(leaf, at) {
             Ok(())
         } else {
             Err(ChainError::Time(
@@ -563,23 +574,47 @@ fn chain_at(
     let ee = webpki::EndEntityCert::try_from(&der).map_err(|e| {
         ChainError::Untrusted(format!("the signing certificate is unusable: {e:?}"))
     })?;
-    ee.verify_for_usage(
-        webpki::ALL_VERIFICATION_ALGS,
-        &trust_anchors,
-        &intermediates,
-        time,
-        webpki::KeyUsage::required_if_present(EKU_CODE_SIGNING),
-        None,
-        None,
-    )
-    .map(|_| ())
-    .map_err(|e| match e {
-        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
-            ChainError::Time(format!("{e:?}"))
-        }
-        other => ChainError::Untrusted(format!(
-            "the certificate chain does not lead to the trust store ({other:?})"
-        )),
+    let path = ee
+        .verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &trust_anchors,
+            &intermediates,
+            time,
+            webpki::KeyUsage::required_if_present(EKU_CODE_SIGNING),
+            None,
+            None,
+        )
+        .map_err(|e| match e {
+            webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+                ChainError::Time(format!("{e:?}"))
+            }
+            other => ChainError::Untrusted(format!(
+                "the certificate chain does not lead to the trust store ({other:?})"
+            )),
+        })?;
+    // webpki takes an anchor as a name and a key; the whole chain, its root too, must
+    // be valid at the time.
+    let used = path.anchor();
+    let root_valid = anchors.iter().any(|a| {
+        webpki::anchor_from_trusted_cert(a).is_ok_and(|t| {
+            t.subject == used.subject && t.subject_public_key_info == used.subject_public_key_info
+        }) && valid_at(a, at)
+    });
+    if !root_valid {
+        return Err(ChainError::Time(
+            "the trust store's root certificate is outside its validity".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the certificate `der` is within its validity at `at`.
+fn valid_at(der: &[u8], at: DateTime<Utc>) -> bool {
+    Certificate::from_der(der).is_ok_and(|cert| {
+        let validity = cert.tbs_certificate().validity();
+        let t = at.timestamp().max(0) as u64;
+        validity.not_before.to_unix_duration().as_secs() <= t
+            && t <= validity.not_after.to_unix_duration().as_secs()
     })
 }
 

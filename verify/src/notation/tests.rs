@@ -199,11 +199,30 @@ fn made_envelopes_verify_in_both_encodings_and_tampering_is_caught() {
     }
     // Each byte of a COSE envelope changed in turn: never a panic, never a pass
     // unless the byte is outside what is signed (the unprotected header).
-    let good = testing::cose(&signer, &Signing::new(SUBJECT), no_timestamp);
-    for i in (0..good.len()).step_by(7) {
-        let mut b = good.clone();
-        b[i] ^= 0x01;
-        let _ = check(&t, COSE_MEDIA_TYPE, &b, SUBJECT);
+    // Both encodings: a change that still verifies changed nothing that is signed
+    // (what it changed is in the unprotected header, or a base64 padding bit).
+    for (media_type, make) in encodings() {
+        let good = make(&signer, &Signing::new(SUBJECT), &no_timestamp);
+        let original = envelope::parse(media_type, &good).unwrap();
+        let mut passed = 0;
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x01;
+            if check(&t, media_type, &b, SUBJECT).is_valid() {
+                passed += 1;
+                let changed = envelope::parse(media_type, &b).unwrap();
+                assert_eq!(changed.signed, original.signed, "{media_type} byte {i}");
+                assert_eq!(
+                    changed.signature, original.signature,
+                    "{media_type} byte {i}"
+                );
+                assert_eq!(changed.chain[0], original.chain[0], "{media_type} byte {i}");
+            }
+        }
+        assert!(
+            passed < good.len() / 2,
+            "{media_type}: {passed} changes passed"
+        );
     }
 }
 
@@ -434,4 +453,67 @@ fn a_notation_trust_policy_and_store_become_roots() {
     let v = verify(&roots, JWS_MEDIA_TYPE, &env, &subject, Utc::now());
     assert_eq!(v.verdict, VerdictKind::NoTrustRoot);
     assert!(t.describe().contains("notation:"), "{}", t.describe());
+}
+
+#[test]
+fn configurations_that_would_weaken_or_blur_trust_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("Acme Root");
+    // A notation level that serves unverified, on a root that also holds a cosign key.
+    let key = dir.path().join("cosign.pub");
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key, pair.public_key_pem()).unwrap();
+    let mixed = TrustRootConfig {
+        public_key: key,
+        ..root_config(dir.path(), &ca.pem, ID, Level::Audit)
+    };
+    let e = Trust::load(&TrustConfig {
+        roots: vec![mixed],
+        ..Default::default()
+    })
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("a root of its own"), "{e}");
+    // Two registries' scopes naming one repository, with no registry_names to tell
+    // them apart.
+    let store = dir.path().join("truststore");
+    std::fs::create_dir_all(store.join("x509/ca/acme")).unwrap();
+    std::fs::write(store.join("x509/ca/acme/root.pem"), &ca.pem).unwrap();
+    let policy = dir.path().join("trustpolicy.json");
+    let statement = |name: &str, scope: &str| {
+        serde_json::json!({"name": name, "registryScopes": [scope],
+            "signatureVerification": {"level": "strict"},
+            "trustStores": ["ca:acme"], "trustedIdentities": ["*"]})
+    };
+    std::fs::write(
+        &policy,
+        serde_json::json!({"version": "1.0", "trustPolicies": [
+            statement("a", "a.example/app"), statement("b", "b.example/app")]})
+        .to_string(),
+    )
+    .unwrap();
+    let config = |names: Vec<String>| TrustConfig {
+        registry_names: names,
+        notation: Some(crate::trust::NotationTrustPolicyConfig {
+            trust_policy: policy.clone(),
+            trust_store: store.clone(),
+            policy: None,
+        }),
+        ..Default::default()
+    };
+    let e = Trust::load(&config(Vec::new())).err().unwrap();
+    assert!(e.to_string().contains("both scope repository"), "{e}");
+    let t = Trust::load(&config(vec!["b.example".into()])).unwrap();
+    let names: Vec<&str> = t.roots_for("app").map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["b"]);
+    // A symbolic link in a trust store.
+    std::os::unix::fs::symlink(
+        store.join("x509/ca/acme/root.pem"),
+        store.join("x509/ca/acme/link.pem"),
+    )
+    .unwrap();
+    let e = Trust::load(&config(vec!["b.example".into()]))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("symbolic links"), "{e}");
 }

@@ -102,12 +102,13 @@ fn parse(document: Document, store: &Path) -> anyhow::Result<Vec<Policy>> {
             );
         }
         for scope in &statement.registry_scopes {
-            if scope != "*"
-                && !scope
-                    .split_once('/')
-                    .is_some_and(|(h, r)| !h.is_empty() && !r.is_empty())
-            {
-                anyhow::bail!("trust policy {name:?}: scope {scope:?} is not registry/repository");
+            let well_formed = scope.split_once('/').is_some_and(|(h, r)| {
+                !h.is_empty() && !r.is_empty() && !r.contains(['*', '?', '[', ']', '{', '}'])
+            });
+            if scope != "*" && !well_formed {
+                anyhow::bail!(
+                    "trust policy {name:?}: scope {scope:?} is not registry/repository (no wildcards but \"*\" alone)"
+                );
             }
             if !scopes_seen.insert(scope.clone()) {
                 anyhow::bail!("scope {scope:?} is in more than one trust policy");
@@ -117,6 +118,9 @@ fn parse(document: Document, store: &Path) -> anyhow::Result<Vec<Policy>> {
         let checks = Checks::of(verification.level, &verification.overrides)
             .map_err(|e| anyhow::anyhow!("trust policy {name:?}: {e}"))?;
         let root = if verification.level == Level::Skip {
+            if wildcard {
+                anyhow::bail!("trust policy {name:?}: the \"*\" scope cannot skip verification");
+            }
             if !statement.trust_stores.is_empty() || !statement.trusted_identities.is_empty() {
                 anyhow::bail!(
                     "trust policy {name:?}: the skip level takes no trust stores or identities"
@@ -179,19 +183,34 @@ fn read_stores(policy: &str, references: &[String], store: &Path) -> anyhow::Res
                 "trust policy {policy:?}: trust store type {other:?} is not ca, signingAuthority or tsa"
             ),
         };
-        if name.is_empty() || name.contains(['/', '\\']) || name == ".." || name == "." {
+        // notation's rule for store names, which also keeps them inside the folder.
+        let named_well = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            && !matches!(name, "" | "." | "..");
+        if !named_well {
             anyhow::bail!(
-                "trust policy {policy:?}: trust store name {name:?} is not a folder name"
+                "trust policy {policy:?}: trust store name {name:?} is not [A-Za-z0-9_.-]+"
             );
         }
         let folder = store.join("x509").join(kind).join(name);
-        let mut files: Vec<_> = std::fs::read_dir(&folder)
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&folder)
             .map_err(|e| anyhow::anyhow!("trust store {}: {e}", folder.display()))?
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .map(|entry| entry.path())
-            .filter(|p| p.is_file())
-            .collect();
+        {
+            let path = entry?.path();
+            let meta = std::fs::symlink_metadata(&path)?;
+            if meta.file_type().is_symlink() {
+                anyhow::bail!("trust store {}: symbolic links are refused", path.display());
+            }
+            let certificate_file = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["pem", "crt", "cer"].contains(&e.to_ascii_lowercase().as_str()));
+            if meta.is_file() && certificate_file {
+                files.push(path);
+            }
+        }
         files.sort();
         if files.is_empty() {
             anyhow::bail!("trust store {} holds no certificate", folder.display());
@@ -239,6 +258,13 @@ mod tests {
             serde_json::json!({"version": "1.0", "trustPolicies": [
                 {"name": "a", "registryScopes": ["r.io/x"], "signatureVerification": {"level": "strict"},
                  "trustStores": ["ca:missing"], "trustedIdentities": ["*"]}]}),
+            serde_json::json!({"version": "1.0", "trustPolicies": [
+                {"name": "a", "registryScopes": ["r.io/team/*"], "signatureVerification": {"level": "skip"}}]}),
+            serde_json::json!({"version": "1.0", "trustPolicies": [
+                {"name": "a", "registryScopes": ["*"], "signatureVerification": {"level": "skip"}}]}),
+            serde_json::json!({"version": "1.0", "trustPolicies": [
+                {"name": "a", "registryScopes": ["r.io/x"], "signatureVerification": {"level": "strict",
+                 "override": {"expiry": "skip"}}, "trustStores": ["ca:x"], "trustedIdentities": ["*"]}]}),
         ];
         for json in bad {
             assert!(parse(document(json.clone()), dir.path()).is_err(), "{json}");
@@ -246,13 +272,13 @@ mod tests {
         let ok = serde_json::json!({"version": "1.0", "trustPolicies": [
             {"name": "a", "registryScopes": ["localhost:5000/team/app", "other.io/x"],
              "signatureVerification": {"level": "skip"}},
-            {"name": "b", "registryScopes": ["*"], "signatureVerification": {"level": "skip"}}]});
+            {"name": "b", "registryScopes": ["r.io/y"], "signatureVerification": {"level": "skip"}}]});
         let policies = parse(document(ok), dir.path()).unwrap();
         assert_eq!(policies[0].repositories(&[]), vec!["team/app", "x"]);
         assert_eq!(
             policies[0].repositories(&["LOCALHOST:5000".to_string()]),
             vec!["team/app"]
         );
-        assert!(policies[1].wildcard);
+        assert!(!policies[1].wildcard);
     }
 }
