@@ -18,7 +18,11 @@ use signet_storage::MetadataStore;
 /// Total manifest bytes kept; the cache is emptied when it would grow past this.
 const MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Larger manifests are not cached.
-const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+const MAX_MANIFEST_BYTES: usize = 1024 * 1024;
+/// Larger listings are not cached. A referrers index holds every referrer in one
+/// response (about 200 bytes each): 8 MiB keeps lists of tens of thousands cached, the
+/// ones that cost most to read and serialise again.
+const MAX_LISTING_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the store looked like when an answer was read; `None`: not cacheable.
 pub type Version = Option<ChangeToken>;
@@ -171,7 +175,11 @@ impl ManifestCache {
             return;
         };
         let size = value.bytes() + repo.len() + key.len();
-        if size > MAX_ENTRY_BYTES {
+        let cap = match kind {
+            Kind::Manifest => MAX_MANIFEST_BYTES,
+            Kind::Listing(_) => MAX_LISTING_BYTES,
+        };
+        if size > cap {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,6 +274,49 @@ mod tests {
         commit(&store, 2).await;
         let now = cache.version().await;
         assert_eq!(cache.listing(&now, ListingKind::Tags, "a/b", "n=1"), None);
+    }
+
+    #[actix_web::test]
+    async fn a_large_referrers_index_is_cached_a_large_manifest_is_not() {
+        let (_dir, _store, cache) = on_disk().await;
+        let v = cache.version().await;
+        // About what 10,000 referrers make: 2 MiB.
+        let listing = Listing {
+            body: Bytes::from(vec![b' '; 2 * 1024 * 1024]),
+            headers: Vec::new(),
+        };
+        cache.insert_listing(
+            ListingKind::Referrers,
+            "a/b",
+            "sha256:x",
+            v.clone(),
+            &listing,
+        );
+        assert_eq!(
+            cache.listing(&v, ListingKind::Referrers, "a/b", "sha256:x"),
+            Some(listing)
+        );
+        let too_large = Listing {
+            body: Bytes::from(vec![b' '; MAX_LISTING_BYTES + 1]),
+            headers: Vec::new(),
+        };
+        cache.insert_listing(
+            ListingKind::Referrers,
+            "a/b",
+            "sha256:y",
+            v.clone(),
+            &too_large,
+        );
+        assert_eq!(
+            cache.listing(&v, ListingKind::Referrers, "a/b", "sha256:y"),
+            None
+        );
+        let big = StoredManifest {
+            content: Bytes::from(vec![b' '; 2 * 1024 * 1024]),
+            ..manifest()
+        };
+        cache.insert("a/b", "big", v.clone(), &big);
+        assert_eq!(cache.get(&v, "a/b", "big"), None);
     }
 
     #[actix_web::test]
