@@ -7,7 +7,7 @@
 use futures::TryStreamExt;
 use serde_json::Value;
 use signet_storage::attachments::AttachmentFormat;
-use signet_storage::meta::{AtomicSignatures, Manifests};
+use signet_storage::meta::{AtomicSignatures, Manifests, StoredManifest};
 use signet_storage::{BlobStore, Digest, MetadataStore, Reference, RepoName};
 use signet_verify::trust::{Trust, TrustRoot};
 use signet_verify::{bundle, cosign, gpg, notation, Verdict};
@@ -198,7 +198,8 @@ async fn verify_notation(
     subject: &Digest,
     attachment: &Digest,
 ) -> anyhow::Result<Verdict> {
-    let (_, layers) = attachment_layers(meta, repo, attachment, "the notation signature").await?;
+    let (repo_name, layers) =
+        attachment_layers(meta, repo, attachment, "the notation signature").await?;
     // A signature manifest holds its envelope and nothing else.
     let [layer] = layers.as_slice() else {
         return Ok(Verdict::invalid(
@@ -213,13 +214,8 @@ async fn verify_notation(
     }
     let bytes = read_blob(blobs, &layer_digest(layer)?).await?;
     // The payload must describe the subject as stored: its size and media type.
-    let repo_name: RepoName = repo
-        .parse()
-        .map_err(|_| anyhow::anyhow!("bad repository"))?;
-    let stored = meta
-        .get_manifest(&repo_name, &Reference::Digest(subject.clone()))
-        .await
-        .map_err(|e| Unreadable(format!("the signed manifest: {e}")))?
+    let stored = read_stored_manifest(meta, &repo_name, subject, "the signed manifest")
+        .await?
         .ok_or(Gone)?;
     let subject = notation::Subject {
         digest: subject,
@@ -267,11 +263,21 @@ async fn read_manifest(
     digest: &Digest,
     what: &str,
 ) -> anyhow::Result<Option<Vec<u8>>> {
-    let stored = meta
+    let stored = read_stored_manifest(meta, repo, digest, what).await?;
+    Ok(stored.map(|s| s.content.to_vec()))
+}
+
+/// A manifest as stored (bytes and media type); a failed read is [`Unreadable`].
+async fn read_stored_manifest(
+    meta: &dyn Manifests,
+    repo: &RepoName,
+    digest: &Digest,
+    what: &str,
+) -> anyhow::Result<Option<StoredManifest>> {
+    Ok(meta
         .get_manifest(repo, &Reference::Digest(digest.clone()))
         .await
-        .map_err(|e| Unreadable(format!("{what}: {e}")))?;
-    Ok(stored.map(|s| s.content.to_vec()))
+        .map_err(|e| Unreadable(format!("{what}: {e}")))?)
 }
 
 /// The verdict on the atomic signature whose content hashes to `attachment`, on

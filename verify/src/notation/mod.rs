@@ -70,6 +70,17 @@ pub enum Level {
     Skip,
 }
 
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Strict => "strict",
+            Level::Permissive => "permissive",
+            Level::Audit => "audit",
+            Level::Skip => "skip",
+        }
+    }
+}
+
 /// What a failed validation does.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -231,10 +242,7 @@ impl NotationRoot {
             self.signing_authority.len(),
             self.tsa.len(),
             self.identities.describe(),
-            serde_json::to_value(self.level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
+            self.level.as_str()
         )
     }
 }
