@@ -82,7 +82,9 @@ class Postgres:
             pass
 
 
-def signet(b, folder, name, metadata_url=None, blob_dir=None, consistency=None):
+def signet(b, folder, name, metadata_url=None, blob_dir=None, consistency=None, extra=""):
+    """A Signet server in `folder`/`name`, configured by `name`/signet.toml; `extra` is
+    TOML appended to it (tables after [storage])."""
     d = os.path.join(folder, name)
     os.makedirs(d)
     config = os.path.join(d, "signet.toml")
@@ -95,6 +97,7 @@ def signet(b, folder, name, metadata_url=None, blob_dir=None, consistency=None):
             f.write(f'blob_dir = "{blob_dir}"\n')
         if consistency:
             f.write(f'replica_consistency = "{consistency}"\n')
+        f.write(extra)
     port = bench.free_port()
     return bench.Server(name, port, [b.signet_bin, "serve", "--config", config, "--listen",
                                      f"127.0.0.1:{port}"],

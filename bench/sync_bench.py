@@ -57,34 +57,42 @@ def populate(up, p):
         index = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": children},
                            separators=(",", ":")).encode()
         c.put_manifest(REPO, f"v{i}", index, media_type=INDEX)
-        # A cosign signature of the index, as `cosign sign` writes it.
-        payload = json.dumps({"critical": {
-            "identity": {"docker-reference": f"{up.base[7:]}/{REPO}"},
-            "image": {"docker-manifest-digest": bench.digest_of(index)},
-            "type": "cosign container image signature"}, "optional": None}).encode()
-        empty = b"{}"
-        c.push_blob(REPO, empty)
-        c.push_blob(REPO, payload)
-        sig = bench.image_manifest(
-            bench.descriptor(bench.OCI_CONFIG, empty),
-            [bench.descriptor(bench.COSIGN_LAYER, payload, annotations={
-                "dev.cosignproject.cosign/signature": "MEUCIQDbench" + str(i)})])
-        tag = bench.digest_of(index).replace(":", "-") + ".sig"
-        c.put_manifest(REPO, tag, sig)
+        push_signature(c, up, REPO, bench.digest_of(index), i)
     return total
 
 
-def tags_of(base):
-    _, _, body = bench.Client(base).req("GET", f"/v2/{REPO}/tags/list?n=10000",
+def push_signature(c, up, repo, digest, i, push_empty=True):
+    """A cosign signature of `digest`, pushed as `cosign sign` writes it (the tag
+    scheme); the signature value is a placeholder: nothing here verifies it. Callers
+    pushing in parallel push the shared empty config once, first (docker-registry can
+    lose a blob pushed twice at once)."""
+    payload = json.dumps({"critical": {
+        "identity": {"docker-reference": f"{up.base[7:]}/{repo}"},
+        "image": {"docker-manifest-digest": digest},
+        "type": "cosign container image signature"}, "optional": None}).encode()
+    empty = b"{}"
+    if push_empty:
+        c.push_blob(repo, empty)
+    c.push_blob(repo, payload)
+    sig = bench.image_manifest(
+        bench.descriptor(bench.OCI_CONFIG, empty),
+        [bench.descriptor(bench.COSIGN_LAYER, payload, annotations={
+            "dev.cosignproject.cosign/signature": "MEUCIQDbench" + str(i)})])
+    c.put_manifest(repo, digest.replace(":", "-") + ".sig", sig)
+
+
+def tags_of(base, repo=REPO):
+    _, _, body = bench.Client(base).req("GET", f"/v2/{repo}/tags/list?n=10000",
                                         expect=(200,))
     return sorted(json.loads(body)["tags"])
 
 
-def skopeo_sync(up, dest):
+def skopeo_sync(up, dest, repo=REPO):
+    """`skopeo sync` of `repo` from `up` to the same name on `dest`."""
     t0 = time.monotonic()
     subprocess.run(["skopeo", "sync", "--all", "--src", "docker", "--dest", "docker",
                     "--src-tls-verify=false", "--dest-tls-verify=false", "--retry-times", "0",
-                    f"{up.base[7:]}/{REPO}", f"{dest.base[7:]}/bench"],
+                    f"{up.base[7:]}/{repo}", f"{dest.base[7:]}/{repo.rsplit('/', 1)[0]}"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=900)
     return time.monotonic() - t0

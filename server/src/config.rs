@@ -212,6 +212,7 @@ impl GcConfig {
             dry_run,
             expire_uploads_after_secs: Some(config.uploads.expire_after_secs),
             lease_secs: self.lease_secs,
+            round: signet_storage::gc::ROUND,
         }
     }
 }

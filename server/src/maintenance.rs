@@ -41,9 +41,9 @@ pub fn spawn_gc(state: Arc<AppState>) {
             crate::ops::metrics::record_gc(result.as_ref().map_err(|_| ()));
             match result {
                 Ok(report) => tracing::info!(
-                    manifests = report.manifests.len(),
-                    links = report.links.len(),
-                    blobs = report.blobs.len(),
+                    manifests = report.manifests_count,
+                    links = report.links_count,
+                    blobs = report.blobs_count,
                     bytes = report.bytes_freed,
                     "scheduled garbage collection"
                 ),

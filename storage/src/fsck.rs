@@ -108,8 +108,8 @@ pub async fn check(
         repair: options.repair,
         ..FsckReport::default()
     };
-    let blob_rows = check_blobs(meta, blobs, &mut report).await?;
-    check_repositories(meta, &blob_rows, options, &mut report).await?;
+    check_blobs(meta, blobs, &mut report).await?;
+    check_repositories(meta, options, &mut report).await?;
     check_uploads(meta, blobs, options, &mut report).await?;
     check_verdicts(meta, options, &mut report).await?;
     Ok(report)
@@ -143,14 +143,13 @@ async fn check_verdicts(
     Ok(())
 }
 
-/// Streams every blob of the `blobs` table and hashes it. Returns the digests seen, with
-/// the size each row records.
+/// Streams every blob of the `blobs` table and hashes it, a page of rows at a time:
+/// memory stays flat however many blobs the store holds.
 async fn check_blobs(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
     report: &mut FsckReport,
-) -> StorageResult<BTreeMap<Digest, u64>> {
-    let mut seen = BTreeMap::new();
+) -> StorageResult<()> {
     let mut after: Option<String> = None;
     loop {
         let page = meta.export_blob_rows(after.as_deref(), BLOB_PAGE).await?;
@@ -189,10 +188,9 @@ async fn check_blobs(
                     }
                 }
             }
-            seen.insert(row.digest, row.size);
         }
     }
-    Ok(seen)
+    Ok(())
 }
 
 /// A manifest as exported.
@@ -207,13 +205,15 @@ struct ManifestRow {
 /// One attachment row as compared: (subject, attachment, source, kind, format, tag).
 type AttachmentKey = (String, String, String, String, String, Option<String>);
 
+/// Each row of `table` by column name, one at a time (a large repository's edges are
+/// never all held twice).
 fn rows_of<'a>(
     tables: &'a [ExportTable],
-    table: &schema::Table,
-) -> Vec<HashMap<&'a str, &'a ExportValue>> {
+    table: &'a schema::Table,
+) -> impl Iterator<Item = HashMap<&'a str, &'a ExportValue>> + 'a {
     tables
         .iter()
-        .filter(|t| t.table == table.name)
+        .filter(move |t| t.table == table.name)
         .flat_map(|t| {
             t.rows.iter().map(|row| {
                 t.columns
@@ -223,7 +223,6 @@ fn rows_of<'a>(
                     .collect::<HashMap<_, _>>()
             })
         })
-        .collect()
 }
 
 fn text(row: &HashMap<&str, &ExportValue>, column: &str) -> Option<String> {
@@ -243,7 +242,6 @@ fn bytes(row: &HashMap<&str, &ExportValue>, column: &str) -> Vec<u8> {
 
 async fn check_repositories(
     meta: &Arc<dyn MetadataStore>,
-    blob_rows: &BTreeMap<Digest, u64>,
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
@@ -261,14 +259,22 @@ async fn check_repositories(
         names.extend(page);
     }
     for name in names {
-        let Some(export) = meta.export_repository(&name).await? else {
+        // The tables checked here; not the blob links (a row per blob pushed).
+        let only = [
+            schema::MANIFESTS.name,
+            schema::TAGS.name,
+            schema::MANIFEST_BLOBS.name,
+            schema::MANIFEST_CHILDREN.name,
+            schema::ATTACHMENTS.name,
+        ];
+        let Some(export) = meta.export_repository(&name, Some(&only)).await? else {
             continue;
         };
         let Ok(repo) = name.parse::<RepoName>() else {
             report.problem("repository-name", &name, "not a valid repository name");
             continue;
         };
-        check_repository(meta, &repo, &export.tables, blob_rows, options, report).await?;
+        check_repository(meta, &repo, &export.tables, options, report).await?;
     }
     Ok(())
 }
@@ -277,18 +283,16 @@ async fn check_repository(
     meta: &Arc<dyn MetadataStore>,
     repo: &RepoName,
     tables: &[ExportTable],
-    blob_rows: &BTreeMap<Digest, u64>,
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
     let manifests: Vec<ManifestRow> = rows_of(tables, &schema::MANIFESTS)
-        .iter()
         .map(|r| ManifestRow {
-            digest: text(r, schema::manifests::DIGEST).unwrap_or_default(),
-            media_type: text(r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
-            content: bytes(r, schema::manifests::CONTENT),
-            artifact_type: text(r, schema::manifests::ARTIFACT_TYPE),
-            annotations: text(r, schema::manifests::ANNOTATIONS),
+            digest: text(&r, schema::manifests::DIGEST).unwrap_or_default(),
+            media_type: text(&r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
+            content: bytes(&r, schema::manifests::CONTENT),
+            artifact_type: text(&r, schema::manifests::ARTIFACT_TYPE),
+            annotations: text(&r, schema::manifests::ANNOTATIONS),
         })
         .collect();
     let present: BTreeSet<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
@@ -410,6 +414,17 @@ async fn check_repository(
         put.children.retain(|c| {
             present.contains(c.to_string().as_str()) || stored_edges.contains(&format!("child {c}"))
         });
+        // The blob rows of what this manifest references, looked up for it alone.
+        let referenced: Vec<Digest> = put
+            .sizes
+            .iter()
+            .map(|(d, _)| d)
+            .chain(&put.blobs)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        let blob_rows = meta.blob_sizes(&referenced).await?;
         for (d, declared) in &put.sizes {
             let stored = blob_rows
                 .get(d)

@@ -13,7 +13,9 @@
 //! 4. the bytes of each tombstoned blob are deleted, then its tombstone.
 //!
 //! Steps 1–3 are one write transaction, so a manifest PUT (which checks its links in
-//! its own transaction) either sees their effect or is seen by them. A link refuses a
+//! its own transaction) either sees their effect or is seen by them. A large
+//! collection repeats steps 2–4 in rounds of at most [`ROUND`] links and blobs, each
+//! round its own transaction that decides anew, so memory stays flat. A link refuses a
 //! tombstoned digest and an upload pins the digest before moving bytes to their
 //! address ([`crate::uploads::Uploads`]), so bytes being deleted are never linked again
 //! and bytes being placed are never deleted.
@@ -30,8 +32,8 @@ use crate::error::{StorageError, StorageResult};
 use crate::meta::{now, GcPlan, MetadataStore};
 use crate::uploads::Uploads;
 
-/// How long a collector's lease lasts by default; it is renewed before every blob it
-/// deletes.
+/// How long a collector's lease lasts by default; it is renewed while it deletes
+/// bytes, a quarter of the way through (at least every 30 s).
 pub const DEFAULT_LEASE_SECS: u64 = 600;
 /// Pins older than this were left by a crash.
 const STALE_PIN_SECS: i64 = 3600;
@@ -53,6 +55,8 @@ pub struct GcOptions {
     /// (kill -9, a lost machine) blocks the next one until its lease lapses, so this is
     /// also how long a crashed collection waits before another finishes its work.
     pub lease_secs: u64,
+    /// Links and blobs swept per round ([`ROUND`]).
+    pub round: u32,
 }
 
 impl Default for GcOptions {
@@ -64,6 +68,7 @@ impl Default for GcOptions {
             dry_run: false,
             expire_uploads_after_secs: None,
             lease_secs: DEFAULT_LEASE_SECS,
+            round: ROUND,
         }
     }
 }
@@ -86,14 +91,24 @@ pub struct GcBlob {
     pub size: u64,
 }
 
+/// Links and blobs swept per round of a collection by default, each round one write
+/// transaction: a collection's memory stays the same however much it removes.
+pub const ROUND: u32 = 10_000;
+/// The most manifests, links and blobs a report names, each; the counts are exact.
+pub const LISTED: usize = 10_000;
+
 /// What a collection removed (or, for a dry run, would remove).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// The first [`LISTED`] of them; `manifests_count` counts them all.
     pub manifests: Vec<GcManifest>,
     pub links: Vec<GcLink>,
     pub blobs: Vec<GcBlob>,
-    /// Sum of the sizes of `blobs`.
+    pub manifests_count: u64,
+    pub links_count: u64,
+    pub blobs_count: u64,
+    /// Sum of the sizes of all the blobs removed.
     pub bytes_freed: u64,
     /// Upload sessions closed (a dry run: that would be closed).
     pub uploads_expired: usize,
@@ -109,7 +124,33 @@ pub struct GcReport {
 
 impl GcReport {
     pub fn is_empty(&self) -> bool {
-        self.manifests.is_empty() && self.links.is_empty() && self.blobs.is_empty()
+        self.manifests_count == 0 && self.links_count == 0 && self.blobs_count == 0
+    }
+
+    /// Counts one round's removals and names them while the lists have room.
+    fn add(&mut self, sweep: &crate::meta::GcSweep) {
+        self.manifests_count += sweep.manifests.len() as u64;
+        self.links_count += sweep.links.len() as u64;
+        self.blobs_count += sweep.blobs.len() as u64;
+        self.bytes_freed += sweep.blobs.iter().map(|(_, size)| size).sum::<u64>();
+        let room = LISTED.saturating_sub(self.manifests.len());
+        self.manifests
+            .extend(sweep.manifests.iter().take(room).map(|(r, d)| GcManifest {
+                repository: r.clone(),
+                digest: d.clone(),
+            }));
+        let room = LISTED.saturating_sub(self.links.len());
+        self.links
+            .extend(sweep.links.iter().take(room).map(|(r, d)| GcLink {
+                repository: r.clone(),
+                digest: d.clone(),
+            }));
+        let room = LISTED.saturating_sub(self.blobs.len());
+        self.blobs
+            .extend(sweep.blobs.iter().take(room).map(|(d, size)| GcBlob {
+                digest: d.clone(),
+                size: *size,
+            }));
     }
 }
 
@@ -153,45 +194,45 @@ async fn run(
                 .await?
         };
     }
+    let mut lease = Lease::held(holder, options);
+    let mut cleared = Cleared::new();
     if !options.dry_run {
         // We hold the lease: a tombstone now is one a dead collector left behind.
         for digest in meta.blob_deletions().await? {
-            if delete_bytes(meta, blobs, holder, options, &digest, &mut report).await? {
+            let failed = &mut report.failed_deletions;
+            if delete_bytes(meta, blobs, &mut lease, &mut cleared, &digest, failed).await? {
                 report.leftover_deletions += 1;
             }
         }
+        cleared.flush(meta).await?;
     }
 
     let at = now();
-    let plan = GcPlan {
+    let mut plan = GcPlan {
         cutoff: at.saturating_sub(options.grace_secs.min(i64::MAX as u64) as i64),
         delete_untagged: options.delete_untagged,
         attachments_follow_subject: options.attachments_follow_subject,
         stale_pin_cutoff: at - STALE_PIN_SECS,
         dry_run: options.dry_run,
+        // A dry run rolls back, so a second round would find the same rows again.
+        limit: (!options.dry_run).then_some(options.round.max(1)),
     };
-    let sweep = meta.gc_sweep(&plan).await?;
-    report.manifests = sweep
-        .manifests
-        .into_iter()
-        .map(|(repository, digest)| GcManifest { repository, digest })
-        .collect();
-    report.links = sweep
-        .links
-        .into_iter()
-        .map(|(repository, digest)| GcLink { repository, digest })
-        .collect();
-    report.blobs = sweep
-        .blobs
-        .into_iter()
-        .map(|(digest, size)| GcBlob { digest, size })
-        .collect();
-    report.bytes_freed = report.blobs.iter().map(|b| b.size).sum();
-
-    if !options.dry_run {
-        for blob in report.blobs.clone() {
-            delete_bytes(meta, blobs, holder, options, &blob.digest, &mut report).await?;
+    loop {
+        let sweep = meta.gc_sweep(&plan).await?;
+        report.add(&sweep);
+        if !options.dry_run {
+            for (digest, _) in &sweep.blobs {
+                let failed = &mut report.failed_deletions;
+                delete_bytes(meta, blobs, &mut lease, &mut cleared, digest, failed).await?;
+            }
+            cleared.flush(meta).await?;
         }
+        if !sweep.more {
+            break;
+        }
+        // Unreachable manifests went in the first round; the next rounds only finish
+        // the links and blobs left over the limit.
+        plan.delete_untagged = false;
     }
     // A verdict written while its attachment row went (on PostgreSQL, the two
     // transactions do not see each other) outlives it: harmless, and collected here.
@@ -202,9 +243,9 @@ async fn run(
     };
     tracing::info!(
         dry_run = options.dry_run,
-        manifests = report.manifests.len(),
-        links = report.links.len(),
-        blobs = report.blobs.len(),
+        manifests = report.manifests_count,
+        links = report.links_count,
+        blobs = report.blobs_count,
         bytes = report.bytes_freed,
         uploads = report.uploads_expired,
         "garbage collection done"
@@ -217,31 +258,100 @@ fn lease_secs(options: &GcOptions) -> i64 {
     options.lease_secs.clamp(1, i64::MAX as u64) as i64
 }
 
-/// Deletes the bytes of a tombstoned blob, then the tombstone. False when the bytes
-/// could not be deleted (the tombstone stays for the next collection).
+/// The collector's hold on the GC lease while it deletes bytes, renewed on a clock: a
+/// renewal per blob would double the writes of a large collection.
+struct Lease<'a> {
+    holder: &'a str,
+    secs: i64,
+    renewed: Option<std::time::Instant>,
+}
+
+impl<'a> Lease<'a> {
+    /// `collect` took the lease just before the sweep; the first deletion renews it.
+    fn held(holder: &'a str, options: &GcOptions) -> Self {
+        Self {
+            holder,
+            secs: lease_secs(options),
+            renewed: None,
+        }
+    }
+
+    /// Renews the lease once a quarter of it has run (at least every 30 s); an error
+    /// when another collector holds it now.
+    async fn keep(&mut self, meta: &Arc<dyn MetadataStore>) -> StorageResult<()> {
+        let every = std::time::Duration::from_secs((self.secs as u64 / 4).clamp(0, 30));
+        if self.renewed.is_some_and(|at| at.elapsed() < every) {
+            return Ok(());
+        }
+        // Another collector may only finish our tombstones once our lease has lapsed;
+        // stop before deleting anything once it has.
+        if !meta.gc_acquire(self.holder, self.secs).await? {
+            return Err(StorageError::Conflict(
+                "the garbage collection lease was lost".into(),
+            ));
+        }
+        self.renewed = Some(std::time::Instant::now());
+        Ok(())
+    }
+}
+
+/// Tombstones whose bytes are gone, cleared a batch at a time: an upload of the same
+/// digest waits for its tombstone, so a batch waits at most [`Cleared::AT_MOST`].
+struct Cleared {
+    digests: Vec<Digest>,
+    since: std::time::Instant,
+}
+
+impl Cleared {
+    const BATCH: usize = 256;
+    const AT_MOST: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn new() -> Self {
+        Self {
+            digests: Vec::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    async fn push(&mut self, meta: &Arc<dyn MetadataStore>, digest: Digest) -> StorageResult<()> {
+        if self.digests.is_empty() {
+            self.since = std::time::Instant::now();
+        }
+        self.digests.push(digest);
+        if self.digests.len() >= Self::BATCH || self.since.elapsed() >= Self::AT_MOST {
+            self.flush(meta).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, meta: &Arc<dyn MetadataStore>) -> StorageResult<()> {
+        if !self.digests.is_empty() {
+            meta.clear_blob_deletions(&self.digests).await?;
+            self.digests.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Deletes the bytes of a tombstoned blob and queues its tombstone to be cleared. False
+/// when the bytes could not be deleted (the tombstone stays for the next collection).
 async fn delete_bytes(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
-    holder: &str,
-    options: &GcOptions,
+    lease: &mut Lease<'_>,
+    cleared: &mut Cleared,
     digest: &Digest,
-    report: &mut GcReport,
+    failed: &mut Vec<String>,
 ) -> StorageResult<bool> {
-    // Another collector may only finish our tombstones once our lease has lapsed; stop
-    // before deleting anything once it has.
-    if !meta.gc_acquire(holder, lease_secs(options)).await? {
-        return Err(StorageError::Conflict(
-            "the garbage collection lease was lost".into(),
-        ));
-    }
+    lease.keep(meta).await?;
     match blobs.delete(digest).await {
         Ok(()) => {
-            meta.clear_blob_deletion(digest).await?;
+            cleared.push(meta, digest.clone()).await?;
             Ok(true)
         }
         Err(e) => {
             tracing::warn!(%digest, error = %e, "could not delete a collected blob's bytes");
-            report.failed_deletions.push(digest.to_string());
+            failed.push(digest.to_string());
             Ok(false)
         }
     }

@@ -91,7 +91,7 @@ pub async fn copy(
         let Some(tail) = names.last() else { break };
         last = Some(tail.clone());
         for name in &names {
-            let Some(export) = src_meta.export_repository(name).await? else {
+            let Some(export) = src_meta.export_repository(name, None).await? else {
                 continue;
             };
             let inserted = registry.import_repository(&export).await?;
@@ -223,8 +223,8 @@ mod tests {
             vec![sig]
         );
         assert_eq!(
-            dst_meta.export_repository("a/b").await.unwrap(),
-            src_meta.export_repository("a/b").await.unwrap()
+            dst_meta.export_repository("a/b", None).await.unwrap(),
+            src_meta.export_repository("a/b", None).await.unwrap()
         );
         assert_eq!(
             dst_blobs.size(&layer_digest).await.unwrap(),

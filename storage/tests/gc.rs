@@ -78,6 +78,7 @@ on_both_backends!(
     one_collector_at_a_time_and_leftover_tombstones_are_finished,
     gc_expires_abandoned_upload_sessions,
     uploads_racing_collections_never_lose_bytes,
+    a_large_collection_goes_in_rounds,
 );
 
 fn repo(s: &str) -> RepoName {
@@ -163,6 +164,38 @@ impl World {
 
 /// With a grace of 0, what was written in the current second is still protected
 /// (`created_at < now`); step past it.
+/// More garbage than one round holds: every round removes its share, the report counts
+/// them all, and what is live stays.
+async fn a_large_collection_goes_in_rounds(w: World) {
+    let a = "gc/rounds";
+    let keep = w.push_blob(a, b"kept layer").await;
+    w.put(a, "{\"kept\":1}", &[&keep], &[], None, Some("v1"))
+        .await;
+    let mut garbage = Vec::new();
+    for i in 0..11 {
+        garbage.push(w.push_blob(a, format!("garbage {i}").as_bytes()).await);
+    }
+    age().await;
+    let options = GcOptions {
+        grace_secs: 0,
+        round: 3,
+        ..GcOptions::default()
+    };
+    let report = collect(&w.meta, &w.blobs, &options).await.unwrap();
+    assert_eq!((report.links_count, report.blobs_count), (11, 11));
+    assert_eq!((report.links.len(), report.blobs.len()), (11, 11));
+    let sizes: u64 = (0..11).map(|i| format!("garbage {i}").len() as u64).sum();
+    assert_eq!(report.bytes_freed, sizes);
+    for d in &garbage {
+        assert!(!w.has_blob(d).await, "{d} should be collected");
+    }
+    assert!(w.has_blob(&keep).await);
+    assert!(w.meta.blob_deletions().await.unwrap().is_empty());
+    // Nothing left: the next collection removes nothing, in one round.
+    let again = collect(&w.meta, &w.blobs, &options).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
 async fn age() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
 }
@@ -356,6 +389,7 @@ async fn the_grace_period_protects_recent_pushes(w: World) {
         attachments_follow_subject: true,
         stale_pin_cutoff: 0,
         dry_run: true,
+        limit: None,
     };
     let before = signet_storage_now() + 5;
     let sweep = w.meta.gc_sweep(&plan(before)).await.unwrap();
@@ -395,6 +429,7 @@ async fn tombstones_refuse_links_pins_and_mounts(w: World) {
             attachments_follow_subject: true,
             stale_pin_cutoff: 0,
             dry_run: false,
+            limit: None,
         })
         .await
         .unwrap();
@@ -431,7 +466,10 @@ async fn tombstones_refuse_links_pins_and_mounts(w: World) {
         "the upload must wait for the tombstone"
     );
     w.blobs.delete(&d).await.unwrap();
-    w.meta.clear_blob_deletion(&d).await.unwrap();
+    w.meta
+        .clear_blob_deletions(std::slice::from_ref(&d))
+        .await
+        .unwrap();
     assert_eq!(upload.await.unwrap().unwrap(), 6);
     assert!(w.has_blob(&d).await);
     assert!(w
@@ -462,6 +500,7 @@ async fn pinned_blobs_are_not_collected_and_stale_pins_expire(w: World) {
         attachments_follow_subject: true,
         stale_pin_cutoff,
         dry_run: true,
+        limit: None,
     };
     let sweep = w.meta.gc_sweep(&plan(0)).await.unwrap();
     assert!(sweep.blobs.is_empty(), "a pinned blob is kept");
@@ -502,6 +541,7 @@ async fn one_collector_at_a_time_and_leftover_tombstones_are_finished(w: World) 
             attachments_follow_subject: true,
             stale_pin_cutoff: 0,
             dry_run: false,
+            limit: None,
         })
         .await
         .unwrap();

@@ -28,23 +28,25 @@ pub fn render(report: &GcReport) -> String {
     if report.dry_run {
         out.push_str("dry run: nothing was removed\n");
     }
-    let _ = writeln!(out, "manifests {verb}: {}", report.manifests.len());
+    let _ = writeln!(out, "manifests {verb}: {}", report.manifests_count);
     for m in &report.manifests {
         let _ = writeln!(out, "  {}@{}", m.repository, m.digest);
     }
-    let _ = writeln!(out, "repository blob links {verb}: {}", report.links.len());
+    unlisted(&mut out, report.manifests_count, report.manifests.len());
+    let _ = writeln!(out, "repository blob links {verb}: {}", report.links_count);
     for l in &report.links {
         let _ = writeln!(out, "  {}@{}", l.repository, l.digest);
     }
+    unlisted(&mut out, report.links_count, report.links.len());
     let _ = writeln!(
         out,
         "blobs {verb}: {} ({} bytes freed)",
-        report.blobs.len(),
-        report.bytes_freed
+        report.blobs_count, report.bytes_freed
     );
     for b in &report.blobs {
         let _ = writeln!(out, "  {} {}", b.digest, b.size);
     }
+    unlisted(&mut out, report.blobs_count, report.blobs.len());
     let _ = writeln!(out, "upload sessions expired: {}", report.uploads_expired);
     if report.leftover_deletions > 0 {
         let _ = writeln!(
@@ -64,4 +66,11 @@ pub fn render(report: &GcReport) -> String {
         }
     }
     out
+}
+
+/// The line that stands for what a long report does not name.
+fn unlisted(out: &mut String, count: u64, listed: usize) {
+    if count > listed as u64 {
+        let _ = writeln!(out, "  ... and {} more", count - listed as u64);
+    }
 }

@@ -269,11 +269,11 @@ pub fn record_gc(result: Result<&signet_storage::gc::GcReport, ()>) {
     m.gc_runs.with_label_values(&[outcome]).inc();
     if let Ok(report) = result {
         for (kind, count) in [
-            ("manifest", report.manifests.len()),
-            ("link", report.links.len()),
-            ("blob", report.blobs.len()),
+            ("manifest", report.manifests_count),
+            ("link", report.links_count),
+            ("blob", report.blobs_count),
         ] {
-            m.gc_removed.with_label_values(&[kind]).inc_by(count as u64);
+            m.gc_removed.with_label_values(&[kind]).inc_by(count);
         }
         m.gc_freed_bytes
             .with_label_values::<&str>(&[])

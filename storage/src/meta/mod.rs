@@ -373,6 +373,10 @@ pub struct GcPlan {
     pub stale_pin_cutoff: i64,
     /// Decide, report, and roll back.
     pub dry_run: bool,
+    /// At most this many links and this many blobs in one sweep (`None`: all), so a
+    /// large collection goes in rounds of bounded memory; [`GcSweep::more`] says
+    /// whether another round may find more.
+    pub limit: Option<u32>,
 }
 
 /// What [`Collection::gc_sweep`] removed (or would remove).
@@ -384,6 +388,8 @@ pub struct GcSweep {
     pub links: Vec<(String, Digest)>,
     /// (blob, size): rows now replaced by tombstones.
     pub blobs: Vec<(Digest, u64)>,
+    /// The links or the blobs reached [`GcPlan::limit`]: sweep again.
+    pub more: bool,
 }
 
 /// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`,

@@ -1,5 +1,7 @@
 //! [`BlobLinks`] in SQL.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::digest::Digest;
@@ -34,6 +36,17 @@ impl<E: Engine> BlobLinks for SqlMetadata<E> {
         let q = query("SELECT size FROM blobs WHERE digest = $1").bind(digest);
         let row = self.engine.readers().first(q).await?;
         Ok(row.map(|r| r.i64("size")).transpose()?.map(|s| s as u64))
+    }
+
+    async fn blob_sizes(&self, digests: &[Digest]) -> StorageResult<HashMap<Digest, u64>> {
+        let mut sizes = HashMap::new();
+        for chunk in digests.chunks(DIGESTS_PER_STATEMENT) {
+            let q = digests_in("SELECT digest, size FROM blobs WHERE digest IN", chunk);
+            for row in self.engine.readers().fetch(q).await? {
+                sizes.insert(row.digest("digest")?, row.i64("size")? as u64);
+            }
+        }
+        Ok(sizes)
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()> {

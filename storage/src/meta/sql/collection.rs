@@ -95,14 +95,21 @@ impl<E: Engine> Collection for SqlMetadata<E> {
 
         // Links no manifest of their repository references: pushed or mounted, never used
         // (or used by manifests since deleted).
+        // No limit is the largest one (SQLite's -1 is no PostgreSQL's).
+        let limit = plan.limit.map_or(i64::MAX, i64::from);
         let q = query(
-            "DELETE FROM repository_blobs AS rb
-              WHERE rb.created_at < $1
-                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
-                                 WHERE mb.repository_id = rb.repository_id AND mb.blob_digest = rb.digest)
+            "DELETE FROM repository_blobs
+              WHERE (repository_id, digest) IN (
+                    SELECT rb.repository_id, rb.digest FROM repository_blobs rb
+                     WHERE rb.created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
+                                        WHERE mb.repository_id = rb.repository_id
+                                          AND mb.blob_digest = rb.digest)
+                     LIMIT $2)
              RETURNING repository_id, digest",
         )
-        .bind(plan.cutoff);
+        .bind(plan.cutoff)
+        .bind(limit);
         for row in tx.fetch(q).await? {
             let name = names
                 .get(&row.i64("repository_id")?)
@@ -119,26 +126,44 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         // Blob rows nothing references, old enough, and not being placed by an upload:
         // each becomes a tombstone in the same transaction.
         let q = query(
-            "DELETE FROM blobs AS b
-              WHERE b.created_at < $1
-                AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-                AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
-                AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
+            "DELETE FROM blobs
+              WHERE digest IN (
+                    SELECT b.digest FROM blobs b
+                     WHERE b.created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                       AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
+                       AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
+                     LIMIT $2)
              RETURNING digest, size",
         )
-        .bind(plan.cutoff);
-        let at = now();
+        .bind(plan.cutoff)
+        .bind(limit);
         for row in tx.fetch(q).await? {
-            let digest = row.digest("digest")?;
-            tx.execute(
-                query("INSERT INTO blob_deletions (digest, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(&digest)
-                    .bind(at),
-            )
-            .await?;
-            sweep.blobs.push((digest, row.i64("size")? as u64));
+            sweep
+                .blobs
+                .push((row.digest("digest")?, row.i64("size")? as u64));
         }
         sweep.blobs.sort();
+        sweep.more = plan.limit.is_some_and(|n| {
+            let n = n as usize;
+            sweep.links.len() >= n || sweep.blobs.len() >= n
+        });
+        let at = now();
+        for chunk in sweep.blobs.chunks(DIGESTS_PER_STATEMENT) {
+            // ($1, $n+1), ($2, $n+1), …: a statement per chunk, not per blob.
+            let time = format!("${}", chunk.len() + 1);
+            let rows: Vec<String> = (1..=chunk.len())
+                .map(|i| format!("(${i}, {time})"))
+                .collect();
+            let mut q = query(format!(
+                "INSERT INTO blob_deletions (digest, created_at) VALUES {} ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            ));
+            for (digest, _) in chunk {
+                q = q.bind(digest);
+            }
+            tx.execute(q.bind(at)).await?;
+        }
 
         if plan.dry_run {
             tx.rollback().await?;
@@ -154,9 +179,11 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         rows.iter().map(|r| r.digest("digest")).collect()
     }
 
-    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()> {
-        let q = query("DELETE FROM blob_deletions WHERE digest = $1").bind(digest);
-        self.engine.writer().execute(q).await?;
+    async fn clear_blob_deletions(&self, digests: &[Digest]) -> StorageResult<()> {
+        for chunk in digests.chunks(DIGESTS_PER_STATEMENT) {
+            let q = digests_in("DELETE FROM blob_deletions WHERE digest IN", chunk);
+            self.engine.writer().execute(q).await?;
+        }
         Ok(())
     }
 }

@@ -190,6 +190,13 @@ pub(super) async fn describe_entries(
 /// engines' limits on parameters.
 pub(super) const DIGESTS_PER_STATEMENT: usize = 400;
 
+/// `{sql} ($1, …, $n)` with each of `digests` bound: a statement about a list of
+/// digests (one chunk of at most [`DIGESTS_PER_STATEMENT`]).
+pub(super) fn digests_in(sql: &str, digests: &[Digest]) -> Query {
+    let q = query(format!("{sql} ({})", placeholders(1, digests.len())));
+    digests.iter().fold(q, |q, digest| q.bind(digest))
+}
+
 /// `$from, $from+1, …`: `n` numbered placeholders.
 pub(super) fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)

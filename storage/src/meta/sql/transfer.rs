@@ -36,7 +36,11 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
             .collect()
     }
 
-    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>> {
+    async fn export_repository(
+        &self,
+        name: &str,
+        only: Option<&[&str]>,
+    ) -> StorageResult<Option<RepositoryExport>> {
         // One read transaction: the export is a consistent snapshot of the repository.
         let mut tx = self.engine.begin(Access::Write).await?;
         let Some(repo) = tx
@@ -48,6 +52,9 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
         let (id, created_at) = (repo.i64("id")?, repo.i64("created_at")?);
         let mut tables = Vec::new();
         for schema in EXPORTED {
+            if only.is_some_and(|only| !only.contains(&schema.name)) {
+                continue;
+            }
             let names: Vec<&str> = schema.columns.iter().map(|(c, _)| *c).collect();
             let sql = format!(
                 "SELECT {} FROM {} WHERE repository_id = $1 ORDER BY {}",

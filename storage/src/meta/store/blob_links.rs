@@ -1,5 +1,7 @@
 //! Blob rows and the links that let a repository serve them, and the pins that keep an upload's blob from GC.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::{Digest, RepoName, StorageResult};
@@ -16,6 +18,10 @@ pub trait BlobLinks: Send + Sync {
 
     /// Size of `digest` if any repository holds it.
     async fn blob_size(&self, digest: &Digest) -> StorageResult<Option<u64>>;
+
+    /// The sizes of those of `digests` that have a blob row (a few queries for a whole
+    /// manifest's references, instead of one per reference).
+    async fn blob_sizes(&self, digests: &[Digest]) -> StorageResult<HashMap<Digest, u64>>;
 
     /// Records the blob and lets the repository serve it (creating the repository).
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()>;

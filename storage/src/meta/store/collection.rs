@@ -29,6 +29,6 @@ pub trait Collection: Send + Sync {
     /// Tombstones: blobs whose rows GC deleted and whose bytes may still exist.
     async fn blob_deletions(&self) -> StorageResult<Vec<Digest>>;
 
-    /// Removes a tombstone once the bytes are gone.
-    async fn clear_blob_deletion(&self, digest: &Digest) -> StorageResult<()>;
+    /// Removes tombstones once their bytes are gone.
+    async fn clear_blob_deletions(&self, digests: &[Digest]) -> StorageResult<()>;
 }

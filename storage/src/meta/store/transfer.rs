@@ -15,8 +15,13 @@ pub trait Transfer: Send + Sync {
         limit: u32,
     ) -> StorageResult<Vec<BlobRow>>;
 
-    /// Every row of one repository; `None` when it does not exist.
-    async fn export_repository(&self, name: &str) -> StorageResult<Option<RepositoryExport>>;
+    /// Every row of one repository, or of the tables named in `only`; `None` when it
+    /// does not exist.
+    async fn export_repository(
+        &self,
+        name: &str,
+        only: Option<&[&str]>,
+    ) -> StorageResult<Option<RepositoryExport>>;
 
     /// Inserts the rows that are absent (by digest), leaving present ones alone; the
     /// number inserted. The bytes must already be in this store's blob store.
