@@ -64,6 +64,7 @@ class Peer:
     def __init__(self, name, server, gc_cmd, fsck_cmd=None):
         self.name, self.server = name, server
         self.gc_cmd, self.fsck_cmd = gc_cmd, fsck_cmd
+        self.is_signet = name.startswith("signet")
         self.c = bench.Client(server.base)
         self.tags = self.repos = self.referrers = 0
         self.blobs = self.live = 0  # GC load: blobs pushed so far, and those still live
@@ -100,7 +101,6 @@ class Peer:
             self.c.put_manifest("bench/ref", bench.digest_of(m), m)
         bench.parallel(referrer, range(self.referrers, n))
         self.referrers = n
-
 
     def grow_blobs(self, n, block):
         """Pushes blobs until `n` are stored: half live (tagged manifests of `block`
@@ -302,7 +302,7 @@ class Growth:
             repo = self.upstream_repo(n)
             bench.log(f"{peer.name}: sync of {n} signed images")
             with bench.RssSampler(peer.server.pid) as rss:
-                if peer.fsck_cmd:  # Signet: a sync job of the server itself
+                if peer.is_signet:  # a sync job of the server itself
                     job = f"growth-{n}"
                     peer.c.req("POST", "/v2/_signet/sync/jobs", body=json.dumps({
                         "name": job, "upstream": self.upstream.base, "repositories": [repo],
@@ -311,7 +311,7 @@ class Growth:
                     first, _ = sync_bench.signet_sync(peer.server, job)
                 else:
                     first = sync_bench.skopeo_sync(self.upstream, peer.server, repo)
-            if peer.fsck_cmd:
+            if peer.is_signet:
                 rerun, again = sync_bench.signet_sync(peer.server, job)
                 if again["blobs_copied"] or again["manifests_copied"]:
                     self.notes.append(f"{peer.name}: the sync rerun at {n} copied again, "
@@ -342,7 +342,7 @@ class Growth:
                 self.put("fsck", "time (s)", peer.name, n, secs, "s")
                 self.put("fsck", "peak RSS (MiB)", peer.name, n, rss, "MiB")
             secs, rss, out = timed_process(peer.gc_cmd)
-            if peer.fsck_cmd:
+            if peer.is_signet:
                 removed = json.loads(out)["blobs_count"]
             else:  # "N blobs marked, M blobs and K manifests eligible for deletion"
                 found = re.search(rb"(\d+) blobs and \d+ manifests eligible", out)

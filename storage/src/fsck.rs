@@ -258,15 +258,15 @@ async fn check_repositories(
         }
         names.extend(page);
     }
+    // The tables checked here; not the blob links (a row per blob pushed).
+    let only = [
+        schema::MANIFESTS.name,
+        schema::TAGS.name,
+        schema::MANIFEST_BLOBS.name,
+        schema::MANIFEST_CHILDREN.name,
+        schema::ATTACHMENTS.name,
+    ];
     for name in names {
-        // The tables checked here; not the blob links (a row per blob pushed).
-        let only = [
-            schema::MANIFESTS.name,
-            schema::TAGS.name,
-            schema::MANIFEST_BLOBS.name,
-            schema::MANIFEST_CHILDREN.name,
-            schema::ATTACHMENTS.name,
-        ];
         let Some(export) = meta.export_repository(&name, Some(&only)).await? else {
             continue;
         };

@@ -128,30 +128,30 @@ impl GcReport {
     }
 
     /// Counts one round's removals and names them while the lists have room.
-    fn add(&mut self, sweep: &crate::meta::GcSweep) {
+    fn add(&mut self, sweep: crate::meta::GcSweep) {
         self.manifests_count += sweep.manifests.len() as u64;
         self.links_count += sweep.links.len() as u64;
         self.blobs_count += sweep.blobs.len() as u64;
         self.bytes_freed += sweep.blobs.iter().map(|(_, size)| size).sum::<u64>();
-        let room = LISTED.saturating_sub(self.manifests.len());
-        self.manifests
-            .extend(sweep.manifests.iter().take(room).map(|(r, d)| GcManifest {
-                repository: r.clone(),
-                digest: d.clone(),
-            }));
-        let room = LISTED.saturating_sub(self.links.len());
-        self.links
-            .extend(sweep.links.iter().take(room).map(|(r, d)| GcLink {
-                repository: r.clone(),
-                digest: d.clone(),
-            }));
-        let room = LISTED.saturating_sub(self.blobs.len());
-        self.blobs
-            .extend(sweep.blobs.iter().take(room).map(|(d, size)| GcBlob {
-                digest: d.clone(),
-                size: *size,
-            }));
+        listed(
+            &mut self.manifests,
+            sweep.manifests,
+            |(repository, digest)| GcManifest { repository, digest },
+        );
+        listed(&mut self.links, sweep.links, |(repository, digest)| {
+            GcLink { repository, digest }
+        });
+        listed(&mut self.blobs, sweep.blobs, |(digest, size)| GcBlob {
+            digest,
+            size,
+        });
     }
+}
+
+/// Appends to `list` as many of `items` as it has room for under [`LISTED`].
+fn listed<T, U>(list: &mut Vec<U>, items: Vec<T>, name: impl Fn(T) -> U) {
+    let room = LISTED.saturating_sub(list.len());
+    list.extend(items.into_iter().take(room).map(name));
 }
 
 /// Runs one collection. The single entry point: a leader election for several
@@ -219,7 +219,6 @@ async fn run(
     };
     loop {
         let sweep = meta.gc_sweep(&plan).await?;
-        report.add(&sweep);
         if !options.dry_run {
             for (digest, _) in &sweep.blobs {
                 let failed = &mut report.failed_deletions;
@@ -227,7 +226,9 @@ async fn run(
             }
             cleared.flush(meta).await?;
         }
-        if !sweep.more {
+        let more = sweep.more;
+        report.add(sweep);
+        if !more {
             break;
         }
         // Unreachable manifests went in the first round; the next rounds only finish
@@ -279,7 +280,7 @@ impl<'a> Lease<'a> {
     /// Renews the lease once a quarter of it has run (at least every 30 s); an error
     /// when another collector holds it now.
     async fn keep(&mut self, meta: &Arc<dyn MetadataStore>) -> StorageResult<()> {
-        let every = std::time::Duration::from_secs((self.secs as u64 / 4).clamp(0, 30));
+        let every = std::time::Duration::from_secs((self.secs as u64 / 4).min(30));
         if self.renewed.is_some_and(|at| at.elapsed() < every) {
             return Ok(());
         }
