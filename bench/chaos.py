@@ -454,7 +454,7 @@ def tar_layer(rng):
 
 
 def skopeo_layout(folder):
-    """An OCI layout skopeo copies from (and podman pulls once): one small image."""
+    """An OCI layout skopeo copies from (also into podman's store): one small image."""
     d = os.path.join(folder, "layout")
     os.makedirs(os.path.join(d, "blobs", "sha256"))
     layer = tar_layer(random.Random(7))
@@ -475,19 +475,24 @@ def skopeo_layout(folder):
 
 
 def podman_store(folder, layout):
-    """podman with a store of its own (vfs), the layout's image pulled into it."""
+    """podman with a store of its own (vfs), the layout's image copied into it.
+
+    skopeo copies it in under a name of our choosing: `podman pull oci:<path>` names the
+    image after the layout's path, which is no valid reference when a temporary folder's
+    random name ends in `_`."""
     d = os.path.join(folder, "podman")
     argv = ["podman", "--root", f"{d}/root", "--runroot", f"{d}/run",
             "--storage-driver", "vfs"]
+    store = f"containers-storage:[vfs@{d}/root+{d}/run]localhost/chaos/seed:v1"
     for attempt in range(3):
-        pulled = subprocess.run(argv + ["pull", "-q", f"oci:{layout}:v1"],
+        pulled = subprocess.run(["skopeo", "copy", "-q", f"oci:{layout}:v1", store],
                                 capture_output=True, text=True, timeout=120)
         if pulled.returncode == 0:
             break
-        log(f"podman pull, try {attempt + 1}: {pulled.stderr.strip()[-300:]}")
+        log(f"copy into podman's store, try {attempt + 1}: {pulled.stderr.strip()[-300:]}")
         time.sleep(1)
     else:
-        raise RuntimeError(f"podman pull: {pulled.stderr.strip()[-500:]}")
+        raise RuntimeError(f"copy into podman's store: {pulled.stderr.strip()[-500:]}")
     listed = subprocess.run(argv + ["images", "-q"], check=True, capture_output=True,
                             text=True, timeout=60)
     return argv, listed.stdout.split()[0]
