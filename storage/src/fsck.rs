@@ -16,7 +16,7 @@
 //! sessions whose parts are gone and verdicts whose attachment is gone. It never deletes a blob, a blob row or a manifest:
 //! corrupt or missing bytes, unparsable manifests and dangling tags stay reported.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +28,7 @@ use crate::digest::{Digest, DigestHasher};
 use crate::error::{StorageError, StorageResult};
 use crate::manifest::parse_manifest;
 use crate::meta::rules::{self, EntryDescription};
-use crate::meta::{schema, ExportTable, ExportValue, ManifestPut, MetadataStore, Page};
+use crate::meta::{schema, ExportRows, ExportTable, ExportValue, ManifestPut, MetadataStore, Page};
 use crate::names::{RepoName, Tag};
 
 /// What [`check`] is asked to do.
@@ -193,6 +193,19 @@ async fn check_blobs(
     Ok(())
 }
 
+/// Manifests read at once: a repository is checked a window at a time, so memory
+/// follows the largest window (and the tags of one manifest), not the repository.
+const MANIFEST_WINDOW: u32 = 64;
+
+/// The tables a manifest's check reads; not the blob links (a row per blob pushed).
+const CHECKED: [&str; 5] = [
+    schema::MANIFESTS.name,
+    schema::TAGS.name,
+    schema::MANIFEST_BLOBS.name,
+    schema::MANIFEST_CHILDREN.name,
+    schema::ATTACHMENTS.name,
+];
+
 /// A manifest as exported.
 struct ManifestRow {
     digest: String,
@@ -205,8 +218,8 @@ struct ManifestRow {
 /// One attachment row as compared: (subject, attachment, source, kind, format, tag).
 type AttachmentKey = (String, String, String, String, String, Option<String>);
 
-/// Each row of `table` by column name, one at a time (a large repository's edges are
-/// never all held twice).
+/// Each row of `table` by column name, one at a time (a large window's edges are never
+/// all held twice).
 fn rows_of<'a>(
     tables: &'a [ExportTable],
     table: &'a schema::Table,
@@ -240,146 +253,253 @@ fn bytes(row: &HashMap<&str, &ExportValue>, column: &str) -> Vec<u8> {
     }
 }
 
+/// The rows of one selection of a repository, grouped by the manifest they belong to.
+struct Owned {
+    manifests: Vec<ManifestRow>,
+    /// Tag names by the digest they point at.
+    tags: HashMap<String, Vec<String>>,
+    tag_count: u64,
+    /// `blob <digest>` and `child <digest>` by manifest.
+    edges: HashMap<String, BTreeSet<String>>,
+    /// Attachment rows (the extension's aside) by their carrier.
+    carried: HashMap<String, BTreeSet<AttachmentKey>>,
+}
+
+impl Owned {
+    fn read(tables: &[ExportTable]) -> Self {
+        let manifests = rows_of(tables, &schema::MANIFESTS)
+            .map(|r| ManifestRow {
+                digest: text(&r, schema::manifests::DIGEST).unwrap_or_default(),
+                media_type: text(&r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
+                content: bytes(&r, schema::manifests::CONTENT),
+                artifact_type: text(&r, schema::manifests::ARTIFACT_TYPE),
+                annotations: text(&r, schema::manifests::ANNOTATIONS),
+            })
+            .collect();
+        let mut owned = Owned {
+            manifests,
+            tags: HashMap::new(),
+            tag_count: 0,
+            edges: HashMap::new(),
+            carried: HashMap::new(),
+        };
+        for t in rows_of(tables, &schema::TAGS) {
+            owned.tag_count += 1;
+            owned
+                .tags
+                .entry(text(&t, schema::tags::DIGEST).unwrap_or_default())
+                .or_default()
+                .push(text(&t, schema::tags::NAME).unwrap_or_default());
+        }
+        let edge_tables = [
+            (
+                &schema::MANIFEST_BLOBS,
+                "blob",
+                schema::manifest_blobs::BLOB,
+            ),
+            (
+                &schema::MANIFEST_CHILDREN,
+                "child",
+                schema::manifest_children::CHILD,
+            ),
+        ];
+        for (table, what, target) in edge_tables {
+            let owner = table.owner.unwrap_or_default();
+            for e in rows_of(tables, table) {
+                owned
+                    .edges
+                    .entry(text(&e, owner).unwrap_or_default())
+                    .or_default()
+                    .insert(format!("{what} {}", text(&e, target).unwrap_or_default()));
+            }
+        }
+        for a in rows_of(tables, &schema::ATTACHMENTS) {
+            let source = text(&a, schema::attachments::SOURCE).unwrap_or_default();
+            if source == AttachmentSource::Extension.as_str() {
+                continue;
+            }
+            owned
+                .carried
+                .entry(text(&a, schema::attachments::CARRIER).unwrap_or_default())
+                .or_default()
+                .insert((
+                    text(&a, schema::attachments::SUBJECT).unwrap_or_default(),
+                    text(&a, schema::attachments::ATTACHMENT).unwrap_or_default(),
+                    source,
+                    text(&a, schema::attachments::KIND).unwrap_or_default(),
+                    text(&a, schema::attachments::FORMAT).unwrap_or_default(),
+                    text(&a, schema::attachments::TAG),
+                ));
+        }
+        owned
+    }
+}
+
+/// Other manifests of the repository that a window's manifests name (children, entries
+/// described, descriptors that are not blobs), by digest.
+struct Referenced {
+    manifests: HashMap<String, ManifestRow>,
+}
+
+impl Referenced {
+    async fn read(
+        meta: &Arc<dyn MetadataStore>,
+        repo: &RepoName,
+        digests: &BTreeSet<Digest>,
+    ) -> StorageResult<Self> {
+        let digests: Vec<Digest> = digests.iter().cloned().collect();
+        let mut manifests = HashMap::new();
+        if !digests.is_empty() {
+            let only = [schema::MANIFESTS.name];
+            if let Some(export) = meta
+                .export_repository(repo.as_str(), Some(&only), ExportRows::Of(&digests))
+                .await?
+            {
+                for m in Owned::read(&export.tables).manifests {
+                    manifests.insert(m.digest.clone(), m);
+                }
+            }
+        }
+        Ok(Referenced { manifests })
+    }
+
+    fn holds(&self, digest: &Digest) -> bool {
+        self.manifests.contains_key(digest.to_string().as_str())
+    }
+
+    fn size(&self, digest: &Digest) -> Option<u64> {
+        self.manifests
+            .get(digest.to_string().as_str())
+            .map(|m| m.content.len() as u64)
+    }
+
+    fn describe(&self, digest: &Digest) -> Option<EntryDescription> {
+        let m = self.manifests.get(digest.to_string().as_str())?;
+        Some(EntryDescription {
+            digest: digest.clone(),
+            artifact_type: m.artifact_type.clone(),
+            annotations: m
+                .annotations
+                .as_deref()
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default(),
+            predicate_types: crate::manifest::statement_predicate_types(&m.content),
+        })
+    }
+}
+
 async fn check_repositories(
     meta: &Arc<dyn MetadataStore>,
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
-    let mut names = Vec::new();
+    let mut last: Option<String> = None;
     loop {
         let page = meta
             .list_repositories(Page {
-                last: names.last().map(String::as_str),
+                last: last.as_deref(),
                 limit: Some(1000),
             })
             .await?;
-        if page.is_empty() {
-            break;
+        let Some(end) = page.last() else { break };
+        last = Some(end.clone());
+        for name in &page {
+            let Ok(repo) = name.parse::<RepoName>() else {
+                report.problem("repository-name", name, "not a valid repository name");
+                continue;
+            };
+            check_repository(meta, &repo, options, report).await?;
         }
-        names.extend(page);
-    }
-    // The tables checked here; not the blob links (a row per blob pushed).
-    let only = [
-        schema::MANIFESTS.name,
-        schema::TAGS.name,
-        schema::MANIFEST_BLOBS.name,
-        schema::MANIFEST_CHILDREN.name,
-        schema::ATTACHMENTS.name,
-    ];
-    for name in names {
-        let Some(export) = meta.export_repository(&name, Some(&only)).await? else {
-            continue;
-        };
-        let Ok(repo) = name.parse::<RepoName>() else {
-            report.problem("repository-name", &name, "not a valid repository name");
-            continue;
-        };
-        check_repository(meta, &repo, &export.tables, options, report).await?;
     }
     Ok(())
 }
 
+/// Checks a repository a window of manifests at a time (each window one consistent
+/// read), then the rows that belong to no manifest it holds. What a window's manifests
+/// name elsewhere in the repository is read after the window: a manifest deleted in
+/// between is reported as missing, and a second run no longer reports it.
 async fn check_repository(
     meta: &Arc<dyn MetadataStore>,
     repo: &RepoName,
-    tables: &[ExportTable],
     options: &FsckOptions,
     report: &mut FsckReport,
 ) -> StorageResult<()> {
-    let manifests: Vec<ManifestRow> = rows_of(tables, &schema::MANIFESTS)
-        .map(|r| ManifestRow {
-            digest: text(&r, schema::manifests::DIGEST).unwrap_or_default(),
-            media_type: text(&r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
-            content: bytes(&r, schema::manifests::CONTENT),
-            artifact_type: text(&r, schema::manifests::ARTIFACT_TYPE),
-            annotations: text(&r, schema::manifests::ANNOTATIONS),
-        })
-        .collect();
-    let present: BTreeSet<&str> = manifests.iter().map(|m| m.digest.as_str()).collect();
-    let manifest_sizes: HashMap<&str, u64> = manifests
-        .iter()
-        .map(|m| (m.digest.as_str(), m.content.len() as u64))
-        .collect();
-    type Description<'a> = (Option<String>, BTreeMap<String, String>, &'a [u8]);
-    let descriptions: HashMap<&str, Description<'_>> = manifests
-        .iter()
-        .map(|m| {
-            let annotations = m
-                .annotations
-                .as_deref()
-                .and_then(|a| serde_json::from_str(a).ok())
-                .unwrap_or_default();
-            (
-                m.digest.as_str(),
-                (m.artifact_type.clone(), annotations, &m.content[..]),
-            )
-        })
-        .collect();
-
-    let mut tags_of: HashMap<String, Vec<String>> = HashMap::new();
-    for t in rows_of(tables, &schema::TAGS) {
-        report.tags_checked += 1;
-        let (tag, digest) = (
-            text(&t, schema::tags::NAME).unwrap_or_default(),
-            text(&t, schema::tags::DIGEST).unwrap_or_default(),
-        );
-        if !present.contains(digest.as_str()) {
+    let mut after: Option<String> = None;
+    loop {
+        let window = ExportRows::Window {
+            after: after.as_deref(),
+            limit: MANIFEST_WINDOW,
+        };
+        let Some(export) = meta
+            .export_repository(repo.as_str(), Some(&CHECKED), window)
+            .await?
+        else {
+            return Ok(()); // deleted while being checked
+        };
+        let owned = Owned::read(&export.tables);
+        drop(export);
+        let Some(last) = owned.manifests.last() else {
+            break;
+        };
+        after = Some(last.digest.clone());
+        check_window(meta, repo, owned, options, report).await?;
+    }
+    let Some(export) = meta
+        .export_repository(repo.as_str(), Some(&CHECKED), ExportRows::Unowned)
+        .await?
+    else {
+        return Ok(());
+    };
+    let strays = Owned::read(&export.tables);
+    report.tags_checked += strays.tag_count;
+    for (digest, tags) in &strays.tags {
+        for tag in tags {
             report.problem(
                 "tag-dangling",
                 format!("{repo}:{tag}"),
                 format!("points at {digest}, which the repository does not hold"),
             );
         }
-        tags_of.entry(digest).or_default().push(tag);
     }
-    let mut edges: HashMap<String, BTreeSet<String>> = HashMap::new();
-    for e in rows_of(tables, &schema::MANIFEST_BLOBS) {
-        let (m, b) = (
-            text(&e, schema::manifest_blobs::MANIFEST),
-            text(&e, schema::manifest_blobs::BLOB),
+    for stray in strays.edges.keys() {
+        report.problem(
+            "manifest-edges",
+            format!("{repo}@{stray}"),
+            "edges of a manifest the repository does not hold",
         );
-        edges
-            .entry(m.unwrap_or_default())
-            .or_default()
-            .insert(format!("blob {}", b.unwrap_or_default()));
     }
-    for e in rows_of(tables, &schema::MANIFEST_CHILDREN) {
-        let (m, c) = (
-            text(&e, schema::manifest_children::INDEX),
-            text(&e, schema::manifest_children::CHILD),
-        );
-        edges
-            .entry(m.unwrap_or_default())
-            .or_default()
-            .insert(format!("child {}", c.unwrap_or_default()));
-    }
-    let mut carried: HashMap<String, BTreeSet<AttachmentKey>> = HashMap::new();
-    for a in rows_of(tables, &schema::ATTACHMENTS) {
-        let source = text(&a, schema::attachments::SOURCE).unwrap_or_default();
-        if source == AttachmentSource::Extension.as_str() {
-            continue;
-        }
-        carried
-            .entry(text(&a, schema::attachments::CARRIER).unwrap_or_default())
-            .or_default()
-            .insert((
-                text(&a, schema::attachments::SUBJECT).unwrap_or_default(),
-                text(&a, schema::attachments::ATTACHMENT).unwrap_or_default(),
-                source,
-                text(&a, schema::attachments::KIND).unwrap_or_default(),
-                text(&a, schema::attachments::FORMAT).unwrap_or_default(),
-                text(&a, schema::attachments::TAG),
-            ));
-    }
-    for stray in carried.keys().filter(|c| !present.contains(c.as_str())) {
+    for stray in strays.carried.keys() {
         report.problem(
             "attachment-rows",
             format!("{repo}@{stray}"),
             "attachment rows carried by a manifest the repository does not hold",
         );
     }
+    Ok(())
+}
 
-    for m in &manifests {
+/// A window's manifest that hashes to its digest and parses, with what checking it
+/// needs.
+struct Parsed<'a> {
+    row: &'a ManifestRow,
+    subject: String,
+    put: ManifestPut,
+    tags: Vec<Tag>,
+    /// The blob rows of what it references, looked up for it alone.
+    blob_rows: HashMap<Digest, u64>,
+}
+
+async fn check_window(
+    meta: &Arc<dyn MetadataStore>,
+    repo: &RepoName,
+    mut owned: Owned,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    report.tags_checked += owned.tag_count;
+    let mut parsed = Vec::new();
+    let mut wanted = BTreeSet::new();
+    for m in &owned.manifests {
         report.manifests_checked += 1;
         let subject = format!("{repo}@{}", m.digest);
         let Ok(digest) = m.digest.parse::<Digest>() else {
@@ -395,26 +515,26 @@ async fn check_repository(
             );
             continue;
         }
-        let parsed = match parse_manifest(&m.content, Some(&m.media_type)) {
+        let manifest = match parse_manifest(&m.content, Some(&m.media_type)) {
             Ok(p) => p,
             Err(e) => {
                 report.problem("manifest-invalid", subject, e.0);
                 continue;
             }
         };
-        let mut put = ManifestPut::derived(
+        let put = ManifestPut::derived(
             repo.clone(),
-            digest.clone(),
-            &parsed,
+            digest,
+            &manifest,
             Bytes::from(m.content.clone()),
         );
-        let stored_edges = edges.remove(&m.digest).unwrap_or_default();
-        // A mirror with a platform filter stores an index with the children it took: an
-        // entry neither held nor an edge was left out on purpose, not lost.
-        put.children.retain(|c| {
-            present.contains(c.to_string().as_str()) || stored_edges.contains(&format!("child {c}"))
-        });
-        // The blob rows of what this manifest references, looked up for it alone.
+        let tags: Vec<Tag> = owned
+            .tags
+            .get(&m.digest)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.parse::<Tag>().ok())
+            .collect();
         let referenced: Vec<Digest> = put
             .sizes
             .iter()
@@ -425,130 +545,143 @@ async fn check_repository(
             .cloned()
             .collect();
         let blob_rows = meta.blob_sizes(&referenced).await?;
-        for (d, declared) in &put.sizes {
-            let stored = blob_rows
-                .get(d)
-                .copied()
-                .or_else(|| manifest_sizes.get(d.to_string().as_str()).copied());
-            if let Some(stored) = stored.filter(|s| s != declared) {
-                report.problem(
-                    "manifest-descriptor-size",
-                    subject.clone(),
-                    format!(
-                        "a descriptor gives {d} {declared} bytes, the stored content has {stored}"
-                    ),
-                );
-            }
-        }
-        for b in put.blobs.iter().filter(|b| !blob_rows.contains_key(b)) {
-            report.problem(
-                "manifest-missing-reference",
-                subject.clone(),
-                format!("references blob {b}, which has no blobs row"),
-            );
-        }
-        for c in put
-            .children
-            .iter()
-            .filter(|c| !present.contains(c.to_string().as_str()))
-        {
-            report.problem(
-                "manifest-missing-reference",
-                subject.clone(),
-                format!("lists child {c}, which the repository does not hold"),
-            );
-        }
+        wanted.extend(put.children.iter().cloned());
+        wanted.extend(rules::entries_to_describe(&put, &tags));
+        wanted.extend(
+            put.sizes
+                .iter()
+                .map(|(d, _)| d)
+                .filter(|d| !blob_rows.contains_key(d))
+                .cloned(),
+        );
+        parsed.push(Parsed {
+            row: m,
+            subject,
+            put,
+            tags,
+            blob_rows,
+        });
+    }
+    let others = Referenced::read(meta, repo, &wanted).await?;
+    for p in parsed {
+        let stored_edges = owned.edges.remove(&p.row.digest).unwrap_or_default();
+        let stored_rows = owned.carried.remove(&p.row.digest).unwrap_or_default();
+        check_manifest(meta, p, &others, stored_edges, stored_rows, options, report).await?;
+    }
+    Ok(())
+}
 
-        // Edges.
-        let expected_edges: BTreeSet<String> = put
-            .blobs
-            .iter()
-            .map(|b| format!("blob {b}"))
-            .chain(put.children.iter().map(|c| format!("child {c}")))
-            .collect();
-        let edges_ok = stored_edges == expected_edges;
-        if !edges_ok {
+/// One manifest's references, edges and attachment rows against a fresh parse.
+async fn check_manifest(
+    meta: &Arc<dyn MetadataStore>,
+    p: Parsed<'_>,
+    others: &Referenced,
+    stored_edges: BTreeSet<String>,
+    stored_rows: BTreeSet<AttachmentKey>,
+    options: &FsckOptions,
+    report: &mut FsckReport,
+) -> StorageResult<()> {
+    let Parsed {
+        subject,
+        mut put,
+        tags,
+        blob_rows,
+        ..
+    } = p;
+    // A mirror with a platform filter stores an index with the children it took: an
+    // entry neither held nor an edge was left out on purpose, not lost.
+    put.children
+        .retain(|c| others.holds(c) || stored_edges.contains(&format!("child {c}")));
+    for (d, declared) in &put.sizes {
+        let stored = blob_rows.get(d).copied().or_else(|| others.size(d));
+        if let Some(stored) = stored.filter(|s| s != declared) {
             report.problem(
-                "manifest-edges",
+                "manifest-descriptor-size",
                 subject.clone(),
-                diff("edge", &expected_edges, &stored_edges),
+                format!("a descriptor gives {d} {declared} bytes, the stored content has {stored}"),
             );
-        }
-
-        // Attachment rows, by the rules of a PUT.
-        let tags: Vec<Tag> = tags_of
-            .get(&m.digest)
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t.parse::<Tag>().ok())
-            .collect();
-        let entries: Vec<EntryDescription> = rules::entries_to_describe(&put, &tags)
-            .iter()
-            .filter_map(|d| {
-                descriptions
-                    .get(d.to_string().as_str())
-                    .map(|(a, n, content)| EntryDescription {
-                        digest: d.clone(),
-                        artifact_type: a.clone(),
-                        annotations: n.clone(),
-                        predicate_types: crate::manifest::statement_predicate_types(content),
-                    })
-            })
-            .collect();
-        let expected = rules::put_rows(&put, &tags, &entries);
-        let expected: BTreeSet<AttachmentKey> = expected
-            .into_iter()
-            .map(|r| {
-                (
-                    r.subject.to_string(),
-                    r.attachment.to_string(),
-                    r.source.as_str().to_string(),
-                    r.kind.as_str().to_string(),
-                    r.format.to_string(),
-                    r.tag,
-                )
-            })
-            .collect();
-        let stored = carried.remove(&m.digest).unwrap_or_default();
-        let attachments_ok = stored == expected;
-        if !attachments_ok {
-            let show = |s: &BTreeSet<AttachmentKey>| -> BTreeSet<String> {
-                s.iter()
-                    .map(|(s, a, src, k, f, t)| {
-                        format!(
-                            "{src} {k} {f} {a} of {s}{}",
-                            t.as_deref()
-                                .map(|t| format!(" tag {t}"))
-                                .unwrap_or_default()
-                        )
-                    })
-                    .collect()
-            };
-            report.problem(
-                "attachment-rows",
-                subject.clone(),
-                diff("attachment row", &show(&expected), &show(&stored)),
-            );
-        }
-        if options.repair
-            && !(edges_ok && attachments_ok)
-            && crate::Registry::new(meta.clone())
-                .rebuild_manifest_rows(&put)
-                .await?
-        {
-            let fixed = usize::from(!edges_ok) + usize::from(!attachments_ok);
-            let n = report.problems.len();
-            for p in &mut report.problems[n - fixed..] {
-                p.repaired = true;
-            }
         }
     }
-    for stray in edges.keys() {
+    for b in put.blobs.iter().filter(|b| !blob_rows.contains_key(b)) {
+        report.problem(
+            "manifest-missing-reference",
+            subject.clone(),
+            format!("references blob {b}, which has no blobs row"),
+        );
+    }
+    for c in put.children.iter().filter(|c| !others.holds(c)) {
+        report.problem(
+            "manifest-missing-reference",
+            subject.clone(),
+            format!("lists child {c}, which the repository does not hold"),
+        );
+    }
+
+    // Edges.
+    let expected_edges: BTreeSet<String> = put
+        .blobs
+        .iter()
+        .map(|b| format!("blob {b}"))
+        .chain(put.children.iter().map(|c| format!("child {c}")))
+        .collect();
+    let edges_ok = stored_edges == expected_edges;
+    if !edges_ok {
         report.problem(
             "manifest-edges",
-            format!("{repo}@{stray}"),
-            "edges of a manifest the repository does not hold",
+            subject.clone(),
+            diff("edge", &expected_edges, &stored_edges),
         );
+    }
+
+    // Attachment rows, by the rules of a PUT.
+    let entries: Vec<EntryDescription> = rules::entries_to_describe(&put, &tags)
+        .iter()
+        .filter_map(|d| others.describe(d))
+        .collect();
+    let expected: BTreeSet<AttachmentKey> = rules::put_rows(&put, &tags, &entries)
+        .into_iter()
+        .map(|r| {
+            (
+                r.subject.to_string(),
+                r.attachment.to_string(),
+                r.source.as_str().to_string(),
+                r.kind.as_str().to_string(),
+                r.format.to_string(),
+                r.tag,
+            )
+        })
+        .collect();
+    let attachments_ok = stored_rows == expected;
+    if !attachments_ok {
+        let show = |s: &BTreeSet<AttachmentKey>| -> BTreeSet<String> {
+            s.iter()
+                .map(|(s, a, src, k, f, t)| {
+                    format!(
+                        "{src} {k} {f} {a} of {s}{}",
+                        t.as_deref()
+                            .map(|t| format!(" tag {t}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect()
+        };
+        report.problem(
+            "attachment-rows",
+            subject.clone(),
+            diff("attachment row", &show(&expected), &show(&stored_rows)),
+        );
+    }
+    if options.repair
+        && !(edges_ok && attachments_ok)
+        && crate::Registry::new(meta.clone())
+            .rebuild_manifest_rows(&put)
+            .await?
+    {
+        let fixed = usize::from(!edges_ok) + usize::from(!attachments_ok);
+        let n = report.problems.len();
+        for p in &mut report.problems[n - fixed..] {
+            p.repaired = true;
+        }
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::blobs::BlobStore;
 use crate::error::{StorageError, StorageResult};
-use crate::meta::{BlobRow, MetadataStore, Page};
+use crate::meta::{BlobRow, ExportRows, MetadataStore, Page};
 
 /// Blobs copied at once.
 const PARALLEL_BLOBS: usize = 4;
@@ -91,7 +91,10 @@ pub async fn copy(
         let Some(tail) = names.last() else { break };
         last = Some(tail.clone());
         for name in &names {
-            let Some(export) = src_meta.export_repository(name, None).await? else {
+            let Some(export) = src_meta
+                .export_repository(name, None, ExportRows::All)
+                .await?
+            else {
                 continue;
             };
             let inserted = registry.import_repository(&export).await?;
@@ -223,8 +226,14 @@ mod tests {
             vec![sig]
         );
         assert_eq!(
-            dst_meta.export_repository("a/b", None).await.unwrap(),
-            src_meta.export_repository("a/b", None).await.unwrap()
+            dst_meta
+                .export_repository("a/b", None, ExportRows::All)
+                .await
+                .unwrap(),
+            src_meta
+                .export_repository("a/b", None, ExportRows::All)
+                .await
+                .unwrap()
         );
         assert_eq!(
             dst_blobs.size(&layer_digest).await.unwrap(),

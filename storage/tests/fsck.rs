@@ -16,6 +16,7 @@ use signet_storage::uploads::Uploads;
 use signet_storage::{Digest, MetadataStore, RepoName, Tag};
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 struct World {
     meta: Arc<dyn MetadataStore>,
@@ -84,6 +85,8 @@ on_both_backends!(
     a_session_whose_staged_file_lost_bytes_is_reported_and_dropped,
     a_session_whose_bytes_were_placed_before_it_closed_is_no_problem,
     a_descriptor_size_the_store_disagrees_with_is_reported,
+    a_repository_of_many_windows_is_checked_whole,
+    rows_of_no_manifest_are_reported,
 );
 
 fn repo() -> RepoName {
@@ -188,6 +191,27 @@ impl World {
             let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
             sqlx::query(statement).execute(&pool).await.unwrap();
             pool.close().await;
+        }
+    }
+
+    /// Statements run with the foreign keys off, on one connection: a store damaged
+    /// below the registry (a restore of some tables, a hand edit).
+    async fn sql_unchecked(&self, statements: &str) {
+        use sqlx::Connection;
+        if self.url.starts_with("sqlite:") {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(&format!("PRAGMA foreign_keys = OFF; {statements}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+        } else {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(&format!(
+                "SET session_replication_role = replica; {statements}"
+            ))
+            .execute(&mut c)
+            .await
+            .unwrap();
         }
     }
 }
@@ -412,4 +436,106 @@ async fn a_session_whose_bytes_were_placed_before_it_closed_is_no_problem(w: Wor
     let lost = w.append(&lost, 0, b"these go nowhere").await;
     std::fs::remove_file(w.staged_data(&lost.id)).unwrap();
     assert_eq!(kinds(&w.fsck(false).await), ["upload-missing-parts"]);
+}
+
+/// More manifests than fsck reads at once, and an index whose children fall in other
+/// windows than its own: all are checked, the clean ones clean, and an edge lost in
+/// the last window is found and rebuilt.
+async fn a_repository_of_many_windows_is_checked_whole(w: World) {
+    w.populate().await;
+    let config = Digest::sha256_of(b"{}");
+    let mut images = Vec::new();
+    for i in 0..150 {
+        let layer = w.push_blob(format!("layer {i}").as_bytes()).await;
+        let body = manifest(&config, &[(&layer, layer_len(i))], json!({}));
+        let size = body.len();
+        let digest = w
+            .put(body, vec![config.clone(), layer], Some(&format!("i{i}")))
+            .await;
+        images.push((digest, size));
+    }
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": images.iter().map(|(d, size)| json!({
+            "mediaType": OCI_MANIFEST, "digest": d.to_string(), "size": size,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let parsed = signet_storage::manifest::parse_manifest(&index, Some(OCI_INDEX)).unwrap();
+    let index_digest = Digest::sha256_of(&index);
+    let put = ManifestPut {
+        tags: vec!["all".parse().unwrap()],
+        ..ManifestPut::derived(repo(), index_digest.clone(), &parsed, Bytes::from(index))
+    };
+    w.meta.put_manifest(&put).await.unwrap();
+
+    let report = w.fsck(false).await;
+    assert!(report.is_clean(), "{report:#?}");
+    assert_eq!(report.manifests_checked, 3 + 150 + 1);
+    assert_eq!(report.tags_checked, 2 + 150 + 1);
+    assert_eq!(report.blobs_checked, 3 + 150);
+
+    let last = images
+        .iter()
+        .map(|(d, _)| d)
+        .max_by_key(|d| d.to_string())
+        .unwrap();
+    w.sql(&format!(
+        "DELETE FROM manifest_children WHERE index_digest = '{index_digest}' AND child_digest = '{last}'"
+    ))
+    .await;
+    w.sql(&format!(
+        "DELETE FROM manifest_blobs WHERE manifest_digest = '{last}' AND blob_digest = '{config}'"
+    ))
+    .await;
+    let report = w.fsck(true).await;
+    let mut subjects: Vec<String> = report.problems.iter().map(|p| p.subject.clone()).collect();
+    subjects.sort();
+    let mut expected = vec![format!("app@{index_digest}"), format!("app@{last}")];
+    expected.sort();
+    assert_eq!(subjects, expected, "{report:#?}");
+    assert_eq!(kinds(&report), ["manifest-edges", "manifest-edges"]);
+    assert!(report.is_clean(), "repaired: {report:#?}");
+    assert!(w.fsck(false).await.is_clean());
+}
+
+fn layer_len(i: usize) -> u64 {
+    format!("layer {i}").len() as u64
+}
+
+/// Rows whose manifest is gone (written with the store's keys off) are named: a tag
+/// that points nowhere, edges and attachment rows of no manifest.
+async fn rows_of_no_manifest_are_reported(w: World) {
+    w.populate().await;
+    let gone = Digest::sha256_of(b"a manifest never stored");
+    let config = Digest::sha256_of(b"{}");
+    w.sql_unchecked(&format!(
+        "INSERT INTO tags (repository_id, name, digest, updated_at)
+           SELECT id, 'lost', '{gone}', 0 FROM repositories WHERE name = 'app';
+         INSERT INTO manifest_blobs (repository_id, manifest_digest, blob_digest)
+           SELECT id, '{gone}', '{config}' FROM repositories WHERE name = 'app';
+         INSERT INTO attachments (repository_id, subject, attachment, kind, source, format,
+                                  carrier, created_at)
+           SELECT id, '{config}', '{gone}', 'signature', 'subject', 'cosign', '{gone}', 0
+           FROM repositories WHERE name = 'app';"
+    ))
+    .await;
+    let report = w.fsck(false).await;
+    let mut found: Vec<(String, String)> = report
+        .problems
+        .iter()
+        .map(|p| (p.kind.clone(), p.subject.clone()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            ("attachment-rows".to_string(), format!("app@{gone}")),
+            ("manifest-edges".to_string(), format!("app@{gone}")),
+            ("tag-dangling".to_string(), "app:lost".to_string()),
+        ],
+        "{report:#?}"
+    );
+    assert_eq!(report.tags_checked, 3);
 }

@@ -239,12 +239,13 @@ pub fn verify_against(
     signed_attrs[0] = 0x31;
 
     // The signing certificate: embedded, or the leaf of a trusted authority's chain,
-    // matched by serial number (IssuerAndSerialNumber).
-    let serial = match sid.tag {
+    // matched by issuer and serial number (IssuerAndSerialNumber): serials are unique
+    // per issuer only, and certificates of two issuers may share one.
+    let (issuer, serial) = match sid.tag {
         0x30 => {
             let mut r = Reader::new(sid.value);
-            r.expect(0x30, "issuer")?;
-            r.expect(0x02, "serialNumber")?.value
+            let issuer = r.expect(0x30, "issuer")?.raw;
+            (issuer, r.expect(0x02, "serialNumber")?.value)
         }
         _ => return Err("the timestamp names its signer by key identifier".into()),
     };
@@ -270,9 +271,10 @@ pub fn verify_against(
         .iter()
         .find(|der| {
             Certificate::from_der(der).is_ok_and(|c| {
-                c.tbs_certificate().serial_number().as_bytes()
-                    == serial.strip_prefix(&[0]).unwrap_or(serial)
-                    || c.tbs_certificate().serial_number().as_bytes() == serial
+                let tbs = c.tbs_certificate();
+                let number = tbs.serial_number().as_bytes();
+                (number == serial.strip_prefix(&[0]).unwrap_or(serial) || number == serial)
+                    && tbs.issuer().to_der().is_ok_and(|name| name == issuer)
             })
         })
         .ok_or("the timestamp's signing certificate is not known")?;
@@ -404,6 +406,19 @@ mod tests {
         }
         assert!(verify(b"", &sig, &root).is_err());
         assert!(verify(&token[..token.len() / 2], &sig, &root).is_err());
+        // The signer named by the right serial number under another issuer: no
+        // certificate is that one.
+        let leaf = Certificate::from_der(&root.timestamp_authorities[0].chain[0]).unwrap();
+        let issuer = leaf.tbs_certificate().issuer().to_der().unwrap();
+        // Its sid, in the SignerInfo before the signed attributes (which name the
+        // issuer again, signed).
+        let at = (237..346)
+            .find(|&i| token[i..].starts_with(&issuer))
+            .expect("the signer's issuer in the SignerInfo");
+        let mut renamed = token.clone();
+        renamed[at + issuer.len() - 1] ^= 0x01;
+        let e = verify(&renamed, &sig, &root).unwrap_err();
+        assert!(e.contains("signing certificate is not known"), "{e}");
         // A trusted root without that authority.
         let mut bare = root;
         bare.timestamp_authorities.clear();

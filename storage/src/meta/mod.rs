@@ -303,6 +303,25 @@ pub struct ExportTable {
     pub rows: Vec<Vec<ExportValue>>,
 }
 
+/// Which rows of a repository an export holds ([`Transfer::export_repository`]). Every
+/// table but the blob links has an owning manifest per row (a manifest's own row, the
+/// tags pointing at it, its edges, its atomic signatures, the attachment rows it
+/// carries); the selections other than `All` pick rows by that owner, and leave the
+/// blob links out.
+#[derive(Debug, Clone, Copy)]
+pub enum ExportRows<'a> {
+    /// Every row.
+    All,
+    /// The rows of at most `limit` manifests, those whose digests come first after
+    /// `after` in digest order: one window of a walk through a repository that holds
+    /// only a window's rows at a time.
+    Window { after: Option<&'a str>, limit: u32 },
+    /// The rows of these manifests.
+    Of(&'a [Digest]),
+    /// The rows whose owning manifest the repository does not hold.
+    Unowned,
+}
+
 /// Everything a store holds of one repository (without the shared `blobs` rows), in the
 /// order it must be imported: links, manifests with their exact bytes, tags, edges,
 /// atomic signatures (oldest first) and attachment rows.

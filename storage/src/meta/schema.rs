@@ -23,6 +23,9 @@ pub(crate) struct Table {
     pub columns: &'static [(&'static str, Kind)],
     /// Its `ORDER BY`.
     pub order: &'static str,
+    /// The column naming the manifest a row belongs to (`None`: rows of the repository
+    /// as a whole).
+    pub owner: Option<&'static str>,
 }
 
 pub(crate) mod repository_blobs {
@@ -83,6 +86,7 @@ pub(crate) const REPOSITORY_BLOBS: Table = Table {
         (repository_blobs::CREATED_AT, Kind::Int),
     ],
     order: "digest",
+    owner: None,
 };
 
 pub(crate) const MANIFESTS: Table = Table {
@@ -98,6 +102,7 @@ pub(crate) const MANIFESTS: Table = Table {
         (manifests::CREATED_AT, Kind::Int),
     ],
     order: "digest",
+    owner: Some(manifests::DIGEST),
 };
 
 pub(crate) const TAGS: Table = Table {
@@ -108,6 +113,7 @@ pub(crate) const TAGS: Table = Table {
         (tags::UPDATED_AT, Kind::Int),
     ],
     order: "name",
+    owner: Some(tags::DIGEST),
 };
 
 pub(crate) const MANIFEST_BLOBS: Table = Table {
@@ -117,6 +123,7 @@ pub(crate) const MANIFEST_BLOBS: Table = Table {
         (manifest_blobs::BLOB, Kind::Text),
     ],
     order: "manifest_digest, blob_digest",
+    owner: Some(manifest_blobs::MANIFEST),
 };
 
 pub(crate) const MANIFEST_CHILDREN: Table = Table {
@@ -126,6 +133,7 @@ pub(crate) const MANIFEST_CHILDREN: Table = Table {
         (manifest_children::CHILD, Kind::Text),
     ],
     order: "index_digest, child_digest",
+    owner: Some(manifest_children::INDEX),
 };
 
 pub(crate) const ATOMIC_SIGNATURES: Table = Table {
@@ -137,6 +145,7 @@ pub(crate) const ATOMIC_SIGNATURES: Table = Table {
         (atomic_signatures::CREATED_AT, Kind::Int),
     ],
     order: "seq",
+    owner: Some(atomic_signatures::MANIFEST),
 };
 
 pub(crate) const ATTACHMENTS: Table = Table {
@@ -153,6 +162,7 @@ pub(crate) const ATTACHMENTS: Table = Table {
         (attachments::CREATED_AT, Kind::Int),
     ],
     order: "subject, attachment, source",
+    owner: Some(attachments::CARRIER),
 };
 
 /// Every exported table, in import order.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    AtomicSignature, ManifestPut, ManifestRecord, MetadataStore, Page, SignatureStored,
+    AtomicSignature, ExportRows, ManifestPut, ManifestRecord, MetadataStore, Page, SignatureStored,
     StoredVerdict, TagCondition, UploadSession,
 };
 use crate::attachments::{AttachmentKind, AttachmentSource, COSIGN_SIG_ARTIFACT};
@@ -41,6 +41,7 @@ pub async fn run(db: Arc<dyn MetadataStore>) {
     usage(&*db).await;
     manifests_and_tags(&*db).await;
     many_references(&*db).await;
+    export_selections(&*db).await;
     referrers(&*db).await;
     pagination(&*db).await;
     uploads(&*db).await;
@@ -447,7 +448,7 @@ async fn many_references(db: &dyn MetadataStore) {
     assert_eq!(sizes.len(), 1000);
     assert!(layers.iter().all(|d| sizes.get(d) == Some(&1)));
     let export = db
-        .export_repository(r.as_str(), None)
+        .export_repository(r.as_str(), None, ExportRows::All)
         .await
         .unwrap()
         .unwrap();
@@ -457,6 +458,95 @@ async fn many_references(db: &dyn MetadataStore) {
         .find(|t| t.table == "manifest_blobs")
         .unwrap();
     assert_eq!(edges.rows.len(), 1000);
+}
+
+/// An export of a window of manifests, of named manifests, or of rows that belong to no
+/// manifest holds each selected manifest's own rows (its row, tags, edges), never the
+/// blob links.
+async fn export_selections(db: &dyn MetadataStore) {
+    let r = repo("suite/export");
+    let layer = Digest::sha256_of(b"export layer");
+    db.link_blob(&r, &layer, 1).await.unwrap();
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let m = manifest(&format!("{{\"export\":{i}}}"), None);
+        let mut p = put(&r, &m, &[], Some(&format!("t{i}")));
+        p.blobs = vec![layer.clone()];
+        db.put_manifest(&p).await.unwrap();
+        digests.push(m.digest);
+    }
+    digests.sort_by_key(|d| d.to_string());
+    let names = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        selected(db, &r, ExportRows::All).await,
+        (names(&digests), 3, 3, 1)
+    );
+    let first = ExportRows::Window {
+        after: None,
+        limit: 2,
+    };
+    assert_eq!(
+        selected(db, &r, first).await,
+        (names(&digests[..2]), 2, 2, 0)
+    );
+    let after = digests[1].to_string();
+    let rest = ExportRows::Window {
+        after: Some(&after),
+        limit: 2,
+    };
+    assert_eq!(
+        selected(db, &r, rest).await,
+        (names(&digests[2..]), 1, 1, 0)
+    );
+    let last = digests[2].to_string();
+    let past = ExportRows::Window {
+        after: Some(&last),
+        limit: 2,
+    };
+    assert_eq!(selected(db, &r, past).await, (Vec::new(), 0, 0, 0));
+    let asked = [
+        digests[2].clone(),
+        Digest::sha256_of(b"not a manifest here"),
+    ];
+    assert_eq!(
+        selected(db, &r, ExportRows::Of(&asked)).await,
+        (names(&digests[2..]), 1, 1, 0)
+    );
+    // The store's keys keep every row with its manifest: nothing is unowned.
+    assert_eq!(
+        selected(db, &r, ExportRows::Unowned).await,
+        (Vec::new(), 0, 0, 0)
+    );
+}
+
+/// What an export selects: the manifests' digests, and the counts of tags, edges to
+/// blobs and blob links.
+async fn selected(
+    db: &dyn MetadataStore,
+    r: &RepoName,
+    rows: ExportRows<'_>,
+) -> (Vec<String>, usize, usize, usize) {
+    let export = db
+        .export_repository(r.as_str(), None, rows)
+        .await
+        .unwrap()
+        .unwrap();
+    let rows_in = |table: &str| -> Vec<String> {
+        let t = export.tables.iter().find(|t| t.table == table).unwrap();
+        t.rows
+            .iter()
+            .map(|row| match &row[0] {
+                super::ExportValue::Text(s) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    (
+        rows_in("manifests"),
+        rows_in("tags").len(),
+        rows_in("manifest_blobs").len(),
+        rows_in("repository_blobs").len(),
+    )
 }
 
 async fn referrers(db: &dyn MetadataStore) {

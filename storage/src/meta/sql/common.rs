@@ -205,8 +205,6 @@ pub(super) fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The digests of `wanted` that `table` (keyed by repository and `column`) lacks for
-/// repository `repo_id`, in `wanted`'s order.
 /// The blobs a repository holds, with their sizes (`$2...` the digests asked for).
 pub(super) const BLOB_SIZES: &str =
     "SELECT rb.digest AS digest, b.size AS size FROM repository_blobs rb

@@ -10,7 +10,7 @@ use crate::names::Tag;
 use super::common::*;
 use super::query::*;
 use super::SqlMetadata;
-use crate::meta::schema::{Kind, EXPORTED};
+use crate::meta::schema::{Kind, Table, EXPORTED};
 
 #[async_trait]
 impl<E: Engine> Transfer for SqlMetadata<E> {
@@ -40,8 +40,9 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
         &self,
         name: &str,
         only: Option<&[&str]>,
+        rows: ExportRows<'_>,
     ) -> StorageResult<Option<RepositoryExport>> {
-        // One read transaction: the export is a consistent snapshot of the repository.
+        // One read transaction: the export is a consistent snapshot of what it selects.
         let mut tx = self.engine.begin(Access::Write).await?;
         let Some(repo) = tx
             .first(query("SELECT id, created_at FROM repositories WHERE name = $1").bind(name))
@@ -55,28 +56,22 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
             if only.is_some_and(|only| !only.contains(&schema.name)) {
                 continue;
             }
-            let names: Vec<&str> = schema.columns.iter().map(|(c, _)| *c).collect();
-            let sql = format!(
-                "SELECT {} FROM {} WHERE repository_id = $1 ORDER BY {}",
-                names.join(", "),
-                schema.name,
-                schema.order
-            );
-            let rows = tx.fetch(query(sql).bind(id)).await?;
-            let rows = rows
-                .iter()
-                .map(|row| {
-                    schema
-                        .columns
-                        .iter()
-                        .map(|(c, kind)| read_column(row, c, *kind))
-                        .collect::<StorageResult<Vec<_>>>()
-                })
-                .collect::<StorageResult<Vec<_>>>()?;
+            let mut exported = Vec::new();
+            for q in selections(schema, id, rows) {
+                for row in tx.fetch(q).await? {
+                    exported.push(
+                        schema
+                            .columns
+                            .iter()
+                            .map(|(c, kind)| read_column(&row, c, *kind))
+                            .collect::<StorageResult<Vec<_>>>()?,
+                    );
+                }
+            }
             tables.push(ExportTable {
                 table: schema.name.to_string(),
-                columns: names.iter().map(|c| c.to_string()).collect(),
-                rows,
+                columns: schema.columns.iter().map(|(c, _)| c.to_string()).collect(),
+                rows: exported,
             });
         }
         tx.rollback().await?;
@@ -223,6 +218,55 @@ impl<E: Engine> Transfer for SqlMetadata<E> {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+/// The statements that read the rows of `table` that `rows` selects in repository
+/// `repo_id` (several for a long list of owners; none for a table without owners
+/// unless every row is asked for).
+fn selections(table: &Table, repo_id: i64, rows: ExportRows<'_>) -> Vec<Query> {
+    let columns: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(c, _)| format!("t.{c}"))
+        .collect();
+    let select = format!(
+        "SELECT {} FROM {} t WHERE t.repository_id = $1",
+        columns.join(", "),
+        table.name
+    );
+    let order = format!("ORDER BY {}", table.order);
+    let owner = match (rows, table.owner) {
+        (ExportRows::All, _) => return vec![query(format!("{select} {order}")).bind(repo_id)],
+        (_, None) => return Vec::new(),
+        (_, Some(owner)) => owner,
+    };
+    match rows {
+        ExportRows::All => unreachable!("answered above"),
+        ExportRows::Window { after, limit } => vec![query(format!(
+            "{select} AND t.{owner} IN (SELECT m.digest FROM manifests m
+             WHERE m.repository_id = $1 AND m.digest > $2 ORDER BY m.digest LIMIT $3) {order}"
+        ))
+        .bind(repo_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))],
+        ExportRows::Of(digests) => digests
+            .chunks(DIGESTS_PER_STATEMENT)
+            .map(|batch| {
+                let sql = format!(
+                    "{select} AND t.{owner} IN ({}) {order}",
+                    placeholders(2, batch.len())
+                );
+                batch
+                    .iter()
+                    .fold(query(sql).bind(repo_id), |q, d| q.bind(d))
+            })
+            .collect(),
+        ExportRows::Unowned => vec![query(format!(
+            "{select} AND NOT EXISTS (SELECT 1 FROM manifests m
+             WHERE m.repository_id = $1 AND m.digest = t.{owner}) {order}"
+        ))
+        .bind(repo_id)],
     }
 }
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::meta::{BlobRow, ManifestPut, RepositoryExport};
+use crate::meta::{BlobRow, ExportRows, ManifestPut, RepositoryExport};
 use crate::StorageResult;
 
 /// Copying one store into another (`crate::migrate`) and rebuilding derived rows (`crate::fsck`).
@@ -15,12 +15,13 @@ pub trait Transfer: Send + Sync {
         limit: u32,
     ) -> StorageResult<Vec<BlobRow>>;
 
-    /// Every row of one repository, or of the tables named in `only`; `None` when it
-    /// does not exist.
+    /// The rows of one repository that `rows` selects, of every table or of the tables
+    /// named in `only`; `None` when it does not exist. One read transaction.
     async fn export_repository(
         &self,
         name: &str,
         only: Option<&[&str]>,
+        rows: ExportRows<'_>,
     ) -> StorageResult<Option<RepositoryExport>>;
 
     /// Inserts the rows that are absent (by digest), leaving present ones alone; the
