@@ -193,9 +193,21 @@ async fn check_blobs(
     Ok(())
 }
 
-/// Manifests read at once: a repository is checked a window at a time, so memory
-/// follows the largest window (and the tags of one manifest), not the repository.
-const MANIFEST_WINDOW: u32 = 64;
+/// Rows a window of manifests aims to hold (their own rows, tags, edges and attachment
+/// rows): a repository is checked a window at a time, so memory follows a window (and
+/// the tags of one manifest), not the repository. The next window's size in manifests
+/// follows the rows the last one held: windows of a few manifests of 1,000 layers each,
+/// of hundreds of small images.
+const WINDOW_ROWS: usize = 8_192;
+/// Manifests in a repository's first window, and at most in any.
+const FIRST_WINDOW: u32 = 16;
+const MAX_WINDOW: u32 = 512;
+
+/// The size of the window after one of `limit` manifests that held `rows` rows.
+fn next_window(limit: u32, rows: usize) -> u32 {
+    let scaled = (limit as usize).saturating_mul(WINDOW_ROWS) / rows.max(1);
+    scaled.clamp(1, MAX_WINDOW as usize) as u32
+}
 
 /// The tables a manifest's check reads; not the blob links (a row per blob pushed).
 const CHECKED: [&str; 5] = [
@@ -218,38 +230,33 @@ struct ManifestRow {
 /// One attachment row as compared: (subject, attachment, source, kind, format, tag).
 type AttachmentKey = (String, String, String, String, String, Option<String>);
 
-/// Each row of `table` by column name, one at a time (a large window's edges are never
-/// all held twice).
-fn rows_of<'a>(
-    tables: &'a [ExportTable],
-    table: &'a schema::Table,
-) -> impl Iterator<Item = HashMap<&'a str, &'a ExportValue>> + 'a {
-    tables
-        .iter()
-        .filter(move |t| t.table == table.name)
-        .flat_map(|t| {
-            t.rows.iter().map(|row| {
-                t.columns
-                    .iter()
-                    .map(String::as_str)
-                    .zip(row.iter())
-                    .collect::<HashMap<_, _>>()
-            })
-        })
+/// One exported row, its values moved out by column name.
+struct Row<'a> {
+    columns: &'a [String],
+    values: Vec<ExportValue>,
 }
 
-fn text(row: &HashMap<&str, &ExportValue>, column: &str) -> Option<String> {
-    match row.get(column) {
-        Some(ExportValue::Text(s)) => Some(s.clone()),
-        _ => None,
+impl Row<'_> {
+    fn take(&mut self, column: &str) -> ExportValue {
+        match self.columns.iter().position(|c| c == column) {
+            Some(i) => std::mem::replace(&mut self.values[i], ExportValue::Null),
+            None => ExportValue::Null,
+        }
     }
-}
 
-fn bytes(row: &HashMap<&str, &ExportValue>, column: &str) -> Vec<u8> {
-    match row.get(column) {
-        Some(ExportValue::Bytes(b)) => b.clone(),
-        Some(ExportValue::Text(s)) => s.as_bytes().to_vec(),
-        _ => Vec::new(),
+    fn text(&mut self, column: &str) -> Option<String> {
+        match self.take(column) {
+            ExportValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn bytes(&mut self, column: &str) -> Vec<u8> {
+        match self.take(column) {
+            ExportValue::Bytes(b) => b,
+            ExportValue::Text(s) => s.into_bytes(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -266,72 +273,78 @@ struct Owned {
 }
 
 impl Owned {
-    fn read(tables: &[ExportTable]) -> Self {
-        let manifests = rows_of(tables, &schema::MANIFESTS)
-            .map(|r| ManifestRow {
-                digest: text(&r, schema::manifests::DIGEST).unwrap_or_default(),
-                media_type: text(&r, schema::manifests::MEDIA_TYPE).unwrap_or_default(),
-                content: bytes(&r, schema::manifests::CONTENT),
-                artifact_type: text(&r, schema::manifests::ARTIFACT_TYPE),
-                annotations: text(&r, schema::manifests::ANNOTATIONS),
-            })
-            .collect();
+    /// The rows of an export, moved into their manifests' groups (a large window is
+    /// never held twice).
+    fn read(tables: Vec<ExportTable>) -> Self {
         let mut owned = Owned {
-            manifests,
+            manifests: Vec::new(),
             tags: HashMap::new(),
             tag_count: 0,
             edges: HashMap::new(),
             carried: HashMap::new(),
         };
-        for t in rows_of(tables, &schema::TAGS) {
-            owned.tag_count += 1;
-            owned
-                .tags
-                .entry(text(&t, schema::tags::DIGEST).unwrap_or_default())
-                .or_default()
-                .push(text(&t, schema::tags::NAME).unwrap_or_default());
-        }
-        let edge_tables = [
-            (
-                &schema::MANIFEST_BLOBS,
-                "blob",
-                schema::manifest_blobs::BLOB,
-            ),
-            (
-                &schema::MANIFEST_CHILDREN,
-                "child",
-                schema::manifest_children::CHILD,
-            ),
-        ];
-        for (table, what, target) in edge_tables {
-            let owner = table.owner.unwrap_or_default();
-            for e in rows_of(tables, table) {
-                owned
-                    .edges
-                    .entry(text(&e, owner).unwrap_or_default())
-                    .or_default()
-                    .insert(format!("{what} {}", text(&e, target).unwrap_or_default()));
+        for ExportTable {
+            table,
+            columns,
+            rows,
+        } in tables
+        {
+            for values in rows {
+                let mut row = Row {
+                    columns: &columns,
+                    values,
+                };
+                owned.add(&table, &mut row);
             }
-        }
-        for a in rows_of(tables, &schema::ATTACHMENTS) {
-            let source = text(&a, schema::attachments::SOURCE).unwrap_or_default();
-            if source == AttachmentSource::Extension.as_str() {
-                continue;
-            }
-            owned
-                .carried
-                .entry(text(&a, schema::attachments::CARRIER).unwrap_or_default())
-                .or_default()
-                .insert((
-                    text(&a, schema::attachments::SUBJECT).unwrap_or_default(),
-                    text(&a, schema::attachments::ATTACHMENT).unwrap_or_default(),
-                    source,
-                    text(&a, schema::attachments::KIND).unwrap_or_default(),
-                    text(&a, schema::attachments::FORMAT).unwrap_or_default(),
-                    text(&a, schema::attachments::TAG),
-                ));
         }
         owned
+    }
+
+    fn add(&mut self, table: &str, r: &mut Row<'_>) {
+        use schema::{attachments, manifest_blobs, manifest_children, manifests, tags};
+        let mut edge = |owner: Option<String>, edge: String| {
+            self.edges
+                .entry(owner.unwrap_or_default())
+                .or_default()
+                .insert(edge);
+        };
+        if table == schema::MANIFESTS.name {
+            self.manifests.push(ManifestRow {
+                digest: r.text(manifests::DIGEST).unwrap_or_default(),
+                media_type: r.text(manifests::MEDIA_TYPE).unwrap_or_default(),
+                content: r.bytes(manifests::CONTENT),
+                artifact_type: r.text(manifests::ARTIFACT_TYPE),
+                annotations: r.text(manifests::ANNOTATIONS),
+            });
+        } else if table == schema::TAGS.name {
+            self.tag_count += 1;
+            self.tags
+                .entry(r.text(tags::DIGEST).unwrap_or_default())
+                .or_default()
+                .push(r.text(tags::NAME).unwrap_or_default());
+        } else if table == schema::MANIFEST_BLOBS.name {
+            let blob = r.text(manifest_blobs::BLOB).unwrap_or_default();
+            edge(r.text(manifest_blobs::MANIFEST), format!("blob {blob}"));
+        } else if table == schema::MANIFEST_CHILDREN.name {
+            let child = r.text(manifest_children::CHILD).unwrap_or_default();
+            edge(r.text(manifest_children::INDEX), format!("child {child}"));
+        } else if table == schema::ATTACHMENTS.name {
+            let source = r.text(attachments::SOURCE).unwrap_or_default();
+            if source == AttachmentSource::Extension.as_str() {
+                return;
+            }
+            self.carried
+                .entry(r.text(attachments::CARRIER).unwrap_or_default())
+                .or_default()
+                .insert((
+                    r.text(attachments::SUBJECT).unwrap_or_default(),
+                    r.text(attachments::ATTACHMENT).unwrap_or_default(),
+                    source,
+                    r.text(attachments::KIND).unwrap_or_default(),
+                    r.text(attachments::FORMAT).unwrap_or_default(),
+                    r.text(attachments::TAG),
+                ));
+        }
     }
 }
 
@@ -355,7 +368,7 @@ impl Referenced {
                 .export_repository(repo.as_str(), Some(&only), ExportRows::Of(&digests))
                 .await?
             {
-                for m in Owned::read(&export.tables).manifests {
+                for m in Owned::read(export.tables).manifests {
                     manifests.insert(m.digest.clone(), m);
                 }
             }
@@ -425,10 +438,11 @@ async fn check_repository(
     report: &mut FsckReport,
 ) -> StorageResult<()> {
     let mut after: Option<String> = None;
+    let mut limit = FIRST_WINDOW;
     loop {
         let window = ExportRows::Window {
             after: after.as_deref(),
-            limit: MANIFEST_WINDOW,
+            limit,
         };
         let Some(export) = meta
             .export_repository(repo.as_str(), Some(&CHECKED), window)
@@ -436,8 +450,8 @@ async fn check_repository(
         else {
             return Ok(()); // deleted while being checked
         };
-        let owned = Owned::read(&export.tables);
-        drop(export);
+        limit = next_window(limit, export.tables.iter().map(|t| t.rows.len()).sum());
+        let owned = Owned::read(export.tables);
         let Some(last) = owned.manifests.last() else {
             break;
         };
@@ -450,7 +464,7 @@ async fn check_repository(
     else {
         return Ok(());
     };
-    let strays = Owned::read(&export.tables);
+    let strays = Owned::read(export.tables);
     report.tags_checked += strays.tag_count;
     for (digest, tags) in &strays.tags {
         for tag in tags {
