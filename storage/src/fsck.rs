@@ -499,6 +499,9 @@ struct Parsed<'a> {
     subject: String,
     put: ManifestPut,
     tags: Vec<Tag>,
+    /// The index entries the attachment rules need described (those the repository
+    /// does not hold stay undescribed).
+    entries: Vec<Digest>,
     /// The blob rows of what it references, looked up for it alone.
     blob_rows: HashMap<Digest, u64>,
 }
@@ -560,7 +563,8 @@ async fn check_window(
             .collect();
         let blob_rows = meta.blob_sizes(&referenced).await?;
         wanted.extend(put.children.iter().cloned());
-        wanted.extend(rules::entries_to_describe(&put, &tags));
+        let entries = rules::entries_to_describe(&put, &tags);
+        wanted.extend(entries.iter().cloned());
         wanted.extend(
             put.sizes
                 .iter()
@@ -573,6 +577,7 @@ async fn check_window(
             subject,
             put,
             tags,
+            entries,
             blob_rows,
         });
     }
@@ -599,6 +604,7 @@ async fn check_manifest(
         subject,
         mut put,
         tags,
+        entries,
         blob_rows,
         ..
     } = p;
@@ -648,10 +654,9 @@ async fn check_manifest(
     }
 
     // Attachment rows, by the rules of a PUT.
-    let entries: Vec<EntryDescription> = rules::entries_to_describe(&put, &tags)
-        .iter()
-        .filter_map(|d| others.describe(d))
-        .collect();
+    // Read before the children not held were dropped: those have no description.
+    let entries: Vec<EntryDescription> =
+        entries.iter().filter_map(|d| others.describe(d)).collect();
     let expected: BTreeSet<AttachmentKey> = rules::put_rows(&put, &tags, &entries)
         .into_iter()
         .map(|r| {
