@@ -146,6 +146,84 @@ async fn blob_ranges() {
     assert_eq!(resp.bytes().await.unwrap(), bytes);
 }
 
+/// Blobs and ranges of many frames, around the sizes where reading changes its way
+/// (frames read on the worker thread up to 4 MiB, read ahead on the blocking pool past
+/// it), at offsets on no frame's edge: every byte in its place.
+#[tokio::test]
+async fn ranges_of_many_frames_at_any_offset() {
+    let r = Registry::start();
+    let c = client();
+    for size in [
+        700_001usize,
+        4 * 1024 * 1024,
+        4 * 1024 * 1024 + 3,
+        6_000_000,
+    ] {
+        let bytes = random_bytes(size);
+        let digest = push_blob(&c, &r, "frames", &bytes).await;
+        let url = r.v2(&format!("frames/blobs/{digest}"));
+        let whole = c.get(&url).send().await.unwrap();
+        assert_eq!(whole.status(), StatusCode::OK, "{size}");
+        assert!(
+            whole.bytes().await.unwrap() == bytes[..],
+            "whole blob of {size}"
+        );
+        for (start, len) in [
+            (1usize, 300_000usize),
+            (262_143, 262_146),
+            (99_999, size - 99_999),
+        ] {
+            let end = start + len - 1;
+            let resp = c
+                .get(&url)
+                .header("Range", format!("bytes={start}-{end}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.status(),
+                StatusCode::PARTIAL_CONTENT,
+                "{size}: {start}+{len}"
+            );
+            assert!(
+                resp.bytes().await.unwrap() == bytes[start..=end],
+                "{size}: bytes {start}-{end}"
+            );
+        }
+    }
+}
+
+/// The size a blob GET reads from a cache is forgotten with the blob: once deleted, the
+/// next GET answers 404 at once.
+#[tokio::test]
+async fn a_deleted_blob_is_not_served_from_the_cache() {
+    let r = Registry::start();
+    let c = client();
+    let bytes = random_bytes(5000);
+    let digest = push_blob(&c, &r, "cached", &bytes).await;
+    let url = r.v2(&format!("cached/blobs/{digest}"));
+    for _ in 0..2 {
+        let resp = c
+            .get(&url)
+            .header("Range", "bytes=0-9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    }
+    assert_eq!(
+        c.delete(&url).send().await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let resp = c
+        .get(&url)
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+}
+
 #[tokio::test]
 async fn blob_delete() {
     let r = Registry::start();

@@ -1,6 +1,8 @@
 //! A bounded in-process cache of manifest lookups (`GET`/`HEAD /v2/<name>/manifests/<ref>`),
-//! the hottest request, and of listing responses (tags lists, referrers indexes), the
-//! costliest reads: a hit answers without a round trip to the metadata store.
+//! the hottest request, of listing responses (tags lists, referrers indexes), the
+//! costliest reads, and of which blobs a repository holds (every blob `GET`, and a
+//! lazy-pulling client sends one per `Range`): a hit answers without a round trip to the
+//! metadata store.
 //!
 //! An entry is valid while the store has committed nothing since it was read: a lookup
 //! takes the store's change token ([`signet_storage::meta::ChangeToken`]) *before*
@@ -45,11 +47,14 @@ pub enum ListingKind {
 enum Kind {
     Manifest,
     Listing(ListingKind),
+    Blob,
 }
 
 enum Value {
     Manifest(StoredManifest),
     Listing(Listing),
+    /// A blob the repository holds, and its size.
+    BlobSize(u64),
 }
 
 impl Value {
@@ -57,6 +62,7 @@ impl Value {
         match self {
             Value::Manifest(m) => m.content.len(),
             Value::Listing(l) => l.body.len() + l.headers.iter().map(|h| h.1.len()).sum::<usize>(),
+            Value::BlobSize(_) => std::mem::size_of::<u64>(),
         }
     }
 }
@@ -114,7 +120,7 @@ impl ManifestCache {
     pub fn get(&self, now: &Version, repo: &str, reference: &str) -> Option<StoredManifest> {
         match self.lookup(now, Kind::Manifest, repo, reference)? {
             Value::Manifest(m) => Some(m),
-            Value::Listing(_) => None,
+            _ => None,
         }
     }
 
@@ -140,7 +146,7 @@ impl ManifestCache {
     ) -> Option<Listing> {
         match self.lookup(now, Kind::Listing(kind), repo, query)? {
             Value::Listing(l) => Some(l),
-            Value::Manifest(_) => None,
+            _ => None,
         }
     }
 
@@ -157,6 +163,19 @@ impl ManifestCache {
         self.store(Kind::Listing(kind), repo, query, version, value);
     }
 
+    /// The size of `digest` if `repo` holds it, cached and nothing committed since.
+    pub fn blob_size(&self, now: &Version, repo: &str, digest: &str) -> Option<u64> {
+        match self.lookup(now, Kind::Blob, repo, digest)? {
+            Value::BlobSize(size) => Some(size),
+            _ => None,
+        }
+    }
+
+    /// Caches that `repo` held `digest` of `size` bytes when the store was at `version`.
+    pub fn insert_blob_size(&self, repo: &str, digest: &str, version: Version, size: u64) {
+        self.store(Kind::Blob, repo, digest, version, Value::BlobSize(size));
+    }
+
     fn lookup(&self, now: &Version, kind: Kind, repo: &str, key: &str) -> Option<Value> {
         let now = now.as_ref()?;
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,6 +186,7 @@ impl ManifestCache {
         Some(match &entry.value {
             Value::Manifest(m) => Value::Manifest(m.clone()),
             Value::Listing(l) => Value::Listing(l.clone()),
+            Value::BlobSize(size) => Value::BlobSize(*size),
         })
     }
 
@@ -176,7 +196,7 @@ impl ManifestCache {
         };
         let size = value.bytes() + repo.len() + key.len();
         let cap = match kind {
-            Kind::Manifest => MAX_MANIFEST_BYTES,
+            Kind::Manifest | Kind::Blob => MAX_MANIFEST_BYTES,
             Kind::Listing(_) => MAX_LISTING_BYTES,
         };
         if size > cap {
@@ -274,6 +294,19 @@ mod tests {
         commit(&store, 2).await;
         let now = cache.version().await;
         assert_eq!(cache.listing(&now, ListingKind::Tags, "a/b", "n=1"), None);
+    }
+
+    #[actix_web::test]
+    async fn blob_sizes_are_kept_apart_and_invalidated_alike() {
+        let (_dir, store, cache) = on_disk().await;
+        let v = cache.version().await;
+        cache.insert_blob_size("a/b", "sha256:x", v.clone(), 42);
+        assert_eq!(cache.blob_size(&v, "a/b", "sha256:x"), Some(42));
+        assert_eq!(cache.blob_size(&v, "a/c", "sha256:x"), None);
+        assert_eq!(cache.get(&v, "a/b", "sha256:x"), None);
+        commit(&store, 3).await;
+        let now = cache.version().await;
+        assert_eq!(cache.blob_size(&now, "a/b", "sha256:x"), None);
     }
 
     #[actix_web::test]

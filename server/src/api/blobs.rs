@@ -37,11 +37,7 @@ async fn locate(
     target: Target,
 ) -> ApiResult<(Digest, u64, Option<ResolvedRange>)> {
     let (repo, digest) = blob_of(target)?;
-    let size = state
-        .meta
-        .blob_in_repository(&repo, &digest)
-        .await?
-        .ok_or(ApiError::BlobUnknown)?;
+    let size = held_size(state, &repo, &digest).await?;
     let range = match req
         .headers()
         .get(header::RANGE)
@@ -55,6 +51,29 @@ async fn locate(
         None => None,
     };
     Ok((digest, size, range))
+}
+
+/// The size of `digest` if `repo` holds it: cached while the store commits nothing, as
+/// the manifest lookups are (a client reading a blob in ranges asks once per range).
+async fn held_size(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiResult<u64> {
+    let key = digest.to_string();
+    // Taken before the store is read (see crate::cache).
+    let version = state.manifest_cache.version().await;
+    if let Some(size) = state
+        .manifest_cache
+        .blob_size(&version, repo.as_str(), &key)
+    {
+        return Ok(size);
+    }
+    let size = state
+        .meta
+        .blob_in_repository(repo, digest)
+        .await?
+        .ok_or(ApiError::BlobUnknown)?;
+    state
+        .manifest_cache
+        .insert_blob_size(repo.as_str(), &key, version, size);
+    Ok(size)
 }
 
 fn blob_headers(digest: &Digest, size: u64, range: Option<ResolvedRange>) -> HttpResponseBuilder {

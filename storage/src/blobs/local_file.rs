@@ -10,6 +10,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::task::JoinHandle;
 
+use super::cached_read;
 use super::objects::join_error;
 use crate::digest::DigestHasher;
 use crate::error::{StorageError, StorageResult};
@@ -41,12 +42,31 @@ pub fn file_frames(
     frames_from(joined(positioned), len)
 }
 
-/// A local blob opened, measured, positioned and its first frame read in one trip to
+/// The longest stream served from the worker thread while the page cache holds it
+/// ([`cached_read`]): a `Range` read, a small blob. A longer one is read ahead on the
+/// blocking pool, a frame while the one before is sent, which is what keeps a single
+/// large download at the disk's and the socket's speed together.
+const CACHED_STREAM: u64 = 4 * 1024 * 1024;
+
+/// A local blob opened, measured, positioned and its first frame read: on the calling
+/// thread when the kernel's caches hold it all ([`cached_read`]), else in one trip to
 /// the blocking pool (a 1 MiB range is one trip in all). `None` when it is absent.
 pub async fn open_blob(
     path: PathBuf,
     range: Option<ResolvedRange>,
 ) -> io::Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>> {
+    let start = range.map_or(0, |r| r.start);
+    let length = move |size: u64| range.map_or(size, |r| r.len());
+    if let Some((mut file, size)) = cached_read::open(&path) {
+        let len = length(size);
+        if len <= CACHED_STREAM {
+            return Ok(Some((size, cached_frames(file, start, len))));
+        }
+        // `lseek` waits for nothing.
+        file.seek(io::SeekFrom::Start(start))?;
+        let ready: Reading = Box::pin(futures::future::ready(Ok((file, Bytes::new()))));
+        return Ok(Some((size, frames_from(ready, len))));
+    }
     let opened = tokio::task::spawn_blocking(move || {
         let mut file = match std::fs::File::open(&path) {
             Ok(f) => f,
@@ -54,16 +74,12 @@ pub async fn open_blob(
             Err(e) => return Err(e),
         };
         let size = file.metadata()?.len();
-        let (start, len) = match range {
-            Some(r) => (r.start, r.len()),
-            None => (0, size),
-        };
         if start > 0 {
             file.seek(io::SeekFrom::Start(start))?;
         }
-        let want = len.min(READ_FRAME as u64);
+        let want = length(size).min(READ_FRAME as u64);
         let frame = read_frame(&mut file, want)?;
-        Ok(Some((file, size, frame, len - want)))
+        Ok(Some((file, size, frame, length(size) - want)))
     })
     .await
     .map_err(io::Error::other)??;
@@ -71,6 +87,59 @@ pub async fn open_blob(
         let first: Reading = Box::pin(futures::future::ready(Ok((file, frame))));
         (size, frames_from(first, left))
     }))
+}
+
+/// Where a stream of [`cached_frames`] is.
+enum CachedFrames {
+    /// Reading on the worker thread, `left` bytes from `offset`.
+    OnWorker {
+        file: std::fs::File,
+        offset: u64,
+        left: u64,
+    },
+    /// A frame was not in the page cache: the rest comes from the blocking pool.
+    Blocking(BoxStream<'static, io::Result<Bytes>>),
+    Failed,
+}
+
+/// `left` bytes of `file` from `offset` in [`cached_read::CACHED_FRAME`]s read on the
+/// worker thread, until one is not in the page cache; from there on, in frames read on
+/// the blocking pool.
+fn cached_frames(
+    file: std::fs::File,
+    offset: u64,
+    left: u64,
+) -> BoxStream<'static, io::Result<Bytes>> {
+    let start = CachedFrames::OnWorker { file, offset, left };
+    futures::stream::unfold(start, |state| async move {
+        let mut rest = match state {
+            CachedFrames::OnWorker { file, offset, left } => {
+                if left == 0 {
+                    return None;
+                }
+                let want = left.min(cached_read::CACHED_FRAME as u64);
+                if let Some(frame) = cached_read::read(&file, offset, want as usize) {
+                    let next = CachedFrames::OnWorker {
+                        file,
+                        offset: offset + want,
+                        left: left - want,
+                    };
+                    return Some((Ok(frame), next));
+                }
+                let mut file = file;
+                if let Err(e) = file.seek(io::SeekFrom::Start(offset)) {
+                    return Some((Err(e), CachedFrames::Failed));
+                }
+                let ready: Reading = Box::pin(futures::future::ready(Ok((file, Bytes::new()))));
+                frames_from(ready, left)
+            }
+            CachedFrames::Blocking(rest) => rest,
+            CachedFrames::Failed => return None,
+        };
+        let next = rest.next().await?;
+        Some((next, CachedFrames::Blocking(rest)))
+    })
+    .boxed()
 }
 
 /// A frame being read: the file back with the frame.

@@ -12,6 +12,7 @@
 //! - [`local_file`]: large-frame reads and writes of local files;
 //! - [`hash_state`]: running hashes saved in a session row.
 
+mod cached_read;
 mod hash_state;
 mod local_file;
 mod objects;
