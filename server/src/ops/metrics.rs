@@ -10,6 +10,8 @@
 //! crate::ops::metrics::global().sync_items.with_label_values(&[job, "ok"]).inc();
 //! ```
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,7 +25,8 @@ use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpResponse, Responder};
 use futures::Stream;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets, in seconds: API calls are milliseconds, blob transfers minutes.
@@ -357,16 +360,13 @@ impl Stream for CountingPayload {
 /// a client that hangs up mid-blob).
 pub struct CountingBody {
     inner: BoxBody,
-    route: String,
+    sent_total: IntCounter,
     sent: u64,
 }
 
 impl Drop for CountingBody {
     fn drop(&mut self) {
-        global()
-            .http_response_bytes
-            .with_label_values(&[&self.route])
-            .inc_by(self.sent);
+        self.sent_total.inc_by(self.sent);
     }
 }
 
@@ -389,6 +389,67 @@ impl MessageBody for CountingBody {
     }
 }
 
+/// The series one (route, method, status) feeds.
+#[derive(Clone)]
+struct RequestSeries {
+    requests: IntCounter,
+    duration: Histogram,
+    request_bytes: IntCounter,
+    response_bytes: IntCounter,
+}
+
+thread_local! {
+    /// Series handles by (route pattern, method, status), found once per worker thread:
+    /// `with_label_values` hashes the labels and takes a lock, four times a request.
+    /// The keys are bounded: route patterns and methods are a fixed set, statuses three
+    /// digits.
+    static SERIES: RefCell<HashMap<(&'static str, &'static str, u16), RequestSeries>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A method as a label: the standard ones by name, any other as `OTHER`, so that a
+/// client inventing methods cannot add series without end.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    KNOWN
+        .iter()
+        .position(|m| m == method)
+        .map_or("OTHER", |i| NAMES[i])
+}
+
+fn request_series(route: &'static str, method: &'static str, status: u16) -> RequestSeries {
+    SERIES.with(|series| {
+        series
+            .borrow_mut()
+            .entry((route, method, status))
+            .or_insert_with(|| {
+                let m = global();
+                let status = status.to_string();
+                RequestSeries {
+                    requests: m.http_requests.with_label_values(&[route, method, &status]),
+                    duration: m.http_request_duration.with_label_values(&[route, method]),
+                    request_bytes: m.http_request_bytes.with_label_values(&[route]),
+                    response_bytes: m.http_response_bytes.with_label_values(&[route]),
+                }
+            })
+            .clone()
+    })
+}
+
 /// The request series, fed once per request: count and latency by route, method and
 /// status; body bytes in and out by route; upload requests in flight.
 pub async fn track<B: MessageBody + 'static>(
@@ -396,13 +457,13 @@ pub async fn track<B: MessageBody + 'static>(
     next: Next<B>,
 ) -> Result<ServiceResponse<CountingBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method());
     let _in_flight = is_upload(&req).then(InFlight::start);
     // Route patterns, not paths: repository names and digests would make every series
     // its own. A request that did not read is counted under "unreadable".
     let route = match crate::request::target_of(&req) {
-        Some(target) => target.pattern().to_string(),
-        None => "unreadable".to_string(),
+        Some(target) => target.pattern(),
+        None => "unreadable",
     };
     let read = Arc::new(AtomicU64::new(0));
     let payload = CountingPayload {
@@ -413,20 +474,13 @@ pub async fn track<B: MessageBody + 'static>(
         payload: Box::pin(payload),
     });
     let response = next.call(req).await?;
-    let status = response.status().as_u16().to_string();
-    let m = global();
-    m.http_requests
-        .with_label_values(&[&route, &method, &status])
-        .inc();
-    m.http_request_duration
-        .with_label_values(&[&route, &method])
-        .observe(started.elapsed().as_secs_f64());
-    m.http_request_bytes
-        .with_label_values(&[&route])
-        .inc_by(read.load(Ordering::Relaxed));
+    let series = request_series(route, method, response.status().as_u16());
+    series.requests.inc();
+    series.duration.observe(started.elapsed().as_secs_f64());
+    series.request_bytes.inc_by(read.load(Ordering::Relaxed));
     Ok(response.map_body(move |_, inner| CountingBody {
         inner: BoxBody::new(inner),
-        route,
+        sent_total: series.response_bytes,
         sent: 0,
     }))
 }
@@ -471,5 +525,30 @@ mod tests {
         );
         // A labelled family nobody fed is not exported.
         assert!(!text.contains("signet_sync_items_total"), "{text}");
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        use actix_web::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for invented in ["BREW", "PROPFIND", "X-1"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{invented}");
+        }
+    }
+
+    #[test]
+    fn a_series_is_found_once_and_fed_through_its_handles() {
+        let route = "/v2/<name>/tests/series";
+        let first = request_series(route, "GET", 200);
+        first.requests.inc();
+        let again = request_series(route, "GET", 200);
+        again.requests.inc();
+        let counted = global()
+            .http_requests
+            .with_label_values(&[route, "GET", "200"])
+            .get();
+        assert_eq!(counted, 2);
     }
 }

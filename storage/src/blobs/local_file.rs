@@ -62,10 +62,16 @@ pub async fn open_blob(
         if len <= CACHED_STREAM {
             return Ok(Some((size, cached_frames(file, start, len))));
         }
-        // `lseek` waits for nothing.
-        file.seek(io::SeekFrom::Start(start))?;
-        let ready: Reading = Box::pin(futures::future::ready(Ok((file, Bytes::new()))));
-        return Ok(Some((size, frames_from(ready, len))));
+        // A long stream: its first frame read before the answer, as below.
+        let want = len.min(READ_FRAME as u64);
+        let first = tokio::task::spawn_blocking(move || {
+            file.seek(io::SeekFrom::Start(start))?;
+            read_frame(&mut file, want).map(|frame| (file, frame))
+        });
+        let first: Reading = Box::pin(futures::future::ready(
+            first.await.map_err(io::Error::other)?,
+        ));
+        return Ok(Some((size, frames_from(first, len - want))));
     }
     let opened = tokio::task::spawn_blocking(move || {
         let mut file = match std::fs::File::open(&path) {
