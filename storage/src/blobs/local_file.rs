@@ -48,9 +48,11 @@ pub fn file_frames(
 /// large download at the disk's and the socket's speed together.
 const CACHED_STREAM: u64 = 4 * 1024 * 1024;
 
-/// A local blob opened, measured, positioned and its first frame read: on the calling
-/// thread when the kernel's caches hold it all ([`cached_read`]), else in one trip to
-/// the blocking pool (a 1 MiB range is one trip in all). `None` when it is absent.
+/// A local blob opened and measured, as a stream of `range` (or all of it). On the
+/// calling thread when the kernel's caches hold its path: a short stream is then read
+/// there too, frame by frame as it is sent ([`cached_frames`]). Otherwise it is opened,
+/// positioned and its first frame read in one trip to the blocking pool (a 1 MiB range
+/// is one trip in all). `None` when it is absent.
 pub async fn open_blob(
     path: PathBuf,
     range: Option<ResolvedRange>,
