@@ -215,7 +215,6 @@ async fn every_table_a_cache_reads_feeds_the_counter() {
             "gc_lease",
             "leases",
             "manifest_pulls",
-            "repository_blobs",
             "revoked_tokens",
             "sync_jobs",
             "uploads",
