@@ -81,6 +81,11 @@ async fn blob_head_and_get_headers() {
     assert!(resp.bytes().await.unwrap().is_empty());
 }
 
+/// `GET url` with a `Range` header.
+async fn get_range(c: &reqwest::Client, url: &str, range: &str) -> reqwest::Response {
+    c.get(url).header("Range", range).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn blob_ranges() {
     let r = Registry::start();
@@ -99,7 +104,7 @@ async fn blob_ranges() {
         ("bytes=500-99999", 500, 999),
     ];
     for (range, start, end) in cases {
-        let resp = c.get(&url).header("Range", range).send().await.unwrap();
+        let resp = get_range(&c, &url, range).await;
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT, "{range}");
         let h = resp.headers().clone();
         assert_eq!(
@@ -130,18 +135,13 @@ async fn blob_ranges() {
     }
 
     for range in ["bytes=1000-", "bytes=5000-6000", "bytes=-0"] {
-        let resp = c.get(&url).header("Range", range).send().await.unwrap();
+        let resp = get_range(&c, &url, range).await;
         let h = expect_error(resp, StatusCode::RANGE_NOT_SATISFIABLE, "SIZE_INVALID").await;
         assert_eq!(header(&h, "content-range"), "bytes */1000", "{range}");
     }
 
     // A range in a unit we do not know is ignored: the whole blob.
-    let resp = c
-        .get(&url)
-        .header("Range", "items=0-1")
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, "items=0-1").await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap(), bytes);
 }
@@ -162,24 +162,16 @@ async fn ranges_of_many_frames_at_any_offset() {
         let bytes = random_bytes(size);
         let digest = push_blob(&c, &r, "frames", &bytes).await;
         let url = r.v2(&format!("frames/blobs/{digest}"));
-        let whole = c.get(&url).send().await.unwrap();
-        assert_eq!(whole.status(), StatusCode::OK, "{size}");
-        assert!(
-            whole.bytes().await.unwrap() == bytes[..],
-            "whole blob of {size}"
-        );
+        let (status, whole) = get(&c, &url).await;
+        assert_eq!(status, StatusCode::OK, "{size}");
+        assert!(whole == bytes[..], "whole blob of {size}");
         for (start, len) in [
             (1usize, 300_000usize),
             (262_143, 262_146),
             (99_999, size - 99_999),
         ] {
             let end = start + len - 1;
-            let resp = c
-                .get(&url)
-                .header("Range", format!("bytes={start}-{end}"))
-                .send()
-                .await
-                .unwrap();
+            let resp = get_range(&c, &url, &format!("bytes={start}-{end}")).await;
             assert_eq!(
                 resp.status(),
                 StatusCode::PARTIAL_CONTENT,
@@ -203,24 +195,14 @@ async fn a_deleted_blob_is_not_served_from_the_cache() {
     let digest = push_blob(&c, &r, "cached", &bytes).await;
     let url = r.v2(&format!("cached/blobs/{digest}"));
     for _ in 0..2 {
-        let resp = c
-            .get(&url)
-            .header("Range", "bytes=0-9")
-            .send()
-            .await
-            .unwrap();
+        let resp = get_range(&c, &url, "bytes=0-9").await;
         assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
     }
     assert_eq!(
         c.delete(&url).send().await.unwrap().status(),
         StatusCode::ACCEPTED
     );
-    let resp = c
-        .get(&url)
-        .header("Range", "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let resp = get_range(&c, &url, "bytes=0-9").await;
     expect_error(resp, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 

@@ -411,7 +411,7 @@ thread_local! {
 /// client inventing methods cannot add series without end.
 fn method_label(method: &actix_web::http::Method) -> &'static str {
     use actix_web::http::Method;
-    const KNOWN: [Method; 9] = [
+    static KNOWN: [Method; 9] = [
         Method::GET,
         Method::HEAD,
         Method::PUT,
@@ -422,13 +422,10 @@ fn method_label(method: &actix_web::http::Method) -> &'static str {
         Method::TRACE,
         Method::CONNECT,
     ];
-    const NAMES: [&str; 9] = [
-        "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
-    ];
     KNOWN
         .iter()
-        .position(|m| m == method)
-        .map_or("OTHER", |i| NAMES[i])
+        .find(|known| *known == method)
+        .map_or("OTHER", Method::as_str)
 }
 
 fn request_series(route: &'static str, method: &'static str, status: u16) -> RequestSeries {

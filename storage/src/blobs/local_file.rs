@@ -59,35 +59,33 @@ pub async fn open_blob(
 ) -> io::Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>> {
     let start = range.map_or(0, |r| r.start);
     let length = move |size: u64| range.map_or(size, |r| r.len());
-    if let Some((mut file, size)) = cached_read::open(&path) {
-        let len = length(size);
-        if len <= CACHED_STREAM {
-            return Ok(Some((size, cached_frames(file, start, len))));
+    let opened = match cached_read::open(&path) {
+        Some((file, size)) if length(size) <= CACHED_STREAM => {
+            return Ok(Some((size, cached_frames(file, start, length(size)))));
         }
-        // A long stream: its first frame read before the answer, as below.
-        let want = len.min(READ_FRAME as u64);
-        let first = tokio::task::spawn_blocking(move || {
-            file.seek(io::SeekFrom::Start(start))?;
-            read_frame(&mut file, want).map(|frame| (file, frame))
-        });
-        let first: Reading = Box::pin(futures::future::ready(
-            first.await.map_err(io::Error::other)?,
-        ));
-        return Ok(Some((size, frames_from(first, len - want))));
-    }
+        opened => opened,
+    };
+    // Opened above (a long stream) or not yet: opened if need be, positioned and its
+    // first frame read in one trip to the blocking pool.
     let opened = tokio::task::spawn_blocking(move || {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        let (mut file, size) = match opened {
+            Some(opened) => opened,
+            None => match std::fs::File::open(&path) {
+                Ok(f) => {
+                    let size = f.metadata()?.len();
+                    (f, size)
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
-        let size = file.metadata()?.len();
         if start > 0 {
             file.seek(io::SeekFrom::Start(start))?;
         }
-        let want = length(size).min(READ_FRAME as u64);
+        let len = length(size);
+        let want = len.min(READ_FRAME as u64);
         let frame = read_frame(&mut file, want)?;
-        Ok(Some((file, size, frame, length(size) - want)))
+        Ok(Some((file, size, frame, len - want)))
     })
     .await
     .map_err(io::Error::other)??;
