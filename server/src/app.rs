@@ -91,9 +91,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .wrap(from_fn(crate::ops::metrics::track))
             // Outermost: every layer inside reads this one reading of the request.
             .wrap(from_fn(crate::request::read))
+            // The distribution API first: actix tries each route kind in turn.
+            .configure(api::configure)
             .configure(crate::ops::configure)
             .configure(crate::auth::configure)
-            .configure(api::configure)
             .configure(crate::ext::configure)
             .configure(crate::ui::configure)
             .default_service(web::to(unmatched))

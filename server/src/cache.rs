@@ -72,12 +72,13 @@ struct Entry {
     value: Value,
 }
 
-/// (what, repository, reference or query).
-type Key = (Kind, String, String);
+/// Entries by what they are, then repository, then reference or query: nested so that a
+/// lookup, on every pull, borrows its keys instead of building them.
+type Map = HashMap<Kind, HashMap<String, HashMap<String, Entry>>>;
 
 #[derive(Default)]
 struct Entries {
-    map: HashMap<Key, Entry>,
+    map: Map,
     bytes: usize,
 }
 
@@ -179,7 +180,7 @@ impl ManifestCache {
     fn lookup(&self, now: &Version, kind: Kind, repo: &str, key: &str) -> Option<Value> {
         let now = now.as_ref()?;
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = entries.map.get(&(kind, repo.to_owned(), key.to_owned()))?;
+        let entry = entries.map.get(&kind)?.get(repo)?.get(key)?;
         if entry.version != *now {
             return None;
         }
@@ -207,10 +208,13 @@ impl ManifestCache {
             entries.map.clear();
             entries.bytes = 0;
         }
-        let old = entries.map.insert(
-            (kind, repo.to_owned(), key.to_owned()),
-            Entry { version, value },
-        );
+        let old = entries
+            .map
+            .entry(kind)
+            .or_default()
+            .entry(repo.to_owned())
+            .or_default()
+            .insert(key.to_owned(), Entry { version, value });
         entries.bytes += size;
         if let Some(old) = old {
             let old_size = old.value.bytes() + repo.len() + key.len();

@@ -96,8 +96,8 @@ static ASSETS: LazyLock<Vec<Asset>> = LazyLock::new(|| {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         crate::request::resource(crate::request::Kind::Ui)
-            .route(web::get().to(serve))
-            .route(web::head().to(serve)),
+            .on(Method::GET, serve)
+            .on(Method::HEAD, serve),
     );
 }
 

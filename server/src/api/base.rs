@@ -1,5 +1,6 @@
 //! `GET /v2/`: the API version check every client starts with.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 
 use crate::request::{resource, Kind};
@@ -7,8 +8,8 @@ use crate::request::{resource, Kind};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource(Kind::Base)
-            .route(web::get().to(version_check))
-            .route(web::head().to(version_check)),
+            .on(Method::GET, version_check)
+            .on(Method::HEAD, version_check),
     );
 }
 

@@ -4,6 +4,7 @@
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder};
 use signet_storage::range::{parse_range_header, ResolvedRange};
 use signet_storage::{Digest, RepoName, StorageError};
@@ -16,9 +17,9 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource(Kind::Blob)
-            .route(web::get().to(get_blob))
-            .route(web::head().to(head_blob))
-            .route(web::delete().to(delete_blob)),
+            .on(Method::GET, get_blob)
+            .on(Method::HEAD, head_blob)
+            .on(Method::DELETE, delete_blob),
     );
 }
 

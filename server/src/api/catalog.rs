@@ -1,6 +1,7 @@
 //! `GET /v2/_catalog`: repositories in lexical order, paginated with `n`/`last`.
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::json;
 
@@ -13,7 +14,7 @@ use crate::request::{resource, Kind, Route, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::Catalog).route(web::get().to(catalog)));
+    cfg.service(resource(Kind::Catalog).on(Method::GET, catalog));
 }
 
 async fn catalog(

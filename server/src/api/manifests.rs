@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
@@ -20,10 +21,10 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource(Kind::Manifest)
-            .route(web::get().to(get_manifest))
-            .route(web::head().to(head_manifest))
-            .route(web::put().to(put_manifest))
-            .route(web::delete().to(delete_manifest)),
+            .on(Method::GET, get_manifest)
+            .on(Method::HEAD, head_manifest)
+            .on(Method::PUT, put_manifest)
+            .on(Method::DELETE, delete_manifest),
     );
 }
 
@@ -98,11 +99,13 @@ async fn lookup(
 }
 
 fn manifest_headers(m: &StoredManifest) -> actix_web::HttpResponseBuilder {
+    let digest = m.digest.to_string();
+    let etag = format!("\"{digest}\"");
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, m.media_type.as_str()))
-        .insert_header((DIGEST_HEADER, m.digest.to_string()))
-        .insert_header((header::ETAG, format!("\"{}\"", m.digest)));
+        .insert_header((DIGEST_HEADER, digest))
+        .insert_header((header::ETAG, etag));
     response
 }
 

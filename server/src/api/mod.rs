@@ -12,23 +12,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
+use actix_web::http::header::HeaderName;
 use actix_web::web;
 use bytes::Bytes;
 use signet_storage::meta::Page;
 
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
-pub const DIGEST_HEADER: &str = "Docker-Content-Digest";
-pub const UPLOAD_UUID_HEADER: &str = "Docker-Upload-UUID";
+// Names made once, lower case as HTTP/1.1 sends them: from a `&str` every response would
+// parse (and, for the mixed case, copy) the name again.
+pub const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");
+pub const UPLOAD_UUID_HEADER: HeaderName = HeaderName::from_static("docker-upload-uuid");
 
-/// Registers every route's handlers, by route kind (`crate::request`).
+/// Registers every route's handlers, by route kind (`crate::request`). Each kind is
+/// tried in this order, one guard each: pulls first (manifests, then blobs), as they are
+/// most of the traffic.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    base::configure(cfg);
-    catalog::configure(cfg);
-    uploads::configure(cfg);
-    blobs::configure(cfg);
     manifests::configure(cfg);
+    blobs::configure(cfg);
+    uploads::configure(cfg);
+    base::configure(cfg);
     tags::configure(cfg);
     referrers::configure(cfg);
+    catalog::configure(cfg);
 }
 
 /// The `Range` header of an upload: the bytes received so far, inclusive.

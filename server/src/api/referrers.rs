@@ -1,6 +1,7 @@
 //! `GET /v2/<name>/referrers/<digest>`: the manifests whose `subject` is `<digest>`, as
 //! an OCI image index, optionally filtered by `artifactType`.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 use signet_storage::manifest::OCI_INDEX;
@@ -11,7 +12,7 @@ use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::Referrers).route(web::get().to(list_referrers)));
+    cfg.service(resource(Kind::Referrers).on(Method::GET, list_referrers));
 }
 
 async fn list_referrers(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {

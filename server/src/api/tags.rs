@@ -1,5 +1,6 @@
 //! `GET /v2/<name>/tags/list`: tags in lexical order, paginated with `n`/`last`.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -10,7 +11,7 @@ use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::Tags).route(web::get().to(list_tags)));
+    cfg.service(resource(Kind::Tags).on(Method::GET, list_tags));
 }
 
 async fn list_tags(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {

@@ -3,6 +3,7 @@
 //! `DELETE` cancels. Bodies stream straight to the blob store.
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use signet_storage::meta::UploadSession;
 use signet_storage::range::parse_chunk_range;
@@ -14,13 +15,13 @@ use crate::request::{resource, Area, Kind, Mount, Target};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::UploadStart).route(web::post().to(start_upload)))
+    cfg.service(resource(Kind::UploadStart).on(Method::POST, start_upload))
         .service(
             resource(Kind::Upload)
-                .route(web::patch().to(append_chunk))
-                .route(web::put().to(finish_upload))
-                .route(web::get().to(upload_status))
-                .route(web::delete().to(cancel_upload)),
+                .on(Method::PATCH, append_chunk)
+                .on(Method::PUT, finish_upload)
+                .on(Method::GET, upload_status)
+                .on(Method::DELETE, cancel_upload),
         );
 }
 

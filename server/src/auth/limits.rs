@@ -175,11 +175,11 @@ pub async fn enforce(
             .into_response(too_many(limits.session_lifetime.as_secs().clamp(1, 60)))
             .map_into_right_body());
     }
-    let upload_id = match target.map(|t| t.route) {
+    let upload_id = match target.as_deref().map(|t| &t.route) {
         Some(Route::Repository {
             area: Area::Upload { session, .. },
             ..
-        }) => Some(session),
+        }) => Some(session.clone()),
         _ => None,
     };
     let response = next.call(req).await?;

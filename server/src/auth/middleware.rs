@@ -20,6 +20,7 @@ use super::rules::Action;
 use super::{Auth, AuthFailure, Caller, CatalogFilter};
 use crate::error::ApiError;
 use crate::request::{target_of, Area, Kind, Route, Target};
+use std::rc::Rc;
 
 /// What a request touches, as far as authorisation is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +161,7 @@ pub async fn authorize(
                         ..
                     }
                 ) {
-                    restrict_mount(&auth, &allowed, &req, target);
+                    restrict_mount(&auth, &allowed, &req, &target);
                 } else if overrides_immutable(&target) && !allowed.identity.admin {
                     tracing::info!(target: "audit", event = "immutable-override-refused", who = %allowed.identity, path = %req.path(), "override of the immutable-tag rules without the admin role");
                     let refusal = ApiError::TagImmutable(
@@ -176,13 +177,14 @@ pub async fn authorize(
         }
     }
     let method = req.method().clone();
-    let path = req.path().to_string();
+    // Only writes are audited: a pull copies nothing for the audit line.
+    let path = is_write(&method).then(|| req.path().to_string());
     let peer_addr = req.peer_addr();
     let response = next.call(req).await?;
     audit_write(
         &gate,
         &method,
-        &path,
+        path.as_deref().unwrap_or_default(),
         response.status(),
         response.headers(),
         caller.as_ref(),
@@ -317,11 +319,11 @@ fn overrides_immutable(target: &Target) -> bool {
 /// A cross-repository mount needs pull on the source. Without it (or without `from`,
 /// which would search every repository) the mount is dropped from the request's
 /// reading, and the handler opens an ordinary upload session, as the spec allows.
-fn restrict_mount(auth: &Auth, caller: &Caller, req: &ServiceRequest, mut target: Target) {
+fn restrict_mount(auth: &Auth, caller: &Caller, req: &ServiceRequest, target: &Target) {
     let Route::Repository {
         area: Area::UploadStart(start),
         ..
-    } = &mut target.route
+    } = &target.route
     else {
         return;
     };
@@ -343,8 +345,15 @@ fn restrict_mount(auth: &Auth, caller: &Caller, req: &ServiceRequest, mut target
         path = %req.path(),
         "cross-repository mount without pull on the source: uploading instead"
     );
-    start.mount = None;
-    req.extensions_mut().insert(target);
+    let mut reading = target.clone();
+    if let Route::Repository {
+        area: Area::UploadStart(start),
+        ..
+    } = &mut reading.route
+    {
+        start.mount = None;
+    }
+    req.extensions_mut().insert(Rc::new(reading));
 }
 
 fn refuse<B>(
@@ -415,6 +424,10 @@ fn refuse<B>(
 }
 
 /// One audit line per successful push, delete and signature write.
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 fn audit_write(
     gate: &Gate,
     method: &Method,

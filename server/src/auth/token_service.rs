@@ -15,6 +15,7 @@
 //! `POST /v2/token/revoke` (`token=...`, RFC 7009) gives one up at sign-out.
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde_json::json;
@@ -45,12 +46,11 @@ const FORM_FIELDS: [Param; 8] = [
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         crate::request::resource(crate::request::Kind::TokenService)
-            .route(web::get().to(get_token))
-            .route(web::post().to(post_token)),
+            .on(Method::GET, get_token)
+            .on(Method::POST, post_token),
     )
     .service(
-        crate::request::resource(crate::request::Kind::TokenRevoke)
-            .route(web::post().to(revoke_token)),
+        crate::request::resource(crate::request::Kind::TokenRevoke).on(Method::POST, revoke_token),
     );
 }
 

@@ -3,6 +3,7 @@
 //! index) the same for each child. Discoverable through the OCI extensions API
 //! (`GET /v2/_oci/ext/discover`).
 
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use signet_storage::coverage::coverage;
@@ -14,9 +15,9 @@ use crate::state::AppState;
 pub const EXTENSION: &str = "_signet";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::Discover).route(web::get().to(discover)))
-        .service(resource(Kind::RepositoryDiscover).route(web::get().to(discover)))
-        .service(resource(Kind::Attachments).route(web::get().to(attachments)));
+    cfg.service(resource(Kind::Discover).on(Method::GET, discover))
+        .service(resource(Kind::RepositoryDiscover).on(Method::GET, discover))
+        .service(resource(Kind::Attachments).on(Method::GET, attachments));
 }
 
 async fn discover() -> HttpResponse {

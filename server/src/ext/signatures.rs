@@ -8,6 +8,7 @@
 //! empty list, not a 404.
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use bytes::BytesMut;
@@ -26,10 +27,10 @@ pub const SUPPORTS_SIGNATURES_HEADER: (&str, &str) = ("X-Registry-Supports-Signa
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource(Kind::Signatures)
-            .route(web::get().to(list_signatures))
-            .route(web::put().to(put_signature)),
+            .on(Method::GET, list_signatures)
+            .on(Method::PUT, put_signature),
     )
-    .service(resource(Kind::SignatureDelete).route(web::delete().to(delete_signature)));
+    .service(resource(Kind::SignatureDelete).on(Method::DELETE, delete_signature));
 }
 
 /// The repository and manifest digest the request names.

@@ -16,6 +16,7 @@
 //! [`MAX_PAGE_WITH_SIGNATURES`] entries.
 
 use actix_web::http::header;
+use actix_web::http::Method;
 use actix_web::{web, HttpResponse};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -52,7 +53,7 @@ const IMAGE_CONFIG_TYPES: [&str; 2] = [
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource(Kind::SignetTags).route(web::get().to(list)));
+    cfg.service(resource(Kind::SignetTags).on(Method::GET, list));
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
@@ -358,20 +358,20 @@ impl Stream for CountingPayload {
 
 /// A response body that records the bytes actually sent when it is done (or dropped:
 /// a client that hangs up mid-blob).
-pub struct CountingBody {
-    inner: BoxBody,
+pub struct CountingBody<B> {
+    inner: B,
     sent_total: IntCounter,
     sent: u64,
 }
 
-impl Drop for CountingBody {
+impl<B> Drop for CountingBody<B> {
     fn drop(&mut self) {
         self.sent_total.inc_by(self.sent);
     }
 }
 
-impl MessageBody for CountingBody {
-    type Error = <BoxBody as MessageBody>::Error;
+impl<B: MessageBody + Unpin> MessageBody for CountingBody<B> {
+    type Error = B::Error;
 
     fn size(&self) -> BodySize {
         self.inner.size()
@@ -449,10 +449,10 @@ fn request_series(route: &'static str, method: &'static str, status: u16) -> Req
 
 /// The request series, fed once per request: count and latency by route, method and
 /// status; body bytes in and out by route; upload requests in flight.
-pub async fn track<B: MessageBody + 'static>(
+pub async fn track<B: MessageBody + Unpin + 'static>(
     mut req: ServiceRequest,
     next: Next<B>,
-) -> Result<ServiceResponse<CountingBody>, actix_web::Error> {
+) -> Result<ServiceResponse<CountingBody<B>>, actix_web::Error> {
     let started = Instant::now();
     let method = method_label(req.method());
     let _in_flight = is_upload(&req).then(InFlight::start);
@@ -462,21 +462,30 @@ pub async fn track<B: MessageBody + 'static>(
         Some(target) => target.pattern(),
         None => "unreadable",
     };
-    let read = Arc::new(AtomicU64::new(0));
-    let payload = CountingPayload {
-        inner: req.take_payload(),
-        read: read.clone(),
+    // A request without a body (most pulls) has nothing to count.
+    let read = match req.take_payload() {
+        Payload::None => None,
+        inner => {
+            let read = Arc::new(AtomicU64::new(0));
+            let payload = CountingPayload {
+                inner,
+                read: read.clone(),
+            };
+            req.set_payload(Payload::Stream {
+                payload: Box::pin(payload),
+            });
+            Some(read)
+        }
     };
-    req.set_payload(Payload::Stream {
-        payload: Box::pin(payload),
-    });
     let response = next.call(req).await?;
     let series = request_series(route, method, response.status().as_u16());
     series.requests.inc();
     series.duration.observe(started.elapsed().as_secs_f64());
-    series.request_bytes.inc_by(read.load(Ordering::Relaxed));
+    if let Some(read) = read {
+        series.request_bytes.inc_by(read.load(Ordering::Relaxed));
+    }
     Ok(response.map_body(move |_, inner| CountingBody {
-        inner: BoxBody::new(inner),
+        inner,
         sent_total: series.response_bytes,
         sent: 0,
     }))

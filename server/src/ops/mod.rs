@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::http::Method;
 use actix_web::web;
 
 /// Process-wide operational state, shared by the probes and the signal watcher.
@@ -27,9 +28,9 @@ pub struct Ops {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use crate::request::{resource, Kind};
-    cfg.service(resource(Kind::Healthz).route(web::get().to(health::healthz)))
-        .service(resource(Kind::Readyz).route(web::get().to(health::readyz)))
-        .service(resource(Kind::Metrics).route(web::get().to(metrics::serve)));
+    cfg.service(resource(Kind::Healthz).on(Method::GET, health::healthz))
+        .service(resource(Kind::Readyz).on(Method::GET, health::readyz))
+        .service(resource(Kind::Metrics).on(Method::GET, metrics::serve));
 }
 
 /// Resolves when the server should stop: after a SIGTERM/SIGINT and the drain period

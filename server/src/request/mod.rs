@@ -12,17 +12,20 @@
 //! a request gets judged as one thing and executed as another.
 
 mod decode;
+mod dispatch;
 pub mod query;
 pub mod routes;
 
+pub use dispatch::{resource, KindResource};
+
 use std::future::{ready, Ready};
+use std::rc::Rc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::guard::{Guard, GuardContext};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError};
 use signet_storage::names::InvalidReference;
 use signet_storage::{Algorithm, Digest, Reference, RepoName, Tag};
 
@@ -193,9 +196,11 @@ impl Target {
         }
     }
 
-    /// The reading left by [`read`].
+    /// The reading left by [`read`], the handler's own copy.
     pub fn of(req: &HttpRequest) -> Option<Target> {
-        req.extensions().get::<Target>().cloned()
+        req.extensions()
+            .get::<Rc<Target>>()
+            .map(|t| Target::clone(t))
     }
 }
 
@@ -420,7 +425,7 @@ pub async fn read(
     );
     match reading {
         Ok(target) => {
-            req.extensions_mut().insert(target);
+            req.extensions_mut().insert(Rc::new(target));
         }
         Err(e) => {
             req.extensions_mut().insert(Unreadable(e));
@@ -438,7 +443,7 @@ pub async fn refuse_unreadable(
     let refused = req.extensions_mut().remove::<Unreadable>();
     let error = match refused {
         Some(Unreadable(e)) => e,
-        None if req.extensions().get::<Target>().is_none() => {
+        None if req.extensions().get::<Rc<Target>>().is_none() => {
             ApiError::Internal("a request reached the server without being read".into())
         }
         None => {
@@ -453,55 +458,10 @@ pub async fn refuse_unreadable(
     Ok(req.into_response(response).map_into_right_body())
 }
 
-/// The route a middleware or handler acts on. Absent only for a request that did not
-/// pass [`read`]; callers treat that as a refusal.
-pub fn target_of(req: &ServiceRequest) -> Option<Target> {
-    req.extensions().get::<Target>().cloned()
-}
-
-/// Routes to a resource only the requests of one route kind.
-struct IsKind(Kind);
-
-impl Guard for IsKind {
-    fn check(&self, ctx: &GuardContext<'_>) -> bool {
-        ctx.req_data()
-            .get::<Target>()
-            .is_some_and(|t| t.kind() == Some(self.0))
-    }
-}
-
-/// The resource that serves one route kind of the table: every path, guarded by the
-/// reading, so actix's own path matching never decides which handler runs.
-pub fn resource(kind: Kind) -> KindResource {
-    KindResource {
-        kind,
-        routes: web::resource("{path:.*}"),
-    }
-}
-
-/// One route kind's handlers, by method ([`resource`]), registered inside a scope with the
-/// root prefix (a plain string comparison) whose guard is the reading. Actix then runs the
-/// resource's every-path pattern (a regular expression) once a request, for the kind it
-/// is, rather than once for each kind registered before it.
-pub struct KindResource {
-    kind: Kind,
-    routes: actix_web::Resource,
-}
-
-impl KindResource {
-    pub fn route(mut self, route: actix_web::Route) -> Self {
-        self.routes = self.routes.route(route);
-        self
-    }
-}
-
-impl actix_web::dev::HttpServiceFactory for KindResource {
-    fn register(self, config: &mut actix_web::dev::AppService) {
-        web::scope("")
-            .guard(IsKind(self.kind))
-            .service(self.routes)
-            .register(config)
-    }
+/// The route a middleware acts on, shared (every layer reads it; none copies it).
+/// Absent only for a request that did not pass [`read`]; callers treat that as a refusal.
+pub fn target_of(req: &ServiceRequest) -> Option<Rc<Target>> {
+    req.extensions().get::<Rc<Target>>().cloned()
 }
 
 impl FromRequest for Target {

@@ -69,7 +69,7 @@ impl Params {
                     param.name
                 )));
             }
-            params.values.push((param.name, value));
+            params.values.push((param.name, value.into_owned()));
         }
         Ok(params)
     }

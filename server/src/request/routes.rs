@@ -9,6 +9,8 @@
 //! the name, so the last marker wins, as in `/v2/a/manifests/b/blobs/<digest>` (the
 //! blob of repository `a/manifests/b`).
 
+use std::borrow::Cow;
+
 use super::query::Param;
 use crate::error::ApiError;
 
@@ -345,7 +347,7 @@ pub enum NoMatch {
 /// Matches a raw (still encoded) path against the table.
 pub fn find(raw_path: &str) -> Result<Matched, NoMatch> {
     let segments = split(raw_path)?;
-    let decoded: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let decoded: Vec<&str> = segments.iter().map(|s| s.as_ref()).collect();
     for spec in ROUTES {
         if let Some(m) = spec.shape.matches(&decoded) {
             return Ok(Matched {
@@ -360,19 +362,25 @@ pub fn find(raw_path: &str) -> Result<Matched, NoMatch> {
 }
 
 /// The path's segments after the leading `/`, each decoded once.
-fn split(raw_path: &str) -> Result<Vec<String>, NoMatch> {
+fn split(raw_path: &str) -> Result<Vec<Cow<'_, str>>, NoMatch> {
     let Some(rest) = raw_path.strip_prefix('/') else {
         return Err(NoMatch::Unknown);
     };
-    rest.split('/')
-        .map(|raw| {
-            let decoded = super::decode::percent_decode(raw, false).ok_or(NoMatch::Malformed)?;
-            if decoded.contains('/') || decoded.chars().any(char::is_control) {
-                return Err(NoMatch::Malformed);
-            }
-            Ok(decoded)
-        })
-        .collect()
+    rest.split('/').map(decode_segment).collect()
+}
+
+/// One segment, decoded; refused if it decodes to a `/` or a control character.
+fn decode_segment(raw: &str) -> Result<Cow<'_, str>, NoMatch> {
+    // Nearly every segment is printable ASCII without an escape: nothing to decode and
+    // nothing to refuse, in one pass over its bytes.
+    if raw.bytes().all(|b| b.is_ascii_graphic() && b != b'%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = super::decode::percent_decode(raw, false).ok_or(NoMatch::Malformed)?;
+    if decoded.contains('/') || decoded.chars().any(char::is_control) {
+        return Err(NoMatch::Malformed);
+    }
+    Ok(decoded)
 }
 
 type ShapeMatch = (Option<String>, Vec<(Var, String)>, Option<String>);
@@ -381,13 +389,10 @@ impl Shape {
     /// `segments` are the whole path's, decoded.
     fn matches(&self, segments: &[&str]) -> Option<ShapeMatch> {
         match self {
-            Shape::Exact(paths) => {
-                let joined = format!("/{}", segments.join("/"));
-                paths
-                    .iter()
-                    .any(|p| *p == joined)
-                    .then(|| (None, Vec::new(), None))
-            }
+            Shape::Exact(paths) => paths
+                .iter()
+                .any(|p| is_path(p, segments))
+                .then(|| (None, Vec::new(), None)),
             Shape::Ui => match segments {
                 ["ui"] => Some((None, Vec::new(), None)),
                 ["ui", rest @ ..] => Some((None, Vec::new(), Some(rest.join("/")))),
@@ -417,13 +422,24 @@ impl Shape {
     }
 }
 
+/// Whether `segments` (none holds a `/`) are the path `path`, compared segment by
+/// segment: every request tries several exact paths, and none is built to compare.
+fn is_path(path: &str, segments: &[&str]) -> bool {
+    path.strip_prefix('/')
+        .is_some_and(|p| p.split('/').eq(segments.iter().copied()))
+}
+
 /// The segments after a prefix such as `/v2/`.
 fn strip_prefix<'a>(segments: &'a [&'a str], prefix: &str) -> Option<&'a [&'a str]> {
-    let words: Vec<&str> = prefix.trim_matches('/').split('/').collect();
-    if segments.len() < words.len() || segments[..words.len()] != words[..] {
-        return None;
+    let mut rest = segments;
+    for word in prefix.trim_matches('/').split('/') {
+        let (first, tail) = rest.split_first()?;
+        if *first != word {
+            return None;
+        }
+        rest = tail;
     }
-    Some(&segments[words.len()..])
+    Some(rest)
 }
 
 fn match_segments(shape: &[Segment], actual: &[&str]) -> Option<Vec<(Var, String)>> {
@@ -564,6 +580,9 @@ mod tests {
             "/v2/a/manifests/%zz",
             "/v2/a/manifests/v%00",
             "/v2/a/manifests/%0a",
+            // Unescaped too, and beyond ASCII (U+0085 is a control character).
+            "/v2/a/manifests/v\u{7f}",
+            "/v2/a/manifests/v\u{85}",
         ] {
             assert_eq!(find(path).unwrap_err(), NoMatch::Malformed, "{path}");
         }

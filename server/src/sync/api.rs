@@ -12,6 +12,7 @@
 //! - `POST /v2/_signet/sync/jobs/<name>/cancel`: stops the run between items (202;
 //!   409 when none is going).
 
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
@@ -23,16 +24,16 @@ use crate::request::{resource, Kind, Route, Target};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource(Kind::SyncJobs)
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
+            .on(Method::GET, list)
+            .on(Method::POST, create),
     )
     .service(
         resource(Kind::SyncJob)
-            .route(web::get().to(show))
-            .route(web::delete().to(delete)),
+            .on(Method::GET, show)
+            .on(Method::DELETE, delete),
     )
-    .service(resource(Kind::SyncJobRun).route(web::post().to(run)))
-    .service(resource(Kind::SyncJobCancel).route(web::post().to(cancel)));
+    .service(resource(Kind::SyncJobRun).on(Method::POST, run))
+    .service(resource(Kind::SyncJobCancel).on(Method::POST, cancel));
 }
 
 /// The job a request's route names.

@@ -517,14 +517,15 @@ pub async fn fetch_on_miss(
             let state = req
                 .app_data::<web::Data<AppState>>()
                 .map(|s| s.clone().into_inner());
+            let target = target_of(&req);
             if let (Some(request::Route::Repository { repo, area }), Some(state)) =
-                (target_of(&req).map(|t| t.route), state)
+                (target.as_ref().map(|t| &t.route), state)
             {
                 match area {
                     Area::Manifest { reference, .. } => {
-                        pull.manifest(&state, &repo, &reference).await?;
+                        pull.manifest(&state, repo, reference).await?;
                     }
-                    Area::Blob(digest) => pull.blob(&state, &repo, &digest).await?,
+                    Area::Blob(digest) => pull.blob(&state, repo, digest).await?,
                     _ => {}
                 }
             }

@@ -60,7 +60,7 @@ pub async fn enforce(
     let Route::Repository {
         repo,
         area: Area::Manifest { reference, .. },
-    } = target.route
+    } = &target.route
     else {
         return pass(req).await;
     };
@@ -68,7 +68,7 @@ pub async fn enforce(
     if mode == PolicyMode::Off {
         return pass(req).await;
     }
-    let refusal = match evaluate(&state, &repo, &reference).await {
+    let refusal = match evaluate(&state, repo, reference).await {
         Ok(Some(e)) if !e.passes => Some((e.message(mode), Some(e.digest))),
         Ok(_) => None,
         Err(e) => {
