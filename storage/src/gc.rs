@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::blobs::BlobStore;
 use crate::digest::Digest;
 use crate::error::{StorageError, StorageResult};
-use crate::meta::{now, GcPlan, MetadataStore};
+use crate::meta::{now, GcPlan, GcResume, MetadataStore};
 use crate::uploads::Uploads;
 
 /// How long a collector's lease lasts by default; it is renewed while it deletes
@@ -37,6 +37,9 @@ use crate::uploads::Uploads;
 pub const DEFAULT_LEASE_SECS: u64 = 600;
 /// Pins older than this were left by a crash.
 const STALE_PIN_SECS: i64 = 3600;
+/// Blobs deleted between two checks of the lease (each batch's deletions run side by
+/// side, `BlobStore::delete_each`).
+const DELETE_BATCH: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcOptions {
@@ -198,12 +201,10 @@ async fn run(
     let mut cleared = Cleared::new();
     if !options.dry_run {
         // We hold the lease: a tombstone now is one a dead collector left behind.
-        for digest in meta.blob_deletions().await? {
-            let failed = &mut report.failed_deletions;
-            if delete_bytes(meta, blobs, &mut lease, &mut cleared, &digest, failed).await? {
-                report.leftover_deletions += 1;
-            }
-        }
+        let leftover = meta.blob_deletions().await?;
+        let failed = &mut report.failed_deletions;
+        report.leftover_deletions +=
+            delete_bytes(meta, blobs, &mut lease, &mut cleared, &leftover, failed).await?;
         cleared.flush(meta).await?;
     }
 
@@ -216,17 +217,18 @@ async fn run(
         dry_run: options.dry_run,
         // A dry run rolls back, so a second round would find the same rows again.
         limit: (!options.dry_run).then_some(options.round.max(1)),
+        resume: GcResume::default(),
     };
     loop {
         let sweep = meta.gc_sweep(&plan).await?;
         if !options.dry_run {
-            for (digest, _) in &sweep.blobs {
-                let failed = &mut report.failed_deletions;
-                delete_bytes(meta, blobs, &mut lease, &mut cleared, digest, failed).await?;
-            }
+            let swept: Vec<Digest> = sweep.blobs.iter().map(|(d, _)| d.clone()).collect();
+            let failed = &mut report.failed_deletions;
+            delete_bytes(meta, blobs, &mut lease, &mut cleared, &swept, failed).await?;
             cleared.flush(meta).await?;
         }
         let more = sweep.more;
+        plan.resume = sweep.resume.clone();
         report.add(sweep);
         if !more {
             break;
@@ -334,26 +336,33 @@ impl Cleared {
     }
 }
 
-/// Deletes the bytes of a tombstoned blob and queues its tombstone to be cleared. False
-/// when the bytes could not be deleted (the tombstone stays for the next collection).
+/// Deletes the bytes of tombstoned blobs, a batch at a time, and queues the tombstones
+/// of those deleted to be cleared; returns how many were. Bytes that could not be deleted
+/// keep their tombstones for the next collection.
 async fn delete_bytes(
     meta: &Arc<dyn MetadataStore>,
     blobs: &BlobStore,
     lease: &mut Lease<'_>,
     cleared: &mut Cleared,
-    digest: &Digest,
+    digests: &[Digest],
     failed: &mut Vec<String>,
-) -> StorageResult<bool> {
-    lease.keep(meta).await?;
-    match blobs.delete(digest).await {
-        Ok(()) => {
-            cleared.push(meta, digest.clone()).await?;
-            Ok(true)
-        }
-        Err(e) => {
-            tracing::warn!(%digest, error = %e, "could not delete a collected blob's bytes");
-            failed.push(digest.to_string());
-            Ok(false)
+) -> StorageResult<usize> {
+    let mut deleted = 0;
+    for batch in digests.chunks(DELETE_BATCH) {
+        // Never a deletion once the lease is lost: checked before each batch.
+        lease.keep(meta).await?;
+        for (digest, outcome) in batch.iter().zip(blobs.delete_each(batch).await) {
+            match outcome {
+                Ok(()) => {
+                    cleared.push(meta, digest.clone()).await?;
+                    deleted += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, error = %e, "could not delete a collected blob's bytes");
+                    failed.push(digest.to_string());
+                }
+            }
         }
     }
+    Ok(deleted)
 }

@@ -396,6 +396,24 @@ pub struct GcPlan {
     /// large collection goes in rounds of bounded memory; [`GcSweep::more`] says
     /// whether another round may find more.
     pub limit: Option<u32>,
+    /// Where this round resumes: the last round's [`GcSweep::resume`], or the default
+    /// for the first.
+    pub resume: GcResume,
+}
+
+/// Where the next round of a collection starts. A round walks links, then blobs, in key
+/// order and stops at its limit; the next goes on from there, so what earlier rounds
+/// examined and kept is not examined again (rounds would otherwise walk every live row
+/// again each time, and a collection's time grow with the square of the store). What
+/// turns to garbage behind the walk meanwhile waits for the next collection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcResume {
+    /// The last link a round removed: (repository id, blob digest).
+    pub links_after: Option<(i64, String)>,
+    /// Every garbage link is gone: rounds sweep blobs.
+    pub links_done: bool,
+    /// The last blob a round removed.
+    pub blobs_after: Option<String>,
 }
 
 /// What [`Collection::gc_sweep`] removed (or would remove).
@@ -409,6 +427,8 @@ pub struct GcSweep {
     pub blobs: Vec<(Digest, u64)>,
     /// The links or the blobs reached [`GcPlan::limit`]: sweep again.
     pub more: bool,
+    /// Where the next round starts ([`GcPlan::resume`]).
+    pub resume: GcResume,
 }
 
 /// Opens the metadata store a URL names (`sqlite://path`, `sqlite::memory:`,

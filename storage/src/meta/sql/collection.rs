@@ -94,60 +94,85 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         }
 
         // Links no manifest of their repository references: pushed or mounted, never used
-        // (or used by manifests since deleted).
+        // (or used by manifests since deleted). Walked in key order from where the last
+        // round stopped (`GcResume`).
         // No limit is the largest one (SQLite's -1 is no PostgreSQL's).
         let limit = plan.limit.map_or(i64::MAX, i64::from);
-        let q = query(
-            "DELETE FROM repository_blobs
-              WHERE (repository_id, digest) IN (
-                    SELECT rb.repository_id, rb.digest FROM repository_blobs rb
-                     WHERE rb.created_at < $1
-                       AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
-                                        WHERE mb.repository_id = rb.repository_id
-                                          AND mb.blob_digest = rb.digest)
-                     LIMIT $2)
-             RETURNING repository_id, digest",
-        )
-        .bind(plan.cutoff)
-        .bind(limit);
-        for row in tx.fetch(q).await? {
-            let name = names
-                .get(&row.i64("repository_id")?)
-                .cloned()
-                .unwrap_or_default();
-            sweep.links.push((name, row.digest("digest")?));
+        let full = |n: usize| plan.limit.is_some_and(|limit| n >= limit as usize);
+        let mut resume = plan.resume.clone();
+        if !resume.links_done {
+            let (after_repo, after_digest) = resume
+                .links_after
+                .clone()
+                .unwrap_or((i64::MIN, String::new()));
+            let q = query(
+                "DELETE FROM repository_blobs
+                  WHERE (repository_id, digest) IN (
+                        SELECT rb.repository_id, rb.digest FROM repository_blobs rb
+                         WHERE (rb.repository_id, rb.digest) > ($3, $4)
+                           AND rb.created_at < $1
+                           AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
+                                            WHERE mb.repository_id = rb.repository_id
+                                              AND mb.blob_digest = rb.digest)
+                         ORDER BY rb.repository_id, rb.digest
+                         LIMIT $2)
+                 RETURNING repository_id, digest",
+            )
+            .bind(plan.cutoff)
+            .bind(limit)
+            .bind(after_repo)
+            .bind(after_digest);
+            let mut removed = Vec::new();
+            for row in tx.fetch(q).await? {
+                removed.push((row.i64("repository_id")?, row.text("digest")?));
+            }
+            resume.links_done = !full(removed.len());
+            resume.links_after = removed.iter().max().cloned().or(resume.links_after);
+            for (repo_id, digest) in removed {
+                let name = names.get(&repo_id).cloned().unwrap_or_default();
+                sweep.links.push((name, parse_digest(&digest)?));
+            }
+            sweep.links.sort();
         }
-        sweep.links.sort();
 
         tx.execute(
             query("DELETE FROM blob_pins WHERE created_at < $1").bind(plan.stale_pin_cutoff),
         )
         .await?;
         // Blob rows nothing references, old enough, and not being placed by an upload:
-        // each becomes a tombstone in the same transaction.
-        let q = query(
-            "DELETE FROM blobs
-              WHERE digest IN (
-                    SELECT b.digest FROM blobs b
-                     WHERE b.created_at < $1
-                       AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-                       AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
-                       AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
-                     LIMIT $2)
-             RETURNING digest, size",
-        )
-        .bind(plan.cutoff)
-        .bind(limit);
-        for row in tx.fetch(q).await? {
-            sweep
-                .blobs
-                .push((row.digest("digest")?, row.i64("size")? as u64));
+        // each becomes a tombstone in the same transaction. Only once every garbage link
+        // is gone, whose blobs may then go too; in digest order from where the last round
+        // stopped.
+        if resume.links_done {
+            let q = query(
+                "DELETE FROM blobs
+                  WHERE digest IN (
+                        SELECT b.digest FROM blobs b
+                         WHERE b.digest > $3
+                           AND b.created_at < $1
+                           AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
+                           AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
+                           AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
+                         ORDER BY b.digest
+                         LIMIT $2)
+                 RETURNING digest, size",
+            )
+            .bind(plan.cutoff)
+            .bind(limit)
+            .bind(resume.blobs_after.clone().unwrap_or_default());
+            let mut last: Option<String> = None;
+            for row in tx.fetch(q).await? {
+                let digest = row.text("digest")?;
+                sweep
+                    .blobs
+                    .push((parse_digest(&digest)?, row.i64("size")? as u64));
+                last = last.max(Some(digest));
+            }
+            sweep.blobs.sort();
+            resume.blobs_after = last.or(resume.blobs_after);
         }
-        sweep.blobs.sort();
-        sweep.more = plan.limit.is_some_and(|n| {
-            let n = n as usize;
-            sweep.links.len() >= n || sweep.blobs.len() >= n
-        });
+        sweep.more = !resume.links_done || full(sweep.blobs.len());
+        sweep.resume = resume;
         let at = now();
         for chunk in sweep.blobs.chunks(DIGESTS_PER_STATEMENT) {
             // ($1, $n+1), ($2, $n+1), …: a statement per chunk, not per blob.

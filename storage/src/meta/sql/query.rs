@@ -83,6 +83,15 @@ impl Query {
         self
     }
 
+    /// SQLite's plan of this statement, as a statement.
+    #[cfg(test)]
+    pub fn explained(&self) -> Query {
+        Query {
+            sql: format!("EXPLAIN QUERY PLAN {}", self.sql).into(),
+            args: self.args.clone(),
+        }
+    }
+
     /// The sqlx query for engine `DB`, borrowing this one's text and arguments.
     pub fn to_sqlx<'q, DB: sqlx::Database>(
         &'q self,
