@@ -106,17 +106,14 @@ impl<E: Engine> Collection for SqlMetadata<E> {
                 .clone()
                 .unwrap_or((i64::MIN, String::new()));
             let q = query(
-                "DELETE FROM repository_blobs
-                  WHERE (repository_id, digest) IN (
-                        SELECT rb.repository_id, rb.digest FROM repository_blobs rb
-                         WHERE (rb.repository_id, rb.digest) > ($3, $4)
-                           AND rb.created_at < $1
-                           AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
-                                            WHERE mb.repository_id = rb.repository_id
-                                              AND mb.blob_digest = rb.digest)
-                         ORDER BY rb.repository_id, rb.digest
-                         LIMIT $2)
-                 RETURNING repository_id, digest",
+                "SELECT rb.repository_id, rb.digest FROM repository_blobs rb
+                  WHERE (rb.repository_id, rb.digest) > ($3, $4)
+                    AND rb.created_at < $1
+                    AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
+                                     WHERE mb.repository_id = rb.repository_id
+                                       AND mb.blob_digest = rb.digest)
+                  ORDER BY rb.repository_id, rb.digest
+                  LIMIT $2",
             )
             .bind(plan.cutoff)
             .bind(limit)
@@ -125,6 +122,22 @@ impl<E: Engine> Collection for SqlMetadata<E> {
             let mut removed = Vec::new();
             for row in tx.fetch(q).await? {
                 removed.push((row.i64("repository_id")?, row.text("digest")?));
+            }
+            // Deleted by key, a repository and a batch of digests per statement: SQLite
+            // reads `(repository_id, digest) IN (…)` as every link of the repository,
+            // once per round. This transaction shuts pushes out, so what was selected
+            // is what goes.
+            for of_repo in removed.chunk_by(|a, b| a.0 == b.0) {
+                for batch in of_repo.chunks(DIGESTS_PER_STATEMENT) {
+                    let q = query(format!(
+                        "DELETE FROM repository_blobs WHERE repository_id = $1 AND digest IN ({})",
+                        placeholders(2, batch.len())
+                    ));
+                    let q = batch
+                        .iter()
+                        .fold(q.bind(batch[0].0), |q, (_, digest)| q.bind(digest.as_str()));
+                    tx.execute(q).await?;
+                }
             }
             resume.links_done = !full(removed.len());
             resume.links_after = removed.iter().max().cloned().or(resume.links_after);
