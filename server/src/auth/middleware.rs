@@ -176,19 +176,18 @@ pub async fn authorize(
             Err((refusal, who)) => return Ok(refuse(&auth, req, &gate, refusal, &who)),
         }
     }
-    let method = req.method().clone();
-    // Only writes are audited: a pull copies nothing for the audit line.
-    let path = is_write(&method).then(|| req.path().to_string());
-    let peer_addr = req.peer_addr();
     let response = next.call(req).await?;
+    // The response carries its request: method, path and peer are read there, and
+    // nothing is copied for the requests that write no audit line.
+    let request = response.request();
     audit_write(
         &gate,
-        &method,
-        path.as_deref().unwrap_or_default(),
+        request.method(),
+        request.path(),
         response.status(),
         response.headers(),
         caller.as_ref(),
-        peer_addr,
+        request.peer_addr(),
     );
     Ok(response.map_into_left_body())
 }
@@ -424,10 +423,6 @@ fn refuse<B>(
 }
 
 /// One audit line per successful push, delete and signature write.
-fn is_write(method: &Method) -> bool {
-    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
 fn audit_write(
     gate: &Gate,
     method: &Method,

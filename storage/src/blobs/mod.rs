@@ -40,10 +40,10 @@ use crate::range::ResolvedRange;
 use staging::file::FileStaging;
 use staging::multipart::MultipartStaging;
 use staging::parts::PartStaging;
+pub use staging::{Appended, FileLock, MultipartState, StagedPart, Staging, UploadProgress};
 
 /// Deletions [`BlobStore::delete_each`] keeps in flight.
 const DELETES_AT_ONCE: usize = 16;
-pub use staging::{Appended, FileLock, MultipartState, StagedPart, Staging, UploadProgress};
 
 /// The largest object S3 copies in one request (CopyObject); larger ones are copied in
 /// parts.
