@@ -4,6 +4,7 @@
 
 use std::io::{self, Seek, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -194,12 +195,16 @@ fn frames_from(first: Reading, left: u64) -> BoxStream<'static, io::Result<Bytes
     .boxed()
 }
 
-/// A batch being hashed and written, giving the file and hashes back.
-type Writing<F> = JoinHandle<io::Result<(F, Vec<DigestHasher>)>>;
+/// A batch being hashed, giving the hashes back.
+type Hashing = JoinHandle<Vec<DigestHasher>>;
+/// A batch being written, giving the file back.
+type Writing<F> = JoinHandle<io::Result<F>>;
 
 /// Streams `body` into `file` at its current position, hashing it into `hashers`.
-/// Frames are gathered into [`FILE_WRITE`] batches; each batch is hashed and written
-/// (one `writev`, no copy into a buffer) on a blocking thread while the next arrives.
+/// Frames are gathered into [`FILE_WRITE`] batches; each batch is hashed on one
+/// blocking thread and written (one `writev`, no copy into a buffer) on another, while
+/// the next arrives: hashing and the copy into the page cache cost about the same, so
+/// a batch takes the longer of the two rather than their sum.
 /// Returns the bytes the body held, and the file and hashes back unless it failed.
 pub async fn write_body<F, S, E>(
     file: F,
@@ -211,8 +216,10 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut idle: Option<(F, Vec<DigestHasher>)> = Some((file, hashers));
+    let mut idle_file: Option<F> = Some(file);
+    let mut idle_hashers: Option<Vec<DigestHasher>> = Some(hashers);
     let mut writing: Option<Writing<F>> = None;
+    let mut hashing: Option<Hashing> = None;
     // Frames as they arrived, written together with one writev: no copy into a buffer.
     let mut frames: Vec<Bytes> = Vec::new();
     let mut gathered = 0usize;
@@ -230,20 +237,28 @@ where
                 }
             }
             if gathered >= FILE_WRITE || (done && gathered > 0) {
-                let (mut file, mut hashers) = match writing.take() {
-                    Some(job) => job.await.map_err(join_error)??,
-                    None => idle.take().expect("the file is idle or being written"),
+                let mut hashers = match hashing.take() {
+                    Some(job) => job.await.map_err(join_error)?,
+                    None => idle_hashers.take().expect("the hashes are idle or in use"),
                 };
-                let batch = std::mem::take(&mut frames);
+                let mut file = match writing.take() {
+                    Some(job) => job.await.map_err(join_error)??,
+                    None => idle_file.take().expect("the file is idle or being written"),
+                };
+                let batch: Arc<[Bytes]> = std::mem::take(&mut frames).into();
                 gathered = 0;
-                writing = Some(tokio::task::spawn_blocking(move || {
-                    for frame in &batch {
+                let hashed = Arc::clone(&batch);
+                hashing = Some(tokio::task::spawn_blocking(move || {
+                    for frame in hashed.iter() {
                         for h in &mut hashers {
                             h.update(frame);
                         }
                     }
+                    hashers
+                }));
+                writing = Some(tokio::task::spawn_blocking(move || {
                     write_frames(&mut file, &batch)?;
-                    Ok((file, hashers))
+                    Ok(file)
                 }));
             }
             if done {
@@ -252,18 +267,17 @@ where
         }
     }
     .await;
-    // Wait for the last write either way, so the lock goes back to its holder.
-    let held = match writing.take() {
-        Some(job) => match job.await {
-            Ok(held) => held,
-            Err(e) => return (added, Err(join_error(e))),
-        },
-        None => Ok(idle.take().expect("the file is idle")),
+    // Wait for the last batch either way, so the lock goes back to its holder.
+    let hashers = match hashing.take() {
+        Some(job) => job.await.map_err(join_error),
+        None => Ok(idle_hashers.take().expect("the hashes are idle")),
     };
-    if let Err(e) = outcome {
-        return (added, Err(e));
-    }
-    (added, held.map_err(StorageError::from))
+    let file = match writing.take() {
+        Some(job) => job.await.map_err(join_error).and_then(|w| Ok(w?)),
+        None => Ok(idle_file.take().expect("the file is idle")),
+    };
+    let held = outcome.and(file).and_then(|file| Ok((file, hashers?)));
+    (added, held)
 }
 
 /// Writes every frame, in order, with as few `writev` calls as the kernel allows.
