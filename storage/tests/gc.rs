@@ -199,7 +199,7 @@ async fn a_large_collection_goes_in_rounds(w: World) {
         assert!(w.has_blob(d).await, "{d} is live");
     }
     assert!(w.meta.blob_deletions().await.unwrap().is_empty());
-    // Nothing left: the next collection removes nothing, in one round.
+    // Nothing left: the next collection removes nothing.
     let again = collect(&w.meta, &w.blobs, &options).await.unwrap();
     assert!(again.is_empty(), "{again:?}");
 }

@@ -392,27 +392,28 @@ pub struct GcPlan {
     pub stale_pin_cutoff: i64,
     /// Decide, report, and roll back.
     pub dry_run: bool,
-    /// At most this many links and this many blobs in one sweep (`None`: all), so a
-    /// large collection goes in rounds of bounded memory; [`GcSweep::more`] says
-    /// whether another round may find more.
+    /// A sweep examines at most this many links, or this many blobs, (`None`: all), so
+    /// a large collection goes in rounds of bounded memory and time;
+    /// [`GcSweep::more`] says whether rows are left to examine.
     pub limit: Option<u32>,
     /// Where this round resumes: the last round's [`GcSweep::resume`], or the default
     /// for the first.
     pub resume: GcResume,
 }
 
-/// Where the next round of a collection starts. A round walks links, then blobs, in key
-/// order and stops at its limit; the next goes on from there, so what earlier rounds
-/// examined and kept is not examined again (rounds would otherwise walk every live row
-/// again each time, and a collection's time grow with the square of the store). What
-/// turns to garbage behind the walk meanwhile waits for the next collection.
+/// Where the next round of a collection starts. A round examines a window of links,
+/// then of blobs, in key order ([`GcPlan::limit`] rows); the next goes on from its end,
+/// so what earlier rounds examined and kept is not examined again (rounds would
+/// otherwise walk every live row again each time, and a collection's time grow with the
+/// square of the store). What turns to garbage behind the walk meanwhile waits for the
+/// next collection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcResume {
-    /// The last link a round removed: (repository id, blob digest).
+    /// The last link a round examined: (repository id, blob digest).
     pub links_after: Option<(i64, String)>,
     /// Every garbage link is gone: rounds sweep blobs.
     pub links_done: bool,
-    /// The last blob a round removed.
+    /// The last blob a round examined.
     pub blobs_after: Option<String>,
 }
 
@@ -425,7 +426,7 @@ pub struct GcSweep {
     pub links: Vec<(String, Digest)>,
     /// (blob, size): rows now replaced by tombstones.
     pub blobs: Vec<(Digest, u64)>,
-    /// The links or the blobs reached [`GcPlan::limit`]: sweep again.
+    /// A window ended before the end of its table: sweep again.
     pub more: bool,
     /// Where the next round starts ([`GcPlan::resume`]).
     pub resume: GcResume,

@@ -94,35 +94,60 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         }
 
         // Links no manifest of their repository references: pushed or mounted, never used
-        // (or used by manifests since deleted). Walked in key order from where the last
-        // round stopped (`GcResume`).
-        // No limit is the largest one (SQLite's -1 is no PostgreSQL's).
-        let limit = plan.limit.map_or(i64::MAX, i64::from);
-        let full = |n: usize| plan.limit.is_some_and(|limit| n >= limit as usize);
+        // (or used by manifests since deleted). A round examines a window of `limit`
+        // links in key order, from where the last round stopped (`GcResume`), so its
+        // cost follows the window, not the store: the window's bounds are an index
+        // range, and each row in it is checked by index probes. (Written as `NOT EXISTS`,
+        // PostgreSQL plans the check as an anti-join that reads both tables whole, and
+        // sorts, in every round.)
         let mut resume = plan.resume.clone();
         if !resume.links_done {
-            let (after_repo, after_digest) = resume
+            let after = resume
                 .links_after
                 .clone()
                 .unwrap_or((i64::MIN, String::new()));
-            let q = query(
+            let end = match plan.limit {
+                Some(limit) => {
+                    let q = query(
+                        "SELECT repository_id, digest FROM repository_blobs
+                          WHERE (repository_id, digest) > ($1, $2)
+                          ORDER BY repository_id, digest LIMIT 1 OFFSET $3",
+                    )
+                    .bind(after.0)
+                    .bind(after.1.as_str())
+                    .bind(i64::from(limit.max(1)) - 1);
+                    match tx.first(q).await? {
+                        Some(row) => Some((row.i64("repository_id")?, row.text("digest")?)),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            let q = query(format!(
                 "SELECT rb.repository_id, rb.digest FROM repository_blobs rb
-                  WHERE (rb.repository_id, rb.digest) > ($3, $4)
+                  WHERE (rb.repository_id, rb.digest) > ($2, $3) {}
                     AND rb.created_at < $1
-                    AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb
-                                     WHERE mb.repository_id = rb.repository_id
-                                       AND mb.blob_digest = rb.digest)
-                  ORDER BY rb.repository_id, rb.digest
-                  LIMIT $2",
-            )
+                    AND (SELECT 1 FROM manifest_blobs mb
+                          WHERE mb.blob_digest = rb.digest
+                            AND mb.repository_id = rb.repository_id LIMIT 1) IS NULL",
+                if end.is_some() {
+                    "AND (rb.repository_id, rb.digest) <= ($4, $5)"
+                } else {
+                    ""
+                }
+            ))
             .bind(plan.cutoff)
-            .bind(limit)
-            .bind(after_repo)
-            .bind(after_digest);
+            .bind(after.0)
+            .bind(after.1.as_str());
+            let q = match &end {
+                Some((repo_id, digest)) => q.bind(*repo_id).bind(digest.as_str()),
+                None => q,
+            };
             let mut removed = Vec::new();
             for row in tx.fetch(q).await? {
                 removed.push((row.i64("repository_id")?, row.text("digest")?));
             }
+            removed.sort();
             // Deleted by key, a repository and a batch of digests per statement: SQLite
             // reads `(repository_id, digest) IN (…)` as every link of the repository,
             // once per round. This transaction shuts pushes out, so what was selected
@@ -139,8 +164,8 @@ impl<E: Engine> Collection for SqlMetadata<E> {
                     tx.execute(q).await?;
                 }
             }
-            resume.links_done = !full(removed.len());
-            resume.links_after = removed.iter().max().cloned().or(resume.links_after);
+            resume.links_done = end.is_none();
+            resume.links_after = end.or(resume.links_after);
             for (repo_id, digest) in removed {
                 let name = names.get(&repo_id).cloned().unwrap_or_default();
                 sweep.links.push((name, parse_digest(&digest)?));
@@ -154,37 +179,73 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         .await?;
         // Blob rows nothing references, old enough, and not being placed by an upload:
         // each becomes a tombstone in the same transaction. Only once every garbage link
-        // is gone, whose blobs may then go too; in digest order from where the last round
-        // stopped.
+        // is gone, whose blobs may then go too; a window of `limit` blobs in digest order
+        // from where the last round stopped, checked row by row as the links are.
+        let mut blobs_done = false;
         if resume.links_done {
-            let q = query(
-                "DELETE FROM blobs
-                  WHERE digest IN (
-                        SELECT b.digest FROM blobs b
-                         WHERE b.digest > $3
-                           AND b.created_at < $1
-                           AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest)
-                           AND NOT EXISTS (SELECT 1 FROM manifest_blobs mb WHERE mb.blob_digest = b.digest)
-                           AND NOT EXISTS (SELECT 1 FROM blob_pins p WHERE p.digest = b.digest)
-                         ORDER BY b.digest
-                         LIMIT $2)
-                 RETURNING digest, size",
-            )
+            let after = resume.blobs_after.clone().unwrap_or_default();
+            let end = match plan.limit {
+                Some(limit) => {
+                    let q = query(
+                        "SELECT digest FROM blobs WHERE digest > $1
+                          ORDER BY digest LIMIT 1 OFFSET $2",
+                    )
+                    .bind(after.as_str())
+                    .bind(i64::from(limit.max(1)) - 1);
+                    match tx.first(q).await? {
+                        Some(row) => Some(row.text("digest")?),
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            let q = query(format!(
+                "SELECT b.digest FROM blobs b
+                  WHERE b.digest > $2 {}
+                    AND b.created_at < $1
+                    AND (SELECT 1 FROM repository_blobs rb
+                          WHERE rb.digest = b.digest LIMIT 1) IS NULL
+                    AND (SELECT 1 FROM manifest_blobs mb
+                          WHERE mb.blob_digest = b.digest LIMIT 1) IS NULL
+                    AND (SELECT 1 FROM blob_pins p
+                          WHERE p.digest = b.digest LIMIT 1) IS NULL",
+                if end.is_some() {
+                    "AND b.digest <= $3"
+                } else {
+                    ""
+                }
+            ))
             .bind(plan.cutoff)
-            .bind(limit)
-            .bind(resume.blobs_after.clone().unwrap_or_default());
-            let mut last: Option<String> = None;
-            for row in tx.fetch(q).await? {
-                let digest = row.text("digest")?;
-                sweep
-                    .blobs
-                    .push((parse_digest(&digest)?, row.i64("size")? as u64));
-                last = last.max(Some(digest));
+            .bind(after.as_str());
+            let q = match &end {
+                Some(digest) => q.bind(digest.as_str()),
+                None => q,
+            };
+            let garbage = tx.fetch(q).await?;
+            let garbage = garbage
+                .iter()
+                .map(|row| row.text("digest"))
+                .collect::<StorageResult<Vec<_>>>()?;
+            // Deleted by key, as the links are: joined back to `blobs` in one statement,
+            // the probes' estimates lead PostgreSQL to a nested loop over the table.
+            for batch in garbage.chunks(DIGESTS_PER_STATEMENT) {
+                let q = query(format!(
+                    "DELETE FROM blobs WHERE digest IN ({}) RETURNING digest, size",
+                    placeholders(1, batch.len())
+                ));
+                let q = batch.iter().fold(q, |q, digest| q.bind(digest.as_str()));
+                for row in tx.fetch(q).await? {
+                    let digest = row.text("digest")?;
+                    sweep
+                        .blobs
+                        .push((parse_digest(&digest)?, row.i64("size")? as u64));
+                }
             }
             sweep.blobs.sort();
-            resume.blobs_after = last.or(resume.blobs_after);
+            blobs_done = end.is_none();
+            resume.blobs_after = end.or(resume.blobs_after);
         }
-        sweep.more = !resume.links_done || full(sweep.blobs.len());
+        sweep.more = !blobs_done;
         sweep.resume = resume;
         let at = now();
         for chunk in sweep.blobs.chunks(DIGESTS_PER_STATEMENT) {
