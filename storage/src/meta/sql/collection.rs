@@ -123,26 +123,7 @@ impl<E: Engine> Collection for SqlMetadata<E> {
                 }
                 None => None,
             };
-            let q = query(format!(
-                "SELECT rb.repository_id, rb.digest FROM repository_blobs rb
-                  WHERE (rb.repository_id, rb.digest) > ($2, $3) {}
-                    AND rb.created_at < $1
-                    AND (SELECT 1 FROM manifest_blobs mb
-                          WHERE mb.blob_digest = rb.digest
-                            AND mb.repository_id = rb.repository_id LIMIT 1) IS NULL",
-                if end.is_some() {
-                    "AND (rb.repository_id, rb.digest) <= ($4, $5)"
-                } else {
-                    ""
-                }
-            ))
-            .bind(plan.cutoff)
-            .bind(after.0)
-            .bind(after.1.as_str());
-            let q = match &end {
-                Some((repo_id, digest)) => q.bind(*repo_id).bind(digest.as_str()),
-                None => q,
-            };
+            let q = garbage_links(plan.cutoff, &after, end.as_ref());
             let mut removed = Vec::new();
             for row in tx.fetch(q).await? {
                 removed.push((row.i64("repository_id")?, row.text("digest")?));
@@ -199,28 +180,7 @@ impl<E: Engine> Collection for SqlMetadata<E> {
                 }
                 None => None,
             };
-            let q = query(format!(
-                "SELECT b.digest FROM blobs b
-                  WHERE b.digest > $2 {}
-                    AND b.created_at < $1
-                    AND (SELECT 1 FROM repository_blobs rb
-                          WHERE rb.digest = b.digest LIMIT 1) IS NULL
-                    AND (SELECT 1 FROM manifest_blobs mb
-                          WHERE mb.blob_digest = b.digest LIMIT 1) IS NULL
-                    AND (SELECT 1 FROM blob_pins p
-                          WHERE p.digest = b.digest LIMIT 1) IS NULL",
-                if end.is_some() {
-                    "AND b.digest <= $3"
-                } else {
-                    ""
-                }
-            ))
-            .bind(plan.cutoff)
-            .bind(after.as_str());
-            let q = match &end {
-                Some(digest) => q.bind(digest.as_str()),
-                None => q,
-            };
+            let q = garbage_blobs(plan.cutoff, &after, end.as_deref());
             let garbage = tx.fetch(q).await?;
             let garbage = garbage
                 .iter()
@@ -284,5 +244,119 @@ impl<E: Engine> Collection for SqlMetadata<E> {
             self.engine.writer().execute(q).await?;
         }
         Ok(())
+    }
+}
+
+/// The links in the window after `after` up to `end` (to the last link without it),
+/// created before `cutoff`, that no manifest of their repository references. Each is
+/// checked by a probe of `manifest_blobs_blob` (blob, repository).
+fn garbage_links(cutoff: i64, after: &(i64, String), end: Option<&(i64, String)>) -> Query {
+    let q = query(format!(
+        "SELECT rb.repository_id, rb.digest FROM repository_blobs rb
+          WHERE (rb.repository_id, rb.digest) > ($2, $3) {}
+            AND rb.created_at < $1
+            AND (SELECT 1 FROM manifest_blobs mb
+                  WHERE mb.blob_digest = rb.digest
+                    AND mb.repository_id = rb.repository_id LIMIT 1) IS NULL",
+        if end.is_some() {
+            "AND (rb.repository_id, rb.digest) <= ($4, $5)"
+        } else {
+            ""
+        }
+    ))
+    .bind(cutoff)
+    .bind(after.0)
+    .bind(after.1.as_str());
+    match end {
+        Some((repo_id, digest)) => q.bind(*repo_id).bind(digest.as_str()),
+        None => q,
+    }
+}
+
+/// The blobs in the window after `after` up to `end` (to the last blob without it),
+/// created before `cutoff`, that no link, manifest or upload's pin holds. Each is
+/// checked by a probe of an index on the digest in each of those tables.
+fn garbage_blobs(cutoff: i64, after: &str, end: Option<&str>) -> Query {
+    let q = query(format!(
+        "SELECT b.digest FROM blobs b
+          WHERE b.digest > $2 {}
+            AND b.created_at < $1
+            AND (SELECT 1 FROM repository_blobs rb
+                  WHERE rb.digest = b.digest LIMIT 1) IS NULL
+            AND (SELECT 1 FROM manifest_blobs mb
+                  WHERE mb.blob_digest = b.digest LIMIT 1) IS NULL
+            AND (SELECT 1 FROM blob_pins p
+                  WHERE p.digest = b.digest LIMIT 1) IS NULL",
+        if end.is_some() {
+            "AND b.digest <= $3"
+        } else {
+            ""
+        }
+    ))
+    .bind(cutoff)
+    .bind(after);
+    match end {
+        Some(digest) => q.bind(digest),
+        None => q,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::SqliteMetadata;
+    use sqlx::Row;
+
+    async fn sqlite_plan(q: Query) -> Vec<String> {
+        let store = SqliteMetadata::open("sqlite::memory:").await.unwrap();
+        q.explained()
+            .to_sqlx::<sqlx::Sqlite>()
+            .fetch_all(&store.engine.readers())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// SQLite's plans for a GC window: the window is a range of the primary key, and
+    /// each row is checked by index probes, never by walking another table.
+    #[tokio::test]
+    async fn a_gc_window_is_an_index_range_checked_by_probes() {
+        let after = (3, "sha256:0".to_string());
+        let end = (3, "sha256:8".to_string());
+        for end in [Some(&end), None] {
+            let plan = sqlite_plan(garbage_links(1, &after, end)).await;
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("SEARCH rb USING PRIMARY KEY")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter().any(|l| l.contains(
+                    "SEARCH mb USING COVERING INDEX manifest_blobs_blob (blob_digest=? AND repository_id=?)"
+                )),
+                "{plan:?}"
+            );
+            assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:?}");
+        }
+        for end in [Some("sha256:8"), None] {
+            let plan = sqlite_plan(garbage_blobs(1, "sha256:0", end)).await;
+            assert!(
+                plan.iter().any(
+                    |l| l.contains("SEARCH b USING INDEX sqlite_autoindex_blobs_1")
+                        || l.contains("SEARCH b USING PRIMARY KEY")
+                ),
+                "{plan:?}"
+            );
+            for probed in ["rb", "mb", "p"] {
+                assert!(
+                    plan.iter()
+                        .any(|l| l.starts_with(&format!("SEARCH {probed} USING"))),
+                    "{probed}: {plan:?}"
+                );
+            }
+            assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:?}");
+        }
     }
 }
