@@ -392,7 +392,7 @@ pub struct GcPlan {
     pub stale_pin_cutoff: i64,
     /// Decide, report, and roll back.
     pub dry_run: bool,
-    /// A sweep examines at most this many links, or this many blobs, (`None`: all), so
+    /// A sweep examines at most this many links, or this many blobs (`None`: all), so
     /// a large collection goes in rounds of bounded memory and time;
     /// [`GcSweep::more`] says whether rows are left to examine.
     pub limit: Option<u32>,

@@ -107,20 +107,13 @@ impl<E: Engine> Collection for SqlMetadata<E> {
                 .clone()
                 .unwrap_or((i64::MIN, String::new()));
             let end = match plan.limit {
-                Some(limit) => {
-                    let q = query(
-                        "SELECT repository_id, digest FROM repository_blobs
-                          WHERE (repository_id, digest) > ($1, $2)
-                          ORDER BY repository_id, digest LIMIT 1 OFFSET $3",
-                    )
-                    .bind(after.0)
-                    .bind(after.1.as_str())
-                    .bind(i64::from(limit.max(1)) - 1);
-                    match tx.first(q).await? {
-                        Some(row) => Some((row.i64("repository_id")?, row.text("digest")?)),
-                        None => None,
-                    }
-                }
+                Some(limit) => tx
+                    .first(links_window_end(&after, limit))
+                    .await?
+                    .map(|row| -> StorageResult<_> {
+                        Ok((row.i64("repository_id")?, row.text("digest")?))
+                    })
+                    .transpose()?,
                 None => None,
             };
             let q = garbage_links(plan.cutoff, &after, end.as_ref());
@@ -166,18 +159,11 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         if resume.links_done {
             let after = resume.blobs_after.clone().unwrap_or_default();
             let end = match plan.limit {
-                Some(limit) => {
-                    let q = query(
-                        "SELECT digest FROM blobs WHERE digest > $1
-                          ORDER BY digest LIMIT 1 OFFSET $2",
-                    )
-                    .bind(after.as_str())
-                    .bind(i64::from(limit.max(1)) - 1);
-                    match tx.first(q).await? {
-                        Some(row) => Some(row.text("digest")?),
-                        None => None,
-                    }
-                }
+                Some(limit) => tx
+                    .first(blobs_window_end(&after, limit))
+                    .await?
+                    .map(|row| row.text("digest"))
+                    .transpose()?,
                 None => None,
             };
             let q = garbage_blobs(plan.cutoff, &after, end.as_deref());
@@ -245,6 +231,35 @@ impl<E: Engine> Collection for SqlMetadata<E> {
         }
         Ok(())
     }
+}
+
+/// The last link of the window of `limit` links after `after`, in key order; no row
+/// when fewer are left (the window then runs to the last link).
+fn links_window_end(after: &(i64, String), limit: u32) -> Query {
+    query(
+        "SELECT repository_id, digest FROM repository_blobs
+          WHERE (repository_id, digest) > ($1, $2)
+          ORDER BY repository_id, digest LIMIT 1 OFFSET $3",
+    )
+    .bind(after.0)
+    .bind(after.1.as_str())
+    .bind(window_last(limit))
+}
+
+/// The last blob of the window of `limit` blobs after `after`, in digest order; no row
+/// when fewer are left (the window then runs to the last blob).
+fn blobs_window_end(after: &str, limit: u32) -> Query {
+    query(
+        "SELECT digest FROM blobs WHERE digest > $1
+          ORDER BY digest LIMIT 1 OFFSET $2",
+    )
+    .bind(after)
+    .bind(window_last(limit))
+}
+
+/// The offset of a window's last row: a window holds at least one.
+fn window_last(limit: u32) -> i64 {
+    i64::from(limit.max(1)) - 1
 }
 
 /// The links in the window after `after` up to `end` (to the last link without it),
@@ -339,6 +354,15 @@ mod tests {
                 "{plan:?}"
             );
             assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:?}");
+        }
+        for plan in [
+            sqlite_plan(links_window_end(&after, 10)).await,
+            sqlite_plan(blobs_window_end("sha256:0", 10)).await,
+        ] {
+            assert!(
+                !plan.is_empty() && plan.iter().all(|l| l.starts_with("SEARCH")),
+                "{plan:?}"
+            );
         }
         for end in [Some("sha256:8"), None] {
             let plan = sqlite_plan(garbage_blobs(1, "sha256:0", end)).await;
