@@ -52,10 +52,10 @@ WORKLOADS = ("loadgen", "manifests", "blobs", "push", "skopeo", "lists", "referr
 # Sizes and counts: full run, then smoke (--smoke).
 FULL = dict(conns=(1, 64), dur=3, big_blob=256 * MIB, push_blob=1024 * MIB, chunk=16 * MIB,
             images=200, tags=10_000, repos=10_000, referrers=1_000, sigs=100,
-            appends=30, walks=3, streams=16, repeats=3, push_rounds=1)
+            appends=30, walks=3, streams=16, repeats=3, push_rounds=1, small_blobs=20_000)
 SMOKE = dict(conns=(64,), dur=1, big_blob=8 * MIB, push_blob=32 * MIB, chunk=16 * MIB,
              images=3, tags=150, repos=150, referrers=20, sigs=5,
-             appends=3, walks=1, streams=4, repeats=1, push_rounds=1)
+             appends=3, walks=1, streams=4, repeats=1, push_rounds=1, small_blobs=200)
 
 
 def log(msg):
@@ -368,6 +368,24 @@ def wrk(url, conns, dur, method="GET", headers=None, range_spec=None, workdir="/
 
 
 LOADGEN = None  # path of signet-bench (bench/src/main.rs), set by Bench.run
+
+
+def pusher_path(signet_bin):
+    """signet-push-blobs (bench/src/push_blobs.rs), built beside the signet binary."""
+    return os.environ.get("SIGNET_BENCH_PUSHER") or os.path.join(
+        os.path.dirname(signet_bin), "signet-push-blobs")
+
+
+def push_blobs(pusher, base, repo, prefix, first, count, conns=16):
+    """Pushes the blobs `prefix` + index (9 digits) for `first`..`first+count` as a
+    client pushes a blob (POST, then PUT with the body), `conns` at once; returns
+    (blobs/s, requests retried after 503/429)."""
+    out = subprocess.run([pusher, "--base", base, "--repo", repo, "--prefix", prefix,
+                          "--width", "9", "--first", str(first), "--count", str(count),
+                          "-c", str(conns)], capture_output=True, text=True, check=True,
+                         timeout=3600).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["pushed"] / r["seconds"], r["retries"]
 
 
 def loadgen(url, conns, dur, method="GET", headers=None):
@@ -710,6 +728,17 @@ http {{
                          max(g[1] for g in got), "MiB", "lower")
                 self.put(f"push {size_mib} MiB {short}: server peak RSS (MiB)", srv.name,
                          max(g[2] for g in got), "MiB", "info")
+        # Many small blobs (signatures, configs, small layers): the cost per blob.
+        n = p["small_blobs"]
+        for srv in servers:
+            log(f"push: {n} small blobs to {srv.name}")
+            rate, retried = push_blobs(pusher_path(self.signet_bin), srv.base,
+                                       "bench/small-blobs", f"small blob {srv.name} ", 0, n)
+            self.put(f"push {n} small blobs, POST + PUT, 16 connections (blobs/s)", srv.name,
+                     rate, "blobs/s")
+            if retried:
+                self.notes.append(f"{srv.name}: {retried} small-blob pushes answered 503 or "
+                                  "429 with Retry-After, and retried")
 
     def make_images(self):
         """One OCI layout holding N small images of 3 unique layers each."""

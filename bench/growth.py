@@ -7,6 +7,7 @@ registry (docker-registry) side by side, each operation at sizes ×10 apart.
     python3 bench/growth.py --smoke --debug --no-build         # seconds (CI)
     python3 bench/growth.py --steps gc --peers signet-sqlite --blobs 1000000
                             # one step, one peer: its points join growth-latest.json
+                            # (--keep leaves the work folder and its stores behind)
 
 Operations and their axis:
 - tags/list: one page (n=100, from the middle) at c=16, and the full walk by n=100, as a
@@ -68,6 +69,7 @@ class Peer:
         self.c = bench.Client(server.base)
         self.tags = self.repos = self.referrers = 0
         self.blobs = self.live = 0  # GC load: blobs pushed so far, and those still live
+        self.pusher = None  # signet-push-blobs, which loads the GC step's blobs
 
     def seed(self, config, layer, manifest):
         self.config, self.layer, self.manifest = config, layer, manifest
@@ -110,8 +112,10 @@ class Peer:
         new_live = n // 2 - self.live
         start = self.blobs
         count = n - self.live  # what GC left last time is all live
-        bench.parallel(lambda i: self.c.push_blob(repo, f"gc blob {i:09d}".encode()),
-                       range(start, start + count))
+        if count > 0:
+            rate, _ = bench.push_blobs(self.pusher, self.server.base, repo, "gc blob ", start,
+                                       count)
+            bench.log(f"pushed {count} blobs, {rate:.0f} a second")
 
         def manifests(first, end, live):
             for at in range(first, end, block):
@@ -402,12 +406,15 @@ def make_peer(b, work, name, metadata_url):
     if name == "docker-registry":
         server = b.make_distribution()
         config = server.argv[-1]
-        return Peer(name, server, ["docker-registry", "garbage-collect", config])
-    url = metadata_url if name == "signet-postgres" else None
-    server = scaleout.signet(b, work, name, url, extra=SIGNET_GC)
-    config = ["--config", os.path.join(work, name, "signet.toml")]
-    return Peer(name, server, [b.signet_bin, "gc", "--json"] + config,
-                [b.signet_bin, "fsck", "--json"] + config)
+        peer = Peer(name, server, ["docker-registry", "garbage-collect", config])
+    else:
+        url = metadata_url if name == "signet-postgres" else None
+        server = scaleout.signet(b, work, name, url, extra=SIGNET_GC)
+        config = ["--config", os.path.join(work, name, "signet.toml")]
+        peer = Peer(name, server, [b.signet_bin, "gc", "--json"] + config,
+                    [b.signet_bin, "fsck", "--json"] + config)
+    peer.pusher = bench.pusher_path(b.signet_bin)
+    return peer
 
 
 def parse_sizes(text):
@@ -416,6 +423,9 @@ def parse_sizes(text):
 
 def main():
     extra, steps, peers = {}, list(STEPS), list(PEERS)
+    keep = "--keep" in sys.argv  # the work folder stays, its stores to look into
+    if keep:
+        sys.argv.remove("--keep")
     for flag in ("--tags", "--repos", "--referrers", "--layers", "--blobs", "--images",
                  "--steps", "--peers"):
         if flag in sys.argv:
@@ -505,7 +515,10 @@ def main():
     finally:
         g.close()
         pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            bench.log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def format_table(rows):

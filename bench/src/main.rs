@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use signet_bench::http1::{read_response, split_url};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[derive(Parser, Debug)]
@@ -48,14 +49,7 @@ struct Target {
 }
 
 fn parse_target(args: &Args) -> Result<Target> {
-    let rest = args
-        .url
-        .strip_prefix("http://")
-        .context("only http:// URLs are supported")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
+    let (authority, path) = split_url(&args.url)?;
     let method = args.method.to_ascii_uppercase();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\n");
     for h in &args.headers {
@@ -68,60 +62,6 @@ fn parse_target(args: &Args) -> Result<Target> {
         request: request.into_bytes(),
         head: method == "HEAD",
     })
-}
-
-/// Reads one response; returns (status, bytes of body) and leaves any surplus in `buf`.
-async fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    head: bool,
-) -> Result<(u16, usize)> {
-    let mut chunk = vec![0u8; 64 * 1024];
-    let header_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let text = std::str::from_utf8(&buf[..header_end]).context("non-UTF-8 headers")?;
-    let status: u16 = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .context("bad status line")?;
-    let mut length = 0usize;
-    for line in text.split("\r\n").skip(1) {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().context("bad content-length")?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                bail!("chunked responses are not supported");
-            }
-        }
-    }
-    if head || status == 204 || status == 304 {
-        length = 0;
-    }
-    buf.drain(..header_end);
-    let mut left = length;
-    let take = left.min(buf.len());
-    buf.drain(..take);
-    left -= take;
-    while left > 0 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            bail!("connection closed in body");
-        }
-        let used = n.min(left);
-        left -= used;
-        if used < n {
-            buf.extend_from_slice(&chunk[used..n]);
-        }
-    }
-    Ok((status, length))
 }
 
 struct Totals {
@@ -160,10 +100,12 @@ async fn connection(
                     totals.issued.fetch_sub(1, Ordering::Relaxed);
                     break 'reconnect;
                 }
-                Ok(Ok((status, n))) => {
+                Ok(Ok(response)) => {
                     latencies.push(start.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                    totals.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                    if !(200..400).contains(&status) {
+                    totals
+                        .bytes
+                        .fetch_add(response.body_len as u64, Ordering::Relaxed);
+                    if !(200..400).contains(&response.status) {
                         totals.errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }

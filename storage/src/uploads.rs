@@ -226,6 +226,118 @@ impl Uploads {
                 .is_some_and(|d| &d == digest)
     }
 
+    /// A final request that carries bytes (`PUT ?digest=` with a body): appends them,
+    /// then finishes as [`Uploads::finish`] does; returns the blob's size.
+    ///
+    /// A session that holds nothing yet (a `POST` then a `PUT` with the whole blob, how
+    /// clients push most blobs) does both under one hold of its lock, and the bytes are
+    /// never recorded in its row: if finishing fails and the session stays open, its row
+    /// still says it holds nothing, and a retry stages the body again from the start.
+    /// That saves a lock, a read and a write of the row per blob. A session that holds
+    /// bytes appends and records them first, so that a finish cut short finds them (see
+    /// [`Uploads::already_holds`]).
+    pub async fn append_and_finish<S, E>(
+        &self,
+        session: &UploadSession,
+        start: Option<u64>,
+        body: S,
+        digest: &Digest,
+    ) -> StorageResult<u64>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let empty_and_running = session.size == 0 && start.unwrap_or(0) == 0;
+        if let Some(progress) = running(session).filter(|_| empty_and_running) {
+            let mut held = self.exclusive(session, progress, start).await?;
+            let current = match self.meta.get_upload(&session.id).await {
+                Ok(Some(current)) => current,
+                Ok(None) => {
+                    self.release(held).await;
+                    return Err(StorageError::NotFound);
+                }
+                Err(e) => {
+                    self.release(held).await;
+                    return Err(e);
+                }
+            };
+            if current.size == 0 {
+                let outcome = self
+                    .stage_and_finish(&current, &mut held, body, digest)
+                    .await;
+                // A body that failed to arrive leaves the session open, as an append
+                // does; a finish that failed closes it unless the failure may pass.
+                let close = match &outcome {
+                    Ok(_) => true,
+                    Err(Failed::Appending(_)) => false,
+                    Err(Failed::Finishing(e)) => !is_transient(e),
+                };
+                let closed = if close {
+                    // Closed while still holding the lock: no append slips in between.
+                    self.close(&current).await
+                } else {
+                    Ok(())
+                };
+                self.release(held).await;
+                closed?;
+                return outcome.map_err(Failed::into_error);
+            }
+            // Another request appended meanwhile: the general way, from what it recorded.
+            self.release(held).await;
+        }
+        let appended = self.append(session, start, body).await?;
+        self.finish(&appended, digest).await
+    }
+
+    /// The body of [`Uploads::append_and_finish`] for a session holding nothing, under
+    /// its lock: staged, verified, placed and linked without recording it in the row.
+    async fn stage_and_finish<S, E>(
+        &self,
+        current: &UploadSession,
+        held: &mut Held,
+        body: S,
+        digest: &Digest,
+    ) -> Result<u64, Failed>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let progress = running(current)
+            .ok_or_else(|| StorageError::Corrupt("upload lost its running state".into()))
+            .map_err(Failed::Appending)?;
+        let appended = self
+            .blobs
+            .append_staged(&current.id, 0, progress, held.file.as_mut(), body)
+            .await
+            .map_err(Failed::Appending)?;
+        let outcome = async {
+            let prepared = self
+                .blobs
+                .prepare_staged(
+                    &current.id,
+                    appended.added,
+                    &appended.progress,
+                    held.file.as_mut(),
+                    digest,
+                )
+                .await?;
+            self.pin_place_link(&prepared, &current.repo, digest).await
+        }
+        .await;
+        if let Err(e) = &outcome {
+            // No row names what this request staged, so closing the session would not
+            // find a multipart upload it opened: given up here. A session left open
+            // holds nothing, so its new tail goes too.
+            if is_transient(e) {
+                self.blobs.settle(&appended, false).await;
+            }
+            self.blobs
+                .abort_staged(&current.id, &appended.progress)
+                .await;
+        }
+        outcome.map_err(Failed::Finishing)
+    }
+
     /// Verifies everything received against `digest`, stores the blob in the repository
     /// and closes the session. A mismatch closes the session too, storing nothing.
     pub async fn finish(&self, session: &UploadSession, digest: &Digest) -> StorageResult<u64> {
@@ -373,7 +485,7 @@ impl Uploads {
     /// 2. pin the digest — refused while a GC tombstone names it, so wait for GC to
     ///    finish deleting the old bytes and retry: the staged bytes are still ours;
     /// 3. move the bytes to their address;
-    /// 4. link (touching the blob row and the link), then unpin.
+    /// 4. link (touching the blob row and the link) and unpin, in one transaction.
     ///
     /// GC never deletes a pinned blob, and deletes a row only with a tombstone in the
     /// same transaction, so bytes moved in step 3 are never deleted by a GC that decided
@@ -410,12 +522,17 @@ impl Uploads {
         }
         let linked = async {
             self.blobs.place(prepared).await?;
-            self.meta.link_blob(repo, digest, prepared.size).await
+            // Linked and unpinned in one commit.
+            self.meta
+                .link_pinned_blob(repo, digest, prepared.size, &token)
+                .await
         }
         .await;
-        // A pin left behind (the unpin failed) only delays GC: stale pins are ignored.
-        if let Err(e) = self.meta.unpin_blob(digest, &token).await {
-            tracing::warn!(%digest, error = %e, "could not remove an upload's blob pin");
+        if linked.is_err() {
+            // A pin left behind (the unpin failed) only delays GC: stale pins are ignored.
+            if let Err(e) = self.meta.unpin_blob(digest, &token).await {
+                tracing::warn!(%digest, error = %e, "could not remove an upload's blob pin");
+            }
         }
         linked.map(|()| prepared.size)
     }
@@ -492,6 +609,20 @@ fn running(session: &UploadSession) -> Option<&UploadProgress> {
 
 /// Failures of the store itself (not of the client's bytes): the session is kept so the
 /// client can retry the final PUT.
+/// Where [`Uploads::append_and_finish`] failed, which decides whether the session stays.
+enum Failed {
+    Appending(StorageError),
+    Finishing(StorageError),
+}
+
+impl Failed {
+    fn into_error(self) -> StorageError {
+        match self {
+            Failed::Appending(e) | Failed::Finishing(e) => e,
+        }
+    }
+}
+
 fn is_transient(e: &StorageError) -> bool {
     matches!(
         e,

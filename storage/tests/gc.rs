@@ -454,6 +454,10 @@ async fn tombstones_refuse_links_pins_and_mounts(w: World) {
         Err(StorageError::BlobBeingDeleted(_))
     ));
     assert!(matches!(
+        w.meta.link_pinned_blob(&repo("gc/tomb"), &d, 6, "t").await,
+        Err(StorageError::BlobBeingDeleted(_))
+    ));
+    assert!(matches!(
         w.meta.mount_blob(&repo("gc/other"), &d).await,
         Err(StorageError::BlobBeingDeleted(_))
     ));
@@ -524,6 +528,23 @@ async fn pinned_blobs_are_not_collected_and_stale_pins_expire(w: World) {
     w.meta.unpin_blob(&d, "upload-1").await.unwrap();
     let sweep = w.meta.gc_sweep(&plan(0)).await.unwrap();
     assert_eq!(sweep.blobs.len(), 1);
+
+    // An upload's last step links the blob and drops its pin in one commit.
+    w.meta.pin_blob(&d, "upload-2").await.unwrap();
+    w.meta
+        .link_pinned_blob(&repo("gc/pin"), &d, 6, "upload-2")
+        .await
+        .unwrap();
+    assert_eq!(
+        w.meta
+            .blob_in_repository(&repo("gc/pin"), &d)
+            .await
+            .unwrap(),
+        Some(6)
+    );
+    w.meta.unlink_blob(&repo("gc/pin"), &d).await.unwrap();
+    let sweep = w.meta.gc_sweep(&plan(0)).await.unwrap();
+    assert_eq!(sweep.blobs.len(), 1, "the pin went with the link");
 }
 
 async fn one_collector_at_a_time_and_leftover_tombstones_are_finished(w: World) {

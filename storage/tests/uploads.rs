@@ -233,6 +233,67 @@ async fn upload_suite(blobs: BlobStore, meta: Arc<dyn MetadataStore>, expect: &s
     );
     assert!(read_all(&blobs, &want).await == *winner);
 
+    // The whole blob in the final request (a POST, then a PUT with the body), small and
+    // large enough for a multipart upload: stored, the session closed.
+    for bytes in [data(MIB / 2, 8), data(9 * MIB, 9)] {
+        let want = Digest::sha256_of(&bytes);
+        let session = uploads.start(&repo).await.unwrap();
+        let stored = uploads
+            .append_and_finish(&session, None, body(&bytes), &want)
+            .await
+            .unwrap();
+        assert_eq!(stored, bytes.len() as u64);
+        assert!(read_all(&blobs, &want).await == bytes, "blob bytes differ");
+        assert!(uploads.get(&repo, &session.id).await.unwrap().is_none());
+    }
+    // That body breaking off: the session stays open, holding nothing, and the request
+    // sent again (to the other process) stores the blob.
+    let bytes = data(9 * MIB, 10);
+    let want = Digest::sha256_of(&bytes);
+    let session = uploads.start(&repo).await.unwrap();
+    let failed = uploads
+        .append_and_finish(&session, None, broken(&bytes[..5 * MIB]), &want)
+        .await;
+    assert!(
+        matches!(failed, Err(StorageError::BodyRead(_))),
+        "{failed:?}"
+    );
+    let session = other.get(&repo, &session.id).await.unwrap().unwrap();
+    assert_eq!(session.size, 0);
+    let stored = other
+        .append_and_finish(&session, Some(0), body(&bytes), &want)
+        .await
+        .unwrap();
+    assert_eq!(stored, bytes.len() as u64);
+    assert!(read_all(&blobs, &want).await == bytes, "blob bytes differ");
+    // The wrong digest: refused, nothing stored, the session closed.
+    let session = uploads.start(&repo).await.unwrap();
+    let wrong = Digest::sha256_of(b"not these bytes");
+    let refused = uploads
+        .append_and_finish(&session, None, body(&data(9 * MIB, 11)), &wrong)
+        .await;
+    assert!(
+        matches!(refused, Err(StorageError::DigestMismatch { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(blobs.size(&wrong).await.unwrap(), None);
+    assert!(uploads.get(&repo, &session.id).await.unwrap().is_none());
+    // A session already holding bytes: the last chunk in the final request.
+    let bytes = data(3 * MIB, 12);
+    let want = Digest::sha256_of(&bytes);
+    let session = uploads.start(&repo).await.unwrap();
+    let session = uploads
+        .append(&session, Some(0), body(&bytes[..MIB]))
+        .await
+        .unwrap();
+    let stored = other
+        .append_and_finish(&session, Some(MIB as u64), body(&bytes[MIB..]), &want)
+        .await
+        .unwrap();
+    assert_eq!(stored, bytes.len() as u64);
+    assert!(read_all(&blobs, &want).await == bytes, "blob bytes differ");
+    assert!(uploads.get(&repo, &session.id).await.unwrap().is_none());
+
     // A cancelled session leaves nothing staged.
     let session = uploads.start(&repo).await.unwrap();
     let session = uploads

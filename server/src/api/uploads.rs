@@ -148,8 +148,14 @@ async fn append(
     start: Option<u64>,
     body: web::Payload,
 ) -> ApiResult<UploadSession> {
-    match state.uploads.append(session, start, body).await {
-        Ok(updated) => Ok(updated),
+    append_error(session, state.uploads.append(session, start, body).await)
+}
+
+/// What appending to `session` answers: a chunk that does not follow on (or a session
+/// busy with another request) is told where the session ends; a session gone is unknown.
+fn append_error<T>(session: &UploadSession, outcome: Result<T, StorageError>) -> ApiResult<T> {
+    match outcome {
+        Ok(value) => Ok(value),
         Err(StorageError::OutOfOrder { size, .. }) => Err(ApiError::ChunkOutOfOrder {
             location: session_location(&session.repo, &session.id),
             size,
@@ -180,7 +186,7 @@ async fn finish_upload(
     let (repo, id, digest) = session_of(target)?;
     let digest = digest
         .ok_or_else(|| ApiError::DigestInvalid("the digest query parameter is required".into()))?;
-    let mut session = state
+    let session = state
         .uploads
         .get(&repo, &id)
         .await?
@@ -189,11 +195,16 @@ async fn finish_upload(
         .headers()
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");
-    if !empty_body && !state.uploads.already_holds(&session, &digest) {
+    let size = if !empty_body && !state.uploads.already_holds(&session, &digest) {
         let start = chunk_start(&req)?;
-        session = append(&state, &session, start, body).await?;
-    }
-    let size = state.uploads.finish(&session, &digest).await?;
+        let finished = state
+            .uploads
+            .append_and_finish(&session, start, body, &digest)
+            .await;
+        append_error(&session, finished)?
+    } else {
+        state.uploads.finish(&session, &digest).await?
+    };
     tracing::info!(repository = %session.repo, %digest, size, "blob pushed");
     Ok(blob_created(&session.repo, &digest))
 }

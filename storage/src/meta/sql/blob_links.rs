@@ -51,21 +51,20 @@ impl<E: Engine> BlobLinks for SqlMetadata<E> {
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> StorageResult<()> {
         let mut tx = self.engine.begin(Access::Push).await?;
-        let repo_id = ensure_repo(&mut tx, repo).await?;
-        // GC removed the row and is deleting the bytes: refuse (dropping `tx` rolls back).
-        refuse_tombstoned(&mut tx, digest).await?;
-        let at = now();
-        tx.execute(
-            query(
-                "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
-            )
-            .bind(digest)
-            .bind(size as i64)
-            .bind(at),
-        )
-        .await?;
-        touch_link(&mut tx, repo_id, digest, at).await?;
+        link_in(&mut tx, repo, digest, size).await?;
+        tx.commit().await
+    }
+
+    async fn link_pinned_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        token: &str,
+    ) -> StorageResult<()> {
+        let mut tx = self.engine.begin(Access::Push).await?;
+        link_in(&mut tx, repo, digest, size).await?;
+        tx.execute(unpin(digest, token)).await?;
         tx.commit().await
     }
 
@@ -114,10 +113,38 @@ impl<E: Engine> BlobLinks for SqlMetadata<E> {
     }
 
     async fn unpin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()> {
-        let q = query("DELETE FROM blob_pins WHERE digest = $1 AND token = $2")
-            .bind(digest)
-            .bind(token);
-        self.engine.writer().execute(q).await?;
+        self.engine.writer().execute(unpin(digest, token)).await?;
         Ok(())
     }
+}
+
+/// Records the blob and links it into `repo`, in the caller's transaction.
+async fn link_in(
+    tx: &mut impl Conn,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+) -> StorageResult<()> {
+    let repo_id = ensure_repo(tx, repo).await?;
+    // GC removed the row and is deleting the bytes: refuse (the caller's `tx`, dropped,
+    // rolls back).
+    refuse_tombstoned(tx, digest).await?;
+    let at = now();
+    tx.execute(
+        query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3)
+             ON CONFLICT (digest) DO UPDATE SET created_at = excluded.created_at",
+        )
+        .bind(digest)
+        .bind(size as i64)
+        .bind(at),
+    )
+    .await?;
+    touch_link(tx, repo_id, digest, at).await
+}
+
+fn unpin(digest: &Digest, token: &str) -> Query {
+    query("DELETE FROM blob_pins WHERE digest = $1 AND token = $2")
+        .bind(digest)
+        .bind(token)
 }

@@ -84,7 +84,16 @@ pub(super) fn page_limit(page: &Page<'_>) -> i64 {
     page.limit.map_or(i64::MAX, i64::from)
 }
 
+/// The id of `repo`, created if new. Looked up first: a push names a repository that
+/// exists nearly always, and every statement is a round trip to the database (on SQLite,
+/// a hand-off to its connection's thread and back).
 pub(super) async fn ensure_repo(tx: &mut impl Conn, repo: &RepoName) -> StorageResult<i64> {
+    let select = || query("SELECT id FROM repositories WHERE name = $1").bind(repo.as_str());
+    if let Some(row) = tx.first(select()).await? {
+        return row.i64("id");
+    }
+    // A concurrent push may create it first: then this inserts nothing and the lookup
+    // below finds theirs (each statement reads what was committed before it began).
     tx.execute(
         query("INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
             .bind(repo.as_str())
@@ -92,7 +101,7 @@ pub(super) async fn ensure_repo(tx: &mut impl Conn, repo: &RepoName) -> StorageR
     )
     .await?;
     let row = tx
-        .first(query("SELECT id FROM repositories WHERE name = $1").bind(repo.as_str()))
+        .first(select())
         .await?
         .ok_or_else(|| StorageError::Other(format!("repository {repo} vanished")))?;
     row.i64("id")

@@ -39,4 +39,14 @@ pub trait BlobLinks: Send + Sync {
     async fn pin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
 
     async fn unpin_blob(&self, digest: &Digest, token: &str) -> StorageResult<()>;
+
+    /// [`BlobLinks::link_blob`] and [`BlobLinks::unpin_blob`] in one transaction: how an
+    /// upload ends, one commit instead of two.
+    async fn link_pinned_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        token: &str,
+    ) -> StorageResult<()>;
 }
