@@ -607,8 +607,6 @@ fn running(session: &UploadSession) -> Option<&UploadProgress> {
         .filter(|p| p.staging != Staging::Parts)
 }
 
-/// Failures of the store itself (not of the client's bytes): the session is kept so the
-/// client can retry the final PUT.
 /// Where [`Uploads::append_and_finish`] failed, which decides whether the session stays.
 enum Failed {
     Appending(StorageError),
@@ -623,6 +621,8 @@ impl Failed {
     }
 }
 
+/// Failures of the store itself (not of the client's bytes): the session is kept so the
+/// client can retry the final PUT.
 fn is_transient(e: &StorageError) -> bool {
     matches!(
         e,
