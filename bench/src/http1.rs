@@ -39,7 +39,7 @@ pub async fn read_response(
         }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            bail!("connection closed");
+            return Err(closed("connection closed"));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -75,7 +75,7 @@ pub async fn read_response(
     while left > 0 {
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            bail!("connection closed in body");
+            return Err(closed("connection closed in body"));
         }
         let used = n.min(left);
         left -= used;
@@ -89,4 +89,10 @@ pub async fn read_response(
         location,
         retry_after,
     })
+}
+
+/// The peer closed the connection: an I/O error, like a reset, so a caller that
+/// reconnects on I/O errors needs no other test.
+fn closed(what: &str) -> anyhow::Error {
+    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what.to_string()).into()
 }

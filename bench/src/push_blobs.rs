@@ -156,10 +156,7 @@ async fn worker(job: Arc<Job>) -> Result<()> {
             let wait = match push_one(&mut conn, &job, &content, &digest).await {
                 Ok(Outcome::Done) => break,
                 Ok(Outcome::Retry(wait)) => wait,
-                Err(e)
-                    if e.downcast_ref::<std::io::Error>().is_some()
-                        || e.to_string().starts_with("connection closed") =>
-                {
+                Err(e) if e.downcast_ref::<std::io::Error>().is_some() => {
                     conn = Connection::open(&job.authority).await?;
                     Duration::ZERO
                 }

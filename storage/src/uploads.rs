@@ -250,12 +250,9 @@ impl Uploads {
         let empty_and_running = session.size == 0 && start.unwrap_or(0) == 0;
         if let Some(progress) = running(session).filter(|_| empty_and_running) {
             let mut held = self.exclusive(session, progress, start).await?;
-            let current = match self.meta.get_upload(&session.id).await {
-                Ok(Some(current)) => current,
-                Ok(None) => {
-                    self.release(held).await;
-                    return Err(StorageError::NotFound);
-                }
+            let read = self.meta.get_upload(&session.id).await;
+            let current = match read.and_then(|s| s.ok_or(StorageError::NotFound)) {
+                Ok(current) => current,
                 Err(e) => {
                     self.release(held).await;
                     return Err(e);
@@ -272,14 +269,7 @@ impl Uploads {
                     Err(Failed::Appending(_)) => false,
                     Err(Failed::Finishing(e)) => !is_transient(e),
                 };
-                let closed = if close {
-                    // Closed while still holding the lock: no append slips in between.
-                    self.close(&current).await
-                } else {
-                    Ok(())
-                };
-                self.release(held).await;
-                closed?;
+                self.release_closing(held, &current, close).await?;
                 return outcome.map_err(Failed::into_error);
             }
             // Another request appended meanwhile: the general way, from what it recorded.
@@ -371,14 +361,8 @@ impl Uploads {
                     self.pin_place_link(&prepared, &latest.repo, digest).await
                 }
                 .await;
-                if !matches!(outcome, Err(ref e) if is_transient(e)) {
-                    // Closed while still holding the lock: no append slips in between.
-                    let closed = self.close(&latest).await;
-                    self.release(held).await;
-                    closed?;
-                    return outcome;
-                }
-                self.release(held).await;
+                let close = !matches!(outcome, Err(ref e) if is_transient(e));
+                self.release_closing(held, &latest, close).await?;
                 return outcome;
             }
         };
@@ -444,6 +428,23 @@ impl Uploads {
                 renewer,
             }),
         })
+    }
+
+    /// Releases a session's lock, having closed the session first when `close`: closed
+    /// while still held, so no append slips in between. A failed close is the answer.
+    async fn release_closing(
+        &self,
+        held: Held,
+        session: &UploadSession,
+        close: bool,
+    ) -> StorageResult<()> {
+        let closed = if close {
+            self.close(session).await
+        } else {
+            Ok(())
+        };
+        self.release(held).await;
+        closed
     }
 
     async fn release(&self, mut held: Held) {
