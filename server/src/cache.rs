@@ -72,6 +72,13 @@ struct Entry {
     value: Value,
 }
 
+/// What an entry counts against [`MAX_BYTES`]: its bytes, its keys and the entry itself
+/// (its version is held inline, a hundred bytes, so a cache of small entries is bounded
+/// by what it really holds).
+fn weight(repo: &str, key: &str, value: &Value) -> usize {
+    value.bytes() + repo.len() + key.len() + std::mem::size_of::<Entry>()
+}
+
 /// Entries by what they are, then repository, then reference or query: nested so that a
 /// lookup, on every pull, borrows its keys instead of building them.
 type Map = HashMap<Kind, HashMap<String, HashMap<String, Entry>>>;
@@ -195,7 +202,7 @@ impl ManifestCache {
         let Some(version) = version else {
             return;
         };
-        let size = value.bytes() + repo.len() + key.len();
+        let size = weight(repo, key, &value);
         let cap = match kind {
             Kind::Manifest | Kind::Blob => MAX_MANIFEST_BYTES,
             Kind::Listing(_) => MAX_LISTING_BYTES,
@@ -217,7 +224,7 @@ impl ManifestCache {
             .insert(key.to_owned(), Entry { version, value });
         entries.bytes += size;
         if let Some(old) = old {
-            let old_size = old.value.bytes() + repo.len() + key.len();
+            let old_size = weight(repo, key, &old.value);
             entries.bytes = entries.bytes.saturating_sub(old_size);
         }
     }

@@ -238,6 +238,12 @@ enum SyncCommand {
     },
 }
 
+/// mimalloc, not the C library's allocator: a request allocates a few dozen small
+/// blocks (headers, route segments, boxed middleware futures), and mimalloc's per-thread
+/// free lists take a fraction of the instructions glibc's take for each.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cli_config = cli.config;

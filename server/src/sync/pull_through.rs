@@ -521,11 +521,13 @@ pub async fn fetch_on_miss(
             if let (Some(request::Route::Repository { repo, area }), Some(state)) =
                 (target.as_ref().map(|t| &t.route), state)
             {
+                // Boxed: a fetch's state is kilobytes, and held inline it would be
+                // moved and allocated with every request's future, fetching or not.
                 match area {
                     Area::Manifest { reference, .. } => {
-                        pull.manifest(&state, repo, reference).await?;
+                        Box::pin(pull.manifest(&state, repo, reference)).await?;
                     }
-                    Area::Blob(digest) => pull.blob(&state, repo, digest).await?,
+                    Area::Blob(digest) => Box::pin(pull.blob(&state, repo, digest)).await?,
                     _ => {}
                 }
             }

@@ -68,7 +68,9 @@ pub async fn enforce(
     if mode == PolicyMode::Off {
         return pass(req).await;
     }
-    let refusal = match evaluate(&state, repo, reference).await {
+    // Boxed: an evaluation's state is kilobytes, and held inline it would be moved and
+    // allocated with every request's future, evaluated or not.
+    let refusal = match Box::pin(evaluate(&state, repo, reference)).await {
         Ok(Some(e)) if !e.passes => Some((e.message(mode), Some(e.digest))),
         Ok(_) => None,
         Err(e) => {
