@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use signet_api_tests::oci::{push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::oci::{image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST};
 use signet_api_tests::proxy::Proxy;
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
@@ -46,22 +46,47 @@ struct Pushed {
     blobs: Vec<Bytes>,
 }
 
+/// An image pushed until the registry acknowledges it. With `grace_secs = 0`, a
+/// collector whose cutoff falls just after the blobs were pushed may take them before
+/// the manifest names them: the manifest is then refused (`MANIFEST_BLOB_UNKNOWN`,
+/// nothing acknowledged), and the blobs are pushed again, as a client does.
 async fn push_live(c: &Client, r: &Registry, repo: &str, tag: &str) -> Pushed {
+    let config = Bytes::from(format!(
+        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"n\":\"{}\"}}",
+        hex::encode(random_bytes(8))
+    ));
     let layers = [random_bytes(30_000), random_bytes(3_000)];
     let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
-    let manifest = push_image(c, r, repo, tag, &refs).await;
-    let m: Value = serde_json::from_slice(&manifest).unwrap();
-    let config = get_blob(c, r, repo, m["config"]["digest"].as_str().unwrap())
-        .await
-        .expect("config just pushed");
+    let manifest = image_manifest(&config, &refs, serde_json::json!({}));
     let mut blobs = vec![config];
     blobs.extend(layers);
-    Pushed {
-        repo: repo.into(),
-        tag: tag.into(),
-        manifest,
-        blobs,
+    for _ in 0..5 {
+        for blob in &blobs {
+            push_blob(c, r, repo, blob).await;
+        }
+        let resp = c
+            .put(r.v2(&format!("{repo}/manifests/{tag}")))
+            .header("Content-Type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        if status == StatusCode::CREATED {
+            return Pushed {
+                repo: repo.into(),
+                tag: tag.into(),
+                manifest,
+                blobs,
+            };
+        }
+        let body = resp.text().await.unwrap_or_default();
+        assert!(
+            status == StatusCode::BAD_REQUEST && body.contains("MANIFEST_BLOB_UNKNOWN"),
+            "put manifest {repo}:{tag}: {status} {body}"
+        );
     }
+    panic!("{repo}:{tag} refused five times: its blobs were collected each time");
 }
 
 /// The bytes served for a blob, `None` on 404; anything else (a 5xx, a short body,
@@ -414,7 +439,7 @@ async fn pushes_racing_a_killed_gc_stay_whole() {
         // tombstone stands would show here.
         let config = image.blobs[0].clone();
         let layer = image.blobs[1].clone();
-        let manifest = signet_api_tests::oci::image_manifest(
+        let manifest = image_manifest(
             &config,
             &[&layer],
             serde_json::json!({"annotations": {"round": round.to_string()}}),
