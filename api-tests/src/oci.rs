@@ -44,6 +44,15 @@ pub fn image_manifest(config: &[u8], layers: &[&[u8]], extra: Value) -> Vec<u8> 
     serde_json::to_vec(&m).unwrap()
 }
 
+/// An image config no other call makes (a random `n`), so each image is a new digest.
+pub fn unique_config() -> Vec<u8> {
+    format!(
+        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"n\":\"{}\"}}",
+        hex::encode(crate::random_bytes(8))
+    )
+    .into_bytes()
+}
+
 /// Pushes config, layers and the manifest (by `reference`); returns the manifest bytes.
 pub async fn push_image(
     c: &Client,
@@ -52,15 +61,12 @@ pub async fn push_image(
     reference: &str,
     layers: &[&[u8]],
 ) -> Vec<u8> {
-    let config = format!(
-        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"n\":\"{}\"}}",
-        hex::encode(crate::random_bytes(8))
-    );
-    push_blob(c, r, repo, config.as_bytes()).await;
+    let config = unique_config();
+    push_blob(c, r, repo, &config).await;
     for layer in layers {
         push_blob(c, r, repo, layer).await;
     }
-    let manifest = image_manifest(config.as_bytes(), layers, json!({}));
+    let manifest = image_manifest(&config, layers, json!({}));
     put_manifest(c, r, repo, reference, OCI_MANIFEST, &manifest).await;
     manifest
 }

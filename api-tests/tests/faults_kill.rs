@@ -12,7 +12,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use signet_api_tests::oci::{image_manifest, push_blob, push_image, put_manifest, OCI_MANIFEST};
+use signet_api_tests::oci::{
+    image_manifest, push_blob, push_image, put_manifest, unique_config, OCI_MANIFEST,
+};
 use signet_api_tests::proxy::Proxy;
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
@@ -51,10 +53,7 @@ struct Pushed {
 /// the manifest names them: the manifest is then refused (`MANIFEST_BLOB_UNKNOWN`,
 /// nothing acknowledged), and the blobs are pushed again, as a client does.
 async fn push_live(c: &Client, r: &Registry, repo: &str, tag: &str) -> Pushed {
-    let config = Bytes::from(format!(
-        "{{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[]}},\"n\":\"{}\"}}",
-        hex::encode(random_bytes(8))
-    ));
+    let config = Bytes::from(unique_config());
     let layers = [random_bytes(30_000), random_bytes(3_000)];
     let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
     let manifest = image_manifest(&config, &refs, serde_json::json!({}));
