@@ -79,19 +79,30 @@ pub async fn put_manifest(
     media_type: &str,
     body: &[u8],
 ) -> reqwest::Response {
-    let resp = c
-        .put(r.v2(&format!("{repo}/manifests/{reference}")))
-        .header("Content-Type", media_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
+    let resp = send_manifest(c, r, repo, reference, media_type, body).await;
     assert_eq!(
         resp.status(),
         StatusCode::CREATED,
         "put manifest {repo}:{reference}"
     );
     resp
+}
+
+/// `PUT`s a manifest and gives back whatever the registry answered.
+pub async fn send_manifest(
+    c: &Client,
+    r: &Registry,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    c.put(r.v2(&format!("{repo}/manifests/{reference}")))
+        .header("Content-Type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The digest `r` answers for `repo:reference` (a `HEAD` accepting an OCI manifest);

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use signet_api_tests::oci::{
-    image_manifest, push_blob, push_image, put_manifest, unique_config, OCI_MANIFEST,
+    image_manifest, push_blob, push_image, put_manifest, send_manifest, unique_config, OCI_MANIFEST,
 };
 use signet_api_tests::proxy::Proxy;
 use signet_api_tests::{client, random_bytes, sha256, Registry};
@@ -63,13 +63,7 @@ async fn push_live(c: &Client, r: &Registry, repo: &str, tag: &str) -> Pushed {
         for blob in &blobs {
             push_blob(c, r, repo, blob).await;
         }
-        let resp = c
-            .put(r.v2(&format!("{repo}/manifests/{tag}")))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = send_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
         let status = resp.status();
         if status == StatusCode::CREATED {
             return Pushed {

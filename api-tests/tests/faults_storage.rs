@@ -11,7 +11,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use signet_api_tests::oci::{descriptor, image_manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
+use signet_api_tests::oci::{
+    descriptor, image_manifest, send_manifest, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST,
+};
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 use signet_storage::testing::TestS3;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -489,13 +491,7 @@ async fn push_through_faults(
     }
     let refs: Vec<&[u8]> = layers.iter().map(|l| &l[..]).collect();
     let manifest = image_manifest(config, &refs, serde_json::json!({}));
-    let resp = c
-        .put(r.v2(&format!("{repo}/manifests/{tag}")))
-        .header("Content-Type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = send_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
     let status = resp.status();
     let body = resp.bytes().await.unwrap();
     if status == StatusCode::CREATED {

@@ -12,8 +12,8 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{attachment_tag, SIG_ANNOTATION, SIMPLESIGNING};
 use signet_api_tests::oci::{
-    descriptor, get, push_blob, put_manifest, stored_blob_files, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
-    OCI_MANIFEST,
+    descriptor, get, push_blob, put_manifest, send_manifest, stored_blob_files, OCI_CONFIG,
+    OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
@@ -556,13 +556,7 @@ async fn try_push(
         "layers": blobs[1..].iter().map(|l| descriptor(OCI_LAYER, l)).collect::<Vec<_>>(),
     }))
     .unwrap();
-    let resp = c
-        .put(r.v2(&format!("{repo}/manifests/{tag}")))
-        .header("Content-Type", OCI_MANIFEST)
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
+    let resp = send_manifest(c, r, repo, tag, OCI_MANIFEST, &manifest).await;
     match resp.status() {
         StatusCode::CREATED => Some(Pushed {
             repo: repo.into(),

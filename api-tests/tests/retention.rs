@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use signet_api_tests::cosign::{sign_payload, simple_signing_payload, trust_root, Key};
-use signet_api_tests::oci::{get, manifest_digest, push_image, OCI_MANIFEST};
+use signet_api_tests::oci::{get, manifest_digest, push_image, send_manifest, OCI_MANIFEST};
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
 /// Runs `signet retention --json [args]`; the report.
@@ -269,13 +269,7 @@ async fn a_push_racing_a_run_is_never_lost() {
     let mut acknowledged = Vec::new();
     for (i, body) in old.iter().enumerate() {
         let tag = format!("revived-{i}");
-        let resp = c
-            .put(r.v2(&format!("{repo}/manifests/{tag}")))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
+        let resp = send_manifest(&c, &r, repo, &tag, OCI_MANIFEST, body).await;
         if resp.status() == StatusCode::CREATED {
             acknowledged.push((tag, sha256(body)));
         }
