@@ -5,11 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
-use actix_web::dev::ServiceResponse;
 use actix_web::http::header;
-use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
-use actix_web::ResponseError;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context as _;
 
@@ -76,21 +73,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .app_data(ops_data.clone())
             .app_data(auth.clone())
             .app_data(limits.clone())
-            .wrap(from_fn(crate::verify::policy::enforce))
-            // After authorisation (only a caller who may pull fetches), before the
-            // policy (which judges what was fetched).
-            .wrap(from_fn(crate::sync::pull_through::fetch_on_miss))
-            .wrap(from_fn(crate::auth::middleware::authorize))
-            .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
-            .wrap(DefaultHeaders::new().add(api::API_VERSION_HEADER))
-            .wrap(from_fn(crate::auth::limits::enforce))
-            // What did not read is answered here: after metrics and logs count it,
-            // before rate limits, authorisation and handlers could act on it.
-            .wrap(from_fn(crate::request::refuse_unreadable))
-            .wrap(from_fn(crate::telemetry::request_span))
-            .wrap(from_fn(crate::ops::metrics::track))
-            // Outermost: every layer inside reads this one reading of the request.
-            .wrap(from_fn(crate::request::read))
+            // Every layer in front of the handlers (`pipeline`), as one middleware.
+            .wrap(from_fn(crate::pipeline::run))
             // The distribution API first: actix tries each route kind in turn.
             .configure(api::configure)
             .configure(crate::ops::configure)
@@ -141,17 +125,4 @@ async fn unmatched(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError
             .finish());
     }
     Err(ApiError::RouteNotFound)
-}
-
-/// A resource's 405 (a method it does not take) carries the OCI error body like every
-/// other error, keeping actix's `Allow` header.
-fn method_not_allowed<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let (req, res) = res.into_parts();
-    let mut replaced = ApiError::MethodNotAllowed.error_response();
-    if let Some(allow) = res.headers().get(header::ALLOW) {
-        replaced.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, replaced).map_into_right_body(),
-    ))
 }

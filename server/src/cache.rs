@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use actix_web::http::header::{HeaderValue, InvalidHeaderValue};
 use signet_storage::meta::{ChangeToken, StoredManifest};
 use signet_storage::MetadataStore;
 
@@ -28,6 +29,31 @@ const MAX_LISTING_BYTES: usize = 8 * 1024 * 1024;
 
 /// What the store looked like when an answer was read; `None`: not cacheable.
 pub type Version = Option<ChangeToken>;
+
+/// A manifest as a pull answers it: the stored manifest and the values of the headers
+/// made from it, formatted and checked once, when it is read from the store, not on
+/// every pull that finds it cached.
+#[derive(Debug, PartialEq)]
+pub struct ManifestAnswer {
+    pub manifest: StoredManifest,
+    pub content_type: HeaderValue,
+    pub digest: HeaderValue,
+    /// The digest, quoted.
+    pub etag: HeaderValue,
+}
+
+impl ManifestAnswer {
+    /// Refused only for a stored media type that is not a header value.
+    pub fn new(manifest: StoredManifest) -> Result<Self, InvalidHeaderValue> {
+        let digest = manifest.digest.to_string();
+        Ok(Self {
+            content_type: HeaderValue::from_str(&manifest.media_type)?,
+            etag: HeaderValue::from_str(&["\"", &digest, "\""].concat())?,
+            digest: HeaderValue::from_str(&digest)?,
+            manifest,
+        })
+    }
+}
 
 /// A listing response as sent: its body and the headers that depend on the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +77,8 @@ enum Kind {
 }
 
 enum Value {
-    Manifest(StoredManifest),
+    /// Shared with every answer that serves it: a hit copies no bytes and no digest.
+    Manifest(Arc<ManifestAnswer>),
     Listing(Listing),
     /// A blob the repository holds, and its size.
     BlobSize(u64),
@@ -60,7 +87,7 @@ enum Value {
 impl Value {
     fn bytes(&self) -> usize {
         match self {
-            Value::Manifest(m) => m.content.len(),
+            Value::Manifest(m) => m.manifest.content.len(),
             Value::Listing(l) => l.body.len() + l.headers.iter().map(|h| h.1.len()).sum::<usize>(),
             Value::BlobSize(_) => std::mem::size_of::<u64>(),
         }
@@ -125,7 +152,7 @@ impl ManifestCache {
 
     /// The manifest `reference` (tag or digest, as in the URL) of `repo`, if cached and
     /// nothing was committed between its reading and `now`.
-    pub fn get(&self, now: &Version, repo: &str, reference: &str) -> Option<StoredManifest> {
+    pub fn get(&self, now: &Version, repo: &str, reference: &str) -> Option<Arc<ManifestAnswer>> {
         match self.lookup(now, Kind::Manifest, repo, reference)? {
             Value::Manifest(m) => Some(m),
             _ => None,
@@ -133,7 +160,7 @@ impl ManifestCache {
     }
 
     /// Caches what the store answered, read at `version`.
-    pub fn insert(&self, repo: &str, reference: &str, version: Version, m: &StoredManifest) {
+    pub fn insert(&self, repo: &str, reference: &str, version: Version, m: &Arc<ManifestAnswer>) {
         self.store(
             Kind::Manifest,
             repo,
@@ -236,7 +263,7 @@ mod tests {
     use bytes::Bytes;
     use signet_storage::{Digest, RepoName};
 
-    fn manifest() -> StoredManifest {
+    fn stored() -> StoredManifest {
         StoredManifest {
             digest: "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
                 .parse()
@@ -244,6 +271,27 @@ mod tests {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             content: Bytes::from_static(b"{}"),
         }
+    }
+
+    fn manifest() -> Arc<ManifestAnswer> {
+        Arc::new(ManifestAnswer::new(stored()).unwrap())
+    }
+
+    #[test]
+    fn an_answer_carries_its_headers() {
+        let answer = manifest();
+        let digest = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+        assert_eq!(answer.digest, digest);
+        assert_eq!(answer.etag, format!("\"{digest}\"").as_str());
+        assert_eq!(
+            answer.content_type,
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        let unfit = StoredManifest {
+            media_type: "application/json\nX-Injected: 1".into(),
+            ..stored()
+        };
+        assert!(ManifestAnswer::new(unfit).is_err());
     }
 
     /// A cache over an on-disk SQLite store, and a way to commit to that store.
@@ -355,10 +403,13 @@ mod tests {
             cache.listing(&v, ListingKind::Referrers, "a/b", "sha256:y"),
             None
         );
-        let big = StoredManifest {
-            content: Bytes::from(vec![b' '; 2 * 1024 * 1024]),
-            ..manifest()
-        };
+        let big = Arc::new(
+            ManifestAnswer::new(StoredManifest {
+                content: Bytes::from(vec![b' '; 2 * 1024 * 1024]),
+                ..stored()
+            })
+            .unwrap(),
+        );
         cache.insert("a/b", "big", v.clone(), &big);
         assert_eq!(cache.get(&v, "a/b", "big"), None);
     }

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod maintenance;
 pub mod notify;
 pub mod ops;
+pub mod pipeline;
 pub mod request;
 pub mod retention;
 pub mod state;

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::request::Downstream;
 
 /// Installs the global subscriber; logs go to stderr.
 pub fn init(config: &LogConfig) {
@@ -28,7 +28,7 @@ pub fn init(config: &LogConfig) {
 /// Wraps every request in a span and logs its outcome.
 pub async fn request_span(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     // Route and repository as the request's one reading names them.

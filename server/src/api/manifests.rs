@@ -2,6 +2,7 @@
 //! from the metadata store, byte for byte as they were pushed.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::http::Method;
@@ -9,11 +10,12 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::BytesMut;
 use futures::StreamExt;
 use signet_storage::manifest::parse_manifest;
-use signet_storage::meta::{ManifestPut, StoredManifest, TagCondition};
+use signet_storage::meta::{ManifestPut, TagCondition};
 use signet_storage::{Algorithm, Digest, Reference, Registry, RepoName, Tag};
 
 use super::{HeadBody, DIGEST_HEADER};
 use crate::auth::Actor;
+use crate::cache::ManifestAnswer;
 use crate::error::{ApiError, ApiResult};
 use crate::request::{resource, Area, Kind, Target};
 use crate::state::AppState;
@@ -78,7 +80,7 @@ async fn lookup(
     state: &AppState,
     repo: &RepoName,
     reference: &Reference,
-) -> ApiResult<StoredManifest> {
+) -> ApiResult<Arc<ManifestAnswer>> {
     let key = reference.to_string();
     // Taken before the store is read, so an answer that raced a commit is never served
     // after it (see crate::cache).
@@ -88,6 +90,9 @@ async fn lookup(
     }
     match state.meta.get_manifest(repo, reference).await? {
         Some(m) => {
+            let m = Arc::new(ManifestAnswer::new(m).map_err(|_| {
+                ApiError::Internal("a stored media type is not a header value".into())
+            })?);
             state
                 .manifest_cache
                 .insert(repo.as_str(), &key, version, &m);
@@ -98,14 +103,12 @@ async fn lookup(
     }
 }
 
-fn manifest_headers(m: &StoredManifest) -> actix_web::HttpResponseBuilder {
-    let digest = m.digest.to_string();
-    let etag = format!("\"{digest}\"");
+fn manifest_headers(m: &ManifestAnswer) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
-        .insert_header((header::CONTENT_TYPE, m.media_type.as_str()))
-        .insert_header((DIGEST_HEADER, digest))
-        .insert_header((header::ETAG, etag));
+        .insert_header((header::CONTENT_TYPE, m.content_type.clone()))
+        .insert_header((DIGEST_HEADER, m.digest.clone()))
+        .insert_header((header::ETAG, m.etag.clone()));
     response
 }
 
@@ -114,8 +117,8 @@ async fn get_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<H
         repo, reference, ..
     } = manifest_of(target)?;
     let m = lookup(&state, &repo, &reference).await?;
-    state.pulls.note(repo.as_str(), &m.digest);
-    Ok(manifest_headers(&m).body(m.content))
+    state.pulls.note(repo.as_str(), &m.manifest.digest);
+    Ok(manifest_headers(&m).body(m.manifest.content.clone()))
 }
 
 async fn head_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<HttpResponse> {
@@ -123,7 +126,7 @@ async fn head_manifest(state: web::Data<AppState>, target: Target) -> ApiResult<
         repo, reference, ..
     } = manifest_of(target)?;
     let m = lookup(&state, &repo, &reference).await?;
-    Ok(manifest_headers(&m).body(HeadBody(m.content.len() as u64)))
+    Ok(manifest_headers(&m).body(HeadBody(m.manifest.content.len() as u64)))
 }
 
 /// Reads the whole manifest body, refusing more than `limit` bytes (413).

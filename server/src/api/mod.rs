@@ -12,12 +12,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::web;
 use bytes::Bytes;
 use signet_storage::meta::Page;
 
-pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+/// On every answer from the routes inward (the distribution spec's SHOULD).
+pub const API_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+pub const API_VERSION: HeaderValue = HeaderValue::from_static("registry/2.0");
 // Names made once, lower case as HTTP/1.1 sends them: from a `&str` every response would
 // parse (and, for the mixed case, copy) the name again.
 pub const DIGEST_HEADER: HeaderName = HeaderName::from_static("docker-content-digest");

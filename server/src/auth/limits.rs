@@ -21,11 +21,11 @@ use governor::{Quota, RateLimiter};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::request::Downstream;
 use crate::request::{target_of, Area, Kind, Route};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,7 +141,7 @@ fn too_many(retry_after: u64) -> actix_web::HttpResponse {
 
 pub async fn enforce(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(limits) = req
         .app_data::<web::Data<Limits>>()

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 
 use super::rules::Action;
 use super::{Auth, AuthFailure, Caller, CatalogFilter};
 use crate::error::ApiError;
+use crate::request::Downstream;
 use crate::request::{target_of, Area, Kind, Route, Target};
 use std::rc::Rc;
 
@@ -118,7 +118,7 @@ enum Unauthenticated {
 
 pub async fn authorize(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let Some(auth) = req
         .app_data::<web::Data<Auth>>()

@@ -20,7 +20,6 @@ use std::time::Instant;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, HttpResponse, Responder};
 use futures::Stream;
@@ -28,6 +27,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+use crate::request::Downstream;
 
 /// Latency buckets, in seconds: API calls are milliseconds, blob transfers minutes.
 pub const SECONDS: &[f64] = &[
@@ -449,10 +450,14 @@ fn request_series(route: &'static str, method: &'static str, status: u16) -> Req
 
 /// The request series, fed once per request: count and latency by route, method and
 /// status; body bytes in and out by route; upload requests in flight.
-pub async fn track<B: MessageBody + Unpin + 'static>(
+pub async fn track<D>(
     mut req: ServiceRequest,
-    next: Next<B>,
-) -> Result<ServiceResponse<CountingBody<B>>, actix_web::Error> {
+    next: D,
+) -> Result<ServiceResponse<CountingBody<D::Body>>, actix_web::Error>
+where
+    D: Downstream,
+    D::Body: Unpin + 'static,
+{
     let started = Instant::now();
     let method = method_label(req.method());
     let _in_flight = is_upload(&req).then(InFlight::start);

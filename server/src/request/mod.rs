@@ -13,10 +13,12 @@
 
 mod decode;
 mod dispatch;
+mod downstream;
 pub mod query;
 pub mod routes;
 
 pub use dispatch::{resource, KindResource};
+pub use downstream::{Downstream, Layer};
 
 use std::future::{ready, Ready};
 use std::rc::Rc;
@@ -24,7 +26,6 @@ use std::rc::Rc;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, ResponseError};
 use signet_storage::names::InvalidReference;
 use signet_storage::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -416,7 +417,7 @@ fn session_algorithms(announced: Option<&str>) -> ApiResult<Vec<Algorithm>> {
 /// does not read) in its extensions.
 pub async fn read(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let reading = Target::read(
         req.method(),
@@ -438,7 +439,7 @@ pub async fn read(
 /// or any handler see it (inside metrics and logs, which count it).
 pub async fn refuse_unreadable(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let refused = req.extensions_mut().remove::<Unreadable>();
     let error = match refused {

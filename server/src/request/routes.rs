@@ -68,18 +68,19 @@ use Segment::{Literal as L, Var as V};
 /// Where a route's path lives.
 #[derive(Debug, Clone, Copy)]
 pub enum Shape {
-    /// One of these exact paths.
-    Exact(&'static [&'static str]),
+    /// One of these exact paths, each as its segments (`/v2/` is `["v2", ""]`): a
+    /// path is compared as the slices of segments, with nothing split per request.
+    Exact(&'static [Path]),
     /// `/ui`, and any path below `/ui/`.
     Ui,
     /// The prefix, then exactly these segments.
     Fixed {
-        prefix: &'static str,
+        prefix: Path,
         segments: &'static [Segment],
     },
     /// The prefix, a repository name of one or more segments, then these segments.
     Repository {
-        prefix: &'static str,
+        prefix: Path,
         suffix: &'static [Segment],
     },
 }
@@ -94,9 +95,12 @@ pub struct Spec {
     pub pattern: &'static str,
 }
 
-const V2: &str = "/v2/";
-const EXTENSIONS: &str = "/extensions/v2/";
-const SYNC_JOBS: &str = "/v2/_signet/sync/jobs/";
+/// A path or a path's prefix, as its segments.
+type Path = &'static [&'static str];
+
+const V2: Path = &["v2"];
+const EXTENSIONS: Path = &["extensions", "v2"];
+const SYNC_JOBS: Path = &["v2", "_signet", "sync", "jobs"];
 
 const PAGE: [Param; 2] = [
     Param::one("n", ApiError::SizeInvalid),
@@ -108,25 +112,25 @@ const PAGE: [Param; 2] = [
 pub const ROUTES: &[Spec] = &[
     Spec {
         kind: Kind::Base,
-        shape: Shape::Exact(&["/v2/", "/v2"]),
+        shape: Shape::Exact(&[&["v2", ""], &["v2"]]),
         params: &[],
         pattern: "/v2/",
     },
     Spec {
         kind: Kind::Discover,
-        shape: Shape::Exact(&["/v2/_oci/ext/discover"]),
+        shape: Shape::Exact(&[&["v2", "_oci", "ext", "discover"]]),
         params: &[],
         pattern: "/v2/_oci/ext/discover",
     },
     Spec {
         kind: Kind::Catalog,
-        shape: Shape::Exact(&["/v2/_catalog"]),
+        shape: Shape::Exact(&[&["v2", "_catalog"]]),
         params: &PAGE,
         pattern: "/v2/_catalog",
     },
     Spec {
         kind: Kind::TokenService,
-        shape: Shape::Exact(&["/v2/token"]),
+        shape: Shape::Exact(&[&["v2", "token"]]),
         params: &[
             Param::one("service", ApiError::Unsupported),
             Param::many("scope", ApiError::Unsupported),
@@ -138,25 +142,25 @@ pub const ROUTES: &[Spec] = &[
     },
     Spec {
         kind: Kind::TokenRevoke,
-        shape: Shape::Exact(&["/v2/token/revoke"]),
+        shape: Shape::Exact(&[&["v2", "token", "revoke"]]),
         params: &[],
         pattern: "/v2/token/revoke",
     },
     Spec {
         kind: Kind::Healthz,
-        shape: Shape::Exact(&["/healthz"]),
+        shape: Shape::Exact(&[&["healthz"]]),
         params: &[],
         pattern: "/healthz",
     },
     Spec {
         kind: Kind::Readyz,
-        shape: Shape::Exact(&["/readyz"]),
+        shape: Shape::Exact(&[&["readyz"]]),
         params: &[],
         pattern: "/readyz",
     },
     Spec {
         kind: Kind::Metrics,
-        shape: Shape::Exact(&["/metrics"]),
+        shape: Shape::Exact(&[&["metrics"]]),
         params: &[],
         pattern: "/metrics",
     },
@@ -168,7 +172,7 @@ pub const ROUTES: &[Spec] = &[
     },
     Spec {
         kind: Kind::SyncJobs,
-        shape: Shape::Exact(&["/v2/_signet/sync/jobs"]),
+        shape: Shape::Exact(&[&["v2", "_signet", "sync", "jobs"]]),
         params: &[],
         pattern: "/v2/_signet/sync/jobs",
     },
@@ -366,7 +370,13 @@ fn split(raw_path: &str) -> Result<Vec<Cow<'_, str>>, NoMatch> {
     let Some(rest) = raw_path.strip_prefix('/') else {
         return Err(NoMatch::Unknown);
     };
-    rest.split('/').map(decode_segment).collect()
+    // Room for the common paths (`/v2/<two-part name>/manifests/<tag>` is 5 segments)
+    // from the start: collecting grows a vector from 4, moving it once per request.
+    let mut segments = Vec::with_capacity(8);
+    for raw in rest.split('/') {
+        segments.push(decode_segment(raw)?);
+    }
+    Ok(segments)
 }
 
 /// One segment, decoded; refused if it decodes to a `/` or a control character.
@@ -389,10 +399,7 @@ impl Shape {
     /// `segments` are the whole path's, decoded.
     fn matches(&self, segments: &[&str]) -> Option<ShapeMatch> {
         match self {
-            Shape::Exact(paths) => paths
-                .iter()
-                .any(|p| is_path(p, segments))
-                .then(|| (None, Vec::new(), None)),
+            Shape::Exact(paths) => paths.contains(&segments).then(|| (None, Vec::new(), None)),
             Shape::Ui => match segments {
                 ["ui"] => Some((None, Vec::new(), None)),
                 ["ui", rest @ ..] => Some((None, Vec::new(), Some(rest.join("/")))),
@@ -402,7 +409,7 @@ impl Shape {
                 prefix,
                 segments: shape,
             } => {
-                let rest = strip_prefix(segments, prefix)?;
+                let rest = segments.strip_prefix(*prefix)?;
                 if rest.len() != shape.len() {
                     return None;
                 }
@@ -410,7 +417,7 @@ impl Shape {
                 Some((None, vars, None))
             }
             Shape::Repository { prefix, suffix } => {
-                let rest = strip_prefix(segments, prefix)?;
+                let rest = segments.strip_prefix(*prefix)?;
                 if rest.len() <= suffix.len() {
                     return None;
                 }
@@ -420,26 +427,6 @@ impl Shape {
             }
         }
     }
-}
-
-/// Whether `segments` (none holds a `/`) are the path `path`, compared segment by
-/// segment: every request tries several exact paths, and none is built to compare.
-fn is_path(path: &str, segments: &[&str]) -> bool {
-    path.strip_prefix('/')
-        .is_some_and(|p| p.split('/').eq(segments.iter().copied()))
-}
-
-/// The segments after a prefix such as `/v2/`.
-fn strip_prefix<'a>(segments: &'a [&'a str], prefix: &str) -> Option<&'a [&'a str]> {
-    let mut rest = segments;
-    for word in prefix.trim_matches('/').split('/') {
-        let (first, tail) = rest.split_first()?;
-        if *first != word {
-            return None;
-        }
-        rest = tail;
-    }
-    Some(rest)
 }
 
 fn match_segments(shape: &[Segment], actual: &[&str]) -> Option<Vec<(Var, String)>> {
@@ -471,13 +458,15 @@ impl Spec {
                 .join("/")
         };
         match self.shape {
-            Shape::Exact(paths) => paths[0].to_string(),
+            Shape::Exact(paths) => format!("/{}", paths[0].join("/")),
             Shape::Ui => "/ui/".to_string(),
             Shape::Fixed {
                 prefix,
                 segments: s,
-            } => format!("{prefix}{}", segments(s)),
-            Shape::Repository { prefix, suffix } => format!("{prefix}{name}/{}", segments(suffix)),
+            } => format!("/{}/{}", prefix.join("/"), segments(s)),
+            Shape::Repository { prefix, suffix } => {
+                format!("/{}/{name}/{}", prefix.join("/"), segments(suffix))
+            }
         }
     }
 

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
-use actix_web::middleware::Next;
 use actix_web::web;
 use serde::{Deserialize, Serialize};
 use signet_storage::digest::Digest;
@@ -43,6 +42,7 @@ use super::runner::OnDemand;
 use super::source::{self, Source};
 use super::upstream::is_not_found;
 use crate::error::ApiError;
+use crate::request::Downstream;
 use crate::request::{self, target_of, Area};
 use crate::state::AppState;
 use crate::verify::PolicyMode;
@@ -506,7 +506,7 @@ fn background_attachments(
 /// makes sure it is here.
 pub async fn fetch_on_miss(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if matches!(*req.method(), Method::GET | Method::HEAD) {
         if let Some(pull) = req

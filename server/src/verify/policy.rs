@@ -15,7 +15,6 @@
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
@@ -33,14 +32,15 @@ use signet_storage::{Digest, Reference, RepoName};
 use super::requirements;
 use super::{PolicyMode, Verdict};
 use crate::error::ApiError;
+use crate::request::Downstream;
 use crate::request::{target_of, Area, Route};
 use crate::state::AppState;
 
 pub async fn enforce(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: impl Downstream,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let pass = |req| async {
+    let pass = move |req| async move {
         next.call(req)
             .await
             .map(ServiceResponse::map_into_left_body)
