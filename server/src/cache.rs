@@ -53,6 +53,17 @@ impl ManifestAnswer {
             manifest,
         })
     }
+
+    /// What it holds on the heap: the bytes, the digest and media type, the header values.
+    fn bytes(&self) -> usize {
+        let m = &self.manifest;
+        let headers = self.content_type.len() + self.digest.len() + self.etag.len();
+        std::mem::size_of::<Self>()
+            + m.content.len()
+            + m.digest.hex().len()
+            + m.media_type.len()
+            + headers
+    }
 }
 
 /// A listing response as sent: its body and the headers that depend on the store.
@@ -87,7 +98,7 @@ enum Value {
 impl Value {
     fn bytes(&self) -> usize {
         match self {
-            Value::Manifest(m) => m.manifest.content.len(),
+            Value::Manifest(m) => m.bytes(),
             Value::Listing(l) => l.body.len() + l.headers.iter().map(|h| h.1.len()).sum::<usize>(),
             Value::BlobSize(_) => std::mem::size_of::<u64>(),
         }
