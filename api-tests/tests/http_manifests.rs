@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use signet_api_tests::oci::{
     descriptor, expect_error, get, header, image_manifest, push_blob, push_image, put_manifest,
-    snapshot, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    send_manifest, snapshot, OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::{client, random_bytes, sha256, Registry};
 
@@ -15,22 +15,6 @@ const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+j
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-async fn put(
-    c: &reqwest::Client,
-    r: &Registry,
-    repo: &str,
-    reference: &str,
-    content_type: &str,
-    body: &[u8],
-) -> reqwest::Response {
-    c.put(r.v2(&format!("{repo}/manifests/{reference}")))
-        .header("Content-Type", content_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
 
 /// GET and HEAD of `repo:reference` answer `body` with `media_type`.
 async fn assert_manifest(
@@ -98,7 +82,7 @@ async fn oci_manifest_by_tag_and_by_digest() {
     let (config, layer) = push_parts(&c, &r, "img").await;
     let manifest = image_manifest(&config, &[&layer], json!({}));
     let digest = sha256(&manifest);
-    let resp = put(&c, &r, "img", "v1", OCI_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "img", "v1", OCI_MANIFEST, &manifest).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(resp.headers(), "docker-content-digest"), digest);
     assert_eq!(
@@ -112,7 +96,7 @@ async fn oci_manifest_by_tag_and_by_digest() {
     let (config2, layer2) = push_parts(&c, &r, "img").await;
     let other = image_manifest(&config2, &[&layer2], json!({}));
     let other_digest = sha256(&other);
-    let resp = put(&c, &r, "img", &other_digest, OCI_MANIFEST, &other).await;
+    let resp = send_manifest(&c, &r, "img", &other_digest, OCI_MANIFEST, &other).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(
         header(resp.headers(), "docker-content-digest"),
@@ -129,7 +113,7 @@ async fn oci_manifest_by_tag_and_by_digest() {
     // The old manifest stays reachable by digest.
     assert_manifest(&c, &r, "img", &digest, OCI_MANIFEST, &manifest).await;
     // Pushing the same manifest again is fine.
-    let resp = put(&c, &r, "img", "v1", OCI_MANIFEST, &other).await;
+    let resp = send_manifest(&c, &r, "img", "v1", OCI_MANIFEST, &other).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
@@ -149,7 +133,7 @@ async fn bytes_are_served_exactly_as_pushed() {
     )
     .into_bytes();
     let digest = sha256(&manifest);
-    let resp = put(&c, &r, "exact", "odd", OCI_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "exact", "odd", OCI_MANIFEST, &manifest).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(resp.headers(), "docker-content-digest"), digest);
     assert_manifest(&c, &r, "exact", "odd", OCI_MANIFEST, &manifest).await;
@@ -164,14 +148,14 @@ async fn put_by_digest_checks_the_digest() {
     let manifest = image_manifest(&config, &[&layer], json!({}));
     let before = snapshot(&c, &r, &["dig"]).await;
     let wrong = sha256(b"not the manifest");
-    let resp = put(&c, &r, "dig", &wrong, OCI_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "dig", &wrong, OCI_MANIFEST, &manifest).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
     for bad in [
         "sha256:abc",
         "sha256:",
         "md5:d41d8cd98f00b204e9800998ecf8427e",
     ] {
-        let resp = put(&c, &r, "dig", bad, OCI_MANIFEST, &manifest).await;
+        let resp = send_manifest(&c, &r, "dig", bad, OCI_MANIFEST, &manifest).await;
         let status = resp.status();
         let body = resp.bytes().await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
@@ -188,7 +172,7 @@ async fn put_by_digest_checks_the_digest() {
     // sha512 names the same manifest under another digest.
     use sha2::Digest as _;
     let d512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(&manifest)));
-    let resp = put(&c, &r, "dig", &d512, OCI_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "dig", &d512, OCI_MANIFEST, &manifest).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(resp.headers(), "docker-content-digest"), d512);
     let (status, body) = get(&c, &r.v2(&format!("dig/manifests/{d512}"))).await;
@@ -206,7 +190,7 @@ async fn manifest_with_missing_blobs_is_refused() {
     let before = snapshot(&c, &r, &repos).await;
 
     let manifest = image_manifest(&config, &[&layer, &missing_layer], json!({}));
-    let resp = put(&c, &r, "partial", "v1", OCI_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "partial", "v1", OCI_MANIFEST, &manifest).await;
     let body = {
         let status = resp.status();
         let body = resp.bytes().await.unwrap();
@@ -220,13 +204,13 @@ async fn manifest_with_missing_blobs_is_refused() {
     );
     // Missing config.
     let manifest2 = image_manifest(b"{\"missing\":1}", &[&layer], json!({}));
-    let resp = put(&c, &r, "partial", "v2", OCI_MANIFEST, &manifest2).await;
+    let resp = send_manifest(&c, &r, "partial", "v2", OCI_MANIFEST, &manifest2).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     // Blobs that exist, but in another repository: a new repository is not created.
     let manifest3 = image_manifest(&config, &[&layer], json!({}));
-    let resp = put(&c, &r, "brand/new", "v1", OCI_MANIFEST, &manifest3).await;
+    let resp = send_manifest(&c, &r, "brand/new", "v1", OCI_MANIFEST, &manifest3).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
-    let resp = put(
+    let resp = send_manifest(
         &c,
         &r,
         "brand/new",
@@ -270,18 +254,18 @@ async fn oci_index_children_must_exist() {
 
     // No child pushed yet, then only one.
     let before = snapshot(&c, &r, &["multi"]).await;
-    let resp = put(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
+    let resp = send_manifest(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     put_manifest(&c, &r, "multi", &sha256(&amd64), OCI_MANIFEST, &amd64).await;
     let before_one = snapshot(&c, &r, &["multi"]).await;
     assert_eq!(before, before_one, "a push by digest moves no tag");
-    let resp = put(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
+    let resp = send_manifest(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
     let h = expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     drop(h);
     assert_eq!(snapshot(&c, &r, &["multi"]).await, before_one);
 
     put_manifest(&c, &r, "multi", &sha256(&arm64), OCI_MANIFEST, &arm64).await;
-    let resp = put(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
+    let resp = send_manifest(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_manifest(&c, &r, "multi", "latest", OCI_INDEX, &index).await;
     assert_manifest(&c, &r, "multi", &sha256(&index), OCI_INDEX, &index).await;
@@ -304,7 +288,7 @@ async fn docker_schema2_manifest_and_manifest_list() {
         "layers": [descriptor(DOCKER_LAYER, &layer)],
     }))
     .unwrap();
-    let resp = put(&c, &r, "docker", "amd64", DOCKER_MANIFEST, &manifest).await;
+    let resp = send_manifest(&c, &r, "docker", "amd64", DOCKER_MANIFEST, &manifest).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_manifest(&c, &r, "docker", "amd64", DOCKER_MANIFEST, &manifest).await;
 
@@ -316,7 +300,7 @@ async fn docker_schema2_manifest_and_manifest_list() {
         "manifests": [child],
     }))
     .unwrap();
-    let resp = put(&c, &r, "docker", "latest", DOCKER_LIST, &list).await;
+    let resp = send_manifest(&c, &r, "docker", "latest", DOCKER_LIST, &list).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_manifest(&c, &r, "docker", "latest", DOCKER_LIST, &list).await;
 
@@ -328,7 +312,7 @@ async fn docker_schema2_manifest_and_manifest_list() {
     }))
     .unwrap();
     let before = snapshot(&c, &r, &["docker"]).await;
-    let resp = put(&c, &r, "docker", "broken", DOCKER_LIST, &bad_list).await;
+    let resp = send_manifest(&c, &r, "docker", "broken", DOCKER_LIST, &bad_list).await;
     expect_error(resp, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
     assert_eq!(snapshot(&c, &r, &["docker"]).await, before);
 }
@@ -403,7 +387,7 @@ async fn invalid_manifests_are_refused() {
     let before = snapshot(&c, &r, &["val"]).await;
     for (what, content_type, body) in &cases {
         for reference in ["v1".to_string(), sha256(body)] {
-            let resp = put(&c, &r, "val", &reference, content_type, body).await;
+            let resp = send_manifest(&c, &r, "val", &reference, content_type, body).await;
             let status = resp.status();
             let bytes = resp.bytes().await.unwrap();
             assert_eq!(
@@ -433,7 +417,7 @@ async fn invalid_tags() {
         "ümlaut",
         long.as_str(),
     ] {
-        let resp = put(&c, &r, "tags", tag, OCI_MANIFEST, &manifest).await;
+        let resp = send_manifest(&c, &r, "tags", tag, OCI_MANIFEST, &manifest).await;
         let status = resp.status();
         let body = resp.bytes().await.unwrap();
         assert_eq!(status, StatusCode::BAD_REQUEST, "PUT tag {tag:?}: {body:?}");
@@ -541,7 +525,7 @@ async fn oversize_manifest_default_limit() {
     let limit = 4 * 1024 * 1024;
     let over = pad(limit + 1);
     assert_eq!(over.len(), limit + 1);
-    let resp = put(&c, &r, "big", "over", OCI_MANIFEST, &over).await;
+    let resp = send_manifest(&c, &r, "big", "over", OCI_MANIFEST, &over).await;
     let status = resp.status();
     let body = resp.bytes().await.unwrap();
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -564,7 +548,7 @@ async fn oversize_manifest_default_limit() {
     // Exactly at the limit is accepted.
     let at = pad(limit);
     assert_eq!(at.len(), limit);
-    let resp = put(&c, &r, "big", "at", OCI_MANIFEST, &at).await;
+    let resp = send_manifest(&c, &r, "big", "at", OCI_MANIFEST, &at).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_manifest(&c, &r, "big", "at", OCI_MANIFEST, &at).await;
 }
@@ -584,7 +568,7 @@ async fn oversize_manifest_configured_limit() {
         json!({"annotations": {"pad": "y".repeat(1000 - fits.len())}}),
     );
     assert!(over.len() > 1000);
-    let resp = put(&c, &r, "small", "over", OCI_MANIFEST, &over).await;
+    let resp = send_manifest(&c, &r, "small", "over", OCI_MANIFEST, &over).await;
     let status = resp.status();
     let body = resp.bytes().await.unwrap();
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -610,14 +594,14 @@ async fn subject_header_and_missing_subject() {
         "subject": descriptor(OCI_MANIFEST, &subject),
     }))
     .unwrap();
-    let resp = put(&c, &r, "subj", &sha256(&referrer), OCI_MANIFEST, &referrer).await;
+    let resp = send_manifest(&c, &r, "subj", &sha256(&referrer), OCI_MANIFEST, &referrer).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(header(resp.headers(), "oci-subject"), subject_digest);
     assert_manifest(&c, &r, "subj", &sha256(&referrer), OCI_MANIFEST, &referrer).await;
 
     // A manifest without a subject has no OCI-Subject header.
     push_blob(&c, &r, "subj", b"{\"s\":1}").await;
-    let resp = put(&c, &r, "subj", "plain", OCI_MANIFEST, &subject).await;
+    let resp = send_manifest(&c, &r, "subj", "plain", OCI_MANIFEST, &subject).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert!(resp.headers().get("oci-subject").is_none());
 }

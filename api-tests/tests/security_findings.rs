@@ -13,8 +13,8 @@ use signet_api_tests::cosign::{
     push_referrer, sign_payload, simple_signing_payload, trust_config, Key,
 };
 use signet_api_tests::oci::{
-    error_code, expect_error, get, header, push_blob, push_image, OCI_CONFIG, OCI_INDEX, OCI_LAYER,
-    OCI_MANIFEST,
+    error_code, expect_error, get, header, push_blob, push_image, send_manifest, OCI_CONFIG,
+    OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 use signet_api_tests::pki::{auth_users, write_token_key};
 use signet_api_tests::{client, require_tool, sha256, Registry};
@@ -33,23 +33,6 @@ fn client_as(user: &str, password: &str) -> Client {
         basic(user, password).parse().unwrap(),
     );
     Client::builder().default_headers(headers).build().unwrap()
-}
-
-/// PUT of a manifest, its response.
-async fn put(
-    c: &Client,
-    r: &Registry,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    body: &[u8],
-) -> reqwest::Response {
-    c.put(r.v2(&format!("{repo}/manifests/{reference}")))
-        .header("Content-Type", media_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------
@@ -141,7 +124,7 @@ async fn unsigned_runnable_images_are_refused_under_enforce_whatever_they_claim(
     let mut refused = Vec::new();
     for (what, extra, tag) in &disguises {
         let manifest = runnable(&c, &r, "prod/app", what, extra.clone()).await;
-        let resp = put(&c, &r, "prod/app", tag, OCI_MANIFEST, &manifest).await;
+        let resp = send_manifest(&c, &r, "prod/app", tag, OCI_MANIFEST, &manifest).await;
         assert_eq!(resp.status(), StatusCode::CREATED, "{what}");
         let digest = sha256(&manifest);
         for reference in [tag.as_str(), digest.as_str()] {
@@ -161,7 +144,7 @@ async fn unsigned_runnable_images_are_refused_under_enforce_whatever_they_claim(
     }))
     .unwrap();
     assert_eq!(
-        put(&c, &r, "prod/app", "idx", OCI_INDEX, &index)
+        send_manifest(&c, &r, "prod/app", "idx", OCI_INDEX, &index)
             .await
             .status(),
         StatusCode::CREATED
@@ -283,7 +266,7 @@ async fn a_descriptor_size_that_differs_from_the_blob_is_refused() {
         .unwrap()
     };
     for wrong in [layer.len() + 1, layer.len() - 1, 0] {
-        let resp = put(&c, &r, "sizes/app", "v1", OCI_MANIFEST, &manifest(wrong)).await;
+        let resp = send_manifest(&c, &r, "sizes/app", "v1", OCI_MANIFEST, &manifest(wrong)).await;
         let status = resp.status();
         let body = resp.bytes().await.unwrap();
         assert_eq!(
@@ -299,7 +282,7 @@ async fn a_descriptor_size_that_differs_from_the_blob_is_refused() {
         status_of(&c, &r, "sizes/app", "v1").await,
         StatusCode::NOT_FOUND
     );
-    let resp = put(
+    let resp = send_manifest(
         &c,
         &r,
         "sizes/app",
@@ -318,7 +301,7 @@ async fn a_descriptor_size_that_differs_from_the_blob_is_refused() {
         }))
         .unwrap()
     };
-    let resp = put(
+    let resp = send_manifest(
         &c,
         &r,
         "sizes/app",
@@ -328,7 +311,7 @@ async fn a_descriptor_size_that_differs_from_the_blob_is_refused() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let resp = put(&c, &r, "sizes/app", "multi", OCI_INDEX, &index(good.len())).await;
+    let resp = send_manifest(&c, &r, "sizes/app", "multi", OCI_INDEX, &index(good.len())).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
