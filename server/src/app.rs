@@ -15,6 +15,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// How long a client has to send a request's head.
+pub(crate) const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A bound, running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -65,7 +68,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let ops_data = web::Data::from(ops.clone());
 
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
+    let application = move || {
         App::new()
             .app_data(app_state.clone())
             .app_data(sync.clone())
@@ -82,33 +85,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .configure(crate::ext::configure)
             .configure(crate::ui::configure)
             .default_service(web::to(unmatched))
-    })
-    .shutdown_timeout(config.server.shutdown_timeout_secs)
+    };
     // SIGTERM/SIGINT: drain first (`/readyz` 503), then the graceful stop.
-    .shutdown_signal(crate::ops::shutdown_signal(
-        ops,
-        Duration::from_secs(config.server.drain_secs),
-    ))
-    .client_request_timeout(Duration::from_secs(60));
-    let mut server = if config.server.tls.enabled() {
+    let shutdown = crate::ops::shutdown_signal(ops, Duration::from_secs(config.server.drain_secs));
+    let (server, addr) = if config.server.tls.enabled() {
         let certs = crate::tls::ReloadingCert::open(&config.server.tls, crate::tls::provider())?;
         certs.watch(config.server.tls.reload_check_secs);
-        server
+        let mut server = HttpServer::new(application)
+            .shutdown_timeout(config.server.shutdown_timeout_secs)
+            .shutdown_signal(shutdown)
+            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
             .bind_rustls_0_23(config.server.listen.as_str(), certs.server_config()?)
-            .with_context(|| format!("cannot listen on {}", config.server.listen))?
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        let addr = *server
+            .addrs()
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no address bound"))?;
+        (server.run(), addr)
     } else {
-        server
-            .bind(config.server.listen.as_str())
+        crate::plain_http::serve(application, &config.server, shutdown)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?
     };
-    if config.server.workers > 0 {
-        server = server.workers(config.server.workers);
-    }
-    let addr = *server
-        .addrs()
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no address bound"))?;
-    let server = server.run();
     Ok(RunningServer {
         addr,
         handle: server.handle(),

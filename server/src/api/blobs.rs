@@ -1,5 +1,6 @@
 //! `HEAD`/`GET`/`DELETE /v2/<name>/blobs/<digest>`: blobs are served from the blob
-//! store as a stream, whole or by `Range`; the metadata store says whether the
+//! store as a stream, whole or by `Range`, or on a plain-HTTP connection straight from
+//! the page cache when it holds them (`send_file`); the metadata store says whether the
 //! repository may serve them.
 
 use actix_web::body::SizedStream;
@@ -12,6 +13,7 @@ use signet_storage::{Digest, RepoName, StorageError};
 use super::{HeadBody, DIGEST_HEADER};
 use crate::error::{ApiError, ApiResult};
 use crate::request::{resource, Area, Kind, Target};
+use crate::send_file::{FileBody, SendSlot};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -105,6 +107,15 @@ async fn get_blob(
     target: Target,
 ) -> ApiResult<HttpResponse> {
     let (digest, size, range) = locate(&state, &req, target).await?;
+    let length = range.map_or(size, |r| r.len());
+    if let Some(slot) = req.conn_data::<SendSlot>().filter(|_| length > 0) {
+        let start = range.map_or(0, |r| r.start);
+        if let Some(file) = state.blobs.open_resident(&digest, start, length) {
+            return Ok(blob_headers(&digest, size, range)
+                .no_chunking(length)
+                .body(FileBody::new(slot.clone(), file, start, length)));
+        }
+    }
     let body = match state.blobs.get(&digest, range).await {
         Ok(body) => body,
         Err(StorageError::NotFound) => {
@@ -113,7 +124,6 @@ async fn get_blob(
         }
         Err(e) => return Err(e.into()),
     };
-    let length = range.map_or(size, |r| r.len());
     Ok(blob_headers(&digest, size, range).body(SizedStream::new(length, body.stream)))
 }
 

@@ -363,11 +363,14 @@ pub struct CountingBody<B> {
     inner: B,
     sent_total: IntCounter,
     sent: u64,
+    /// The connection's file sends, counted as this response's when it ends.
+    from_files: Option<crate::send_file::SendSlot>,
 }
 
 impl<B> Drop for CountingBody<B> {
     fn drop(&mut self) {
-        self.sent_total.inc_by(self.sent);
+        let from_files = self.from_files.as_ref().map_or(0, |slot| slot.take_sent());
+        self.sent_total.inc_by(self.sent + from_files);
     }
 }
 
@@ -482,6 +485,8 @@ where
             Some(read)
         }
     };
+    // Bytes a connection sends from a file never pass through the body.
+    let from_files = req.conn_data::<crate::send_file::SendSlot>().cloned();
     let response = next.call(req).await?;
     let series = request_series(route, method, response.status().as_u16());
     series.requests.inc();
@@ -493,6 +498,7 @@ where
         inner,
         sent_total: series.response_bytes,
         sent: 0,
+        from_files,
     }))
 }
 

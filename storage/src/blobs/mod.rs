@@ -299,6 +299,18 @@ impl BlobStore {
         })
     }
 
+    /// A local blob's file, opened on the calling thread, when the kernel's caches hold
+    /// its path and the `len` bytes from `start` (see [`cached_read::holds`]): what a
+    /// response can send from the page cache to the socket without reading it first.
+    /// `None` for memory and S3 stores, a file shorter than the range, or anything that
+    /// would wait for the disk: [`Blobs::get`] then reads it.
+    pub fn open_resident(&self, digest: &Digest, start: u64, len: u64) -> Option<std::fs::File> {
+        let root = self.local_root()?;
+        let (file, size) = cached_read::open(&paths::local(root, &paths::blob(digest)))?;
+        let end = start.checked_add(len)?;
+        (end <= size && cached_read::holds(&file, start, len)).then_some(file)
+    }
+
     pub async fn delete(&self, digest: &Digest) -> StorageResult<()> {
         objects::remove(self.store.as_ref(), &paths::blob(digest)).await
     }
