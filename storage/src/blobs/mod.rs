@@ -303,7 +303,7 @@ impl BlobStore {
     /// its path and the `len` bytes from `start` (see [`cached_read::holds`]): what a
     /// response can send from the page cache to the socket without reading it first.
     /// `None` for memory and S3 stores, a file shorter than the range, or anything that
-    /// would wait for the disk: [`Blobs::get`] then reads it.
+    /// would wait for the disk: [`BlobStore::get`] then reads it.
     pub fn open_resident(&self, digest: &Digest, start: u64, len: u64) -> Option<std::fs::File> {
         let root = self.local_root()?;
         let (file, size) = cached_read::open(&paths::local(root, &paths::blob(digest)))?;
