@@ -102,17 +102,11 @@ impl FileConn {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            match self.io.poll_write_ready(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => break Err(e),
-                Poll::Ready(Ok(())) => {}
-            }
             let want = job.left.min(SEND_CALL as u64) as usize;
-            let sent = self.io.try_io(Interest::WRITABLE, || {
+            let sent = poll_write_with(&self.io, cx, || {
                 rustix::fs::sendfile(&self.io, &job.file, Some(&mut job.offset), want)
-                    .map_err(io::Error::from)
             });
-            match sent {
+            match std::task::ready!(sent) {
                 Ok(0) => {
                     break Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -124,9 +118,6 @@ impl FileConn {
                     turn += n as u64;
                     shared.sent += n as u64;
                 }
-                // The readiness was cleared: the next round waits for the socket.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
         };
@@ -177,19 +168,9 @@ impl AsyncWrite for FileConn {
         // A head with its file to follow: held back (`MSG_MORE`) to leave in the same
         // packets as the file's first bytes, as nginx's `tcp_nopush` does, rather than
         // alone, which would wake the client once more per response.
-        loop {
-            std::task::ready!(self.io.poll_write_ready(cx))?;
-            let sent = self.io.try_io(Interest::WRITABLE, || {
-                rustix::net::send(&self.io, buf, rustix::net::SendFlags::MORE)
-                    .map_err(io::Error::from)
-            });
-            match sent {
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted => {}
-                done => return Poll::Ready(done),
-            }
-        }
+        poll_write_with(&self.io, cx, || {
+            rustix::net::send(&self.io, buf, rustix::net::SendFlags::MORE)
+        })
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -199,6 +180,25 @@ impl AsyncWrite for FileConn {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// `write` (a system call writing to `io`) once the socket takes it: `Pending` while it
+/// is full, retried when a signal interrupted it.
+fn poll_write_with(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    mut write: impl FnMut() -> rustix::io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(io.poll_write_ready(cx))?;
+        // A refusal clears the readiness: the next round waits for the socket.
+        match io.try_io(Interest::WRITABLE, || write().map_err(io::Error::from)) {
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            done => return Poll::Ready(done),
+        }
     }
 }
 
@@ -213,10 +213,15 @@ fn broken() -> io::Error {
 /// own; it ends when the file has been sent.
 pub struct FileBody {
     slot: SendSlot,
-    /// The file until the first poll hands it to the connection.
-    job: Option<Job>,
-    armed: bool,
-    finished: bool,
+    stage: Stage,
+}
+
+enum Stage {
+    /// The file, until the first poll hands it to the connection.
+    Waiting(Job),
+    /// In the connection's slot, being sent.
+    Sending,
+    Done,
 }
 
 impl FileBody {
@@ -225,13 +230,11 @@ impl FileBody {
     pub fn new(slot: SendSlot, file: File, offset: u64, len: u64) -> Self {
         FileBody {
             slot,
-            job: Some(Job {
+            stage: Stage::Waiting(Job {
                 file,
                 offset,
                 left: len,
             }),
-            armed: false,
-            finished: false,
         }
     }
 }
@@ -250,29 +253,21 @@ impl MessageBody for FileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, Self::Error>>> {
         let this = self.get_mut();
-        if this.finished {
-            return Poll::Ready(None);
-        }
         let mut shared = this.slot.0.borrow_mut();
-        if let Some(job) = this.job.take() {
-            if shared.broken {
-                this.finished = true;
-                return Poll::Ready(Some(Err(broken())));
+        match std::mem::replace(&mut this.stage, Stage::Done) {
+            Stage::Done => return Poll::Ready(None),
+            Stage::Waiting(_) if shared.broken => return Poll::Ready(Some(Err(broken()))),
+            Stage::Waiting(job) => {
+                shared.job = Some(job);
+                shared.outcome = None;
             }
-            shared.job = Some(job);
-            shared.outcome = None;
-            this.armed = true;
+            Stage::Sending => {}
         }
         match shared.outcome.take() {
-            Some(result) => {
-                this.finished = true;
-                this.armed = false;
-                match result {
-                    Ok(()) => Poll::Ready(None),
-                    Err(e) => Poll::Ready(Some(Err(e))),
-                }
-            }
+            Some(Ok(())) => Poll::Ready(None),
+            Some(Err(e)) => Poll::Ready(Some(Err(e))),
             None => {
+                this.stage = Stage::Sending;
                 shared.waiting = Some(cx.waker().clone());
                 Poll::Pending
             }
@@ -282,7 +277,7 @@ impl MessageBody for FileBody {
 
 impl Drop for FileBody {
     fn drop(&mut self) {
-        if self.armed {
+        if let Stage::Sending = self.stage {
             // Dropped before its file was sent: the head announced bytes that will not
             // follow, so the connection carries no further response.
             let mut shared = self.slot.0.borrow_mut();

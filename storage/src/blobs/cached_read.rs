@@ -88,28 +88,8 @@ pub fn read(file: &File, offset: u64, len: usize) -> Option<Bytes> {
 /// that a range is sent from the page cache on the worker thread. A page in the middle
 /// evicted on its own costs that send one wait for the disk, as it would nginx's.
 pub fn holds(file: &File, offset: u64, len: u64) -> bool {
-    if !AVAILABLE.load(Ordering::Relaxed) {
-        return false;
-    }
-    if len == 0 {
-        return true;
-    }
-    let cached = |at: u64| {
-        let mut byte = [0u8; 1];
-        match preadv2(
-            file,
-            &mut [IoSliceMut::new(&mut byte)],
-            at,
-            ReadWriteFlags::NOWAIT,
-        ) {
-            Ok(n) => n == 1,
-            Err(e) => {
-                unavailable_if_unsupported(e);
-                false
-            }
-        }
-    };
-    cached(offset) && (len == 1 || cached(offset + len - 1))
+    let cached = |at: u64| read(file, at, 1).is_some();
+    len == 0 || (cached(offset) && (len == 1 || cached(offset + len - 1)))
 }
 
 fn unavailable_if_unsupported(e: Errno) -> Errno {
